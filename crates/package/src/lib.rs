@@ -1,0 +1,1 @@
+//! The .difypkg / .difybndl codec.

@@ -1,0 +1,13 @@
+//! Wire types spoken between Dify, the daemon, the CLI, the clients and plugin processes.
+//!
+//! Architecture invariant: this crate does no I/O and knows nothing about tokio, HTTP or databases.
+
+pub mod access;
+pub mod envelope;
+pub mod identifier;
+pub mod manifest;
+pub mod message;
+
+pub use envelope::{Envelope, ErrorType, DaemonError};
+pub use identifier::{PluginUniqueIdentifier, IdentifierError};
+pub use manifest::PluginDeclaration;
