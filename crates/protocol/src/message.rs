@@ -1,1 +1,371 @@
-//! TODO
+//! The plugin message model spoken over a plugin's stdio pipe, a debug TCP socket or a serverless
+//! HTTP body (runtime-protocol.md §0).
+//!
+//! Daemon → plugin: [`PluginInStream`] lines (`event` = `request` or `backwards_response`).
+//! Plugin → daemon: [`PluginEvent`] lines (`heartbeat`, `log`, `error`, `session` with an inner
+//! [`SessionMessage`] of type `stream`, `invoke`, `error` or `end`).
+//!
+//! This module only turns values into lines and lines into values. It does no I/O, keeps no
+//! session state and never decides what a message means for an invocation.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The `event` of a daemon → plugin line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InStreamEvent {
+    /// A new invocation; `data` is the flattened request.
+    Request,
+    /// An answer to a backwards invocation the plugin made.
+    BackwardsResponse,
+}
+
+/// One daemon → plugin line (runtime-protocol.md §0.1). Field order is the Go daemon's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginInStream {
+    pub session_id: String,
+    pub conversation_id: Option<String>,
+    pub message_id: Option<String>,
+    pub app_id: Option<String>,
+    pub endpoint_id: Option<String>,
+    pub context: Option<Value>,
+    pub event: InStreamEvent,
+    pub data: Value,
+}
+
+/// Optional pass-through values of an invocation, copied onto every line of its session.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InvocationContext {
+    pub conversation_id: Option<String>,
+    pub message_id: Option<String>,
+    pub app_id: Option<String>,
+    pub endpoint_id: Option<String>,
+    pub context: Option<Value>,
+}
+
+impl PluginInStream {
+    /// A `request` line: `data` = `{user_id, type, action, ...payload}` with keys sorted
+    /// alphabetically, as the Go daemon builds it from a map.
+    pub fn request(
+        session_id: &str,
+        invocation: &InvocationContext,
+        user_id: &str,
+        access_type: &str,
+        access_action: &str,
+        payload: &Map<String, Value>,
+    ) -> Self {
+        let mut fields: Vec<(String, Value)> = payload
+            .iter()
+            .filter(|(key, _)| !matches!(key.as_str(), "user_id" | "type" | "action"))
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
+        fields.push(("user_id".into(), Value::String(user_id.into())));
+        fields.push(("type".into(), Value::String(access_type.into())));
+        fields.push(("action".into(), Value::String(access_action.into())));
+        fields.sort_by(|a, b| a.0.cmp(&b.0));
+        let data: Map<String, Value> = fields.into_iter().collect();
+        Self::with_event(session_id, invocation, InStreamEvent::Request, Value::Object(data))
+    }
+
+    /// A `backwards_response` line answering `backwards_request_id`.
+    pub fn backwards_response(
+        session_id: &str,
+        invocation: &InvocationContext,
+        reply: &BackwardsReply,
+    ) -> Self {
+        let data = serde_json::to_value(reply).unwrap_or(Value::Null);
+        Self::with_event(session_id, invocation, InStreamEvent::BackwardsResponse, data)
+    }
+
+    fn with_event(session_id: &str, invocation: &InvocationContext, event: InStreamEvent, data: Value) -> Self {
+        Self {
+            session_id: session_id.into(),
+            conversation_id: invocation.conversation_id.clone(),
+            message_id: invocation.message_id.clone(),
+            app_id: invocation.app_id.clone(),
+            endpoint_id: invocation.endpoint_id.clone(),
+            context: invocation.context.clone(),
+            event,
+            data,
+        }
+    }
+
+    /// Compact JSON followed by a single `\n`, ready to be written to the plugin.
+    pub fn to_line(&self) -> Vec<u8> {
+        // Serialising plain strings and JSON values cannot fail.
+        let mut line = serde_json::to_vec(self).unwrap_or_default();
+        line.push(b'\n');
+        line
+    }
+}
+
+/// The `event` of one backwards answer item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackwardsReplyEvent {
+    Response,
+    Error,
+    End,
+}
+
+/// `data` of a `backwards_response` line (runtime-protocol.md §4.4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackwardsReply {
+    pub backwards_request_id: String,
+    pub event: BackwardsReplyEvent,
+    pub message: String,
+    pub data: Value,
+}
+
+impl BackwardsReply {
+    /// One item of a streamed answer (`message` = `stream`).
+    pub fn stream(request_id: &str, item: Value) -> Self {
+        Self { backwards_request_id: request_id.into(), event: BackwardsReplyEvent::Response, message: "stream".into(), data: item }
+    }
+    /// The single item of a struct answer (`message` = `struct`).
+    pub fn structure(request_id: &str, item: Value) -> Self {
+        Self { backwards_request_id: request_id.into(), event: BackwardsReplyEvent::Response, message: "struct".into(), data: item }
+    }
+    /// A failure; the SDK raises an exception carrying `message`.
+    pub fn error(request_id: &str, message: impl Into<String>) -> Self {
+        Self { backwards_request_id: request_id.into(), event: BackwardsReplyEvent::Error, message: message.into(), data: Value::Null }
+    }
+    /// The terminator every backwards request gets exactly once.
+    pub fn end(request_id: &str) -> Self {
+        Self { backwards_request_id: request_id.into(), event: BackwardsReplyEvent::End, message: String::new(), data: Value::Null }
+    }
+}
+
+/// A backwards invocation request carried by a session `invoke` message (runtime-protocol.md §4.1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackwardsRequest {
+    #[serde(rename = "type")]
+    pub invoke_type: String,
+    pub backwards_request_id: String,
+    pub request: Map<String, Value>,
+}
+
+/// The `error` payload of a session (`{error_type, message, args}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginSessionError {
+    #[serde(default)]
+    pub error_type: String,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default)]
+    pub args: Value,
+}
+
+impl PluginSessionError {
+    pub fn new(error_type: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { error_type: error_type.into(), message: message.into(), args: Value::Object(Map::new()) }
+    }
+
+    /// The inner message of a `PluginInvokeError` (http-api.md §2.4): a JSON object with keys sorted
+    /// alphabetically (`args`, `error_type`, `message`), nested keys sorted too.
+    pub fn to_sorted_json(&self) -> String {
+        let mut object = Map::new();
+        object.insert("args".into(), sort_keys(&self.args));
+        object.insert("error_type".into(), Value::String(self.error_type.clone()));
+        object.insert("message".into(), Value::String(self.message.clone()));
+        serde_json::to_string(&Value::Object(object)).unwrap_or_default()
+    }
+}
+
+/// A copy of `value` whose object keys are in alphabetical order at every level (the Go daemon
+/// re-encodes maps, which sorts them).
+pub fn sort_keys(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            Value::Object(entries.into_iter().map(|(k, v)| (k.clone(), sort_keys(v))).collect())
+        }
+        Value::Array(items) => Value::Array(items.iter().map(sort_keys).collect()),
+        other => other.clone(),
+    }
+}
+
+/// The inner message of a `session` event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SessionMessage {
+    /// One response item.
+    Stream(Value),
+    /// A backwards invocation; `Err` holds why the request was malformed.
+    Invoke(Result<BackwardsRequest, String>),
+    /// The plugin failed the invocation; an `End` follows.
+    Error(PluginSessionError),
+    /// The last message of the session.
+    End(Value),
+    /// A type this daemon does not know.
+    Unknown(String),
+}
+
+/// A `log` event's payload.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PluginLog {
+    pub level: String,
+    pub message: String,
+    pub timestamp: f64,
+}
+
+/// One plugin → daemon line (runtime-protocol.md §0.2).
+#[derive(Debug, Clone, PartialEq)]
+pub enum PluginEvent {
+    Heartbeat,
+    Log(PluginLog),
+    /// An out-of-band problem reported by the plugin's reader; the raw `data` as text.
+    Error(String),
+    Session { session_id: String, message: SessionMessage },
+    /// An `event` value this daemon does not know.
+    Unknown(String),
+}
+
+/// Why a plugin line could not be understood.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum LineError {
+    #[error("plugin line is not JSON: {0}")]
+    NotJson(String),
+    #[error("plugin session line without a session_id")]
+    MissingSessionId,
+    #[error("plugin session line without data")]
+    MissingSessionData,
+}
+
+/// Parses one line from a plugin. Blank lines and JSON lines without an `event` field (the manifest
+/// dump the SDK prints first, registration lines after a TCP handshake) give `Ok(None)`.
+pub fn parse_plugin_line(line: &[u8]) -> Result<Option<PluginEvent>, LineError> {
+    let trimmed = line.trim_ascii();
+    if trimmed.is_empty() {
+        return Ok(None);
+    }
+    let value: Value = serde_json::from_slice(trimmed).map_err(|e| LineError::NotJson(e.to_string()))?;
+    let Value::Object(mut object) = value else { return Ok(None) };
+    let Some(event) = object.get("event").and_then(Value::as_str).map(str::to_owned) else { return Ok(None) };
+    let data = object.remove("data").unwrap_or(Value::Null);
+    let parsed = match event.as_str() {
+        "heartbeat" => PluginEvent::Heartbeat,
+        "log" => PluginEvent::Log(PluginLog {
+            level: data.get("level").and_then(Value::as_str).unwrap_or("INFO").to_owned(),
+            message: data.get("message").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            timestamp: data.get("timestamp").and_then(Value::as_f64).unwrap_or_default(),
+        }),
+        "error" => PluginEvent::Error(match &data {
+            Value::Object(map) => match map.get("error") {
+                Some(Value::String(text)) => text.clone(),
+                _ => data.to_string(),
+            },
+            other => other.to_string(),
+        }),
+        "session" => {
+            let session_id = match object.get("session_id") {
+                Some(Value::String(id)) if !id.is_empty() => id.clone(),
+                _ => return Err(LineError::MissingSessionId),
+            };
+            let Value::Object(mut inner) = data else { return Err(LineError::MissingSessionData) };
+            let kind = inner.get("type").and_then(Value::as_str).unwrap_or_default().to_owned();
+            let Some(payload) = inner.remove("data") else { return Err(LineError::MissingSessionData) };
+            let message = match kind.as_str() {
+                "stream" => SessionMessage::Stream(payload),
+                "end" => SessionMessage::End(payload),
+                "error" => SessionMessage::Error(
+                    serde_json::from_value(payload.clone())
+                        .unwrap_or_else(|_| PluginSessionError::new("unknown", payload.to_string())),
+                ),
+                "invoke" => SessionMessage::Invoke(
+                    serde_json::from_value::<BackwardsRequest>(payload).map_err(|e| e.to_string()),
+                ),
+                other => SessionMessage::Unknown(other.to_owned()),
+            };
+            PluginEvent::Session { session_id, message }
+        }
+        other => PluginEvent::Unknown(other.to_owned()),
+    };
+    Ok(Some(parsed))
+}
+
+/// Best-effort extraction of the `session_id` from the beginning of a line that is too long to be
+/// parsed (used to fail only the session an oversized line belongs to).
+pub fn peek_session_id(prefix: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(&prefix[..prefix.len().min(4096)]);
+    let start = text.find("\"session_id\"")? + "\"session_id\"".len();
+    let rest = text[start..].trim_start().strip_prefix(':')?.trim_start().strip_prefix('"')?;
+    let end = rest.find('"')?;
+    Some(rest[..end].to_owned()).filter(|id| !id.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn request_line_matches_the_go_daemon_layout() {
+        let payload = json!({"tool": "echo", "provider": "demo", "credentials": {}, "tool_parameters": {"text": "hi"}});
+        let line = PluginInStream::request(
+            "s-1",
+            &InvocationContext::default(),
+            "user-1",
+            "tool",
+            "invoke_tool",
+            payload.as_object().unwrap(),
+        )
+        .to_line();
+        assert_eq!(
+            String::from_utf8(line).unwrap(),
+            "{\"session_id\":\"s-1\",\"conversation_id\":null,\"message_id\":null,\"app_id\":null,\"endpoint_id\":null,\"context\":null,\"event\":\"request\",\"data\":{\"action\":\"invoke_tool\",\"credentials\":{},\"provider\":\"demo\",\"tool\":\"echo\",\"tool_parameters\":{\"text\":\"hi\"},\"type\":\"tool\",\"user_id\":\"user-1\"}}\n"
+        );
+    }
+
+    #[test]
+    fn backwards_response_lines() {
+        let line = PluginInStream::backwards_response("s", &InvocationContext::default(), &BackwardsReply::end("abc"));
+        let text = String::from_utf8(line.to_line()).unwrap();
+        assert!(text.ends_with("\"event\":\"backwards_response\",\"data\":{\"backwards_request_id\":\"abc\",\"event\":\"end\",\"message\":\"\",\"data\":null}}\n"), "{text}");
+        let reply = BackwardsReply::structure("abc", json!({"data": "ok"}));
+        assert_eq!(serde_json::to_string(&reply).unwrap(), r#"{"backwards_request_id":"abc","event":"response","message":"struct","data":{"data":"ok"}}"#);
+    }
+
+    #[test]
+    fn parses_every_plugin_event() {
+        assert_eq!(parse_plugin_line(b"").unwrap(), None);
+        assert_eq!(parse_plugin_line(b"   \r").unwrap(), None);
+        assert_eq!(parse_plugin_line(br#"{"version":"0.0.1","type":"plugin"}"#).unwrap(), None);
+        assert_eq!(parse_plugin_line(br#"{"event":"heartbeat","session_id":null,"data":{}}"#).unwrap(), Some(PluginEvent::Heartbeat));
+        let log = parse_plugin_line(br#"{"event": "log", "data": {"level": "INFO", "message": "hi", "timestamp": 1.5}}"#).unwrap();
+        assert_eq!(log, Some(PluginEvent::Log(PluginLog { level: "INFO".into(), message: "hi".into(), timestamp: 1.5 })));
+        let err = parse_plugin_line(br#"{"event":"error","session_id":null,"data":{"error":"bad"}}"#).unwrap();
+        assert_eq!(err, Some(PluginEvent::Error("bad".into())));
+        let stream = parse_plugin_line(br#"{"event":"session","session_id":"s","data":{"type":"stream","data":{"result":true}}}"#).unwrap();
+        assert_eq!(stream, Some(PluginEvent::Session { session_id: "s".into(), message: SessionMessage::Stream(json!({"result": true})) }));
+        let invoke = parse_plugin_line(br#"{"event":"session","session_id":"s","data":{"type":"invoke","data":{"type":"storage","backwards_request_id":"b1","request":{"opt":"get","key":"k"}}}}"#).unwrap();
+        match invoke {
+            Some(PluginEvent::Session { message: SessionMessage::Invoke(Ok(req)), .. }) => {
+                assert_eq!(req.invoke_type, "storage");
+                assert_eq!(req.backwards_request_id, "b1");
+                assert_eq!(req.request["opt"], "get");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let bad_invoke = parse_plugin_line(br#"{"event":"session","session_id":"s","data":{"type":"invoke","data":{"type":"storage"}}}"#).unwrap();
+        assert!(matches!(bad_invoke, Some(PluginEvent::Session { message: SessionMessage::Invoke(Err(_)), .. })));
+        let error = parse_plugin_line(br#"{"event":"session","session_id":"s","data":{"type":"error","data":{"error_type":"ValueError","message":"boom","args":{"z":1,"a":2}}}}"#).unwrap();
+        match error {
+            Some(PluginEvent::Session { message: SessionMessage::Error(e), .. }) => {
+                assert_eq!(e.to_sorted_json(), r#"{"args":{"a":2,"z":1},"error_type":"ValueError","message":"boom"}"#);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(parse_plugin_line(br#"{"event":"session","session_id":"s","data":{"type":"end"}}"#), Err(LineError::MissingSessionData));
+        assert_eq!(parse_plugin_line(br#"{"event":"session","data":{"type":"end","data":{}}}"#), Err(LineError::MissingSessionId));
+        assert!(matches!(parse_plugin_line(b"not json"), Err(LineError::NotJson(_))));
+    }
+
+    #[test]
+    fn peeks_session_ids_of_truncated_lines() {
+        assert_eq!(peek_session_id(br#"{"event":"session","session_id":"abc-1","data":{"type":"stream","data":{"te"#), Some("abc-1".into()));
+        assert_eq!(peek_session_id(br#"{"event": "session", "session_id" : "x", "#), Some("x".into()));
+        assert_eq!(peek_session_id(br#"{"event":"heartbeat"}"#), None);
+    }
+}
