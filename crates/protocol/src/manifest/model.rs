@@ -1,0 +1,235 @@
+//! Model provider and model declarations. A provider file lists its models either inline (a
+//! sequence) or as a mapping of model type → `{predefined: [glob…], position: file}`; the globs
+//! and position files are kept in `#[serde(skip)]` fields for the package decoder to resolve.
+//! Parameter rules, pricing, model properties and credential forms are kept as JSON values: the
+//! daemon passes them through to Dify without interpreting them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::common::{null_if_empty, scalar_string, string_vec, I18nObject};
+
+/// Model type keys allowed in the `models:` mapping of a provider file, in upstream order.
+pub const MODEL_SOURCE_TYPES: [&str; 6] = ["llm", "text_embedding", "tts", "speech2text", "moderation", "rerank"];
+
+/// One model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ModelDeclaration {
+    #[serde(deserialize_with = "scalar_string")]
+    pub model: String,
+    pub label: I18nObject,
+    /// llm, text-embedding, rerank, speech2text, moderation, tts, text2img,
+    /// multimodal-embedding, multimodal-rerank.
+    #[serde(deserialize_with = "scalar_string")]
+    pub model_type: String,
+    #[serde(deserialize_with = "string_vec", serialize_with = "null_if_empty")]
+    pub features: Vec<String>,
+    /// predefined-model (default) or customizable-model.
+    #[serde(deserialize_with = "scalar_string")]
+    pub fetch_from: String,
+    pub model_properties: serde_json::Value,
+    pub deprecated: bool,
+    pub parameter_rules: Vec<serde_json::Value>,
+    pub pricing: Option<serde_json::Value>,
+}
+
+impl Default for ModelDeclaration {
+    fn default() -> Self {
+        Self {
+            model: String::new(),
+            label: I18nObject::default(),
+            model_type: String::new(),
+            features: Vec::new(),
+            fetch_from: String::new(),
+            model_properties: serde_json::Value::Null,
+            deprecated: false,
+            parameter_rules: Vec::new(),
+            pricing: None,
+        }
+    }
+}
+
+impl ModelDeclaration {
+    /// Upstream defaults applied after decoding: `fetch_from` defaults to `predefined-model`, the
+    /// label defaults to the model name.
+    pub fn fill_in_defaults(&mut self) {
+        if self.fetch_from.is_empty() {
+            self.fetch_from = "predefined-model".to_owned();
+        }
+        if self.label.en_us.is_empty() {
+            self.label.en_us = self.model.clone();
+        }
+    }
+}
+
+/// `help: {title, url}` of a model provider.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ModelProviderHelp {
+    pub title: I18nObject,
+    pub url: I18nObject,
+}
+
+/// Model order per type, read from `_position.yaml` files.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ModelPosition {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub llm: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text_embedding: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rerank: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tts: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speech2text: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub moderation: Option<Vec<String>>,
+}
+
+impl ModelPosition {
+    /// Sets the list for a model source type key (`llm`, `text_embedding`, …); unknown keys are
+    /// ignored.
+    pub fn set(&mut self, model_type: &str, names: Vec<String>) {
+        let slot = match model_type {
+            "llm" => &mut self.llm,
+            "text_embedding" => &mut self.text_embedding,
+            "rerank" => &mut self.rerank,
+            "tts" => &mut self.tts,
+            "speech2text" => &mut self.speech2text,
+            "moderation" => &mut self.moderation,
+            _ => return,
+        };
+        *slot = Some(names);
+    }
+}
+
+/// A model provider file (`plugins.models` entry) with its models.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawModelProvider")]
+pub struct ModelProviderDeclaration {
+    pub provider: String,
+    pub label: I18nObject,
+    pub description: Option<I18nObject>,
+    pub icon_small: Option<I18nObject>,
+    pub icon_large: Option<I18nObject>,
+    pub icon_small_dark: Option<I18nObject>,
+    pub icon_large_dark: Option<I18nObject>,
+    pub background: Option<String>,
+    pub help: Option<ModelProviderHelp>,
+    #[serde(serialize_with = "null_if_empty")]
+    pub supported_model_types: Vec<String>,
+    #[serde(serialize_with = "null_if_empty")]
+    pub configurate_methods: Vec<String>,
+    pub provider_credential_schema: Option<serde_json::Value>,
+    pub model_credential_schema: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<ModelPosition>,
+    pub models: Vec<ModelDeclaration>,
+    /// Globs from `models.<type>.predefined`, in file order.
+    #[serde(skip)]
+    pub model_files: Vec<String>,
+    /// `models.<type>.position` file per model type key.
+    #[serde(skip)]
+    pub position_files: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawModelProvider {
+    #[serde(deserialize_with = "scalar_string")]
+    provider: String,
+    label: I18nObject,
+    description: Option<I18nObject>,
+    icon_small: Option<I18nObject>,
+    icon_large: Option<I18nObject>,
+    icon_small_dark: Option<I18nObject>,
+    icon_large_dark: Option<I18nObject>,
+    background: Option<String>,
+    help: Option<ModelProviderHelp>,
+    #[serde(deserialize_with = "string_vec")]
+    supported_model_types: Vec<String>,
+    #[serde(deserialize_with = "string_vec")]
+    configurate_methods: Vec<String>,
+    provider_credential_schema: Option<serde_json::Value>,
+    model_credential_schema: Option<serde_json::Value>,
+    position: Option<ModelPosition>,
+    models: Option<serde_json::Value>,
+}
+
+/// Makes sure a credential schema object has a `credential_form_schemas` array, as upstream does.
+fn normalize_credential_schema(schema: Option<serde_json::Value>) -> Option<serde_json::Value> {
+    match schema {
+        Some(serde_json::Value::Object(mut map)) => {
+            let entry = map.entry("credential_form_schemas").or_insert(serde_json::Value::Null);
+            if entry.is_null() {
+                *entry = serde_json::Value::Array(Vec::new());
+            }
+            Some(serde_json::Value::Object(map))
+        }
+        Some(serde_json::Value::Null) | None => None,
+        other => other,
+    }
+}
+
+impl TryFrom<RawModelProvider> for ModelProviderDeclaration {
+    type Error = String;
+
+    fn try_from(raw: RawModelProvider) -> Result<Self, Self::Error> {
+        let mut models = Vec::new();
+        let mut model_files = Vec::new();
+        let mut position_files = BTreeMap::new();
+        match raw.models {
+            Some(serde_json::Value::Array(items)) => {
+                for (index, item) in items.into_iter().enumerate() {
+                    let mut model: ModelDeclaration =
+                        serde_json::from_value(item).map_err(|e| format!("models[{index}]: {e}"))?;
+                    model.fill_in_defaults();
+                    models.push(model);
+                }
+            }
+            Some(serde_json::Value::Object(sources)) => {
+                // Upstream walks the mapping in file order and keeps only known type keys.
+                for (key, value) in sources {
+                    if !MODEL_SOURCE_TYPES.contains(&key.as_str()) {
+                        continue;
+                    }
+                    let serde_json::Value::Object(source) = value else { continue };
+                    if let Some(serde_json::Value::String(position)) = source.get("position") {
+                        position_files.insert(key.clone(), position.clone());
+                    }
+                    if let Some(serde_json::Value::Array(globs)) = source.get("predefined") {
+                        for glob in globs {
+                            if let serde_json::Value::String(glob) = glob {
+                                model_files.push(glob.clone());
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(Self {
+            provider: raw.provider,
+            label: raw.label,
+            description: raw.description,
+            icon_small: raw.icon_small,
+            icon_large: raw.icon_large,
+            icon_small_dark: raw.icon_small_dark,
+            icon_large_dark: raw.icon_large_dark,
+            background: raw.background,
+            help: raw.help,
+            supported_model_types: raw.supported_model_types,
+            configurate_methods: raw.configurate_methods,
+            provider_credential_schema: normalize_credential_schema(raw.provider_credential_schema),
+            model_credential_schema: normalize_credential_schema(raw.model_credential_schema),
+            position: raw.position,
+            models,
+            model_files,
+            position_files,
+        })
+    }
+}
