@@ -1,0 +1,46 @@
+"""Python client of the Dify plugin daemon HTTP API.
+
+Owns: the public surface (``DifyPluginClient``, ``PluginConfig``, the exceptions, the entity models).
+Must not: import the CLI (``dify_plugin_client.cli`` is loaded only by the console script).
+"""
+
+from .client import DifyPluginClient, merge_blob_chunks
+from .config import PluginConfig
+from .entities.plugin import PluginInstallationSource
+from .errors import (
+    PluginDaemonBadRequestError,
+    PluginDaemonError,
+    PluginDaemonInnerError,
+    PluginDaemonInternalServerError,
+    PluginDaemonNotFoundError,
+    PluginDaemonUnauthorizedError,
+    PluginDaemonUnknownError,
+    PluginInvokeError,
+    PluginNotFoundError,
+    PluginPermissionDeniedError,
+    PluginUniqueIdentifierError,
+    ToolParameterValidationError,
+)
+from .provider_id import GenericProviderID
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DifyPluginClient",
+    "GenericProviderID",
+    "PluginConfig",
+    "PluginDaemonBadRequestError",
+    "PluginDaemonError",
+    "PluginDaemonInnerError",
+    "PluginDaemonInternalServerError",
+    "PluginDaemonNotFoundError",
+    "PluginDaemonUnauthorizedError",
+    "PluginDaemonUnknownError",
+    "PluginInstallationSource",
+    "PluginInvokeError",
+    "PluginNotFoundError",
+    "PluginPermissionDeniedError",
+    "PluginUniqueIdentifierError",
+    "ToolParameterValidationError",
+    "merge_blob_chunks",
+]

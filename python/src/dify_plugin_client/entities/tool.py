@@ -1,0 +1,313 @@
+"""Tool provider declarations and the chunks of a tool invocation stream.
+
+Owns: ``ToolProviderEntity`` (the ``tool`` part of a plugin declaration), ``ToolEntity``, ``ToolParameter``,
+and ``ToolInvokeMessage`` with one typed ``message`` model per chunk ``type`` (http-api.md §6.3).
+Must not: cast or validate invocation parameters (see ``dify_plugin_client.parameters``) or do I/O.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from enum import StrEnum
+from typing import Any, ClassVar, Union
+
+from pydantic import Field, field_validator, model_validator
+
+from .common import DaemonModel, I18nObject
+
+
+class ToolParameterType(StrEnum):
+    """Parameter types a tool declaration may use (unknown types are kept as plain strings)."""
+
+    STRING = "string"
+    NUMBER = "number"
+    BOOLEAN = "boolean"
+    SELECT = "select"
+    SECRET_INPUT = "secret-input"
+    FILE = "file"
+    FILES = "files"
+    APP_SELECTOR = "app-selector"
+    MODEL_SELECTOR = "model-selector"
+    TOOLS_SELECTOR = "array[tools]"
+    ANY = "any"
+    DYNAMIC_SELECT = "dynamic-select"
+    CHECKBOX = "checkbox"
+    ARRAY = "array"
+    OBJECT = "object"
+    SYSTEM_FILES = "system-files"
+
+
+class ToolParameterForm(StrEnum):
+    SCHEMA = "schema"
+    FORM = "form"
+    LLM = "llm"
+
+
+class ToolParameterOption(DaemonModel):
+    value: str
+    label: I18nObject = Field(default_factory=I18nObject)
+    icon: str | None = None
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _value_as_text(cls, value: Any) -> Any:
+        return value if isinstance(value, str) else str(value)
+
+
+class ToolParameter(DaemonModel):
+    name: str
+    label: I18nObject = Field(default_factory=I18nObject)
+    human_description: I18nObject | None = None
+    placeholder: I18nObject | None = None
+    type: str
+    form: str = ToolParameterForm.LLM.value
+    llm_description: str | None = None
+    required: bool = False
+    multiple: bool = False
+    default: Any = None
+    min: float | int | None = None
+    max: float | int | None = None
+    precision: int | None = None
+    options: list[ToolParameterOption] = Field(default_factory=list)
+    scope: str | None = None
+    input_schema: dict[str, Any] | None = None
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _options_list(cls, value: Any) -> Any:
+        return value if isinstance(value, list) else []
+
+    @field_validator("required", "multiple", mode="before")
+    @classmethod
+    def _null_is_false(cls, value: Any) -> Any:
+        return False if value is None else value
+
+
+class ToolIdentity(DaemonModel):
+    author: str = ""
+    name: str
+    label: I18nObject = Field(default_factory=I18nObject)
+    provider: str = ""
+    icon: str | None = None
+
+
+class ToolDescription(DaemonModel):
+    human: I18nObject = Field(default_factory=I18nObject)
+    llm: str = ""
+
+
+class ToolEntity(DaemonModel):
+    identity: ToolIdentity
+    parameters: list[ToolParameter] = Field(default_factory=list)
+    description: ToolDescription | None = None
+    output_schema: dict[str, Any] | None = None
+    has_runtime_parameters: bool = False
+
+    @field_validator("parameters", mode="before")
+    @classmethod
+    def _null_parameters(cls, value: Any) -> Any:
+        return [] if value is None else value
+
+    def parameter(self, name: str) -> ToolParameter | None:
+        return next((p for p in self.parameters if p.name == name), None)
+
+
+class ToolProviderIdentity(DaemonModel):
+    author: str = ""
+    name: str
+    description: I18nObject = Field(default_factory=I18nObject)
+    icon: str = ""
+    icon_dark: str | None = None
+    label: I18nObject = Field(default_factory=I18nObject)
+    tags: list[str] | None = Field(default_factory=list)
+
+
+class ToolProviderEntity(DaemonModel):
+    identity: ToolProviderIdentity
+    credentials_schema: list[dict[str, Any]] = Field(default_factory=list)
+    oauth_schema: dict[str, Any] | None = None
+    tools: list[ToolEntity] = Field(default_factory=list)
+    plugin_id: str | None = None
+
+    @field_validator("credentials_schema", mode="before")
+    @classmethod
+    def _credentials_list(cls, value: Any) -> Any:
+        # Manifests may declare credentials as a mapping name -> config; normalise to a list.
+        if value is None:
+            return []
+        if isinstance(value, dict):
+            return [dict(v, name=v.get("name", k)) if isinstance(v, dict) else {"name": k} for k, v in value.items()]
+        return value
+
+    @field_validator("tools", mode="before")
+    @classmethod
+    def _null_tools(cls, value: Any) -> Any:
+        return [] if value is None else value
+
+    def tool(self, name: str) -> ToolEntity | None:
+        return next((t for t in self.tools if t.identity.name == name), None)
+
+
+class ToolInvokeMessageType(StrEnum):
+    TEXT = "text"
+    FILE = "file"
+    BLOB = "blob"
+    BLOB_CHUNK = "blob_chunk"
+    JSON = "json"
+    LINK = "link"
+    IMAGE = "image"
+    IMAGE_LINK = "image_link"
+    BINARY_LINK = "binary_link"
+    VARIABLE = "variable"
+    LOG = "log"
+    RETRIEVER_RESOURCES = "retriever_resources"
+
+
+def _decode_base64(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError(f"blob is not valid base64: {exc}") from exc
+    return value
+
+
+class TextMessage(DaemonModel):
+    text: str
+
+
+class JsonMessage(DaemonModel):
+    json_object: dict[str, Any] | list[Any]
+    suppress_output: bool = False
+
+
+class BlobMessage(DaemonModel):
+    blob: bytes
+
+    @field_validator("blob", mode="before")
+    @classmethod
+    def _decode(cls, value: Any) -> Any:
+        return _decode_base64(value)
+
+
+class BlobChunkMessage(DaemonModel):
+    id: str
+    sequence: int
+    total_length: int
+    blob: bytes
+    end: bool
+
+    @field_validator("blob", mode="before")
+    @classmethod
+    def _decode(cls, value: Any) -> Any:
+        return _decode_base64(value)
+
+
+class VariableMessage(DaemonModel):
+    variable_name: str
+    variable_value: Any = None
+    stream: bool = False
+
+
+class LogMessage(DaemonModel):
+    id: str
+    label: str
+    parent_id: str | None = None
+    error: str | None = None
+    status: str
+    data: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] | None = Field(default_factory=dict)
+
+
+class RetrieverResourceMessage(DaemonModel):
+    retriever_resources: list[dict[str, Any]] = Field(default_factory=list)
+    context: str = ""
+
+
+class FileMessage(DaemonModel):
+    file_marker: str = "file_marker"
+
+
+ToolInvokeMessagePayload = Union[
+    TextMessage,
+    JsonMessage,
+    BlobMessage,
+    BlobChunkMessage,
+    VariableMessage,
+    LogMessage,
+    RetrieverResourceMessage,
+    FileMessage,
+]
+
+_PAYLOAD_BY_TYPE: dict[str, type[DaemonModel]] = {
+    "text": TextMessage,
+    "link": TextMessage,
+    "image": TextMessage,
+    "image_link": TextMessage,
+    "binary_link": TextMessage,
+    "json": JsonMessage,
+    "blob": BlobMessage,
+    "blob_chunk": BlobChunkMessage,
+    "variable": VariableMessage,
+    "log": LogMessage,
+    "retriever_resources": RetrieverResourceMessage,
+    "file": FileMessage,
+}
+
+
+class ToolInvokeMessage(DaemonModel):
+    """One chunk of a tool invocation stream: ``{type, message, meta}``.
+
+    ``message`` is parsed into the model that matches ``type`` (``TextMessage`` for text and links,
+    ``BlobMessage`` with decoded bytes for blobs, ...). ``file`` messages become a ``FileMessage`` marker;
+    the file itself is described in ``meta``.
+    """
+
+    MessageType: ClassVar[Any] = ToolInvokeMessageType
+
+    type: ToolInvokeMessageType = ToolInvokeMessageType.TEXT
+    message: ToolInvokeMessagePayload | None = None
+    meta: dict[str, Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse_message_by_type(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        kind = value.get("type", "text")
+        payload_model = _PAYLOAD_BY_TYPE.get(kind) if isinstance(kind, str) else None
+        message = value.get("message")
+        if payload_model is None:
+            return value
+        if kind == "file":
+            message = {"file_marker": "file_marker"}
+        elif kind == "json" and isinstance(message, dict) and "json_object" not in message:
+            message = {"json_object": message}
+        if message is not None and not isinstance(message, DaemonModel):
+            message = payload_model.model_validate(message)
+        return {**value, "message": message}
+
+
+__all__ = [
+    "ToolParameterType",
+    "ToolParameterForm",
+    "ToolParameterOption",
+    "ToolParameter",
+    "ToolIdentity",
+    "ToolDescription",
+    "ToolEntity",
+    "ToolProviderIdentity",
+    "ToolProviderEntity",
+    "ToolInvokeMessageType",
+    "ToolInvokeMessage",
+    "ToolInvokeMessagePayload",
+    "TextMessage",
+    "JsonMessage",
+    "BlobMessage",
+    "BlobChunkMessage",
+    "VariableMessage",
+    "LogMessage",
+    "RetrieverResourceMessage",
+    "FileMessage",
+]
