@@ -1,0 +1,538 @@
+"""The ``dify-plugin-client`` console script: a thin command line over ``DifyPluginClient``.
+
+Owns: argument parsing, settings resolution (flags > environment > JSON config file > defaults), output
+rendering (``-o text|json|yaml``) and exit codes:
+0 success, 1 daemon or HTTP error, 2 usage or configuration error, 3 daemon unreachable or timed out,
+4 API key rejected, 5 an install task failed.
+Must not: talk to the daemon other than through ``DifyPluginClient``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+import httpx
+import yaml
+from pydantic import BaseModel
+
+from .client import DifyPluginClient
+from .config import DEFAULT_KEY, DEFAULT_TIMEOUT, DEFAULT_URL, PluginConfig
+from .entities.daemon import PluginInstallTaskStatus
+from .entities.plugin import PluginInstallationSource
+from .errors import (
+    PluginDaemonError,
+    PluginDaemonInnerError,
+    PluginDaemonUnauthorizedError,
+    ToolParameterValidationError,
+)
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_UNAUTHORIZED = 4
+EXIT_TASK_FAILED = 5
+
+ENV_URL = "DIFY_PLUGIN_DAEMON_URL"
+ENV_KEY = "DIFY_PLUGIN_DAEMON_KEY"
+ENV_TIMEOUT = "DIFY_PLUGIN_DAEMON_TIMEOUT"
+ENV_TENANT = "DIFY_PLUGIN_TENANT_ID"
+DEFAULT_CONFIG_FILE = "~/.dify"
+
+
+class UsageError(Exception):
+    """Bad flags, a malformed config file or missing settings: exit code 2."""
+
+
+class TaskFailedError(Exception):
+    """An install task ended in ``failed``: exit code 5."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    url: str
+    key: str
+    timeout: float
+    tenant: str | None
+    sources: dict[str, str]
+
+
+def _read_config_file(path_text: str | None) -> tuple[dict[str, Any], str | None]:
+    """Load the JSON config file; an explicit path must exist, the default one is optional."""
+    explicit = path_text is not None
+    path = Path(os.path.expanduser(path_text if explicit else DEFAULT_CONFIG_FILE))
+    if not path.exists():
+        if explicit:
+            raise UsageError(f"config file {path} does not exist")
+        return {}, None
+    if not path.is_file():
+        if explicit:
+            raise UsageError(f"config file {path} is not a file")
+        return {}, None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read config file {path}: {exc}") from None
+    if not text.strip():
+        return {}, str(path)
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"malformed config file {path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"malformed config file {path}: expected a JSON object with url, key, timeout, tenant")
+    for name in ("url", "key", "tenant"):
+        if name in data and not isinstance(data[name], str):
+            raise UsageError(f"malformed config file {path}: '{name}' must be a string")
+    if "timeout" in data and (isinstance(data["timeout"], bool) or not isinstance(data["timeout"], (int, float, str))):
+        raise UsageError(f"malformed config file {path}: 'timeout' must be a number")
+    return data, str(path)
+
+
+def _parse_timeout(value: Any, origin: str) -> float:
+    try:
+        timeout = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"invalid timeout {value!r} from {origin}: expected seconds") from None
+    if not timeout > 0 or timeout != timeout or timeout == float("inf"):
+        raise UsageError(f"invalid timeout {value!r} from {origin}: must be a positive number")
+    return timeout
+
+
+def resolve_settings(args: argparse.Namespace, environ: dict[str, str] | os._Environ[str]) -> Settings:
+    """Merge flags, environment, config file and defaults (in that order of precedence)."""
+    file_values, file_path = _read_config_file(getattr(args, "config", None))
+    file_origin = f"config file {file_path}"
+    sources: dict[str, str] = {}
+
+    def pick(name: str, flag: Any, env_name: str, default: Any) -> Any:
+        if flag is not None:
+            sources[name] = "flag"
+            return flag
+        env_value = environ.get(env_name)
+        if env_value:
+            sources[name] = f"env {env_name}"
+            return env_value
+        if name in file_values and file_values[name] not in (None, ""):
+            sources[name] = file_origin
+            return file_values[name]
+        sources[name] = "default"
+        return default
+
+    url = pick("url", getattr(args, "url", None), ENV_URL, DEFAULT_URL)
+    key = pick("key", getattr(args, "key", None), ENV_KEY, DEFAULT_KEY)
+    raw_timeout = pick("timeout", getattr(args, "timeout", None), ENV_TIMEOUT, DEFAULT_TIMEOUT)
+    tenant = pick("tenant", getattr(args, "tenant", None), ENV_TENANT, None)
+    timeout = _parse_timeout(raw_timeout, sources["timeout"])
+    if not str(url).startswith(("http://", "https://")):
+        raise UsageError(f"invalid daemon URL {url!r} from {sources['url']}: must start with http:// or https://")
+    return Settings(url=str(url), key=str(key), timeout=timeout, tenant=tenant, sources=sources)
+
+
+# ------------------------------------------------------------------------------------------- output
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", exclude_none=False)
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def _emit(out: TextIO, fmt: str, value: Any, text: Callable[[Any], str]) -> None:
+    if fmt == "json":
+        out.write(json.dumps(_jsonable(value), ensure_ascii=False, indent=2) + "\n")
+    elif fmt == "yaml":
+        out.write(yaml.safe_dump(_jsonable(value), allow_unicode=True, sort_keys=False))
+    else:
+        rendered = text(value)
+        out.write(rendered if rendered.endswith("\n") or not rendered else rendered + "\n")
+
+
+# ------------------------------------------------------------------------------------------- commands
+
+
+def _require_tenant(settings: Settings) -> str:
+    if not settings.tenant:
+        raise UsageError(f"no tenant: pass --tenant, set {ENV_TENANT}, or put 'tenant' in the config file")
+    return settings.tenant
+
+
+def _read_file(path_text: str) -> bytes:
+    try:
+        return Path(path_text).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path_text}: {exc}") from None
+
+
+def _json_option(text: str | None, what: str) -> dict[str, Any]:
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"{what} must be a JSON object")
+    return value
+
+
+def cmd_config(client: DifyPluginClient, settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    value = {
+        "url": settings.url,
+        "key": settings.key,
+        "timeout": settings.timeout,
+        "tenant": settings.tenant,
+        "sources": settings.sources,
+    }
+    _emit(out, args.output, value, lambda v: "\n".join(f"{k}: {v[k]}  ({v['sources'][k]})" for k in settings.sources))
+    return EXIT_OK
+
+
+def cmd_list(client: DifyPluginClient, settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    result = client.list_plugins_with_total(_require_tenant(settings), args.page, args.page_size)
+
+    def text(v: Any) -> str:
+        lines = [f"{p.plugin_unique_identifier}\t{p.installation_id}\t{p.source.value}" for p in v.list]
+        return "\n".join(lines + [f"total: {v.total}"])
+
+    _emit(out, args.output, result, text)
+    return EXIT_OK
+
+
+def cmd_upload_pkg(client: DifyPluginClient, settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    decoded = client.upload_pkg(_require_tenant(settings), _read_file(args.file), args.verify_signature)
+    _emit(out, args.output, decoded, lambda v: v.unique_identifier)
+    return EXIT_OK
+
+
+def _wait_for_task(
+    client: DifyPluginClient, tenant: str, task_id: str, wait_timeout: float, poll_interval: float
+) -> Any:
+    deadline = time.monotonic() + wait_timeout
+    while True:
+        task = client.fetch_plugin_installation_task(tenant, task_id)
+        if task.status in (PluginInstallTaskStatus.Success, PluginInstallTaskStatus.Failed):
+            return task
+        if time.monotonic() >= deadline:
+            raise PluginDaemonError(
+                f"install task {task_id} still {task.status.value} after {wait_timeout:g}s", error_type="Timeout"
+            )
+        time.sleep(poll_interval)
+
+
+def cmd_install(client: DifyPluginClient, settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    tenant = _require_tenant(settings)
+    identifiers: list[str] = list(args.identifier or [])
+    source = PluginInstallationSource(args.source) if args.source else None
+    for path in args.file or []:
+        decoded = client.upload_pkg(tenant, _read_file(path), args.verify_signature)
+        identifiers.append(decoded.unique_identifier)
+        source = source or PluginInstallationSource.Package
+    source = source or PluginInstallationSource.Marketplace
+    metas: list[dict[str, Any]] = [
+        {"plugin_unique_identifier": i} if source == PluginInstallationSource.Marketplace else {} for i in identifiers
+    ]
+    started = client.install_from_identifiers(tenant, identifiers, source, metas)
+    result: dict[str, Any] = {
+        "identifiers": identifiers,
+        "all_installed": started.all_installed,
+        "task_id": started.task_id,
+        "status": "success" if started.all_installed else "running",
+        "plugins": [],
+    }
+    if not started.all_installed and not args.no_wait:
+        task = _wait_for_task(client, tenant, started.task_id, args.wait_timeout, args.poll_interval)
+        result["status"] = task.status.value
+        result["plugins"] = [
+            {"plugin_unique_identifier": p.plugin_unique_identifier, "status": p.status.value, "message": p.message}
+            for p in task.plugins
+        ]
+
+    def text(v: dict[str, Any]) -> str:
+        lines = [f"task {v['task_id'] or '-'}: {v['status']}"]
+        lines += [f"{p['plugin_unique_identifier']}: {p['status']} {p['message']}".rstrip() for p in v["plugins"]]
+        if not v["plugins"]:
+            lines += [f"{i}: {v['status']}" for i in v["identifiers"]]
+        return "\n".join(lines)
+
+    _emit(out, args.output, result, text)
+    if result["status"] == PluginInstallTaskStatus.Failed.value:
+        raise TaskFailedError(f"install task {started.task_id} failed")
+    return EXIT_OK
+
+
+def _parse_parameter_pairs(pairs: Sequence[str]) -> dict[str, Any]:
+    parameters: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise UsageError(f"invalid parameter {pair!r}: expected name=value")
+        parameters[name] = value
+    return parameters
+
+
+def cmd_invoke(client: DifyPluginClient, settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    tenant = _require_tenant(settings)
+    parameters = _json_option(args.params, "--params")
+    parameters.update(_parse_parameter_pairs(args.param or []))
+    messages = client.invoke(
+        tenant_id=tenant,
+        user_id=args.user,
+        tool_provider=args.provider,
+        tool_name=args.tool,
+        credentials=_json_option(args.credentials, "--credentials"),
+        tool_parameters=parameters,
+        credential_type=args.credential_type,
+    )
+    if args.output == "text":
+        wrote_text = False
+        for message in messages:
+            if message.type == "text" and message.message is not None:
+                out.write(message.message.text)  # type: ignore[union-attr]
+                wrote_text = True
+            else:
+                if wrote_text:
+                    out.write("\n")
+                    wrote_text = False
+                out.write(f"[{message.type.value}] {json.dumps(_jsonable(message)['message'], ensure_ascii=False)}\n")
+            out.flush()
+        if wrote_text:
+            out.write("\n")
+        return EXIT_OK
+    _emit(out, args.output, list(messages), str)
+    return EXIT_OK
+
+
+def cmd_tasks(client: DifyPluginClient, settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    tasks = client.fetch_plugin_installation_tasks(_require_tenant(settings), args.page, args.page_size)
+    _emit(
+        out,
+        args.output,
+        tasks,
+        lambda v: "\n".join(f"{t.id}\t{t.status.value}\t{t.completed_plugins}/{t.total_plugins}" for t in v),
+    )
+    return EXIT_OK
+
+
+def cmd_task(client: DifyPluginClient, settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    task = client.fetch_plugin_installation_task(_require_tenant(settings), args.task_id)
+
+    def text(t: Any) -> str:
+        lines = [f"task {t.id}: {t.status.value} ({t.completed_plugins}/{t.total_plugins})"]
+        lines += [f"{p.plugin_unique_identifier}: {p.status.value} {p.message}".rstrip() for p in t.plugins]
+        return "\n".join(lines)
+
+    _emit(out, args.output, task, text)
+    return EXIT_OK
+
+
+def cmd_uninstall(client: DifyPluginClient, settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    tenant = _require_tenant(settings)
+    installation_id = args.installation
+    if "/" in installation_id:
+        # A plugin id (org/name) or unique identifier: look the installation up.
+        plugin_id = installation_id.split(":", 1)[0]
+        matches = [p for p in client.list_plugins(tenant) if p.plugin_id == plugin_id]
+        if not matches:
+            raise UsageError(f"plugin {plugin_id} is not installed for tenant {tenant}")
+        installation_id = matches[0].installation_id
+    ok = client.uninstall(tenant, installation_id)
+    _emit(out, args.output, {"installation_id": installation_id, "uninstalled": ok}, lambda v: str(v["uninstalled"]).lower())
+    return EXIT_OK
+
+
+def cmd_manifest(client: DifyPluginClient, settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    manifest = client.fetch_plugin_manifest(_require_tenant(settings), args.identifier)
+    _emit(
+        out,
+        args.output,
+        manifest,
+        lambda m: f"{m.author}/{m.name} {m.version} ({m.category.value})\n{m.label.en_US}\n{m.description.en_US}",
+    )
+    return EXIT_OK
+
+
+def cmd_readme(client: DifyPluginClient, settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    content = client.fetch_plugin_readme(_require_tenant(settings), args.identifier, args.language)
+    _emit(out, args.output, {"content": content, "language": args.language}, lambda v: v["content"])
+    return EXIT_OK
+
+
+def cmd_missing(client: DifyPluginClient, settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    missing = client.fetch_missing_dependencies(_require_tenant(settings), args.identifiers)
+    _emit(
+        out,
+        args.output,
+        missing,
+        lambda v: "\n".join(
+            f"{m.plugin_unique_identifier}\t{m.current_identifier or 'not installed'}" for m in v
+        ),
+    )
+    return EXIT_OK
+
+
+def cmd_tools(client: DifyPluginClient, settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    providers = client.fetch_tool_providers(_require_tenant(settings))
+    _emit(
+        out,
+        args.output,
+        providers,
+        lambda v: "\n".join(
+            f"{p.declaration.identity.name}\t{t.identity.name}" for p in v for t in p.declaration.tools
+        ),
+    )
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------------------- parser
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _global_options() -> argparse.ArgumentParser:
+    """Flags accepted both before and after the command (defaults suppressed so they never override)."""
+    common = _Parser(add_help=False)
+    common.add_argument("--url", default=argparse.SUPPRESS, help=f"daemon URL (env {ENV_URL})")
+    common.add_argument("--key", default=argparse.SUPPRESS, help=f"API key, X-Api-Key (env {ENV_KEY})")
+    common.add_argument("--timeout", default=argparse.SUPPRESS, help=f"request timeout in seconds (env {ENV_TIMEOUT})")
+    common.add_argument("--config", default=argparse.SUPPRESS, help="JSON config file (default ~/.dify)")
+    common.add_argument("--tenant", default=argparse.SUPPRESS, help=f"tenant id (env {ENV_TENANT})")
+    common.add_argument(
+        "-o", "--output", choices=["text", "json", "yaml"], default=argparse.SUPPRESS, help="output format"
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _global_options()
+    parser = _Parser(prog="dify-plugin-client", description="Talk to a Dify plugin daemon.", parents=[common])
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def add(name: str, handler: Callable[..., int], help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, parents=[common], help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    add("config", cmd_config, "show the effective settings and where each came from")
+
+    sub = add("list", cmd_list, "list installed plugins")
+    sub.add_argument("--page", type=int, default=1)
+    sub.add_argument("--page-size", type=int, default=256)
+
+    sub = add("upload-pkg", cmd_upload_pkg, "upload a .difypkg and print its unique identifier")
+    sub.add_argument("file")
+    sub.add_argument("--verify-signature", action="store_true")
+
+    sub = add("install", cmd_install, "install plugins from package files or uploaded identifiers")
+    what = sub.add_mutually_exclusive_group(required=True)
+    what.add_argument("--file", action="append", help="package file to upload and install (repeatable)")
+    what.add_argument("--identifier", action="append", help="already uploaded unique identifier (repeatable)")
+    sub.add_argument("--source", choices=[s.value for s in PluginInstallationSource])
+    sub.add_argument("--verify-signature", action="store_true")
+    sub.add_argument("--no-wait", action="store_true", help="do not wait for the install task")
+    sub.add_argument("--wait-timeout", type=float, default=600.0)
+    sub.add_argument("--poll-interval", type=float, default=0.5)
+
+    sub = add("invoke", cmd_invoke, "invoke a tool and stream its messages")
+    sub.add_argument("provider", help="org/plugin/provider")
+    sub.add_argument("tool")
+    sub.add_argument("-p", "--param", action="append", help="tool parameter name=value (repeatable)")
+    sub.add_argument("--params", help="tool parameters as a JSON object")
+    sub.add_argument("--credentials", help="credentials as a JSON object")
+    sub.add_argument("--credential-type", default="api-key", choices=["api-key", "oauth2", "unauthorized"])
+    sub.add_argument("--user", default="dify-plugin-client")
+
+    sub = add("tasks", cmd_tasks, "list install tasks")
+    sub.add_argument("--page", type=int, default=1)
+    sub.add_argument("--page-size", type=int, default=256)
+
+    sub = add("task", cmd_task, "show one install task")
+    sub.add_argument("task_id")
+
+    sub = add("uninstall", cmd_uninstall, "uninstall by installation id (or plugin id org/name)")
+    sub.add_argument("installation")
+
+    sub = add("manifest", cmd_manifest, "show a plugin's manifest")
+    sub.add_argument("identifier")
+
+    sub = add("readme", cmd_readme, "print a plugin's README")
+    sub.add_argument("identifier")
+    sub.add_argument("--language", default="en_US")
+
+    sub = add("missing", cmd_missing, "list which of the given identifiers are not installed")
+    sub.add_argument("identifiers", nargs="+")
+
+    add("tools", cmd_tools, "list tool providers and their tools")
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    environ: dict[str, str] | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    """Run the CLI; returns the exit code (the console script exits with it)."""
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    env = os.environ if environ is None else environ
+    try:
+        args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+        if not getattr(args, "command", None):
+            raise UsageError("dify-plugin-client: a command is required (try --help)")
+        if not hasattr(args, "output"):
+            args.output = "text"
+        settings = resolve_settings(args, env)
+        config = PluginConfig(url=settings.url, key=settings.key, timeout=settings.timeout)
+        with DifyPluginClient(config) as client:
+            code: int = args.handler(client, settings, args, out)
+        return code
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    except UsageError as exc:
+        err.write(f"error: {exc}\n")
+        return EXIT_USAGE
+    except ToolParameterValidationError as exc:
+        err.write(f"error: {exc}\n")
+        return EXIT_USAGE
+    except TaskFailedError as exc:
+        err.write(f"error: {exc}\n")
+        return EXIT_TASK_FAILED
+    except PluginDaemonUnauthorizedError as exc:
+        err.write(f"error: the daemon rejected the API key: {exc}\n")
+        return EXIT_UNAUTHORIZED
+    except PluginDaemonInnerError as exc:
+        err.write(f"error: {exc}\n")
+        return EXIT_UNREACHABLE if isinstance(exc.__cause__, httpx.RequestError) else EXIT_ERROR
+    except PluginDaemonError as exc:
+        err.write(f"error: {exc}\n")
+        return EXIT_ERROR
+    except httpx.HTTPStatusError as exc:
+        if exc.response.status_code == 401:
+            err.write(f"error: the daemon rejected the API key (HTTP 401)\n")
+            return EXIT_UNAUTHORIZED
+        err.write(f"error: HTTP {exc.response.status_code} from {exc.request.url}\n")
+        return EXIT_ERROR
+    except ValueError as exc:
+        err.write(f"error: {exc}\n")
+        return EXIT_USAGE
+
+
+
+__all__ = ["main", "build_parser", "resolve_settings", "Settings"]
