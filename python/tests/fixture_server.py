@@ -182,3 +182,8 @@ class FixtureDaemon:
         if responder is None:
             return Reply(status=404, body=NO_ROUTE_BODY)
         return responder(request)
+
+
+def chunk_text(text: str) -> bytes:
+    """One SSE line carrying a ``text`` tool message."""
+    return sse_line(success_body({"type": "text", "message": {"text": text}, "meta": None}))

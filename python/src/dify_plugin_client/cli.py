@@ -65,10 +65,13 @@ class Settings:
     sources: dict[str, str]
 
 
-def _read_config_file(path_text: str | None) -> tuple[dict[str, Any], str | None]:
-    """Load the JSON config file; an explicit path must exist, the default one is optional."""
+def _read_config_file(path_text: str | None, home: str | None) -> tuple[dict[str, Any], str | None]:
+    """Load the JSON config file; an explicit path must exist, the default one (``$HOME/.dify``) is optional."""
     explicit = path_text is not None
-    path = Path(os.path.expanduser(path_text if explicit else DEFAULT_CONFIG_FILE))
+    if explicit:
+        path = Path(os.path.expanduser(str(path_text)))
+    else:
+        path = Path(home or os.path.expanduser("~")) / DEFAULT_CONFIG_FILE.removeprefix("~/")
     if not path.exists():
         if explicit:
             raise UsageError(f"config file {path} does not exist")
@@ -109,7 +112,7 @@ def _parse_timeout(value: Any, origin: str) -> float:
 
 def resolve_settings(args: argparse.Namespace, environ: dict[str, str] | os._Environ[str]) -> Settings:
     """Merge flags, environment, config file and defaults (in that order of precedence)."""
-    file_values, file_path = _read_config_file(getattr(args, "config", None))
+    file_values, file_path = _read_config_file(getattr(args, "config", None), environ.get("HOME"))
     file_origin = f"config file {file_path}"
     sources: dict[str, str] = {}
 
