@@ -1,0 +1,209 @@
+"""End to end: the Python client (library and CLI) against the real daemon running a real SDK tool plugin.
+
+The tests share one daemon and run in file order: upload and install, look-ups, invocation, missing
+dependencies, upgrade, uninstall. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daemon_process import DaemonProcess, build_package
+from dify_plugin_client import (
+    DifyPluginClient,
+    PluginConfig,
+    PluginDaemonUnauthorizedError,
+    PluginInvokeError,
+    PluginNotFoundError,
+    ToolParameterValidationError,
+)
+from dify_plugin_client.cli import main as cli_main
+from dify_plugin_client.entities.daemon import PluginInstallTask, PluginInstallTaskStatus
+from dify_plugin_client.entities.plugin import PluginInstallationSource
+
+IDENTIFIER_PATTERN = re.compile(
+    r"^(?:([a-z0-9_-]{1,64})/)?([a-z0-9_-]{1,255}):([0-9]{1,4})(\.[0-9]{1,4}){1,3}(-\w{1,16})?@[a-f0-9]{32,64}$"
+)
+INSTALL_TIMEOUT = 300.0
+PROVIDER = "e2etest/searcher/search"
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
+    process = DaemonProcess(tmp_path_factory.mktemp("daemon")).start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+def client(daemon: DaemonProcess) -> Iterator[DifyPluginClient]:
+    with DifyPluginClient(PluginConfig(url=daemon.url, key=daemon.key, timeout=60.0)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def state() -> dict[str, Any]:
+    return {"tenant": str(uuid.uuid4())}
+
+
+def wait_for_task(client: DifyPluginClient, daemon: DaemonProcess, tenant: str, task_id: str) -> PluginInstallTask:
+    deadline = time.monotonic() + INSTALL_TIMEOUT
+    while True:
+        t = client.fetch_plugin_installation_task(tenant, task_id)
+        if t.status in (PluginInstallTaskStatus.Success, PluginInstallTaskStatus.Failed):
+            assert t.status == PluginInstallTaskStatus.Success, (
+                f"install task failed: {[p.message for p in t.plugins]}\n{daemon.log_tail()}"
+            )
+            return t
+        assert time.monotonic() < deadline, f"install task still {t.status} after {INSTALL_TIMEOUT:g}s"
+        time.sleep(0.5)
+
+
+def test_upload_and_install_as_in_the_readme(
+    daemon: DaemonProcess, client: DifyPluginClient, state: dict[str, Any]
+) -> None:
+    tenant = state["tenant"]
+    pkg_bytes = build_package("0.0.1")
+    decoded = client.upload_pkg(tenant_id=tenant, pkg=pkg_bytes, verify_signature=False)
+    assert IDENTIFIER_PATTERN.match(decoded.unique_identifier), decoded.unique_identifier
+    assert decoded.unique_identifier.startswith("e2etest/searcher:0.0.1@")
+    assert decoded.manifest.name == "searcher" and decoded.manifest.category == "tool"
+    assert decoded.verification is None
+    task = client.install_from_identifiers(tenant_id=tenant, identifiers=[decoded.unique_identifier],
+                                           source=PluginInstallationSource.Package, metas=[{}])
+    assert task.all_installed is False and task.task_id
+    t = wait_for_task(client, daemon, tenant, task.task_id)
+    assert t.plugins[0].plugin_unique_identifier == decoded.unique_identifier
+    state["v1"] = decoded.unique_identifier
+    # A second install of the same plugin reports everything installed, without a task.
+    again = client.install_from_identifiers(tenant, [decoded.unique_identifier], "package", [{}])
+    assert again.all_installed is True and again.task_id == ""
+
+
+def test_lookups(client: DifyPluginClient, state: dict[str, Any]) -> None:
+    tenant, v1 = state["tenant"], state["v1"]
+    plugins = client.list_plugins(tenant)
+    assert [p.plugin_unique_identifier for p in plugins] == [v1]
+    assert plugins[0].plugin_id == "e2etest/searcher" and plugins[0].source == "package"
+    assert plugins[0].version == "0.0.1"
+    state["installation_id"] = plugins[0].installation_id
+    paged = client.list_plugins_with_total(tenant, 1, 10)
+    assert paged.total == 1
+
+    manifest = client.fetch_plugin_manifest(tenant, v1)
+    assert manifest.version == "0.0.1" and manifest.tool is not None
+    assert client.decode_plugin_from_identifier(tenant, v1).unique_identifier == v1
+    assert "Answers queries with canned results" in client.fetch_plugin_readme(tenant, v1, "en_US")
+    assert client.fetch_plugin_by_identifier(tenant, v1) is True
+
+    installations = client.fetch_plugin_installation_by_ids(tenant, ["e2etest/searcher"])
+    assert [i.plugin_unique_identifier for i in installations] == [v1]
+
+    providers = client.fetch_tool_providers(tenant)
+    assert [p.declaration.identity.name for p in providers] == [PROVIDER]
+    assert {t.identity.name for t in providers[0].declaration.tools} == {"search", "fail"}
+    provider = client.fetch_tool_provider(tenant, PROVIDER)
+    assert provider.declaration.tool("search") is not None
+    assert client.check_tools_existence(tenant, [PROVIDER, "e2etest/searcher/nothing"]) == [True, False]
+
+
+def test_invoke_example_as_written(client: DifyPluginClient, state: dict[str, Any]) -> None:
+    tenant = state["tenant"]
+    printed = io.StringIO()
+    for msg in client.invoke(tenant_id=tenant, user_id="u", tool_provider=PROVIDER,
+                             tool_name="search", credentials={}, tool_parameters={"query": "hi"}):
+        if msg.type == "text":
+            print(msg.message.text, end="", file=printed)  # type: ignore[union-attr]
+    assert printed.getvalue() == "result 1 for hi\nresult 2 for hi\n"
+
+
+def test_invoke_casts_parameters_and_reports_plugin_errors(client: DifyPluginClient, state: dict[str, Any]) -> None:
+    tenant = state["tenant"]
+    messages = list(client.invoke(tenant, "u", PROVIDER, "search", {},
+                                  {"query": "x", "limit": "3", "style": "loud"}))
+    texts = [m.message.text for m in messages if m.type == "text"]  # type: ignore[union-attr]
+    assert texts == ["RESULT 1 FOR X\n", "RESULT 2 FOR X\n", "RESULT 3 FOR X\n"]
+    json_messages = [m for m in messages if m.type == "json"]
+    assert json_messages[0].message.json_object["types"] == {"limit": "int"}  # type: ignore[union-attr]
+
+    with pytest.raises(ToolParameterValidationError):
+        client.invoke(tenant, "u", PROVIDER, "search", {}, {"query": "x", "style": "quiet"})
+
+    received = []
+    with pytest.raises(PluginInvokeError) as caught:
+        for message in client.invoke(tenant, "u", PROVIDER, "fail", {}, {}):
+            received.append(message)
+    assert [m.message.text for m in received] == ["about to fail\n"]  # type: ignore[union-attr]
+    assert caught.value.inner_error_type == "RuntimeError"
+    assert caught.value.inner_message == "search backend exploded"
+
+    with pytest.raises(PluginNotFoundError):
+        list(client.invoke(tenant, "u", "e2etest/absent/search", "search", {}, {"query": "x"},
+                           validate_parameters=False))
+
+
+def test_cli_against_the_daemon(daemon: DaemonProcess, state: dict[str, Any], tmp_path: Path) -> None:
+    tenant = state["tenant"]
+    env = {"HOME": str(tmp_path), "DIFY_PLUGIN_DAEMON_URL": daemon.url, "DIFY_PLUGIN_DAEMON_KEY": daemon.key,
+           "DIFY_PLUGIN_TENANT_ID": tenant}
+    out, err = io.StringIO(), io.StringIO()
+    assert cli_main(["list", "-o", "json"], environ=env, stdout=out, stderr=err) == 0, err.getvalue()
+    assert json.loads(out.getvalue())["list"][0]["plugin_unique_identifier"] == state["v1"]
+    out = io.StringIO()
+    assert cli_main(["invoke", PROVIDER, "search", "-p", "query=cli"], environ=env, stdout=out, stderr=err) == 0
+    assert out.getvalue().startswith("result 1 for cli\n")
+    assert cli_main(["list", "--key", "wrong"], environ=env, stdout=io.StringIO(), stderr=io.StringIO()) == 4
+
+
+def test_wrong_key_is_rejected(daemon: DaemonProcess, state: dict[str, Any]) -> None:
+    with DifyPluginClient(PluginConfig(url=daemon.url, key="not-the-key", timeout=10)) as bad:
+        with pytest.raises(PluginDaemonUnauthorizedError):
+            bad.list_plugins(state["tenant"])
+
+
+def test_missing_dependencies_and_upgrade(
+    daemon: DaemonProcess, client: DifyPluginClient, state: dict[str, Any]
+) -> None:
+    tenant, v1 = state["tenant"], state["v1"]
+    v2 = client.upload_pkg(tenant, build_package("0.0.2")).unique_identifier
+    assert v2.startswith("e2etest/searcher:0.0.2@") and v2 != v1
+    missing = client.fetch_missing_dependencies(tenant, [v1, v2])
+    assert [(m.plugin_unique_identifier, m.current_identifier) for m in missing] == [(v2, v1)]
+
+    started = client.upgrade_plugin(tenant, v1, v2, PluginInstallationSource.Package, {})
+    if not started.all_installed:
+        wait_for_task(client, daemon, tenant, started.task_id)
+    plugins = client.list_plugins(tenant)
+    assert [p.plugin_unique_identifier for p in plugins] == [v2]
+    assert client.fetch_plugin_manifest(tenant, v2).version == "0.0.2"
+    state["installation_id"] = plugins[0].installation_id
+    texts = [m.message.text for m in client.invoke(tenant, "u", PROVIDER, "search", {}, {"query": "v2"})
+             if m.type == "text"]  # type: ignore[union-attr]
+    assert texts == ["result 1 for v2\n", "result 2 for v2\n"]
+    state["v2"] = v2
+
+
+def test_tasks_and_uninstall(client: DifyPluginClient, state: dict[str, Any]) -> None:
+    tenant, v2 = state["tenant"], state["v2"]
+    tasks = client.fetch_plugin_installation_tasks(tenant, 1, 256)
+    assert all(t.tenant_id in (None, tenant) for t in tasks)
+    assert client.delete_all_plugin_installation_task_items(tenant) is True
+    assert client.fetch_plugin_installation_tasks(tenant, 1, 256) == []
+
+    assert client.uninstall(tenant, state["installation_id"]) is True
+    assert client.list_plugins(tenant) == []
+    missing = client.fetch_missing_dependencies(tenant, [v2])
+    assert [(m.plugin_unique_identifier, m.current_identifier) for m in missing] == [(v2, "")]
+    assert client.check_tools_existence(tenant, [PROVIDER]) == [False]
+    assert client.uninstall(tenant, state["installation_id"]) is True  # unknown id: still true
