@@ -1,1 +1,28 @@
-//! client
+//! Rust client of the Dify plugin daemon's HTTP API, and the `dify-plugin-client` command built on it.
+//!
+//! The library mirrors Dify's Python client (`PluginInstaller`, `PluginToolManager`): the same
+//! method names, the same routes, the same error types. Wire shapes come from `dify-protocol`;
+//! the few it does not define yet are in [`wire`].
+//!
+//! Architecture invariant: the library never prints and never reads the environment; the `cli`
+//! module owns settings resolution, printing and exit codes.
+
+pub mod cli;
+mod config;
+mod error;
+mod installer;
+mod parameters;
+mod provider_id;
+pub mod schema_refs;
+pub mod sse;
+mod tools;
+mod transport;
+pub mod wire;
+
+pub use config::{ClientConfig, RetryPolicy, DEFAULT_BASE_URL, DEFAULT_TIMEOUT};
+pub use error::{ClientError, PluginInnerError};
+pub use installer::INSTALLATION_SOURCES;
+pub use parameters::{cast_tool_parameters, ParameterRule};
+pub use provider_id::ToolProviderId;
+pub use tools::ToolInvocation;
+pub use transport::{ItemStream, PluginDaemonClient};

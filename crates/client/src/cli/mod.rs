@@ -1,0 +1,347 @@
+//! The `dify-plugin-client` command: flag declarations, settings, dispatch to [`commands`], printing.
+//!
+//! Owns the command tree and the process-level wiring (runtime, stdout/stderr, exit status). The
+//! work of each command lives in `commands`; formats in `output`; exit codes in `error`.
+
+pub mod commands;
+pub mod error;
+pub mod output;
+pub mod settings;
+
+use std::ffi::OsString;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::Value;
+
+use commands::{InstallFrom, NoProgress, Progress, WaitOptions};
+use error::CliError;
+use output::{print, print_error, OutputFormat, Render};
+use settings::{SettingFlags, Settings};
+
+use crate::config::ClientConfig;
+use crate::transport::PluginDaemonClient;
+use crate::wire::{PluginInstallTask, ToolInvokeMessage};
+
+#[derive(Debug, Parser)]
+#[command(name = "dify-plugin-client", version, about = "Manage and invoke plugins on a Dify plugin daemon")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command accepts, before or after the command name.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Daemon base URL [env: DIFY_PLUGIN_DAEMON_URL] [default: http://localhost:5002]
+    #[arg(long, global = true)]
+    pub url: Option<String>,
+    /// API key sent as X-Api-Key [env: DIFY_PLUGIN_DAEMON_KEY]
+    #[arg(long, global = true)]
+    pub key: Option<String>,
+    /// Request timeout in seconds [env: DIFY_PLUGIN_DAEMON_TIMEOUT] [default: 600]
+    #[arg(long, global = true)]
+    pub timeout: Option<String>,
+    /// JSON config file with keys url, key, timeout, tenant [default: ~/.dify]
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// Tenant (workspace) id [env: DIFY_PLUGIN_TENANT_ID]
+    #[arg(long, global = true)]
+    pub tenant: Option<String>,
+    /// Output format
+    #[arg(short = 'o', long = "output", global = true, value_enum, default_value = "text")]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List installed plugins
+    List {
+        #[arg(long, default_value_t = 1)]
+        page: u32,
+        #[arg(long, default_value_t = 256)]
+        page_size: u32,
+    },
+    /// Upload a .difypkg and print its unique identifier
+    UploadPkg {
+        #[arg(long)]
+        file: PathBuf,
+        /// Ask the daemon to verify the package signature
+        #[arg(long)]
+        verify_signature: bool,
+    },
+    /// Install packages (uploading them first with --file) and wait for the task
+    Install {
+        #[arg(long, required_unless_present = "identifier", conflicts_with = "identifier")]
+        file: Vec<PathBuf>,
+        #[arg(long)]
+        identifier: Vec<String>,
+        /// marketplace, github, package or remote
+        #[arg(long, default_value = "package")]
+        source: String,
+        #[arg(long)]
+        verify_signature: bool,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Invoke a tool and print its messages as they stream
+    Invoke {
+        #[arg(long)]
+        user: String,
+        /// author/plugin/provider
+        #[arg(long)]
+        provider: String,
+        #[arg(long)]
+        tool: String,
+        /// Tool parameters as a JSON object
+        #[arg(long, default_value = "{}")]
+        params: String,
+        /// Provider credentials as a JSON object
+        #[arg(long, default_value = "{}")]
+        credentials: String,
+        /// api-key, oauth2 or unauthorized
+        #[arg(long, default_value = "api-key")]
+        credential_type: String,
+    },
+    /// List install tasks
+    Tasks {
+        #[arg(long, default_value_t = 1)]
+        page: u32,
+        #[arg(long, default_value_t = 256)]
+        page_size: u32,
+    },
+    /// Show one install task
+    Task { task_id: String },
+    /// Uninstall by installation id or plugin id (author/name)
+    Uninstall { target: String },
+    /// Upgrade an installed plugin to another uploaded version
+    Upgrade {
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        #[arg(long, default_value = "package")]
+        source: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Print a plugin's manifest
+    Manifest { identifier: String },
+    /// Print a plugin's readme (empty when it has none)
+    Readme {
+        identifier: String,
+        #[arg(long, default_value = "en_US")]
+        language: String,
+    },
+    /// Show which identifiers are not installed (or installed in another version)
+    Missing {
+        #[arg(required = true)]
+        identifiers: Vec<String>,
+    },
+    /// List tool providers and their tools
+    Tools {
+        /// Only this provider (author/plugin/provider)
+        #[arg(long)]
+        provider: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// Return after starting the task instead of waiting for it
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Give up waiting after this many seconds
+    #[arg(long, default_value_t = 900)]
+    pub wait_timeout: u64,
+}
+
+impl WaitArgs {
+    fn options(&self) -> WaitOptions {
+        WaitOptions {
+            wait: !self.no_wait,
+            poll_interval: Duration::from_millis(500),
+            timeout: Duration::from_secs(self.wait_timeout),
+        }
+    }
+}
+
+/// Runs the command line `args` (including the program name) and returns the exit status.
+pub fn run(args: Vec<OsString>) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(err) => {
+            let status = if err.use_stderr() { 2 } else { 0 };
+            let _ = err.print();
+            return status;
+        }
+    };
+    let format = cli.global.output;
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            print_error(format, &CliError::new(error::ErrorCode::Io, format!("cannot start: {err}")), &mut std::io::stderr());
+            return 1;
+        }
+    };
+    match runtime.block_on(execute(cli)) {
+        Ok(()) => 0,
+        Err(error) => {
+            print_error(format, &error, &mut std::io::stderr());
+            error.exit_status()
+        }
+    }
+}
+
+fn resolve_settings(global: &GlobalArgs) -> Result<Settings, CliError> {
+    let flags = SettingFlags {
+        url: global.url.clone(),
+        key: global.key.clone(),
+        timeout: global.timeout.clone(),
+        tenant: global.tenant.clone(),
+        config: global.config.clone(),
+    };
+    let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from);
+    settings::resolve(&flags, &|name| std::env::var(name).ok(), home.as_deref())
+}
+
+fn emit(format: OutputFormat, result: &dyn Render) -> Result<(), CliError> {
+    let mut stdout = std::io::stdout().lock();
+    print(format, result, &mut stdout)
+        .and_then(|_| stdout.flush())
+        .map_err(|err| CliError::new(error::ErrorCode::Io, format!("cannot write output: {err}")))
+}
+
+async fn execute(cli: Cli) -> Result<(), CliError> {
+    let format = cli.global.output;
+    let settings = resolve_settings(&cli.global)?;
+    let tenant = settings.require_tenant()?.to_string();
+    let config = ClientConfig::new(&settings.url, &settings.key).with_timeout(settings.timeout);
+    let client = PluginDaemonClient::new(config)?;
+    let mut progress = progress_for(format);
+    match cli.command {
+        Command::List { page, page_size } => emit(format, &commands::list(&client, &tenant, page, page_size).await?),
+        Command::UploadPkg { file, verify_signature } => {
+            emit(format, &commands::upload_pkg(&client, &tenant, &file, verify_signature).await?)
+        }
+        Command::Install { file, identifier, source, verify_signature, wait } => {
+            let from = if file.is_empty() { InstallFrom::Identifiers(identifier) } else { InstallFrom::Files(file) };
+            let outcome =
+                commands::install(&client, &tenant, from, &source, verify_signature, &wait.options(), progress.as_mut()).await?;
+            emit(format, &outcome)
+        }
+        Command::Invoke { user, provider, tool, params, credentials, credential_type } => {
+            let mut invocation = crate::ToolInvocation::new(&user, &provider, &tool);
+            invocation.tool_parameters = commands::parse_json_object(&params, "--params")?;
+            invocation.credentials = commands::parse_json_object(&credentials, "--credentials")?;
+            invocation.credential_type = credential_type;
+            let mut printer = StreamPrinter::new(format);
+            let result = commands::invoke(&client, &tenant, invocation, &mut |m| printer.message(m)).await;
+            printer.finish();
+            result.map(|_| ())
+        }
+        Command::Tasks { page, page_size } => emit(format, &commands::tasks(&client, &tenant, page, page_size).await?),
+        Command::Task { task_id } => emit(format, &commands::task(&client, &tenant, &task_id).await?),
+        Command::Uninstall { target } => emit(format, &commands::uninstall(&client, &tenant, &target).await?),
+        Command::Upgrade { from, to, source, wait } => {
+            let outcome = commands::upgrade(&client, &tenant, &from, &to, &source, &wait.options(), progress.as_mut()).await?;
+            emit(format, &outcome)
+        }
+        Command::Manifest { identifier } => emit(format, &commands::manifest(&client, &tenant, &identifier).await?),
+        Command::Readme { identifier, language } => {
+            emit(format, &commands::readme(&client, &tenant, &identifier, &language).await?)
+        }
+        Command::Missing { identifiers } => emit(format, &commands::missing(&client, &tenant, &identifiers).await?),
+        Command::Tools { provider } => emit(format, &commands::tools(&client, &tenant, provider.as_deref()).await?),
+    }
+}
+
+/// A spinner on stderr, only for humans at a terminal.
+struct SpinnerProgress {
+    bar: indicatif::ProgressBar,
+}
+
+impl Progress for SpinnerProgress {
+    fn update(&mut self, task: &PluginInstallTask) {
+        let current = task
+            .plugins
+            .iter()
+            .find(|p| !p.status.is_finished())
+            .map(|p| format!(" {} {}{}", p.plugin_id, p.status, if p.message.is_empty() { String::new() } else { format!(": {}", p.message) }))
+            .unwrap_or_default();
+        self.bar.set_message(format!("installing [{}/{}]{current}", task.completed_plugins, task.total_plugins));
+    }
+    fn finish(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+fn progress_for(format: OutputFormat) -> Box<dyn Progress> {
+    if format.is_structured() || !std::io::stderr().is_terminal() {
+        return Box::new(NoProgress);
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.enable_steady_tick(Duration::from_millis(120));
+    Box::new(SpinnerProgress { bar })
+}
+
+/// Prints streamed tool messages as they arrive.
+struct StreamPrinter {
+    format: OutputFormat,
+    /// Text was written without a final newline.
+    open_line: bool,
+}
+
+impl StreamPrinter {
+    fn new(format: OutputFormat) -> Self {
+        StreamPrinter { format, open_line: false }
+    }
+
+    fn message(&mut self, message: &ToolInvokeMessage) -> std::io::Result<()> {
+        let mut out = std::io::stdout().lock();
+        let value = serde_json::to_value(message).unwrap_or(Value::Null);
+        match self.format {
+            OutputFormat::Json => writeln!(out, "{value}")?,
+            OutputFormat::Yaml => write!(out, "---\n{}", output::to_yaml(&value))?,
+            OutputFormat::Text | OutputFormat::Wide | OutputFormat::Name => match message.text() {
+                Some(text) if message.message_type == "text" => {
+                    write!(out, "{text}")?;
+                    self.open_line = !text.ends_with('\n');
+                }
+                _ if self.format == OutputFormat::Name => {}
+                Some(text) => {
+                    self.close_line(&mut out)?;
+                    writeln!(out, "[{}] {text}", message.message_type)?;
+                }
+                None => {
+                    self.close_line(&mut out)?;
+                    let shown = if message.message_type == "json" {
+                        message.message.get("json_object").cloned().unwrap_or_else(|| message.message.clone())
+                    } else {
+                        message.message.clone()
+                    };
+                    writeln!(out, "[{}] {shown}", message.message_type)?;
+                }
+            },
+        }
+        out.flush()
+    }
+
+    fn close_line(&mut self, out: &mut dyn Write) -> std::io::Result<()> {
+        if self.open_line {
+            writeln!(out)?;
+            self.open_line = false;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) {
+        let mut out = std::io::stdout().lock();
+        let _ = self.close_line(&mut out);
+        let _ = out.flush();
+    }
+}
