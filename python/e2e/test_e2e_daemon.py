@@ -29,6 +29,7 @@ from dify_plugin_client import (
 from dify_plugin_client.cli import main as cli_main
 from dify_plugin_client.entities.daemon import PluginInstallTask, PluginInstallTaskStatus
 from dify_plugin_client.entities.plugin import PluginInstallationSource
+from dify_plugin_client.entities.tool import JsonMessage, TextMessage
 
 IDENTIFIER_PATTERN = re.compile(
     r"^(?:([a-z0-9_-]{1,64})/)?([a-z0-9_-]{1,255}):([0-9]{1,4})(\.[0-9]{1,4}){1,3}(-\w{1,16})?@[a-f0-9]{32,64}$"
@@ -135,7 +136,8 @@ def test_invoke_casts_parameters_and_reports_plugin_errors(client: DifyPluginCli
     texts = [m.message.text for m in messages if m.type == "text"]  # type: ignore[union-attr]
     assert texts == ["RESULT 1 FOR X\n", "RESULT 2 FOR X\n", "RESULT 3 FOR X\n"]
     json_messages = [m for m in messages if m.type == "json"]
-    assert json_messages[0].message.json_object["types"] == {"limit": "int"}  # type: ignore[union-attr]
+    assert isinstance(json_messages[0].message, JsonMessage)
+    assert json_messages[0].message.json_object == {"query": "x", "limit": 3, "types": {"limit": "int"}}
 
     with pytest.raises(ToolParameterValidationError):
         client.invoke(tenant, "u", PROVIDER, "search", {}, {"query": "x", "style": "quiet"})
@@ -189,7 +191,7 @@ def test_missing_dependencies_and_upgrade(
     assert client.fetch_plugin_manifest(tenant, v2).version == "0.0.2"
     state["installation_id"] = plugins[0].installation_id
     texts = [m.message.text for m in client.invoke(tenant, "u", PROVIDER, "search", {}, {"query": "v2"})
-             if m.type == "text"]  # type: ignore[union-attr]
+             if isinstance(m.message, TextMessage)]
     assert texts == ["result 1 for v2\n", "result 2 for v2\n"]
     state["v2"] = v2
 

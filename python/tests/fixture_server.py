@@ -118,7 +118,7 @@ class FixtureDaemon:
                     for item in reply.stream:
                         if reply.delay:
                             time.sleep(reply.delay)
-                        self.wfile.write(b"%x\r\n%s\r\n" % (len(item), item))
+                        self.wfile.write(f"{len(item):x}\r\n".encode() + item + b"\r\n")
                         self.wfile.flush()
                     if reply.cut_off:
                         self.close_connection = True
@@ -148,14 +148,21 @@ class FixtureDaemon:
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://127.0.0.1:{self._server.server_port}"
 
     # ------------------------------------------------------------------ routes
 
     def on(self, method: str, path: str, reply: Reply | Responder) -> None:
         """Answer ``method path`` (path without query) with a fixed ``Reply`` or a function of the request."""
-        self.routes[(method.upper(), path)] = reply if callable(reply) else (lambda _request, r=reply: r)
+        if isinstance(reply, Reply):
+            fixed = reply
+
+            def responder(_request: RecordedRequest) -> Reply:
+                return fixed
+
+            self.routes[(method.upper(), path)] = responder
+        else:
+            self.routes[(method.upper(), path)] = reply
 
     def json(self, method: str, path: str, data: Any, status: int = 200) -> None:
         self.on(method, path, Reply(status=status, body=success_body(data)))

@@ -70,7 +70,8 @@ def test_defaults_when_nothing_is_set(tmp_path: Path) -> None:
     assert settings["key"] == "plugin-api-key"
     assert settings["timeout"] == 600.0
     assert settings["tenant"] is None
-    assert set(settings["sources"].values()) == {"default"}  # type: ignore[union-attr]
+    sources = settings["sources"]
+    assert isinstance(sources, dict) and set(sources.values()) == {"default"}
 
 
 def test_config_file_overrides_defaults(tmp_path: Path) -> None:

@@ -407,7 +407,7 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
-def _global_options() -> argparse.ArgumentParser:
+def _global_options() -> _Parser:
     """Flags accepted both before and after the command (defaults suppressed so they never override)."""
     common = _Parser(add_help=False)
     common.add_argument("--url", default=argparse.SUPPRESS, help=f"daemon URL (env {ENV_URL})")

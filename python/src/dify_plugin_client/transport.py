@@ -87,11 +87,11 @@ class DaemonTransport:
         self,
         method: str,
         path: str,
-        payload_type: Any,
+        payload_type: type[T],
         *,
         transformer: Transformer | None = None,
         **kwargs: Any,
-    ) -> Any:
+    ) -> T:
         """Send a request and return the envelope's ``data`` validated as ``payload_type``."""
         response = self.send(method, path, **kwargs)
         try:
@@ -116,9 +116,9 @@ class DaemonTransport:
         self,
         method: str,
         path: str,
-        payload_type: Any,
+        payload_type: type[T],
         **kwargs: Any,
-    ) -> Iterator[Any]:
+    ) -> Iterator[T]:
         """Send a request whose answer is an SSE stream of envelopes; yield each ``data`` validated.
 
         An error envelope anywhere in the stream (or as the whole non-200 body) raises its named exception.
@@ -166,7 +166,7 @@ class DaemonTransport:
             ) from exc
 
 
-def _validate(payload_type: Any, data: Any, what: str) -> Any:
+def _validate(payload_type: type[T], data: Any, what: str) -> T:
     try:
         return TypeAdapter(payload_type).validate_python(data)
     except ValidationError as exc:
