@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -17,7 +18,7 @@ import yaml
 
 from dify_plugin_client.cli import main
 from daemon_payloads import IDENTIFIER, TENANT, declaration, install_task, plugin_entity, tool_provider_row
-from fixture_server import FixtureDaemon, Reply, chunk_text, success_body
+from fixture_server import FixtureDaemon, Reply, chunk_text, sse_line, success_body
 
 ENV_TENANT = "11111111-1111-4111-8111-111111111111"
 FILE_TENANT = "22222222-2222-4222-8222-222222222222"
@@ -305,3 +306,17 @@ def test_console_script_runs_as_a_real_process(tmp_path: Path, daemon: FixtureDa
     done = subprocess.run([sys.executable, "-m", "dify_plugin_client", "list"], env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and str(tmp_path / ".dify") in done.stderr
+
+
+def test_invoke_json_output_keeps_blobs_as_base64(daemon: FixtureDaemon) -> None:
+    blob = base64.b64encode(b"\xff\x00").decode()
+    daemon.sse("POST", f"/plugin/{TENANT}/dispatch/tool/invoke", [
+        chunk_text("t"),
+        sse_line(success_body({"type": "blob", "message": {"blob": blob}, "meta": {"mime_type": "x/y"}}))])
+    code, out, err = run([*base(daemon), "invoke", "acme/searcher/search", "search", "--no-validate", "-o", "json"])
+    assert code == 0, err
+    assert json.loads(out) == [
+        {"type": "text", "message": {"text": "t"}, "meta": None},
+        {"type": "blob", "message": {"blob": blob}, "meta": {"mime_type": "x/y"}}]
+    code, out, err = run([*base(daemon), "invoke", "acme/searcher/search", "search", "--no-validate"])
+    assert code == 0 and out == f't\n[blob] {{"blob": "{blob}"}}\n'

@@ -133,6 +133,9 @@ def test_unauthorized_scenario_wrong_key_gets_401_envelope(daemon: FixtureDaemon
             bad.list_plugins(TENANT)
     assert caught.value.http_status == 401
     assert caught.value.code == -401
+    # The HTTP failure is kept as the cause.
+    assert isinstance(caught.value.__cause__, httpx.HTTPStatusError)
+    assert caught.value.__cause__.response.status_code == 401
     assert daemon.requests[-1].headers["x-api-key"] == "wrong-key"
 
 

@@ -298,6 +298,7 @@ def cmd_invoke(client: DifyPluginClient, settings: Settings, args: argparse.Name
         credentials=_json_option(args.credentials, "--credentials"),
         tool_parameters=parameters,
         credential_type=args.credential_type,
+        validate_parameters=not args.no_validate,
     )
     if args.output == "text":
         wrote_text = False
@@ -459,6 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--credentials", help="credentials as a JSON object")
     sub.add_argument("--credential-type", default="api-key", choices=["api-key", "oauth2", "unauthorized"])
     sub.add_argument("--user", default="dify-plugin-client")
+    sub.add_argument("--no-validate", action="store_true",
+                     help="send parameters as given, without fetching the tool declaration to cast them")
 
     sub = add("tasks", cmd_tasks, "list install tasks")
     sub.add_argument("--page", type=int, default=1)

@@ -78,9 +78,19 @@ class DaemonTransport:
 
     @staticmethod
     def raise_for_error(response: httpx.Response, body: Any) -> None:
-        """Raise the named exception for an error envelope, or ``HTTPStatusError`` for other non-2xx."""
+        """Raise the named exception for an error envelope, or ``HTTPStatusError`` for other non-2xx.
+
+        When the envelope came with a non-2xx status, the named exception's ``__cause__`` is the
+        ``httpx.HTTPStatusError`` for that status.
+        """
         if _is_error_envelope(body):
-            raise error_from_envelope(body, response.status_code)
+            error = error_from_envelope(body, response.status_code)
+            if not response.is_success:
+                try:
+                    response.raise_for_status()
+                except httpx.HTTPStatusError as status_error:
+                    raise error from status_error
+            raise error
         response.raise_for_status()
 
     def request_payload(

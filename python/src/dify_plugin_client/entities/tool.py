@@ -12,7 +12,7 @@ import binascii
 from enum import StrEnum
 from typing import Any, ClassVar, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_serializer, field_validator, model_validator
 
 from .common import DaemonModel, I18nObject
 
@@ -183,7 +183,13 @@ class JsonMessage(DaemonModel):
 
 
 class BlobMessage(DaemonModel):
+    """Decoded bytes; serialised back to base64 (as on the wire) by ``model_dump(mode="json")``."""
+
     blob: bytes
+
+    @field_serializer("blob", when_used="json")
+    def _encode(self, value: bytes) -> str:
+        return base64.b64encode(value).decode("ascii")
 
     @field_validator("blob", mode="before")
     @classmethod
@@ -197,6 +203,10 @@ class BlobChunkMessage(DaemonModel):
     total_length: int
     blob: bytes
     end: bool
+
+    @field_serializer("blob", when_used="json")
+    def _encode(self, value: bytes) -> str:
+        return base64.b64encode(value).decode("ascii")
 
     @field_validator("blob", mode="before")
     @classmethod
