@@ -142,11 +142,11 @@ def test_timeout_precedence_is_applied_to_requests(tmp_path: Path, daemon: Fixtu
               Reply(body=success_body({"list": [], "total": 0}), delay=1.0))
     path = write_config(tmp_path, url=daemon.url, tenant=TENANT, timeout=0.2)
     code, _, err = run(["list", "--config", str(path)], {})
-    assert code == 3 and "ReadTimeout" in err  # config file timeout 0.2 s is too short
+    assert code == 1 and "ReadTimeout" in err  # config file timeout 0.2 s is too short
     code, _, err = run(["list", "--config", str(path)], {"DIFY_PLUGIN_DAEMON_TIMEOUT": "5"})
     assert code == 0, err  # env raises it
     code, _, err = run(["list", "--config", str(path), "--timeout", "0.2"], {"DIFY_PLUGIN_DAEMON_TIMEOUT": "5"})
-    assert code == 3  # the flag lowers it again
+    assert code == 1 and "ReadTimeout" in err  # the flag lowers it again
 
 
 # ------------------------------------------------------------------------------------------ config errors
@@ -195,12 +195,20 @@ def test_rejected_key_exits_4(daemon: FixtureDaemon) -> None:
     assert code == 4 and "rejected the API key" in err
 
 
-def test_unreachable_daemon_exits_3() -> None:
+def test_unreachable_daemon_exits_1() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     code, _, err = run(["--url", f"http://127.0.0.1:{port}", "list", "--tenant", TENANT], {})
-    assert code == 3 and "ConnectError" in err
+    assert code == 1 and "ConnectError" in err
+
+
+def test_other_api_exits_6(daemon: FixtureDaemon) -> None:
+    daemon.json("GET", f"/plugin/{TENANT}/management/list", {"items": "not the expected shape"})
+    code, _, err = run([*base(daemon), "list"])
+    assert code == 6 and "does not match" in err
+    code, _, err = run([*base(daemon), "tasks"])  # no such route on this daemon: NoRoute 404
+    assert code == 6 and "HTTP 404" in err
 
 
 def test_daemon_error_exits_1(daemon: FixtureDaemon) -> None:
@@ -245,12 +253,12 @@ def test_upload_pkg_and_install_from_file_waits_for_task(tmp_path: Path, daemon:
     assert len(daemon.requests_to(f"{m}/install/tasks/t1")) == 2
 
 
-def test_install_failed_task_exits_5(daemon: FixtureDaemon) -> None:
+def test_install_failed_task_exits_1(daemon: FixtureDaemon) -> None:
     m = f"/plugin/{TENANT}/management"
     daemon.json("POST", f"{m}/install/identifiers", {"all_installed": False, "task_id": "t2"})
     daemon.json("GET", f"{m}/install/tasks/t2", install_task("failed", "failed", "bad env"))
     code, out, err = run([*base(daemon), "install", "--identifier", IDENTIFIER, "-o", "json"])
-    assert code == 5 and "failed" in err
+    assert code == 1 and "failed" in err
     assert json.loads(out)["plugins"][0]["message"] == "bad env"
     assert daemon.requests_to(f"{m}/install/identifiers")[0].json() == {
         "plugin_unique_identifiers": [IDENTIFIER], "source": "marketplace",

@@ -311,3 +311,16 @@ def test_httpx_timeout_object_is_accepted(daemon: FixtureDaemon) -> None:
 def test_health_check(daemon: FixtureDaemon, client: DifyPluginClient) -> None:
     daemon.on("GET", "/health/check", Reply(body=json.dumps({"status": "ok"}).encode()))
     assert client.health_check()["status"] == "ok"
+
+
+def test_wait_for_installation_task_polls_until_finished(daemon: FixtureDaemon, client: DifyPluginClient) -> None:
+    snapshots = iter([install_task(), install_task(), install_task("success", "success", "installed")])
+    daemon.on("GET", f"{M}/install/tasks/t9", lambda _r: Reply(body=success_body(next(snapshots))))
+    seen: list[str] = []
+    task = client.wait_for_installation_task(TENANT, "t9", poll_interval=0.01, timeout=10,
+                                             on_update=lambda t: seen.append(t.status.value))
+    assert task.status == PluginInstallTaskStatus.Success
+    assert seen == ["running", "running", "success"]
+    daemon.json("GET", f"{M}/install/tasks/t10", install_task())
+    with pytest.raises(TimeoutError, match="did not finish within 0.2s"):
+        client.wait_for_installation_task(TENANT, "t10", poll_interval=0.05, timeout=0.2)

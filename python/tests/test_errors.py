@@ -17,6 +17,7 @@ from dify_plugin_client import (
     PluginDaemonInnerError,
     PluginDaemonInternalServerError,
     PluginDaemonNotFoundError,
+    PluginDaemonResponseError,
     PluginDaemonUnauthorizedError,
     PluginDaemonUnknownError,
     PluginInvokeError,
@@ -175,23 +176,24 @@ def test_error_message_that_is_not_json_raises_inner_error(daemon: FixtureDaemon
         client.fetch_plugin_manifest(TENANT, IDENTIFIER)
     assert caught.value.code == -500
     assert caught.value.message == "boom"
+    assert not isinstance(caught.value, PluginDaemonResponseError)
 
 
 def test_success_with_null_data_raises_inner_error(daemon: FixtureDaemon, client: DifyPluginClient) -> None:
     daemon.on("GET", MANIFEST, Reply(body=b'{"code":0,"message":"success","data":null}'))
-    with pytest.raises(PluginDaemonInnerError, match="empty data"):
+    with pytest.raises(PluginDaemonResponseError, match="empty data"):
         client.fetch_plugin_manifest(TENANT, IDENTIFIER)
 
 
 def test_payload_that_does_not_fit_the_model_raises_inner_error(daemon: FixtureDaemon, client: DifyPluginClient) -> None:
     daemon.json("GET", MANIFEST, {"name": "no version here"})
-    with pytest.raises(PluginDaemonInnerError, match="unexpected payload"):
+    with pytest.raises(PluginDaemonResponseError, match="unexpected payload"):
         client.fetch_plugin_manifest(TENANT, IDENTIFIER)
 
 
 def test_non_envelope_success_body_raises_inner_error(daemon: FixtureDaemon, client: DifyPluginClient) -> None:
     daemon.on("GET", MANIFEST, Reply(body=b"<html>proxy</html>", content_type="text/html"))
-    with pytest.raises(PluginDaemonInnerError, match="not a plugin daemon envelope"):
+    with pytest.raises(PluginDaemonResponseError, match="not a plugin daemon envelope"):
         client.fetch_plugin_manifest(TENANT, IDENTIFIER)
 
 

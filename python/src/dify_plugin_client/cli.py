@@ -1,9 +1,9 @@
 """The ``dify-plugin-client`` console script: a thin command line over ``DifyPluginClient``.
 
 Owns: argument parsing, settings resolution (flags > environment > JSON config file > defaults), output
-rendering (``-o text|json|yaml``) and exit codes:
-0 success, 1 daemon or HTTP error, 2 usage or configuration error, 3 daemon unreachable or timed out,
-4 API key rejected, 5 an install task failed.
+rendering (``-o text|json|yaml``) and exit codes, the same as the Rust ``dify-plugin-client``:
+0 success; 1 daemon error, daemon unreachable or timed out, plugin or install task failed; 2 usage or
+configuration error; 4 API key rejected; 6 the daemon speaks another API (unknown route, unexpected payload).
 Must not: talk to the daemon other than through ``DifyPluginClient``.
 """
 
@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from .entities.daemon import PluginInstallTaskStatus
 from .entities.plugin import PluginInstallationSource
 from .errors import (
     PluginDaemonError,
-    PluginDaemonInnerError,
+    PluginDaemonResponseError,
     PluginDaemonUnauthorizedError,
     ToolParameterValidationError,
 )
@@ -37,9 +36,8 @@ from .errors import (
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
-EXIT_UNREACHABLE = 3
 EXIT_UNAUTHORIZED = 4
-EXIT_TASK_FAILED = 5
+EXIT_INCOMPATIBLE = 6
 
 ENV_URL = "DIFY_PLUGIN_DAEMON_URL"
 ENV_KEY = "DIFY_PLUGIN_DAEMON_KEY"
@@ -53,7 +51,7 @@ class UsageError(Exception):
 
 
 class TaskFailedError(Exception):
-    """An install task ended in ``failed``: exit code 5."""
+    """An install task ended in ``failed``: exit code 1."""
 
 
 @dataclass(frozen=True)
@@ -220,21 +218,6 @@ def cmd_upload_pkg(client: DifyPluginClient, settings: Settings, args: argparse.
     return EXIT_OK
 
 
-def _wait_for_task(
-    client: DifyPluginClient, tenant: str, task_id: str, wait_timeout: float, poll_interval: float
-) -> Any:
-    deadline = time.monotonic() + wait_timeout
-    while True:
-        task = client.fetch_plugin_installation_task(tenant, task_id)
-        if task.status in (PluginInstallTaskStatus.Success, PluginInstallTaskStatus.Failed):
-            return task
-        if time.monotonic() >= deadline:
-            raise PluginDaemonError(
-                f"install task {task_id} still {task.status.value} after {wait_timeout:g}s", error_type="Timeout"
-            )
-        time.sleep(poll_interval)
-
-
 def cmd_install(client: DifyPluginClient, settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
     tenant = _require_tenant(settings)
     identifiers: list[str] = list(args.identifier or [])
@@ -256,7 +239,10 @@ def cmd_install(client: DifyPluginClient, settings: Settings, args: argparse.Nam
         "plugins": [],
     }
     if not started.all_installed and not args.no_wait:
-        task = _wait_for_task(client, tenant, started.task_id, args.wait_timeout, args.poll_interval)
+        try:
+            task = client.wait_for_installation_task(tenant, started.task_id, args.poll_interval, args.wait_timeout)
+        except TimeoutError as exc:
+            raise TaskFailedError(str(exc)) from None
         result["status"] = task.status.value
         result["plugins"] = [
             {"plugin_unique_identifier": p.plugin_unique_identifier, "status": p.status.value, "message": p.message}
@@ -519,13 +505,13 @@ def main(
         return EXIT_USAGE
     except TaskFailedError as exc:
         err.write(f"error: {exc}\n")
-        return EXIT_TASK_FAILED
+        return EXIT_ERROR
     except PluginDaemonUnauthorizedError as exc:
         err.write(f"error: the daemon rejected the API key: {exc}\n")
         return EXIT_UNAUTHORIZED
-    except PluginDaemonInnerError as exc:
-        err.write(f"error: {exc}\n")
-        return EXIT_UNREACHABLE if isinstance(exc.__cause__, httpx.RequestError) else EXIT_ERROR
+    except PluginDaemonResponseError as exc:
+        err.write(f"error: the daemon's answer does not match this client's API: {exc}\n")
+        return EXIT_INCOMPATIBLE
     except PluginDaemonError as exc:
         err.write(f"error: {exc}\n")
         return EXIT_ERROR
@@ -534,7 +520,7 @@ def main(
             err.write(f"error: the daemon rejected the API key (HTTP 401)\n")
             return EXIT_UNAUTHORIZED
         err.write(f"error: HTTP {exc.response.status_code} from {exc.request.url}\n")
-        return EXIT_ERROR
+        return EXIT_INCOMPATIBLE if exc.response.status_code == 404 else EXIT_ERROR
     except ValueError as exc:
         err.write(f"error: {exc}\n")
         return EXIT_USAGE

@@ -8,7 +8,8 @@ Must not: hold state between calls other than the HTTP connection pool.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -20,6 +21,7 @@ from .entities.daemon import (
     PluginDecodeResponse,
     PluginInstallTask,
     PluginInstallTaskStartResponse,
+    PluginInstallTaskStatus,
     PluginListResponse,
     PluginReadmeResponse,
     PluginToolProviderEntity,
@@ -254,6 +256,31 @@ class DifyPluginClient:
         return self._transport.request_payload(
             "GET", _management(tenant_id, f"install/tasks/{_path_part(task_id)}"), PluginInstallTask
         )
+
+    def wait_for_installation_task(
+        self,
+        tenant_id: str,
+        task_id: str,
+        poll_interval: float = 0.5,
+        timeout: float = 600.0,
+        on_update: Callable[[PluginInstallTask], None] | None = None,
+    ) -> PluginInstallTask:
+        """Poll a task until it is ``success`` or ``failed`` (returned either way).
+
+        Raises ``TimeoutError`` when it is still pending or running after ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            task = self.fetch_plugin_installation_task(tenant_id, task_id)
+            if on_update is not None:
+                on_update(task)
+            if task.status in (PluginInstallTaskStatus.Success, PluginInstallTaskStatus.Failed):
+                return task
+            if time.monotonic() + poll_interval > deadline:
+                raise TimeoutError(
+                    f"install task {task_id} did not finish within {timeout:g}s (status {task.status.value})"
+                )
+            time.sleep(poll_interval)
 
     def delete_plugin_installation_task(self, tenant_id: str, task_id: str) -> bool:
         return self._transport.request_payload(

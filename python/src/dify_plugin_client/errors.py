@@ -59,6 +59,13 @@ class PluginDaemonInnerError(PluginDaemonError):
         self.message = message
 
 
+class PluginDaemonResponseError(PluginDaemonInnerError):
+    """The daemon answered something this client cannot read: not an envelope, ``data: null`` on success,
+    or a payload that does not fit the expected model (usually a daemon speaking another API version)."""
+
+    default_error_type = "PluginDaemonResponseError"
+
+
 class PluginDaemonInternalServerError(PluginDaemonError):
     """``PluginDaemonInternalServerError`` (-500): a generic failure inside the daemon."""
 

@@ -6,8 +6,8 @@ Owns: ``DaemonTransport``; the rules that turn a response into a payload or an e
   errors with 400/404/500, management errors with 200);
 - any other non-2xx response raises ``httpx.HTTPStatusError``;
 - connection failures and timeouts raise ``PluginDaemonInnerError`` (the httpx exception is the cause);
-- a success envelope with ``data: null`` or a payload that does not fit the expected model raises
-  ``PluginDaemonInnerError``.
+- a body that is not an envelope, a success envelope with ``data: null`` or a payload that does not fit
+  the expected model raises ``PluginDaemonResponseError`` (a ``PluginDaemonInnerError``).
 Must not: know individual routes (see ``client``).
 """
 
@@ -21,7 +21,7 @@ import httpx
 from pydantic import TypeAdapter, ValidationError
 
 from .config import PluginConfig
-from .errors import PluginDaemonInnerError, error_from_envelope
+from .errors import PluginDaemonInnerError, PluginDaemonResponseError, error_from_envelope
 
 T = TypeVar("T")
 
@@ -110,14 +110,14 @@ class DaemonTransport:
             body = None
         self.raise_for_error(response, body)
         if not _is_success_envelope(body):
-            raise PluginDaemonInnerError(
+            raise PluginDaemonResponseError(
                 -500,
                 f"response is not a plugin daemon envelope (HTTP {response.status_code}): {_snippet(response.text)}",
                 http_status=response.status_code,
             )
         data = body.get("data")
         if data is None:
-            raise PluginDaemonInnerError(-500, f"got empty data from plugin daemon for {method} {path}")
+            raise PluginDaemonResponseError(-500, f"got empty data from plugin daemon for {method} {path}")
         if transformer is not None:
             data = transformer(data)
         return _validate(payload_type, data, f"{method} {path}")
@@ -153,13 +153,13 @@ class DaemonTransport:
                     try:
                         item = json.loads(line)
                     except ValueError:
-                        raise PluginDaemonInnerError(
+                        raise PluginDaemonResponseError(
                             -500, f"stream line is not JSON: {_snippet(line)}", http_status=response.status_code
                         ) from None
                     if _is_error_envelope(item):
                         raise error_from_envelope(item, response.status_code)
                     if not _is_success_envelope(item):
-                        raise PluginDaemonInnerError(
+                        raise PluginDaemonResponseError(
                             -500,
                             f"stream line is not a plugin daemon envelope: {_snippet(line)}",
                             http_status=response.status_code,
@@ -167,7 +167,7 @@ class DaemonTransport:
                     try:
                         yield adapter.validate_python(item.get("data"))
                     except ValidationError as exc:
-                        raise PluginDaemonInnerError(
+                        raise PluginDaemonResponseError(
                             -500, f"unexpected chunk in stream {method} {path}: {exc}"
                         ) from exc
         except httpx.RequestError as exc:
@@ -180,7 +180,7 @@ def _validate(payload_type: type[T], data: Any, what: str) -> T:
     try:
         return TypeAdapter(payload_type).validate_python(data)
     except ValidationError as exc:
-        raise PluginDaemonInnerError(-500, f"unexpected payload from {what}: {exc}") from exc
+        raise PluginDaemonResponseError(-500, f"unexpected payload from {what}: {exc}") from exc
 
 
 __all__ = ["DaemonTransport"]
