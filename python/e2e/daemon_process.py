@@ -35,20 +35,35 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _usable_python(candidate: str) -> bool:
+    """True when ``candidate`` runs and is Python >= 3.12 (pyenv shims can exist without a usable version)."""
+    try:
+        done = subprocess.run(
+            [candidate, "-c", "import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)"],
+            capture_output=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
 def python_for_plugins() -> str:
     """A Python >= 3.12 for plugin environments: the test runner's setting, then PATH, then pyenv."""
+    candidates: list[str] = []
     configured = os.environ.get("PYTHON_INTERPRETER_PATH")
-    if configured and Path(configured).exists():
-        return configured
+    if configured:
+        candidates.append(configured)
     for name in ("python3.13", "python3.12"):
         found = shutil.which(name)
         if found:
-            return found
+            candidates.append(found)
     root = os.environ.get("PYENV_ROOT", str(Path.home() / ".pyenv"))
-    candidates = sorted(glob.glob(f"{root}/versions/3.1[2-9]*/bin/python3"))
-    if candidates:
-        return candidates[-1]
-    pytest.fail("no Python >= 3.12 for plugin environments: set PYTHON_INTERPRETER_PATH")
+    candidates += sorted(glob.glob(f"{root}/versions/3.1[2-9]*/bin/python3"), reverse=True)
+    for candidate in candidates:
+        if _usable_python(candidate):
+            return candidate
+    pytest.fail(f"no usable Python >= 3.12 for plugin environments (tried {candidates}): set PYTHON_INTERPRETER_PATH")
 
 
 def uv_binary() -> str:

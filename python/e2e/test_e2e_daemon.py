@@ -190,10 +190,15 @@ def test_missing_dependencies_and_upgrade(
     assert [p.plugin_unique_identifier for p in plugins] == [v2]
     assert client.fetch_plugin_manifest(tenant, v2).version == "0.0.2"
     state["installation_id"] = plugins[0].installation_id
-    texts = [m.message.text for m in client.invoke(tenant, "u", PROVIDER, "search", {}, {"query": "v2"})
+    state["v2"] = v2
+
+
+def test_invoke_after_upgrade(client: DifyPluginClient, state: dict[str, Any]) -> None:
+    provider = client.fetch_tool_provider(state["tenant"], PROVIDER)
+    assert provider.plugin_unique_identifier == state["v2"]
+    texts = [m.message.text for m in client.invoke(state["tenant"], "u", PROVIDER, "search", {}, {"query": "v2"})
              if isinstance(m.message, TextMessage)]
     assert texts == ["result 1 for v2\n", "result 2 for v2\n"]
-    state["v2"] = v2
 
 
 def test_tasks_and_uninstall(client: DifyPluginClient, state: dict[str, Any]) -> None:
