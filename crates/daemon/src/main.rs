@@ -1,1 +1,26 @@
-fn main() {}
+//! The `dify-plugin-daemon` binary: reads configuration (environment and `.env`) and runs the server.
+//! Everything else lives in the library (`dify_daemon`).
+
+fn main() -> std::process::ExitCode {
+    let settings = match dify_daemon::config::Settings::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("configuration error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dify_daemon::server::run(settings)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dify-plugin-daemon: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

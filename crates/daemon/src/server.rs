@@ -1,1 +1,232 @@
-//! (to be written)
+//! Start-up and shutdown of the daemon: resolves the API key and node identity, opens the database
+//! and blob storage, recovers tasks left by a previous run, runs housekeeping, serves HTTP until
+//! SIGTERM/SIGINT and then stops runtimes.
+//!
+//! Owns [`AppState`], the handle every HTTP handler and service receives. It must not contain
+//! request handling or business rules.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicI64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::config::{Settings, WELL_KNOWN_PUBLIC_KEYS};
+use crate::runtime::RuntimeManager;
+use crate::service::metrics::Metrics;
+use crate::store::{BlobStore, Db, LocalBlobStore};
+
+/// Seconds a node's claim on its running install tasks lasts without renewal.
+pub const TASK_LEASE_SECS: i64 = 30;
+/// How often housekeeping (lease renewal, stale-task failure, task expiry) runs.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(5);
+/// Message of tasks interrupted by a daemon stop.
+pub const SHUTDOWN_TASK_MESSAGE: &str = "An unexpected daemon shutdown occurred";
+/// Message of tasks that outlived their install budget or lost their node.
+pub const STALE_TASK_MESSAGE: &str = "Task timed out but not properly terminated";
+
+/// Everything a request handler or service needs. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    /// The effective `X-Api-Key` value (configured or generated).
+    pub server_key: Arc<str>,
+    pub db: Db,
+    pub blobs: Arc<dyn BlobStore>,
+    pub runtime: Arc<RuntimeManager>,
+    /// This node's identity, stable across restarts of the same working directory.
+    pub node_id: Arc<str>,
+    pub metrics: Arc<Metrics>,
+    /// Extra trusted public keys (PEM text) for signature verification.
+    pub extra_public_keys: Arc<Vec<Vec<u8>>>,
+    pub active_requests: Arc<AtomicI64>,
+    pub active_dispatch_requests: Arc<AtomicI64>,
+}
+
+impl AppState {
+    /// Builds the state from settings: opens the database (running migrations) and blob storage.
+    pub async fn open(settings: Settings, server_key: String, node_id: String) -> anyhow::Result<AppState> {
+        let db = Db::connect(&settings).await.context("cannot open the database")?;
+        let blobs: Arc<dyn BlobStore> = Arc::new(LocalBlobStore::new(settings.storage_root()));
+        let mut extra_public_keys = Vec::new();
+        for path in settings.third_party_key_paths() {
+            let pem = std::fs::read(&path)
+                .with_context(|| format!("cannot read third-party public key {}", path.display()))?;
+            extra_public_keys.push(pem);
+        }
+        Ok(AppState {
+            settings: Arc::new(settings),
+            server_key: server_key.into(),
+            db,
+            blobs,
+            runtime: RuntimeManager::new(),
+            node_id: node_id.into(),
+            metrics: Arc::new(Metrics::default()),
+            extra_public_keys: Arc::new(extra_public_keys),
+            active_requests: Arc::new(AtomicI64::new(0)),
+            active_dispatch_requests: Arc::new(AtomicI64::new(0)),
+        })
+    }
+}
+
+/// Returns the configured API key, or the key generated on an earlier start, or a new one (stored
+/// in `<storage root>/server_key` and printed). Warns when a publicly known key is configured.
+pub fn resolve_server_key(settings: &Settings) -> anyhow::Result<String> {
+    if let Some(key) = settings.server_key.clone() {
+        if WELL_KNOWN_PUBLIC_KEYS.contains(&key.as_str()) {
+            tracing::warn!(
+                "SERVER_KEY is a publicly known sample value; anyone can call this daemon. Set a secret SERVER_KEY."
+            );
+            eprintln!(
+                "WARNING: SERVER_KEY is a publicly known sample value; anyone can manage plugins on this daemon. \
+                 Set a secret SERVER_KEY."
+            );
+        }
+        return Ok(key);
+    }
+    let path = settings.storage_root().join("server_key");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim().to_string();
+        if !existing.is_empty() {
+            eprintln!("SERVER_KEY is not set; using the generated key stored in {}", path.display());
+            return Ok(existing);
+        }
+    }
+    let key = generate_secret();
+    write_private_file(&path, &key).with_context(|| format!("cannot store the generated key in {}", path.display()))?;
+    eprintln!("SERVER_KEY is not set; generated a new API key (stored in {}):", path.display());
+    eprintln!("{key}");
+    Ok(key)
+}
+
+/// Returns this node's identity, kept in `<working path>/.node_id` so a restarted node recognises
+/// the install tasks its previous run left unfinished.
+pub fn resolve_node_id(settings: &Settings) -> anyhow::Result<String> {
+    let path = PathBuf::from(&settings.plugin_working_path).join(".node_id");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim().to_string();
+        if !existing.is_empty() {
+            return Ok(existing);
+        }
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    write_private_file(&path, &id).with_context(|| format!("cannot store the node id in {}", path.display()))?;
+    Ok(id)
+}
+
+fn generate_secret() -> String {
+    use base64::Engine;
+    use rand::RngCore;
+    let mut bytes = [0u8; 33];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn write_private_file(path: &Path, content: &str) -> std::io::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let tmp = path.with_extension("tmp");
+    {
+        use std::io::Write;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(&tmp)?;
+        file.write_all(content.as_bytes())?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+fn init_tracing(settings: &Settings) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(settings.log_level.to_ascii_lowercase()));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if settings.log_output_format.eq_ignore_ascii_case("json") {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    init_tracing(&settings);
+    settings.validate()?;
+    std::fs::create_dir_all(settings.storage_root())
+        .with_context(|| format!("cannot create storage root {}", settings.plugin_storage_local_root))?;
+    std::fs::create_dir_all(&settings.plugin_working_path)
+        .with_context(|| format!("cannot create working path {}", settings.plugin_working_path))?;
+    let server_key = resolve_server_key(&settings)?;
+    let node_id = resolve_node_id(&settings)?;
+    let addr: SocketAddr = format!("{}:{}", settings.server_host, settings.server_port)
+        .parse()
+        .with_context(|| format!("invalid listen address {}:{}", settings.server_host, settings.server_port))?;
+
+    let state = AppState::open(settings, server_key, node_id).await?;
+    let recovered = state.db.fail_tasks_of_node(&state.node_id, SHUTDOWN_TASK_MESSAGE).await?;
+    if recovered > 0 {
+        tracing::warn!(recovered, "marked install tasks of the previous run as failed");
+    }
+
+    let housekeeping = tokio::spawn(housekeeping_loop(state.clone()));
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    tracing::info!(%addr, db = ?state.db.kind(), platform = %state.settings.platform, "dify-plugin-daemon listening");
+    eprintln!("dify-plugin-daemon listening on {addr}");
+
+    let app = crate::http::router(state.clone());
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("HTTP server failed")?;
+
+    tracing::info!("shutting down");
+    housekeeping.abort();
+    if let Err(e) = state.db.fail_tasks_of_node(&state.node_id, SHUTDOWN_TASK_MESSAGE).await {
+        tracing::warn!(error = %e, "could not mark running install tasks as failed");
+    }
+    state.runtime.shutdown().await;
+    state.db.close().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// Renews this node's task leases, fails tasks whose node vanished or whose install budget ran
+/// out, and deletes tasks past their retention. Idempotent, so every node may run it.
+async fn housekeeping_loop(state: AppState) {
+    let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+    loop {
+        tick.tick().await;
+        if let Err(e) = crate::service::tasks::housekeeping(&state).await {
+            tracing::warn!(error = %e, "install task housekeeping failed");
+        }
+    }
+}

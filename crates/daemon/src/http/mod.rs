@@ -1,1 +1,136 @@
-//! (to be written)
+//! The HTTP API: routing, the `X-Api-Key` check, the response envelope, the not-found body, panic
+//! and request accounting middleware. Handlers are thin: bind the request, call a service, render.
+//!
+//! Only this module knows axum. It must not contain business rules or SQL.
+
+mod bind;
+mod management;
+mod system;
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use dify_protocol::{DaemonError, Envelope};
+use futures::FutureExt;
+use serde::Serialize;
+
+pub use crate::server::AppState;
+
+/// Body of every unknown route (and wrong method), sent with HTTP 404.
+pub const NOT_FOUND_BODY: &str = r#"{"code":"not_found","message":"route not found"}"#;
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    response
+}
+
+/// HTTP 200 with a success envelope around `data`.
+pub fn ok<T: Serialize>(data: T) -> Response {
+    match serde_json::to_vec(&Envelope::success(data)) {
+        Ok(body) => json_response(StatusCode::OK, body),
+        Err(e) => fail(DaemonError::internal(format!("cannot encode response: {e}"))),
+    }
+}
+
+/// HTTP 200 with an error envelope (how service-level failures travel, http-api.md §A.3).
+pub fn fail(err: DaemonError) -> Response {
+    fail_with_status(StatusCode::OK, err)
+}
+
+/// An error envelope with an explicit HTTP status (middleware and binding failures).
+pub fn fail_with_status(status: StatusCode, err: DaemonError) -> Response {
+    json_response(status, err.to_envelope_json().into_bytes())
+}
+
+/// Renders a service result: success envelope or HTTP 200 error envelope.
+pub fn respond<T: Serialize>(result: Result<T, DaemonError>) -> Response {
+    match result {
+        Ok(data) => ok(data),
+        Err(e) => fail(e),
+    }
+}
+
+async fn not_found() -> Response {
+    json_response(StatusCode::NOT_FOUND, NOT_FOUND_BODY.as_bytes().to_vec())
+}
+
+/// Rejects requests whose `X-Api-Key` differs from the server key (HTTP 401, fixed body).
+async fn require_api_key(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let given = request.headers().get("x-api-key").and_then(|v| v.to_str().ok()).unwrap_or("");
+    if given.as_bytes() != state.server_key.as_bytes() {
+        return fail_with_status(StatusCode::UNAUTHORIZED, DaemonError::unauthorized());
+    }
+    next.run(request).await
+}
+
+/// Counts requests in flight and per route, and turns a handler panic into a bare HTTP 500.
+async fn account_and_recover(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let method = request.method().to_string();
+    let path = request.uri().path().to_string();
+    // Route families keep the metric's label set small whatever ids the paths carry.
+    let route = route_family(&path);
+    let skip_log = path == "/health/check" && !state.settings.health_api_log_enabled;
+    state.active_requests.fetch_add(1, Ordering::Relaxed);
+    let started = Instant::now();
+    let response = match std::panic::AssertUnwindSafe(next.run(request)).catch_unwind().await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::error!(%method, %route, "request handler panicked");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    };
+    state.active_requests.fetch_sub(1, Ordering::Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
+    let status = response.status().as_u16();
+    if !skip_log {
+        tracing::info!(%method, %path, status, elapsed_ms = elapsed * 1000.0, "request");
+    }
+    if state.settings.prometheus_enabled {
+        state.metrics.observe_request(&method, &route, status, elapsed);
+    }
+    response
+}
+
+fn route_family(path: &str) -> &'static str {
+    let mut parts = path.trim_start_matches('/').split('/');
+    match (parts.next(), parts.nth(1)) {
+        (Some("plugin"), Some("management")) => "management",
+        (Some("plugin"), Some("dispatch")) => "dispatch",
+        (Some("plugin"), Some("endpoint")) => "endpoint",
+        (Some("plugin"), Some(_)) => "plugin",
+        (Some("health"), _) => "health",
+        (Some("metrics"), _) => "metrics",
+        (Some("e"), _) => "endpoint_invoke",
+        _ => "other",
+    }
+}
+
+/// The whole HTTP API.
+pub fn router(state: AppState) -> Router {
+    let mut tenant = management::routes(&state);
+    tenant = tenant.merge(dispatch_routes());
+    let tenant = tenant.route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
+
+    Router::new()
+        .nest("/plugin/{tenant_id}", tenant)
+        .merge(system::routes(&state))
+        .fallback(not_found)
+        .method_not_allowed_fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), account_and_recover))
+        .with_state(state)
+}
+
+/// The invocation routes (`/plugin/{tenant_id}/dispatch/...`), owned by the dispatch module.
+fn dispatch_routes() -> Router<AppState> {
+    Router::new()
+}

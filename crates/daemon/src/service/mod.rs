@@ -1,1 +1,115 @@
-//! (to be written)
+//! The management rules of the daemon: uploading and decoding packages, installing, upgrading and
+//! uninstalling plugins with install tasks, listing plugins and providers, debugging keys, metrics.
+//!
+//! Services take an [`AppState`](crate::server::AppState) and typed inputs and return typed values
+//! or a [`DaemonError`] (which already carries the wire error type). They must not know about HTTP
+//! (no status codes, no axum types) and must not build SQL (that is `store`).
+
+pub mod codec;
+pub mod debugging;
+pub mod install;
+pub mod metrics;
+pub mod packages;
+pub mod plugins;
+pub mod tasks;
+
+use dify_protocol::{DaemonError, PluginDeclaration, PluginUniqueIdentifier};
+use serde_json::Value;
+
+use crate::server::AppState;
+use crate::store::{InstallationRecord, StoreError};
+
+/// Result of a service call.
+pub type ServiceResult<T> = Result<T, DaemonError>;
+
+impl From<StoreError> for DaemonError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "storage failure");
+        DaemonError::internal(e.to_string())
+    }
+}
+
+/// A tenant's installation as dispatch needs it: the version chosen by the tenant and its declaration.
+#[derive(Debug, Clone)]
+pub struct Installation {
+    pub id: String,
+    pub tenant_id: String,
+    pub plugin_id: String,
+    pub plugin_unique_identifier: PluginUniqueIdentifier,
+    pub runtime_type: String,
+    pub source: String,
+    pub meta: Value,
+    /// The declaration of the installed version (absent only if its row was lost).
+    pub declaration: Option<PluginDeclaration>,
+}
+
+/// Why [`find_installation`] could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum FindInstallationError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The stored identifier fails the identifier rules (`PluginUniqueIdentifierError`).
+    #[error("{0}")]
+    BadIdentifier(String),
+}
+
+/// The tenant's installation of `plugin_id` (`author/name`), if any. Used by dispatch.
+pub async fn find_installation(
+    state: &AppState,
+    tenant_id: &str,
+    plugin_id: &str,
+) -> Result<Option<Installation>, FindInstallationError> {
+    let Some(record) = state.db.installation_by_plugin_id(tenant_id, plugin_id).await? else {
+        return Ok(None);
+    };
+    installation_from_record(record).map(Some)
+}
+
+fn installation_from_record(record: InstallationRecord) -> Result<Installation, FindInstallationError> {
+    let uid = PluginUniqueIdentifier::parse(&record.plugin_unique_identifier)
+        .map_err(|e| FindInstallationError::BadIdentifier(e.to_string()))?;
+    let declaration = record.declaration.as_deref().and_then(|d| PluginDeclaration::from_json(d.as_bytes()).ok());
+    Ok(Installation {
+        id: record.id,
+        tenant_id: record.tenant_id,
+        plugin_id: record.plugin_id,
+        plugin_unique_identifier: uid,
+        runtime_type: record.runtime_type,
+        source: record.source,
+        meta: record.meta,
+        declaration,
+    })
+}
+
+/// Parses a client-supplied identifier; failures are `PluginUniqueIdentifierError` (-400).
+pub fn parse_identifier(value: &str) -> ServiceResult<PluginUniqueIdentifier> {
+    PluginUniqueIdentifier::parse(value).map_err(|e| DaemonError::unique_identifier(e.to_string()))
+}
+
+/// The blob key of an uploaded package.
+pub fn package_key(state: &AppState, uid: &str) -> String {
+    format!("{}/{}", state.settings.plugin_package_cache_path.trim_matches('/'), uid)
+}
+
+/// The blob key of an asset.
+pub fn asset_key(state: &AppState, asset_id: &str) -> String {
+    format!("{}/{}", state.settings.plugin_media_cache_path.trim_matches('/'), asset_id)
+}
+
+/// Loads the stored declaration of an uploaded version.
+pub async fn load_declaration(state: &AppState, uid: &str) -> ServiceResult<Option<PluginDeclaration>> {
+    match state.db.declaration(uid).await? {
+        Some(text) => PluginDeclaration::from_json(text.as_bytes())
+            .map(Some)
+            .map_err(|e| DaemonError::internal(format!("stored declaration of {uid} is unreadable: {e}"))),
+        None => Ok(None),
+    }
+}
+
+/// The declaration JSON as sent to Dify, from its stored text.
+pub fn declaration_json(stored: Option<&str>) -> Value {
+    stored
+        .and_then(|d| PluginDeclaration::from_json(d.as_bytes()).ok())
+        .map(|d| d.to_json_value())
+        .unwrap_or_else(|| Value::Object(Default::default()))
+}

@@ -1,0 +1,52 @@
+//! Unauthenticated system routes: `/health/check` (plain JSON, no envelope) and `/metrics`
+//! (Prometheus text, when `PROMETHEUS_ENABLED`).
+
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use super::AppState;
+
+pub fn routes(state: &AppState) -> Router<AppState> {
+    let mut router = Router::new().route("/health/check", get(health));
+    if state.settings.prometheus_enabled {
+        router = router.route("/metrics", get(metrics)).route("/metrics/", get(metrics));
+    }
+    router
+}
+
+async fn health(State(state): State<AppState>) -> Response {
+    let total = state.settings.routine_pool_size as i64;
+    let busy = state.active_requests.load(Ordering::Relaxed).max(0);
+    Json(json!({
+        "status": "ok",
+        "pool_status": {"free": (total - busy).max(0), "busy": busy, "total": total},
+        "version": env!("CARGO_PKG_VERSION"),
+        "build_time": option_env!("DIFY_BUILD_TIME").unwrap_or("unknown"),
+        "platform": state.settings.platform,
+        "active_requests": state.active_requests.load(Ordering::Relaxed),
+        "active_dispatch_requests": state.active_dispatch_requests.load(Ordering::Relaxed),
+    }))
+    .into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let gauges = [
+        ("active_requests", "HTTP requests in flight.", state.active_requests.load(Ordering::Relaxed) as f64),
+        (
+            "active_dispatch_requests",
+            "Plugin invocations in flight.",
+            state.active_dispatch_requests.load(Ordering::Relaxed) as f64,
+        ),
+    ];
+    let mut response = state.metrics.render(&gauges).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    response
+}

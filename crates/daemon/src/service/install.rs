@@ -1,0 +1,329 @@
+//! Installing, upgrading and uninstalling plugins for a tenant, through install tasks.
+//!
+//! An install job: mark the entry `running`, hand the stored package to the runtime's preparation
+//! step (`RuntimeManager::launch`, whose progress lines become the entry's message), then commit the
+//! installation rows in one transaction and mark the entry `success`. A crash at any point leaves
+//! either no installation or a complete one; the task is failed by the next start-up or by the
+//! stale-task sweeper. Reference counts live in the `plugins` rows: a runtime stops when the last
+//! installation of its version goes away.
+
+use std::time::{Duration, Instant};
+
+use dify_protocol::{DaemonError, PluginDeclaration, PluginUniqueIdentifier};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use super::packages::declaration_for_install;
+use super::{package_key, parse_identifier, ServiceResult};
+use crate::server::{AppState, TASK_LEASE_SECS};
+use crate::store::{task_status, InstallOutcome, ProviderKind, TaskPluginEntry};
+
+/// Largest number of identifiers in one install request.
+pub const MAX_IDENTIFIERS_PER_INSTALL: usize = 64;
+
+/// Provider rows a declaration implies: `(kind, provider name)`.
+pub fn providers_of(declaration: &Value) -> Vec<(ProviderKind, String)> {
+    ProviderKind::ALL
+        .into_iter()
+        .filter_map(|kind| kind.provider_name(declaration).map(|name| (kind, name)))
+        .collect()
+}
+
+fn runtime_type_of(state: &AppState, uid: &PluginUniqueIdentifier) -> &'static str {
+    if uid.is_remote() {
+        "remote"
+    } else if state.settings.platform == "serverless" {
+        "serverless"
+    } else {
+        "local"
+    }
+}
+
+fn empty_labels() -> Value {
+    json!({"en_US": "", "zh_Hans": "", "ja_JP": "", "pt_BR": ""})
+}
+
+/// `{all_installed, task_id}`.
+pub fn install_response(all_installed: bool, task_id: &str) -> Value {
+    json!({"all_installed": all_installed, "task_id": task_id})
+}
+
+/// `POST install/identifiers` (identifiers already validated by the HTTP layer).
+pub async fn install_from_identifiers(
+    state: &AppState,
+    tenant_id: &str,
+    identifiers: &[String],
+    source: &str,
+    metas: Vec<Value>,
+) -> ServiceResult<Value> {
+    if metas.len() != identifiers.len() {
+        return Err(DaemonError::bad_request(
+            "the number of metas must be equal to the number of plugin unique identifiers",
+        ));
+    }
+    let mut parsed = Vec::with_capacity(identifiers.len());
+    for raw in identifiers {
+        parsed.push(parse_identifier(raw)?);
+    }
+    let mut all_installed = true;
+    for uid in &parsed {
+        if state.db.installation_by_plugin_id(tenant_id, uid.plugin_id()).await?.is_none() {
+            all_installed = false;
+        }
+    }
+    if all_installed {
+        return Ok(install_response(true, ""));
+    }
+    let mut jobs = Vec::new();
+    let mut entries = Vec::new();
+    for (uid, meta) in parsed.into_iter().zip(metas) {
+        let declaration = declaration_for_install(state, uid.as_str()).await?;
+        let manifest = declaration.to_json_value();
+        entries.push(TaskPluginEntry {
+            plugin_unique_identifier: uid.to_string(),
+            labels: manifest.get("label").cloned().unwrap_or_else(empty_labels),
+            icon: manifest.get("icon").and_then(Value::as_str).unwrap_or("").to_string(),
+            icon_dark: manifest.get("icon_dark").and_then(Value::as_str).unwrap_or("").to_string(),
+            plugin_id: uid.plugin_id().to_string(),
+            status: task_status::PENDING.to_string(),
+            message: String::new(),
+            source: source.to_string(),
+        });
+        let meta = if meta.is_null() { json!({}) } else { meta };
+        jobs.push((uid, declaration, manifest, meta));
+    }
+    let task_id = state
+        .db
+        .create_task(tenant_id, &entries, &state.node_id, TASK_LEASE_SECS, state.settings.install_budget_secs() as i64)
+        .await?;
+    for (uid, declaration, manifest, meta) in jobs {
+        let state = state.clone();
+        let tenant_id = tenant_id.to_string();
+        let task_id = task_id.clone();
+        let source = source.to_string();
+        tokio::spawn(async move {
+            let job = InstallJob { state: &state, task_id: &task_id, tenant_id: &tenant_id, uid: &uid, source: &source };
+            job.install(&declaration, &manifest, &meta).await;
+        });
+    }
+    Ok(install_response(false, &task_id))
+}
+
+/// One plugin of one install task.
+struct InstallJob<'a> {
+    state: &'a AppState,
+    task_id: &'a str,
+    tenant_id: &'a str,
+    uid: &'a PluginUniqueIdentifier,
+    source: &'a str,
+}
+
+impl InstallJob<'_> {
+    async fn set(&self, status: Option<&str>, message: &str) {
+        let retention = self.state.settings.install_task_success_retention as i64;
+        if let Err(e) =
+            self.state.db.update_task_entry(self.task_id, self.uid.as_str(), status, message, retention).await
+        {
+            tracing::error!(task = self.task_id, error = %e, "cannot update install task");
+        }
+    }
+
+    async fn install(&self, declaration: &PluginDeclaration, manifest: &Value, meta: &Value) {
+        let started = Instant::now();
+        let outcome = self.run_install(declaration, manifest, meta).await;
+        let status = match &outcome {
+            Ok(()) => task_status::SUCCESS,
+            Err(_) => task_status::FAILED,
+        };
+        self.state.metrics.observe_install(self.uid.plugin_id(), status, started.elapsed().as_secs_f64());
+        match outcome {
+            Ok(()) => self.set(Some(task_status::SUCCESS), "installed").await,
+            Err(message) => self.set(Some(task_status::FAILED), &message).await,
+        }
+    }
+
+    async fn run_install(&self, declaration: &PluginDeclaration, manifest: &Value, meta: &Value) -> Result<(), String> {
+        let db = &self.state.db;
+        let runtime_type = runtime_type_of(self.state, self.uid);
+        let providers = providers_of(manifest);
+        let already = db.installation_by_plugin_id(self.tenant_id, self.uid.plugin_id()).await.map_err(|e| e.to_string())?;
+        if already.is_some() {
+            return Ok(());
+        }
+        self.set(Some(task_status::RUNNING), "starting").await;
+        self.prepare_runtime(declaration).await?;
+        self.commit_delay().await;
+        match db
+            .install_plugin(self.tenant_id, self.uid.as_str(), self.uid.plugin_id(), runtime_type, self.source, meta, &providers)
+            .await
+        {
+            Ok(InstallOutcome::Installed { .. }) | Ok(InstallOutcome::AlreadyInstalled) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Fault-injection pause between preparing and committing (0 outside tests).
+    async fn commit_delay(&self) {
+        let ms = self.state.settings.install_commit_delay_ms;
+        if ms > 0 {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+    }
+
+    /// Runs the runtime's preparation step; its progress lines overwrite the entry's message.
+    async fn prepare_runtime(&self, declaration: &PluginDeclaration) -> Result<(), String> {
+        if self.state.settings.skip_runtime_preparation {
+            return Ok(());
+        }
+        let package = self
+            .state
+            .blobs
+            .get(&package_key(self.state, self.uid.as_str()))
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "plugin package not found, please upload it firstly".to_string())?;
+        let (progress_tx, mut progress_rx) = mpsc::unbounded_channel::<String>();
+        let forwarder = {
+            let state = self.state.clone();
+            let task_id = self.task_id.to_string();
+            let uid = self.uid.to_string();
+            let retention = state.settings.install_task_success_retention as i64;
+            tokio::spawn(async move {
+                while let Some(line) = progress_rx.recv().await {
+                    let _ = state.db.update_task_entry(&task_id, &uid, None, &line, retention).await;
+                }
+            })
+        };
+        let budget = Duration::from_secs(self.state.settings.plugin_install_timeout.saturating_mul(60).max(1));
+        let launched = tokio::time::timeout(
+            budget,
+            self.state.runtime.launch(self.uid, &package, declaration, progress_tx),
+        )
+        .await;
+        // The sender is gone once launch returns; let the forwarder flush what is queued.
+        let _ = tokio::time::timeout(Duration::from_secs(5), forwarder).await;
+        match launched {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("plugin install timed out after {} minutes", self.state.settings.plugin_install_timeout)),
+        }
+    }
+}
+
+/// `POST install/upgrade`.
+pub async fn upgrade(
+    state: &AppState,
+    tenant_id: &str,
+    original: &str,
+    new: &str,
+    source: &str,
+    meta: Value,
+) -> ServiceResult<Value> {
+    let original = parse_identifier(original)?;
+    let new = parse_identifier(new)?;
+    if original == new {
+        return Err(DaemonError::bad_request("original and new plugin unique identifier are the same"));
+    }
+    if original.plugin_id() != new.plugin_id() {
+        return Err(DaemonError::bad_request("original and new plugin id are different"));
+    }
+    let installed = state.db.installation_by_plugin_id(tenant_id, original.plugin_id()).await?;
+    if installed.as_ref().map(|i| i.plugin_unique_identifier.as_str()) != Some(original.as_str()) {
+        return Err(DaemonError::not_found("plugin installation not found for this tenant"));
+    }
+    let declaration = declaration_for_install(state, new.as_str()).await?;
+    let manifest = declaration.to_json_value();
+    let meta = if meta.is_null() { json!({}) } else { meta };
+    if state.db.plugin(new.as_str()).await?.is_some() {
+        // Some tenant already runs the new version: swap the rows now.
+        swap_installation(state, tenant_id, &original, &new, source, &meta, &manifest)
+            .await
+            .map_err(DaemonError::internal)?;
+        return Ok(install_response(true, ""));
+    }
+    let entry = TaskPluginEntry {
+        plugin_unique_identifier: new.to_string(),
+        labels: empty_labels(),
+        icon: String::new(),
+        icon_dark: String::new(),
+        plugin_id: new.plugin_id().to_string(),
+        status: task_status::PENDING.to_string(),
+        message: String::new(),
+        source: source.to_string(),
+    };
+    let task_id = state
+        .db
+        .create_task(tenant_id, &[entry], &state.node_id, TASK_LEASE_SECS, state.settings.install_budget_secs() as i64)
+        .await?;
+    {
+        let state = state.clone();
+        let tenant_id = tenant_id.to_string();
+        let task_id = task_id.clone();
+        let source = source.to_string();
+        tokio::spawn(async move {
+            let job = InstallJob { state: &state, task_id: &task_id, tenant_id: &tenant_id, uid: &new, source: &source };
+            let started = Instant::now();
+            job.set(Some(task_status::RUNNING), "starting").await;
+            let result = async {
+                job.prepare_runtime(&declaration).await?;
+                job.commit_delay().await;
+                swap_installation(&state, &tenant_id, &original, &new, &source, &meta, &manifest).await
+            }
+            .await;
+            let status = if result.is_ok() { task_status::SUCCESS } else { task_status::FAILED };
+            state.metrics.observe_install(new.plugin_id(), status, started.elapsed().as_secs_f64());
+            match result {
+                Ok(()) => job.set(Some(task_status::SUCCESS), "upgraded").await,
+                Err(message) => job.set(Some(task_status::FAILED), &message).await,
+            }
+        });
+    }
+    Ok(install_response(false, &task_id))
+}
+
+async fn swap_installation(
+    state: &AppState,
+    tenant_id: &str,
+    original: &PluginUniqueIdentifier,
+    new: &PluginUniqueIdentifier,
+    source: &str,
+    meta: &Value,
+    manifest: &Value,
+) -> Result<(), String> {
+    let released = state
+        .db
+        .upgrade_installation(
+            tenant_id,
+            original.as_str(),
+            new.as_str(),
+            new.plugin_id(),
+            runtime_type_of(state, new),
+            source,
+            meta,
+            &providers_of(manifest),
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "plugin installation not found for this tenant".to_string())?;
+    if released.unreferenced {
+        state.runtime.stop(original).await;
+    }
+    Ok(())
+}
+
+/// `POST uninstall`: unknown ids succeed; the runtime stops with the last installation.
+pub async fn uninstall(state: &AppState, tenant_id: &str, installation_id: &str) -> ServiceResult<bool> {
+    let released = state
+        .db
+        .uninstall(tenant_id, installation_id)
+        .await
+        .map_err(|e| DaemonError::internal(format!("failed to uninstall plugin: {e}")))?;
+    if let Some(released) = released {
+        if released.unreferenced {
+            if let Ok(uid) = PluginUniqueIdentifier::parse(&released.plugin_unique_identifier) {
+                state.runtime.stop(&uid).await;
+            }
+        }
+    }
+    Ok(true)
+}

@@ -1,0 +1,334 @@
+//! Uploaded packages and bundles: decoding, signature rules, persistence of package bytes, assets and
+//! declarations, and everything read back from a stored package (manifest, readme, files, assets).
+//!
+//! Persistence order keeps crashes harmless: assets and package bytes are written (atomically)
+//! before the declaration row that makes the version visible, and every step is idempotent.
+
+use dify_protocol::{DaemonError, PluginDeclaration};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::codec::{self, BundleDependency, DecodedPackage};
+use super::{asset_key, load_declaration, package_key, parse_identifier, ServiceResult};
+use crate::server::AppState;
+
+/// Exact upstream text for a package that fails the signature requirement.
+pub const BAD_SIGNATURE_MESSAGE: &str =
+    "plugin verification has been enabled, and the plugin you want to install has a bad signature";
+/// Text for an unsigned package that claims langgenius authorship.
+pub const LANGGENIUS_UNSIGNED_MESSAGE: &str =
+    "plugin claims to be authored by langgenius but is not signed by langgenius";
+pub const FILE_TOO_LARGE_MESSAGE: &str = "file size exceeds the maximum limit";
+
+/// `data` of a successful package upload or decode.
+#[derive(Debug, Clone)]
+pub struct UploadedPackage {
+    pub unique_identifier: String,
+    pub manifest: Value,
+    pub verification: Option<Value>,
+}
+
+impl UploadedPackage {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "unique_identifier": self.unique_identifier,
+            "manifest": self.manifest,
+            "verification": self.verification,
+        })
+    }
+}
+
+/// Content-addressed asset id: sha256(bytes ‖ file name) in hex plus the file's extension.
+pub fn asset_id(file_name: &str, bytes: &[u8]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(bytes);
+    hasher.update(file_name.as_bytes());
+    let ext = std::path::Path::new(file_name)
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(|e| format!(".{e}"))
+        .unwrap_or_default();
+    format!("{}{}", hex::encode(hasher.finalize()), ext)
+}
+
+const ICON_FIELDS: [&str; 6] = ["icon", "icon_dark", "icon_small", "icon_large", "icon_small_dark", "icon_large_dark"];
+
+/// Rewrites every icon field of a declaration (at any depth) that names a package asset to the
+/// asset's id. I18n icon objects have each language rewritten.
+pub fn remap_icon_fields(value: &mut Value, ids: &std::collections::HashMap<String, String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map.iter_mut() {
+                if ICON_FIELDS.contains(&key.as_str()) {
+                    match child {
+                        Value::String(s) => {
+                            if let Some(id) = ids.get(s.as_str()) {
+                                *s = id.clone();
+                            }
+                        }
+                        Value::Object(langs) => {
+                            for v in langs.values_mut() {
+                                if let Value::String(s) = v {
+                                    if let Some(id) = ids.get(s.as_str()) {
+                                        *s = id.clone();
+                                    }
+                                }
+                            }
+                        }
+                        _ => remap_icon_fields(child, ids),
+                    }
+                } else {
+                    remap_icon_fields(child, ids);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| remap_icon_fields(v, ids)),
+        _ => {}
+    }
+}
+
+fn is_uuid(s: &str) -> bool {
+    uuid::Uuid::parse_str(s).is_ok()
+}
+
+/// Decodes and checks a package against the signature rules; nothing is stored.
+fn check_package(
+    state: &AppState,
+    bytes: &[u8],
+    verify_signature: bool,
+    enforce_langgenius: bool,
+) -> ServiceResult<(DecodedPackage, Option<Value>)> {
+    let decoded = codec::decode_package(bytes, state.settings.max_plugin_package_size)
+        .map_err(|e| DaemonError::bad_request(format!("{e}\nfailed to decode package")))?;
+    if is_uuid(&decoded.declaration.author) {
+        return Err(DaemonError::bad_request("cannot set author to an UUID"));
+    }
+    if let Err(problems) = decoded.declaration.validate_for_daemon() {
+        let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        return Err(DaemonError::bad_request(format!(
+            "{}\nillegal plugin manifest\nfailed to decode package",
+            text.join("\n")
+        )));
+    }
+    let verification = codec::verify_signature(bytes, &state.extra_public_keys);
+    if (state.settings.force_verifying_signature || verify_signature) && verification.is_none() {
+        return Err(DaemonError::bad_request(BAD_SIGNATURE_MESSAGE));
+    }
+    if enforce_langgenius
+        && decoded.declaration.author.eq_ignore_ascii_case("langgenius")
+        && !verification
+            .as_ref()
+            .and_then(|v| v.get("authorized_category"))
+            .and_then(Value::as_str)
+            .is_some_and(|c| c == "langgenius")
+    {
+        return Err(DaemonError::bad_request(LANGGENIUS_UNSIGNED_MESSAGE));
+    }
+    Ok((decoded, verification))
+}
+
+/// Stores assets, package bytes and the declaration of a checked package; returns the upload data.
+async fn persist_package(
+    state: &AppState,
+    bytes: &[u8],
+    decoded: DecodedPackage,
+    verification: Option<Value>,
+) -> ServiceResult<UploadedPackage> {
+    let uid = decoded.unique_identifier.to_string();
+    let mut ids = std::collections::HashMap::new();
+    for (name, content) in &decoded.assets {
+        let id = asset_id(name, content);
+        state
+            .blobs
+            .put(&asset_key(state, &id), content)
+            .await
+            .map_err(|e| DaemonError::bad_request(format!("{e}\nfailed to save package")))?;
+        ids.insert(name.clone(), id);
+    }
+    let mut declaration = decoded.declaration;
+    declaration.verified = verification.is_some();
+    let mut manifest = declaration.to_json_value();
+    remap_icon_fields(&mut manifest, &ids);
+    state
+        .blobs
+        .put(&package_key(state, &uid), bytes)
+        .await
+        .map_err(|e| DaemonError::bad_request(format!("{e}\nfailed to save package")))?;
+    state
+        .db
+        .save_declaration(&uid, decoded.unique_identifier.plugin_id(), &manifest.to_string())
+        .await
+        .map_err(|e| DaemonError::bad_request(format!("{e}\nfailed to save package")))?;
+    // An earlier upload of the same bytes may have stored the declaration; answer with what is stored.
+    let stored = load_declaration(state, &uid).await?.map(|d| d.to_json_value()).unwrap_or(manifest);
+    Ok(UploadedPackage { unique_identifier: uid, manifest: stored, verification })
+}
+
+/// `POST install/upload/package`.
+pub async fn upload_package(state: &AppState, bytes: &[u8], verify_signature: bool) -> ServiceResult<UploadedPackage> {
+    if bytes.len() as u64 > state.settings.max_plugin_package_size {
+        state.metrics.observe_upload("failed");
+        return Err(DaemonError::bad_request(FILE_TOO_LARGE_MESSAGE));
+    }
+    let result = async {
+        let (decoded, verification) =
+            check_package(state, bytes, verify_signature, state.settings.enforce_langgenius_plugin_signatures)?;
+        persist_package(state, bytes, decoded, verification).await
+    }
+    .await;
+    state.metrics.observe_upload(if result.is_ok() { "success" } else { "failed" });
+    result
+}
+
+/// `POST install/upload/bundle`: every embedded package is checked before any is stored.
+pub async fn upload_bundle(state: &AppState, bytes: &[u8], verify_signature: bool) -> ServiceResult<Vec<Value>> {
+    if bytes.len() as u64 > state.settings.max_bundle_package_size {
+        return Err(DaemonError::bad_request(FILE_TOO_LARGE_MESSAGE));
+    }
+    let dependencies = codec::decode_bundle(bytes)
+        .map_err(|e| DaemonError::bad_request(format!("{e}\nfailed to decode bundle")))?;
+    let mut checked = Vec::new();
+    for dependency in &dependencies {
+        if let BundleDependency::Package { bytes: pkg } = dependency {
+            let (decoded, verification) =
+                check_package(state, pkg, verify_signature, state.settings.enforce_langgenius_plugin_signatures)?;
+            checked.push(Some((pkg.clone(), decoded, verification)));
+        } else {
+            checked.push(None);
+        }
+    }
+    let mut out = Vec::new();
+    for (dependency, checked) in dependencies.into_iter().zip(checked) {
+        match (dependency, checked) {
+            (BundleDependency::Package { .. }, Some((pkg, decoded, verification))) => {
+                let uploaded = persist_package(state, &pkg, decoded, verification)
+                    .await
+                    .map_err(|e| DaemonError::internal(e.message))?;
+                out.push(json!({"type": "package", "value": {
+                    "unique_identifier": uploaded.unique_identifier,
+                    "manifest": uploaded.manifest,
+                }}));
+            }
+            (BundleDependency::Github(value), _) => out.push(json!({"type": "github", "value": value})),
+            (BundleDependency::Marketplace(value), _) => out.push(json!({"type": "marketplace", "value": value})),
+            (BundleDependency::Package { .. }, None) => {}
+        }
+    }
+    Ok(out)
+}
+
+async fn stored_package(state: &AppState, uid: &str) -> ServiceResult<Option<Vec<u8>>> {
+    state.blobs.get(&package_key(state, uid)).await.map_err(|e| DaemonError::internal(e.to_string()))
+}
+
+/// `GET decode/from_identifier`: re-decodes the stored package.
+pub async fn decode_from_identifier(state: &AppState, uid: &str) -> ServiceResult<UploadedPackage> {
+    let id = parse_identifier(uid)?;
+    let Some(bytes) = stored_package(state, id.as_str()).await? else {
+        return Err(DaemonError::bad_request("plugin package not found, please upload it firstly"));
+    };
+    let decoded = codec::decode_package(&bytes, state.settings.max_plugin_package_size)
+        .map_err(|e| DaemonError::bad_request(format!("{e}\nfailed to decode package")))?;
+    let verification = codec::verify_signature(&bytes, &state.extra_public_keys);
+    let manifest = match load_declaration(state, id.as_str()).await? {
+        Some(d) => d.to_json_value(),
+        None => {
+            let mut d = decoded.declaration;
+            d.verified = verification.is_some();
+            d.to_json_value()
+        }
+    };
+    Ok(UploadedPackage { unique_identifier: decoded.unique_identifier.to_string(), manifest, verification })
+}
+
+/// `GET fetch/manifest`.
+pub async fn fetch_manifest(state: &AppState, uid: &str) -> ServiceResult<Value> {
+    let id = parse_identifier(uid)?;
+    match load_declaration(state, id.as_str()).await? {
+        Some(d) => Ok(d.to_json_value()),
+        None => Err(DaemonError::bad_request("plugin not found")),
+    }
+}
+
+/// `GET fetch/identifier`: whether some tenant has this version installed.
+pub async fn fetch_identifier(state: &AppState, uid: &str) -> ServiceResult<bool> {
+    let id = parse_identifier(uid)?;
+    Ok(state.db.plugin(id.as_str()).await?.is_some())
+}
+
+/// `GET fetch/readme`: the requested language, else `en_US`, else any.
+pub async fn fetch_readme(state: &AppState, uid: &str, language: Option<&str>) -> ServiceResult<Value> {
+    let id = parse_identifier(uid)?;
+    let mut readmes = state.db.readmes(id.as_str()).await?;
+    if readmes.is_empty() {
+        if let Some(bytes) = stored_package(state, id.as_str()).await? {
+            if let Ok(decoded) = codec::decode_package(&bytes, state.settings.max_plugin_package_size) {
+                if !decoded.readmes.is_empty() {
+                    state.db.save_readmes(id.as_str(), &decoded.readmes).await?;
+                    readmes = decoded.readmes;
+                }
+            }
+        }
+    }
+    let pick = language
+        .filter(|l| !l.is_empty())
+        .and_then(|l| readmes.iter().find(|(lang, _)| lang == l))
+        .or_else(|| readmes.iter().find(|(lang, _)| lang == "en_US"))
+        .or_else(|| readmes.first());
+    match pick {
+        Some((lang, content)) => Ok(json!({"content": content, "language": lang})),
+        None => Err(DaemonError::not_found("no readme content available for this plugin")),
+    }
+}
+
+/// `GET extract-asset/`: a file inside the stored package (empty when the path is absent).
+pub async fn extract_asset(state: &AppState, uid: &str, file_path: &str) -> ServiceResult<Vec<u8>> {
+    let id = parse_identifier(uid)?;
+    let Some(bytes) = stored_package(state, id.as_str()).await? else {
+        return Err(DaemonError::internal("plugin package not found"));
+    };
+    codec::read_file(&bytes, file_path, state.settings.max_plugin_package_size)
+        .map(|f| f.unwrap_or_default())
+        .map_err(DaemonError::internal)
+}
+
+/// `GET asset/:id`: stored asset bytes (`None` when absent).
+pub async fn asset(state: &AppState, asset_id: &str) -> ServiceResult<Option<Vec<u8>>> {
+    if asset_id.is_empty() || asset_id.contains('/') || asset_id.contains("..") {
+        return Ok(None);
+    }
+    state.blobs.get(&asset_key(state, asset_id)).await.map_err(|e| DaemonError::internal(e.to_string()))
+}
+
+/// The declaration stored for `uid`, or the install-time error upstream reports.
+pub async fn declaration_for_install(state: &AppState, uid: &str) -> ServiceResult<PluginDeclaration> {
+    load_declaration(state, uid)
+        .await?
+        .ok_or_else(|| DaemonError::internal("plugin not found\nfailed to get plugin declaration"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn icon_fields_are_remapped_at_any_depth() {
+        let mut ids = std::collections::HashMap::new();
+        ids.insert("icon.svg".to_string(), "abc.svg".to_string());
+        let mut v = json!({"icon": "icon.svg", "icon_dark": "", "model": {"icon_small": {"en_US": "icon.svg"}},
+                           "tool": {"identity": {"icon": "icon.svg", "name": "icon.svg"}}});
+        remap_icon_fields(&mut v, &ids);
+        assert_eq!(v["icon"], "abc.svg");
+        assert_eq!(v["icon_dark"], "");
+        assert_eq!(v["model"]["icon_small"]["en_US"], "abc.svg");
+        assert_eq!(v["tool"]["identity"]["icon"], "abc.svg");
+        assert_eq!(v["tool"]["identity"]["name"], "icon.svg");
+    }
+
+    #[test]
+    fn asset_id_keeps_extension() {
+        let id = asset_id("icon.svg", b"<svg/>");
+        assert!(id.ends_with(".svg"));
+        assert_eq!(id.len(), 64 + 4);
+    }
+}

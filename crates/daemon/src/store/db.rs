@@ -1,0 +1,274 @@
+//! The SQL connection pool over SQLite, PostgreSQL or MySQL, schema migrations and small helpers
+//! that hide dialect differences (placeholders, text decoding, insert-if-absent).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+use crate::config::{DbKind, Settings};
+
+/// A database failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("corrupt stored value in {what}: {reason}")]
+    Corrupt { what: &'static str, reason: String },
+    #[error("{0}")]
+    Blob(#[from] super::BlobError),
+}
+
+/// The daemon's database: one pool and the dialect it speaks.
+#[derive(Clone)]
+pub struct Db {
+    pool: AnyPool,
+    kind: DbKind,
+}
+
+/// The schema migrations of each dialect, embedded in the binary: `(version, description, sql)`.
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] =
+    &[(20261122000001, "initial schema", include_str!("../../migrations/sqlite/20261122000001_initial_schema.sql"))];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] =
+    &[(20261122000001, "initial schema", include_str!("../../migrations/postgres/20261122000001_initial_schema.sql"))];
+const MYSQL_MIGRATIONS: &[(i64, &str, &str)] =
+    &[(20261122000001, "initial schema", include_str!("../../migrations/mysql/20261122000001_initial_schema.sql"))];
+
+fn migrator(migrations: &[(i64, &'static str, &'static str)]) -> sqlx::migrate::Migrator {
+    let migrations = migrations
+        .iter()
+        .map(|(version, description, sql)| {
+            sqlx::migrate::Migration::new(
+                *version,
+                std::borrow::Cow::Borrowed(*description),
+                sqlx::migrate::MigrationType::Simple,
+                std::borrow::Cow::Borrowed(*sql),
+                false,
+            )
+        })
+        .collect::<Vec<_>>();
+    sqlx::migrate::Migrator { migrations: std::borrow::Cow::Owned(migrations), ..sqlx::migrate::Migrator::DEFAULT }
+}
+
+fn escape_url_part(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Db {
+    /// Connects according to the settings (creating the database when the server allows it) and
+    /// applies pending migrations.
+    pub async fn connect(settings: &Settings) -> Result<Db, StoreError> {
+        let kind = settings
+            .db_kind()
+            .map_err(|e| StoreError::Corrupt { what: "DB_TYPE", reason: e.to_string() })?;
+        let url = match kind {
+            DbKind::Sqlite => format!("sqlite://{}?mode=rwc", settings.db_sqlite_path),
+            DbKind::Postgres | DbKind::Mysql => {
+                let scheme = if kind == DbKind::Postgres { "postgres" } else { "mysql" };
+                let port = settings.db_port.unwrap_or(if kind == DbKind::Postgres { 5432 } else { 3306 });
+                let host = settings.db_host.clone().unwrap_or_else(|| "localhost".into());
+                let auth = if settings.db_password.is_empty() {
+                    escape_url_part(&settings.db_username)
+                } else {
+                    format!("{}:{}", escape_url_part(&settings.db_username), escape_url_part(&settings.db_password))
+                };
+                let base = format!("{scheme}://{auth}@{host}:{port}");
+                let mut params = Vec::new();
+                if kind == DbKind::Postgres {
+                    params.push(format!("sslmode={}", settings.db_ssl_mode));
+                } else if settings.db_ssl_mode == "require" {
+                    params.push("ssl-mode=required".to_string());
+                }
+                let default_db = settings.db_default_database.clone().unwrap_or_else(|| {
+                    if kind == DbKind::Postgres { "postgres".into() } else { "mysql".into() }
+                });
+                let query = if params.is_empty() { String::new() } else { format!("?{}", params.join("&")) };
+                Self::create_database_if_missing(
+                    kind,
+                    &format!("{base}/{default_db}{query}"),
+                    &settings.db_database,
+                    settings.db_connect_timeout,
+                )
+                .await?;
+                format!("{base}/{}{query}", settings.db_database)
+            }
+        };
+        let db = Self::connect_url(kind, &url, settings.db_max_open_conns, settings.db_connect_timeout).await?;
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    async fn create_database_if_missing(
+        kind: DbKind,
+        admin_url: &str,
+        database: &str,
+        timeout_secs: u64,
+    ) -> Result<(), StoreError> {
+        if !database.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            // Names we cannot quote safely are expected to exist already.
+            return Ok(());
+        }
+        sqlx::any::install_default_drivers();
+        let Ok(admin) = AnyPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(timeout_secs.max(1)))
+            .connect(admin_url)
+            .await
+        else {
+            // No admin access: the database must exist; connecting to it will report the real error.
+            return Ok(());
+        };
+        let exists = match kind {
+            DbKind::Postgres => sqlx::query("SELECT 1 FROM pg_database WHERE datname = $1")
+                .bind(database)
+                .fetch_optional(&admin)
+                .await?
+                .is_some(),
+            _ => sqlx::query("SELECT SCHEMA_NAME FROM INFORMATION_SCHEMA.SCHEMATA WHERE SCHEMA_NAME = ?")
+                .bind(database)
+                .fetch_optional(&admin)
+                .await?
+                .is_some(),
+        };
+        if !exists {
+            let stmt = match kind {
+                DbKind::Postgres => format!("CREATE DATABASE \"{database}\""),
+                _ => format!("CREATE DATABASE IF NOT EXISTS `{database}` CHARACTER SET utf8mb4"),
+            };
+            // A concurrent creator may win; the later connect decides.
+            let _ = sqlx::query(&stmt).execute(&admin).await;
+        }
+        admin.close().await;
+        Ok(())
+    }
+
+    /// Connects to a database URL of the given dialect (no migrations).
+    pub async fn connect_url(kind: DbKind, url: &str, max_conns: u32, connect_timeout: u64) -> Result<Db, StoreError> {
+        sqlx::any::install_default_drivers();
+        // SQLite allows one writer; a single connection serialises transactions instead of failing
+        // them with "database is locked".
+        let max = if kind == DbKind::Sqlite { 1 } else { max_conns.max(2) };
+        let mut options = AnyPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(Duration::from_secs(connect_timeout.max(1) * 6));
+        if kind == DbKind::Sqlite {
+            options = options.after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::query("PRAGMA journal_mode=WAL").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA busy_timeout=10000").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA synchronous=NORMAL").execute(&mut *conn).await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = options.connect(url).await?;
+        Ok(Db { pool, kind })
+    }
+
+    /// Applies pending migrations of this dialect.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let migrator = migrator(match self.kind {
+            DbKind::Sqlite => SQLITE_MIGRATIONS,
+            DbKind::Postgres => POSTGRES_MIGRATIONS,
+            DbKind::Mysql => MYSQL_MIGRATIONS,
+        });
+        migrator.run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub fn kind(&self) -> DbKind {
+        self.kind
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Adapts a statement written with `?` placeholders to the dialect (`$1, $2...` on PostgreSQL).
+    /// Statements must not contain `?` inside literals.
+    pub fn sql(&self, statement: &str) -> String {
+        if self.kind != DbKind::Postgres {
+            return statement.to_string();
+        }
+        let mut out = String::with_capacity(statement.len() + 8);
+        let mut n = 0;
+        for c in statement.chars() {
+            if c == '?' {
+                n += 1;
+                out.push('$');
+                out.push_str(&n.to_string());
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    /// `INSERT` that silently does nothing when a unique key already holds the row.
+    pub fn insert_ignore(&self, table_and_columns: &str, values: &str) -> String {
+        match self.kind {
+            DbKind::Mysql => self.sql(&format!("INSERT IGNORE INTO {table_and_columns} VALUES {values}")),
+            _ => self.sql(&format!("INSERT INTO {table_and_columns} VALUES {values} ON CONFLICT DO NOTHING")),
+        }
+    }
+
+    /// `SELECT ... FOR UPDATE` suffix where the dialect supports row locks (SQLite serialises anyway).
+    pub fn for_update(&self) -> &'static str {
+        match self.kind {
+            DbKind::Sqlite => "",
+            _ => " FOR UPDATE",
+        }
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Reads a text column; MySQL reports long text as a blob, so bytes are accepted too.
+pub(crate) fn text(row: &AnyRow, column: &str) -> Result<String, sqlx::Error> {
+    match row.try_get::<String, _>(column) {
+        Ok(s) => Ok(s),
+        Err(first) => match row.try_get::<Vec<u8>, _>(column) {
+            Ok(bytes) => String::from_utf8(bytes).map_err(|e| sqlx::Error::Decode(Box::new(e))),
+            Err(_) => Err(first),
+        },
+    }
+}
+
+/// Like [`text`] for a nullable column.
+pub(crate) fn opt_text(row: &AnyRow, column: &str) -> Result<Option<String>, sqlx::Error> {
+    match row.try_get::<Option<String>, _>(column) {
+        Ok(s) => Ok(s),
+        Err(first) => match row.try_get::<Option<Vec<u8>>, _>(column) {
+            Ok(Some(bytes)) => String::from_utf8(bytes).map(Some).map_err(|e| sqlx::Error::Decode(Box::new(e))),
+            Ok(None) => Ok(None),
+            Err(_) => Err(first),
+        },
+    }
+}
+
+/// Reads an integer column of any width.
+pub(crate) fn int(row: &AnyRow, column: &str) -> Result<i64, sqlx::Error> {
+    match row.try_get::<i64, _>(column) {
+        Ok(v) => Ok(v),
+        Err(first) => match row.try_get::<i32, _>(column) {
+            Ok(v) => Ok(v as i64),
+            Err(_) => match text(row, column) {
+                Ok(s) => i64::from_str(s.trim()).map_err(|_| first),
+                Err(_) => Err(first),
+            },
+        },
+    }
+}

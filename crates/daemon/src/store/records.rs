@@ -1,0 +1,1025 @@
+//! Rows and statements for plugins, declarations, installations, provider rows, install tasks,
+//! readmes and debugging keys. Every multi-row change (install, uninstall, upgrade, task entry
+//! update) runs in one transaction so a crash leaves either the old or the new state.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Transaction};
+
+use super::db::{int, opt_text, text};
+use super::{new_row_id, now_timestamp, Db, StoreError};
+
+/// One version of a plugin installed by at least one tenant (`plugins`).
+#[derive(Debug, Clone)]
+pub struct PluginRecord {
+    pub id: String,
+    pub plugin_unique_identifier: String,
+    pub plugin_id: String,
+    pub refers: i64,
+    pub install_type: String,
+    pub source: String,
+}
+
+/// A tenant's installation of a plugin (`plugin_installations`).
+#[derive(Debug, Clone)]
+pub struct InstallationRecord {
+    pub id: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub tenant_id: String,
+    pub plugin_id: String,
+    pub plugin_unique_identifier: String,
+    pub runtime_type: String,
+    pub endpoints_setups: i64,
+    pub endpoints_active: i64,
+    pub source: String,
+    pub meta: Value,
+    /// The declaration JSON of the installed version, when stored.
+    pub declaration: Option<String>,
+}
+
+/// Which provider table a provider row belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    Tool,
+    Model,
+    AgentStrategy,
+    Datasource,
+    Trigger,
+}
+
+impl ProviderKind {
+    pub const ALL: [ProviderKind; 5] =
+        [ProviderKind::Tool, ProviderKind::Model, ProviderKind::AgentStrategy, ProviderKind::Datasource, ProviderKind::Trigger];
+
+    /// The stored `kind` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Tool => "tool",
+            ProviderKind::Model => "model",
+            ProviderKind::AgentStrategy => "agent_strategy",
+            ProviderKind::Datasource => "datasource",
+            ProviderKind::Trigger => "trigger",
+        }
+    }
+
+    /// The field of the plugin declaration holding this provider's declaration.
+    pub fn declaration_field(self) -> &'static str {
+        self.as_str()
+    }
+
+    /// The provider name a declaration gives this kind, if the plugin declares one.
+    pub fn provider_name(self, declaration: &Value) -> Option<String> {
+        let sub = declaration.get(self.declaration_field())?;
+        if sub.is_null() {
+            return None;
+        }
+        let name = match self {
+            ProviderKind::Model => sub.get("provider"),
+            _ => sub.get("identity").and_then(|i| i.get("name")),
+        };
+        name.and_then(Value::as_str).map(str::to_string)
+    }
+}
+
+/// A tenant's provider row (tool, model, agent strategy, datasource or trigger).
+#[derive(Debug, Clone)]
+pub struct ProviderRecord {
+    pub id: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub tenant_id: String,
+    pub provider: String,
+    pub plugin_unique_identifier: String,
+    pub plugin_id: String,
+    pub declaration: Option<String>,
+}
+
+/// One plugin entry of an install task, exactly as serialised on the wire.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TaskPluginEntry {
+    pub plugin_unique_identifier: String,
+    pub labels: Value,
+    pub icon: String,
+    pub icon_dark: String,
+    pub plugin_id: String,
+    pub status: String,
+    pub message: String,
+    pub source: String,
+}
+
+/// An install task (`install_tasks`).
+#[derive(Debug, Clone)]
+pub struct TaskRecord {
+    pub id: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub status: String,
+    pub tenant_id: String,
+    pub total_plugins: i64,
+    pub completed_plugins: i64,
+    pub plugins: Vec<TaskPluginEntry>,
+}
+
+/// Result of [`Db::install_plugin`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstallOutcome {
+    Installed { installation_id: String },
+    AlreadyInstalled,
+}
+
+/// What the caller needs to know after an installation row was removed or re-pointed.
+#[derive(Debug, Clone)]
+pub struct ReleasedPlugin {
+    pub plugin_unique_identifier: String,
+    /// True when no tenant uses that version any more (its runtime can stop).
+    pub unreferenced: bool,
+}
+
+/// Install-task statuses as on the wire.
+pub mod task_status {
+    pub const PENDING: &str = "pending";
+    pub const RUNNING: &str = "running";
+    pub const SUCCESS: &str = "success";
+    pub const FAILED: &str = "failed";
+}
+
+const INSTALLATION_COLUMNS: &str = "i.id, i.created_at, i.updated_at, i.tenant_id, i.plugin_id, \
+     i.plugin_unique_identifier, i.runtime_type, i.endpoints_setups, i.endpoints_active, i.source, i.meta, \
+     d.declaration";
+
+fn installation_from_row(row: &AnyRow) -> Result<InstallationRecord, StoreError> {
+    let meta_text = text(row, "meta")?;
+    Ok(InstallationRecord {
+        id: text(row, "id")?,
+        created_at: text(row, "created_at")?,
+        updated_at: text(row, "updated_at")?,
+        tenant_id: text(row, "tenant_id")?,
+        plugin_id: text(row, "plugin_id")?,
+        plugin_unique_identifier: text(row, "plugin_unique_identifier")?,
+        runtime_type: text(row, "runtime_type")?,
+        endpoints_setups: int(row, "endpoints_setups")?,
+        endpoints_active: int(row, "endpoints_active")?,
+        source: text(row, "source")?,
+        meta: serde_json::from_str(&meta_text).unwrap_or_else(|_| Value::Object(Default::default())),
+        declaration: opt_text(row, "declaration")?,
+    })
+}
+
+fn provider_from_row(row: &AnyRow) -> Result<ProviderRecord, StoreError> {
+    Ok(ProviderRecord {
+        id: text(row, "id")?,
+        created_at: text(row, "created_at")?,
+        updated_at: text(row, "updated_at")?,
+        tenant_id: text(row, "tenant_id")?,
+        provider: text(row, "provider")?,
+        plugin_unique_identifier: text(row, "plugin_unique_identifier")?,
+        plugin_id: text(row, "plugin_id")?,
+        declaration: opt_text(row, "declaration")?,
+    })
+}
+
+fn task_from_row(row: &AnyRow) -> Result<TaskRecord, StoreError> {
+    let plugins_text = text(row, "plugins")?;
+    let plugins = serde_json::from_str(&plugins_text)
+        .map_err(|e| StoreError::Corrupt { what: "install_tasks.plugins", reason: e.to_string() })?;
+    Ok(TaskRecord {
+        id: text(row, "id")?,
+        created_at: text(row, "created_at")?,
+        updated_at: text(row, "updated_at")?,
+        status: text(row, "status")?,
+        tenant_id: text(row, "tenant_id")?,
+        total_plugins: int(row, "total_plugins")?,
+        completed_plugins: int(row, "completed_plugins")?,
+        plugins,
+    })
+}
+
+/// Cuts a message longer than 1024 characters to its first and last 512, joined by `...`.
+pub fn truncate_task_message(message: &str) -> String {
+    let chars: Vec<char> = message.chars().collect();
+    if chars.len() <= 1024 {
+        return message.to_string();
+    }
+    let head: String = chars[..512].iter().collect();
+    let tail: String = chars[chars.len() - 512..].iter().collect();
+    format!("{head}...{tail}")
+}
+
+fn offset(page: i64, page_size: i64) -> i64 {
+    (page.max(1) - 1) * page_size
+}
+
+impl Db {
+    // ---------------------------------------------------------------- declarations
+
+    /// Stores the declaration of an uploaded package (idempotent: an existing row is kept).
+    pub async fn save_declaration(&self, uid: &str, plugin_id: &str, declaration: &str) -> Result<(), StoreError> {
+        let now = now_timestamp();
+        sqlx::query(&self.insert_ignore(
+            "plugin_declarations (id, created_at, updated_at, plugin_unique_identifier, plugin_id, declaration)",
+            "(?, ?, ?, ?, ?, ?)",
+        ))
+        .bind(new_row_id())
+        .bind(&now)
+        .bind(&now)
+        .bind(uid)
+        .bind(plugin_id)
+        .bind(declaration)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The stored declaration JSON of a version, if it was uploaded.
+    pub async fn declaration(&self, uid: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(&self.sql("SELECT declaration FROM plugin_declarations WHERE plugin_unique_identifier = ?"))
+            .bind(uid)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(match row {
+            Some(r) => Some(text(&r, "declaration")?),
+            None => None,
+        })
+    }
+
+    // ---------------------------------------------------------------- plugins
+
+    /// The `plugins` row of a version (present while at least one tenant has it installed).
+    pub async fn plugin(&self, uid: &str) -> Result<Option<PluginRecord>, StoreError> {
+        let row = sqlx::query(&self.sql(
+            "SELECT id, plugin_unique_identifier, plugin_id, refers, install_type, source FROM plugins \
+             WHERE plugin_unique_identifier = ?",
+        ))
+        .bind(uid)
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|r| {
+            Ok(PluginRecord {
+                id: text(&r, "id")?,
+                plugin_unique_identifier: text(&r, "plugin_unique_identifier")?,
+                plugin_id: text(&r, "plugin_id")?,
+                refers: int(&r, "refers")?,
+                install_type: text(&r, "install_type")?,
+                source: text(&r, "source")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Every `plugins` row (consistency checks and the runtime watchdog).
+    pub async fn all_plugins(&self) -> Result<Vec<PluginRecord>, StoreError> {
+        let rows = sqlx::query("SELECT id, plugin_unique_identifier, plugin_id, refers, install_type, source FROM plugins")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PluginRecord {
+                    id: text(r, "id")?,
+                    plugin_unique_identifier: text(r, "plugin_unique_identifier")?,
+                    plugin_id: text(r, "plugin_id")?,
+                    refers: int(r, "refers")?,
+                    install_type: text(r, "install_type")?,
+                    source: text(r, "source")?,
+                })
+            })
+            .collect()
+    }
+
+    // ---------------------------------------------------------------- installations
+
+    /// The tenant's installation of `plugin_id` (any version).
+    pub async fn installation_by_plugin_id(
+        &self,
+        tenant_id: &str,
+        plugin_id: &str,
+    ) -> Result<Option<InstallationRecord>, StoreError> {
+        let row = sqlx::query(&self.sql(&format!(
+            "SELECT {INSTALLATION_COLUMNS} FROM plugin_installations i LEFT JOIN plugin_declarations d \
+             ON d.plugin_unique_identifier = i.plugin_unique_identifier WHERE i.tenant_id = ? AND i.plugin_id = ?"
+        )))
+        .bind(tenant_id)
+        .bind(plugin_id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(installation_from_row).transpose()
+    }
+
+    /// The tenant's installations, newest first, with the tenant's total count.
+    pub async fn list_installations(
+        &self,
+        tenant_id: &str,
+        page: i64,
+        page_size: i64,
+    ) -> Result<(Vec<InstallationRecord>, i64), StoreError> {
+        let rows = sqlx::query(&self.sql(&format!(
+            "SELECT {INSTALLATION_COLUMNS} FROM plugin_installations i LEFT JOIN plugin_declarations d \
+             ON d.plugin_unique_identifier = i.plugin_unique_identifier WHERE i.tenant_id = ? \
+             ORDER BY i.created_at DESC, i.id DESC LIMIT ? OFFSET ?"
+        )))
+        .bind(tenant_id)
+        .bind(page_size)
+        .bind(offset(page, page_size))
+        .fetch_all(self.pool())
+        .await?;
+        let total_row = sqlx::query(&self.sql("SELECT COUNT(*) AS n FROM plugin_installations WHERE tenant_id = ?"))
+            .bind(tenant_id)
+            .fetch_one(self.pool())
+            .await?;
+        let list = rows.iter().map(installation_from_row).collect::<Result<Vec<_>, _>>()?;
+        Ok((list, int(&total_row, "n")?))
+    }
+
+    /// Every installation of the tenant, newest first.
+    pub async fn all_installations(&self, tenant_id: &str) -> Result<Vec<InstallationRecord>, StoreError> {
+        let rows = sqlx::query(&self.sql(&format!(
+            "SELECT {INSTALLATION_COLUMNS} FROM plugin_installations i LEFT JOIN plugin_declarations d \
+             ON d.plugin_unique_identifier = i.plugin_unique_identifier WHERE i.tenant_id = ? \
+             ORDER BY i.created_at DESC, i.id DESC"
+        )))
+        .bind(tenant_id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(installation_from_row).collect()
+    }
+
+    /// Installation rows of any tenant (consistency checks).
+    pub async fn count_installations_of(&self, uid: &str) -> Result<i64, StoreError> {
+        let row = sqlx::query(&self.sql("SELECT COUNT(*) AS n FROM plugin_installations WHERE plugin_unique_identifier = ?"))
+            .bind(uid)
+            .fetch_one(self.pool())
+            .await?;
+        Ok(int(&row, "n")?)
+    }
+
+    /// Installs `uid` for the tenant: plugin row (reference count +1), installation row and provider
+    /// rows, all in one transaction. A tenant that already has the plugin id keeps its installation.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn install_plugin(
+        &self,
+        tenant_id: &str,
+        uid: &str,
+        plugin_id: &str,
+        runtime_type: &str,
+        source: &str,
+        meta: &Value,
+        providers: &[(ProviderKind, String)],
+    ) -> Result<InstallOutcome, StoreError> {
+        let result = self.try_install(tenant_id, uid, plugin_id, runtime_type, source, meta, providers).await;
+        match result {
+            Ok(outcome) => Ok(outcome),
+            Err(e) => {
+                // A concurrent install for the same tenant wins through the unique key; report it as such.
+                if self.installation_by_plugin_id(tenant_id, plugin_id).await?.is_some() {
+                    Ok(InstallOutcome::AlreadyInstalled)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn try_install(
+        &self,
+        tenant_id: &str,
+        uid: &str,
+        plugin_id: &str,
+        runtime_type: &str,
+        source: &str,
+        meta: &Value,
+        providers: &[(ProviderKind, String)],
+    ) -> Result<InstallOutcome, StoreError> {
+        let now = now_timestamp();
+        let mut tx = self.pool().begin().await?;
+        let existing = sqlx::query(&self.sql("SELECT id FROM plugin_installations WHERE tenant_id = ? AND plugin_id = ?"))
+            .bind(tenant_id)
+            .bind(plugin_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if existing.is_some() {
+            tx.commit().await?;
+            return Ok(InstallOutcome::AlreadyInstalled);
+        }
+        self.add_plugin_reference(&mut tx, uid, plugin_id, runtime_type, source, &now).await?;
+        let installation_id = new_row_id();
+        sqlx::query(&self.sql(
+            "INSERT INTO plugin_installations (id, created_at, updated_at, tenant_id, plugin_id, \
+             plugin_unique_identifier, runtime_type, endpoints_setups, endpoints_active, source, meta) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?)",
+        ))
+        .bind(&installation_id)
+        .bind(&now)
+        .bind(&now)
+        .bind(tenant_id)
+        .bind(plugin_id)
+        .bind(uid)
+        .bind(runtime_type)
+        .bind(source)
+        .bind(meta.to_string())
+        .execute(&mut *tx)
+        .await?;
+        self.insert_providers(&mut tx, tenant_id, uid, plugin_id, providers, &now).await?;
+        tx.commit().await?;
+        Ok(InstallOutcome::Installed { installation_id })
+    }
+
+    async fn add_plugin_reference(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        uid: &str,
+        plugin_id: &str,
+        install_type: &str,
+        source: &str,
+        now: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(&self.insert_ignore(
+            "plugins (id, created_at, updated_at, plugin_unique_identifier, plugin_id, refers, install_type, \
+             manifest_type, remote_declaration, source)",
+            "(?, ?, ?, ?, ?, 0, ?, 'plugin', NULL, ?)",
+        ))
+        .bind(new_row_id())
+        .bind(now)
+        .bind(now)
+        .bind(uid)
+        .bind(plugin_id)
+        .bind(install_type)
+        .bind(source)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(&self.sql("UPDATE plugins SET refers = refers + 1, updated_at = ? WHERE plugin_unique_identifier = ?"))
+            .bind(now)
+            .bind(uid)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Drops one reference to `uid`; deletes the plugins row at zero. Returns whether it reached zero.
+    async fn release_plugin_reference(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        uid: &str,
+        now: &str,
+    ) -> Result<bool, StoreError> {
+        sqlx::query(&self.sql("UPDATE plugins SET refers = refers - 1, updated_at = ? WHERE plugin_unique_identifier = ?"))
+            .bind(now)
+            .bind(uid)
+            .execute(&mut **tx)
+            .await?;
+        let row = sqlx::query(&self.sql("SELECT refers FROM plugins WHERE plugin_unique_identifier = ?"))
+            .bind(uid)
+            .fetch_optional(&mut **tx)
+            .await?;
+        let refers = match row {
+            Some(r) => int(&r, "refers")?,
+            None => 0,
+        };
+        if refers <= 0 {
+            sqlx::query(&self.sql("DELETE FROM plugins WHERE plugin_unique_identifier = ?"))
+                .bind(uid)
+                .execute(&mut **tx)
+                .await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn insert_providers(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        tenant_id: &str,
+        uid: &str,
+        plugin_id: &str,
+        providers: &[(ProviderKind, String)],
+        now: &str,
+    ) -> Result<(), StoreError> {
+        for (kind, provider) in providers {
+            sqlx::query(&self.sql(
+                "INSERT INTO provider_installations (id, created_at, updated_at, kind, tenant_id, provider, \
+                 plugin_unique_identifier, plugin_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            ))
+            .bind(new_row_id())
+            .bind(now)
+            .bind(now)
+            .bind(kind.as_str())
+            .bind(tenant_id)
+            .bind(provider)
+            .bind(uid)
+            .bind(plugin_id)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Removes the tenant's installation `installation_id` and its provider rows, dropping one
+    /// reference. `None` when the tenant has no such installation.
+    pub async fn uninstall(&self, tenant_id: &str, installation_id: &str) -> Result<Option<ReleasedPlugin>, StoreError> {
+        let now = now_timestamp();
+        let mut tx = self.pool().begin().await?;
+        let row = sqlx::query(&self.sql(&format!(
+            "SELECT plugin_id, plugin_unique_identifier FROM plugin_installations WHERE id = ? AND tenant_id = ?{}",
+            self.for_update()
+        )))
+        .bind(installation_id)
+        .bind(tenant_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        let plugin_id = text(&row, "plugin_id")?;
+        let uid = text(&row, "plugin_unique_identifier")?;
+        sqlx::query(&self.sql("DELETE FROM plugin_installations WHERE id = ?"))
+            .bind(installation_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(&self.sql("DELETE FROM provider_installations WHERE tenant_id = ? AND plugin_id = ?"))
+            .bind(tenant_id)
+            .bind(&plugin_id)
+            .execute(&mut *tx)
+            .await?;
+        let unreferenced = self.release_plugin_reference(&mut tx, &uid, &now).await?;
+        tx.commit().await?;
+        Ok(Some(ReleasedPlugin { plugin_unique_identifier: uid, unreferenced }))
+    }
+
+    /// Re-points the tenant's installation of `original_uid` to `new_uid` (reference counts and
+    /// provider rows move in the same transaction). `None` when the tenant has no installation with
+    /// exactly `original_uid`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn upgrade_installation(
+        &self,
+        tenant_id: &str,
+        original_uid: &str,
+        new_uid: &str,
+        plugin_id: &str,
+        install_type: &str,
+        source: &str,
+        meta: &Value,
+        providers: &[(ProviderKind, String)],
+    ) -> Result<Option<ReleasedPlugin>, StoreError> {
+        let now = now_timestamp();
+        let mut tx = self.pool().begin().await?;
+        let row = sqlx::query(&self.sql(&format!(
+            "SELECT id FROM plugin_installations WHERE tenant_id = ? AND plugin_unique_identifier = ?{}",
+            self.for_update()
+        )))
+        .bind(tenant_id)
+        .bind(original_uid)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        let installation_id = text(&row, "id")?;
+        sqlx::query(&self.sql(
+            "UPDATE plugin_installations SET plugin_unique_identifier = ?, source = ?, meta = ?, updated_at = ? \
+             WHERE id = ?",
+        ))
+        .bind(new_uid)
+        .bind(source)
+        .bind(meta.to_string())
+        .bind(&now)
+        .bind(&installation_id)
+        .execute(&mut *tx)
+        .await?;
+        let unreferenced = self.release_plugin_reference(&mut tx, original_uid, &now).await?;
+        self.add_plugin_reference(&mut tx, new_uid, plugin_id, install_type, source, &now).await?;
+        sqlx::query(&self.sql("DELETE FROM provider_installations WHERE tenant_id = ? AND plugin_id = ?"))
+            .bind(tenant_id)
+            .bind(plugin_id)
+            .execute(&mut *tx)
+            .await?;
+        self.insert_providers(&mut tx, tenant_id, new_uid, plugin_id, providers, &now).await?;
+        tx.commit().await?;
+        Ok(Some(ReleasedPlugin { plugin_unique_identifier: original_uid.to_string(), unreferenced }))
+    }
+
+    // ---------------------------------------------------------------- providers
+
+    /// The tenant's provider rows of one kind, newest first.
+    pub async fn list_providers(
+        &self,
+        kind: ProviderKind,
+        tenant_id: &str,
+        page: i64,
+        page_size: i64,
+    ) -> Result<Vec<ProviderRecord>, StoreError> {
+        let rows = sqlx::query(&self.sql(
+            "SELECT p.id, p.created_at, p.updated_at, p.tenant_id, p.provider, p.plugin_unique_identifier, \
+             p.plugin_id, d.declaration FROM provider_installations p LEFT JOIN plugin_declarations d \
+             ON d.plugin_unique_identifier = p.plugin_unique_identifier WHERE p.kind = ? AND p.tenant_id = ? \
+             ORDER BY p.created_at DESC, p.id DESC LIMIT ? OFFSET ?",
+        ))
+        .bind(kind.as_str())
+        .bind(tenant_id)
+        .bind(page_size)
+        .bind(offset(page, page_size))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(provider_from_row).collect()
+    }
+
+    /// The tenant's provider row of one kind for `plugin_id`.
+    pub async fn provider(
+        &self,
+        kind: ProviderKind,
+        tenant_id: &str,
+        plugin_id: &str,
+    ) -> Result<Option<ProviderRecord>, StoreError> {
+        let row = sqlx::query(&self.sql(
+            "SELECT p.id, p.created_at, p.updated_at, p.tenant_id, p.provider, p.plugin_unique_identifier, \
+             p.plugin_id, d.declaration FROM provider_installations p LEFT JOIN plugin_declarations d \
+             ON d.plugin_unique_identifier = p.plugin_unique_identifier WHERE p.kind = ? AND p.tenant_id = ? \
+             AND p.plugin_id = ?",
+        ))
+        .bind(kind.as_str())
+        .bind(tenant_id)
+        .bind(plugin_id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(provider_from_row).transpose()
+    }
+
+    /// Provider rows of any tenant pointing at `uid` (consistency checks).
+    pub async fn count_providers_of(&self, uid: &str) -> Result<i64, StoreError> {
+        let row = sqlx::query(&self.sql("SELECT COUNT(*) AS n FROM provider_installations WHERE plugin_unique_identifier = ?"))
+            .bind(uid)
+            .fetch_one(self.pool())
+            .await?;
+        Ok(int(&row, "n")?)
+    }
+
+    // ---------------------------------------------------------------- install tasks
+
+    /// Creates a running task owned by `owner_node`, failing by itself after `budget_secs`.
+    pub async fn create_task(
+        &self,
+        tenant_id: &str,
+        plugins: &[TaskPluginEntry],
+        owner_node: &str,
+        lease_secs: i64,
+        budget_secs: i64,
+    ) -> Result<String, StoreError> {
+        let id = new_row_id();
+        let now = chrono::Utc::now();
+        let ts = super::timestamp_of(now);
+        let lease = super::timestamp_of(now + chrono::Duration::seconds(lease_secs));
+        let deadline = super::timestamp_of(now + chrono::Duration::seconds(budget_secs));
+        let plugins_json = serde_json::to_string(plugins).unwrap_or_else(|_| "[]".into());
+        sqlx::query(&self.sql(
+            "INSERT INTO install_tasks (id, created_at, updated_at, status, tenant_id, total_plugins, \
+             completed_plugins, plugins, owner_node, lease_until, deadline_at, expires_at) \
+             VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, NULL)",
+        ))
+        .bind(&id)
+        .bind(&ts)
+        .bind(&ts)
+        .bind(task_status::RUNNING)
+        .bind(tenant_id)
+        .bind(plugins.len() as i64)
+        .bind(plugins_json)
+        .bind(owner_node)
+        .bind(lease)
+        .bind(deadline)
+        .execute(self.pool())
+        .await?;
+        Ok(id)
+    }
+
+    /// A live (not expired) task of the tenant.
+    pub async fn task(&self, tenant_id: &str, task_id: &str) -> Result<Option<TaskRecord>, StoreError> {
+        let row = sqlx::query(&self.sql(
+            "SELECT id, created_at, updated_at, status, tenant_id, total_plugins, completed_plugins, plugins \
+             FROM install_tasks WHERE id = ? AND tenant_id = ? AND (expires_at IS NULL OR expires_at > ?)",
+        ))
+        .bind(task_id)
+        .bind(tenant_id)
+        .bind(now_timestamp())
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(task_from_row).transpose()
+    }
+
+    /// The tenant's live tasks, newest first.
+    pub async fn list_tasks(&self, tenant_id: &str, page: i64, page_size: i64) -> Result<Vec<TaskRecord>, StoreError> {
+        let rows = sqlx::query(&self.sql(
+            "SELECT id, created_at, updated_at, status, tenant_id, total_plugins, completed_plugins, plugins \
+             FROM install_tasks WHERE tenant_id = ? AND (expires_at IS NULL OR expires_at > ?) \
+             ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+        ))
+        .bind(tenant_id)
+        .bind(now_timestamp())
+        .bind(page_size)
+        .bind(offset(page, page_size))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(task_from_row).collect()
+    }
+
+    pub async fn delete_task(&self, tenant_id: &str, task_id: &str) -> Result<(), StoreError> {
+        sqlx::query(&self.sql("DELETE FROM install_tasks WHERE id = ? AND tenant_id = ?"))
+            .bind(task_id)
+            .bind(tenant_id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn delete_all_tasks(&self, tenant_id: &str) -> Result<(), StoreError> {
+        sqlx::query(&self.sql("DELETE FROM install_tasks WHERE tenant_id = ?"))
+            .bind(tenant_id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Removes one plugin entry of a task; deletes the task when the remaining entries all succeeded
+    /// (or none remain). A missing task is not an error.
+    pub async fn delete_task_entry(&self, tenant_id: &str, task_id: &str, uid: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let row = sqlx::query(&self.sql(&format!(
+            "SELECT id, created_at, updated_at, status, tenant_id, total_plugins, completed_plugins, plugins \
+             FROM install_tasks WHERE id = ? AND tenant_id = ?{}",
+            self.for_update()
+        )))
+        .bind(task_id)
+        .bind(tenant_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            tx.commit().await?;
+            return Ok(());
+        };
+        let mut task = task_from_row(&row)?;
+        task.plugins.retain(|p| p.plugin_unique_identifier != uid);
+        if task.plugins.iter().all(|p| p.status == task_status::SUCCESS) {
+            sqlx::query(&self.sql("DELETE FROM install_tasks WHERE id = ?")).bind(task_id).execute(&mut *tx).await?;
+        } else {
+            sqlx::query(&self.sql("UPDATE install_tasks SET plugins = ?, updated_at = ? WHERE id = ?"))
+                .bind(serde_json::to_string(&task.plugins).unwrap_or_else(|_| "[]".into()))
+                .bind(now_timestamp())
+                .bind(task_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Sets one entry's status and message under a row lock and recomputes the task status:
+    /// success increments `completed_plugins`, failure fails the task, all-success makes the task
+    /// succeed and sets its expiry to now + `success_retention_secs`. `status = None` changes only
+    /// the message. Entries already finished are not moved back by a late progress message.
+    pub async fn update_task_entry(
+        &self,
+        task_id: &str,
+        uid: &str,
+        status: Option<&str>,
+        message: &str,
+        success_retention_secs: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let row = sqlx::query(&self.sql(&format!(
+            "SELECT id, created_at, updated_at, status, tenant_id, total_plugins, completed_plugins, plugins \
+             FROM install_tasks WHERE id = ?{}",
+            self.for_update()
+        )))
+        .bind(task_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            tx.commit().await?;
+            return Ok(());
+        };
+        let mut task = task_from_row(&row)?;
+        let message = truncate_task_message(message);
+        for entry in task.plugins.iter_mut().filter(|p| p.plugin_unique_identifier == uid) {
+            let finished = entry.status == task_status::SUCCESS || entry.status == task_status::FAILED;
+            match status {
+                None => {
+                    if !finished {
+                        entry.message = message.clone();
+                    }
+                }
+                Some(new_status) => {
+                    if entry.status == task_status::SUCCESS && new_status != task_status::SUCCESS {
+                        task.completed_plugins -= 1;
+                    }
+                    if entry.status != task_status::SUCCESS && new_status == task_status::SUCCESS {
+                        task.completed_plugins += 1;
+                    }
+                    entry.status = new_status.to_string();
+                    entry.message = message.clone();
+                }
+            }
+        }
+        let mut expires_at: Option<String> = None;
+        if task.plugins.iter().any(|p| p.status == task_status::FAILED) {
+            task.status = task_status::FAILED.to_string();
+        } else if !task.plugins.is_empty() && task.plugins.iter().all(|p| p.status == task_status::SUCCESS) {
+            task.status = task_status::SUCCESS.to_string();
+            expires_at = Some(super::timestamp_of(
+                chrono::Utc::now() + chrono::Duration::seconds(success_retention_secs),
+            ));
+        }
+        sqlx::query(&self.sql(
+            "UPDATE install_tasks SET status = ?, completed_plugins = ?, plugins = ?, updated_at = ?, expires_at = ? \
+             WHERE id = ?",
+        ))
+        .bind(&task.status)
+        .bind(task.completed_plugins)
+        .bind(serde_json::to_string(&task.plugins).unwrap_or_else(|_| "[]".into()))
+        .bind(now_timestamp())
+        .bind(expires_at)
+        .bind(task_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Extends the lease of this node's unfinished tasks.
+    pub async fn renew_task_leases(&self, owner_node: &str, lease_secs: i64) -> Result<(), StoreError> {
+        let lease = super::timestamp_of(chrono::Utc::now() + chrono::Duration::seconds(lease_secs));
+        sqlx::query(&self.sql(
+            "UPDATE install_tasks SET lease_until = ? WHERE owner_node = ? AND status IN ('pending', 'running')",
+        ))
+        .bind(lease)
+        .bind(owner_node)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Fails every unfinished entry of the tasks selected by `condition` (a WHERE fragment with `?`
+    /// parameters bound from `params`), with `message`. Returns how many tasks were failed.
+    async fn fail_tasks_where(&self, condition: &str, params: &[String], message: &str) -> Result<usize, StoreError> {
+        let mut stmt = String::from("SELECT id FROM install_tasks WHERE status IN ('pending', 'running') AND ");
+        stmt.push_str(condition);
+        let stmt = self.sql(&stmt);
+        let mut q = sqlx::query(&stmt);
+        for p in params {
+            q = q.bind(p.clone());
+        }
+        let rows = q.fetch_all(self.pool()).await?;
+        let ids: Vec<String> = rows.iter().map(|r| text(r, "id")).collect::<Result<_, _>>()?;
+        for id in &ids {
+            self.fail_unfinished_entries(id, message).await?;
+        }
+        Ok(ids.len())
+    }
+
+    async fn fail_unfinished_entries(&self, task_id: &str, message: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let row = sqlx::query(&self.sql(&format!(
+            "SELECT id, created_at, updated_at, status, tenant_id, total_plugins, completed_plugins, plugins \
+             FROM install_tasks WHERE id = ?{}",
+            self.for_update()
+        )))
+        .bind(task_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            tx.commit().await?;
+            return Ok(());
+        };
+        let mut task = task_from_row(&row)?;
+        if task.status != task_status::PENDING && task.status != task_status::RUNNING {
+            tx.commit().await?;
+            return Ok(());
+        }
+        for entry in task.plugins.iter_mut() {
+            if entry.status != task_status::SUCCESS && entry.status != task_status::FAILED {
+                entry.status = task_status::FAILED.to_string();
+                entry.message = message.to_string();
+            }
+        }
+        sqlx::query(&self.sql("UPDATE install_tasks SET status = ?, plugins = ?, updated_at = ? WHERE id = ?"))
+            .bind(task_status::FAILED)
+            .bind(serde_json::to_string(&task.plugins).unwrap_or_else(|_| "[]".into()))
+            .bind(now_timestamp())
+            .bind(task_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Fails the unfinished tasks of a node that is known to be gone (e.g. this node's previous run).
+    pub async fn fail_tasks_of_node(&self, owner_node: &str, message: &str) -> Result<usize, StoreError> {
+        self.fail_tasks_where("owner_node = ?", &[owner_node.to_string()], message).await
+    }
+
+    /// Fails unfinished tasks whose owner stopped renewing its lease or whose install budget ran out.
+    pub async fn fail_stale_tasks(&self, message: &str) -> Result<usize, StoreError> {
+        let now = now_timestamp();
+        self.fail_tasks_where("(lease_until < ? OR deadline_at < ?)", &[now.clone(), now], message).await
+    }
+
+    /// Deletes tasks past their retention.
+    pub async fn delete_expired_tasks(&self) -> Result<(), StoreError> {
+        sqlx::query(&self.sql("DELETE FROM install_tasks WHERE expires_at IS NOT NULL AND expires_at < ?"))
+            .bind(now_timestamp())
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- readmes
+
+    /// Cached readmes of a version: `(language, content)`.
+    pub async fn readmes(&self, uid: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(&self.sql(
+            "SELECT language, content FROM plugin_readme_records WHERE plugin_unique_identifier = ? ORDER BY language",
+        ))
+        .bind(uid)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(|r| Ok((text(r, "language")?, text(r, "content")?))).collect()
+    }
+
+    /// Caches readmes of a version (idempotent).
+    pub async fn save_readmes(&self, uid: &str, readmes: &[(String, String)]) -> Result<(), StoreError> {
+        let now = now_timestamp();
+        for (language, content) in readmes {
+            sqlx::query(&self.insert_ignore(
+                "plugin_readme_records (id, created_at, updated_at, plugin_unique_identifier, language, content)",
+                "(?, ?, ?, ?, ?, ?)",
+            ))
+            .bind(new_row_id())
+            .bind(&now)
+            .bind(&now)
+            .bind(uid)
+            .bind(language)
+            .bind(content)
+            .execute(self.pool())
+            .await?;
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- debugging keys
+
+    /// The tenant's live debugging key (creating one if none), with its expiry pushed to now + ttl.
+    pub async fn debugging_key(&self, tenant_id: &str, ttl_secs: i64) -> Result<String, StoreError> {
+        let now = now_timestamp();
+        let expires = super::timestamp_of(chrono::Utc::now() + chrono::Duration::seconds(ttl_secs));
+        for _ in 0..3 {
+            let row = sqlx::query(&self.sql("SELECT debug_key, expires_at FROM debugging_keys WHERE tenant_id = ?"))
+                .bind(tenant_id)
+                .fetch_optional(self.pool())
+                .await?;
+            if let Some(row) = row {
+                let key = text(&row, "debug_key")?;
+                if text(&row, "expires_at")? > now {
+                    sqlx::query(&self.sql("UPDATE debugging_keys SET expires_at = ?, updated_at = ? WHERE tenant_id = ?"))
+                        .bind(&expires)
+                        .bind(&now)
+                        .bind(tenant_id)
+                        .execute(self.pool())
+                        .await?;
+                    return Ok(key);
+                }
+                sqlx::query(&self.sql("DELETE FROM debugging_keys WHERE tenant_id = ? AND debug_key = ?"))
+                    .bind(tenant_id)
+                    .bind(&key)
+                    .execute(self.pool())
+                    .await?;
+            }
+            let key = uuid::Uuid::new_v4().to_string();
+            let inserted = sqlx::query(&self.insert_ignore(
+                "debugging_keys (id, created_at, updated_at, tenant_id, debug_key, expires_at)",
+                "(?, ?, ?, ?, ?, ?)",
+            ))
+            .bind(new_row_id())
+            .bind(&now)
+            .bind(&now)
+            .bind(tenant_id)
+            .bind(&key)
+            .bind(&expires)
+            .execute(self.pool())
+            .await?;
+            if inserted.rows_affected() > 0 {
+                return Ok(key);
+            }
+            // Another request created the tenant's key first: read it on the next pass.
+        }
+        Err(StoreError::Corrupt { what: "debugging_keys", reason: "could not create a key".into() })
+    }
+
+    /// The tenant owning a live debugging key (for the debug server).
+    pub async fn tenant_of_debugging_key(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(&self.sql("SELECT tenant_id FROM debugging_keys WHERE debug_key = ? AND expires_at > ?"))
+            .bind(key)
+            .bind(now_timestamp())
+            .fetch_optional(self.pool())
+            .await?;
+        row.map(|r| text(&r, "tenant_id").map_err(StoreError::from)).transpose()
+    }
+}
