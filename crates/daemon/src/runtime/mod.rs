@@ -2,49 +2,245 @@
 //!
 //! The install service calls [`RuntimeManager::launch`] after a package and its declaration are stored,
 //! and [`RuntimeManager::stop`] when the last installation of a plugin is removed. Dispatch asks the
-//! manager for a running runtime by unique identifier.
+//! manager for a running runtime by unique identifier ([`RuntimeManager::plugin`]).
+//!
+//! Layers: `config` (settings) → `environment` (uv builds, plugin env allow-list) → `connection` (line
+//! framing and session multiplexing over any byte stream) → `local` (supervised child process).
 //!
 //! Architecture invariant: a runtime never sees HTTP requests or database rows; it gets package bytes,
 //! a declaration and an identifier.
 
-use std::sync::Arc;
+pub mod config;
+pub mod connection;
+pub mod environment;
+pub mod local;
 
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dify_protocol::manifest::PluginPermissions;
 use dify_protocol::{PluginDeclaration, PluginUniqueIdentifier};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Mutex, Semaphore};
+
+pub use config::RuntimeConfig;
+pub use connection::{ConnectionError, ConnectionOptions, PluginConnection, SessionEvent, SessionListener};
+pub use environment::{plugin_process_environment, prepare_environment, EnvironmentError, Toolchain};
+pub use local::{InstanceState, LaunchError, LaunchSpec, LocalPlugin};
 
 /// Why a runtime could not be prepared or reached.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     #[error("{0}")]
     Launch(String),
+    #[error("invalid plugin package: {0}")]
+    Package(String),
+    #[error("unsupported language `{0}`: only python plugins can run locally")]
+    UnsupportedLanguage(String),
+    #[error(transparent)]
+    Environment(#[from] EnvironmentError),
+    #[error(transparent)]
+    Process(#[from] LaunchError),
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A plugin running on this node, with what sessions need to know about it.
+pub struct ManagedPlugin {
+    pub identifier: PluginUniqueIdentifier,
+    /// `resource.permission` of the manifest, checked by backwards invocations.
+    pub permissions: PluginPermissions,
+    pub process: Arc<LocalPlugin>,
 }
 
 /// Owns every plugin runtime of this node.
-#[derive(Default)]
-pub struct RuntimeManager {}
+pub struct RuntimeManager {
+    config: Arc<RuntimeConfig>,
+    plugins: std::sync::Mutex<HashMap<String, Arc<ManagedPlugin>>>,
+    /// One lock per identifier so two launches of the same plugin never build the same directory.
+    launch_locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Bounds concurrent environment builds and launches (`PLUGIN_LOCAL_LAUNCHING_CONCURRENT`).
+    launching: Semaphore,
+    /// Extra variables given to every plugin process (tests, `dify plugin run`).
+    extra_plugin_env: Vec<(String, String)>,
+}
 
 impl RuntimeManager {
+    /// A manager configured from the process environment ([`RuntimeConfig::from_env`]).
     pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+        Self::with_config(RuntimeConfig::from_env())
     }
 
-    /// Prepares the plugin for invocation. Progress lines (human readable) are sent on `progress`.
-    ///
-    /// This version has no process runtime yet: it accepts the plugin without building or launching
-    /// anything, so an install completes once the package and its rows are stored.
+    pub fn with_config(config: RuntimeConfig) -> Arc<Self> {
+        Self::with_plugin_env(config, Vec::new())
+    }
+
+    /// Like [`RuntimeManager::with_config`], adding `extra_plugin_env` to every plugin process.
+    pub fn with_plugin_env(config: RuntimeConfig, extra_plugin_env: Vec<(String, String)>) -> Arc<Self> {
+        let permits = config.launching_concurrency.max(1);
+        Arc::new(Self {
+            config: Arc::new(config),
+            plugins: Default::default(),
+            launch_locks: Default::default(),
+            launching: Semaphore::new(permits),
+            extra_plugin_env,
+        })
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    /// Prepares the plugin for invocation: extracts the package into its working directory, builds
+    /// the Python environment, starts the process and waits for its first heartbeat. Progress lines
+    /// (human readable) are sent on `progress`. Returns at once when the plugin already runs.
     pub async fn launch(
         &self,
-        _identifier: &PluginUniqueIdentifier,
-        _package: &[u8],
-        _declaration: &PluginDeclaration,
-        _progress: mpsc::UnboundedSender<String>,
+        identifier: &PluginUniqueIdentifier,
+        package: &[u8],
+        declaration: &PluginDeclaration,
+        progress: mpsc::UnboundedSender<String>,
     ) -> Result<(), RuntimeError> {
+        let lock = self.launch_lock(identifier.as_str());
+        let _guard = lock.lock().await;
+        if self.is_running(identifier.as_str()) {
+            return Ok(());
+        }
+        let runner = &declaration.meta.runner;
+        if !runner.language.is_empty() && runner.language != "python" {
+            return Err(RuntimeError::UnsupportedLanguage(runner.language.clone()));
+        }
+        let entrypoint = if runner.entrypoint.is_empty() { "main".to_string() } else { runner.entrypoint.clone() };
+        let _permit = self.launching.acquire().await.map_err(|_| RuntimeError::Launch("runtime manager is shutting down".into()))?;
+
+        let working_dir = self.working_dir(identifier)?;
+        let _ = progress.send(format!("extracting plugin package into {}", working_dir.display()));
+        extract_package(package, &working_dir).await?;
+        std::fs::create_dir_all(working_dir.join("_assets"))?;
+        let python = prepare_environment(&working_dir, &self.config, &progress).await?;
+
+        let _ = progress.send("starting plugin process".to_string());
+        let spec = LaunchSpec {
+            identifier: identifier.as_str().to_string(),
+            working_dir,
+            python,
+            entrypoint,
+            extra_env: self.extra_plugin_env.clone(),
+        };
+        let process = match LocalPlugin::start(spec, self.config.clone()).await {
+            Ok(process) => process,
+            Err(error) => {
+                let _ = progress.send(format!("plugin failed to start: {error}"));
+                return Err(error.into());
+            }
+        };
+        let _ = progress.send("plugin is running".to_string());
+        let managed = Arc::new(ManagedPlugin { identifier: identifier.clone(), permissions: declaration.permissions(), process });
+        self.lock_plugins().insert(identifier.as_str().to_string(), managed);
         Ok(())
     }
 
+    /// The running plugin with this identifier, if any.
+    pub fn plugin(&self, identifier: &str) -> Option<Arc<ManagedPlugin>> {
+        self.lock_plugins().get(identifier).cloned()
+    }
+
+    /// Identifiers of every plugin this manager runs.
+    pub fn running(&self) -> Vec<String> {
+        self.lock_plugins().keys().cloned().collect()
+    }
+
+    fn is_running(&self, identifier: &str) -> bool {
+        self.plugin(identifier).is_some_and(|p| !matches!(p.process.state(), InstanceState::Down(_)))
+    }
+
     /// Stops the plugin's runtime if one runs (no-op when none does).
-    pub async fn stop(&self, _identifier: &PluginUniqueIdentifier) {}
+    pub async fn stop(&self, identifier: &PluginUniqueIdentifier) {
+        let removed = self.lock_plugins().remove(identifier.as_str());
+        if let Some(plugin) = removed {
+            plugin.process.stop().await;
+        }
+    }
 
     /// Stops every runtime; called on daemon shutdown.
-    pub async fn shutdown(&self) {}
+    pub async fn shutdown(&self) {
+        self.launching.close();
+        let all: Vec<_> = self.lock_plugins().drain().map(|(_, p)| p).collect();
+        futures::future::join_all(all.iter().map(|p| p.process.stop())).await;
+    }
+
+    /// `<PLUGIN_WORKING_PATH>/<author>/<name>-<version>@<checksum>`.
+    pub fn working_dir(&self, identifier: &PluginUniqueIdentifier) -> Result<PathBuf, RuntimeError> {
+        let relative = identifier.as_str().replace(':', "-");
+        let path = Path::new(&relative);
+        if path.components().any(|c| !matches!(c, Component::Normal(_))) {
+            return Err(RuntimeError::Package(format!("identifier `{identifier}` is not a safe directory name")));
+        }
+        Ok(self.config.working_path.join(path))
+    }
+
+    fn launch_lock(&self, identifier: &str) -> Arc<Mutex<()>> {
+        let mut locks = self.launch_locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(identifier.to_string()).or_default().clone()
+    }
+
+    fn lock_plugins(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<ManagedPlugin>>> {
+        self.plugins.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// How long dispatch waits for a restarting plugin before failing the session.
+pub const RESTART_WAIT: Duration = Duration::from_secs(20);
+
+/// Extracts a `.difypkg` (zip) into `dir` unless the directory already has content (reused across
+/// restarts, as upstream does). Entries that would escape `dir` are rejected.
+pub async fn extract_package(package: &[u8], dir: &Path) -> Result<(), RuntimeError> {
+    if dir.is_dir() && std::fs::read_dir(dir)?.next().is_some() {
+        return Ok(());
+    }
+    let package = package.to_vec();
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || extract_blocking(&package, &dir))
+        .await
+        .map_err(|e| RuntimeError::Package(format!("extraction task failed: {e}")))?
+}
+
+fn extract_blocking(package: &[u8], dir: &Path) -> Result<(), RuntimeError> {
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(package)).map_err(|e| RuntimeError::Package(e.to_string()))?;
+    // Extract into a sibling temp dir and rename, so a crash never leaves a half-extracted plugin.
+    let parent = dir.parent().ok_or_else(|| RuntimeError::Package("working directory has no parent".into()))?;
+    std::fs::create_dir_all(parent)?;
+    let staging = parent.join(format!(".extract-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&staging)?;
+    let result = (|| {
+        for index in 0..archive.len() {
+            let mut entry = archive.by_index(index).map_err(|e| RuntimeError::Package(e.to_string()))?;
+            let Some(relative) = entry.enclosed_name() else {
+                return Err(RuntimeError::Package(format!("unsafe path in package: {}", entry.name())));
+            };
+            let target = staging.join(relative);
+            if entry.is_dir() {
+                std::fs::create_dir_all(&target)?;
+                continue;
+            }
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let mut bytes = Vec::with_capacity(entry.size() as usize);
+            entry.read_to_end(&mut bytes)?;
+            std::fs::write(&target, bytes)?;
+        }
+        Ok(())
+    })();
+    if let Err(error) = result {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(error);
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    std::fs::rename(&staging, dir)?;
+    Ok(())
 }

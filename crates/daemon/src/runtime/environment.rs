@@ -1,0 +1,397 @@
+//! Building a plugin's Python environment with uv, and the environment variables a plugin process
+//! gets.
+//!
+//! Owns: finding `uv` and a Python >= 3.12, `uv venv`, `uv sync` / `uv pip install`, the inactivity and
+//! hard timeouts of those steps, the ready marker `.venv/dify/plugin.json`, and the allow-list of
+//! variables passed to plugin processes. Must not: launch the plugin itself or know about sessions.
+//! Used by the local runtime and by `dify plugin run`.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Command;
+use tokio::sync::mpsc;
+
+use super::config::RuntimeConfig;
+
+/// Why an environment could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvironmentError {
+    #[error("no Python >= 3.12 found (set PYTHON_INTERPRETER_PATH)")]
+    PythonNotFound,
+    #[error("uv not found (set UV_PATH)")]
+    UvNotFound,
+    #[error("neither pyproject.toml nor requirements.txt found in plugin directory")]
+    NoDependencyFile,
+    #[error("{step} failed: {reason}\n{output}")]
+    StepFailed { step: String, reason: String, output: String },
+    #[error("i/o error while preparing the plugin environment: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Where the tools of an environment build are.
+#[derive(Debug, Clone)]
+pub struct Toolchain {
+    pub uv: PathBuf,
+    pub python: PathBuf,
+}
+
+impl Toolchain {
+    /// Finds uv and Python as upstream does: `UV_PATH`, else the interpreter's `uv` module, else `PATH`;
+    /// `PYTHON_INTERPRETER_PATH`, else `python3.13`/`python3.12` on `PATH`, else pyenv's newest 3.12+.
+    pub async fn discover(config: &RuntimeConfig) -> Result<Self, EnvironmentError> {
+        let python = find_python(config).ok_or(EnvironmentError::PythonNotFound)?;
+        let uv = match &config.uv_path {
+            Some(path) => path.clone(),
+            None => match uv_from_python_module(&python).await {
+                Some(path) => path,
+                None => find_on_path("uv").ok_or(EnvironmentError::UvNotFound)?,
+            },
+        };
+        Ok(Self { uv, python })
+    }
+}
+
+fn find_python(config: &RuntimeConfig) -> Option<PathBuf> {
+    if let Some(path) = &config.python_interpreter_path {
+        return Some(path.clone());
+    }
+    for name in ["python3.13", "python3.12"] {
+        if let Some(path) = find_on_path(name) {
+            return Some(path);
+        }
+    }
+    let pyenv_root = std::env::var_os("PYENV_ROOT")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".pyenv")))?;
+    let mut candidates: Vec<(Vec<u32>, PathBuf)> = std::fs::read_dir(pyenv_root.join("versions"))
+        .ok()?
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let version: Vec<u32> = name.split('.').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+            let python = entry.path().join("bin/python3");
+            (version.len() >= 2 && version[0] == 3 && version[1] >= 12 && python.exists()).then_some((version, python))
+        })
+        .collect();
+    candidates.sort();
+    candidates.pop().map(|(_, path)| path)
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| candidate.is_file())
+}
+
+async fn uv_from_python_module(python: &Path) -> Option<PathBuf> {
+    let output = tokio::time::timeout(
+        Duration::from_secs(20),
+        Command::new(python)
+            .args(["-c", "from uv._find_uv import find_uv_bin; print(find_uv_bin())"])
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let path = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    (output.status.success() && path.is_file()).then_some(path)
+}
+
+/// The venv python of a working directory.
+pub fn venv_python(working_dir: &Path) -> PathBuf {
+    working_dir.join(".venv/bin/python")
+}
+
+fn ready_marker(working_dir: &Path) -> PathBuf {
+    working_dir.join(".venv/dify/plugin.json")
+}
+
+/// True when the working directory holds a finished environment (venv, interpreter, ready marker).
+pub fn environment_is_ready(working_dir: &Path) -> bool {
+    working_dir.join(".venv").is_dir() && venv_python(working_dir).exists() && ready_marker(working_dir).is_file()
+}
+
+/// Builds the plugin environment in `working_dir` unless a finished one is there. Human-readable
+/// progress lines go to `progress`. Returns the venv interpreter.
+pub async fn prepare_environment(
+    working_dir: &Path,
+    config: &RuntimeConfig,
+    progress: &mpsc::UnboundedSender<String>,
+) -> Result<PathBuf, EnvironmentError> {
+    if environment_is_ready(working_dir) {
+        return Ok(venv_python(working_dir));
+    }
+    let toolchain = Toolchain::discover(config).await?;
+    let mut attempt = 0;
+    loop {
+        match build_environment(working_dir, config, &toolchain, progress).await {
+            Ok(python) => return Ok(python),
+            Err(error) if attempt < config.env_build_retries && matches!(error, EnvironmentError::StepFailed { .. }) => {
+                attempt += 1;
+                let _ = progress.send(format!("environment build failed, retrying ({attempt}/{})", config.env_build_retries));
+                tracing::warn!(dir = %working_dir.display(), %error, "plugin environment build failed, retrying");
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+async fn build_environment(
+    working_dir: &Path,
+    config: &RuntimeConfig,
+    toolchain: &Toolchain,
+    progress: &mpsc::UnboundedSender<String>,
+) -> Result<PathBuf, EnvironmentError> {
+    let venv = working_dir.join(".venv");
+    if venv.exists() {
+        let _ = progress.send("removing an incomplete plugin environment".to_string());
+        tokio::fs::remove_dir_all(&venv).await?;
+    }
+    let dependency_file = choose_dependency_file(working_dir, config)?;
+    let uv_env = uv_environment(working_dir, config);
+
+    let _ = progress.send(format!("creating virtual environment with {}", toolchain.python.display()));
+    let mut venv_args: Vec<String> = vec!["venv".into(), ".venv".into(), "--python".into()];
+    venv_args.push(toolchain.python.display().to_string());
+    run_step("uv venv", &toolchain.uv, &venv_args, working_dir, &uv_env, config, progress).await?;
+
+    let mut install_args: Vec<String> = match dependency_file {
+        DependencyFile::PyProject => {
+            let mut args = vec!["sync".to_string(), "--no-dev".to_string()];
+            if working_dir.join("uv.lock").exists() && !config.ignore_uv_lock {
+                args.push("--frozen".into());
+            }
+            args
+        }
+        DependencyFile::Requirements => vec!["pip".into(), "install".into(), "-r".into(), "requirements.txt".into()],
+    };
+    if let Some(mirror) = &config.pip_mirror_url {
+        install_args.push("-i".into());
+        install_args.push(mirror.clone());
+    }
+    if config.pip_verbose {
+        install_args.push("-v".into());
+    }
+    for extra in &config.pip_extra_args {
+        if !(extra == "--frozen" && install_args.iter().any(|a| a == "--frozen")) {
+            install_args.push(extra.clone());
+        }
+    }
+    let _ = progress.send("installing plugin dependencies".to_string());
+    run_step("installing dependencies", &toolchain.uv, &install_args, working_dir, &uv_env, config, progress).await?;
+
+    let python = venv_python(working_dir);
+    let compile_args: Vec<String> =
+        ["-m", "compileall", "-q", "-x", r"\.venv|\.uv-cache", "."].iter().map(|s| s.to_string()).collect();
+    if let Err(error) = run_step("compileall", &python, &compile_args, working_dir, &uv_env, config, progress).await {
+        tracing::warn!(%error, "pre-compiling plugin sources failed");
+    }
+
+    let marker = ready_marker(working_dir);
+    if let Some(parent) = marker.parent() {
+        tokio::fs::create_dir_all(parent).await?;
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    tokio::fs::write(&marker, format!("{{\"timestamp\":{now}}}")).await?;
+    let _ = progress.send("plugin environment ready".to_string());
+    Ok(python)
+}
+
+enum DependencyFile {
+    PyProject,
+    Requirements,
+}
+
+fn choose_dependency_file(working_dir: &Path, config: &RuntimeConfig) -> Result<DependencyFile, EnvironmentError> {
+    let requirements = working_dir.join("requirements.txt").is_file();
+    let pyproject = working_dir.join("pyproject.toml").is_file();
+    if config.pip_mirror_url.is_some() && requirements {
+        Ok(DependencyFile::Requirements)
+    } else if pyproject {
+        Ok(DependencyFile::PyProject)
+    } else if requirements {
+        Ok(DependencyFile::Requirements)
+    } else {
+        Err(EnvironmentError::NoDependencyFile)
+    }
+}
+
+/// The environment of uv: replaced, not inherited (no daemon secrets reach a package build script).
+fn uv_environment(working_dir: &Path, config: &RuntimeConfig) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("VIRTUAL_ENV".to_string(), working_dir.join(".venv").display().to_string()),
+        ("UV_CACHE_DIR".to_string(), config.uv_cache_dir().display().to_string()),
+    ];
+    for name in ["PATH", "HOME", "UV_INDEX_NEXUS_USERNAME", "UV_INDEX_NEXUS_PASSWORD", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "UV_OFFLINE", "UV_NATIVE_TLS"] {
+        if let Ok(value) = std::env::var(name) {
+            env.push((name.to_string(), value));
+        }
+    }
+    push_proxies(&mut env, config);
+    env
+}
+
+fn push_proxies(env: &mut Vec<(String, String)>, config: &RuntimeConfig) {
+    for (name, value) in [("HTTP_PROXY", &config.http_proxy), ("HTTPS_PROXY", &config.https_proxy), ("NO_PROXY", &config.no_proxy)] {
+        if let Some(value) = value {
+            env.push((name.to_string(), value.clone()));
+        }
+    }
+}
+
+/// Variables a plugin process may see from the daemon's environment. Everything else (the daemon's
+/// `SERVER_KEY`, database, Redis, storage and cloud credentials, the inner API key) is withheld.
+const PLUGIN_ENV_ALLOW_LIST: &[&str] = &[
+    "PATH", "HOME", "USER", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "TERM", "SSL_CERT_FILE", "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "PYTHONIOENCODING", "TIKTOKEN_CACHE_DIR",
+];
+
+/// The complete environment of a plugin process: the allow-listed daemon variables, the configured
+/// proxies, `INSTALL_METHOD` and `extra` (later entries win).
+pub fn plugin_process_environment(config: &RuntimeConfig, install_method: &str, extra: &[(String, String)]) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> =
+        PLUGIN_ENV_ALLOW_LIST.iter().filter_map(|name| std::env::var(name).ok().map(|v| (name.to_string(), v))).collect();
+    push_proxies(&mut env, config);
+    env.push(("INSTALL_METHOD".into(), install_method.into()));
+    env.extend(extra.iter().cloned());
+    env
+}
+
+/// Runs one build step, streaming its output to `progress`, killing it after `env_init_timeout`
+/// without output or `env_build_timeout` in total. The error carries the tail of the output.
+async fn run_step(
+    step: &str,
+    program: &Path,
+    args: &[String],
+    working_dir: &Path,
+    env: &[(String, String)],
+    config: &RuntimeConfig,
+    progress: &mpsc::UnboundedSender<String>,
+) -> Result<(), EnvironmentError> {
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir(working_dir)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| EnvironmentError::StepFailed {
+            step: step.into(),
+            reason: format!("cannot start {}: {e}", program.display()),
+            output: String::new(),
+        })?;
+    let tail = Arc::new(Mutex::new(OutputTail::new(40)));
+    let last_output = Arc::new(Mutex::new(Instant::now()));
+    let mut readers = Vec::new();
+    if let Some(stdout) = child.stdout.take() {
+        readers.push(tokio::spawn(pump_output(stdout, tail.clone(), last_output.clone(), progress.clone())));
+    }
+    if let Some(stderr) = child.stderr.take() {
+        readers.push(tokio::spawn(pump_output(stderr, tail.clone(), last_output.clone(), progress.clone())));
+    }
+    let started = Instant::now();
+    let mut poll = tokio::time::interval(Duration::from_millis(500));
+    let outcome = loop {
+        tokio::select! {
+            status = child.wait() => break status.map_err(|e| e.to_string()),
+            _ = poll.tick() => {
+                let silent_for = last_output.lock().map(|t| t.elapsed()).unwrap_or_default();
+                if silent_for >= config.env_init_timeout {
+                    let _ = child.kill().await;
+                    break Err(format!("init process exited due to no activity for {} seconds", config.env_init_timeout.as_secs()));
+                }
+                if started.elapsed() >= config.env_build_timeout {
+                    let _ = child.kill().await;
+                    break Err(format!("timed out after {} seconds", config.env_build_timeout.as_secs()));
+                }
+            }
+        }
+    };
+    for reader in readers {
+        let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+    }
+    let output = tail.lock().map(|t| t.render()).unwrap_or_default();
+    match outcome {
+        Ok(status) if status.success() => Ok(()),
+        Ok(status) => Err(EnvironmentError::StepFailed { step: step.into(), reason: format!("exited with {status}"), output }),
+        Err(reason) => Err(EnvironmentError::StepFailed { step: step.into(), reason, output }),
+    }
+}
+
+async fn pump_output(
+    stream: impl AsyncRead + Unpin,
+    tail: Arc<Mutex<OutputTail>>,
+    last_output: Arc<Mutex<Instant>>,
+    progress: mpsc::UnboundedSender<String>,
+) {
+    let mut lines = BufReader::new(stream).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let Ok(mut t) = last_output.lock() {
+            *t = Instant::now();
+        }
+        let line = line.trim_end().to_string();
+        if line.is_empty() {
+            continue;
+        }
+        let _ = progress.send(line.clone());
+        if let Ok(mut t) = tail.lock() {
+            t.push(line);
+        }
+    }
+}
+
+/// The last lines of a process's output, quoted in failure messages.
+#[derive(Debug)]
+pub struct OutputTail {
+    lines: VecDeque<String>,
+    capacity: usize,
+}
+
+impl OutputTail {
+    pub fn new(capacity: usize) -> Self {
+        Self { lines: VecDeque::new(), capacity }
+    }
+    pub fn push(&mut self, line: String) {
+        if self.lines.len() == self.capacity {
+            self.lines.pop_front();
+        }
+        self.lines.push_back(line);
+    }
+    pub fn render(&self) -> String {
+        self.lines.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_environment_has_no_secrets() {
+        // Read-only check over the current process environment: whatever secret-looking variables
+        // exist here, none may be passed through.
+        let env = plugin_process_environment(&RuntimeConfig::default(), "local", &[]);
+        for (name, _) in &env {
+            assert!(!name.contains("KEY") && !name.contains("PASSWORD") && !name.starts_with("DB_") && !name.starts_with("REDIS_"), "{name}");
+        }
+        assert!(env.iter().any(|(k, v)| k == "INSTALL_METHOD" && v == "local"));
+    }
+
+    #[test]
+    fn tail_keeps_last_lines() {
+        let mut tail = OutputTail::new(2);
+        for line in ["a", "b", "c"] {
+            tail.push(line.into());
+        }
+        assert_eq!(tail.render(), "b\nc");
+    }
+}

@@ -1,0 +1,320 @@
+//! The local (stdio) runtime of one plugin: a supervised child process `python -m <entrypoint>`.
+//!
+//! Owns: spawning the child in its own process group with the allow-listed environment, capturing
+//! stderr, readiness on the first heartbeat, the inactivity watchdog, restarting a dead plugin with
+//! backoff and a give-up limit, reaping every child, stopping it. Must not: build environments (see
+//! `environment`), parse sessions (see `connection`), or know about HTTP and tenants.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dify_protocol::message::PluginSessionError;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::config::RuntimeConfig;
+use super::connection::{ConnectionOptions, PluginConnection};
+use super::environment::{plugin_process_environment, OutputTail};
+
+/// What is needed to start one plugin process.
+#[derive(Debug, Clone)]
+pub struct LaunchSpec {
+    /// Plugin unique identifier (for logs and errors).
+    pub identifier: String,
+    pub working_dir: PathBuf,
+    /// The venv interpreter.
+    pub python: PathBuf,
+    /// `meta.runner.entrypoint`, normally `main`.
+    pub entrypoint: String,
+    /// Extra variables for the plugin (tests and `dify plugin run`).
+    pub extra_env: Vec<(String, String)>,
+}
+
+/// The state of a supervised plugin.
+#[derive(Clone)]
+pub enum InstanceState {
+    /// Spawning or waiting for the first heartbeat.
+    Starting,
+    /// Ready; sessions go to this connection.
+    Running(Arc<PluginConnection>),
+    /// Given up or stopped, with the reason.
+    Down(String),
+}
+
+/// Why a plugin could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("failed to start plugin process: {0}")]
+    Spawn(String),
+    #[error("failed to start plugin as no heartbeat received within {seconds} seconds{stderr}")]
+    NoHeartbeat { seconds: u64, stderr: String },
+    #[error("plugin process exited before it was ready ({status}){stderr}")]
+    ExitedEarly { status: String, stderr: String },
+}
+
+/// A supervised local plugin. Cloneable handle; the supervisor task owns the child.
+pub struct LocalPlugin {
+    spec: LaunchSpec,
+    state: watch::Sender<InstanceState>,
+    stop: CancellationToken,
+    supervisor: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    restarts: std::sync::atomic::AtomicU32,
+    pids: Mutex<Vec<u32>>,
+}
+
+struct RunningInstance {
+    child: Child,
+    connection: Arc<PluginConnection>,
+    stderr_tail: Arc<Mutex<OutputTail>>,
+    reader: tokio::task::JoinHandle<String>,
+}
+
+impl LocalPlugin {
+    /// Starts the plugin and waits until it is ready (first heartbeat). On success a supervisor keeps
+    /// it running until [`LocalPlugin::stop`].
+    pub async fn start(spec: LaunchSpec, config: Arc<RuntimeConfig>) -> Result<Arc<Self>, LaunchError> {
+        let (state, _) = watch::channel(InstanceState::Starting);
+        let plugin = Arc::new(Self {
+            spec,
+            state,
+            stop: CancellationToken::new(),
+            supervisor: Mutex::new(None),
+            restarts: Default::default(),
+            pids: Mutex::new(Vec::new()),
+        });
+        let instance = plugin.spawn_ready(&config).await?;
+        let supervised = plugin.clone();
+        let handle = tokio::spawn(async move { supervised.supervise(instance, config).await });
+        if let Ok(mut slot) = plugin.supervisor.lock() {
+            *slot = Some(handle);
+        }
+        Ok(plugin)
+    }
+
+    pub fn identifier(&self) -> &str {
+        &self.spec.identifier
+    }
+
+    /// How many times the plugin was restarted after dying.
+    pub fn restart_count(&self) -> u32 {
+        self.restarts.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Process ids of every child this plugin ever spawned (for tests and diagnostics).
+    pub fn spawned_pids(&self) -> Vec<u32> {
+        self.pids.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    /// The current state.
+    pub fn state(&self) -> InstanceState {
+        self.state.borrow().clone()
+    }
+
+    /// The running connection, waiting up to `wait` while the plugin is (re)starting.
+    pub async fn connection(&self, wait: Duration) -> Result<Arc<PluginConnection>, String> {
+        let mut receiver = self.state.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match receiver.borrow_and_update().clone() {
+                InstanceState::Running(connection) if !connection.is_closed() => return Ok(connection),
+                InstanceState::Down(reason) => return Err(reason),
+                _ => {}
+            }
+            if tokio::time::timeout_at(deadline, receiver.changed()).await.map(|r| r.is_err()).unwrap_or(true) {
+                return Err("plugin is not running".to_string());
+            }
+        }
+    }
+
+    /// Stops the plugin: the supervisor kills the process group and reaps the child. Idempotent.
+    pub async fn stop(&self) {
+        self.stop.cancel();
+        let handle = self.supervisor.lock().ok().and_then(|mut slot| slot.take());
+        if let Some(handle) = handle {
+            let _ = tokio::time::timeout(Duration::from_secs(15), handle).await;
+        }
+        self.state.send_replace(InstanceState::Down("plugin stopped".into()));
+    }
+
+    async fn spawn_ready(&self, config: &RuntimeConfig) -> Result<RunningInstance, LaunchError> {
+        let mut instance = self.spawn(config)?;
+        let mut heartbeats = instance.connection.heartbeats();
+        let ready_timeout = config.env_init_timeout;
+        let outcome = tokio::select! {
+            ready = tokio::time::timeout(ready_timeout, heartbeats.wait_for(|count| *count > 0)) => match ready {
+                Ok(Ok(_)) => Ok(()),
+                // The reader ended (stdout closed) before a heartbeat; the child exit explains why.
+                Ok(Err(_)) => Err(None),
+                Err(_) => Err(Some(ready_timeout)),
+            },
+            status = instance.child.wait() => Err(status.ok().map(|_| Duration::ZERO).filter(|_| false)),
+            _ = self.stop.cancelled() => Err(None),
+        };
+        match outcome {
+            Ok(()) => {
+                self.state.send_replace(InstanceState::Running(instance.connection.clone()));
+                Ok(instance)
+            }
+            Err(timeout) => {
+                let status = terminate(&mut instance).await;
+                let stderr = render_tail(&instance.stderr_tail);
+                instance.connection.close(PluginSessionError::new("PluginDaemonInternalServerError", "plugin failed to start"));
+                match timeout {
+                    Some(waited) => Err(LaunchError::NoHeartbeat { seconds: waited.as_secs(), stderr }),
+                    None => Err(LaunchError::ExitedEarly { status, stderr }),
+                }
+            }
+        }
+    }
+
+    fn spawn(&self, config: &RuntimeConfig) -> Result<RunningInstance, LaunchError> {
+        let env = plugin_process_environment(config, "local", &self.spec.extra_env);
+        let mut child = Command::new(&self.spec.python)
+            .args(["-m", &self.spec.entrypoint])
+            .current_dir(&self.spec.working_dir)
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| LaunchError::Spawn(format!("{}: {e}", self.spec.python.display())))?;
+        if let (Some(pid), Ok(mut pids)) = (child.id(), self.pids.lock()) {
+            pids.push(pid);
+        }
+        let (Some(stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take()) else {
+            return Err(LaunchError::Spawn("plugin process has no pipes".into()));
+        };
+        let options = ConnectionOptions {
+            max_line_bytes: config.max_line_bytes,
+            label: self.spec.identifier.clone(),
+            ..Default::default()
+        };
+        let (connection, reader) = PluginConnection::start(stdout, stdin, options);
+        let stderr_tail = Arc::new(Mutex::new(OutputTail::new(20)));
+        let tail = stderr_tail.clone();
+        let touched = Arc::downgrade(&connection);
+        let label = self.spec.identifier.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(connection) = touched.upgrade() {
+                    connection.touch();
+                }
+                tracing::warn!(plugin = %label, "plugin stderr: {line}");
+                if let Ok(mut tail) = tail.lock() {
+                    tail.push(line);
+                }
+            }
+        });
+        Ok(RunningInstance { child, connection, stderr_tail, reader })
+    }
+
+    async fn supervise(self: Arc<Self>, mut instance: RunningInstance, config: Arc<RuntimeConfig>) {
+        let mut failures_in_a_row = 0u32;
+        loop {
+            let started = Instant::now();
+            let reason = self.watch_instance(&mut instance, &config).await;
+            let status = terminate(&mut instance).await;
+            let stopping = self.stop.is_cancelled();
+            let stderr = render_tail(&instance.stderr_tail);
+            let message = if stopping {
+                "plugin stopped".to_string()
+            } else {
+                format!("plugin process exited unexpectedly ({reason}; {status}){stderr}")
+            };
+            instance.connection.close(PluginSessionError::new("PluginDaemonInternalServerError", message.clone()));
+            if stopping {
+                self.state.send_replace(InstanceState::Down(message));
+                return;
+            }
+            tracing::warn!(plugin = %self.spec.identifier, "{message}");
+            if started.elapsed() > Duration::from_secs(60) {
+                failures_in_a_row = 0;
+            }
+            // Restart with exponential backoff until the give-up limit.
+            loop {
+                if failures_in_a_row >= config.max_restarts {
+                    let reason = format!("plugin gave up after {failures_in_a_row} restarts: {message}");
+                    tracing::error!(plugin = %self.spec.identifier, "{reason}");
+                    self.state.send_replace(InstanceState::Down(reason));
+                    return;
+                }
+                let backoff = config.restart_backoff.saturating_mul(1 << failures_in_a_row.min(6)).min(Duration::from_secs(30));
+                failures_in_a_row += 1;
+                self.state.send_replace(InstanceState::Starting);
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = self.stop.cancelled() => {
+                        self.state.send_replace(InstanceState::Down("plugin stopped".into()));
+                        return;
+                    }
+                }
+                self.restarts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                match self.spawn_ready(&config).await {
+                    Ok(next) => {
+                        instance = next;
+                        tracing::info!(plugin = %self.spec.identifier, "plugin restarted");
+                        break;
+                    }
+                    Err(error) => tracing::warn!(plugin = %self.spec.identifier, %error, "plugin restart failed"),
+                }
+            }
+        }
+    }
+
+    /// Waits until the instance dies, goes silent for too long, or the plugin is stopped; says why.
+    async fn watch_instance(&self, instance: &mut RunningInstance, config: &RuntimeConfig) -> String {
+        let check_every = (config.heartbeat_timeout / 4).clamp(Duration::from_millis(200), Duration::from_secs(5));
+        let mut ticks = tokio::time::interval(check_every);
+        loop {
+            tokio::select! {
+                status = instance.child.wait() => {
+                    return match status { Ok(status) => format!("exit: {status}"), Err(e) => format!("wait failed: {e}") };
+                }
+                output = &mut instance.reader => {
+                    return output.unwrap_or_else(|e| format!("output reader failed: {e}"));
+                }
+                _ = ticks.tick() => {
+                    if instance.connection.idle_for() > config.heartbeat_timeout {
+                        return format!("no output or heartbeat for {} seconds", config.heartbeat_timeout.as_secs());
+                    }
+                }
+                _ = self.stop.cancelled() => return "stopped".to_string(),
+            }
+        }
+    }
+}
+
+/// Kills the child's whole process group and reaps the child; returns its exit status text.
+async fn terminate(instance: &mut RunningInstance) -> String {
+    if let Ok(Some(status)) = instance.child.try_wait() {
+        kill_group(instance.child.id());
+        return status.to_string();
+    }
+    kill_group(instance.child.id());
+    let _ = instance.child.start_kill();
+    match tokio::time::timeout(Duration::from_secs(10), instance.child.wait()).await {
+        Ok(Ok(status)) => status.to_string(),
+        Ok(Err(error)) => format!("wait failed: {error}"),
+        Err(_) => "did not exit after SIGKILL".to_string(),
+    }
+}
+
+fn kill_group(pid: Option<u32>) {
+    // The child leads its own process group (process_group(0)), so its pid is the group id.
+    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+fn render_tail(tail: &Arc<Mutex<OutputTail>>) -> String {
+    let text = tail.lock().map(|t| t.render()).unwrap_or_default();
+    if text.is_empty() { String::new() } else { format!("; stderr: {text}") }
+}
