@@ -83,7 +83,9 @@ impl<'de> Deserialize<'de> for ScalarString {
                 Ok(ScalarString(v.to_string()))
             }
         }
-        deserializer.deserialize_any(Visitor)
+        // `deserialize_str` makes YAML hand over the scalar's source text (`3.10` stays "3.10",
+        // like Go's yaml.v3); the numeric visits cover self-describing sources.
+        deserializer.deserialize_str(Visitor)
     }
 }
 
@@ -126,11 +128,35 @@ pub(crate) fn null_if_empty<S: Serializer, T: Serialize>(value: &[T], serializer
 
 /// One item of a provider file's list (`tools:`, `strategies:`, `endpoints:`, …): either the
 /// path of another YAML file in the package, or the declaration written inline.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+///
+/// Decoded with a hand-written visitor rather than `#[serde(untagged)]`: untagged enums buffer
+/// the input, which loses YAML scalar text (`1.0` would become `1`).
+#[derive(Debug, Clone)]
 pub(crate) enum FileOrInline<T> {
     File(String),
     Inline(T),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for FileOrInline<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visitor<T> {
+            type Value = FileOrInline<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a file path or an inline declaration")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(FileOrInline::File(v.to_owned()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(FileOrInline::File(v))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(FileOrInline::Inline)
+            }
+        }
+        deserializer.deserialize_any(Visitor(std::marker::PhantomData))
+    }
 }
 
 /// Splits a list of "path or inline" items into (inline declarations, referenced files).
@@ -180,34 +206,47 @@ pub struct ProviderConfig {
 }
 
 /// Credentials written either as a list of configs or as a mapping `name → config`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub(crate) enum ConfigListOrMap {
-    List(Vec<ProviderConfig>),
-    Map(serde_json::Map<String, serde_json::Value>),
+#[derive(Debug, Clone)]
+pub(crate) struct ConfigListOrMap(Vec<ProviderConfig>);
+
+impl<'de> Deserialize<'de> for ConfigListOrMap {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = ConfigListOrMap;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of configs or a mapping of name to config")
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(ConfigListOrMap(Vec::new()))
+            }
+            fn visit_none<E>(self) -> Result<Self::Value, E> {
+                Ok(ConfigListOrMap(Vec::new()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                Vec::<ProviderConfig>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq)).map(ConfigListOrMap)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut configs = Vec::new();
+                while let Some(name) = map.next_key::<ScalarString>()? {
+                    let mut config: ProviderConfig = map.next_value()?;
+                    config.name = name.0;
+                    configs.push(config);
+                }
+                Ok(ConfigListOrMap(configs))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 impl ConfigListOrMap {
     pub(crate) fn is_empty(&self) -> bool {
-        match self {
-            ConfigListOrMap::List(list) => list.is_empty(),
-            ConfigListOrMap::Map(map) => map.is_empty(),
-        }
+        self.0.is_empty()
     }
 
     pub(crate) fn into_configs(self) -> Result<Vec<ProviderConfig>, String> {
-        match self {
-            ConfigListOrMap::List(list) => Ok(list),
-            ConfigListOrMap::Map(map) => map
-                .into_iter()
-                .map(|(name, value)| {
-                    let mut config: ProviderConfig = serde_json::from_value(value)
-                        .map_err(|e| format!("credentials_schema.{name}: {e}"))?;
-                    config.name = name;
-                    Ok(config)
-                })
-                .collect(),
-        }
+        Ok(self.0)
     }
 }
 

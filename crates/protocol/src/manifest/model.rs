@@ -157,7 +157,59 @@ struct RawModelProvider {
     provider_credential_schema: Option<serde_json::Value>,
     model_credential_schema: Option<serde_json::Value>,
     position: Option<ModelPosition>,
-    models: Option<serde_json::Value>,
+    models: Option<ModelsField>,
+}
+
+/// `models.<type>` in a provider file: glob list and optional position file.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ModelSource {
+    #[serde(deserialize_with = "string_vec")]
+    predefined: Vec<String>,
+    #[serde(deserialize_with = "super::common::opt_scalar_string")]
+    position: Option<String>,
+}
+
+/// The `models:` key: inline models (sequence) or sources by model type (mapping, file order).
+enum ModelsField {
+    Inline(Vec<ModelDeclaration>),
+    BySource(Vec<(String, Option<ModelSource>)>),
+}
+
+impl<'de> Deserialize<'de> for ModelsField {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = ModelsField;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of models or a mapping of model type to sources")
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(ModelsField::Inline(Vec::new()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                Vec::<ModelDeclaration>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq)).map(ModelsField::Inline)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut sources = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if MODEL_SOURCE_TYPES.contains(&key.as_str()) {
+                        // A non-mapping value is ignored, as upstream.
+                        let value: serde_json::Value = map.next_value()?;
+                        let source = match value {
+                            serde_json::Value::Object(_) => serde_json::from_value::<ModelSource>(value).ok(),
+                            _ => None,
+                        };
+                        sources.push((key, source));
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                Ok(ModelsField::BySource(sources))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// Makes sure a credential schema object has a `credential_form_schemas` array, as upstream does.
@@ -182,35 +234,25 @@ impl TryFrom<RawModelProvider> for ModelProviderDeclaration {
         let mut models = Vec::new();
         let mut model_files = Vec::new();
         let mut position_files = BTreeMap::new();
+        let mut listed_by_source = false;
         match raw.models {
-            Some(serde_json::Value::Array(items)) => {
-                for (index, item) in items.into_iter().enumerate() {
-                    let mut model: ModelDeclaration =
-                        serde_json::from_value(item).map_err(|e| format!("models[{index}]: {e}"))?;
+            Some(ModelsField::Inline(items)) => {
+                for mut model in items {
                     model.fill_in_defaults();
                     models.push(model);
                 }
             }
-            Some(serde_json::Value::Object(sources)) => {
-                // Upstream walks the mapping in file order and keeps only known type keys.
-                for (key, value) in sources {
-                    if !MODEL_SOURCE_TYPES.contains(&key.as_str()) {
-                        continue;
+            Some(ModelsField::BySource(sources)) => {
+                listed_by_source = true;
+                for (key, source) in sources {
+                    let Some(source) = source else { continue };
+                    if let Some(position) = source.position {
+                        position_files.insert(key, position);
                     }
-                    let serde_json::Value::Object(source) = value else { continue };
-                    if let Some(serde_json::Value::String(position)) = source.get("position") {
-                        position_files.insert(key.clone(), position.clone());
-                    }
-                    if let Some(serde_json::Value::Array(globs)) = source.get("predefined") {
-                        for glob in globs {
-                            if let serde_json::Value::String(glob) = glob {
-                                model_files.push(glob.clone());
-                            }
-                        }
-                    }
+                    model_files.extend(source.predefined);
                 }
             }
-            _ => {}
+            None => {}
         }
         Ok(Self {
             provider: raw.provider,
@@ -226,7 +268,9 @@ impl TryFrom<RawModelProvider> for ModelProviderDeclaration {
             configurate_methods: raw.configurate_methods,
             provider_credential_schema: normalize_credential_schema(raw.provider_credential_schema),
             model_credential_schema: normalize_credential_schema(raw.model_credential_schema),
-            position: raw.position,
+            // Upstream creates the position object whenever models are listed by type, even
+            // without position files.
+            position: if listed_by_source { Some(raw.position.unwrap_or_default()) } else { raw.position },
             models,
             model_files,
             position_files,
