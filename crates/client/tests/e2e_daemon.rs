@@ -1,0 +1,334 @@
+//! End to end: the library and the `dify-plugin-client` binary against the real
+//! `dify-plugin-daemon` binary running a real SDK tool plugin from `tests/plugins/`, packaged with
+//! `dify-package`: upload → install (task polled to success) → list → manifest → readme → tool
+//! providers → invoke with streamed output → uninstall.
+//!
+//! The daemon runs on free ports with SQLite and storage in a temporary directory, in its own
+//! process group, and is stopped (SIGTERM, then SIGKILL) when the test ends. It needs the daemon
+//! binary in the workspace `target/debug` (`./scripts/test` builds it), uv and a Python >= 3.12.
+//! `DIFY_CLIENT_E2E_PLUGIN` may name another plugin directory.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use dify_client::wire::PluginInstallTaskStatus;
+use dify_client::{ClientConfig, PluginDaemonClient, ToolInvocation};
+use futures::StreamExt;
+use serde_json::{json, Map, Value};
+
+const TENANT: &str = "6a1c3f0e-4b2d-4e8f-9a7b-2c5d8e1f3a4b";
+const STARTUP: Duration = Duration::from_secs(60);
+const INSTALL: Duration = Duration::from_secs(480);
+const WHOLE_TEST: Duration = Duration::from_secs(840);
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
+}
+
+fn daemon_binary() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
+    let target = if target.is_absolute() { target } else { workspace_root().join(target) };
+    let binary = target.join("debug").join("dify-plugin-daemon");
+    assert!(binary.exists(), "daemon binary {} is missing: run `cargo build -p dify-daemon` or ./scripts/test", binary.display());
+    binary
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn is_usable_python(candidate: &Path) -> bool {
+    std::process::Command::new(candidate)
+        .args(["-c", "import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|status| status.success())
+        .unwrap_or(false)
+}
+
+/// A Python >= 3.12 for the plugin environment: the runner's setting, then PATH, then pyenv.
+fn plugin_python() -> PathBuf {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(configured) = std::env::var_os("PYTHON_INTERPRETER_PATH") {
+        candidates.push(PathBuf::from(configured));
+    }
+    for name in ["python3.13", "python3.12"] {
+        if let Some(path) = std::env::var_os("PATH") {
+            candidates.extend(std::env::split_paths(&path).map(|dir| dir.join(name)));
+        }
+    }
+    let pyenv = std::env::var_os("PYENV_ROOT").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".pyenv")));
+    if let Some(versions) = pyenv.map(|root| root.join("versions")) {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(versions)
+            .map(|dir| dir.filter_map(|e| e.ok()).map(|e| e.path().join("bin/python3")).collect())
+            .unwrap_or_default();
+        found.sort();
+        found.reverse();
+        candidates.extend(found);
+    }
+    candidates
+        .iter()
+        .find(|candidate| candidate.exists() && is_usable_python(candidate))
+        .cloned()
+        .unwrap_or_else(|| panic!("no usable Python >= 3.12 (tried {candidates:?}): set PYTHON_INTERPRETER_PATH"))
+}
+
+fn uv_path() -> PathBuf {
+    if let Some(configured) = std::env::var_os("UV_PATH").map(PathBuf::from).filter(|p| p.exists()) {
+        return configured;
+    }
+    std::env::var_os("PATH")
+        .and_then(|path| std::env::split_paths(&path).map(|dir| dir.join("uv")).find(|p| p.exists()))
+        .expect("uv not found: set UV_PATH or put uv on PATH")
+}
+
+/// The SDK tool plugin to use: `DIFY_CLIENT_E2E_PLUGIN`, else the first directory under
+/// `tests/plugins/` whose manifest declares tools.
+fn plugin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("DIFY_CLIENT_E2E_PLUGIN") {
+        return PathBuf::from(dir);
+    }
+    let root = workspace_root().join("tests/plugins");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    dirs.sort();
+    dirs.into_iter()
+        .find(|dir| {
+            std::fs::read_to_string(dir.join("manifest.yaml"))
+                .map(|manifest| manifest.contains("tools:"))
+                .unwrap_or(false)
+        })
+        .unwrap_or_else(|| panic!("no SDK tool plugin (a directory with a manifest.yaml declaring tools) under {}", root.display()))
+}
+
+/// One daemon process in its own process group.
+struct Daemon {
+    child: std::process::Child,
+    url: String,
+    key: String,
+    log: PathBuf,
+}
+
+impl Daemon {
+    async fn start(workdir: &Path) -> Daemon {
+        let port = free_port();
+        let key = format!("e2e-key-{port}");
+        let log = workdir.join("daemon.log");
+        let log_file = std::fs::File::create(&log).expect("daemon log");
+        let mut command = std::process::Command::new(daemon_binary());
+        use std::os::unix::process::CommandExt;
+        command
+            .current_dir(workdir)
+            .env_remove("DB_HOST")
+            .env_remove("REDIS_HOST")
+            .envs([
+                ("SERVER_HOST", "127.0.0.1".to_string()),
+                ("SERVER_PORT", port.to_string()),
+                ("SERVER_KEY", key.clone()),
+                ("PLATFORM", "local".to_string()),
+                ("DB_TYPE", "sqlite".to_string()),
+                ("DB_SQLITE_PATH", workdir.join("daemon.db").display().to_string()),
+                ("PLUGIN_STORAGE_LOCAL_ROOT", workdir.join("storage").display().to_string()),
+                ("PLUGIN_WORKING_PATH", workdir.join("cwd").display().to_string()),
+                ("PYTHON_INTERPRETER_PATH", plugin_python().display().to_string()),
+                ("UV_PATH", uv_path().display().to_string()),
+                ("FORCE_VERIFYING_SIGNATURE", "false".to_string()),
+                ("PLUGIN_REMOTE_INSTALLING_ENABLED", "false".to_string()),
+                ("PLUGIN_REMOTE_INSTALLING_PORT", free_port().to_string()),
+                ("DIFY_INNER_API_URL", format!("http://127.0.0.1:{}", free_port())),
+                ("DIFY_INNER_API_KEY", "e2e-inner-key".to_string()),
+            ])
+            .stdout(log_file.try_clone().expect("log handle"))
+            .stderr(log_file)
+            .process_group(0);
+        let child = command.spawn().expect("start the daemon");
+        let mut daemon = Daemon { child, url: format!("http://127.0.0.1:{port}"), key, log };
+        daemon.wait_healthy().await;
+        daemon
+    }
+
+    async fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + STARTUP;
+        let http = reqwest::Client::new();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("daemon exited with {status} during start-up:\n{}", self.log_tail());
+            }
+            let health = http.get(format!("{}/health/check", self.url)).timeout(Duration::from_secs(2)).send().await;
+            if matches!(health, Ok(ref response) if response.status().is_success()) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "daemon not healthy within {STARTUP:?}:\n{}", self.log_tail());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+
+    fn client(&self) -> PluginDaemonClient {
+        PluginDaemonClient::new(ClientConfig::new(&self.url, &self.key).with_timeout(Duration::from_secs(120))).expect("client")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let group = self.child.id() as libc::pid_t;
+        // SAFETY: signals the process group this test started (the daemon and its plugins).
+        unsafe { libc::kill(-group, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // SAFETY: as above; whatever is left of the group is killed.
+        unsafe { libc::kill(-group, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the CLI against `daemon` and returns (exit status, stdout, stderr).
+async fn cli(daemon: &Daemon, home: &Path, args: &[&str]) -> (i32, String, String) {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_dify-plugin-client"));
+    command
+        .args(args)
+        .env_clear()
+        .env("HOME", home)
+        .env("DIFY_PLUGIN_DAEMON_URL", &daemon.url)
+        .env("DIFY_PLUGIN_DAEMON_KEY", &daemon.key)
+        .env("DIFY_PLUGIN_TENANT_ID", TENANT)
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(120), command.output())
+        .await
+        .expect("CLI finished in time")
+        .expect("CLI started");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A value for every required parameter of a declared tool, so any tool plugin can be invoked.
+fn sample_parameters(parameters: &[Value]) -> Map<String, Value> {
+    let mut values = Map::new();
+    for parameter in parameters {
+        let required = parameter["required"].as_bool().unwrap_or(false);
+        let has_default = !parameter["default"].is_null();
+        if !required || has_default {
+            continue;
+        }
+        let name = parameter["name"].as_str().unwrap_or_default().to_string();
+        let value = match parameter["type"].as_str().unwrap_or("string") {
+            "number" => json!(1),
+            "boolean" => json!(true),
+            "select" => parameter["options"][0]["value"].clone(),
+            _ => json!("hello from the rust client"),
+        };
+        values.insert(name, value);
+    }
+    values
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn library_and_cli_against_the_real_daemon() {
+    let workdir = tempfile::tempdir().expect("workdir");
+    let home = tempfile::tempdir().expect("home");
+    let plugin = plugin_dir();
+    let package = dify_package::write::package_dir(&plugin).expect("package the plugin");
+    let readme_on_disk = std::fs::read_to_string(plugin.join("README.md")).ok();
+
+    let daemon = Daemon::start(workdir.path()).await;
+    let outcome = tokio::time::timeout(WHOLE_TEST, scenario(&daemon, home.path(), package, readme_on_disk)).await;
+    if outcome.is_err() {
+        panic!("end-to-end scenario exceeded {WHOLE_TEST:?}; daemon log:\n{}", daemon.log_tail());
+    }
+}
+
+async fn scenario(daemon: &Daemon, home: &Path, package: Vec<u8>, readme_on_disk: Option<String>) {
+    let client = daemon.client();
+    let log = || daemon.log_tail();
+
+    // Upload and install, polling the task to success.
+    let uploaded = client.upload_pkg(TENANT, package, false).await.unwrap_or_else(|e| panic!("upload: {e}\n{}", log()));
+    let identifier = uploaded.unique_identifier.clone();
+    let plugin_id = uploaded.manifest.plugin_id();
+    assert!(identifier.starts_with(&format!("{plugin_id}:")), "{identifier}");
+    let started = client
+        .install_from_identifiers(TENANT, &[identifier.clone()], "package", &[json!({})])
+        .await
+        .unwrap_or_else(|e| panic!("install: {e}\n{}", log()));
+    assert!(!started.all_installed);
+    let task = client
+        .wait_for_installation_task(TENANT, &started.task_id, Duration::from_secs(1), INSTALL, |_| {})
+        .await
+        .unwrap_or_else(|e| panic!("install task: {e}\n{}", log()));
+    assert_eq!(task.status, PluginInstallTaskStatus::Success, "task {task:?}\n{}", log());
+
+    // Discovery.
+    let plugins = client.list_plugins(TENANT).await.expect("list");
+    let installed = plugins.iter().find(|p| p.plugin_unique_identifier == identifier).expect("installed plugin listed");
+    assert_eq!(installed.plugin_id, plugin_id);
+    let manifest = client.fetch_plugin_manifest(TENANT, &identifier).await.expect("manifest");
+    assert_eq!(manifest.name, uploaded.manifest.name);
+    assert!(client.fetch_plugin_by_identifier(TENANT, &identifier).await.expect("fetch identifier"));
+    let readme = client.fetch_plugin_readme(TENANT, &identifier, "en_US").await.expect("readme");
+    match &readme_on_disk {
+        Some(text) => assert_eq!(readme.trim(), text.trim()),
+        None => assert_eq!(readme, ""),
+    }
+
+    // Tool providers and a streamed invocation.
+    let providers = client.fetch_tool_providers(TENANT).await.expect("tool providers");
+    let provider = providers.iter().find(|p| p.plugin_id == plugin_id).expect("the plugin's tool provider");
+    let provider_name = provider.declaration.identity.name.clone();
+    assert_eq!(provider_name, format!("{plugin_id}/{}", provider.provider));
+    let tool = provider.declaration.tools.first().expect("a tool");
+    let declared: Vec<Value> = tool.parameters.iter().map(|p| serde_json::to_value(p).expect("parameter json")).collect();
+    let parameters = sample_parameters(&declared);
+    let mut invocation = ToolInvocation::new("e2e-user", &provider_name, &tool.identity.name);
+    invocation.tool_parameters = parameters.clone();
+    let mut stream = client.invoke_tool(TENANT, invocation).await.unwrap_or_else(|e| panic!("invoke: {e}\n{}", log()));
+    let mut messages = Vec::new();
+    while let Some(item) = stream.next().await {
+        messages.push(item.unwrap_or_else(|e| panic!("stream item: {e}\n{}", log())));
+    }
+    assert!(!messages.is_empty(), "the tool streamed no message");
+
+    // The same through the CLI (settings from the environment).
+    let (status, stdout, stderr) = cli(daemon, home, &["list", "-o", "name"]).await;
+    assert_eq!(status, 0, "{stderr}");
+    assert!(stdout.lines().any(|line| line == identifier), "{stdout}");
+    let (status, stdout, stderr) = cli(daemon, home, &["tools"]).await;
+    assert_eq!(status, 0, "{stderr}");
+    assert!(stdout.contains(&provider_name), "{stdout}");
+    let (status, stdout, stderr) = cli(daemon, home, &["manifest", &identifier, "-o", "json"]).await;
+    assert_eq!(status, 0, "{stderr}");
+    assert_eq!(serde_json::from_str::<Value>(&stdout).expect("manifest json")["name"], json!(manifest.name));
+    let params = Value::Object(parameters).to_string();
+    let (status, stdout, stderr) = cli(
+        daemon,
+        home,
+        &["invoke", "--user", "e2e-user", "--provider", &provider_name, "--tool", &tool.identity.name, "--params", &params, "-o", "json"],
+    )
+    .await;
+    assert_eq!(status, 0, "{stderr}\n{}", log());
+    let streamed: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("one JSON message per line")).collect();
+    assert_eq!(streamed.len(), messages.len(), "{stdout}");
+
+    // Uninstall through the CLI; the plugin is gone from the list.
+    let (status, _, stderr) = cli(daemon, home, &["uninstall", &plugin_id]).await;
+    assert_eq!(status, 0, "{stderr}");
+    let after = client.list_plugins(TENANT).await.expect("list after uninstall");
+    assert!(after.iter().all(|p| p.plugin_id != plugin_id), "still installed: {after:?}");
+    let (status, _, stderr) = cli(daemon, home, &["tools", "--provider", &provider_name]).await;
+    assert_eq!(status, 1, "the provider is gone: {stderr}");
+}
