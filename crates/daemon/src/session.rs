@@ -1,1 +1,312 @@
-//! (to be written)
+//! Sessions: one invocation of a plugin = one session id on a plugin connection.
+//!
+//! Owns: registering the session before the request is written, turning the plugin's session
+//! messages into [`SessionOutput`]s, running backwards invocations the plugin makes during the
+//! session and framing their answers back as `backwards_response` lines (always ending each with
+//! `end`), the execution timeout, and ending the session when the caller goes away. Also the
+//! per-route chunk shaping (tool message validation, agent `blob_chunk` merging).
+//!
+//! Must not: know HTTP, SSE or tenants' database rows. Dispatch (HTTP), `dify plugin run` and the
+//! debug runtime drive sessions through [`start_session`] with their own [`BackwardsHandler`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use dify_protocol::access::{AccessType, ChunkHandling, TOOL_MESSAGE_TYPES};
+use dify_protocol::manifest::PluginPermissions;
+use dify_protocol::message::{BackwardsReply, InvocationContext, PluginInStream, PluginSessionError, SessionMessage};
+use serde_json::{json, Map, Value};
+use tokio::sync::mpsc;
+
+use crate::backwards::{BackwardsHandler, CallerContext};
+use crate::runtime::{PluginConnection, SessionEvent};
+
+/// What one invocation asks the plugin to do.
+#[derive(Debug, Clone)]
+pub struct SessionRequest {
+    pub tenant_id: String,
+    pub user_id: String,
+    /// `author/name`.
+    pub plugin_id: String,
+    pub access_type: AccessType,
+    pub action: String,
+    /// Route fields, flattened into the request's `data`.
+    pub payload: Map<String, Value>,
+    pub invocation: InvocationContext,
+    /// `resource.permission` of the plugin, for backwards invocations.
+    pub permissions: PluginPermissions,
+}
+
+/// One item of a session as the caller sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SessionOutput {
+    /// One response item from the plugin.
+    Chunk(Value),
+    /// The invocation failed: the plugin's error or a daemon-side failure of the session, rendered as
+    /// `PluginInvokeError` with this object as its (sorted) inner message. Always the last item.
+    Failed(PluginSessionError),
+    /// The session outlived `PLUGIN_MAX_EXECUTION_TIMEOUT`. Always the last item.
+    TimedOut,
+}
+
+/// Why a session could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionStartError {
+    /// The request could not be written to the plugin.
+    #[error("failed to write the request to the plugin: {0}")]
+    Write(String),
+}
+
+/// The receiving end of a running session. Dropping it ends the session on the daemon side.
+pub struct SessionStream {
+    pub session_id: String,
+    outputs: mpsc::Receiver<SessionOutput>,
+}
+
+impl SessionStream {
+    /// The next item; `None` after the last one.
+    pub async fn next(&mut self) -> Option<SessionOutput> {
+        self.outputs.recv().await
+    }
+}
+
+/// Writes the request to the plugin and returns the stream of its results. The listener is
+/// registered before the request is written, so no message can be missed.
+pub async fn start_session(
+    connection: Arc<PluginConnection>,
+    request: SessionRequest,
+    backwards: Arc<dyn BackwardsHandler>,
+    execution_timeout: Duration,
+) -> Result<SessionStream, SessionStartError> {
+    let session_id = uuid::Uuid::new_v4().to_string();
+    let listener = connection.open_session(&session_id).map_err(|e| SessionStartError::Write(e.to_string()))?;
+    let line = PluginInStream::request(
+        &session_id,
+        &request.invocation,
+        &request.user_id,
+        request.access_type.as_str(),
+        &request.action,
+        &request.payload,
+    )
+    .to_line();
+    connection.send_line(&line).await.map_err(|e| SessionStartError::Write(e.to_string()))?;
+
+    let (outputs_tx, outputs) = mpsc::channel(256);
+    let caller = Arc::new(CallerContext {
+        session_id: session_id.clone(),
+        tenant_id: request.tenant_id.clone(),
+        user_id: request.user_id.clone(),
+        plugin_id: request.plugin_id.clone(),
+        access_type: request.access_type,
+        permissions: request.permissions.clone(),
+    });
+    let driver = SessionDriver { connection, caller, invocation: request.invocation, backwards, outputs: outputs_tx };
+    tokio::spawn(driver.run(listener, execution_timeout));
+    Ok(SessionStream { session_id, outputs })
+}
+
+struct SessionDriver {
+    connection: Arc<PluginConnection>,
+    caller: Arc<CallerContext>,
+    invocation: InvocationContext,
+    backwards: Arc<dyn BackwardsHandler>,
+    outputs: mpsc::Sender<SessionOutput>,
+}
+
+impl SessionDriver {
+    async fn run(self, mut listener: crate::runtime::SessionListener, execution_timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + execution_timeout;
+        let replies = self.spawn_reply_writer();
+        loop {
+            let event = tokio::select! {
+                event = listener.recv() => event,
+                _ = tokio::time::sleep_until(deadline) => {
+                    let _ = self.outputs.try_send(SessionOutput::TimedOut);
+                    return;
+                }
+                _ = self.outputs.closed() => return,
+            };
+            let output = match event {
+                None => Some(SessionOutput::Failed(PluginSessionError::new(
+                    "PluginDaemonInternalServerError",
+                    "plugin connection closed the session",
+                ))),
+                Some(SessionEvent::Failed(error)) => Some(SessionOutput::Failed(error)),
+                Some(SessionEvent::Message(message)) => match message {
+                    SessionMessage::Stream(item) => {
+                        match tokio::time::timeout_at(deadline, self.outputs.send(SessionOutput::Chunk(item))).await {
+                            Ok(Ok(())) => continue,
+                            Ok(Err(_)) => return,
+                            Err(_) => {
+                                let _ = self.outputs.try_send(SessionOutput::TimedOut);
+                                return;
+                            }
+                        }
+                    }
+                    SessionMessage::Invoke(Ok(request)) => {
+                        let handler = self.backwards.clone();
+                        let caller = self.caller.clone();
+                        let replies = replies.clone();
+                        tokio::spawn(async move {
+                            let request_id = request.backwards_request_id.clone();
+                            handler.handle(&caller, request, &replies).await;
+                            let _ = replies.send(BackwardsReply::end(&request_id));
+                        });
+                        continue;
+                    }
+                    SessionMessage::Invoke(Err(reason)) => Some(SessionOutput::Failed(PluginSessionError::new(
+                        "invoke_dify_error",
+                        format!("invalid backwards invocation request: {reason}"),
+                    ))),
+                    SessionMessage::Error(error) => Some(SessionOutput::Failed(error)),
+                    SessionMessage::End(_) => None,
+                    SessionMessage::Unknown(kind) => Some(SessionOutput::Failed(PluginSessionError::new(
+                        "unknown_stream_message_type",
+                        format!("unknown stream message type: {kind}"),
+                    ))),
+                },
+            };
+            if let Some(output) = output {
+                let _ = tokio::time::timeout_at(deadline, self.outputs.send(output)).await;
+            }
+            return;
+        }
+    }
+
+    /// Backwards answers go through one writer per session so their lines keep their order.
+    fn spawn_reply_writer(&self) -> mpsc::UnboundedSender<BackwardsReply> {
+        let (sender, mut receiver) = mpsc::unbounded_channel::<BackwardsReply>();
+        let connection = self.connection.clone();
+        let session_id = self.caller.session_id.clone();
+        let invocation = self.invocation.clone();
+        tokio::spawn(async move {
+            while let Some(reply) = receiver.recv().await {
+                let line = PluginInStream::backwards_response(&session_id, &invocation, &reply).to_line();
+                if let Err(error) = connection.send_line(&line).await {
+                    tracing::warn!(%session_id, %error, "cannot deliver a backwards response");
+                    return;
+                }
+            }
+        });
+        sender
+    }
+}
+
+/// Largest decoded `blob_chunk` piece the daemon accepts when merging.
+const MAX_BLOB_CHUNK_BYTES: usize = 8192;
+/// Largest merged blob.
+const MAX_MERGED_BLOB_BYTES: usize = 15 * 1024 * 1024;
+
+/// Applies a route's [`ChunkHandling`] to each plugin item: validation and re-serialisation of tool
+/// messages, merging of agent `blob_chunk`s.
+#[derive(Debug)]
+pub struct ChunkShaper {
+    handling: ChunkHandling,
+    blobs: HashMap<String, Vec<u8>>,
+}
+
+impl ChunkShaper {
+    pub fn new(handling: ChunkHandling) -> Self {
+        Self { handling, blobs: HashMap::new() }
+    }
+
+    /// The items to send for one plugin item (none while a blob is being merged), or the error that
+    /// ends the session.
+    pub fn shape(&mut self, item: Value) -> Result<Option<Value>, PluginSessionError> {
+        match self.handling {
+            ChunkHandling::PassThrough => Ok(Some(item)),
+            ChunkHandling::ToolMessage => tool_message(item).map(Some),
+            ChunkHandling::AgentMessage => {
+                let message = tool_message(item)?;
+                if message["type"] != "blob_chunk" {
+                    return Ok(Some(message));
+                }
+                self.merge_blob_chunk(message)
+            }
+        }
+    }
+
+    fn merge_blob_chunk(&mut self, message: Value) -> Result<Option<Value>, PluginSessionError> {
+        let body = &message["message"];
+        let (Some(id), Some(encoded), Some(end)) =
+            (body["id"].as_str(), body["blob"].as_str(), body["end"].as_bool())
+        else {
+            // Malformed chunks are skipped, as upstream does.
+            return Ok(None);
+        };
+        let Ok(piece) = base64::engine::general_purpose::STANDARD.decode(encoded) else { return Ok(None) };
+        if piece.len() > MAX_BLOB_CHUNK_BYTES {
+            return Err(PluginSessionError::new("unmarshal_error", format!("blob chunk of {} bytes exceeds {MAX_BLOB_CHUNK_BYTES} bytes", piece.len())));
+        }
+        let buffer = self.blobs.entry(id.to_string()).or_default();
+        buffer.extend_from_slice(&piece);
+        if buffer.len() > MAX_MERGED_BLOB_BYTES {
+            self.blobs.remove(id);
+            return Err(PluginSessionError::new("unmarshal_error", "file is too large"));
+        }
+        if !end {
+            return Ok(None);
+        }
+        let bytes = self.blobs.remove(id).unwrap_or_default();
+        Ok(Some(json!({
+            "type": "blob",
+            "message": {"blob": base64::engine::general_purpose::STANDARD.encode(bytes)},
+            "meta": message["meta"].clone(),
+        })))
+    }
+}
+
+/// Validates a ToolInvokeMessage and keeps only its known fields (`type`, `message`, `meta`).
+fn tool_message(item: Value) -> Result<Value, PluginSessionError> {
+    let Value::Object(mut object) = item else {
+        return Err(PluginSessionError::new("unmarshal_error", "tool response chunk is not an object"));
+    };
+    let kind = match object.get("type") {
+        Some(Value::String(kind)) if TOOL_MESSAGE_TYPES.contains(&kind.as_str()) => kind.clone(),
+        other => {
+            return Err(PluginSessionError::new(
+                "unmarshal_error",
+                format!("invalid tool response chunk type: {}", other.map(Value::to_string).unwrap_or_else(|| "missing".into())),
+            ))
+        }
+    };
+    let mut shaped = Map::new();
+    shaped.insert("type".into(), Value::String(kind));
+    shaped.insert("message".into(), object.remove("message").unwrap_or(Value::Null));
+    shaped.insert("meta".into(), object.remove("meta").unwrap_or(Value::Null));
+    Ok(Value::Object(shaped))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merges_agent_blob_chunks() {
+        let mut shaper = ChunkShaper::new(ChunkHandling::AgentMessage);
+        let chunk = |seq: u64, data: &[u8], end: bool| {
+            json!({"type": "blob_chunk", "message": {"id": "b", "sequence": seq, "total_length": 6, "blob": base64::engine::general_purpose::STANDARD.encode(data), "end": end}, "meta": {"mime_type": "text/plain"}})
+        };
+        assert_eq!(shaper.shape(chunk(0, b"abc", false)).unwrap(), None);
+        assert_eq!(shaper.shape(chunk(1, b"def", false)).unwrap(), None);
+        let merged = shaper.shape(chunk(2, b"", true)).unwrap().unwrap();
+        assert_eq!(merged, json!({"type": "blob", "message": {"blob": "YWJjZGVm"}, "meta": {"mime_type": "text/plain"}}));
+        let text = shaper.shape(json!({"type": "text", "message": {"text": "x"}, "meta": null, "extra": 1})).unwrap().unwrap();
+        assert_eq!(text, json!({"type": "text", "message": {"text": "x"}, "meta": null}));
+        let big = json!({"type": "blob_chunk", "message": {"id": "c", "sequence": 0, "total_length": 1, "blob": base64::engine::general_purpose::STANDARD.encode(vec![0u8; 9000]), "end": false}, "meta": null});
+        assert!(shaper.shape(big).is_err());
+    }
+
+    #[test]
+    fn tool_messages_are_validated() {
+        let mut shaper = ChunkShaper::new(ChunkHandling::ToolMessage);
+        assert!(shaper.shape(json!({"type": "nonsense", "message": {}})).is_err());
+        assert!(shaper.shape(json!("text")).is_err());
+        let chunk = json!({"type": "blob_chunk", "message": {"id": "x"}, "meta": null});
+        assert_eq!(shaper.shape(chunk.clone()).unwrap(), Some(chunk));
+        let mut pass = ChunkShaper::new(ChunkHandling::PassThrough);
+        assert_eq!(pass.shape(json!({"result": true})).unwrap(), Some(json!({"result": true})));
+    }
+}

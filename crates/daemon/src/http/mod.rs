@@ -4,6 +4,7 @@
 //! Only this module knows axum. It must not contain business rules or SQL.
 
 mod bind;
+mod dispatch;
 mod management;
 mod system;
 
@@ -132,5 +133,5 @@ pub fn router(state: AppState) -> Router {
 
 /// The invocation routes (`/plugin/{tenant_id}/dispatch/...`), owned by the dispatch module.
 fn dispatch_routes() -> Router<AppState> {
-    Router::new()
+    dispatch::routes()
 }
