@@ -72,6 +72,10 @@ class FixtureDaemon:
     api_key: str = "plugin-api-key"
     routes: dict[tuple[str, str], Responder] = field(default_factory=dict)
     requests: list[RecordedRequest] = field(default_factory=list)
+    # Answers requests that match no route (instead of the daemon's NoRoute 404), when set.
+    fallback: Responder | None = None
+    # Seconds to wait before answering any request.
+    global_delay: float = 0.0
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -79,6 +83,7 @@ class FixtureDaemon:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
 
             def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
                 return
@@ -133,7 +138,7 @@ class FixtureDaemon:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -187,8 +192,13 @@ class FixtureDaemon:
                     responder = candidate
                     break
         if responder is None:
+            responder = self.fallback
+        if responder is None:
             return Reply(status=404, body=NO_ROUTE_BODY)
-        return responder(request)
+        reply = responder(request)
+        if self.global_delay:
+            time.sleep(self.global_delay)
+        return reply
 
 
 def chunk_text(text: str) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import pytest
 
@@ -18,7 +19,7 @@ from dify_plugin_client.schema_refs import resolve_schema_refs
 
 
 def test_local_and_dify_refs_are_resolved_and_siblings_win() -> None:
-    schema = {
+    schema: dict[str, Any] = {
         "type": "object",
         "properties": {
             "a": {"$ref": "#/$defs/thing", "description": "overridden"},
