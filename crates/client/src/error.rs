@@ -27,7 +27,7 @@ pub enum ClientError {
     /// The plugin failed while handling an invocation. `inner` is the plugin's error when the
     /// daemon sent it as JSON; `description` is the raw inner text either way.
     #[error("PluginInvokeError: {}", describe_invoke(.inner, .description))]
-    PluginInvokeError { inner: Option<PluginInnerError>, description: String },
+    PluginInvokeError { inner: Option<Box<PluginInnerError>>, description: String },
 
     #[error("PluginDaemonBadRequestError: {message}")]
     PluginDaemonBadRequestError { message: String },
@@ -75,7 +75,7 @@ pub enum ClientError {
     Validation(String),
 }
 
-fn describe_invoke(inner: &Option<PluginInnerError>, description: &str) -> String {
+fn describe_invoke(inner: &Option<Box<PluginInnerError>>, description: &str) -> String {
     match inner {
         Some(inner) => format!("{}: {}", inner.error_type, inner.message),
         None => description.to_string(),
@@ -136,7 +136,7 @@ impl ClientError {
     fn invoke_error(description: String) -> ClientError {
         let inner = serde_json::from_str::<Value>(&description).ok().and_then(|value| {
             let object = value.as_object()?;
-            Some(PluginInnerError {
+            Some(Box::new(PluginInnerError {
                 error_type: object.get("error_type")?.as_str()?.to_string(),
                 message: match object.get("message") {
                     Some(Value::String(text)) => text.clone(),
@@ -144,7 +144,7 @@ impl ClientError {
                     None => String::new(),
                 },
                 args: object.get("args").cloned().unwrap_or(Value::Null),
-            })
+            }))
         });
         ClientError::PluginInvokeError { inner, description }
     }

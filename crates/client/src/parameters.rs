@@ -170,8 +170,8 @@ fn as_boolean(value: Value) -> Result<Value, String> {
             _ => Err(format!("`{text}` is not a boolean (true/false, yes/no, 1/0)")),
         },
         Value::Number(number) => match number.as_f64() {
-            Some(n) if n == 0.0 => Ok(Value::Bool(false)),
-            Some(n) if n == 1.0 => Ok(Value::Bool(true)),
+            Some(0.0) => Ok(Value::Bool(false)),
+            Some(1.0) => Ok(Value::Bool(true)),
             _ => Err(format!("`{number}` is not a boolean (0 or 1)")),
         },
         other => Err(format!("expects a boolean, got {}", type_name(&other))),

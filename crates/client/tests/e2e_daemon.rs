@@ -263,7 +263,7 @@ async fn scenario(daemon: &Daemon, home: &Path, package: Vec<u8>, readme_on_disk
     let plugin_id = uploaded.manifest.plugin_id();
     assert!(identifier.starts_with(&format!("{plugin_id}:")), "{identifier}");
     let started = client
-        .install_from_identifiers(TENANT, &[identifier.clone()], "package", &[json!({})])
+        .install_from_identifiers(TENANT, std::slice::from_ref(&identifier), "package", &[json!({})])
         .await
         .unwrap_or_else(|e| panic!("install: {e}\n{}", log()));
     assert!(!started.all_installed);
