@@ -138,6 +138,15 @@ def test_task_listing_and_deletion_routes(daemon: FixtureDaemon, client: DifyPlu
     assert client.delete_plugin_installation_task_item(TENANT, task_id, IDENTIFIER) is True
     # The identifier goes raw into the path, with its '/', ':' and '@'.
     assert daemon.requests[-1].raw_path == f"{M}/install/tasks/{task_id}/delete/{IDENTIFIER}"
+    requests_so_far = len(daemon.requests)
+    for bad_task in ("", "a/b", "a?b", "a#b"):
+        with pytest.raises(ValueError):
+            client.fetch_plugin_installation_task(TENANT, bad_task)
+    with pytest.raises(ValueError):
+        client.delete_plugin_installation_task_item(TENANT, task_id, "a/b:1.0.0@x?y")
+    with pytest.raises(ValueError):
+        client.list_plugins("tenant/with/slash")
+    assert len(daemon.requests) == requests_so_far
 
 
 def test_missing_dependencies_batch_uninstall_upgrade(daemon: FixtureDaemon, client: DifyPluginClient) -> None:

@@ -292,8 +292,8 @@ class DifyPluginClient:
 
     def delete_plugin_installation_task_item(self, tenant_id: str, task_id: str, identifier: str) -> bool:
         """Remove one plugin's entry from a task (the identifier goes raw into the path)."""
-        if not isinstance(identifier, str) or not identifier:
-            raise ValueError("identifier must be a non-empty plugin unique identifier")
+        if not isinstance(identifier, str) or not identifier or (_NOT_IN_PATH - {"/"}) & set(identifier):
+            raise ValueError(f"identifier must be a plugin unique identifier, got {identifier!r}")
         return self._transport.request_payload(
             "POST",
             _management(tenant_id, f"install/tasks/{_path_part(task_id)}/delete/{identifier.lstrip('/')}"),
@@ -575,9 +575,13 @@ def _generator(messages: Iterator[ToolInvokeMessage]) -> Generator[ToolInvokeMes
     yield from messages
 
 
+_NOT_IN_PATH = set("/?#% \t\r\n")
+
+
 def _path_part(value: str) -> str:
-    if not isinstance(value, str) or not value or "/" in value:
-        raise ValueError(f"expected a non-empty id without '/', got {value!r}")
+    """A value that goes into the URL path as one segment."""
+    if not isinstance(value, str) or not value or _NOT_IN_PATH & set(value):
+        raise ValueError(f"expected a non-empty id usable as one path segment, got {value!r}")
     return value
 
 
