@@ -323,6 +323,17 @@ async fn scenario(daemon: &Daemon, home: &Path, package: Vec<u8>, readme_on_disk
     assert_eq!(status, 0, "{stderr}\n{}", log());
     let streamed: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("one JSON message per line")).collect();
     assert_eq!(streamed.len(), messages.len(), "{stdout}");
+    assert_eq!(streamed[0]["type"], json!(messages[0].message_type));
+    let (status, stdout, stderr) = cli(
+        daemon,
+        home,
+        &["invoke", "--user", "e2e-user", "--provider", &provider_name, "--tool", &tool.identity.name, "--params", &params],
+    )
+    .await;
+    assert_eq!(status, 0, "{stderr}");
+    for text in messages.iter().filter(|m| m.message_type == "text").filter_map(|m| m.text()) {
+        assert!(stdout.contains(text.trim()), "text output lacks {text:?}: {stdout}");
+    }
 
     // Uninstall through the CLI; the plugin is gone from the list.
     let (status, _, stderr) = cli(daemon, home, &["uninstall", &plugin_id]).await;
