@@ -2,7 +2,7 @@
 
 Owns: ``DaemonProcess`` (a daemon on free ports with its own SQLite database, storage and working
 directories under a temporary directory, stopped with its whole process group) and ``build_package``
-(zips ``e2e/plugin`` into a ``.difypkg`` with the version set in both manifest fields).
+(zips ``tests/e2e_plugin`` into a ``.difypkg`` with the plugin's top-level ``version`` replaced).
 Must not: skip anything: a missing binary or Python 3.12 is a test failure with a clear message.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import io
 import os
+import re
 import shutil
 import signal
 import socket
@@ -25,7 +26,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DAEMON_BINARY = REPO_ROOT / "target" / "debug" / "dify-plugin-daemon"
-PLUGIN_DIR = Path(__file__).resolve().parent / "plugin"
+PLUGIN_DIR = Path(__file__).resolve().parent / "e2e_plugin"
 STARTUP_TIMEOUT = 60.0
 
 
@@ -86,7 +87,7 @@ def build_package(version: str) -> bytes:
             name = path.relative_to(PLUGIN_DIR).as_posix()
             data = path.read_bytes()
             if name == "manifest.yaml":
-                data = data.replace(b"version: 0.0.1", f"version: {version}".encode())
+                data = re.sub(rb"(?m)^version: .*$", f"version: {version}".encode(), data)
             archive.writestr(name, data)
     return buffer.getvalue()
 
