@@ -1,0 +1,121 @@
+//! Every `dify plugin init` template really starts on the official SDK: the generated plugin's
+//! requirements are installed into a uv venv, `python -m main` is launched like the daemon's local
+//! runtime does, and the first heartbeat must arrive within a bounded time. The tool template also
+//! answers an `invoke_tool` request.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use dify_cli::commands::plugin::init::{self, Category, InitOptions, PermissionFlags};
+use serde_json::json;
+use support::{request, venv_for, PluginProcess};
+
+const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
+
+fn generate(dir: &Path, name: &str, category: Category) -> std::path::PathBuf {
+    let opts = InitOptions {
+        name: name.into(),
+        author: "acme".into(),
+        description: "Template boot check".into(),
+        repo: None,
+        category,
+        language: "python".into(),
+        min_dify_version: None,
+        permissions: PermissionFlags::default(),
+        readme_languages: vec![],
+        parent_dir: dir.to_path_buf(),
+        created_at: None,
+    };
+    init::run(&opts).expect("init").directory
+}
+
+fn boots(category: Category, name: &str) -> (tempfile::TempDir, PluginProcess) {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin_dir = generate(dir.path(), name, category);
+    let venv = venv_for(&plugin_dir);
+    let mut plugin = PluginProcess::start(&plugin_dir, &venv);
+    plugin.wait_for_heartbeat(BOOT_TIMEOUT);
+    (dir, plugin)
+}
+
+#[test]
+fn tool_template_boots_and_answers_invoke_tool() {
+    let (_dir, mut plugin) = boots(Category::Tool, "boot_tool");
+    plugin.send(&request(
+        "s-tool-1",
+        json!({
+            "action": "invoke_tool",
+            "credential_type": "api-key",
+            "credentials": {},
+            "provider": "boot_tool",
+            "tool": "boot_tool",
+            "tool_parameters": {"query": "hello world"},
+            "type": "tool",
+            "user_id": "user-1"
+        }),
+    ));
+    let events = plugin.session("s-tool-1", Duration::from_secs(30));
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap_or("")).collect();
+    assert_eq!(kinds, ["stream", "stream", "end"], "{events:?}");
+    assert_eq!(events[0]["data"]["type"], "text");
+    assert_eq!(events[0]["data"]["message"]["text"], "boot_tool received: hello world");
+    assert_eq!(events[1]["data"]["type"], "json");
+    assert_eq!(events[1]["data"]["message"]["json_object"], json!({"query": "hello world", "length": 11}));
+}
+
+#[test]
+fn llm_template_boots_and_streams_an_answer() {
+    let (_dir, mut plugin) = boots(Category::Llm, "boot_llm");
+    plugin.send(&request(
+        "s-llm-1",
+        json!({
+            "action": "invoke_llm",
+            "credentials": {},
+            "model": "boot_llm-echo",
+            "model_parameters": {},
+            "model_type": "llm",
+            "prompt_messages": [{"role": "user", "content": "ping pong"}],
+            "provider": "boot_llm",
+            "stop": null,
+            "stream": true,
+            "tools": null,
+            "type": "model",
+            "user_id": "user-1"
+        }),
+    ));
+    let events = plugin.session("s-llm-1", Duration::from_secs(30));
+    let text: String = events
+        .iter()
+        .filter(|e| e["type"] == "stream")
+        .filter_map(|e| e["data"]["delta"]["message"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "ping pong", "{events:?}");
+    assert_eq!(events.last().unwrap()["type"], "end");
+}
+
+#[test]
+fn text_embedding_template_boots() {
+    let _ = boots(Category::TextEmbedding, "boot_embedding");
+}
+
+#[test]
+fn extension_template_boots() {
+    let _ = boots(Category::Extension, "boot_extension");
+}
+
+#[test]
+fn agent_strategy_template_boots() {
+    let _ = boots(Category::AgentStrategy, "boot_agent");
+}
+
+#[test]
+fn datasource_template_boots() {
+    let _ = boots(Category::Datasource, "boot_datasource");
+}
+
+#[test]
+fn trigger_template_boots() {
+    let _ = boots(Category::Trigger, "boot_trigger");
+}
