@@ -1,0 +1,230 @@
+//! The local runtime driven directly (no HTTP): a real SDK test plugin from `tests/plugins/` is
+//! packaged with `dify-package`, its environment built by uv, launched and supervised by
+//! `RuntimeManager`, and invoked through sessions. Covers message kinds, storage backwards calls,
+//! a raised error, concurrency, a crash with restart, a plugin that never becomes ready, the
+//! execution timeout, and that no child is left a zombie.
+
+mod runtime_support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dify_daemon::backwards::{BackwardsHandler, DifyBackwards};
+use dify_daemon::runtime::{RuntimeConfig, RuntimeManager};
+use dify_daemon::session::{start_session, SessionOutput, SessionRequest};
+use dify_protocol::access::AccessType;
+use dify_protocol::message::InvocationContext;
+use runtime_support::*;
+use serde_json::{json, Map, Value};
+
+const TENANT: &str = "tenant-runtime";
+
+struct Running {
+    manager: Arc<RuntimeManager>,
+    uid: dify_protocol::PluginUniqueIdentifier,
+    declaration: dify_protocol::PluginDeclaration,
+    backwards: Arc<dyn BackwardsHandler>,
+    _workdir: tempfile::TempDir,
+}
+
+async fn launch(plugin: &str, adjust: impl FnOnce(&mut RuntimeConfig)) -> Result<Running, (String, Vec<String>)> {
+    let workdir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_runtime_config(workdir.path());
+    adjust(&mut config);
+    let backwards: Arc<dyn BackwardsHandler> = Arc::new(DifyBackwards::new(&config, Arc::new(MemoryStorage::default())));
+    let manager = RuntimeManager::with_config(config);
+    let package = package_plugin(plugin);
+    let (uid, declaration) = decode(&package);
+    let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel();
+    let launched = tokio::time::timeout(Duration::from_secs(240), manager.launch(&uid, &package, &declaration, progress_tx))
+        .await
+        .expect("launch finished in time");
+    let mut progress = Vec::new();
+    while let Ok(line) = progress_rx.try_recv() {
+        progress.push(line);
+    }
+    match launched {
+        Ok(()) => Ok(Running { manager, uid, declaration, backwards, _workdir: workdir }),
+        Err(error) => Err((error.to_string(), progress)),
+    }
+}
+
+impl Running {
+    async fn invoke(&self, parameters: Value) -> Vec<SessionOutput> {
+        self.invoke_action(AccessType::Tool, "invoke_tool", json!({
+            "provider": "runtime_tools", "tool": "exercise", "credentials": {}, "tool_parameters": parameters,
+        }))
+        .await
+    }
+
+    async fn invoke_action(&self, access_type: AccessType, action: &str, payload: Value) -> Vec<SessionOutput> {
+        let plugin = self.manager.plugin(self.uid.as_str()).expect("plugin is managed");
+        let connection = plugin.process.connection(Duration::from_secs(60)).await.expect("plugin connection");
+        let request = SessionRequest {
+            tenant_id: TENANT.into(),
+            user_id: "user-1".into(),
+            plugin_id: self.uid.plugin_id().into(),
+            access_type,
+            action: action.into(),
+            payload: payload.as_object().cloned().unwrap_or_else(Map::new),
+            invocation: InvocationContext::default(),
+            permissions: self.declaration.permissions(),
+        };
+        let timeout = self.manager.config().max_execution_timeout;
+        let mut session = start_session(connection, request, self.backwards.clone(), timeout).await.expect("session starts");
+        let mut outputs = Vec::new();
+        let collect = async {
+            while let Some(output) = session.next().await {
+                outputs.push(output);
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(120), collect).await.expect("session finished in time");
+        outputs
+    }
+}
+
+fn texts(outputs: &[SessionOutput]) -> Vec<String> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            SessionOutput::Chunk(c) if c["type"] == "text" => c["message"]["text"].as_str().map(str::to_owned),
+            _ => None,
+        })
+        .collect()
+}
+
+fn chunks(outputs: &[SessionOutput]) -> Vec<Value> {
+    outputs.iter().filter_map(|o| if let SessionOutput::Chunk(c) = o { Some(c.clone()) } else { None }).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_plugin_sessions_cover_messages_storage_errors_and_concurrency() {
+    let running = launch("runtime_tools", |_| {}).await.unwrap_or_else(|(e, p)| panic!("launch failed: {e}\n{}", p.join("\n")));
+
+    // Validate credentials: a map result passes through.
+    let validated = running.invoke_action(AccessType::Tool, "validate_tool_credentials", json!({"provider": "runtime_tools", "credentials": {}})).await;
+    assert_eq!(chunks(&validated), vec![json!({"result": true})]);
+
+    // Every simple message kind, in order.
+    let kinds = running.invoke(json!({"mode": "kinds", "text": "hello"})).await;
+    let kinds = chunks(&kinds);
+    let types: Vec<&str> = kinds.iter().map(|c| c["type"].as_str().unwrap_or_default()).collect();
+    assert_eq!(types, vec!["text", "json", "link", "image", "variable", "log"]);
+    assert_eq!(kinds[1]["message"]["json_object"], json!({"text": "hello", "length": 5}));
+    assert_eq!(kinds[4]["message"], json!({"variable_name": "upper", "variable_value": "HELLO", "stream": false}));
+    assert_eq!(kinds[5]["message"]["label"], "step");
+
+    // Storage: exist / set / get / exist / del / exist through backwards invocations.
+    let stored = running.invoke(json!({"mode": "storage", "text": "blue", "key": "color"})).await;
+    assert_eq!(
+        chunks(&stored)[0]["message"]["json_object"],
+        json!({"exists_before": false, "read_back": "blue", "exists_after": true, "exists_deleted": false})
+    );
+    // The manifest's quota (65536 bytes) is checked before the write.
+    let over_quota = running.invoke(json!({"mode": "storage_set", "count": 70000, "key": "big"})).await;
+    match over_quota.last() {
+        Some(SessionOutput::Failed(error)) => assert!(error.message.contains("allocated size is greater than max storage size"), "{error:?}"),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+
+    // A raised error ends the session with the plugin's error after the earlier output.
+    let raised = running.invoke(json!({"mode": "raise", "text": "boom"})).await;
+    assert_eq!(texts(&raised), vec!["about to fail"]);
+    match raised.last() {
+        Some(SessionOutput::Failed(error)) => {
+            assert_eq!(error.error_type, "ValueError");
+            assert_eq!(error.message, "requested failure: boom");
+        }
+        other => panic!("expected the plugin error, got {other:?}"),
+    }
+
+    // 1,000 streamed chunks arrive complete and in order.
+    let streamed = running.invoke(json!({"mode": "stream", "count": 1000})).await;
+    let expected: Vec<String> = (0..1000).map(|i| format!("chunk {i}")).collect();
+    assert_eq!(texts(&streamed), expected);
+
+    // 200 concurrent sessions on one plugin each get exactly their own answer.
+    let runs = futures::future::join_all((0..200).map(|i| {
+        let running = &running;
+        async move { (i, running.invoke(json!({"mode": "echo", "text": format!("n{i}")})).await) }
+    }))
+    .await;
+    for (i, outputs) in runs {
+        assert_eq!(texts(&outputs), vec![format!("echo: n{i}")], "session {i}: {outputs:?}");
+    }
+
+    let pids = running.manager.plugin(running.uid.as_str()).expect("plugin").process.spawned_pids();
+    running.manager.shutdown().await;
+    assert!(running.manager.plugin(running.uid.as_str()).is_none());
+    for pid in pids {
+        assert!(!process_alive(pid), "plugin process {pid} survived shutdown");
+    }
+    assert!(zombie_children().is_empty(), "zombies: {:?}", zombie_children());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashed_plugin_fails_only_its_sessions_and_is_restarted() {
+    let running = launch("runtime_tools", |_| {}).await.unwrap_or_else(|(e, p)| panic!("launch failed: {e}\n{}", p.join("\n")));
+    let plugin = running.manager.plugin(running.uid.as_str()).expect("plugin");
+
+    // A session in flight on the same process and the one that kills it both fail with a clear error.
+    let (crashed, sleeping) = tokio::join!(
+        running.invoke(json!({"mode": "exit"})),
+        running.invoke(json!({"mode": "sleep", "count": 30})),
+    );
+    assert_eq!(texts(&crashed), vec!["exiting"]);
+    for outputs in [&crashed, &sleeping] {
+        match outputs.last() {
+            Some(SessionOutput::Failed(error)) => assert!(error.message.contains("plugin process exited unexpectedly"), "{error:?}"),
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+
+    // The supervisor restarts it and new sessions work.
+    assert!(eventually(Duration::from_secs(60), || plugin.process.restart_count() >= 1).await, "plugin was not restarted");
+    let after = running.invoke(json!({"mode": "echo", "text": "again"})).await;
+    assert_eq!(texts(&after), vec!["echo: again"]);
+
+    let pids = plugin.process.spawned_pids();
+    assert!(pids.len() >= 2, "{pids:?}");
+    running.manager.stop(&running.uid).await;
+    for pid in pids {
+        assert!(!process_alive(pid), "plugin process {pid} survived stop");
+    }
+    assert!(zombie_children().is_empty(), "zombies: {:?}", zombie_children());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_over_the_execution_timeout_is_killed() {
+    let running = launch("runtime_tools", |c| c.max_execution_timeout = Duration::from_secs(2))
+        .await
+        .unwrap_or_else(|(e, p)| panic!("launch failed: {e}\n{}", p.join("\n")));
+    let started = std::time::Instant::now();
+    let outputs = running.invoke(json!({"mode": "sleep", "count": 20})).await;
+    assert_eq!(texts(&outputs), vec!["sleeping"]);
+    assert_eq!(outputs.last(), Some(&SessionOutput::TimedOut));
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    // The plugin itself keeps serving.
+    assert_eq!(texts(&running.invoke(json!({"text": "still here"})).await), vec!["echo: still here"]);
+    running.manager.shutdown().await;
+    assert!(zombie_children().is_empty(), "zombies: {:?}", zombie_children());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_without_heartbeat_is_killed_and_the_launch_says_why() {
+    let started = std::time::Instant::now();
+    let failure = launch("no_heartbeat", |c| c.env_init_timeout = Duration::from_secs(6)).await;
+    let Err((error, progress)) = failure else { panic!("a plugin without heartbeat must not launch") };
+    assert!(error.contains("no heartbeat received within 6 seconds"), "{error}");
+    assert!(error.contains("starting but never ready"), "stderr tail missing: {error}");
+    assert!(progress.iter().any(|l| l.contains("plugin failed to start")), "{progress:?}");
+    assert!(started.elapsed() < Duration::from_secs(200));
+    assert!(eventually(Duration::from_secs(10), || zombie_children().is_empty()).await, "zombies: {:?}", zombie_children());
+    // Its process is gone (no child of ours runs the silent plugin any more).
+    let survivors: Vec<u32> = children_of(std::process::id())
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.contains("-m\0main")))
+        .collect();
+    assert!(survivors.is_empty(), "plugin processes still running: {survivors:?}");
+}
