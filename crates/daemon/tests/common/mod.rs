@@ -518,3 +518,57 @@ macro_rules! on_every_backend {
         }
     };
 }
+
+/// Checks the state invariants directly in the database: every `plugins` row is referenced by
+/// exactly `refers` installations, every installation has its `plugins` row, declaration and stored
+/// package, and every provider row belongs to an installation.
+pub async fn assert_consistent_state(db: &TestDb, workdir: &Path) {
+    use sqlx::Row;
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::any::AnyPoolOptions::new().max_connections(1).connect(&db.url(workdir)).await.expect("connect for checks");
+    let plugins: Vec<(String, i64)> = sqlx::query("SELECT plugin_unique_identifier, refers FROM plugins")
+        .fetch_all(&pool)
+        .await
+        .expect("plugins")
+        .iter()
+        .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1)))
+        .collect();
+    let installations: Vec<(String, String, String)> =
+        sqlx::query("SELECT tenant_id, plugin_id, plugin_unique_identifier FROM plugin_installations")
+            .fetch_all(&pool)
+            .await
+            .expect("installations")
+            .iter()
+            .map(|r| (r.get::<String, _>(0), r.get::<String, _>(1), r.get::<String, _>(2)))
+            .collect();
+    let providers: Vec<(String, String, String)> =
+        sqlx::query("SELECT tenant_id, plugin_id, plugin_unique_identifier FROM provider_installations")
+            .fetch_all(&pool)
+            .await
+            .expect("providers")
+            .iter()
+            .map(|r| (r.get::<String, _>(0), r.get::<String, _>(1), r.get::<String, _>(2)))
+            .collect();
+    let declarations: Vec<String> = sqlx::query("SELECT plugin_unique_identifier FROM plugin_declarations")
+        .fetch_all(&pool)
+        .await
+        .expect("declarations")
+        .iter()
+        .map(|r| r.get::<String, _>(0))
+        .collect();
+    pool.close().await;
+    for (uid, refers) in &plugins {
+        let count = installations.iter().filter(|(_, _, u)| u == uid).count() as i64;
+        assert!(*refers > 0, "plugins row {uid} has refers {refers}");
+        assert_eq!(*refers, count, "refers of {uid} vs installations");
+    }
+    for (tenant, plugin_id, uid) in &installations {
+        assert!(plugins.iter().any(|(u, _)| u == uid), "installation {tenant}/{plugin_id} has no plugins row {uid}");
+        assert!(declarations.contains(uid), "installation {tenant}/{plugin_id} has no declaration {uid}");
+        let package = workdir.join("storage/plugin_packages").join(uid);
+        assert!(package.is_file(), "package of {uid} is missing at {}", package.display());
+    }
+    for provider in &providers {
+        assert!(installations.contains(provider), "orphan provider row {provider:?}");
+    }
+}
