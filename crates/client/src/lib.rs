@@ -7,6 +7,7 @@
 //! Architecture invariant: the library never prints and never reads the environment; the `cli`
 //! module owns settings resolution, printing and exit codes.
 
+pub mod blob_merge;
 pub mod cli;
 mod config;
 mod error;

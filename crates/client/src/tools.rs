@@ -8,6 +8,7 @@
 use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use serde_json::{json, Map, Value};
 
+use crate::blob_merge::merge_blob_chunks;
 use crate::error::ClientError;
 use crate::parameters::{cast_tool_parameters, ParameterRule};
 use crate::provider_id::ToolProviderId;
@@ -150,6 +151,7 @@ impl PluginDaemonClient {
     }
 
     /// Sends `dispatch/tool/invoke` as given, without fetching the declaration or casting.
+    /// Like Dify, `blob_chunk` messages are merged into one `blob` message per file.
     pub async fn invoke_tool_unchecked(
         &self,
         tenant_id: &str,
@@ -175,6 +177,6 @@ impl PluginDaemonClient {
             .map_err(|_| ClientError::Validation(format!("invalid plugin id `{}`", id.plugin_id())))?;
         headers.insert("X-Plugin-ID", plugin_id);
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        self.post_stream(&path, &body, headers).await
+        Ok(merge_blob_chunks(self.post_stream(&path, &body, headers).await?))
     }
 }

@@ -114,15 +114,16 @@ async fn invoke_prints_text_as_it_streams() {
     let args = ["invoke", "--user", "u1", "--provider", PROVIDER, "--tool", "echo", "--params", r#"{"text":"hello"}"#];
     let text = run_with(&server, home.path(), &args).await;
     assert_eq!(text.status, 0, "{}", text.stderr);
-    assert_eq!(text.stdout, "hello again\n[json] {\"echoed\":\"hello\"}\n");
+    assert_eq!(text.stdout, "hello again\n[blob] 6 bytes (text/plain)\n[json] {\"echoed\":\"hello\"}\n");
 
     let mut json_args = args.to_vec();
     json_args.extend(["-o", "json"]);
     let json = run_with(&server, home.path(), &json_args).await;
     let lines: Vec<Value> = json.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(lines.len(), 3);
+    assert_eq!(lines.len(), 4);
     assert_eq!(lines[0]["type"], "text");
-    assert_eq!(lines[2]["message"]["json_object"]["echoed"], "hello");
+    assert_eq!(lines[2]["message"]["blob"], "aGVsbG8h");
+    assert_eq!(lines[3]["message"]["json_object"]["echoed"], "hello");
 
     let bad = run_with(&server, home.path(), &["invoke", "--user", "u", "--provider", PROVIDER, "--tool", "echo", "--params", r#"{"times":"x"}"#]).await;
     assert_eq!(bad.status, 2, "{}", bad.stderr);

@@ -165,10 +165,14 @@ async fn invoke_streams_messages_as_they_arrive() {
         let total = started.elapsed();
         // The fixture waits 150 ms between lines: the first item must not wait for the last.
         assert!(total >= first_at + Duration::from_millis(250), "first {first_at:?}, total {total:?}");
-        assert_eq!(rest.len(), 2);
+        assert_eq!(rest.len(), 3, "{rest:?}");
         let second = rest[0].as_ref().unwrap();
         assert_eq!(second.text(), Some("again"));
-        let third = rest[1].as_ref().unwrap();
+        let blob = rest[1].as_ref().unwrap();
+        assert_eq!(blob.message_type, "blob", "blob chunks are merged");
+        assert_eq!(blob.message["blob"], "aGVsbG8h");
+        assert_eq!(blob.meta.as_ref().unwrap()["mime_type"], "text/plain");
+        let third = rest[2].as_ref().unwrap();
         assert_eq!(third.message_type, "json");
         assert_eq!(third.message["json_object"]["echoed"], "hello");
 

@@ -13,6 +13,7 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use base64::Engine;
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 
@@ -316,6 +317,22 @@ impl StreamPrinter {
                 Some(text) => {
                     self.close_line(&mut out)?;
                     writeln!(out, "[{}] {text}", message.message_type)?;
+                }
+                None if message.message_type == "blob" => {
+                    self.close_line(&mut out)?;
+                    let size = message
+                        .message
+                        .get("blob")
+                        .and_then(Value::as_str)
+                        .and_then(|encoded| base64::engine::general_purpose::STANDARD.decode(encoded).ok())
+                        .map_or(0, |bytes| bytes.len());
+                    let mime = message
+                        .meta
+                        .as_ref()
+                        .and_then(|meta| meta.get("mime_type"))
+                        .and_then(Value::as_str)
+                        .unwrap_or("application/octet-stream");
+                    writeln!(out, "[blob] {size} bytes ({mime})")?;
                 }
                 None => {
                     self.close_line(&mut out)?;

@@ -376,6 +376,12 @@ async fn handle(State(fixture): State<Arc<Fixture>>, method: Method, uri: Uri, h
                 lines.truncate(1);
                 lines.push(payloads::INVOKE.to_string());
             } else {
+                // "hello!" as two base64 blob chunks, merged by the client into one blob.
+                for (sequence, (part, end)) in [("aGVs", false), ("bG8h", true)].into_iter().enumerate() {
+                    lines.push(json!({"code": 0, "message": "success", "data": {"type": "blob_chunk",
+                        "message": {"id": "file-1", "sequence": sequence, "total_length": 6, "blob": part, "end": end},
+                        "meta": {"mime_type": "text/plain"}}}).to_string());
+                }
                 lines.push(json!({"code": 0, "message": "success", "data": {"type": "json", "message": {"json_object": {"echoed": text}}, "meta": null}}).to_string());
             }
             sse(lines, Duration::from_millis(150))
