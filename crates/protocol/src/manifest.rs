@@ -396,3 +396,6 @@ impl PluginDeclaration {
         validate::strict(self)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -225,7 +225,8 @@ pub struct AgentStrategyDeclaration {
     #[serde(deserialize_with = "vec_or_null", serialize_with = "null_if_empty")]
     pub parameters: Vec<AgentStrategyParameter>,
     pub output_schema: Option<serde_json::Value>,
-    #[serde(deserialize_with = "string_vec", serialize_with = "null_if_empty")]
+    /// Always an array in JSON (upstream fills `[]`).
+    #[serde(deserialize_with = "string_vec")]
     pub features: Vec<String>,
 }
 
@@ -324,7 +325,6 @@ pub struct DatasourceProviderIdentity {
 #[serde(try_from = "RawDatasourceProvider")]
 pub struct DatasourceProviderDeclaration {
     pub identity: DatasourceProviderIdentity,
-    #[serde(serialize_with = "null_if_empty")]
     pub credentials_schema: Vec<ProviderConfig>,
     pub oauth_schema: Option<OAuthSchema>,
     /// website_crawl, online_document or online_drive.
@@ -415,14 +415,34 @@ pub struct EventDeclaration {
 
 /// How a trigger subscription is created by the user.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(try_from = "RawSubscriptionConstructor")]
 pub struct SubscriptionConstructor {
-    #[serde(deserialize_with = "vec_or_null", serialize_with = "null_if_empty")]
+    #[serde(deserialize_with = "vec_or_null")]
     pub parameters: Vec<EventParameter>,
-    #[serde(deserialize_with = "vec_or_null", serialize_with = "null_if_empty")]
     pub credentials_schema: Vec<ProviderConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oauth_schema: Option<OAuthSchema>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawSubscriptionConstructor {
+    #[serde(deserialize_with = "vec_or_null")]
+    parameters: Vec<EventParameter>,
+    credentials_schema: Option<ConfigListOrMap>,
+    oauth_schema: Option<OAuthSchema>,
+}
+
+impl TryFrom<RawSubscriptionConstructor> for SubscriptionConstructor {
+    type Error = String;
+
+    fn try_from(raw: RawSubscriptionConstructor) -> Result<Self, Self::Error> {
+        Ok(Self {
+            parameters: raw.parameters,
+            credentials_schema: resolve_credentials(raw.credentials_schema, None)?,
+            oauth_schema: raw.oauth_schema,
+        })
+    }
 }
 
 /// A trigger provider file (`plugins.triggers` entry) with its events.
