@@ -21,6 +21,8 @@ from daemon_process import DaemonProcess, build_package
 from dify_plugin_client import (
     DifyPluginClient,
     PluginConfig,
+    PluginDaemonBadRequestError,
+    PluginDaemonInternalServerError,
     PluginDaemonUnauthorizedError,
     PluginInvokeError,
     PluginNotFoundError,
@@ -166,6 +168,75 @@ def test_cli_against_the_daemon(daemon: DaemonProcess, state: dict[str, Any], tm
     assert cli_main(["invoke", PROVIDER, "search", "-p", "query=cli"], environ=env, stdout=out, stderr=err) == 0
     assert out.getvalue().startswith("result 1 for cli\n")
     assert cli_main(["list", "--key", "wrong"], environ=env, stdout=io.StringIO(), stderr=io.StringIO()) == 4
+
+
+def test_daemon_errors_map_to_named_exceptions(client: DifyPluginClient, state: dict[str, Any]) -> None:
+    tenant, v1 = state["tenant"], state["v1"]
+    with pytest.raises(PluginDaemonBadRequestError, match="bad signature"):
+        client.upload_pkg(tenant, build_package("0.0.9"), verify_signature=True)
+    unknown = "e2etest/unknown:0.0.1@" + "0" * 64
+    with pytest.raises(PluginDaemonBadRequestError, match="plugin not found"):
+        client.fetch_plugin_manifest(tenant, unknown)
+    with pytest.raises(PluginDaemonInternalServerError, match="record not found"):
+        client.fetch_plugin_installation_task(tenant, str(uuid.uuid4()))
+    with pytest.raises(PluginNotFoundError):
+        client.fetch_tool_provider(tenant, "e2etest/searcher/nothing")
+    assert client.fetch_plugin_by_identifier(tenant, unknown) is False
+    assert client.validate_provider_credentials(tenant, "u", PROVIDER, {}) is True
+    assert client.get_runtime_parameters(tenant, "u", PROVIDER, {}, "search") == []
+    # Another tenant sees nothing of this tenant's installation.
+    other = str(uuid.uuid4())
+    assert client.list_plugins(other) == []
+    assert [m.current_identifier for m in client.fetch_missing_dependencies(other, [v1])] == [""]
+
+
+def test_cli_commands_against_the_daemon(daemon: DaemonProcess, state: dict[str, Any], tmp_path: Path) -> None:
+    config = tmp_path / "dify.json"
+    config.write_text(json.dumps({"url": daemon.url, "key": daemon.key, "tenant": state["tenant"]}))
+
+    def cli(*argv: str) -> tuple[int, str]:
+        out, err = io.StringIO(), io.StringIO()
+        code = cli_main([*argv, "--config", str(config)], environ={"HOME": str(tmp_path)}, stdout=out, stderr=err)
+        return code, out.getvalue() + err.getvalue()
+
+    v1 = state["v1"]
+    assert cli("manifest", v1) == (0, "e2etest/searcher 0.0.1 (tool)\nE2E Searcher\n"
+                                      "Tool plugin used by the Python client's end-to-end tests\n")
+    code, out = cli("readme", v1)
+    assert code == 0 and out.startswith("# E2E Searcher")
+    assert cli("tools") == (0, f"{PROVIDER}\tsearch\n{PROVIDER}\tfail\n")
+    code, out = cli("missing", v1)
+    assert code == 0 and out == ""
+    code, out = cli("tasks", "-o", "json")
+    assert code == 0 and isinstance(json.loads(out), list)
+    code, out = cli("upload-pkg", str(_write(tmp_path / "p.difypkg", build_package("0.0.1"))))
+    assert (code, out) == (0, v1 + "\n")
+
+
+def test_cli_install_and_uninstall_in_another_tenant(daemon: DaemonProcess, state: dict[str, Any],
+                                                     tmp_path: Path) -> None:
+    tenant = str(uuid.uuid4())
+    env = {"HOME": str(tmp_path), "DIFY_PLUGIN_DAEMON_URL": daemon.url, "DIFY_PLUGIN_DAEMON_KEY": daemon.key}
+    package = _write(tmp_path / "p.difypkg", build_package("0.0.1"))
+    out, err = io.StringIO(), io.StringIO()
+    code = cli_main(["install", "--file", str(package), "--tenant", tenant, "--wait-timeout", "300", "-o", "json"],
+                    environ=env, stdout=out, stderr=err)
+    assert code == 0, err.getvalue() + daemon.log_tail()
+    result = json.loads(out.getvalue())
+    assert result["identifiers"] == [state["v1"]] and result["status"] == "success"
+    with DifyPluginClient(PluginConfig(url=daemon.url, key=daemon.key, timeout=60)) as c:
+        assert [p.plugin_unique_identifier for p in c.list_plugins(tenant)] == [state["v1"]]
+        out = io.StringIO()
+        assert cli_main(["uninstall", "e2etest/searcher", "--tenant", tenant], environ=env, stdout=out,
+                        stderr=err) == 0, err.getvalue()
+        assert out.getvalue() == "true\n"
+        assert c.list_plugins(tenant) == []
+        assert [p.plugin_unique_identifier for p in c.list_plugins(state["tenant"])] == [state["v1"]]
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
 
 
 def test_wrong_key_is_rejected(daemon: DaemonProcess, state: dict[str, Any]) -> None:
