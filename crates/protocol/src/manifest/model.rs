@@ -129,6 +129,10 @@ pub struct ModelProviderDeclaration {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub position: Option<ModelPosition>,
     pub models: Vec<ModelDeclaration>,
+    /// Runner-specific data (e.g. `extra.python.source`), kept verbatim; the daemon does not
+    /// interpret it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<serde_json::Value>,
     /// Globs from `models.<type>.predefined`, in file order.
     #[serde(skip)]
     pub model_files: Vec<String>,
@@ -158,6 +162,7 @@ struct RawModelProvider {
     model_credential_schema: Option<serde_json::Value>,
     position: Option<ModelPosition>,
     models: Option<ModelsField>,
+    extra: Option<serde_json::Value>,
 }
 
 /// `models.<type>` in a provider file: glob list and optional position file.
@@ -272,6 +277,7 @@ impl TryFrom<RawModelProvider> for ModelProviderDeclaration {
             // without position files.
             position: if listed_by_source { Some(raw.position.unwrap_or_default()) } else { raw.position },
             models,
+            extra: raw.extra,
             model_files,
             position_files,
         })

@@ -92,6 +92,10 @@ pub struct ToolDeclaration {
     #[serde(skip_serializing_if = "is_empty_object")]
     pub output_schema: Option<serde_json::Value>,
     pub has_runtime_parameters: bool,
+    /// Runner-specific data (e.g. `extra.python.source`), kept verbatim; the daemon does not
+    /// interpret it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<serde_json::Value>,
 }
 
 pub(crate) fn is_empty_object(value: &Option<serde_json::Value>) -> bool {
@@ -111,11 +115,15 @@ pub struct ToolProviderDeclaration {
     pub oauth_schema: Option<OAuthSchema>,
     pub tools: Vec<ToolDeclaration>,
     /// Paths of tool files listed in `tools:`, resolved by the package decoder.
+    /// Runner-specific data (e.g. `extra.python.source`), kept verbatim; the daemon does not
+    /// interpret it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<serde_json::Value>,
     #[serde(skip)]
     pub tool_files: Vec<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(default)]
 struct RawToolProvider {
     identity: ToolProviderIdentity,
@@ -123,19 +131,9 @@ struct RawToolProvider {
     credentials_for_provider: Option<ConfigListOrMap>,
     oauth_schema: Option<OAuthSchema>,
     tools: Option<Vec<FileOrInline<ToolDeclaration>>>,
+    extra: Option<serde_json::Value>,
 }
 
-impl Default for RawToolProvider {
-    fn default() -> Self {
-        Self {
-            identity: ToolProviderIdentity::default(),
-            credentials_schema: None,
-            credentials_for_provider: None,
-            oauth_schema: None,
-            tools: None,
-        }
-    }
-}
 
 impl TryFrom<RawToolProvider> for ToolProviderDeclaration {
     type Error = String;
@@ -148,6 +146,7 @@ impl TryFrom<RawToolProvider> for ToolProviderDeclaration {
             oauth_schema: raw.oauth_schema,
             tools,
             tool_files,
+            extra: raw.extra,
         })
     }
 }
@@ -162,6 +161,10 @@ pub struct EndpointDeclaration {
     #[serde(deserialize_with = "scalar_string")]
     pub method: String,
     pub hidden: bool,
+    /// Runner-specific data (e.g. `extra.python.source`), kept verbatim; the daemon does not
+    /// interpret it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<serde_json::Value>,
 }
 
 /// An endpoint group file (`plugins.endpoints` entry).
@@ -172,6 +175,10 @@ pub struct EndpointProviderDeclaration {
     pub settings: Vec<ProviderConfig>,
     #[serde(serialize_with = "null_if_empty")]
     pub endpoints: Vec<EndpointDeclaration>,
+    /// Runner-specific data (e.g. `extra.python.source`), kept verbatim; the daemon does not
+    /// interpret it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<serde_json::Value>,
     #[serde(skip)]
     pub endpoint_files: Vec<String>,
 }
@@ -182,6 +189,7 @@ struct RawEndpointProvider {
     #[serde(deserialize_with = "vec_or_null")]
     settings: Vec<ProviderConfig>,
     endpoints: Option<Vec<FileOrInline<EndpointDeclaration>>>,
+    extra: Option<serde_json::Value>,
 }
 
 impl TryFrom<RawEndpointProvider> for EndpointProviderDeclaration {
@@ -189,7 +197,7 @@ impl TryFrom<RawEndpointProvider> for EndpointProviderDeclaration {
 
     fn try_from(raw: RawEndpointProvider) -> Result<Self, Self::Error> {
         let (endpoints, endpoint_files) = split_file_or_inline(raw.endpoints);
-        Ok(Self { settings: raw.settings, endpoints, endpoint_files })
+        Ok(Self { settings: raw.settings, endpoints, endpoint_files, extra: raw.extra })
     }
 }
 
@@ -228,6 +236,10 @@ pub struct AgentStrategyDeclaration {
     /// Always an array in JSON (upstream fills `[]`).
     #[serde(deserialize_with = "string_vec")]
     pub features: Vec<String>,
+    /// Runner-specific data (e.g. `extra.python.source`), kept verbatim; the daemon does not
+    /// interpret it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<serde_json::Value>,
 }
 
 /// An agent strategy provider file (`plugins.agent_strategies` entry).
@@ -236,6 +248,10 @@ pub struct AgentStrategyDeclaration {
 pub struct AgentStrategyProviderDeclaration {
     pub identity: ToolProviderIdentity,
     pub strategies: Vec<AgentStrategyDeclaration>,
+    /// Runner-specific data (e.g. `extra.python.source`), kept verbatim; the daemon does not
+    /// interpret it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<serde_json::Value>,
     #[serde(skip)]
     pub strategy_files: Vec<String>,
 }
@@ -245,6 +261,7 @@ pub struct AgentStrategyProviderDeclaration {
 struct RawAgentStrategyProvider {
     identity: ToolProviderIdentity,
     strategies: Option<Vec<FileOrInline<AgentStrategyDeclaration>>>,
+    extra: Option<serde_json::Value>,
 }
 
 impl TryFrom<RawAgentStrategyProvider> for AgentStrategyProviderDeclaration {
@@ -252,7 +269,7 @@ impl TryFrom<RawAgentStrategyProvider> for AgentStrategyProviderDeclaration {
 
     fn try_from(raw: RawAgentStrategyProvider) -> Result<Self, Self::Error> {
         let (strategies, strategy_files) = split_file_or_inline(raw.strategies);
-        Ok(Self { identity: raw.identity, strategies, strategy_files })
+        Ok(Self { identity: raw.identity, strategies, strategy_files, extra: raw.extra })
     }
 }
 
@@ -302,6 +319,10 @@ pub struct DatasourceDeclaration {
     pub description: I18nObject,
     #[serde(skip_serializing_if = "is_empty_object")]
     pub output_schema: Option<serde_json::Value>,
+    /// Runner-specific data (e.g. `extra.python.source`), kept verbatim; the daemon does not
+    /// interpret it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<serde_json::Value>,
 }
 
 /// Identity of a datasource provider.
@@ -330,6 +351,10 @@ pub struct DatasourceProviderDeclaration {
     /// website_crawl, online_document or online_drive.
     pub provider_type: String,
     pub datasources: Vec<DatasourceDeclaration>,
+    /// Runner-specific data (e.g. `extra.python.source`), kept verbatim; the daemon does not
+    /// interpret it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<serde_json::Value>,
     #[serde(skip)]
     pub datasource_files: Vec<String>,
 }
@@ -343,6 +368,7 @@ struct RawDatasourceProvider {
     #[serde(deserialize_with = "scalar_string")]
     provider_type: String,
     datasources: Option<Vec<FileOrInline<DatasourceDeclaration>>>,
+    extra: Option<serde_json::Value>,
 }
 
 impl TryFrom<RawDatasourceProvider> for DatasourceProviderDeclaration {
@@ -357,6 +383,7 @@ impl TryFrom<RawDatasourceProvider> for DatasourceProviderDeclaration {
             provider_type: raw.provider_type,
             datasources,
             datasource_files,
+            extra: raw.extra,
         })
     }
 }
@@ -411,6 +438,10 @@ pub struct EventDeclaration {
     pub description: I18nObject,
     #[serde(skip_serializing_if = "is_empty_object")]
     pub output_schema: Option<serde_json::Value>,
+    /// Runner-specific data (e.g. `extra.python.source`), kept verbatim; the daemon does not
+    /// interpret it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<serde_json::Value>,
 }
 
 /// How a trigger subscription is created by the user.
@@ -453,6 +484,10 @@ pub struct TriggerProviderDeclaration {
     pub subscription_schema: Vec<ProviderConfig>,
     pub subscription_constructor: Option<SubscriptionConstructor>,
     pub events: Vec<EventDeclaration>,
+    /// Runner-specific data (e.g. `extra.python.source`), kept verbatim; the daemon does not
+    /// interpret it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<serde_json::Value>,
     #[serde(skip)]
     pub event_files: Vec<String>,
 }
@@ -464,6 +499,7 @@ struct RawTriggerProvider {
     subscription_schema: Option<ConfigListOrMap>,
     subscription_constructor: Option<SubscriptionConstructor>,
     events: Option<Vec<FileOrInline<EventDeclaration>>>,
+    extra: Option<serde_json::Value>,
 }
 
 impl TryFrom<RawTriggerProvider> for TriggerProviderDeclaration {
@@ -477,6 +513,7 @@ impl TryFrom<RawTriggerProvider> for TriggerProviderDeclaration {
             subscription_constructor: raw.subscription_constructor,
             events,
             event_files,
+            extra: raw.extra,
         })
     }
 }

@@ -246,7 +246,7 @@ fn endpoint_and_trigger_files() {
     )
     .unwrap();
     assert_eq!(endpoints.endpoint_files, ["endpoints/a.yaml"]);
-    assert_eq!(endpoints.endpoints[0], EndpointDeclaration { path: "/x".into(), method: "POST".into(), hidden: true });
+    assert_eq!(endpoints.endpoints[0], EndpointDeclaration { path: "/x".into(), method: "POST".into(), hidden: true, extra: None });
 
     let trigger: TriggerProviderDeclaration = serde_yaml_ng::from_str(
         "identity: {author: a, name: t, icon: i.svg, label: {en_US: T}}\nsubscription_schema:\n  secret:\n    type: secret-input\n    label: {en_US: S}\nsubscription_constructor:\n  credentials_schema:\n    token:\n      type: secret-input\n      label: {en_US: T}\nevents: [events/e.yaml]\n",
@@ -274,4 +274,19 @@ fn strict_rules_are_specific() {
         fields,
         ["label.en_US", "resource.memory", "plugins.tools[0]", "meta.arch", "meta.runner.entrypoint", "meta.minimum_dify_version"]
     );
+}
+
+#[test]
+fn extra_is_kept_verbatim() {
+    let provider: ToolProviderDeclaration = serde_yaml_ng::from_str(
+        "identity: {author: a, name: p, icon: i.svg, label: {en_US: P}}\nextra:\n  python:\n    source: provider/p.py\ntools:\n  - identity: {author: a, name: t, label: {en_US: T}}\n    description: {human: {en_US: h}, llm: l}\n    extra: {python: {source: tools/t.py}}\n",
+    )
+    .unwrap();
+    let json = serde_json::to_value(&provider).unwrap();
+    assert_eq!(json["extra"], json!({"python": {"source": "provider/p.py"}}));
+    assert_eq!(json["tools"][0]["extra"]["python"]["source"], "tools/t.py");
+    let back: ToolProviderDeclaration = serde_json::from_value(json).unwrap();
+    assert_eq!(back, provider);
+    let without: ToolProviderDeclaration = serde_yaml_ng::from_str("identity: {author: a, name: p}\n").unwrap();
+    assert!(serde_json::to_value(&without).unwrap().get("extra").is_none());
 }
