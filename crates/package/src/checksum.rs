@@ -10,11 +10,29 @@ pub fn checksum_files<'a, I>(files: I) -> String
 where
     I: IntoIterator<Item = (&'a str, &'a [u8])>,
 {
-    let mut hashed: Vec<(&str, [u8; 32])> = files
+    let hashed: Vec<(&str, [u8; 32])> = files
         .into_iter()
         .map(|(path, content)| (path, Sha256::digest(content).into()))
         .collect();
     // `str` ordering is byte-wise, like Go's sort.Strings.
+    checksum_from_hashes(hashed.iter().map(|(path, hash)| (*path, hash)))
+}
+
+/// The SHA-256 of each content, in order. Computed once per package and shared by the checksum
+/// and the signature check.
+pub fn content_hashes<'a, I>(contents: I) -> Vec<[u8; 32]>
+where
+    I: IntoIterator<Item = &'a [u8]>,
+{
+    contents.into_iter().map(|content| Sha256::digest(content).into()).collect()
+}
+
+/// The checksum from paths and their precomputed content hashes.
+pub fn checksum_from_hashes<'a, I>(files: I) -> String
+where
+    I: IntoIterator<Item = (&'a str, &'a [u8; 32])>,
+{
+    let mut hashed: Vec<(&str, &[u8; 32])> = files.into_iter().collect();
     hashed.sort_by(|a, b| a.0.cmp(b.0));
     let mut outer = Sha256::new();
     for (path, content_hash) in hashed {

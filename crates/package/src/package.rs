@@ -11,12 +11,12 @@ use once_cell::sync::Lazy;
 use regex::Regex;
 
 use crate::archive::{read_archive, ArchiveEntry};
-use crate::checksum::checksum_files;
+use crate::checksum::{checksum_from_hashes, content_hashes};
 use crate::error::PackageError;
 use crate::ignore::IgnoreRules;
 use crate::limits::DecodeLimits;
 use crate::load::{clean_path, load_declaration, FileView};
-use crate::signature::{official_public_key, verify_entries, PublicKey, SignatureError, Verification};
+use crate::signature::{official_public_key, verify_hashed_entries, PublicKey, SignatureError, Verification};
 
 static I18N_README: Lazy<Regex> = Lazy::new(|| Regex::new(r"^README_([a-z]{2}_[A-Za-z]{2,})\.md$").expect("valid regex"));
 
@@ -34,6 +34,8 @@ pub struct Package {
     entries: Vec<ArchiveEntry>,
     /// Path → index into `entries`, sorted byte-wise.
     index: BTreeMap<String, usize>,
+    /// SHA-256 of each entry's content, aligned with `entries`.
+    hashes: Vec<[u8; 32]>,
     declaration: PluginDeclaration,
     checksum: String,
     source: Source,
@@ -70,13 +72,17 @@ impl Package {
     fn from_entries(entries: Vec<ArchiveEntry>, source: Source) -> Result<Package, PackageError> {
         let index = build_index(&entries);
         let mut declaration = load_declaration(&FileView { entries: &entries, index: &index })?;
-        let checksum = checksum_files(entries.iter().map(|e| (e.name.as_str(), e.data.as_slice())));
+        // Each entry is hashed once; the checksum and the signature check share the hashes.
+        let hashes = content_hashes(entries.iter().map(|e| e.data.as_slice()));
+        let checksum = checksum_from_hashes(entries.iter().zip(&hashes).map(|(e, hash)| (e.name.as_str(), hash)));
         let verification = match &source {
-            Source::Archive { comment, .. } => verify_entries(&entries, comment, &[official_public_key()]).ok(),
-            Source::Directory { .. } => None,
+            Source::Archive { comment, .. } if !comment.is_empty() => {
+                verify_hashed_entries(&entries, &hashes, comment, &[official_public_key()]).ok()
+            }
+            _ => None,
         };
         declaration.verified = verification.is_some();
-        Ok(Package { entries, index, declaration, checksum, source, verification })
+        Ok(Package { entries, index, hashes, declaration, checksum, source, verification })
     }
 
     /// The resolved declaration (`verified` reflects the last signature check).
@@ -201,9 +207,12 @@ impl Package {
             Source::Archive { comment, .. } => comment.as_slice(),
             Source::Directory { .. } => &[],
         };
+        if comment.is_empty() {
+            return Err(SignatureError::NotSigned);
+        }
         let mut keys: Vec<&PublicKey> = vec![official_public_key()];
         keys.extend(extra_keys.iter());
-        verify_entries(&self.entries, comment, &keys)
+        verify_hashed_entries(&self.entries, &self.hashes, comment, &keys)
     }
 
     /// Writes every file under `dir` (created if needed; dirs 0755, files 0644). On any error the

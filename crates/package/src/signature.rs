@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::archive::{read_archive, write_archive, ArchiveEntry};
-use crate::checksum::checksum_files;
+use crate::checksum::{checksum_from_hashes, content_hashes};
 use crate::error::PackageError;
 use crate::limits::DecodeLimits;
 
@@ -136,10 +136,10 @@ pub fn generate_keypair(bits: usize) -> Result<(String, String), SignatureError>
 }
 
 /// The digest that is signed: SHA-256 of (SHA-256 of each entry in order ‖ decimal time).
-fn signed_digest<'a>(contents: impl IntoIterator<Item = &'a [u8]>, time: i64) -> Vec<u8> {
-    let mut message = Vec::new();
-    for content in contents {
-        message.extend_from_slice(&Sha256::digest(content));
+fn signed_digest(hashes: &[[u8; 32]], time: i64) -> Vec<u8> {
+    let mut message = Vec::with_capacity(hashes.len() * 32 + 20);
+    for hash in hashes {
+        message.extend_from_slice(hash);
     }
     message.extend_from_slice(time.to_string().as_bytes());
     Sha256::digest(&message).to_vec()
@@ -150,12 +150,26 @@ pub fn verify_entries(entries: &[ArchiveEntry], comment: &[u8], keys: &[&PublicK
     if comment.is_empty() {
         return Err(SignatureError::NotSigned);
     }
+    let hashes = content_hashes(entries.iter().map(|e| e.data.as_slice()));
+    verify_hashed_entries(entries, &hashes, comment, keys)
+}
+
+/// [`verify_entries`] with the entries' content hashes already computed (same order).
+pub(crate) fn verify_hashed_entries(
+    entries: &[ArchiveEntry],
+    hashes: &[[u8; 32]],
+    comment: &[u8],
+    keys: &[&PublicKey],
+) -> Result<Verification, SignatureError> {
+    if comment.is_empty() {
+        return Err(SignatureError::NotSigned);
+    }
     let parsed: SignatureComment =
         serde_json::from_slice(comment).map_err(|e| SignatureError::MalformedSignature(e.to_string()))?;
     let signature = base64::engine::general_purpose::STANDARD
         .decode(parsed.signature.as_bytes())
         .map_err(|e| SignatureError::MalformedSignature(e.to_string()))?;
-    let digest = signed_digest(entries.iter().map(|e| e.data.as_slice()), parsed.time);
+    let digest = signed_digest(hashes, parsed.time);
     let trusted = keys
         .iter()
         .any(|key| key.0.verify(Pkcs1v15Sign::new::<Sha256>(), &digest, &signature).is_ok());
@@ -167,7 +181,7 @@ pub fn verify_entries(entries: &[ArchiveEntry], comment: &[u8], keys: &[&PublicK
             let file: VerificationFile = serde_json::from_slice(&entry.data)
                 .map_err(|e| SignatureError::InvalidVerificationFile(e.to_string()))?;
             if let Some(expected) = file.files_checksum {
-                if files_checksum(entries) != expected {
+                if files_checksum(entries, hashes) != expected {
                     return Err(SignatureError::FilesChanged);
                 }
             }
@@ -192,8 +206,10 @@ fn looks_like_verification_file(data: &[u8]) -> bool {
 }
 
 /// Checksum (names and contents) of every entry except the verification file.
-fn files_checksum(entries: &[ArchiveEntry]) -> String {
-    checksum_files(entries.iter().filter(|e| e.name != VERIFICATION_FILE).map(|e| (e.name.as_str(), e.data.as_slice())))
+fn files_checksum(entries: &[ArchiveEntry], hashes: &[[u8; 32]]) -> String {
+    checksum_from_hashes(
+        entries.iter().zip(hashes).filter(|(e, _)| e.name != VERIFICATION_FILE).map(|(e, hash)| (e.name.as_str(), hash)),
+    )
 }
 
 /// Verifies a package with the official key plus `extra_keys`.
@@ -222,14 +238,16 @@ pub fn sign_at(bytes: &[u8], key: &PrivateKey, category: Option<&str>, time: i64
     let archive = read_archive(bytes, &DecodeLimits::for_bundle())?;
     let mut entries: Vec<ArchiveEntry> = archive.entries.into_iter().filter(|e| e.name != VERIFICATION_FILE).collect();
     if let Some(category) = category {
+        let hashes = content_hashes(entries.iter().map(|e| e.data.as_slice()));
         let verification = VerificationFile {
             authorized_category: category.to_owned(),
-            files_checksum: Some(files_checksum(&entries)),
+            files_checksum: Some(files_checksum(&entries, &hashes)),
         };
         let data = serde_json::to_vec(&verification).map_err(|e| SignatureError::Signing(e.to_string()))?;
         entries.push(ArchiveEntry { name: VERIFICATION_FILE.to_owned(), data });
     }
-    let digest = signed_digest(entries.iter().map(|e| e.data.as_slice()), time);
+    let hashes = content_hashes(entries.iter().map(|e| e.data.as_slice()));
+    let digest = signed_digest(&hashes, time);
     let signature = key
         .0
         .sign(Pkcs1v15Sign::new::<Sha256>(), &digest)
