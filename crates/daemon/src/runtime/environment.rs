@@ -228,7 +228,10 @@ fn uv_environment(working_dir: &Path, config: &RuntimeConfig) -> Vec<(String, St
         ("VIRTUAL_ENV".to_string(), working_dir.join(".venv").display().to_string()),
         ("UV_CACHE_DIR".to_string(), config.uv_cache_dir().display().to_string()),
     ];
-    for name in ["PATH", "HOME", "UV_INDEX_NEXUS_USERNAME", "UV_INDEX_NEXUS_PASSWORD", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "UV_OFFLINE", "UV_NATIVE_TLS"] {
+    for name in [
+        "PATH", "HOME", "UV_INDEX_NEXUS_USERNAME", "UV_INDEX_NEXUS_PASSWORD", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
+        "UV_OFFLINE", "UV_NATIVE_TLS", "UV_SYSTEM_CERTS",
+    ] {
         if let Ok(value) = std::env::var(name) {
             env.push((name.to_string(), value));
         }

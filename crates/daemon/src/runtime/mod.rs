@@ -78,7 +78,16 @@ impl RuntimeManager {
     }
 
     /// Like [`RuntimeManager::with_config`], adding `extra_plugin_env` to every plugin process.
-    pub fn with_plugin_env(config: RuntimeConfig, extra_plugin_env: Vec<(String, String)>) -> Arc<Self> {
+    pub fn with_plugin_env(mut config: RuntimeConfig, extra_plugin_env: Vec<(String, String)>) -> Arc<Self> {
+        // Children run in their working directory, so every path handed to them must be absolute.
+        if let Ok(absolute) = std::path::absolute(&config.working_path) {
+            config.working_path = absolute;
+        }
+        if let Some(cache) = config.uv_cache_path.as_mut() {
+            if let Ok(absolute) = std::path::absolute(&*cache) {
+                *cache = absolute;
+            }
+        }
         let permits = config.launching_concurrency.max(1);
         Arc::new(Self {
             config: Arc::new(config),
