@@ -12,8 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use dify_client::wire::PluginInstallTaskStatus;
-use dify_client::{ClientConfig, PluginDaemonClient, ToolInvocation};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use dify_client::wire::{PluginInstallTaskStatus, ToolInvokeMessage, ToolProviderRef};
+use dify_client::{ClientConfig, ClientError, PluginDaemonClient, ToolInvocation};
+use sha2::{Digest, Sha256};
 use futures::StreamExt;
 use serde_json::{json, Map, Value};
 
@@ -84,24 +87,14 @@ fn uv_path() -> PathBuf {
         .expect("uv not found: set UV_PATH or put uv on PATH")
 }
 
-/// The SDK tool plugin to use: `DIFY_CLIENT_E2E_PLUGIN`, else the first directory under
-/// `tests/plugins/` whose manifest declares tools.
+/// The SDK tool plugin: `tests/plugins/runtime_tools` (tool `exercise`, whose `mode` parameter
+/// selects the output), unless `DIFY_CLIENT_E2E_PLUGIN` names another directory of the same plugin.
 fn plugin_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("DIFY_CLIENT_E2E_PLUGIN") {
-        return PathBuf::from(dir);
-    }
-    let root = workspace_root().join("tests/plugins");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
-        .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.path()).collect())
-        .unwrap_or_default();
-    dirs.sort();
-    dirs.into_iter()
-        .find(|dir| {
-            std::fs::read_to_string(dir.join("manifest.yaml"))
-                .map(|manifest| manifest.contains("tools:"))
-                .unwrap_or(false)
-        })
-        .unwrap_or_else(|| panic!("no SDK tool plugin (a directory with a manifest.yaml declaring tools) under {}", root.display()))
+    let dir = std::env::var_os("DIFY_CLIENT_E2E_PLUGIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("tests/plugins/runtime_tools"));
+    assert!(dir.join("manifest.yaml").exists(), "test plugin {} is missing", dir.display());
+    dir
 }
 
 /// One daemon process in its own process group.
@@ -217,25 +210,8 @@ async fn cli(daemon: &Daemon, home: &Path, args: &[&str]) -> (i32, String, Strin
     )
 }
 
-/// A value for every required parameter of a declared tool, so any tool plugin can be invoked.
-fn sample_parameters(parameters: &[Value]) -> Map<String, Value> {
-    let mut values = Map::new();
-    for parameter in parameters {
-        let required = parameter["required"].as_bool().unwrap_or(false);
-        let has_default = !parameter["default"].is_null();
-        if !required || has_default {
-            continue;
-        }
-        let name = parameter["name"].as_str().unwrap_or_default().to_string();
-        let value = match parameter["type"].as_str().unwrap_or("string") {
-            "number" => json!(1),
-            "boolean" => json!(true),
-            "select" => parameter["options"][0]["value"].clone(),
-            _ => json!("hello from the rust client"),
-        };
-        values.insert(name, value);
-    }
-    values
+fn hex_sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,22 +262,61 @@ async fn scenario(daemon: &Daemon, home: &Path, package: Vec<u8>, readme_on_disk
         None => assert_eq!(readme, ""),
     }
 
-    // Tool providers and a streamed invocation.
+    // Tool providers.
     let providers = client.fetch_tool_providers(TENANT).await.expect("tool providers");
     let provider = providers.iter().find(|p| p.plugin_id == plugin_id).expect("the plugin's tool provider");
     let provider_name = provider.declaration.identity.name.clone();
     assert_eq!(provider_name, format!("{plugin_id}/{}", provider.provider));
-    let tool = provider.declaration.tools.first().expect("a tool");
-    let declared: Vec<Value> = tool.parameters.iter().map(|p| serde_json::to_value(p).expect("parameter json")).collect();
-    let parameters = sample_parameters(&declared);
-    let mut invocation = ToolInvocation::new("e2e-user", &provider_name, &tool.identity.name);
-    invocation.tool_parameters = parameters.clone();
-    let mut stream = client.invoke_tool(TENANT, invocation).await.unwrap_or_else(|e| panic!("invoke: {e}\n{}", log()));
-    let mut messages = Vec::new();
-    while let Some(item) = stream.next().await {
-        messages.push(item.unwrap_or_else(|e| panic!("stream item: {e}\n{}", log())));
+    let tool = provider.declaration.tools.iter().find(|t| t.identity.name == "exercise").expect("tool `exercise`");
+    assert!(tool.parameters.iter().any(|p| p.name == "mode"));
+    let one = client.fetch_tool_provider(TENANT, &provider_name).await.expect("one tool provider");
+    assert_eq!(one.declaration.identity.name, provider_name);
+    let exists = client
+        .check_tools_existence(TENANT, &[ToolProviderRef { plugin_id: plugin_id.clone(), provider_name: provider.provider.clone() }])
+        .await
+        .expect("check existence");
+    assert_eq!(exists, vec![true]);
+
+    // Streamed invocations through the library.
+    let invoke = |parameters: Value| {
+        let mut invocation = ToolInvocation::new("e2e-user", &provider_name, "exercise");
+        invocation.tool_parameters = parameters.as_object().expect("object").clone();
+        let client = client.clone();
+        async move {
+            let stream = client.invoke_tool(TENANT, invocation).await.expect("invocation starts");
+            stream.collect::<Vec<_>>().await
+        }
+    };
+    let messages = invoke(json!({"mode": "stream", "count": "4"})).await;
+    let texts: Vec<&str> = messages.iter().map(|m| m.as_ref().expect("message").text().expect("text")).collect();
+    assert_eq!(texts, ["chunk 0", "chunk 1", "chunk 2", "chunk 3"], "{}", log());
+
+    let messages = invoke(json!({"mode": "kinds", "text": "hi"})).await;
+    let kinds: Vec<&str> = messages.iter().map(|m| m.as_ref().expect("message").message_type.as_str()).collect();
+    assert_eq!(kinds, ["text", "json", "link", "image", "variable", "log"]);
+
+    // 20000 bytes arrive as 8 KiB blob_chunks from the SDK and are merged into one blob.
+    let messages = invoke(json!({"mode": "blob", "count": 20000})).await;
+    let messages: Vec<ToolInvokeMessage> = messages.into_iter().map(|m| m.expect("message")).collect();
+    let digest = messages[0].text().expect("digest text").to_string();
+    let blobs: Vec<&ToolInvokeMessage> = messages.iter().filter(|m| m.message_type == "blob").collect();
+    assert_eq!(blobs.len(), 1, "{:?}", messages.iter().map(|m| &m.message_type).collect::<Vec<_>>());
+    let bytes = STANDARD.decode(blobs[0].message["blob"].as_str().expect("base64")).expect("decode");
+    assert_eq!(bytes.len(), 20000);
+    assert_eq!(hex_sha256(&bytes), digest);
+
+    let messages = invoke(json!({"mode": "raise", "text": "on purpose"})).await;
+    assert_eq!(messages[0].as_ref().expect("first message").text(), Some("about to fail"));
+    match messages.last() {
+        Some(Err(ClientError::PluginInvokeError { description, .. })) => {
+            assert!(description.contains("requested failure: on purpose"), "{description}")
+        }
+        other => panic!("expected a PluginInvokeError, got {other:?}"),
     }
-    assert!(!messages.is_empty(), "the tool streamed no message");
+    let rejected = client
+        .invoke(TENANT, "e2e-user", &provider_name, "exercise", Map::new(), json!({"count": "many"}).as_object().cloned().unwrap_or_default())
+        .await;
+    assert!(matches!(rejected, Err(ClientError::Validation(_))), "a bad number is rejected before dispatch");
 
     // The same through the CLI (settings from the environment).
     let (status, stdout, stderr) = cli(daemon, home, &["list", "-o", "name"]).await;
@@ -309,31 +324,34 @@ async fn scenario(daemon: &Daemon, home: &Path, package: Vec<u8>, readme_on_disk
     assert!(stdout.lines().any(|line| line == identifier), "{stdout}");
     let (status, stdout, stderr) = cli(daemon, home, &["tools"]).await;
     assert_eq!(status, 0, "{stderr}");
-    assert!(stdout.contains(&provider_name), "{stdout}");
+    assert!(stdout.contains(&format!("{provider_name}  exercise")), "{stdout}");
     let (status, stdout, stderr) = cli(daemon, home, &["manifest", &identifier, "-o", "json"]).await;
     assert_eq!(status, 0, "{stderr}");
     assert_eq!(serde_json::from_str::<Value>(&stdout).expect("manifest json")["name"], json!(manifest.name));
-    let params = Value::Object(parameters).to_string();
-    let (status, stdout, stderr) = cli(
-        daemon,
-        home,
-        &["invoke", "--user", "e2e-user", "--provider", &provider_name, "--tool", &tool.identity.name, "--params", &params, "-o", "json"],
-    )
-    .await;
+    let (status, stdout, stderr) = cli(daemon, home, &["readme", &identifier]).await;
+    assert_eq!((status, stdout.trim()), (0, readme.trim()), "{stderr}");
+    let invoke_args = |params: &'static str| -> Vec<String> {
+        ["invoke", "--user", "e2e-user", "--provider", &provider_name, "--tool", "exercise", "--params", params]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let args = invoke_args(r#"{"mode":"stream","count":3}"#);
+    let (status, stdout, stderr) = cli(daemon, home, &args.iter().map(String::as_str).collect::<Vec<_>>()).await;
     assert_eq!(status, 0, "{stderr}\n{}", log());
-    let streamed: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("one JSON message per line")).collect();
-    assert_eq!(streamed.len(), messages.len(), "{stdout}");
-    assert_eq!(streamed[0]["type"], json!(messages[0].message_type));
-    let (status, stdout, stderr) = cli(
-        daemon,
-        home,
-        &["invoke", "--user", "e2e-user", "--provider", &provider_name, "--tool", &tool.identity.name, "--params", &params],
-    )
-    .await;
+    assert_eq!(stdout, "chunk 0chunk 1chunk 2\n", "text streams without separators, as Dify shows it");
+    let mut args = invoke_args(r#"{"mode":"kinds","text":"hi"}"#);
+    args.extend(["-o".to_string(), "json".to_string()]);
+    let (status, stdout, stderr) = cli(daemon, home, &args.iter().map(String::as_str).collect::<Vec<_>>()).await;
     assert_eq!(status, 0, "{stderr}");
-    for text in messages.iter().filter(|m| m.message_type == "text").filter_map(|m| m.text()) {
-        assert!(stdout.contains(text.trim()), "text output lacks {text:?}: {stdout}");
-    }
+    let streamed: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("one JSON message per line")).collect();
+    assert_eq!(streamed.len(), 6, "{stdout}");
+    assert_eq!(streamed[1]["message"]["json_object"], json!({"text": "hi", "length": 2}));
+    let args = invoke_args(r#"{"mode":"raise","text":"on purpose"}"#);
+    let (status, stdout, stderr) = cli(daemon, home, &args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    assert_eq!(status, 1, "{stderr}");
+    assert_eq!(stdout, "about to fail\n");
+    assert!(stderr.contains("requested failure: on purpose"), "{stderr}");
 
     // Uninstall through the CLI; the plugin is gone from the list.
     let (status, _, stderr) = cli(daemon, home, &["uninstall", &plugin_id]).await;
