@@ -97,7 +97,8 @@ pub struct InitArgs {
     /// Plugin repository URL (optional)
     #[arg(long)]
     pub repo: Option<String>,
-    /// Plugin category: tool, llm, text-embedding, extension, agent-strategy, datasource, trigger
+    /// Plugin category: tool, llm, text-embedding, rerank, tts, speech2text, moderation, extension,
+    /// agent-strategy, datasource, trigger
     #[arg(long, default_value = "tool")]
     pub category: String,
     /// Programming language: python

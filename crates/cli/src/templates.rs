@@ -36,6 +36,12 @@ impl TemplateValues {
         TemplateValues { values }
     }
 
+    /// Add or replace one value.
+    pub fn with(mut self, key: &'static str, value: &str) -> Self {
+        self.values.insert(key, value.to_string());
+        self
+    }
+
     /// Fill every `{{key}}`; unknown keys are left as they are (Python f-strings use braces too,
     /// but never doubled ones in our templates).
     pub fn render(&self, template: &str) -> String {
@@ -109,18 +115,40 @@ const TOOL: &[(&str, &str)] = &[
     ("tools/{{plugin_name}}.py", template!("python/tool/tool.py")),
 ];
 
+/// Provider files shared by every model category; `{{model_type}}`/`{{model_key}}` pick the kind.
+const MODEL_PROVIDER: &[(&str, &str)] = &[
+    ("provider/{{plugin_name}}.yaml", template!("python/model/provider.yaml")),
+    ("provider/{{plugin_name}}.py", template!("python/model/provider.py")),
+];
+
 const LLM: &[(&str, &str)] = &[
-    ("provider/{{plugin_name}}.yaml", template!("python/llm/provider.yaml")),
-    ("provider/{{plugin_name}}.py", template!("python/llm/provider.py")),
     ("models/llm/llm.yaml", template!("python/llm/llm.yaml")),
     ("models/llm/llm.py", template!("python/llm/llm.py")),
 ];
 
 const TEXT_EMBEDDING: &[(&str, &str)] = &[
-    ("provider/{{plugin_name}}.yaml", template!("python/text_embedding/provider.yaml")),
-    ("provider/{{plugin_name}}.py", template!("python/llm/provider.py")),
     ("models/text_embedding/text_embedding.yaml", template!("python/text_embedding/text_embedding.yaml")),
     ("models/text_embedding/text_embedding.py", template!("python/text_embedding/text_embedding.py")),
+];
+
+const RERANK: &[(&str, &str)] = &[
+    ("models/rerank/rerank.yaml", template!("python/rerank/rerank.yaml")),
+    ("models/rerank/rerank.py", template!("python/rerank/rerank.py")),
+];
+
+const TTS: &[(&str, &str)] = &[
+    ("models/tts/tts.yaml", template!("python/tts/tts.yaml")),
+    ("models/tts/tts.py", template!("python/tts/tts.py")),
+];
+
+const SPEECH2TEXT: &[(&str, &str)] = &[
+    ("models/speech2text/speech2text.yaml", template!("python/speech2text/speech2text.yaml")),
+    ("models/speech2text/speech2text.py", template!("python/speech2text/speech2text.py")),
+];
+
+const MODERATION: &[(&str, &str)] = &[
+    ("models/moderation/moderation.yaml", template!("python/moderation/moderation.yaml")),
+    ("models/moderation/moderation.py", template!("python/moderation/moderation.py")),
 ];
 
 const EXTENSION: &[(&str, &str)] = &[
@@ -164,6 +192,10 @@ fn category_templates(category: Category) -> &'static [(&'static str, &'static s
         Category::Tool => TOOL,
         Category::Llm => LLM,
         Category::TextEmbedding => TEXT_EMBEDDING,
+        Category::Rerank => RERANK,
+        Category::Tts => TTS,
+        Category::Speech2text => SPEECH2TEXT,
+        Category::Moderation => MODERATION,
         Category::Extension => EXTENSION,
         Category::AgentStrategy => AGENT_STRATEGY,
         Category::Datasource => DATASOURCE,
@@ -181,7 +213,13 @@ fn render_all(templates: &[(&str, &str)], values: &TemplateValues) -> Vec<Genera
 /// Every file of a new plugin of `category` except `manifest.yaml`, icons and readmes.
 pub fn plugin_files(category: Category, values: &TemplateValues) -> Vec<GeneratedFile> {
     let mut files = render_all(COMMON, values);
-    files.extend(render_all(category_templates(category), values));
+    if let Some((model_type, model_key)) = category.model_kind() {
+        let values = values.clone().with("model_type", model_type).with("model_key", model_key);
+        files.extend(render_all(MODEL_PROVIDER, &values));
+        files.extend(render_all(category_templates(category), &values));
+    } else {
+        files.extend(render_all(category_templates(category), values));
+    }
     files
 }
 

@@ -78,7 +78,7 @@ fn help_exits_zero() {
 fn init_package_checksum_sign_verify_end_to_end() {
     let tmp = tempfile::tempdir().unwrap();
     let cwd = tmp.path();
-    for category in ["tool", "llm", "extension", "agent-strategy", "datasource", "trigger", "text-embedding"] {
+    for category in ["tool", "llm", "extension", "agent-strategy", "datasource", "trigger", "text-embedding", "rerank", "tts", "speech2text", "moderation"] {
         let name = format!("e2e_{}", category.replace('-', "_"));
         let out = dify(
             cwd,

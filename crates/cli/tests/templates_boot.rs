@@ -101,6 +101,46 @@ fn text_embedding_template_boots() {
 }
 
 #[test]
+fn rerank_template_boots_and_ranks() {
+    let (_dir, mut plugin) = boots(Category::Rerank, "boot_rerank");
+    plugin.send(&request(
+        "s-rerank-1",
+        json!({
+            "action": "invoke_rerank",
+            "credentials": {},
+            "docs": ["nothing here", "the cat sat"],
+            "model": "boot_rerank-overlap-rerank",
+            "model_type": "rerank",
+            "provider": "boot_rerank",
+            "query": "cat",
+            "score_threshold": null,
+            "top_n": null,
+            "type": "model",
+            "user_id": "user-1"
+        }),
+    ));
+    let events = plugin.session("s-rerank-1", Duration::from_secs(30));
+    assert_eq!(events[0]["type"], "stream", "{events:?}");
+    assert_eq!(events[0]["data"]["docs"][0]["index"], 1);
+    assert_eq!(events.last().unwrap()["type"], "end");
+}
+
+#[test]
+fn tts_template_boots() {
+    let _ = boots(Category::Tts, "boot_tts");
+}
+
+#[test]
+fn speech2text_template_boots() {
+    let _ = boots(Category::Speech2text, "boot_speech2text");
+}
+
+#[test]
+fn moderation_template_boots() {
+    let _ = boots(Category::Moderation, "boot_moderation");
+}
+
+#[test]
 fn extension_template_boots() {
     let _ = boots(Category::Extension, "boot_extension");
 }

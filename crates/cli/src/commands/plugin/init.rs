@@ -20,6 +20,10 @@ pub enum Category {
     Tool,
     Llm,
     TextEmbedding,
+    Rerank,
+    Tts,
+    Speech2text,
+    Moderation,
     Extension,
     AgentStrategy,
     Datasource,
@@ -31,6 +35,10 @@ impl Category {
         Category::Tool,
         Category::Llm,
         Category::TextEmbedding,
+        Category::Rerank,
+        Category::Tts,
+        Category::Speech2text,
+        Category::Moderation,
         Category::Extension,
         Category::AgentStrategy,
         Category::Datasource,
@@ -42,6 +50,10 @@ impl Category {
             Category::Tool => "tool",
             Category::Llm => "llm",
             Category::TextEmbedding => "text-embedding",
+            Category::Rerank => "rerank",
+            Category::Tts => "tts",
+            Category::Speech2text => "speech2text",
+            Category::Moderation => "moderation",
             Category::Extension => "extension",
             Category::AgentStrategy => "agent-strategy",
             Category::Datasource => "datasource",
@@ -49,19 +61,12 @@ impl Category {
         }
     }
 
-    /// Parse a `--category` value. Upstream also lists rerank, tts, speech2text and moderation;
-    /// they are reported as a usage error with a hint instead of generating a broken plugin.
+    /// Parse a `--category` value.
     pub fn parse(s: &str) -> CliResult<Category> {
         if let Some(c) = Category::ALL.iter().find(|c| c.as_str() == s) {
             return Ok(*c);
         }
         let supported: Vec<&str> = Category::ALL.iter().map(|c| c.as_str()).collect();
-        if ["rerank", "tts", "speech2text", "moderation"].contains(&s) {
-            return Err(CliError::usage(
-                format!("category {s} has no template yet"),
-                format!("start from --category llm and change supported_model_types; available: {}", supported.join(", ")),
-            ));
-        }
         Err(CliError::usage(
             format!("invalid category {s:?}"),
             format!("use one of: {}", supported.join(", ")),
@@ -72,7 +77,12 @@ impl Category {
     fn plugins_entry(self, name: &str) -> (&'static str, String) {
         match self {
             Category::Tool => ("tools", format!("provider/{name}.yaml")),
-            Category::Llm | Category::TextEmbedding => ("models", format!("provider/{name}.yaml")),
+            Category::Llm
+            | Category::TextEmbedding
+            | Category::Rerank
+            | Category::Tts
+            | Category::Speech2text
+            | Category::Moderation => ("models", format!("provider/{name}.yaml")),
             Category::Extension => ("endpoints", format!("group/{name}.yaml")),
             Category::AgentStrategy => ("agent_strategies", format!("provider/{name}.yaml")),
             Category::Datasource => ("datasources", format!("provider/{name}.yaml")),
@@ -80,11 +90,30 @@ impl Category {
         }
     }
 
+    /// For model categories: the model type (`supported_model_types`) and the `models:` key /
+    /// directory name.
+    pub fn model_kind(self) -> Option<(&'static str, &'static str)> {
+        Some(match self {
+            Category::Llm => ("llm", "llm"),
+            Category::TextEmbedding => ("text-embedding", "text_embedding"),
+            Category::Rerank => ("rerank", "rerank"),
+            Category::Tts => ("tts", "tts"),
+            Category::Speech2text => ("speech2text", "speech2text"),
+            Category::Moderation => ("moderation", "moderation"),
+            _ => return None,
+        })
+    }
+
     /// Which icon pair the plugin gets (the manifest-level category).
     fn icon_family(self) -> &'static str {
         match self {
             Category::Tool => "tool",
-            Category::Llm | Category::TextEmbedding => "model",
+            Category::Llm
+            | Category::TextEmbedding
+            | Category::Rerank
+            | Category::Tts
+            | Category::Speech2text
+            | Category::Moderation => "model",
             Category::Extension => "extension",
             Category::AgentStrategy => "agent-strategy",
             Category::Datasource => "datasource",
@@ -652,7 +681,7 @@ mod tests {
         o.permissions.storage_size = Some(10);
         assert_eq!(run(&o).unwrap_err().exit_status(), 2);
         assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
-        assert_eq!(Category::parse("rerank").unwrap_err().exit_status(), 2);
+        assert_eq!(Category::parse("rerank").unwrap(), Category::Rerank);
         assert_eq!(Category::parse("nope").unwrap_err().exit_status(), 2);
     }
 
