@@ -257,7 +257,8 @@ def test_install_failed_task_exits_1(daemon: FixtureDaemon) -> None:
     m = f"/plugin/{TENANT}/management"
     daemon.json("POST", f"{m}/install/identifiers", {"all_installed": False, "task_id": "t2"})
     daemon.json("GET", f"{m}/install/tasks/t2", install_task("failed", "failed", "bad env"))
-    code, out, err = run([*base(daemon), "install", "--identifier", IDENTIFIER, "-o", "json"])
+    code, out, err = run([*base(daemon), "install", "--identifier", IDENTIFIER, "--source", "marketplace",
+                          "-o", "json"])
     assert code == 1 and "failed" in err
     assert json.loads(out)["plugins"][0]["message"] == "bad env"
     assert daemon.requests_to(f"{m}/install/identifiers")[0].json() == {
@@ -328,3 +329,40 @@ def test_invoke_json_output_keeps_blobs_as_base64(daemon: FixtureDaemon) -> None
         {"type": "blob", "message": {"blob": blob}, "meta": {"mime_type": "x/y"}}]
     code, out, err = run([*base(daemon), "invoke", "acme/searcher/search", "search", "--no-validate"])
     assert code == 0 and out == f't\n[blob] {{"blob": "{blob}"}}\n'
+
+
+def test_rust_cli_spellings_and_upgrade(tmp_path: Path, daemon: FixtureDaemon) -> None:
+    """The flags of the Rust dify-plugin-client work here too."""
+    m = f"/plugin/{TENANT}/management"
+    pkg = tmp_path / "p.difypkg"
+    pkg.write_bytes(b"PK")
+    daemon.json("POST", f"{m}/install/upload/package",
+                {"unique_identifier": IDENTIFIER, "manifest": declaration(), "verification": None})
+    daemon.json("GET", f"{m}/tool", tool_provider_row())
+    daemon.sse("POST", f"/plugin/{TENANT}/dispatch/tool/invoke", [chunk_text("ok")])
+    daemon.json("POST", f"{m}/install/upgrade", {"all_installed": False, "task_id": "t4"})
+    daemon.json("GET", f"{m}/install/tasks/t4", install_task("success", "success", "upgraded"))
+    daemon.json("POST", f"{m}/install/identifiers", {"all_installed": True, "task_id": ""})
+
+    assert run([*base(daemon), "upload-pkg", "--file", str(pkg)])[:2] == (0, IDENTIFIER + "\n")
+    assert run([*base(daemon), "upload-pkg"])[0] == 2
+    code, out, err = run([*base(daemon), "invoke", "--provider", "acme/searcher/search", "--tool", "search",
+                          "--user", "u1", "--params", '{"query": "q"}'])
+    assert (code, out) == (0, "ok\n"), err
+    sent = daemon.requests_to(f"/plugin/{TENANT}/dispatch/tool/invoke")[0].json()
+    assert sent["user_id"] == "u1" and sent["data"]["tool_parameters"] == {"query": "q"}
+    assert run([*base(daemon), "invoke", "--tool", "search"])[0] == 2
+
+    code, out, err = run([*base(daemon), "upgrade", "--from", IDENTIFIER, "--to", IDENTIFIER.replace("0.0.1", "0.0.2"),
+                          "--poll-interval", "0.01"])
+    assert code == 0, err
+    assert "success upgraded" in out
+    assert daemon.requests_to(f"{m}/install/upgrade")[0].json()["source"] == "package"
+
+    code, out, err = run([*base(daemon), "install", "--identifier", IDENTIFIER])
+    assert code == 0 and "task -: success" in out
+    assert daemon.requests_to(f"{m}/install/identifiers")[0].json() == {
+        "plugin_unique_identifiers": [IDENTIFIER], "source": "package", "metas": [{}]}
+
+    code, out, _ = run([*base(daemon), "tools", "--provider", "acme/searcher/search"])
+    assert code == 0 and out == "acme/searcher/search\tsearch\nacme/searcher/search\ttyped\n"

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from .client import DifyPluginClient
 from .config import DEFAULT_KEY, DEFAULT_TIMEOUT, DEFAULT_URL, PluginConfig
-from .entities.daemon import PluginInstallTaskStatus
+from .entities.daemon import PluginInstallTaskStartResponse, PluginInstallTaskStatus
 from .entities.plugin import PluginInstallationSource
 from .errors import (
     PluginDaemonError,
@@ -212,8 +212,19 @@ def cmd_list(client: DifyPluginClient, settings: Settings, args: argparse.Namesp
     return EXIT_OK
 
 
+def _one_of(positional: str | None, flag: str | None, what: str) -> str:
+    """A value given either positionally or with its flag (the Rust CLI's spelling), not both."""
+    if positional and flag and positional != flag:
+        raise UsageError(f"{what} given twice ({positional!r} and {flag!r})")
+    value = positional or flag
+    if not value:
+        raise UsageError(f"{what} is required")
+    return value
+
+
 def cmd_upload_pkg(client: DifyPluginClient, settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
-    decoded = client.upload_pkg(_require_tenant(settings), _read_file(args.file), args.verify_signature)
+    path = _one_of(args.file, args.file_flag, "the package file")
+    decoded = client.upload_pkg(_require_tenant(settings), _read_file(path), args.verify_signature)
     _emit(out, args.output, decoded, lambda v: v.unique_identifier)
     return EXIT_OK
 
@@ -221,16 +232,25 @@ def cmd_upload_pkg(client: DifyPluginClient, settings: Settings, args: argparse.
 def cmd_install(client: DifyPluginClient, settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
     tenant = _require_tenant(settings)
     identifiers: list[str] = list(args.identifier or [])
-    source = PluginInstallationSource(args.source) if args.source else None
+    source = PluginInstallationSource(args.source)
     for path in args.file or []:
         decoded = client.upload_pkg(tenant, _read_file(path), args.verify_signature)
         identifiers.append(decoded.unique_identifier)
-        source = source or PluginInstallationSource.Package
-    source = source or PluginInstallationSource.Marketplace
     metas: list[dict[str, Any]] = [
         {"plugin_unique_identifier": i} if source == PluginInstallationSource.Marketplace else {} for i in identifiers
     ]
     started = client.install_from_identifiers(tenant, identifiers, source, metas)
+    return _finish_task(client, tenant, identifiers, started, args, out)
+
+
+def _finish_task(
+    client: DifyPluginClient,
+    tenant: str,
+    identifiers: list[str],
+    started: PluginInstallTaskStartResponse,
+    args: argparse.Namespace,
+    out: TextIO,
+) -> int:
     result: dict[str, Any] = {
         "identifiers": identifiers,
         "all_installed": started.all_installed,
@@ -274,13 +294,15 @@ def _parse_parameter_pairs(pairs: Sequence[str]) -> dict[str, Any]:
 
 def cmd_invoke(client: DifyPluginClient, settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
     tenant = _require_tenant(settings)
+    provider = _one_of(args.provider, args.provider_flag, "the tool provider (org/plugin/provider)")
+    tool = _one_of(args.tool, args.tool_flag, "the tool name")
     parameters = _json_option(args.params, "--params")
     parameters.update(_parse_parameter_pairs(args.param or []))
     messages = client.invoke(
         tenant_id=tenant,
         user_id=args.user,
-        tool_provider=args.provider,
-        tool_name=args.tool,
+        tool_provider=provider,
+        tool_name=tool,
         credentials=_json_option(args.credentials, "--credentials"),
         tool_parameters=parameters,
         credential_type=args.credential_type,
@@ -374,7 +396,11 @@ def cmd_missing(client: DifyPluginClient, settings: Settings, args: argparse.Nam
 
 
 def cmd_tools(client: DifyPluginClient, settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
-    providers = client.fetch_tool_providers(_require_tenant(settings))
+    tenant = _require_tenant(settings)
+    if args.provider:
+        providers = [client.fetch_tool_provider(tenant, args.provider)]
+    else:
+        providers = client.fetch_tool_providers(tenant)
     _emit(
         out,
         args.output,
@@ -384,6 +410,12 @@ def cmd_tools(client: DifyPluginClient, settings: Settings, args: argparse.Names
         ),
     )
     return EXIT_OK
+
+
+def cmd_upgrade(client: DifyPluginClient, settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    tenant = _require_tenant(settings)
+    started = client.upgrade_plugin(tenant, args.original, args.new, PluginInstallationSource(args.source), {})
+    return _finish_task(client, tenant, [args.new], started, args, out)
 
 
 # ------------------------------------------------------------------------------------------- parser
@@ -408,6 +440,12 @@ def _global_options() -> _Parser:
     return common
 
 
+def add_wait_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-wait", action="store_true", help="return after starting the task")
+    parser.add_argument("--wait-timeout", type=float, default=900.0, help="give up waiting after SECONDS")
+    parser.add_argument("--poll-interval", type=float, default=0.5, help=argparse.SUPPRESS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _global_options()
     parser = _Parser(prog="dify-plugin-client", description="Talk to a Dify plugin daemon.", parents=[common])
@@ -425,22 +463,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--page-size", type=int, default=256)
 
     sub = add("upload-pkg", cmd_upload_pkg, "upload a .difypkg and print its unique identifier")
-    sub.add_argument("file")
+    sub.add_argument("file", nargs="?")
+    sub.add_argument("--file", dest="file_flag", metavar="FILE", help="the package (same as the positional FILE)")
     sub.add_argument("--verify-signature", action="store_true")
 
     sub = add("install", cmd_install, "install plugins from package files or uploaded identifiers")
     what = sub.add_mutually_exclusive_group(required=True)
     what.add_argument("--file", action="append", help="package file to upload and install (repeatable)")
     what.add_argument("--identifier", action="append", help="already uploaded unique identifier (repeatable)")
-    sub.add_argument("--source", choices=[s.value for s in PluginInstallationSource])
+    sub.add_argument("--source", choices=[s.value for s in PluginInstallationSource], default="package")
     sub.add_argument("--verify-signature", action="store_true")
-    sub.add_argument("--no-wait", action="store_true", help="do not wait for the install task")
-    sub.add_argument("--wait-timeout", type=float, default=600.0)
-    sub.add_argument("--poll-interval", type=float, default=0.5)
+    add_wait_options(sub)
 
     sub = add("invoke", cmd_invoke, "invoke a tool and stream its messages")
-    sub.add_argument("provider", help="org/plugin/provider")
-    sub.add_argument("tool")
+    sub.add_argument("provider", nargs="?", help="org/plugin/provider")
+    sub.add_argument("tool", nargs="?")
+    sub.add_argument("--provider", dest="provider_flag", metavar="PROVIDER", help="same as the positional PROVIDER")
+    sub.add_argument("--tool", dest="tool_flag", metavar="TOOL", help="same as the positional TOOL")
     sub.add_argument("-p", "--param", action="append", help="tool parameter name=value (repeatable)")
     sub.add_argument("--params", help="tool parameters as a JSON object")
     sub.add_argument("--credentials", help="credentials as a JSON object")
@@ -459,6 +498,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = add("uninstall", cmd_uninstall, "uninstall by installation id (or plugin id org/name)")
     sub.add_argument("installation")
 
+    sub = add("upgrade", cmd_upgrade, "upgrade an installed plugin to another uploaded version")
+    sub.add_argument("--from", dest="original", required=True, help="installed unique identifier")
+    sub.add_argument("--to", dest="new", required=True, help="uploaded unique identifier to upgrade to")
+    sub.add_argument("--source", choices=[s.value for s in PluginInstallationSource], default="package")
+    add_wait_options(sub)
+
     sub = add("manifest", cmd_manifest, "show a plugin's manifest")
     sub.add_argument("identifier")
 
@@ -469,7 +514,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = add("missing", cmd_missing, "list which of the given identifiers are not installed")
     sub.add_argument("identifiers", nargs="+")
 
-    add("tools", cmd_tools, "list tool providers and their tools")
+    sub = add("tools", cmd_tools, "list tool providers and their tools")
+    sub.add_argument("--provider", help="only this provider (org/plugin/provider)")
     return parser
 
 
