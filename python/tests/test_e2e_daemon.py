@@ -31,7 +31,7 @@ from dify_plugin_client import (
 from dify_plugin_client.cli import main as cli_main
 from dify_plugin_client.entities.daemon import PluginInstallTask, PluginInstallTaskStatus
 from dify_plugin_client.entities.plugin import PluginInstallationSource
-from dify_plugin_client.entities.tool import JsonMessage, TextMessage
+from dify_plugin_client.entities.tool import BlobMessage, JsonMessage, TextMessage, VariableMessage
 
 IDENTIFIER_PATTERN = re.compile(
     r"^(?:([a-z0-9_-]{1,64})/)?([a-z0-9_-]{1,255}):([0-9]{1,4})(\.[0-9]{1,4}){1,3}(-\w{1,16})?@[a-f0-9]{32,64}$"
@@ -115,7 +115,7 @@ def test_lookups(client: DifyPluginClient, state: dict[str, Any]) -> None:
 
     providers = client.fetch_tool_providers(tenant)
     assert [p.declaration.identity.name for p in providers] == [PROVIDER]
-    assert {t.identity.name for t in providers[0].declaration.tools} == {"search", "fail"}
+    assert {t.identity.name for t in providers[0].declaration.tools} == {"search", "fail", "report"}
     provider = client.fetch_tool_provider(tenant, PROVIDER)
     assert provider.declaration.tool("search") is not None
     assert client.check_tools_existence(tenant, [PROVIDER, "e2etest/searcher/nothing"]) == [True, False]
@@ -155,6 +155,20 @@ def test_invoke_casts_parameters_and_reports_plugin_errors(client: DifyPluginCli
     with pytest.raises(PluginNotFoundError):
         list(client.invoke(tenant, "u", "e2etest/absent/search", "search", {}, {"query": "x"},
                            validate_parameters=False))
+
+
+def test_invoke_merges_blob_chunks_from_the_sdk(client: DifyPluginClient, state: dict[str, Any]) -> None:
+    size = 20000  # the SDK sends blobs in 8 KiB blob_chunk messages
+    messages = list(client.invoke(state["tenant"], "u", PROVIDER, "report", {},
+                                  {"size": str(size), "compressed": "yes"}))
+    assert [m.type.value for m in messages] == ["link", "variable", "blob"]
+    assert isinstance(messages[0].message, TextMessage)
+    assert messages[0].message.text == "https://example.invalid/report"
+    assert isinstance(messages[1].message, VariableMessage)
+    assert (messages[1].message.variable_name, messages[1].message.variable_value) == ("compressed", True)
+    assert isinstance(messages[2].message, BlobMessage)
+    assert messages[2].message.blob == bytes(i % 251 for i in range(size))
+    assert messages[2].meta is not None and messages[2].meta["mime_type"] == "application/octet-stream"
 
 
 def test_cli_against_the_daemon(daemon: DaemonProcess, state: dict[str, Any], tmp_path: Path) -> None:
@@ -204,7 +218,7 @@ def test_cli_commands_against_the_daemon(daemon: DaemonProcess, state: dict[str,
                                       "Tool plugin used by the Python client's end-to-end tests\n")
     code, out = cli("readme", v1)
     assert code == 0 and out.startswith("# E2E Searcher")
-    assert cli("tools") == (0, f"{PROVIDER}\tsearch\n{PROVIDER}\tfail\n")
+    assert cli("tools") == (0, f"{PROVIDER}\tsearch\n{PROVIDER}\tfail\n{PROVIDER}\treport\n")
     code, out = cli("missing", v1)
     assert code == 0 and out == ""
     code, out = cli("tasks", "-o", "json")
