@@ -19,7 +19,8 @@ pub use common::{
     ParameterAutoGenerate, ParameterOption, ParameterTemplate, ProviderConfig,
 };
 pub use model::{
-    ModelDeclaration, ModelPosition, ModelProviderDeclaration, ModelProviderHelp, MODEL_SOURCE_TYPES,
+    ModelDeclaration, ModelParameterRule, ModelPosition, ModelProviderDeclaration, ModelProviderHelp,
+    MODEL_SOURCE_TYPES, PARAMETER_RULE_TEMPLATES,
 };
 pub use providers::{
     AgentStrategyDeclaration, AgentStrategyParameter, AgentStrategyProviderDeclaration,

@@ -54,7 +54,7 @@ pub(crate) fn string_or_null<'de, D: Deserializer<'de>>(deserializer: D) -> Resu
 /// A string that YAML authors sometimes write as a bare number or boolean (`version: 3.12`,
 /// `value: 1`). Go's yaml.v3 accepts scalars of any kind into a string field.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct ScalarString(pub String);
+pub(crate) struct ScalarString(pub(crate) String);
 
 impl<'de> Deserialize<'de> for ScalarString {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

@@ -31,7 +31,8 @@ pub struct ModelDeclaration {
     pub fetch_from: String,
     pub model_properties: serde_json::Value,
     pub deprecated: bool,
-    pub parameter_rules: Vec<serde_json::Value>,
+    #[serde(deserialize_with = "super::common::vec_or_null")]
+    pub parameter_rules: Vec<ModelParameterRule>,
     pub pricing: Option<serde_json::Value>,
 }
 
@@ -61,6 +62,117 @@ impl ModelDeclaration {
         if self.label.en_us.is_empty() {
             self.label.en_us = self.model.clone();
         }
+    }
+}
+
+/// Parameter names that `use_template` may refer to.
+pub const PARAMETER_RULE_TEMPLATES: [&str; 8] =
+    ["temperature", "top_p", "top_k", "presence_penalty", "frequency_penalty", "max_tokens", "response_format", "json_schema"];
+
+/// One tunable parameter of a model (`parameter_rules` item). `use_template` fills the type,
+/// default, range, precision and options of the well-known parameters, as upstream does at decode
+/// time.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawParameterRule")]
+pub struct ModelParameterRule {
+    pub name: String,
+    pub use_template: Option<String>,
+    pub label: Option<I18nObject>,
+    /// float, int, string, boolean or text.
+    #[serde(rename = "type")]
+    pub parameter_type: Option<String>,
+    pub help: Option<I18nObject>,
+    pub required: bool,
+    pub default: Option<serde_json::Value>,
+    pub min: Option<serde_json::Number>,
+    pub max: Option<serde_json::Number>,
+    pub precision: Option<i64>,
+    pub options: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawParameterRule {
+    #[serde(deserialize_with = "scalar_string")]
+    name: String,
+    #[serde(deserialize_with = "super::common::opt_scalar_string")]
+    use_template: Option<String>,
+    label: Option<I18nObject>,
+    #[serde(rename = "type", deserialize_with = "super::common::opt_scalar_string")]
+    parameter_type: Option<String>,
+    help: Option<I18nObject>,
+    required: bool,
+    default: Option<serde_json::Value>,
+    min: Option<serde_json::Number>,
+    max: Option<serde_json::Number>,
+    precision: Option<i64>,
+    #[serde(deserialize_with = "string_vec_opt")]
+    options: Option<Vec<String>>,
+}
+
+fn string_vec_opt<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<String>>, D::Error> {
+    Ok(Option::<Vec<super::common::ScalarString>>::deserialize(deserializer)?.map(|v| v.into_iter().map(|s| s.0).collect()))
+}
+
+/// Template values: (type, default, min, max, precision, options).
+type TemplateValues = (&'static str, Option<serde_json::Value>, Option<i64>, Option<i64>, Option<i64>, &'static [&'static str]);
+
+fn parameter_template(name: &str) -> Option<TemplateValues> {
+    use serde_json::json;
+    Some(match name {
+        "temperature" | "presence_penalty" | "frequency_penalty" => ("float", Some(json!(0)), Some(0), Some(1), Some(2), &[]),
+        "top_p" => ("float", Some(json!(1)), Some(0), Some(1), Some(2), &[]),
+        "top_k" => ("int", Some(json!(50)), Some(1), Some(100), Some(0), &[]),
+        "max_tokens" => ("int", Some(json!(64)), Some(1), Some(2048), Some(0), &[]),
+        "response_format" => ("string", None, None, None, None, &["JSON", "XML"]),
+        "json_schema" => ("string", None, None, None, None, &[]),
+        _ => return None,
+    })
+}
+
+impl TryFrom<RawParameterRule> for ModelParameterRule {
+    type Error = String;
+
+    fn try_from(raw: RawParameterRule) -> Result<Self, Self::Error> {
+        let mut rule = ModelParameterRule {
+            label: match raw.label {
+                Some(label) if !label.en_us.is_empty() => Some(label),
+                _ => Some(I18nObject { en_us: raw.name.clone(), ..I18nObject::default() }),
+            },
+            name: raw.name,
+            use_template: raw.use_template,
+            parameter_type: raw.parameter_type,
+            help: raw.help,
+            required: raw.required,
+            default: raw.default.filter(|v| !v.is_null()),
+            min: raw.min,
+            max: raw.max,
+            precision: raw.precision,
+            options: Vec::new(),
+        };
+        let mut options = raw.options;
+        if let Some(template_name) = rule.use_template.as_deref().filter(|t| !t.is_empty()) {
+            let (kind, default, min, max, precision, template_options) =
+                parameter_template(template_name).ok_or_else(|| format!("use_template {template_name} not found"))?;
+            rule.parameter_type.get_or_insert_with(|| kind.to_owned());
+            if rule.default.is_none() {
+                rule.default = default;
+            }
+            if rule.min.is_none() {
+                rule.min = min.map(serde_json::Number::from);
+            }
+            if rule.max.is_none() {
+                rule.max = max.map(serde_json::Number::from);
+            }
+            if rule.precision.is_none() {
+                rule.precision = precision;
+            }
+            if options.is_none() && !template_options.is_empty() {
+                options = Some(template_options.iter().map(|o| o.to_string()).collect());
+            }
+        }
+        rule.options = options.unwrap_or_default();
+        Ok(rule)
     }
 }
 

@@ -235,7 +235,11 @@ fn model_provider_forms() {
     let json = serde_json::to_value(&inline).unwrap();
     assert_eq!(json["provider_credential_schema"], json!({"credential_form_schemas": []}));
     assert_eq!(json["model_credential_schema"], serde_json::Value::Null);
-    assert_eq!(json["models"][0]["parameter_rules"][0]["use_template"], "temperature");
+    assert_eq!(
+        json["models"][0]["parameter_rules"][0],
+        json!({"name": "temperature", "use_template": "temperature", "label": {"en_US": "temperature"}, "type": "float",
+               "help": null, "required": false, "default": 0, "min": 0, "max": 1, "precision": 2, "options": []})
+    );
     assert!(json.get("position").is_none());
 }
 
@@ -289,4 +293,21 @@ fn extra_is_kept_verbatim() {
     assert_eq!(back, provider);
     let without: ToolProviderDeclaration = serde_yaml_ng::from_str("identity: {author: a, name: p}\n").unwrap();
     assert!(serde_json::to_value(&without).unwrap().get("extra").is_none());
+}
+
+#[test]
+fn parameter_rule_templates() {
+    let rules: Vec<ModelParameterRule> = serde_yaml_ng::from_str(
+        "- name: max_tokens\n  use_template: max_tokens\n  max: 4096\n  label: {en_US: Max}\n- name: format\n  use_template: response_format\n- name: custom\n  type: boolean\n",
+    )
+    .unwrap();
+    assert_eq!(rules[0].parameter_type.as_deref(), Some("int"));
+    assert_eq!(rules[0].max, Some(4096.into()), "explicit values win");
+    assert_eq!(rules[0].min, Some(1.into()));
+    assert_eq!(rules[0].label.as_ref().unwrap().en_us, "Max");
+    assert_eq!(rules[1].options, ["JSON", "XML"]);
+    assert_eq!(rules[2].label.as_ref().unwrap().en_us, "custom");
+    assert!(rules[2].options.is_empty());
+    let unknown = serde_yaml_ng::from_str::<Vec<ModelParameterRule>>("- name: x\n  use_template: nope\n");
+    assert!(unknown.unwrap_err().to_string().contains("use_template nope not found"));
 }
