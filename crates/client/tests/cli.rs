@@ -102,6 +102,19 @@ async fn install_list_and_inspect() {
     let tasks = run_with(&server, home.path(), &["tasks", "-o", "name"]).await;
     assert_eq!(tasks.stdout, "task-1\n");
 
+    let uploaded = run_with(&server, home.path(), &["upload-pkg", "--file", package.to_str().unwrap(), "-o", "name"]).await;
+    assert_eq!((uploaded.status, uploaded.stdout.clone()), (0, format!("{}\n", identifier())), "{}", uploaded.stderr);
+    let task = run_with(&server, home.path(), &["task", "task-1", "-o", "json"]).await;
+    assert_eq!(serde_json::from_str::<Value>(&task.stdout).unwrap()["status"], "success");
+    let newer = format!("fixture/echo:0.0.2@{}", support::CHECKSUM);
+    let upgrade = run_with(&server, home.path(), &["upgrade", "--from", &identifier(), "--to", &newer]).await;
+    assert_eq!(upgrade.status, 0, "{}", upgrade.stderr);
+    assert_eq!(upgrade.stdout, format!("{newer}: already installed\n"));
+    assert_eq!(server.requests_to("install/upgrade")[0].json()["new_plugin_unique_identifier"], newer.as_str());
+    let missing_package = run_with(&server, home.path(), &["upload-pkg", "--file", "/nonexistent/x.difypkg"]).await;
+    assert_eq!(missing_package.status, 1);
+    assert!(missing_package.stderr.contains("cannot read package /nonexistent/x.difypkg"), "{}", missing_package.stderr);
+
     let uninstall = run_with(&server, home.path(), &["uninstall", PLUGIN_ID]).await;
     assert_eq!(uninstall.status, 0, "{}", uninstall.stderr);
     assert_eq!(server.requests_to("management/uninstall")[0].json()["plugin_installation_id"], "inst-0");
@@ -176,6 +189,15 @@ async fn failures_exit_non_zero_with_messages() {
     let bad_usage = run(home.path(), &[], &["install"]).await;
     assert_eq!(bad_usage.status, 2);
     assert!(server.requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_daemon_is_retried_by_the_cli() {
+    let home = tempfile::tempdir().unwrap();
+    let server = FixtureServer::start(Scenario::Slow { busy_answers: 1 }).await;
+    let list = run_with(&server, home.path(), &["list", "-o", "name"]).await;
+    assert_eq!(list.status, 0, "{}", list.stderr);
+    assert_eq!(server.requests_to("management/list").len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -39,6 +39,14 @@ async fn install_life_cycle_and_discovery() {
         assert!(body.contains("fake package"));
         assert!(body.contains("name=\"verify_signature\"\r\n\r\ntrue"), "{body}");
 
+        let dependencies = client.upload_bundle(TENANT, b"PK bundle".to_vec(), false).await.unwrap();
+        assert_eq!(dependencies.len(), 2);
+        assert_eq!(dependencies[0].dependency_type, "marketplace");
+        assert_eq!(dependencies[1].value["unique_identifier"], identifier());
+        let bundle = String::from_utf8_lossy(&server.requests_to("install/upload/bundle")[0].body).into_owned();
+        assert!(bundle.contains("name=\"dify_bundle\"; filename=\"dify_bundle\""), "{bundle}");
+        assert!(bundle.contains("name=\"verify_signature\"\r\n\r\nfalse"), "{bundle}");
+
         let started = client
             .install_from_identifiers(TENANT, &[identifier()], "package", &[json!({})])
             .await

@@ -281,6 +281,15 @@ async fn handle(State(fixture): State<Arc<Fixture>>, method: Method, uri: Uri, h
             }
             envelope(json!({"unique_identifier": identifier(), "manifest": declaration(), "verification": null}))
         }
+        ("POST", "management/install/upload/bundle") => {
+            if !String::from_utf8_lossy(&body).contains("name=\"dify_bundle\"") {
+                return envelope_error(r#"{"code":-400,"message":"{\"message\":\"http: no such file\",\"error_type\":\"PluginDaemonBadRequestError\",\"args\":null}","data":null}"#);
+            }
+            envelope(json!([
+                {"type": "marketplace", "value": {"organization": "langgenius", "plugin": "openai", "version": "0.0.1"}},
+                {"type": "package", "value": {"unique_identifier": identifier(), "manifest": declaration()}}
+            ]))
+        }
         ("POST", "management/install/identifiers") => {
             let request = recorded.json();
             let ids = request["plugin_unique_identifiers"].as_array().map(Vec::len).unwrap_or(0);
