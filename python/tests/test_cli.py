@@ -68,7 +68,7 @@ def test_defaults_when_nothing_is_set(tmp_path: Path) -> None:
     home = {"HOME": str(tmp_path)}  # no ~/.dify there
     settings = effective([], home)
     assert settings["url"] == "http://localhost:5002"
-    assert settings["key"] == "plugin-api-key"
+    assert settings["key"] == "pl**********ey"
     assert settings["timeout"] == 600.0
     assert settings["tenant"] is None
     sources = settings["sources"]
@@ -79,7 +79,7 @@ def test_config_file_overrides_defaults(tmp_path: Path) -> None:
     path = write_config(tmp_path, url="http://file:1", key="file-key", timeout=7, tenant=FILE_TENANT)
     settings = effective(["--config", str(path)], {})
     assert (settings["url"], settings["key"], settings["timeout"], settings["tenant"]) == (
-        "http://file:1", "file-key", 7.0, FILE_TENANT)
+        "http://file:1", "fi****ey", 7.0, FILE_TENANT)
 
 
 def test_default_config_file_is_home_dot_dify(tmp_path: Path) -> None:
@@ -95,7 +95,7 @@ def test_env_overrides_config_file(tmp_path: Path) -> None:
            "DIFY_PLUGIN_DAEMON_TIMEOUT": "9.5", "DIFY_PLUGIN_TENANT_ID": ENV_TENANT}
     settings = effective(["--config", str(path)], env)
     assert (settings["url"], settings["key"], settings["timeout"], settings["tenant"]) == (
-        "http://env:3", "env-key", 9.5, ENV_TENANT)
+        "http://env:3", "en***ey", 9.5, ENV_TENANT)
     assert settings["sources"]["tenant"] == "env DIFY_PLUGIN_TENANT_ID"  # type: ignore[index]
 
 
@@ -110,7 +110,7 @@ def test_flags_override_env_before_or_after_the_command(tmp_path: Path) -> None:
     after = json.loads(out)
     for settings in (before, after):
         assert (settings["url"], settings["key"], settings["timeout"], settings["tenant"]) == (
-            "http://flag:4", "flag-key", 3.0, FLAG_TENANT)
+            "http://flag:4", "fl****ey", 3.0, FLAG_TENANT)
 
 
 def test_precedence_decides_which_daemon_key_and_tenant_are_used(

@@ -189,10 +189,17 @@ def _json_option(text: str | None, what: str) -> dict[str, Any]:
     return value
 
 
+def mask_secret(secret: str) -> str:
+    """Keep the first and last two characters of secrets longer than 6; hide everything else."""
+    if len(secret) > 6:
+        return secret[:2] + "*" * (len(secret) - 4) + secret[-2:]
+    return "*" * len(secret)
+
+
 def cmd_config(client: DifyPluginClient, settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
     value = {
         "url": settings.url,
-        "key": settings.key,
+        "key": mask_secret(settings.key),
         "timeout": settings.timeout,
         "tenant": settings.tenant,
         "sources": settings.sources,
