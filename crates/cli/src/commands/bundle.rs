@@ -1,65 +1,23 @@
 //! `dify bundle …`: create and edit plugin bundles (`.difybndl`).
 //!
 //! A bundle is a directory (`manifest.yaml`, `_assets/`, `README*`) or a zip file with the same
-//! layout, edited in place. Owns the bundle manifest model (name, labels, description, icon,
-//! version, author, type, dependencies, tags), the github/marketplace dependency patterns, and
-//! reading/writing both forms. Embedded plugin packages are decoded by `dify-package`, and the zip
-//! container is written with its archive writer.
+//! layout, edited in place. The bundle model, dependency patterns and (de)serialisation are
+//! `dify-package`'s [`dify_package::bundle`]; this module adds the command-line behaviour:
+//! upstream messages, profile prompts, in-place saving of both forms, and analysis output.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
-use dify_protocol::manifest::I18nObject;
-use once_cell::sync::Lazy;
-use regex::Regex;
-use serde::{Deserialize, Serialize};
+use dify_package::bundle::{Bundle, BundleError, BundleManifest, Dependency};
+use dify_package::DecodeLimits;
+use serde::Serialize;
 
-use crate::commands::plugin::init::{validate_author, validate_name, validate_version, write_file};
-use crate::commands::source::package_error;
+use crate::commands::plugin::init::{validate_author, validate_name, validate_version};
+use crate::commands::source::{package_error, problems_error};
 use crate::error::{CliError, CliResult};
 use crate::output::{LogLine, Render, TextOutput};
 use crate::templates;
-
-const VERSION_PART: &str = r"\d{1,4}(\.\d{1,4}){2}(-\w{1,16})?";
-
-fn version_pattern() -> String {
-    let x = r"(\d{1,4}|[xX])";
-    format!(r"([~^]?{v}|{x}(\.{x}){{2}}|{v}-{v})", v = VERSION_PART)
-}
-
-static GITHUB_PATTERN: Lazy<Regex> = Lazy::new(|| {
-    Regex::new(&format!(r"^[a-z0-9_-]{{1,64}}/[a-z0-9_-]{{1,128}}:{}/[^/]+$", version_pattern())).expect("static regex")
-});
-static MARKETPLACE_PATTERN: Lazy<Regex> =
-    Lazy::new(|| Regex::new(&format!(r"^[a-z0-9_-]{{1,64}}/[a-z0-9_-]{{1,128}}:{}$", version_pattern())).expect("static regex"));
-
-/// One bundle dependency (`{type, value}` in the manifest).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", content = "value", rename_all = "lowercase")]
-pub enum Dependency {
-    Github { repo_pattern: String },
-    Marketplace { marketplace_pattern: String },
-    /// `path` is the checksum of the package stored as `_assets/<path>`.
-    Package { path: String },
-}
-
-/// `manifest.yaml` of a bundle (field order as upstream).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BundleManifest {
-    pub name: String,
-    pub labels: I18nObject,
-    pub description: I18nObject,
-    pub icon: String,
-    pub version: String,
-    pub author: String,
-    #[serde(rename = "type")]
-    pub kind: String,
-    #[serde(default)]
-    pub dependencies: Vec<Dependency>,
-    #[serde(default)]
-    pub tags: Vec<String>,
-}
 
 /// Name, author and description of a bundle, as entered (flags or prompts).
 #[derive(Debug, Clone, Default)]
@@ -115,14 +73,12 @@ fn prompt_io(e: std::io::Error) -> CliError {
     CliError::generic(format!("failed to read the answer: {e}"), "pass --name, --author and --description instead")
 }
 
-/// A loaded bundle: manifest, `_assets/` files and root `README*` files.
-struct Bundle {
+/// A bundle opened from a directory or a zip file, saved back to the same place.
+struct OpenBundle {
     location: Location,
-    manifest: BundleManifest,
-    assets: BTreeMap<String, Vec<u8>>,
-    readmes: BTreeMap<String, Vec<u8>>,
-    /// Assets that existed on disk when loaded (directory form), to delete removed ones.
-    original_assets: Vec<String>,
+    bundle: Bundle,
+    /// `_assets/…` files present when a directory was opened (to delete removed ones on save).
+    original_assets: BTreeSet<String>,
 }
 
 enum Location {
@@ -130,115 +86,62 @@ enum Location {
     Zip(PathBuf),
 }
 
-fn parse_manifest(bytes: &[u8]) -> CliResult<BundleManifest> {
-    serde_yaml_ng::from_slice(bytes).map_err(|e| {
-        CliError::generic(format!("invalid bundle manifest.yaml: {e}"), "manifest.yaml needs name, labels, description, icon, version, author, type and dependencies")
-    })
+fn asset_names(bundle: &Bundle) -> BTreeSet<String> {
+    bundle.files().map(|(n, _)| n).filter(|n| n.starts_with("_assets/")).map(str::to_string).collect()
 }
 
-fn load(path: &Path) -> CliResult<Bundle> {
+fn bundle_error(context: &str, e: BundleError) -> CliError {
+    match e {
+        BundleError::Package(p) => package_error(context, &p),
+        BundleError::InvalidGithubPattern(_) => CliError::usage(
+            "invalid github repo pattern",
+            "use <owner>/<repo>:<version>/<asset>, e.g. acme/my-plugin:1.0.0/my-plugin.difypkg",
+        ),
+        BundleError::InvalidMarketplacePattern(_) => {
+            CliError::usage("invalid marketplace pattern", "use <organization>/<plugin>:<version>, e.g. langgenius/openai:0.0.19")
+        }
+        BundleError::InvalidVersion(v) => CliError::usage(
+            format!("invalid target version {v:?}"),
+            "use three numeric parts with an optional suffix, e.g. 1.2.3 or 1.2.3-beta",
+        ),
+        BundleError::IndexOutOfRange { index, len } => CliError::usage(
+            format!("index {index} out of range: the bundle has {len} dependencies"),
+            "use the 0-based index shown by `dify bundle analyze`",
+        ),
+    }
+}
+
+fn load(path: &Path) -> CliResult<OpenBundle> {
     let meta = std::fs::metadata(path).map_err(|e| {
         CliError::generic(format!("failed to load bundle packager: {}: {e}", path.display()), "pass a bundle directory or .difybndl file")
     })?;
     if meta.is_dir() {
-        let manifest_path = path.join("manifest.yaml");
-        let bytes = std::fs::read(&manifest_path).map_err(|e| CliError::io("read", &manifest_path, e))?;
-        let manifest = parse_manifest(&bytes)?;
-        let mut assets = BTreeMap::new();
-        let assets_dir = path.join("_assets");
-        if assets_dir.is_dir() {
-            collect_files(&assets_dir, "", &mut assets)?;
-        }
-        let mut readmes = BTreeMap::new();
-        for entry in std::fs::read_dir(path).map_err(|e| CliError::io("read", path, e))? {
-            let entry = entry.map_err(|e| CliError::io("read", path, e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with("README") && entry.path().is_file() {
-                let data = std::fs::read(entry.path()).map_err(|e| CliError::io("read", &entry.path(), e))?;
-                readmes.insert(name, data);
-            }
-        }
-        let original_assets = assets.keys().cloned().collect();
-        Ok(Bundle { location: Location::Dir(path.to_path_buf()), manifest, assets, readmes, original_assets })
+        let bundle = Bundle::from_dir(path).map_err(|e| package_error("failed to load bundle packager", &e))?;
+        let original_assets = asset_names(&bundle);
+        Ok(OpenBundle { location: Location::Dir(path.to_path_buf()), bundle, original_assets })
     } else {
         let bytes = std::fs::read(path).map_err(|e| CliError::io("read", path, e))?;
-        let archive = dify_package::read_archive(&bytes, &dify_package::DecodeLimits::for_bundle())
-            .map_err(|e| package_error("failed to load bundle packager", &e))?;
-        let mut manifest = None;
-        let mut assets = BTreeMap::new();
-        let mut readmes = BTreeMap::new();
-        for entry in archive.entries {
-            if entry.name == "manifest.yaml" {
-                manifest = Some(parse_manifest(&entry.data)?);
-            } else if let Some(asset) = entry.name.strip_prefix("_assets/") {
-                assets.insert(asset.to_string(), entry.data);
-            } else if entry.name.starts_with("README") && !entry.name.contains('/') {
-                readmes.insert(entry.name, entry.data);
-            }
-        }
-        let manifest = manifest.ok_or_else(|| CliError::generic("bundle has no manifest.yaml", "is this a .difybndl file?"))?;
-        Ok(Bundle { location: Location::Zip(path.to_path_buf()), manifest, assets, readmes, original_assets: Vec::new() })
+        let bundle = Bundle::from_bytes(&bytes, &DecodeLimits::for_bundle()).map_err(|e| package_error("failed to load bundle packager", &e))?;
+        Ok(OpenBundle { location: Location::Zip(path.to_path_buf()), bundle, original_assets: BTreeSet::new() })
     }
 }
 
-fn collect_files(dir: &Path, prefix: &str, out: &mut BTreeMap<String, Vec<u8>>) -> CliResult<()> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| CliError::io("read", dir, e))?
-        .filter_map(Result::ok)
-        .collect();
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let rel = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
-        let path = entry.path();
-        if path.is_dir() {
-            collect_files(&path, &rel, out)?;
-        } else if path.is_file() {
-            out.insert(rel, std::fs::read(&path).map_err(|e| CliError::io("read", &path, e))?);
-        }
-    }
-    Ok(())
-}
-
-fn manifest_yaml(manifest: &BundleManifest) -> CliResult<String> {
-    serde_yaml_ng::to_string(manifest)
-        .map_err(|e| CliError::generic(format!("failed to serialise bundle manifest: {e}"), "this is a bug in the dify CLI; please report it"))
-}
-
-impl Bundle {
-    /// The zip form: manifest first, then assets, then readmes.
-    fn to_zip(&self) -> CliResult<Vec<u8>> {
-        let manifest = manifest_yaml(&self.manifest)?;
-        let asset_names: Vec<String> = self.assets.keys().map(|k| format!("_assets/{k}")).collect();
-        let mut entries: Vec<(&str, &[u8])> = vec![("manifest.yaml", manifest.as_bytes())];
-        for (name, (_, data)) in asset_names.iter().zip(self.assets.iter()) {
-            entries.push((name.as_str(), data.as_slice()));
-        }
-        for (name, data) in &self.readmes {
-            entries.push((name.as_str(), data.as_slice()));
-        }
-        dify_package::write_archive(entries, &[]).map_err(|e| package_error("failed to export bundle", &e))
+impl OpenBundle {
+    fn manifest(&self) -> &BundleManifest {
+        &self.bundle.manifest
     }
 
     fn save(&self) -> CliResult<()> {
         match &self.location {
             Location::Zip(path) => {
-                let bytes = self.to_zip()?;
+                let bytes = self.bundle.to_bytes().map_err(|e| package_error("failed to save bundle packager", &e))?;
                 std::fs::write(path, bytes).map_err(|e| CliError::io("write", path, e))
             }
             Location::Dir(dir) => {
-                write_file(&dir.join("manifest.yaml"), manifest_yaml(&self.manifest)?.as_bytes())?;
-                for (name, data) in &self.assets {
-                    let path = dir.join("_assets").join(name);
-                    if !self.original_assets.contains(name) {
-                        write_file(&path, data)?;
-                    }
-                }
-                for name in &self.original_assets {
-                    if !self.assets.contains_key(name) {
-                        let path = dir.join("_assets").join(name);
-                        std::fs::remove_file(&path).map_err(|e| CliError::io("remove", &path, e))?;
-                    }
+                self.bundle.write_dir(dir).map_err(|e| package_error("failed to save bundle packager", &e))?;
+                for gone in self.original_assets.difference(&asset_names(&self.bundle)) {
+                    let path = dir.join(gone);
+                    std::fs::remove_file(&path).map_err(|e| CliError::io("remove", &path, e))?;
                 }
                 Ok(())
             }
@@ -262,17 +165,13 @@ impl Render for BundleChange {
     }
 }
 
-fn change(message: &'static str, path: &Path, bundle: &Bundle) -> BundleChange {
+fn change(message: &'static str, path: &Path, open: &OpenBundle) -> BundleChange {
     BundleChange {
         message,
         bundle: path.to_path_buf(),
-        version: bundle.manifest.version.clone(),
-        dependencies: bundle.manifest.dependencies.clone(),
+        version: open.manifest().version.clone(),
+        dependencies: open.manifest().dependencies.clone(),
     }
-}
-
-fn i18n(text: &str) -> I18nObject {
-    I18nObject::all(text)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -294,27 +193,17 @@ pub fn init(parent: &Path, profile: &Profile) -> CliResult<InitResult> {
     if dir.exists() {
         return Err(CliError::generic(format!("directory {} already exists", dir.display()), "choose another --name or remove the directory"));
     }
-    let manifest = BundleManifest {
-        name: profile.name.clone(),
-        labels: i18n(&profile.name),
-        description: i18n(&profile.description),
-        icon: "icon.svg".into(),
-        version: "0.0.1".into(),
-        author: profile.author.clone(),
-        kind: "bundle".into(),
-        dependencies: Vec::new(),
-        tags: Vec::new(),
-    };
+    let mut bundle = Bundle::new(BundleManifest::new(&profile.name, &profile.author, &profile.description));
     let readme = templates::BUNDLE_README
         .replace("{{bundle_name}}", &profile.name)
         .replace("{{author}}", &profile.author)
-        .replace("{{version}}", &manifest.version)
+        .replace("{{version}}", &bundle.manifest.version)
         .replace("{{date}}", &chrono::Utc::now().format("%Y-%m-%d").to_string())
         .replace("{{description}}", &profile.description);
+    bundle.set_file("README.md", readme.into_bytes());
+    bundle.set_file(&format!("_assets/{}", bundle.manifest.icon), templates::BUNDLE_ICON.as_bytes().to_vec());
     let result = (|| {
-        write_file(&dir.join("manifest.yaml"), manifest_yaml(&manifest)?.as_bytes())?;
-        write_file(&dir.join("README.md"), readme.as_bytes())?;
-        write_file(&dir.join("_assets/icon.svg"), templates::BUNDLE_ICON.as_bytes())?;
+        bundle.write_dir(&dir).map_err(|e| package_error("failed to create bundle", &e))?;
         let workflows = dir.join(".github/workflows");
         std::fs::create_dir_all(&workflows).map_err(|e| CliError::io("create directory", &workflows, e))
     })();
@@ -325,84 +214,66 @@ pub fn init(parent: &Path, profile: &Profile) -> CliResult<InitResult> {
     Ok(InitResult { directory: dir, name: profile.name.clone() })
 }
 
+/// Replace name, labels, author and description.
 pub fn regenerate(path: &Path, profile: &Profile) -> CliResult<BundleChange> {
-    let mut bundle = load(path)?;
-    bundle.manifest.name = profile.name.clone();
-    bundle.manifest.labels = i18n(&profile.name);
-    bundle.manifest.author = profile.author.clone();
-    bundle.manifest.description = i18n(&profile.description);
-    bundle.save()?;
-    Ok(change("successfully regenerated bundle", path, &bundle))
+    let mut open = load(path)?;
+    let fresh = BundleManifest::new(&profile.name, &profile.author, &profile.description);
+    let m = &mut open.bundle.manifest;
+    m.name = fresh.name;
+    m.labels = fresh.labels;
+    m.author = fresh.author;
+    m.description = fresh.description;
+    open.save()?;
+    Ok(change("successfully regenerated bundle", path, &open))
 }
 
 pub fn append_github(path: &Path, pattern: &str) -> CliResult<BundleChange> {
-    if !GITHUB_PATTERN.is_match(pattern) {
-        return Err(CliError::usage(
-            "invalid github repo pattern",
-            "use <owner>/<repo>:<version>/<asset>, e.g. acme/my-plugin:1.0.0/my-plugin.difypkg",
-        ));
-    }
-    let mut bundle = load(path)?;
-    bundle.manifest.dependencies.push(Dependency::Github { repo_pattern: pattern.to_string() });
-    bundle.save()?;
-    Ok(change("successfully added github dependency", path, &bundle))
+    let mut open = load(path)?;
+    open.bundle.append_github(pattern).map_err(|e| bundle_error("failed to add github dependency", e))?;
+    open.save()?;
+    Ok(change("successfully added github dependency", path, &open))
 }
 
 pub fn append_marketplace(path: &Path, pattern: &str) -> CliResult<BundleChange> {
-    if !MARKETPLACE_PATTERN.is_match(pattern) {
-        return Err(CliError::usage("invalid marketplace pattern", "use <organization>/<plugin>:<version>, e.g. langgenius/openai:0.0.19"));
-    }
-    let mut bundle = load(path)?;
-    bundle.manifest.dependencies.push(Dependency::Marketplace { marketplace_pattern: pattern.to_string() });
-    bundle.save()?;
-    Ok(change("successfully added marketplace dependency", path, &bundle))
+    let mut open = load(path)?;
+    open.bundle.append_marketplace(pattern).map_err(|e| bundle_error("failed to add marketplace dependency", e))?;
+    open.save()?;
+    Ok(change("successfully added marketplace dependency", path, &open))
 }
 
+/// Embed a `.difypkg` as `_assets/<checksum>`; the same package cannot be added twice.
 pub fn append_package(path: &Path, package_path: &Path) -> CliResult<BundleChange> {
     let bytes = std::fs::read(package_path).map_err(|e| CliError::io("read", package_path, e))?;
-    let package = dify_package::Package::from_bytes(bytes.clone(), &dify_package::DecodeLimits::default())
-        .map_err(|e| package_error("failed to append package dependency", &e))?;
-    let checksum = package.checksum();
-    let mut bundle = load(path)?;
-    let dependency = Dependency::Package { path: checksum.clone() };
-    if bundle.manifest.dependencies.contains(&dependency) {
+    let mut open = load(path)?;
+    let before = open.manifest().dependencies.clone();
+    let checksum = open
+        .bundle
+        .append_package(bytes, &DecodeLimits::default())
+        .map_err(|e| bundle_error("failed to append package dependency", e))?;
+    let already = before.iter().any(|d| matches!(d, Dependency::Package(p) if p.path == checksum));
+    if already {
         return Err(CliError::generic(
             format!("package {checksum} is already in the bundle"),
             "each package can be added once; see `dify bundle analyze`",
         ));
     }
-    bundle.assets.insert(checksum, bytes);
-    bundle.manifest.dependencies.push(dependency);
-    bundle.save()?;
-    Ok(change("successfully added package dependency", path, &bundle))
+    open.save()?;
+    Ok(change("successfully added package dependency", path, &open))
 }
 
 pub fn remove(path: &Path, index: usize) -> CliResult<BundleChange> {
-    let mut bundle = load(path)?;
-    let count = bundle.manifest.dependencies.len();
-    if index >= count {
-        return Err(CliError::usage(
-            format!("index {index} out of range: the bundle has {count} dependencies"),
-            "use the 0-based index shown by `dify bundle analyze`",
-        ));
-    }
-    let removed = bundle.manifest.dependencies.remove(index);
-    if let Dependency::Package { path: checksum } = &removed {
-        let still_used = bundle.manifest.dependencies.iter().any(|d| matches!(d, Dependency::Package { path } if path == checksum));
-        if !still_used {
-            bundle.assets.remove(checksum);
-        }
-    }
-    bundle.save()?;
-    Ok(change("successfully removed dependency", path, &bundle))
+    let mut open = load(path)?;
+    open.bundle.remove_dependency(index).map_err(|e| bundle_error("failed to remove dependency", e))?;
+    open.save()?;
+    Ok(change("successfully removed dependency", path, &open))
 }
 
 pub fn bump(path: &Path, target_version: &str) -> CliResult<BundleChange> {
     validate_version(target_version, "target version")?;
-    let mut bundle = load(path)?;
-    bundle.manifest.version = target_version.to_string();
-    bundle.save()?;
-    Ok(change("successfully bumped bundle version", path, &bundle))
+    let mut open = load(path)?;
+    open.bundle.bump_version(target_version).map_err(|e| bundle_error("failed to parse target version", e))?;
+    open.save()?;
+    Ok(change("successfully bumped bundle version", path, &open))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -431,24 +302,24 @@ pub fn default_output_path(path: &Path) -> CliResult<PathBuf> {
     }
 }
 
-fn check_manifest(bundle: &Bundle) -> CliResult<()> {
-    let m = &bundle.manifest;
-    validate_name(&m.name).map_err(|e| CliError::generic(format!("failed to export bundle: {}", e.message), "fix name in manifest.yaml (or run `dify bundle regenerate`)"))?;
-    validate_author(&m.author).map_err(|e| CliError::generic(format!("failed to export bundle: {}", e.message), "fix author in manifest.yaml"))?;
-    validate_version(&m.version, "version").map_err(|e| CliError::generic(format!("failed to export bundle: {}", e.message), "set it with `dify bundle bump -t <version>`"))?;
-    if m.kind != "bundle" {
-        return Err(CliError::generic(format!("failed to export bundle: type must be \"bundle\", got {:?}", m.kind), "set type: bundle in manifest.yaml"));
+/// The manifest rules plus: the icon and every embedded package are present.
+fn check_exportable(bundle: &Bundle) -> CliResult<()> {
+    bundle.manifest.validate().map_err(|p| problems_error("failed to export bundle", &p))?;
+    let assets = asset_names(bundle);
+    let icon = format!("_assets/{}", bundle.manifest.icon);
+    if !assets.contains(&icon) {
+        return Err(CliError::generic(
+            format!("failed to export bundle: icon {:?} not found in _assets/", bundle.manifest.icon),
+            "add the icon file under _assets/",
+        ));
     }
-    if m.labels.en_us.is_empty() || m.description.en_us.is_empty() {
-        return Err(CliError::generic("failed to export bundle: labels.en_US and description.en_US are required", "fill them in manifest.yaml"));
-    }
-    if !bundle.assets.contains_key(&m.icon) {
-        return Err(CliError::generic(format!("failed to export bundle: icon {:?} not found in _assets/", m.icon), "add the icon file under _assets/"));
-    }
-    for d in &m.dependencies {
-        if let Dependency::Package { path } = d {
-            if !bundle.assets.contains_key(path) {
-                return Err(CliError::generic(format!("failed to export bundle: package {path} not found in _assets/"), "remove the dependency and append the package again"));
+    for d in &bundle.manifest.dependencies {
+        if let Dependency::Package(p) = d {
+            if bundle.package_bytes(p).is_none() {
+                return Err(CliError::generic(
+                    format!("failed to export bundle: package {} not found in _assets/", p.path),
+                    "remove the dependency and append the package again",
+                ));
             }
         }
     }
@@ -460,9 +331,9 @@ pub fn package(path: &Path, output_path: Option<&Path>) -> CliResult<PackageResu
         Some(p) => p.to_path_buf(),
         None => default_output_path(path)?,
     };
-    let bundle = load(path)?;
-    check_manifest(&bundle)?;
-    let bytes = bundle.to_zip()?;
+    let open = load(path)?;
+    check_exportable(&open.bundle)?;
+    let bytes = open.bundle.to_bytes().map_err(|e| package_error("failed to export bundle", &e))?;
     std::fs::write(&output_path, &bytes).map_err(|e| CliError::io("write", &output_path, e))?;
     Ok(PackageResult { output_path, size: bytes.len() as u64 })
 }
@@ -497,13 +368,12 @@ impl Render for Analysis {
         let mut lines = Vec::new();
         for d in &self.dependencies {
             lines.push(LogLine::info("dependency").field("index", d.index));
-            let line = match &d.dependency {
-                Dependency::Github { repo_pattern } => LogLine::info("github dependency").field("pattern", repo_pattern),
-                Dependency::Marketplace { marketplace_pattern } => LogLine::info("marketplace dependency").field("pattern", marketplace_pattern),
-                Dependency::Package { path } if d.missing => LogLine::error("package not found").field("path", path),
-                Dependency::Package { path } => LogLine::info("package dependency").field("path", path),
+            let mut line = match &d.dependency {
+                Dependency::Github(g) => LogLine::info("github dependency").field("pattern", &g.repo_pattern),
+                Dependency::Marketplace(m) => LogLine::info("marketplace dependency").field("pattern", &m.marketplace_pattern),
+                Dependency::Package(p) if d.missing => LogLine::error("package not found").field("path", &p.path),
+                Dependency::Package(p) => LogLine::info("package dependency").field("path", &p.path),
             };
-            let mut line = line;
             for key in ["repo", "release", "asset", "organization", "plugin", "version"] {
                 if let Some(v) = d.parts.get(key) {
                     line = line.field(key, v);
@@ -518,88 +388,39 @@ impl Render for Analysis {
     }
 }
 
-fn github_parts(pattern: &str) -> BTreeMap<&'static str, String> {
-    let pieces: Vec<&str> = pattern.split(':').flat_map(|s| s.split('/')).collect();
-    let mut parts = BTreeMap::new();
-    if pieces.len() >= 3 {
-        parts.insert("repo", format!("https://github.com/{}/{}", pieces[0], pieces[1]));
-        parts.insert("release", pieces[2].to_string());
-    }
-    if pieces.len() >= 4 {
-        parts.insert("asset", pieces[3].to_string());
-    }
-    parts
-}
-
-fn marketplace_parts(pattern: &str) -> BTreeMap<&'static str, String> {
-    let mut parts = BTreeMap::new();
-    if let Some((org, rest)) = pattern.split_once('/') {
-        parts.insert("organization", org.to_string());
-        if let Some((plugin, version)) = rest.split_once(':') {
-            parts.insert("plugin", plugin.to_string());
-            parts.insert("version", version.to_string());
-        }
-    }
-    parts
-}
-
 pub fn analyze(path: &Path) -> CliResult<Analysis> {
-    let bundle = load(path)?;
-    let dependencies = bundle
-        .manifest
+    let open = load(path)?;
+    let dependencies = open
+        .manifest()
         .dependencies
         .iter()
         .enumerate()
         .map(|(index, d)| {
             let (parts, size, missing) = match d {
-                Dependency::Github { repo_pattern } => (github_parts(repo_pattern), None, false),
-                Dependency::Marketplace { marketplace_pattern } => (marketplace_parts(marketplace_pattern), None, false),
-                Dependency::Package { path } => {
-                    let size = bundle.assets.get(path).map(|a| a.len() as u64);
+                Dependency::Github(g) => (
+                    BTreeMap::from([("repo", g.repo_url()), ("release", g.release()), ("asset", g.asset())]),
+                    None,
+                    false,
+                ),
+                Dependency::Marketplace(m) => (
+                    BTreeMap::from([("organization", m.organization()), ("plugin", m.plugin()), ("version", m.version())]),
+                    None,
+                    false,
+                ),
+                Dependency::Package(p) => {
+                    let size = open.bundle.package_bytes(p).map(|b| b.len() as u64);
                     (BTreeMap::new(), size, size.is_none())
                 }
             };
             AnalyzedDependency { index, dependency: d.clone(), parts, size, missing }
         })
         .collect();
-    Ok(Analysis { name: bundle.manifest.name.clone(), version: bundle.manifest.version.clone(), dependencies })
+    Ok(Analysis { name: open.manifest().name.clone(), version: open.manifest().version.clone(), dependencies })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn patterns_follow_upstream_regexes() {
-        for ok in ["acme/my-plugin:1.0.0/my-plugin.difypkg", "a/b:^1.2.3/x", "a/b:1.x.X/x", "a/b:1.0.0-1.2.0/x"] {
-            assert!(GITHUB_PATTERN.is_match(ok), "{ok}");
-        }
-        for bad in ["acme/my-plugin:1.0/x", "Acme/p:1.0.0/x", "a/b:1.0.0", "a/b:1.0.0/x/y"] {
-            assert!(!GITHUB_PATTERN.is_match(bad), "{bad}");
-        }
-        assert!(MARKETPLACE_PATTERN.is_match("langgenius/openai:0.0.19"));
-        assert!(MARKETPLACE_PATTERN.is_match("langgenius/openai:~0.0.19"));
-        assert!(!MARKETPLACE_PATTERN.is_match("langgenius/openai"));
-    }
-
-    #[test]
-    fn parts_are_parsed() {
-        let g = github_parts("acme/my-plugin:1.0.0/my-plugin.difypkg");
-        assert_eq!(g["repo"], "https://github.com/acme/my-plugin");
-        assert_eq!(g["release"], "1.0.0");
-        assert_eq!(g["asset"], "my-plugin.difypkg");
-        let m = marketplace_parts("langgenius/openai:0.0.19");
-        assert_eq!((m["organization"].as_str(), m["plugin"].as_str(), m["version"].as_str()), ("langgenius", "openai", "0.0.19"));
-    }
-
-    #[test]
-    fn dependency_yaml_shape() {
-        let d = vec![Dependency::Package { path: "abc".into() }, Dependency::Marketplace { marketplace_pattern: "a/b:1.0.0".into() }];
-        let y = serde_yaml_ng::to_string(&d).unwrap();
-        assert!(y.contains("type: package") && y.contains("path: abc") && y.contains("marketplace_pattern: a/b:1.0.0"), "{y}");
-        let back: Vec<Dependency> = serde_yaml_ng::from_str(&y).unwrap();
-        assert_eq!(back, d);
-    }
 
     #[test]
     fn profile_is_validated() {
@@ -611,5 +432,21 @@ mod tests {
         assert_eq!(none.resolve().unwrap_err().exit_status(), 2);
         let asked = ask_profile("\nme\nstuff\n".as_bytes(), Vec::new(), ProfileInput { name: Some("x".into()), ..Default::default() }).unwrap();
         assert_eq!(asked.resolve().unwrap(), Profile { name: "x".into(), author: "me".into(), description: "stuff".into() });
+        assert_eq!(ask_profile("".as_bytes(), Vec::new(), ProfileInput::default()).unwrap_err().exit_status(), 2);
+    }
+
+    #[test]
+    fn bundle_errors_map_to_usage_with_hints() {
+        let e = bundle_error("x", BundleError::IndexOutOfRange { index: 3, len: 1 });
+        assert_eq!(e.exit_status(), 2);
+        assert!(e.hint.contains("analyze"));
+        assert_eq!(bundle_error("x", BundleError::InvalidGithubPattern("p".into())).exit_status(), 2);
+    }
+
+    #[test]
+    fn default_output_does_not_double_the_extension() {
+        assert_eq!(default_output_path(Path::new("a/kit")).unwrap(), PathBuf::from("kit.difybndl"));
+        assert_eq!(default_output_path(Path::new("kit.difybndl")).unwrap(), PathBuf::from("kit.difybndl"));
+        assert_eq!(default_output_path(Path::new(".")).unwrap_err().exit_status(), 2);
     }
 }
