@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use dify_protocol::PluginDeclaration;
+use dify_protocol::{PluginDeclaration, PluginUniqueIdentifier};
 use reqwest::header::HeaderMap;
 use reqwest::multipart::{Form, Part};
 use serde_json::{json, Value};
@@ -45,6 +45,15 @@ fn package_form(field: &'static str, bytes: Vec<u8>, verify_signature: bool) -> 
         .mime_str("application/octet-stream")
         .map_err(|err| ClientError::Validation(err.to_string()))?;
     Ok(Form::new().part(field, part).text("verify_signature", if verify_signature { "true" } else { "false" }))
+}
+
+/// Rejects identifiers the daemon would refuse (http-api.md §A.1) before anything is sent.
+fn check_identifiers<'a>(identifiers: impl IntoIterator<Item = &'a str>) -> Result<(), ClientError> {
+    for identifier in identifiers {
+        PluginUniqueIdentifier::parse(identifier)
+            .map_err(|err| ClientError::Validation(format!("{err} (expected author/name:version@checksum)")))?;
+    }
+    Ok(())
 }
 
 fn pagination(page: u32, page_size: u32) -> Result<Vec<(&'static str, String)>, ClientError> {
@@ -98,6 +107,7 @@ impl PluginDaemonClient {
             )));
         }
         check_source(source)?;
+        check_identifiers(identifiers.iter().map(String::as_str))?;
         let path = management(tenant_id, "install/identifiers")?;
         let body = json!({"plugin_unique_identifiers": identifiers, "source": source, "metas": metas});
         self.post_json(&path, &body, HeaderMap::new()).await
@@ -139,9 +149,7 @@ impl PluginDaemonClient {
         task_id: &str,
         identifier: &str,
     ) -> Result<bool, ClientError> {
-        if identifier.is_empty() || identifier.contains(['?', '#']) {
-            return Err(ClientError::Validation(format!("invalid plugin unique identifier `{identifier}`")));
-        }
+        check_identifiers([identifier])?;
         let path = management(tenant_id, &format!("install/tasks/{}/delete/{identifier}", path_segment(task_id)?))?;
         self.post_empty(&path).await
     }
@@ -152,6 +160,7 @@ impl PluginDaemonClient {
         tenant_id: &str,
         identifiers: &[String],
     ) -> Result<Vec<MissingPluginDependency>, ClientError> {
+        check_identifiers(identifiers.iter().map(String::as_str))?;
         let path = management(tenant_id, "installation/missing")?;
         self.post_json(&path, &json!({"plugin_unique_identifiers": identifiers}), HeaderMap::new()).await
     }
@@ -174,6 +183,7 @@ impl PluginDaemonClient {
         meta: Value,
     ) -> Result<PluginInstallTaskStartResponse, ClientError> {
         check_source(source)?;
+        check_identifiers([original_plugin_unique_identifier, new_plugin_unique_identifier])?;
         let path = management(tenant_id, "install/upgrade")?;
         let body = json!({
             "original_plugin_unique_identifier": original_plugin_unique_identifier,

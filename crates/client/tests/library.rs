@@ -117,6 +117,10 @@ async fn validation_errors_are_raised_before_any_request() {
     let error = client.install_from_identifiers(TENANT, &[identifier()], "ftp", &[json!({})]).await.unwrap_err();
     assert_eq!(error.kind(), "ValidationError");
     assert!(client.list_plugins_with_total(TENANT, 0, 10).await.is_err());
+    let error = client.install_from_identifiers(TENANT, &["Bad/ID:1@x".to_string()], "package", &[json!({})]).await.unwrap_err();
+    assert!(error.to_string().contains("Bad/ID:1@x"), "{error}");
+    assert!(client.upgrade_plugin(TENANT, &identifier(), "nope", "package", json!({})).await.is_err());
+    assert!(client.fetch_missing_dependencies(TENANT, &["x".to_string()]).await.is_err());
     assert!(client.fetch_tool_provider(TENANT, "Not A Provider").await.is_err());
     assert!(server.requests().is_empty(), "nothing may be sent: {:?}", server.requests());
 }
