@@ -36,6 +36,8 @@ pub struct AppState {
     pub db: Db,
     pub blobs: Arc<dyn BlobStore>,
     pub runtime: Arc<RuntimeManager>,
+    /// Answers plugins' backwards invocations (storage in `db`, the rest forwarded to Dify).
+    pub backwards: Arc<dyn crate::backwards::BackwardsHandler>,
     /// This node's identity, stable across restarts of the same working directory.
     pub node_id: Arc<str>,
     pub metrics: Arc<Metrics>,
@@ -56,12 +58,15 @@ impl AppState {
                 .with_context(|| format!("cannot read third-party public key {}", path.display()))?;
             extra_public_keys.push(pem);
         }
+        let runtime = RuntimeManager::new();
+        let backwards = Arc::new(crate::backwards::DifyBackwards::new(runtime.config(), Arc::new(db.clone())));
         Ok(AppState {
             settings: Arc::new(settings),
             server_key: server_key.into(),
             db,
             blobs,
-            runtime: RuntimeManager::new(),
+            runtime,
+            backwards,
             node_id: node_id.into(),
             metrics: Arc::new(Metrics::default()),
             extra_public_keys: Arc::new(extra_public_keys),

@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::{Arc, OnceLock};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
@@ -22,7 +21,6 @@ use dify_protocol::{DaemonError, Envelope, ErrorType};
 use serde_json::{Map, Value};
 
 use super::{fail_with_status, ok, AppState, NOT_FOUND_BODY};
-use crate::backwards::{BackwardsHandler, DifyBackwards};
 use crate::runtime::RESTART_WAIT;
 use crate::service::{find_installation, FindInstallationError};
 use crate::session::{start_session, ChunkShaper, SessionOutput, SessionRequest};
@@ -30,14 +28,6 @@ use crate::session::{start_session, ChunkShaper, SessionOutput, SessionRequest};
 /// The dispatch routes, to be nested under `/plugin/{tenant_id}`.
 pub fn routes() -> Router<AppState> {
     Router::new().route("/dispatch/{*route}", post(dispatch))
-}
-
-/// The backwards handler of this daemon (storage in the state's database, the rest to Dify).
-fn backwards_handler(state: &AppState) -> Arc<dyn BackwardsHandler> {
-    static HANDLER: OnceLock<Arc<DifyBackwards>> = OnceLock::new();
-    HANDLER
-        .get_or_init(|| Arc::new(DifyBackwards::new(state.runtime.config(), Arc::new(state.db.clone()))))
-        .clone()
 }
 
 async fn dispatch(
@@ -122,7 +112,7 @@ async fn dispatch_route(state: &AppState, tenant_id: &str, route: &'static Dispa
         permissions: plugin.permissions.clone(),
     };
     let timeout = state.runtime.config().max_execution_timeout;
-    let session = match start_session(connection, session_request, backwards_handler(state), timeout).await {
+    let session = match start_session(connection, session_request, state.backwards.clone(), timeout).await {
         Ok(session) => session,
         Err(error) => {
             let line = sse_line(&DaemonError::internal(error.to_string()).to_envelope_json());
