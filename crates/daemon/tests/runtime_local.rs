@@ -28,12 +28,19 @@ struct Running {
 }
 
 async fn launch(plugin: &str, adjust: impl FnOnce(&mut RuntimeConfig)) -> Result<Running, (String, Vec<String>)> {
-    let workdir = tempfile::tempdir().expect("tempdir");
+    launch_package(package_plugin(plugin), tempfile::tempdir().expect("tempdir"), adjust, Vec::new()).await
+}
+
+async fn launch_package(
+    package: Vec<u8>,
+    workdir: tempfile::TempDir,
+    adjust: impl FnOnce(&mut RuntimeConfig),
+    plugin_env: Vec<(String, String)>,
+) -> Result<Running, (String, Vec<String>)> {
     let mut config = test_runtime_config(workdir.path());
     adjust(&mut config);
     let backwards: Arc<dyn BackwardsHandler> = Arc::new(DifyBackwards::new(&config, Arc::new(MemoryStorage::default())));
-    let manager = RuntimeManager::with_config(config);
-    let package = package_plugin(plugin);
+    let manager = RuntimeManager::with_plugin_env(config, plugin_env);
     let (uid, declaration) = decode(&package);
     let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel();
     let launched = tokio::time::timeout(Duration::from_secs(240), manager.launch(&uid, &package, &declaration, progress_tx))
@@ -227,4 +234,121 @@ async fn plugin_without_heartbeat_is_killed_and_the_launch_says_why() {
         .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.contains("-m\0main")))
         .collect();
     assert!(survivors.is_empty(), "plugin processes still running: {survivors:?}");
+}
+
+/// A copy of a test plugin directory with some files replaced, packaged.
+fn package_variant(plugin: &str, replace: &[(&str, &str)]) -> Vec<u8> {
+    let copy = tempfile::tempdir().expect("tempdir");
+    copy_dir(&plugin_dir(plugin), copy.path());
+    for (file, content) in replace {
+        std::fs::write(copy.path().join(file), content).expect("write replaced file");
+    }
+    dify_package::write::package_dir(copy.path()).expect("package variant")
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir").flatten() {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_environment_build_reports_uv_output_and_is_retried() {
+    let package = package_variant("runtime_tools", &[("requirements.txt", "dify-plugin>=0.10.0,<0.11.0\nthis is not ! a requirement\n")]);
+    let failure = launch_package(package, tempfile::tempdir().expect("tempdir"), |c| c.env_build_retries = 1, Vec::new()).await;
+    let Err((error, progress)) = failure else { panic!("a broken requirements file must fail the build") };
+    assert!(error.contains("installing dependencies failed"), "{error}");
+    assert!(error.contains("this is not ! a requirement"), "uv's output must be quoted: {error}");
+    assert!(progress.iter().any(|l| l.contains("retrying (1/1)")), "{progress:?}");
+    assert!(zombie_children().is_empty(), "zombies: {:?}", zombie_children());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn built_environment_is_reused_by_the_next_launch() {
+    let workdir = tempfile::tempdir().expect("tempdir");
+    let root = workdir.path().to_path_buf();
+    let package = package_plugin("runtime_tools");
+    let first = launch_package(package.clone(), workdir, |_| {}, Vec::new()).await.unwrap_or_else(|(e, _)| panic!("{e}"));
+    first.manager.shutdown().await;
+    // A second manager over the same working directory finds the ready marker and skips the build.
+    let config = test_runtime_config(&root);
+    let manager = RuntimeManager::with_config(config);
+    let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::time::timeout(Duration::from_secs(120), manager.launch(&first.uid, &package, &first.declaration, progress_tx))
+        .await
+        .expect("in time")
+        .expect("second launch");
+    let mut progress = Vec::new();
+    while let Ok(line) = progress_rx.try_recv() {
+        progress.push(line);
+    }
+    assert!(!progress.iter().any(|l| l.contains("creating virtual environment")), "{progress:?}");
+    assert!(progress.iter().any(|l| l == "plugin is running"), "{progress:?}");
+    manager.shutdown().await;
+    assert!(zombie_children().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_running_plugin_is_killed_by_the_watchdog_and_restarted() {
+    // The SDK heartbeats every second here; a stopped (SIGSTOP) process goes silent.
+    let running = launch_package(
+        package_plugin("runtime_tools"),
+        tempfile::tempdir().expect("tempdir"),
+        |c| c.heartbeat_timeout = Duration::from_secs(4),
+        vec![("HEARTBEAT_INTERVAL".into(), "1".into())],
+    )
+    .await
+    .unwrap_or_else(|(e, _)| panic!("{e}"));
+    let plugin = running.manager.plugin(running.uid.as_str()).expect("plugin");
+    // Healthy and heartbeating: it outlives the watchdog's limit.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(plugin.process.restart_count(), 0);
+    let first_pid = plugin.process.spawned_pids()[0];
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(first_pid as i32), nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
+    assert!(eventually(Duration::from_secs(30), || plugin.process.restart_count() >= 1).await, "watchdog did not restart the plugin");
+    assert!(eventually(Duration::from_secs(10), || !process_alive(first_pid)).await, "stopped process was not killed");
+    assert_eq!(texts(&running.invoke(json!({"text": "alive"})).await), vec!["echo: alive"]);
+    running.manager.shutdown().await;
+    assert!(zombie_children().is_empty(), "zombies: {:?}", zombie_children());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_line_fails_only_its_session_and_a_dropped_caller_ends_its_session() {
+    let running = launch("runtime_tools", |c| c.max_line_bytes = 100_000).await.unwrap_or_else(|(e, _)| panic!("{e}"));
+    let too_big = running.invoke(json!({"mode": "big_line", "count": 300_000})).await;
+    match too_big.last() {
+        Some(SessionOutput::Failed(error)) => assert_eq!(error.error_type, "PluginResponseTooLarge", "{error:?}"),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    assert_eq!(texts(&running.invoke(json!({"text": "fine"})).await), vec!["echo: fine"]);
+
+    // A caller that goes away: its session is unregistered from the connection.
+    let plugin = running.manager.plugin(running.uid.as_str()).expect("plugin");
+    let connection = plugin.process.connection(Duration::from_secs(10)).await.expect("connection");
+    let request = SessionRequest {
+        tenant_id: TENANT.into(),
+        user_id: "u".into(),
+        plugin_id: running.uid.plugin_id().into(),
+        access_type: AccessType::Tool,
+        action: "invoke_tool".into(),
+        payload: json!({"provider": "runtime_tools", "tool": "exercise", "credentials": {}, "tool_parameters": {"mode": "sleep", "count": 30}})
+            .as_object()
+            .cloned()
+            .expect("object"),
+        invocation: InvocationContext::default(),
+        permissions: running.declaration.permissions(),
+    };
+    let mut session = start_session(connection.clone(), request, running.backwards.clone(), Duration::from_secs(60)).await.expect("start");
+    let first = tokio::time::timeout(Duration::from_secs(30), session.next()).await.expect("first item in time");
+    assert!(matches!(first, Some(SessionOutput::Chunk(_))), "{first:?}");
+    assert_eq!(connection.open_sessions(), 1);
+    drop(session);
+    assert!(eventually(Duration::from_secs(5), || connection.open_sessions() == 0).await, "session still registered");
+    running.manager.shutdown().await;
 }
