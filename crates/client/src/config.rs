@@ -57,7 +57,11 @@ impl Default for ClientConfig {
 
 impl ClientConfig {
     pub fn new(base_url: impl Into<String>, api_key: impl Into<String>) -> Self {
-        ClientConfig { base_url: base_url.into(), api_key: api_key.into(), ..ClientConfig::default() }
+        ClientConfig {
+            base_url: base_url.into(),
+            api_key: api_key.into(),
+            ..ClientConfig::default()
+        }
     }
 
     pub fn with_timeout(mut self, timeout: Duration) -> Self {

@@ -14,8 +14,9 @@ use serde_json::{json, Value};
 use crate::error::ClientError;
 use crate::transport::PluginDaemonClient;
 use crate::wire::{
-    MissingPluginDependency, PluginBundleDependency, PluginDecodeResponse, PluginEntity, PluginInstallTask,
-    PluginInstallTaskStartResponse, PluginInstallation, PluginListResponse, PluginReadmeResponse,
+    MissingPluginDependency, PluginBundleDependency, PluginDecodeResponse, PluginEntity,
+    PluginInstallTask, PluginInstallTaskStartResponse, PluginInstallation, PluginListResponse,
+    PluginReadmeResponse,
 };
 
 /// Where installed plugins come from (`source` of install and upgrade).
@@ -23,7 +24,9 @@ pub const INSTALLATION_SOURCES: [&str; 4] = ["marketplace", "github", "package",
 
 fn management(tenant_id: &str, route: &str) -> Result<String, ClientError> {
     if tenant_id.is_empty() || tenant_id.contains(['/', '?', '#']) {
-        return Err(ClientError::Validation(format!("invalid tenant id `{tenant_id}`")));
+        return Err(ClientError::Validation(format!(
+            "invalid tenant id `{tenant_id}`"
+        )));
     }
     Ok(format!("plugin/{tenant_id}/management/{route}"))
 }
@@ -39,19 +42,29 @@ fn check_source(source: &str) -> Result<(), ClientError> {
     }
 }
 
-fn package_form(field: &'static str, bytes: Vec<u8>, verify_signature: bool) -> Result<Form, ClientError> {
+fn package_form(
+    field: &'static str,
+    bytes: Vec<u8>,
+    verify_signature: bool,
+) -> Result<Form, ClientError> {
     let part = Part::bytes(bytes)
         .file_name(field)
         .mime_str("application/octet-stream")
         .map_err(|err| ClientError::Validation(err.to_string()))?;
-    Ok(Form::new().part(field, part).text("verify_signature", if verify_signature { "true" } else { "false" }))
+    Ok(Form::new().part(field, part).text(
+        "verify_signature",
+        if verify_signature { "true" } else { "false" },
+    ))
 }
 
 /// Rejects identifiers the daemon would refuse (http-api.md §A.1) before anything is sent.
-fn check_identifiers<'a>(identifiers: impl IntoIterator<Item = &'a str>) -> Result<(), ClientError> {
+fn check_identifiers<'a>(
+    identifiers: impl IntoIterator<Item = &'a str>,
+) -> Result<(), ClientError> {
     for identifier in identifiers {
-        PluginUniqueIdentifier::parse(identifier)
-            .map_err(|err| ClientError::Validation(format!("{err} (expected author/name:version@checksum)")))?;
+        PluginUniqueIdentifier::parse(identifier).map_err(|err| {
+            ClientError::Validation(format!("{err} (expected author/name:version@checksum)"))
+        })?;
     }
     Ok(())
 }
@@ -62,7 +75,10 @@ fn pagination(page: u32, page_size: u32) -> Result<Vec<(&'static str, String)>, 
             "invalid page {page} / page size {page_size}: page starts at 1, page size is 1..=256"
         )));
     }
-    Ok(vec![("page", page.to_string()), ("page_size", page_size.to_string())])
+    Ok(vec![
+        ("page", page.to_string()),
+        ("page_size", page_size.to_string()),
+    ])
 }
 
 impl PluginDaemonClient {
@@ -74,7 +90,11 @@ impl PluginDaemonClient {
         verify_signature: bool,
     ) -> Result<PluginDecodeResponse, ClientError> {
         let path = management(tenant_id, "install/upload/package")?;
-        self.post_multipart(&path, package_form("dify_pkg", pkg_bytes, verify_signature)?).await
+        self.post_multipart(
+            &path,
+            package_form("dify_pkg", pkg_bytes, verify_signature)?,
+        )
+        .await
     }
 
     /// Uploads a `.difybndl`; returns its dependencies.
@@ -85,7 +105,11 @@ impl PluginDaemonClient {
         verify_signature: bool,
     ) -> Result<Vec<PluginBundleDependency>, ClientError> {
         let path = management(tenant_id, "install/upload/bundle")?;
-        self.post_multipart(&path, package_form("dify_bundle", bundle_bytes, verify_signature)?).await
+        self.post_multipart(
+            &path,
+            package_form("dify_bundle", bundle_bytes, verify_signature)?,
+        )
+        .await
     }
 
     /// Starts installing uploaded packages. `metas` must have one entry per identifier.
@@ -97,7 +121,9 @@ impl PluginDaemonClient {
         metas: &[Value],
     ) -> Result<PluginInstallTaskStartResponse, ClientError> {
         if identifiers.is_empty() {
-            return Err(ClientError::Validation("at least one plugin unique identifier is required".into()));
+            return Err(ClientError::Validation(
+                "at least one plugin unique identifier is required".into(),
+            ));
         }
         if identifiers.len() != metas.len() {
             return Err(ClientError::Validation(format!(
@@ -109,7 +135,8 @@ impl PluginDaemonClient {
         check_source(source)?;
         check_identifiers(identifiers.iter().map(String::as_str))?;
         let path = management(tenant_id, "install/identifiers")?;
-        let body = json!({"plugin_unique_identifiers": identifiers, "source": source, "metas": metas});
+        let body =
+            json!({"plugin_unique_identifiers": identifiers, "source": source, "metas": metas});
         self.post_json(&path, &body, HeaderMap::new()).await
     }
 
@@ -118,7 +145,10 @@ impl PluginDaemonClient {
         tenant_id: &str,
         task_id: &str,
     ) -> Result<PluginInstallTask, ClientError> {
-        let path = management(tenant_id, &format!("install/tasks/{}", path_segment(task_id)?))?;
+        let path = management(
+            tenant_id,
+            &format!("install/tasks/{}", path_segment(task_id)?),
+        )?;
         self.get(&path, &[]).await
     }
 
@@ -132,12 +162,22 @@ impl PluginDaemonClient {
         self.get(&path, &pagination(page, page_size)?).await
     }
 
-    pub async fn delete_plugin_installation_task(&self, tenant_id: &str, task_id: &str) -> Result<bool, ClientError> {
-        let path = management(tenant_id, &format!("install/tasks/{}/delete", path_segment(task_id)?))?;
+    pub async fn delete_plugin_installation_task(
+        &self,
+        tenant_id: &str,
+        task_id: &str,
+    ) -> Result<bool, ClientError> {
+        let path = management(
+            tenant_id,
+            &format!("install/tasks/{}/delete", path_segment(task_id)?),
+        )?;
         self.post_empty(&path).await
     }
 
-    pub async fn delete_all_plugin_installation_task_items(&self, tenant_id: &str) -> Result<bool, ClientError> {
+    pub async fn delete_all_plugin_installation_task_items(
+        &self,
+        tenant_id: &str,
+    ) -> Result<bool, ClientError> {
         let path = management(tenant_id, "install/tasks/delete_all")?;
         self.post_empty(&path).await
     }
@@ -150,7 +190,13 @@ impl PluginDaemonClient {
         identifier: &str,
     ) -> Result<bool, ClientError> {
         check_identifiers([identifier])?;
-        let path = management(tenant_id, &format!("install/tasks/{}/delete/{identifier}", path_segment(task_id)?))?;
+        let path = management(
+            tenant_id,
+            &format!(
+                "install/tasks/{}/delete/{identifier}",
+                path_segment(task_id)?
+            ),
+        )?;
         self.post_empty(&path).await
     }
 
@@ -162,16 +208,32 @@ impl PluginDaemonClient {
     ) -> Result<Vec<MissingPluginDependency>, ClientError> {
         check_identifiers(identifiers.iter().map(String::as_str))?;
         let path = management(tenant_id, "installation/missing")?;
-        self.post_json(&path, &json!({"plugin_unique_identifiers": identifiers}), HeaderMap::new()).await
+        self.post_json(
+            &path,
+            &json!({"plugin_unique_identifiers": identifiers}),
+            HeaderMap::new(),
+        )
+        .await
     }
 
     /// Removes an installation by its id (`installation_id` of [`PluginEntity`]).
-    pub async fn uninstall(&self, tenant_id: &str, installation_id: &str) -> Result<bool, ClientError> {
+    pub async fn uninstall(
+        &self,
+        tenant_id: &str,
+        installation_id: &str,
+    ) -> Result<bool, ClientError> {
         if installation_id.is_empty() {
-            return Err(ClientError::Validation("the plugin installation id is required".into()));
+            return Err(ClientError::Validation(
+                "the plugin installation id is required".into(),
+            ));
         }
         let path = management(tenant_id, "uninstall")?;
-        self.post_json(&path, &json!({"plugin_installation_id": installation_id}), HeaderMap::new()).await
+        self.post_json(
+            &path,
+            &json!({"plugin_installation_id": installation_id}),
+            HeaderMap::new(),
+        )
+        .await
     }
 
     pub async fn upgrade_plugin(
@@ -183,7 +245,10 @@ impl PluginDaemonClient {
         meta: Value,
     ) -> Result<PluginInstallTaskStartResponse, ClientError> {
         check_source(source)?;
-        check_identifiers([original_plugin_unique_identifier, new_plugin_unique_identifier])?;
+        check_identifiers([
+            original_plugin_unique_identifier,
+            new_plugin_unique_identifier,
+        ])?;
         let path = management(tenant_id, "install/upgrade")?;
         let body = json!({
             "original_plugin_unique_identifier": original_plugin_unique_identifier,
@@ -200,7 +265,8 @@ impl PluginDaemonClient {
         plugin_ids: &[String],
     ) -> Result<Vec<PluginInstallation>, ClientError> {
         let path = management(tenant_id, "installation/fetch/batch")?;
-        self.post_json(&path, &json!({"plugin_ids": plugin_ids}), HeaderMap::new()).await
+        self.post_json(&path, &json!({"plugin_ids": plugin_ids}), HeaderMap::new())
+            .await
     }
 
     /// The first 256 installed plugins of the tenant.
@@ -226,7 +292,14 @@ impl PluginDaemonClient {
         plugin_unique_identifier: &str,
     ) -> Result<PluginDeclaration, ClientError> {
         let path = management(tenant_id, "fetch/manifest")?;
-        self.get(&path, &[("plugin_unique_identifier", plugin_unique_identifier.to_string())]).await
+        self.get(
+            &path,
+            &[(
+                "plugin_unique_identifier",
+                plugin_unique_identifier.to_string(),
+            )],
+        )
+        .await
     }
 
     pub async fn decode_plugin_from_identifier(
@@ -235,7 +308,14 @@ impl PluginDaemonClient {
         plugin_unique_identifier: &str,
     ) -> Result<PluginDecodeResponse, ClientError> {
         let path = management(tenant_id, "decode/from_identifier")?;
-        self.get(&path, &[("plugin_unique_identifier", plugin_unique_identifier.to_string())]).await
+        self.get(
+            &path,
+            &[(
+                "plugin_unique_identifier",
+                plugin_unique_identifier.to_string(),
+            )],
+        )
+        .await
     }
 
     /// The readme in `language` (or the daemon's fallback language); an empty string when the
@@ -249,7 +329,10 @@ impl PluginDaemonClient {
         let path = management(tenant_id, "fetch/readme")?;
         let query = [
             ("tenant_id", tenant_id.to_string()),
-            ("plugin_unique_identifier", plugin_unique_identifier.to_string()),
+            (
+                "plugin_unique_identifier",
+                plugin_unique_identifier.to_string(),
+            ),
             ("language", language.to_string()),
         ];
         match self.get::<PluginReadmeResponse>(&path, &query).await {
@@ -261,9 +344,17 @@ impl PluginDaemonClient {
     }
 
     /// Whether some tenant has this exact package installed.
-    pub async fn fetch_plugin_by_identifier(&self, tenant_id: &str, identifier: &str) -> Result<bool, ClientError> {
+    pub async fn fetch_plugin_by_identifier(
+        &self,
+        tenant_id: &str,
+        identifier: &str,
+    ) -> Result<bool, ClientError> {
         let path = management(tenant_id, "fetch/identifier")?;
-        self.get(&path, &[("plugin_unique_identifier", identifier.to_string())]).await
+        self.get(
+            &path,
+            &[("plugin_unique_identifier", identifier.to_string())],
+        )
+        .await
     }
 
     /// Polls an install task until it is `success` or `failed`, calling `on_update` with each
@@ -278,7 +369,9 @@ impl PluginDaemonClient {
     ) -> Result<PluginInstallTask, ClientError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let task = self.fetch_plugin_installation_task(tenant_id, task_id).await?;
+            let task = self
+                .fetch_plugin_installation_task(tenant_id, task_id)
+                .await?;
             on_update(&task);
             if task.status.is_finished() {
                 return Ok(task);
@@ -298,7 +391,9 @@ impl PluginDaemonClient {
 /// A task id goes into the path as one segment.
 fn path_segment(value: &str) -> Result<&str, ClientError> {
     if value.is_empty() || value.contains(['/', '?', '#']) {
-        return Err(ClientError::Validation(format!("invalid task id `{value}`")));
+        return Err(ClientError::Validation(format!(
+            "invalid task id `{value}`"
+        )));
     }
     Ok(value)
 }

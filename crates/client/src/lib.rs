@@ -4,8 +4,8 @@
 //! method names, the same routes, the same error types. Wire shapes come from `dify-protocol`;
 //! the few it does not define yet are in [`wire`].
 //!
-//! Architecture invariant: the library never prints and never reads the environment; the `cli`
-//! module owns settings resolution, printing and exit codes.
+//! Architecture invariant: outside the `cli` module nothing prints, reads the environment or
+//! decides exit codes; `cli` owns settings resolution, printing and exit statuses.
 
 pub mod blob_merge;
 pub mod cli;

@@ -25,8 +25,15 @@ impl ParameterRule {
     /// Reads a rule from a declared parameter object (`{name, type, required, default, options}`).
     pub fn from_declaration(parameter: &Value) -> Option<ParameterRule> {
         let name = parameter.get("name")?.as_str()?.to_string();
-        let kind = parameter.get("type").and_then(Value::as_str).unwrap_or("string").to_string();
-        let required = parameter.get("required").and_then(Value::as_bool).unwrap_or(false);
+        let kind = parameter
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("string")
+            .to_string();
+        let required = parameter
+            .get("required")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         let default = parameter.get("default").filter(|v| !v.is_null()).cloned();
         let options = parameter
             .get("options")
@@ -41,14 +48,23 @@ impl ParameterRule {
                     .collect()
             })
             .unwrap_or_default();
-        Some(ParameterRule { name, kind, required, default, options })
+        Some(ParameterRule {
+            name,
+            kind,
+            required,
+            default,
+            options,
+        })
     }
 }
 
 /// Casts `given` by `rules`. Missing parameters take their default; a missing required parameter
 /// without default is an error. Parameters not declared are passed through unchanged. Every
 /// problem is reported at once.
-pub fn cast_tool_parameters(rules: &[ParameterRule], given: &Map<String, Value>) -> Result<Map<String, Value>, ClientError> {
+pub fn cast_tool_parameters(
+    rules: &[ParameterRule],
+    given: &Map<String, Value>,
+) -> Result<Map<String, Value>, ClientError> {
     let mut problems = Vec::new();
     let mut cast = Map::new();
     for rule in rules {
@@ -97,7 +113,10 @@ fn cast_value(rule: &ParameterRule, value: Value) -> Result<Value, String> {
             let text = as_string(value)?;
             let chosen = text.as_str().unwrap_or_default();
             if !rule.options.is_empty() && !rule.options.iter().any(|option| option == chosen) {
-                return Err(format!("`{chosen}` is not one of the options [{}]", rule.options.join(", ")));
+                return Err(format!(
+                    "`{chosen}` is not one of the options [{}]",
+                    rule.options.join(", ")
+                ));
             }
             Ok(text)
         }
@@ -112,7 +131,10 @@ fn cast_value(rule: &ParameterRule, value: Value) -> Result<Value, String> {
         "files" | "system-files" => match value {
             Value::Array(_) => Ok(value),
             Value::Object(_) | Value::String(_) => Ok(Value::Array(vec![value])),
-            other => Err(format!("expects a list of files, got {}", type_name(&other))),
+            other => Err(format!(
+                "expects a list of files, got {}",
+                type_name(&other)
+            )),
         },
         "array" => match value {
             Value::Array(_) => Ok(value),
@@ -155,7 +177,9 @@ fn as_number(value: Value) -> Result<Value, String> {
             } else {
                 trimmed.parse::<i64>().ok().map(Number::from)
             };
-            parsed.map(Value::Number).ok_or_else(|| format!("`{text}` is not a number"))
+            parsed
+                .map(Value::Number)
+                .ok_or_else(|| format!("`{text}` is not a number"))
         }
         other => Err(format!("expects a number, got {}", type_name(&other))),
     }
@@ -167,7 +191,9 @@ fn as_boolean(value: Value) -> Result<Value, String> {
         Value::String(text) => match text.to_ascii_lowercase().as_str() {
             "true" | "yes" | "y" | "1" => Ok(Value::Bool(true)),
             "false" | "no" | "n" | "0" => Ok(Value::Bool(false)),
-            _ => Err(format!("`{text}` is not a boolean (true/false, yes/no, 1/0)")),
+            _ => Err(format!(
+                "`{text}` is not a boolean (true/false, yes/no, 1/0)"
+            )),
         },
         Value::Number(number) => match number.as_f64() {
             Some(0.0) => Ok(Value::Bool(false)),
@@ -204,7 +230,12 @@ mod tests {
             {"name": "doc", "type": "file"},
             {"name": "docs", "type": "files"}
         ]);
-        declared.as_array().unwrap().iter().filter_map(ParameterRule::from_declaration).collect()
+        declared
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(ParameterRule::from_declaration)
+            .collect()
     }
 
     fn object(value: Value) -> Map<String, Value> {
@@ -230,9 +261,11 @@ mod tests {
 
     #[test]
     fn numbers_from_strings() {
-        let cast = cast_tool_parameters(&rules(), &object(json!({"text": "t", "count": "2.5"}))).unwrap();
+        let cast =
+            cast_tool_parameters(&rules(), &object(json!({"text": "t", "count": "2.5"}))).unwrap();
         assert_eq!(cast["count"], 2.5);
-        let cast = cast_tool_parameters(&rules(), &object(json!({"text": "t", "count": "7"}))).unwrap();
+        let cast =
+            cast_tool_parameters(&rules(), &object(json!({"text": "t", "count": "7"}))).unwrap();
         assert_eq!(cast["count"], 7);
     }
 
@@ -244,7 +277,13 @@ mod tests {
         )
         .unwrap_err();
         let text = error.to_string();
-        for expected in ["`text` is required", "`many` is not a number", "`perhaps` is not a boolean", "`medium` is not one of the options [fast, slow]", "exactly one file"] {
+        for expected in [
+            "`text` is required",
+            "`many` is not a number",
+            "`perhaps` is not a boolean",
+            "`medium` is not one of the options [fast, slow]",
+            "exactly one file",
+        ] {
             assert!(text.contains(expected), "{text} lacks {expected}");
         }
     }
@@ -252,6 +291,8 @@ mod tests {
     #[test]
     fn string_rejects_objects() {
         let error = cast_tool_parameters(&rules(), &object(json!({"text": {"a": 1}}))).unwrap_err();
-        assert!(error.to_string().contains("expects a string, got an object"));
+        assert!(error
+            .to_string()
+            .contains("expects a string, got an object"));
     }
 }

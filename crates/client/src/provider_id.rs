@@ -17,7 +17,10 @@ pub struct ToolProviderId {
 }
 
 fn is_segment(text: &str) -> bool {
-    !text.is_empty() && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 impl ToolProviderId {
@@ -49,7 +52,11 @@ impl ToolProviderId {
 
 impl fmt::Display for ToolProviderId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}/{}", self.organization, self.plugin_name, self.provider_name)
+        write!(
+            f,
+            "{}/{}/{}",
+            self.organization, self.plugin_name, self.provider_name
+        )
     }
 }
 

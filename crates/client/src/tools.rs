@@ -50,14 +50,24 @@ impl ToolInvocation {
 
 fn tenant_path(tenant_id: &str, route: &str) -> Result<String, ClientError> {
     if tenant_id.is_empty() || tenant_id.contains(['/', '?', '#']) {
-        return Err(ClientError::Validation(format!("invalid tenant id `{tenant_id}`")));
+        return Err(ClientError::Validation(format!(
+            "invalid tenant id `{tenant_id}`"
+        )));
     }
     Ok(format!("plugin/{tenant_id}/{route}"))
 }
 
 /// Applies Dify's provider transformer to one raw provider object and decodes it.
-fn transform_provider(mut raw: Value, registry: &SchemaRegistry, url: &str) -> Result<PluginToolProviderEntity, ClientError> {
-    let plugin_id = raw.get("plugin_id").and_then(Value::as_str).unwrap_or_default().to_string();
+fn transform_provider(
+    mut raw: Value,
+    registry: &SchemaRegistry,
+    url: &str,
+) -> Result<PluginToolProviderEntity, ClientError> {
+    let plugin_id = raw
+        .get("plugin_id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     if let Some(Value::Object(declaration)) = raw.get_mut("declaration") {
         resolve_tool_output_schemas(declaration, registry);
         if let Some(Value::Object(identity)) = declaration.get_mut("identity") {
@@ -74,19 +84,36 @@ fn transform_provider(mut raw: Value, registry: &SchemaRegistry, url: &str) -> R
 
 impl PluginDaemonClient {
     /// Every tool provider of the tenant, named `plugin_id/provider`, with `$ref`s expanded.
-    pub async fn fetch_tool_providers(&self, tenant_id: &str) -> Result<Vec<PluginToolProviderEntity>, ClientError> {
+    pub async fn fetch_tool_providers(
+        &self,
+        tenant_id: &str,
+    ) -> Result<Vec<PluginToolProviderEntity>, ClientError> {
         let path = tenant_path(tenant_id, "management/tools")?;
-        let raw: Vec<Value> = self.get(&path, &[("page", "1".to_string()), ("page_size", "256".to_string())]).await?;
+        let raw: Vec<Value> = self
+            .get(
+                &path,
+                &[("page", "1".to_string()), ("page_size", "256".to_string())],
+            )
+            .await?;
         let registry = SchemaRegistry::builtin();
         let url = self.url(&path);
-        raw.into_iter().map(|provider| transform_provider(provider, &registry, &url)).collect()
+        raw.into_iter()
+            .map(|provider| transform_provider(provider, &registry, &url))
+            .collect()
     }
 
     /// One tool provider by `author/plugin/provider` (or a bare builtin name).
-    pub async fn fetch_tool_provider(&self, tenant_id: &str, provider: &str) -> Result<PluginToolProviderEntity, ClientError> {
+    pub async fn fetch_tool_provider(
+        &self,
+        tenant_id: &str,
+        provider: &str,
+    ) -> Result<PluginToolProviderEntity, ClientError> {
         let id = ToolProviderId::parse(provider)?;
         let path = tenant_path(tenant_id, "management/tool")?;
-        let query = [("provider", id.provider_name.clone()), ("plugin_id", id.plugin_id())];
+        let query = [
+            ("provider", id.provider_name.clone()),
+            ("plugin_id", id.plugin_id()),
+        ];
         let raw: Value = self.get(&path, &query).await?;
         transform_provider(raw, &SchemaRegistry::builtin(), &self.url(&path))
     }
@@ -98,7 +125,12 @@ impl PluginDaemonClient {
         provider_ids: &[ToolProviderRef],
     ) -> Result<Vec<bool>, ClientError> {
         let path = tenant_path(tenant_id, "management/tools/check_existence")?;
-        self.post_json(&path, &json!({"provider_ids": provider_ids}), HeaderMap::new()).await
+        self.post_json(
+            &path,
+            &json!({"provider_ids": provider_ids}),
+            HeaderMap::new(),
+        )
+        .await
     }
 
     /// Invokes a tool: fetches its declaration, casts `tool_parameters` by it (a validation error
@@ -125,14 +157,21 @@ impl PluginDaemonClient {
         mut invocation: ToolInvocation,
     ) -> Result<ItemStream<ToolInvokeMessage>, ClientError> {
         ToolProviderId::parse(&invocation.tool_provider)?;
-        let provider = self.fetch_tool_provider(tenant_id, &invocation.tool_provider).await?;
+        let provider = self
+            .fetch_tool_provider(tenant_id, &invocation.tool_provider)
+            .await?;
         let tool = provider
             .declaration
             .tools
             .iter()
             .find(|tool| tool.identity.name == invocation.tool_name)
             .ok_or_else(|| {
-                let known: Vec<&str> = provider.declaration.tools.iter().map(|t| t.identity.name.as_str()).collect();
+                let known: Vec<&str> = provider
+                    .declaration
+                    .tools
+                    .iter()
+                    .map(|t| t.identity.name.as_str())
+                    .collect();
                 ClientError::Validation(format!(
                     "provider `{}` has no tool `{}` (tools: {})",
                     invocation.tool_provider,
@@ -173,10 +212,13 @@ impl PluginDaemonClient {
             }
         });
         let mut headers = HeaderMap::new();
-        let plugin_id = HeaderValue::from_str(&id.plugin_id())
-            .map_err(|_| ClientError::Validation(format!("invalid plugin id `{}`", id.plugin_id())))?;
+        let plugin_id = HeaderValue::from_str(&id.plugin_id()).map_err(|_| {
+            ClientError::Validation(format!("invalid plugin id `{}`", id.plugin_id()))
+        })?;
         headers.insert("X-Plugin-ID", plugin_id);
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        Ok(merge_blob_chunks(self.post_stream(&path, &body, headers).await?))
+        Ok(merge_blob_chunks(
+            self.post_stream(&path, &body, headers).await?,
+        ))
     }
 }

@@ -66,7 +66,10 @@ impl PluginInstallTaskStatus {
 
     /// `success` or `failed`: the task will not change any more.
     pub fn is_finished(&self) -> bool {
-        matches!(self, PluginInstallTaskStatus::Success | PluginInstallTaskStatus::Failed)
+        matches!(
+            self,
+            PluginInstallTaskStatus::Success | PluginInstallTaskStatus::Failed
+        )
     }
 }
 
@@ -233,7 +236,9 @@ impl ToolInvokeMessage {
     /// The human-readable text of `text`, `link` and image-link messages.
     pub fn text(&self) -> Option<&str> {
         match self.message_type.as_str() {
-            "text" | "link" | "image" | "image_link" | "binary_link" => self.message.get("text")?.as_str(),
+            "text" | "link" | "image" | "image_link" | "binary_link" => {
+                self.message.get("text")?.as_str()
+            }
             _ => None,
         }
     }
@@ -261,9 +266,14 @@ mod tests {
 
     #[test]
     fn text_of_messages() {
-        let text: ToolInvokeMessage = serde_json::from_value(json!({"type": "text", "message": {"text": "hi"}, "meta": null})).unwrap();
+        let text: ToolInvokeMessage = serde_json::from_value(
+            json!({"type": "text", "message": {"text": "hi"}, "meta": null}),
+        )
+        .unwrap();
         assert_eq!(text.text(), Some("hi"));
-        let json_message: ToolInvokeMessage = serde_json::from_value(json!({"type": "json", "message": {"json_object": {}}})).unwrap();
+        let json_message: ToolInvokeMessage =
+            serde_json::from_value(json!({"type": "json", "message": {"json_object": {}}}))
+                .unwrap();
         assert_eq!(json_message.text(), None);
     }
 }

@@ -82,7 +82,13 @@ pub struct CliError {
 
 impl CliError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        CliError { code, error_type: None, message: message.into(), hint: None, details: Vec::new() }
+        CliError {
+            code,
+            error_type: None,
+            message: message.into(),
+            hint: None,
+            details: Vec::new(),
+        }
     }
 
     pub fn usage(message: impl Into<String>) -> Self {
@@ -159,10 +165,31 @@ mod tests {
 
     #[test]
     fn exit_statuses() {
-        assert_eq!(CliError::from(ClientError::PluginDaemonUnauthorizedError { message: "unauthorized".into() }).exit_status(), 4);
-        assert_eq!(CliError::from(ClientError::RouteNotFound { url: "u".into() }).exit_status(), 6);
-        assert_eq!(CliError::from(ClientError::Validation("x".into())).exit_status(), 2);
-        assert_eq!(CliError::from(ClientError::PluginNotFoundError { message: "plugin not found".into() }).exit_status(), 1);
-        assert_eq!(CliError::new(ErrorCode::Config, "bad file").exit_status(), 2);
+        assert_eq!(
+            CliError::from(ClientError::PluginDaemonUnauthorizedError {
+                message: "unauthorized".into()
+            })
+            .exit_status(),
+            4
+        );
+        assert_eq!(
+            CliError::from(ClientError::RouteNotFound { url: "u".into() }).exit_status(),
+            6
+        );
+        assert_eq!(
+            CliError::from(ClientError::Validation("x".into())).exit_status(),
+            2
+        );
+        assert_eq!(
+            CliError::from(ClientError::PluginNotFoundError {
+                message: "plugin not found".into()
+            })
+            .exit_status(),
+            1
+        );
+        assert_eq!(
+            CliError::new(ErrorCode::Config, "bad file").exit_status(),
+            2
+        );
     }
 }

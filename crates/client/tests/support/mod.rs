@@ -103,7 +103,9 @@ impl Drop for FixtureServer {
 impl FixtureServer {
     /// Starts serving `scenario` on 127.0.0.1 with an OS-chosen port.
     pub async fn start(scenario: Scenario) -> FixtureServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a local port");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a local port");
         Self::serve(listener, scenario)
     }
 
@@ -116,7 +118,9 @@ impl FixtureServer {
             task_polls: AtomicUsize::new(0),
             gets: AtomicUsize::new(0),
         });
-        let app = axum::Router::new().fallback(handle).with_state(fixture.clone());
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(fixture.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -129,12 +133,18 @@ impl FixtureServer {
 
     /// Requests whose path ends with `suffix`.
     pub fn requests_to(&self, suffix: &str) -> Vec<Recorded> {
-        self.requests().into_iter().filter(|r| r.path.ends_with(suffix)).collect()
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path.ends_with(suffix))
+            .collect()
     }
 }
 
 fn envelope(data: Value) -> Response {
-    raw(StatusCode::OK, json!({"code": 0, "message": "success", "data": data}).to_string())
+    raw(
+        StatusCode::OK,
+        json!({"code": 0, "message": "success", "data": data}).to_string(),
+    )
 }
 
 fn raw(status: StatusCode, body: impl Into<String>) -> Response {
@@ -186,7 +196,11 @@ fn tool_provider_entity() -> Value {
 }
 
 fn plugin_entity(index: usize) -> Value {
-    let plugin_id = if index == 0 { PLUGIN_ID.to_string() } else { format!("fixture/echo{index}") };
+    let plugin_id = if index == 0 {
+        PLUGIN_ID.to_string()
+    } else {
+        format!("fixture/echo{index}")
+    };
     let identifier = format!("{plugin_id}:0.0.1@{CHECKSUM}");
     json!({
         "id": format!("inst-{index}"), "created_at": "2025-01-02T03:04:05Z", "updated_at": "2025-01-02T03:04:05Z",
@@ -209,18 +223,24 @@ fn task(status: &str, plugin_status: &str, message: &str, completed: i64) -> Val
 fn query_value(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
         let (key, value) = pair.split_once('=')?;
-        (key == name).then(|| value.replace("%2F", "/").replace("%3A", ":").replace("%40", "@"))
+        (key == name).then(|| {
+            value
+                .replace("%2F", "/")
+                .replace("%3A", ":")
+                .replace("%40", "@")
+        })
     })
 }
 
 /// SSE body: each line is written and flushed separately, `delay` apart.
 fn sse(lines: Vec<String>, delay: Duration) -> Response {
-    let stream = futures::stream::iter(lines.into_iter().enumerate()).then(move |(i, line)| async move {
-        if i > 0 {
-            tokio::time::sleep(delay).await;
-        }
-        Ok::<Bytes, std::io::Error>(Bytes::from(format!("data: {line}\n\n")))
-    });
+    let stream =
+        futures::stream::iter(lines.into_iter().enumerate()).then(move |(i, line)| async move {
+            if i > 0 {
+                tokio::time::sleep(delay).await;
+            }
+            Ok::<Bytes, std::io::Error>(Bytes::from(format!("data: {line}\n\n")))
+        });
     Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "text/event-stream")
@@ -234,8 +254,19 @@ fn text_chunk(text: &str) -> String {
 
 use futures::StreamExt;
 
-async fn handle(State(fixture): State<Arc<Fixture>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+async fn handle(
+    State(fixture): State<Arc<Fixture>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
     let recorded = Recorded {
         method: method.to_string(),
         path: uri.path().to_string(),
@@ -244,7 +275,11 @@ async fn handle(State(fixture): State<Arc<Fixture>>, method: Method, uri: Uri, h
         plugin_id: header("x-plugin-id"),
         body: body.to_vec(),
     };
-    fixture.requests.lock().expect("requests lock").push(recorded.clone());
+    fixture
+        .requests
+        .lock()
+        .expect("requests lock")
+        .push(recorded.clone());
 
     match &fixture.scenario {
         Scenario::NotADaemon => return raw(StatusCode::NOT_FOUND, payloads::ROUTE_NOT_FOUND),
@@ -255,7 +290,11 @@ async fn handle(State(fixture): State<Arc<Fixture>>, method: Method, uri: Uri, h
         Scenario::Slow { busy_answers } if method == Method::GET => {
             let seen = fixture.gets.fetch_add(1, Ordering::SeqCst);
             if seen < *busy_answers {
-                let status = if seen % 2 == 0 { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::TOO_MANY_REQUESTS };
+                let status = if seen % 2 == 0 {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::TOO_MANY_REQUESTS
+                };
                 return Response::builder()
                     .status(status)
                     .header("retry-after", "1")
@@ -277,13 +316,19 @@ async fn handle(State(fixture): State<Arc<Fixture>>, method: Method, uri: Uri, h
         ("POST", "management/install/upload/package") => {
             let text = String::from_utf8_lossy(&body);
             if !text.contains("name=\"dify_pkg\"") {
-                return envelope_error(r#"{"code":-400,"message":"{\"message\":\"http: no such file\",\"error_type\":\"PluginDaemonBadRequestError\",\"args\":null}","data":null}"#);
+                return envelope_error(
+                    r#"{"code":-400,"message":"{\"message\":\"http: no such file\",\"error_type\":\"PluginDaemonBadRequestError\",\"args\":null}","data":null}"#,
+                );
             }
-            envelope(json!({"unique_identifier": identifier(), "manifest": declaration(), "verification": null}))
+            envelope(
+                json!({"unique_identifier": identifier(), "manifest": declaration(), "verification": null}),
+            )
         }
         ("POST", "management/install/upload/bundle") => {
             if !String::from_utf8_lossy(&body).contains("name=\"dify_bundle\"") {
-                return envelope_error(r#"{"code":-400,"message":"{\"message\":\"http: no such file\",\"error_type\":\"PluginDaemonBadRequestError\",\"args\":null}","data":null}"#);
+                return envelope_error(
+                    r#"{"code":-400,"message":"{\"message\":\"http: no such file\",\"error_type\":\"PluginDaemonBadRequestError\",\"args\":null}","data":null}"#,
+                );
             }
             envelope(json!([
                 {"type": "marketplace", "value": {"organization": "langgenius", "plugin": "openai", "version": "0.0.1"}},
@@ -292,10 +337,15 @@ async fn handle(State(fixture): State<Arc<Fixture>>, method: Method, uri: Uri, h
         }
         ("POST", "management/install/identifiers") => {
             let request = recorded.json();
-            let ids = request["plugin_unique_identifiers"].as_array().map(Vec::len).unwrap_or(0);
+            let ids = request["plugin_unique_identifiers"]
+                .as_array()
+                .map(Vec::len)
+                .unwrap_or(0);
             let metas = request["metas"].as_array().map(Vec::len).unwrap_or(0);
             if ids != metas {
-                return envelope_error(r#"{"code":-400,"message":"{\"message\":\"the number of metas must be equal to the number of plugin unique identifiers\",\"error_type\":\"PluginDaemonBadRequestError\",\"args\":null}","data":null}"#);
+                return envelope_error(
+                    r#"{"code":-400,"message":"{\"message\":\"the number of metas must be equal to the number of plugin unique identifiers\",\"error_type\":\"PluginDaemonBadRequestError\",\"args\":null}","data":null}"#,
+                );
             }
             envelope(json!({"all_installed": false, "task_id": "task-1"}))
         }
@@ -305,31 +355,56 @@ async fn handle(State(fixture): State<Arc<Fixture>>, method: Method, uri: Uri, h
                 return envelope(task("running", "running", "starting", 0));
             }
             if fixture.scenario == Scenario::InstallFails {
-                envelope(task("failed", "failed", "failed to init environment: no matching distribution for dify_plugin", 0))
+                envelope(task(
+                    "failed",
+                    "failed",
+                    "failed to init environment: no matching distribution for dify_plugin",
+                    0,
+                ))
             } else {
                 envelope(task("success", "success", "installed", 1))
             }
         }
-        ("GET", "management/install/tasks") => envelope(json!([task("success", "success", "installed", 1)])),
-        ("GET", route) if route.starts_with("management/install/tasks/") => envelope_error(payloads::INTERNAL),
-        ("POST", "management/install/upgrade") => envelope(json!({"all_installed": true, "task_id": ""})),
+        ("GET", "management/install/tasks") => {
+            envelope(json!([task("success", "success", "installed", 1)]))
+        }
+        ("GET", route) if route.starts_with("management/install/tasks/") => {
+            envelope_error(payloads::INTERNAL)
+        }
+        ("POST", "management/install/upgrade") => {
+            envelope(json!({"all_installed": true, "task_id": ""}))
+        }
         ("GET", "management/list") => {
-            let page: usize = query_value(query, "page").and_then(|p| p.parse().ok()).unwrap_or(1);
-            let size: usize = query_value(query, "page_size").and_then(|p| p.parse().ok()).unwrap_or(256);
-            let total = if fixture.scenario == Scenario::Pagination { 5 } else { 1 };
-            let list: Vec<Value> = (0..total).skip((page - 1) * size).take(size).map(plugin_entity).collect();
+            let page: usize = query_value(query, "page")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(1);
+            let size: usize = query_value(query, "page_size")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(256);
+            let total = if fixture.scenario == Scenario::Pagination {
+                5
+            } else {
+                1
+            };
+            let list: Vec<Value> = (0..total)
+                .skip((page - 1) * size)
+                .take(size)
+                .map(plugin_entity)
+                .collect();
             envelope(json!({"list": list, "total": total}))
         }
         ("GET", "management/fetch/manifest") => {
             if query_value(query, "plugin_unique_identifier") == Some(identifier()) {
                 envelope(declaration())
             } else {
-                envelope_error(r#"{"code":-400,"message":"{\"message\":\"plugin not found\",\"error_type\":\"PluginDaemonBadRequestError\",\"args\":null}","data":null}"#)
+                envelope_error(
+                    r#"{"code":-400,"message":"{\"message\":\"plugin not found\",\"error_type\":\"PluginDaemonBadRequestError\",\"args\":null}","data":null}"#,
+                )
             }
         }
-        ("GET", "management/decode/from_identifier") => {
-            envelope(json!({"unique_identifier": identifier(), "manifest": declaration(), "verification": {"authorized_category": "langgenius"}}))
-        }
+        ("GET", "management/decode/from_identifier") => envelope(
+            json!({"unique_identifier": identifier(), "manifest": declaration(), "verification": {"authorized_category": "langgenius"}}),
+        ),
         ("GET", "management/fetch/readme") => {
             if query_value(query, "language").as_deref() == Some("ja_JP") {
                 envelope_error(payloads::README_NOT_FOUND)
@@ -337,7 +412,9 @@ async fn handle(State(fixture): State<Arc<Fixture>>, method: Method, uri: Uri, h
                 envelope(json!({"content": "# Echo\n\nRepeats text.\n", "language": "en_US"}))
             }
         }
-        ("GET", "management/fetch/identifier") => envelope(json!(query_value(query, "plugin_unique_identifier") == Some(identifier()))),
+        ("GET", "management/fetch/identifier") => envelope(json!(
+            query_value(query, "plugin_unique_identifier") == Some(identifier())
+        )),
         ("POST", "management/installation/missing") => {
             let wanted = recorded.json()["plugin_unique_identifiers"].clone();
             let missing: Vec<Value> = wanted
@@ -360,18 +437,28 @@ async fn handle(State(fixture): State<Arc<Fixture>>, method: Method, uri: Uri, h
         }
         ("POST", "management/uninstall") => envelope(json!(true)),
         ("POST", "management/install/tasks/delete_all") => envelope(json!(true)),
-        ("POST", route) if route.starts_with("management/install/tasks/task-1/delete") => envelope(json!(true)),
+        ("POST", route) if route.starts_with("management/install/tasks/task-1/delete") => {
+            envelope(json!(true))
+        }
         ("GET", "management/tools") => envelope(json!([tool_provider_entity()])),
         ("GET", "management/tool") => {
-            if query_value(query, "plugin_id").as_deref() == Some(PLUGIN_ID) && query_value(query, "provider").as_deref() == Some("echo") {
+            if query_value(query, "plugin_id").as_deref() == Some(PLUGIN_ID)
+                && query_value(query, "provider").as_deref() == Some("echo")
+            {
                 envelope(tool_provider_entity())
             } else {
                 envelope_error(payloads::PLUGIN_NOT_FOUND)
             }
         }
         ("POST", "management/tools/check_existence") => {
-            let ids = recorded.json()["provider_ids"].as_array().cloned().unwrap_or_default();
-            let exists: Vec<bool> = ids.iter().map(|id| id["plugin_id"] == PLUGIN_ID && id["provider_name"] == "echo").collect();
+            let ids = recorded.json()["provider_ids"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let exists: Vec<bool> = ids
+                .iter()
+                .map(|id| id["plugin_id"] == PLUGIN_ID && id["provider_name"] == "echo")
+                .collect();
             envelope(json!(exists))
         }
         ("POST", "dispatch/tool/invoke") => {
@@ -379,14 +466,19 @@ async fn handle(State(fixture): State<Arc<Fixture>>, method: Method, uri: Uri, h
                 return raw(StatusCode::NOT_FOUND, payloads::PLUGIN_NOT_FOUND);
             }
             let request = recorded.json();
-            let text = request["data"]["tool_parameters"]["text"].as_str().unwrap_or_default().to_string();
+            let text = request["data"]["tool_parameters"]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             let mut lines = vec![text_chunk(&format!("{text} ")), text_chunk("again")];
             if fixture.scenario == Scenario::InvokeFails {
                 lines.truncate(1);
                 lines.push(payloads::INVOKE.to_string());
             } else {
                 // "hello!" as two base64 blob chunks, merged by the client into one blob.
-                for (sequence, (part, end)) in [("aGVs", false), ("bG8h", true)].into_iter().enumerate() {
+                for (sequence, (part, end)) in
+                    [("aGVs", false), ("bG8h", true)].into_iter().enumerate()
+                {
                     lines.push(json!({"code": 0, "message": "success", "data": {"type": "blob_chunk",
                         "message": {"id": "file-1", "sequence": sequence, "total_length": 6, "blob": part, "end": end},
                         "meta": {"mime_type": "text/plain"}}}).to_string());
