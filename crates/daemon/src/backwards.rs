@@ -399,6 +399,71 @@ mod tests {
         assert!(validate_storage_key("").is_err());
     }
 
+    struct NoStorage;
+    impl PluginStorage for NoStorage {
+        fn get<'a>(&'a self, _: &'a str, _: &'a str, _: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, String>> {
+            Box::pin(async { Err("storage must not be reached".to_string()) })
+        }
+        fn set<'a>(&'a self, _: &'a str, _: &'a str, _: &'a str, _: &'a [u8]) -> BoxFuture<'a, Result<(), String>> {
+            Box::pin(async { Err("storage must not be reached".to_string()) })
+        }
+        fn delete<'a>(&'a self, _: &'a str, _: &'a str, _: &'a str) -> BoxFuture<'a, Result<u64, String>> {
+            Box::pin(async { Err("storage must not be reached".to_string()) })
+        }
+        fn exists<'a>(&'a self, _: &'a str, _: &'a str, _: &'a str) -> BoxFuture<'a, Result<bool, String>> {
+            Box::pin(async { Err("storage must not be reached".to_string()) })
+        }
+        fn usage_bytes<'a>(&'a self, _: &'a str, _: &'a str) -> BoxFuture<'a, Result<u64, String>> {
+            Box::pin(async { Err("storage must not be reached".to_string()) })
+        }
+    }
+
+    async fn answer(access_type: AccessType, permissions: PluginPermissions, invoke_type: &str) -> Vec<BackwardsReply> {
+        // An unroutable inner API: any request that gets past the checks fails to connect.
+        let config = RuntimeConfig { dify_inner_api_url: "http://127.0.0.1:9".into(), ..RuntimeConfig::default() };
+        let handler = DifyBackwards::new(&config, Arc::new(NoStorage));
+        let caller = CallerContext {
+            session_id: "s".into(),
+            tenant_id: "t".into(),
+            user_id: "u".into(),
+            plugin_id: "a/b".into(),
+            access_type,
+            permissions,
+        };
+        let request = BackwardsRequest { invoke_type: invoke_type.into(), backwards_request_id: "r1".into(), request: Map::new() };
+        let (sender, mut receiver) = mpsc::unbounded_channel();
+        handler.handle(&caller, request, &sender).await;
+        drop(sender);
+        let mut replies = Vec::new();
+        while let Some(reply) = receiver.recv().await {
+            replies.push(reply);
+        }
+        replies
+    }
+
+    #[tokio::test]
+    async fn permissions_are_checked_before_anything_runs() {
+        use dify_protocol::message::BackwardsReplyEvent;
+        let none = PluginPermissions::default();
+        let replies = answer(AccessType::Tool, none.clone(), "storage").await;
+        assert_eq!(replies.len(), 1);
+        assert_eq!(replies[0].event, BackwardsReplyEvent::Error);
+        assert!(replies[0].message.contains("storage"), "{:?}", replies[0]);
+        let replies = answer(AccessType::Tool, none.clone(), "llm").await;
+        assert!(replies[0].message.starts_with("permission denied"), "{:?}", replies[0]);
+        let replies = answer(AccessType::Model, none.clone(), "tool").await;
+        assert_eq!(replies[0].message, "you can not invoke dify from model");
+        let replies = answer(AccessType::Tool, none.clone(), "encrypt").await;
+        assert_eq!(replies[0].message, "unsupported invoke type: encrypt");
+        // Allowed: the call goes out (and fails to connect here).
+        let tool_allowed: PluginPermissions = serde_json::from_value(serde_json::json!({"tool": {"enabled": true}})).unwrap();
+        let replies = answer(AccessType::Tool, tool_allowed, "tool").await;
+        assert!(replies[0].message.contains("failed to call dify inner api invoke/tool"), "{:?}", replies[0]);
+        // upload_file needs no permission.
+        let replies = answer(AccessType::Tool, none, "upload_file").await;
+        assert!(replies[0].message.contains("upload/file/request"), "{:?}", replies[0]);
+    }
+
     #[test]
     fn envelopes() {
         assert_eq!(envelope_data(serde_json::json!({"data": 1, "error": ""})).unwrap(), 1);
