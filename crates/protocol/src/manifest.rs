@@ -19,6 +19,7 @@ pub use common::{
     ParameterAutoGenerate, ParameterOption, ParameterTemplate, ProviderConfig,
 };
 pub use model::{
+    CredentialFormSchema, FieldModelSchema, FormOption, FormShowOn, ModelCredentialSchema, ProviderCredentialSchema,
     ModelDeclaration, ModelParameterRule, ModelPosition, ModelProviderDeclaration, ModelProviderHelp,
     MODEL_SOURCE_TYPES, PARAMETER_RULE_TEMPLATES,
 };

@@ -1,8 +1,8 @@
 //! Model provider and model declarations. A provider file lists its models either inline (a
 //! sequence) or as a mapping of model type → `{predefined: [glob…], position: file}`; the globs
 //! and position files are kept in `#[serde(skip)]` fields for the package decoder to resolve.
-//! Parameter rules, pricing, model properties and credential forms are kept as JSON values: the
-//! daemon passes them through to Dify without interpreting them.
+//! Pricing and model properties are kept as JSON values: the daemon passes them through to Dify
+//! without interpreting them.
 
 use std::collections::BTreeMap;
 
@@ -176,6 +176,76 @@ impl TryFrom<RawParameterRule> for ModelParameterRule {
     }
 }
 
+/// `show_on: [{variable, value}]`: show a form field only when another field has a value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FormShowOn {
+    #[serde(deserialize_with = "scalar_string")]
+    pub variable: String,
+    #[serde(deserialize_with = "scalar_string")]
+    pub value: String,
+}
+
+/// An option of a `select`/`radio` credential field.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FormOption {
+    pub label: I18nObject,
+    #[serde(deserialize_with = "scalar_string")]
+    pub value: String,
+    #[serde(deserialize_with = "super::common::vec_or_null")]
+    pub show_on: Vec<FormShowOn>,
+}
+
+/// A credential form field of a model provider.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CredentialFormSchema {
+    #[serde(deserialize_with = "scalar_string")]
+    pub variable: String,
+    pub label: I18nObject,
+    /// text-input, secret-input, select, radio or switch.
+    #[serde(rename = "type", deserialize_with = "scalar_string")]
+    pub field_type: String,
+    pub required: bool,
+    #[serde(deserialize_with = "super::common::opt_scalar_string")]
+    pub default: Option<String>,
+    #[serde(deserialize_with = "super::common::vec_or_null")]
+    pub options: Vec<FormOption>,
+    pub help: Option<I18nObject>,
+    #[serde(deserialize_with = "super::common::opt_scalar_string")]
+    pub url: Option<String>,
+    pub placeholder: Option<I18nObject>,
+    pub max_length: i64,
+    #[serde(deserialize_with = "super::common::vec_or_null")]
+    pub show_on: Vec<FormShowOn>,
+}
+
+/// `provider_credential_schema`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProviderCredentialSchema {
+    #[serde(deserialize_with = "super::common::vec_or_null")]
+    pub credential_form_schemas: Vec<CredentialFormSchema>,
+}
+
+/// `model_credential_schema.model`: how the model name field is presented.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FieldModelSchema {
+    pub label: I18nObject,
+    pub placeholder: Option<I18nObject>,
+}
+
+/// `model_credential_schema` (customizable models).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ModelCredentialSchema {
+    pub model: FieldModelSchema,
+    #[serde(deserialize_with = "super::common::vec_or_null")]
+    pub credential_form_schemas: Vec<CredentialFormSchema>,
+}
+
 /// `help: {title, url}` of a model provider.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -236,8 +306,8 @@ pub struct ModelProviderDeclaration {
     pub supported_model_types: Vec<String>,
     #[serde(serialize_with = "null_if_empty")]
     pub configurate_methods: Vec<String>,
-    pub provider_credential_schema: Option<serde_json::Value>,
-    pub model_credential_schema: Option<serde_json::Value>,
+    pub provider_credential_schema: Option<ProviderCredentialSchema>,
+    pub model_credential_schema: Option<ModelCredentialSchema>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub position: Option<ModelPosition>,
     pub models: Vec<ModelDeclaration>,
@@ -270,8 +340,8 @@ struct RawModelProvider {
     supported_model_types: Vec<String>,
     #[serde(deserialize_with = "string_vec")]
     configurate_methods: Vec<String>,
-    provider_credential_schema: Option<serde_json::Value>,
-    model_credential_schema: Option<serde_json::Value>,
+    provider_credential_schema: Option<ProviderCredentialSchema>,
+    model_credential_schema: Option<ModelCredentialSchema>,
     position: Option<ModelPosition>,
     models: Option<ModelsField>,
     extra: Option<serde_json::Value>,
@@ -329,21 +399,6 @@ impl<'de> Deserialize<'de> for ModelsField {
     }
 }
 
-/// Makes sure a credential schema object has a `credential_form_schemas` array, as upstream does.
-fn normalize_credential_schema(schema: Option<serde_json::Value>) -> Option<serde_json::Value> {
-    match schema {
-        Some(serde_json::Value::Object(mut map)) => {
-            let entry = map.entry("credential_form_schemas").or_insert(serde_json::Value::Null);
-            if entry.is_null() {
-                *entry = serde_json::Value::Array(Vec::new());
-            }
-            Some(serde_json::Value::Object(map))
-        }
-        Some(serde_json::Value::Null) | None => None,
-        other => other,
-    }
-}
-
 impl TryFrom<RawModelProvider> for ModelProviderDeclaration {
     type Error = String;
 
@@ -383,8 +438,8 @@ impl TryFrom<RawModelProvider> for ModelProviderDeclaration {
             help: raw.help,
             supported_model_types: raw.supported_model_types,
             configurate_methods: raw.configurate_methods,
-            provider_credential_schema: normalize_credential_schema(raw.provider_credential_schema),
-            model_credential_schema: normalize_credential_schema(raw.model_credential_schema),
+            provider_credential_schema: raw.provider_credential_schema,
+            model_credential_schema: raw.model_credential_schema,
             // Upstream creates the position object whenever models are listed by type, even
             // without position files.
             position: if listed_by_source { Some(raw.position.unwrap_or_default()) } else { raw.position },

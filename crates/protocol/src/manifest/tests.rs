@@ -226,14 +226,21 @@ fn model_provider_forms() {
     assert!(by_source.position.is_some());
 
     let inline: ModelProviderDeclaration = serde_yaml_ng::from_str(
-        "provider: p\nlabel: {en_US: P}\nprovider_credential_schema: {}\nmodels:\n  - model: m1\n    model_type: llm\n    parameter_rules:\n      - name: temperature\n        use_template: temperature\n",
+        "provider: p\nlabel: {en_US: P}\nprovider_credential_schema:\n  credential_form_schemas:\n    - variable: api_key\n      type: select\n      default: 0.5\n      label: {en_US: Key}\n      options:\n        - {value: a, label: {en_US: A}}\nmodels:\n  - model: m1\n    model_type: llm\n    parameter_rules:\n      - name: temperature\n        use_template: temperature\n",
     )
     .unwrap();
     assert_eq!(inline.models[0].fetch_from, "predefined-model");
     assert_eq!(inline.models[0].label.en_us, "m1");
     assert!(inline.position.is_none());
     let json = serde_json::to_value(&inline).unwrap();
-    assert_eq!(json["provider_credential_schema"], json!({"credential_form_schemas": []}));
+    assert_eq!(
+        json["provider_credential_schema"],
+        json!({"credential_form_schemas": [{
+            "variable": "api_key", "label": {"en_US": "Key"}, "type": "select", "required": false, "default": "0.5",
+            "options": [{"label": {"en_US": "A"}, "value": "a", "show_on": []}],
+            "help": null, "url": null, "placeholder": null, "max_length": 0, "show_on": []
+        }]})
+    );
     assert_eq!(json["model_credential_schema"], serde_json::Value::Null);
     assert_eq!(
         json["models"][0]["parameter_rules"][0],
