@@ -178,6 +178,16 @@ async fn tool_plugin_over_http_dispatch() {
     let inner_error: Value = serde_json::from_str(inner_text).expect("inner error JSON");
     assert_eq!((&inner_error["error_type"], &inner_error["message"]), (&json!("ValueError"), &json!("requested failure: boom")));
 
+    // 200 concurrent invocations of the one plugin process each get their own complete answer.
+    let answers = futures::future::join_all((0..200).map(|i| {
+        let daemon = &daemon;
+        async move { (i, invoke_tool(daemon, json!({"text": format!("c{i}")})).await) }
+    }))
+    .await;
+    for (i, envelopes) in answers {
+        assert_eq!(data_of(&envelopes), vec![json!({"type": "text", "message": {"text": format!("echo: c{i}")}, "meta": null})]);
+    }
+
     // Storage set/get/del/exist served by the daemon from its database.
     let stored = data_of(&invoke_tool(&daemon, json!({"mode": "storage", "text": "green", "key": "colour"})).await);
     assert_eq!(stored[0]["message"]["json_object"], json!({"exists_before": false, "read_back": "green", "exists_after": true, "exists_deleted": false}));
@@ -283,4 +293,11 @@ async fn timeouts_crashes_and_a_silent_plugin_over_http() {
         std::fs::read_to_string(format!("/proc/{pid}/cwd/manifest.yaml")).is_ok_and(|m| m.contains("name: no_heartbeat"))
     });
     assert!(!silent_alive, "the silent plugin process is still running");
+
+    // Daemon shutdown (SIGTERM) stops the plugins it runs.
+    let plugin_pids = plugin_processes(&daemon);
+    assert!(!plugin_pids.is_empty());
+    let mut daemon = daemon;
+    assert!(daemon.terminate(Duration::from_secs(30)).is_some_and(|s| s.success()), "daemon did not exit cleanly");
+    assert!(eventually(Duration::from_secs(5), || plugin_pids.iter().all(|pid| !process_alive(*pid))).await, "plugins outlived the daemon");
 }
