@@ -9,6 +9,10 @@
 //! Written in-house instead of using the `zip` crate because that crate silently collapses
 //! duplicate names and decodes non-UTF-8 names as CP437, both of which must be refused here.
 //! ZIP64 archives are refused: packages are limited to far below 4 GiB.
+//! Nested archives (a `.zip`/`.difypkg` stored as an entry) are *not* refused: the decoder never
+//! inflates them, so they cannot expand beyond their own (limited) size, and bundles legitimately
+//! carry packages as `_assets/<checksum>` entries. Directory entries are skipped (the Go writer
+//! never emits them), so a hand-made ZIP with them still decodes.
 
 use std::collections::HashSet;
 use std::io::{Read, Write};

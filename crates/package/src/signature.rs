@@ -212,16 +212,28 @@ fn files_checksum(entries: &[ArchiveEntry], hashes: &[[u8; 32]]) -> String {
     )
 }
 
-/// Verifies a package with the official key plus `extra_keys`.
+/// Verifies a package with the official key plus `extra_keys` (default decode limits). When the
+/// package is decoded anyway, [`Package::verify_signature`](crate::Package::verify_signature)
+/// avoids inflating it a second time.
 pub fn verify(bytes: &[u8], extra_keys: &[PublicKey]) -> Result<Verification, SignatureError> {
     let mut keys: Vec<&PublicKey> = vec![official_public_key()];
     keys.extend(extra_keys.iter());
     verify_with_keys(bytes, &keys)
 }
 
-/// Verifies a package with exactly the given keys (the CLI's `verify -p`).
+/// Verifies a package with exactly the given keys (the CLI's `verify -p`), decoding it within
+/// the default limits.
 pub fn verify_with_keys(bytes: &[u8], keys: &[&PublicKey]) -> Result<Verification, SignatureError> {
-    let archive = read_archive(bytes, &DecodeLimits::for_bundle())?;
+    verify_with_limits(bytes, keys, &DecodeLimits::default())
+}
+
+/// Verifies a package with exactly the given keys, decoding it within `limits`. An unsigned
+/// archive is reported without inflating any entry.
+pub fn verify_with_limits(bytes: &[u8], keys: &[&PublicKey], limits: &DecodeLimits) -> Result<Verification, SignatureError> {
+    if crate::archive::read_comment(bytes)?.is_empty() {
+        return Err(SignatureError::NotSigned);
+    }
+    let archive = read_archive(bytes, limits)?;
     verify_entries(&archive.entries, &archive.comment, keys)
 }
 
