@@ -69,7 +69,7 @@ impl TemplateValues {
 /// `my_tool-x` → `MyToolX`: a Python class-name prefix derived from the plugin name.
 pub fn class_prefix(plugin_name: &str) -> String {
     let mut s = String::new();
-    for part in plugin_name.split(|c: char| c == '_' || c == '-').filter(|p| !p.is_empty()) {
+    for part in plugin_name.split(['_', '-']).filter(|p| !p.is_empty()) {
         let mut chars = part.chars();
         if let Some(first) = chars.next() {
             s.extend(first.to_uppercase());

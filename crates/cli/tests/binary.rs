@@ -34,6 +34,10 @@ fn version_prints_text_and_json() {
     let out = dify(tmp.path(), &["version", "-o", "json"]);
     ok(&out);
     assert_eq!(stdout_json(&out)["version"], env!("CARGO_PKG_VERSION"));
+    // Upstream's global --config flag is accepted anywhere.
+    let out = dify(tmp.path(), &["--config", "dify.yaml", "version", "-o", "yaml"]);
+    ok(&out);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("version: {}", env!("CARGO_PKG_VERSION")));
 }
 
 #[test]

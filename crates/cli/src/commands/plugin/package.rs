@@ -104,7 +104,7 @@ pub fn run(opts: &PackageOptions) -> CliResult<PackageResult> {
 
 fn too_large(files: &[(String, Vec<u8>)], limit: u64) -> CliError {
     let mut largest: Vec<(&str, usize)> = files.iter().map(|(n, d)| (n.as_str(), d.len())).collect();
-    largest.sort_by(|a, b| b.1.cmp(&a.1));
+    largest.sort_by_key(|f| std::cmp::Reverse(f.1));
     let list: Vec<String> = largest
         .iter()
         .take(5)
