@@ -3,20 +3,27 @@
 //! `PluginDaemonBadRequestError` whose message mimics the Go validator's text.
 
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use dify_protocol::DaemonError;
 use serde_json::Value;
 
 use super::fail_with_status;
 
-/// A validation failure, rendered as the Go validator would.
-pub fn invalid(struct_name: &str, field: &str, tag: &str) -> Response {
-    fail_with_status(
-        StatusCode::BAD_REQUEST,
-        DaemonError::bad_request(format!(
-            "Key: '{struct_name}.{field}' Error:Field validation for '{field}' failed on the '{tag}' tag"
-        )),
-    )
+/// A request that failed validation; renders as HTTP 400 + `PluginDaemonBadRequestError`.
+#[derive(Debug)]
+pub struct BindError(DaemonError);
+
+impl IntoResponse for BindError {
+    fn into_response(self) -> Response {
+        fail_with_status(StatusCode::BAD_REQUEST, self.0)
+    }
+}
+
+/// A validation failure, worded as the Go validator words it.
+pub fn invalid(struct_name: &str, field: &str, tag: &str) -> BindError {
+    BindError(DaemonError::bad_request(format!(
+        "Key: '{struct_name}.{field}' Error:Field validation for '{field}' failed on the '{tag}' tag"
+    )))
 }
 
 fn hex_value(b: u8) -> Option<u8> {
@@ -86,7 +93,7 @@ impl Query {
     }
 
     /// `page` (required, ≥ 1) and `page_size` (required, 1..=max).
-    pub fn page(&self, struct_name: &str, max: i64) -> Result<(i64, i64), Response> {
+    pub fn page(&self, struct_name: &str, max: i64) -> Result<(i64, i64), BindError> {
         let page = self.int("page");
         let page_size = self.int("page_size");
         if page == 0 {
@@ -108,7 +115,7 @@ impl Query {
     }
 
     /// A required non-empty string.
-    pub fn required(&self, struct_name: &str, key: &str, go_field: &str) -> Result<String, Response> {
+    pub fn required(&self, struct_name: &str, key: &str, go_field: &str) -> Result<String, BindError> {
         let v = self.get(key);
         if v.is_empty() {
             return Err(invalid(struct_name, go_field, "required"));
@@ -123,7 +130,7 @@ pub fn json_body(bytes: &[u8]) -> Value {
 }
 
 /// A required non-empty string field of a JSON body.
-pub fn required_str(body: &Value, key: &str, struct_name: &str, go_field: &str) -> Result<String, Response> {
+pub fn required_str(body: &Value, key: &str, struct_name: &str, go_field: &str) -> Result<String, BindError> {
     match body.get(key).and_then(Value::as_str) {
         Some(s) if !s.is_empty() => Ok(s.to_string()),
         _ => Err(invalid(struct_name, go_field, "required")),
@@ -137,7 +144,7 @@ pub fn required_str_list(
     struct_name: &str,
     go_field: &str,
     max: usize,
-) -> Result<Vec<String>, Response> {
+) -> Result<Vec<String>, BindError> {
     let Some(items) = body.get(key).and_then(Value::as_array) else {
         return Err(invalid(struct_name, go_field, "required"));
     };
@@ -152,7 +159,7 @@ pub fn required_str_list(
 
 /// Checks every identifier of a list against the identifier rules (validator tag
 /// `plugin_unique_identifier`).
-pub fn valid_identifiers(ids: &[String], struct_name: &str, go_field: &str) -> Result<(), Response> {
+pub fn valid_identifiers(ids: &[String], struct_name: &str, go_field: &str) -> Result<(), BindError> {
     for (i, id) in ids.iter().enumerate() {
         if !dify_protocol::identifier::is_valid_identifier(id) {
             return Err(invalid(struct_name, &format!("{go_field}[{i}]"), "plugin_unique_identifier"));

@@ -4,13 +4,13 @@
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, RawQuery, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use dify_protocol::DaemonError;
 use serde_json::Value;
 
-use super::bind::{invalid, json_body, required_str, required_str_list, valid_identifiers, Query};
+use super::bind::{invalid, BindError, json_body, required_str, required_str_list, valid_identifiers, Query};
 use super::{fail, fail_with_status, ok, respond, AppState};
 use crate::service::{debugging, install, packages, plugins, tasks};
 use crate::store::ProviderKind;
@@ -135,16 +135,16 @@ async fn install_identifiers(State(state): State<AppState>, Path(tenant_id): Pat
     const S: &str = "InstallPluginFromIdentifiersRequest";
     let body = json_body(&body);
     let ids = match required_str_list(&body, "plugin_unique_identifiers", S, "PluginUniqueIdentifiers", install::MAX_IDENTIFIERS_PER_INSTALL) {
-        Ok(ids) if ids.is_empty() => return invalid(S, "PluginUniqueIdentifiers", "min"),
+        Ok(ids) if ids.is_empty() => return invalid(S, "PluginUniqueIdentifiers", "min").into_response(),
         Ok(ids) => ids,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if let Err(r) = valid_identifiers(&ids, S, "PluginUniqueIdentifiers") {
-        return r;
+        return r.into_response();
     }
     let source = match required_str(&body, "source", S, "Source") {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let metas: Vec<Value> = body.get("metas").and_then(Value::as_array).cloned().unwrap_or_default();
     respond(install::install_from_identifiers(&state, &tenant_id, &ids, &source, metas).await)
@@ -155,21 +155,21 @@ async fn upgrade(State(state): State<AppState>, Path(tenant_id): Path<String>, b
     let body = json_body(&body);
     let original = match required_str(&body, "original_plugin_unique_identifier", S, "OriginalPluginUniqueIdentifier") {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let new = match required_str(&body, "new_plugin_unique_identifier", S, "NewPluginUniqueIdentifier") {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if let Err(r) = valid_identifiers(std::slice::from_ref(&original), S, "OriginalPluginUniqueIdentifier") {
-        return r;
+        return r.into_response();
     }
     if let Err(r) = valid_identifiers(std::slice::from_ref(&new), S, "NewPluginUniqueIdentifier") {
-        return r;
+        return r.into_response();
     }
     let source = match required_str(&body, "source", S, "Source") {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let meta = body.get("meta").cloned().unwrap_or(Value::Null);
     respond(install::upgrade(&state, &tenant_id, &original, &new, &source, meta).await)
@@ -179,7 +179,7 @@ async fn uninstall(State(state): State<AppState>, Path(tenant_id): Path<String>,
     let body = json_body(&body);
     let id = match required_str(&body, "plugin_installation_id", "UninstallPluginRequest", "PluginInstallationID") {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     respond(install::uninstall(&state, &tenant_id, &id).await)
 }
@@ -190,7 +190,7 @@ async fn list_tasks(State(state): State<AppState>, Path(tenant_id): Path<String>
     let q = Query::parse(q.as_deref());
     let (page, page_size) = match q.page("ListInstallTasksRequest", 256) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     respond(tasks::list(&state, &tenant_id, page, page_size).await)
 }
@@ -216,7 +216,7 @@ async fn delete_task_item(
 
 // ------------------------------------------------------------------ packages
 
-fn identifier_param(q: &Query, struct_name: &str) -> Result<String, Response> {
+fn identifier_param(q: &Query, struct_name: &str) -> Result<String, BindError> {
     let id = q.required(struct_name, "plugin_unique_identifier", "PluginUniqueIdentifier")?;
     if !dify_protocol::identifier::is_valid_identifier(&id) {
         return Err(invalid(struct_name, "PluginUniqueIdentifier", "plugin_unique_identifier"));
@@ -234,7 +234,7 @@ async fn decode_from_identifier(State(state): State<AppState>, RawQuery(q): RawQ
     }
     let id = match identifier_param(&q, "DecodePluginFromIdentifierRequest") {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     respond(packages::decode_from_identifier(&state, &id).await.map(|u| u.to_json()))
 }
@@ -249,7 +249,7 @@ async fn fetch_manifest(State(state): State<AppState>, RawQuery(q): RawQuery) ->
     let q = Query::parse(q.as_deref());
     let id = match identifier_param(&q, "FetchPluginManifestRequest") {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     respond(packages::fetch_manifest(&state, &id).await)
 }
@@ -258,7 +258,7 @@ async fn fetch_identifier(State(state): State<AppState>, RawQuery(q): RawQuery) 
     let q = Query::parse(q.as_deref());
     let id = match identifier_param(&q, "FetchPluginIdentifierRequest") {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     respond(packages::fetch_identifier(&state, &id).await)
 }
@@ -267,7 +267,7 @@ async fn fetch_readme(State(state): State<AppState>, RawQuery(q): RawQuery) -> R
     let q = Query::parse(q.as_deref());
     let id = match identifier_param(&q, "FetchPluginReadmeRequest") {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let language = q.get("language").to_string();
     respond(packages::fetch_readme(&state, &id, Some(language.as_str())).await)
@@ -293,11 +293,11 @@ async fn extract_asset(State(state): State<AppState>, RawQuery(q): RawQuery) -> 
     let q = Query::parse(q.as_deref());
     let id = match identifier_param(&q, S) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let file_path = match q.required(S, "file_path", "FilePath") {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match packages::extract_asset(&state, &id, &file_path).await {
         Ok(bytes) => octet_stream(bytes),
@@ -311,7 +311,7 @@ async fn list_plugins(State(state): State<AppState>, Path(tenant_id): Path<Strin
     let q = Query::parse(q.as_deref());
     let (page, page_size) = match q.page("ListPluginsRequest", 256) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     respond(plugins::list(&state, &tenant_id, page, page_size).await)
 }
@@ -324,28 +324,28 @@ async fn list_by_category(
     const S: &str = "ListPluginsByCategoryRequest";
     let q = Query::parse(q.as_deref());
     if !plugins::CATEGORIES.contains(&category.as_str()) {
-        return invalid(S, "Category", "oneof");
+        return invalid(S, "Category", "oneof").into_response();
     }
     let (page, page_size) = match q.page(S, 256) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let query = q.get("query").to_string();
     if query.chars().count() > 256 {
-        return invalid(S, "Query", "max");
+        return invalid(S, "Query", "max").into_response();
     }
     let tags = q.all("tags");
     if tags.len() > 128 {
-        return invalid(S, "Tags", "max");
+        return invalid(S, "Tags", "max").into_response();
     }
     for (i, tag) in tags.iter().enumerate() {
         if !dify_protocol::manifest::PLUGIN_TAGS.contains(&tag.as_str()) {
-            return invalid(S, &format!("Tags[{i}]"), "plugin_tag");
+            return invalid(S, &format!("Tags[{i}]"), "plugin_tag").into_response();
         }
     }
     let language = q.get("language");
     if !language.is_empty() && !["en_US", "zh_Hans", "ja_JP", "pt_BR"].contains(&language) {
-        return invalid(S, "Language", "oneof");
+        return invalid(S, "Language", "oneof").into_response();
     }
     let filter = plugins::CategoryFilter { category: &category, query: Some(query.as_str()), tags: &tags };
     respond(plugins::list_by_category(&state, &tenant_id, filter, page, page_size).await)
@@ -355,7 +355,7 @@ async fn installation_ids(State(state): State<AppState>, Path(tenant_id): Path<S
     let q = Query::parse(q.as_deref());
     let category = match q.required("ListInstallationIdsRequest", "category", "Category") {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     respond(plugins::installation_ids(&state, &tenant_id, &category).await)
 }
@@ -364,7 +364,7 @@ async fn fetch_batch(State(state): State<AppState>, Path(tenant_id): Path<String
     let body = json_body(&body);
     let ids = match required_str_list(&body, "plugin_ids", "BatchFetchPluginInstallationByIDsRequest", "PluginIDs", 256) {
         Ok(ids) => ids,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     respond(plugins::fetch_batch(&state, &tenant_id, &ids).await)
 }
@@ -374,10 +374,10 @@ async fn missing(State(state): State<AppState>, Path(tenant_id): Path<String>, b
     let body = json_body(&body);
     let ids = match required_str_list(&body, "plugin_unique_identifiers", S, "PluginUniqueIdentifiers", 256) {
         Ok(ids) => ids,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if let Err(r) = valid_identifiers(&ids, S, "PluginUniqueIdentifiers") {
-        return r;
+        return r.into_response();
     }
     respond(plugins::missing(&state, &tenant_id, &ids).await)
 }
@@ -390,7 +390,7 @@ async fn list_providers(state: AppState, kind: ProviderKind, tenant_id: String, 
     let q = Query::parse(q.as_deref());
     let (page, page_size) = match q.page("ListProvidersRequest", 256) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     respond(plugins::list_providers(&state, kind, &tenant_id, page, page_size).await)
 }
@@ -400,11 +400,11 @@ async fn get_provider(state: AppState, kind: ProviderKind, tenant_id: String, q:
     let q = Query::parse(q.as_deref());
     let plugin_id = match q.required(S, "plugin_id", "PluginID") {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let provider = match q.required(S, "provider", "Provider") {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     respond(plugins::get_provider(&state, kind, &tenant_id, &plugin_id, &provider).await)
 }
@@ -441,17 +441,17 @@ async fn tools_check_existence(State(state): State<AppState>, Path(tenant_id): P
     const S: &str = "CheckToolExistenceRequest";
     let body = json_body(&body);
     let Some(items) = body.get("provider_ids").and_then(Value::as_array) else {
-        return invalid(S, "ProviderIDs", "required");
+        return invalid(S, "ProviderIDs", "required").into_response();
     };
     let mut ids = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let plugin_id = item.get("plugin_id").and_then(Value::as_str).unwrap_or("");
         let provider = item.get("provider_name").and_then(Value::as_str).unwrap_or("");
         if plugin_id.is_empty() {
-            return invalid(S, &format!("ProviderIDs[{i}].PluginID"), "required");
+            return invalid(S, &format!("ProviderIDs[{i}].PluginID"), "required").into_response();
         }
         if provider.is_empty() {
-            return invalid(S, &format!("ProviderIDs[{i}].ProviderName"), "required");
+            return invalid(S, &format!("ProviderIDs[{i}].ProviderName"), "required").into_response();
         }
         ids.push((plugin_id.to_string(), provider.to_string()));
     }

@@ -97,7 +97,7 @@ async fn account_and_recover(State(state): State<AppState>, request: Request, ne
         tracing::info!(%method, %path, status, elapsed_ms = elapsed * 1000.0, "request");
     }
     if state.settings.prometheus_enabled {
-        state.metrics.observe_request(&method, &route, status, elapsed);
+        state.metrics.observe_request(&method, route, status, elapsed);
     }
     response
 }
@@ -118,8 +118,7 @@ fn route_family(path: &str) -> &'static str {
 
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {
-    let mut tenant = management::routes(&state);
-    tenant = tenant.merge(dispatch_routes());
+    let tenant = management::routes(&state).merge(dispatch_routes());
     let tenant = tenant.route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
 
     Router::new()

@@ -116,11 +116,7 @@ fn check_package(
     }
     if enforce_langgenius
         && decoded.declaration.author.eq_ignore_ascii_case("langgenius")
-        && !verification
-            .as_ref()
-            .and_then(|v| v.get("authorized_category"))
-            .and_then(Value::as_str)
-            .is_some_and(|c| c == "langgenius")
+        && verification.as_ref().and_then(|v| v.get("authorized_category")).and_then(Value::as_str) != Some("langgenius")
     {
         return Err(DaemonError::bad_request(LANGGENIUS_UNSIGNED_MESSAGE));
     }
