@@ -246,6 +246,8 @@ settings! {
     plugin_remote_installing_max_single_tenant_conn: usize = "PLUGIN_REMOTE_INSTALLING_MAX_SINGLE_TENANT_CONN", "5", "Debug connections per tenant.";
     plugin_remote_install_server_event_loop_nums: usize = "PLUGIN_REMOTE_INSTALL_SERVER_EVENT_LOOP_NUMS", "8", "Accepted for compatibility; unused.";
     debugging_key_ttl: u64 = "DEBUGGING_KEY_TTL", "7200", "Lifetime of a tenant's debugging key, refreshed on every request, seconds.";
+    plugin_remote_installing_handshake_timeout: u64 = "PLUGIN_REMOTE_INSTALLING_HANDSHAKE_TIMEOUT", "10", "A debug connection without an accepted handshake key within this time is closed, seconds.";
+    plugin_remote_installing_heartbeat_timeout: u64 = "PLUGIN_REMOTE_INSTALLING_HEARTBEAT_TIMEOUT", "60", "A debugging plugin without a heartbeat for this long is disconnected (and its registration must finish within it), seconds.";
     // --- Serverless
     dify_plugin_serverless_connector_url: Option<String> = "DIFY_PLUGIN_SERVERLESS_CONNECTOR_URL", "", "Serverless connector URL.";
     dify_plugin_serverless_connector_api_key: Option<String> = "DIFY_PLUGIN_SERVERLESS_CONNECTOR_API_KEY", "", "Serverless connector key.";

@@ -187,13 +187,24 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(%addr, db = ?state.db.kind(), platform = %state.settings.platform, "dify-plugin-daemon listening");
     eprintln!("dify-plugin-daemon listening on {addr}");
 
+    let debug_server = crate::service::debugging::start_debug_server(&state).await;
+    // The signal also disconnects debugging plugins at once, so their open streams end.
+    let debug_shutdown = debug_server.as_ref().map(|server| server.shutdown_token());
     let app = crate::http::router(state.clone());
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            if let Some(token) = debug_shutdown {
+                token.cancel();
+            }
+        })
         .await
         .context("HTTP server failed")?;
 
     tracing::info!("shutting down");
+    if let Some(server) = debug_server {
+        server.shutdown().await;
+    }
     housekeeping.abort();
     if let Err(e) = state.db.fail_tasks_of_node(&state.node_id, SHUTDOWN_TASK_MESSAGE).await {
         tracing::warn!(error = %e, "could not mark running install tasks as failed");

@@ -31,6 +31,8 @@ async fn health(State(state): State<AppState>) -> Response {
         "platform": state.settings.platform,
         "active_requests": state.active_requests.load(Ordering::Relaxed),
         "active_dispatch_requests": state.active_dispatch_requests.load(Ordering::Relaxed),
+        // Where plugins connect for remote debugging (null when that server does not run).
+        "remote_debugging_address": state.runtime.debug_server_address().map(|a| a.to_string()),
     }))
     .into_response()
 }

@@ -5,13 +5,15 @@
 //! manager for a running runtime by unique identifier ([`RuntimeManager::plugin`]).
 //!
 //! Layers: `config` (settings) → `environment` (uv builds, plugin env allow-list) → `connection` (line
-//! framing and session multiplexing over any byte stream) → `local` (supervised child process).
+//! framing and session multiplexing over any byte stream) → `local` (supervised child process) and
+//! `debug` (plugins dialing in over TCP, attached with [`RuntimeManager::attach_debug_plugin`]).
 //!
 //! Architecture invariant: a runtime never sees HTTP requests or database rows; it gets package bytes,
 //! a declaration and an identifier.
 
 pub mod config;
 pub mod connection;
+pub mod debug;
 pub mod environment;
 pub mod local;
 
@@ -27,6 +29,7 @@ use tokio::sync::{mpsc, Mutex, Semaphore};
 
 pub use config::RuntimeConfig;
 pub use connection::{ConnectionError, ConnectionOptions, PluginConnection, SessionEvent, SessionListener};
+pub use debug::{DebugPlugin, DebugRegistry, DebugServer, DebugServerConfig, RegisteredPlugin};
 pub use environment::{plugin_process_environment, prepare_environment, EnvironmentError, Toolchain};
 pub use local::{InstanceState, LaunchError, LaunchSpec, LocalPlugin};
 
@@ -52,7 +55,67 @@ pub struct ManagedPlugin {
     pub identifier: PluginUniqueIdentifier,
     /// `resource.permission` of the manifest, checked by backwards invocations.
     pub permissions: PluginPermissions,
-    pub process: Arc<LocalPlugin>,
+    pub process: PluginProcess,
+}
+
+/// Where a managed plugin runs: a supervised local process or a debugging plugin connected over TCP.
+/// Dispatch treats both alike through [`PluginProcess::connection`].
+#[derive(Clone)]
+pub enum PluginProcess {
+    Local(Arc<LocalPlugin>),
+    Debug(Arc<DebugPlugin>),
+}
+
+impl PluginProcess {
+    /// The connection sessions go to, waiting up to `wait` while a local plugin is (re)starting.
+    pub async fn connection(&self, wait: Duration) -> Result<Arc<PluginConnection>, String> {
+        match self {
+            PluginProcess::Local(local) => local.connection(wait).await,
+            PluginProcess::Debug(debug) => debug.connection(),
+        }
+    }
+
+    /// Stops the runtime: kills a local process, disconnects a debugging plugin.
+    pub async fn stop(&self) {
+        match self {
+            PluginProcess::Local(local) => local.stop().await,
+            PluginProcess::Debug(debug) => debug.stop().await,
+        }
+    }
+
+    /// True when the runtime is gone for good (given up, stopped or disconnected).
+    pub fn is_down(&self) -> bool {
+        match self {
+            PluginProcess::Local(local) => matches!(local.state(), InstanceState::Down(_)),
+            PluginProcess::Debug(debug) => debug.is_closed(),
+        }
+    }
+
+    /// `local` or `remote`.
+    pub fn runtime_type(&self) -> &'static str {
+        match self {
+            PluginProcess::Local(_) => "local",
+            PluginProcess::Debug(_) => "remote",
+        }
+    }
+
+    /// The local process, if this is one.
+    pub fn as_local(&self) -> Option<&Arc<LocalPlugin>> {
+        match self {
+            PluginProcess::Local(local) => Some(local),
+            PluginProcess::Debug(_) => None,
+        }
+    }
+
+    /// Process ids a local plugin spawned (a debugging plugin runs elsewhere: none).
+    pub fn spawned_pids(&self) -> Vec<u32> {
+        self.as_local().map(|local| local.spawned_pids()).unwrap_or_default()
+    }
+
+    /// Restarts of a local plugin (a debugging plugin is never restarted by the daemon: 0).
+    pub fn restart_count(&self) -> u32 {
+        self.as_local().map(|local| local.restart_count()).unwrap_or(0)
+    }
 }
 
 /// Owns every plugin runtime of this node.
@@ -65,6 +128,8 @@ pub struct RuntimeManager {
     launching: Semaphore,
     /// Extra variables given to every plugin process (tests, `dify plugin run`).
     extra_plugin_env: Vec<(String, String)>,
+    /// Where the remote debugging server listens, once it does.
+    debug_server_address: std::sync::Mutex<Option<std::net::SocketAddr>>,
 }
 
 impl RuntimeManager {
@@ -95,6 +160,7 @@ impl RuntimeManager {
             launch_locks: Default::default(),
             launching: Semaphore::new(permits),
             extra_plugin_env,
+            debug_server_address: std::sync::Mutex::new(None),
         })
     }
 
@@ -146,7 +212,11 @@ impl RuntimeManager {
             }
         };
         let _ = progress.send("plugin is running".to_string());
-        let managed = Arc::new(ManagedPlugin { identifier: identifier.clone(), permissions: declaration.permissions(), process });
+        let managed = Arc::new(ManagedPlugin {
+            identifier: identifier.clone(),
+            permissions: declaration.permissions(),
+            process: PluginProcess::Local(process),
+        });
         self.lock_plugins().insert(identifier.as_str().to_string(), managed);
         Ok(())
     }
@@ -162,7 +232,47 @@ impl RuntimeManager {
     }
 
     fn is_running(&self, identifier: &str) -> bool {
-        self.plugin(identifier).is_some_and(|p| !matches!(p.process.state(), InstanceState::Down(_)))
+        self.plugin(identifier).is_some_and(|p| !p.process.is_down())
+    }
+
+    /// Makes a registered debugging plugin reachable under its identifier. Returns the debugging
+    /// plugin it replaces (the same identifier registered again by a reconnect), if any.
+    pub fn attach_debug_plugin(&self, plugin: Arc<DebugPlugin>) -> Option<Arc<DebugPlugin>> {
+        let identifier = plugin.registration.identifier.clone();
+        let managed = Arc::new(ManagedPlugin {
+            permissions: plugin.registration.declaration.permissions(),
+            identifier: identifier.clone(),
+            process: PluginProcess::Debug(plugin),
+        });
+        let previous = self.lock_plugins().insert(identifier.as_str().to_string(), managed);
+        match previous.map(|p| p.process.clone()) {
+            Some(PluginProcess::Debug(previous)) => Some(previous),
+            _ => None,
+        }
+    }
+
+    /// Removes the debugging plugin `identifier` if it is still served by connection
+    /// `connection_id`; returns whether it was (only then is its installation to be removed).
+    pub fn detach_debug_plugin(&self, identifier: &str, connection_id: u64) -> bool {
+        let mut plugins = self.lock_plugins();
+        let current = matches!(
+            plugins.get(identifier).map(|p| &p.process),
+            Some(PluginProcess::Debug(debug)) if debug.connection_id == connection_id
+        );
+        if current {
+            plugins.remove(identifier);
+        }
+        current
+    }
+
+    /// Records where the remote debugging server listens (see [`Self::debug_server_address`]).
+    pub fn set_debug_server_address(&self, address: Option<std::net::SocketAddr>) {
+        *self.debug_server_address.lock().unwrap_or_else(|p| p.into_inner()) = address;
+    }
+
+    /// The bound address of the remote debugging server, when it runs.
+    pub fn debug_server_address(&self) -> Option<std::net::SocketAddr> {
+        *self.debug_server_address.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Stops the plugin's runtime if one runs (no-op when none does).

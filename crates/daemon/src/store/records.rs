@@ -244,6 +244,15 @@ impl Db {
         })
     }
 
+    /// Deletes the stored declaration of a version (a debugging plugin's, once it is gone).
+    pub async fn delete_declaration(&self, uid: &str) -> Result<(), StoreError> {
+        sqlx::query(&self.sql("DELETE FROM plugin_declarations WHERE plugin_unique_identifier = ?"))
+            .bind(uid)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
     // ---------------------------------------------------------------- plugins
 
     /// The `plugins` row of a version (present while at least one tenant has it installed).
