@@ -646,3 +646,22 @@ async fn connect_errors_are_retried_then_reported() {
     .await
     .expect("bounded");
 }
+
+#[tokio::test]
+async fn a_broken_stream_ends_with_a_transport_error() {
+    tokio::time::timeout(LIMIT, async {
+        let server = FixtureServer::start(Scenario::StreamCut).await;
+        let client = client_for(&server);
+        let items: Vec<_> = client
+            .invoke(TENANT, "u", PROVIDER, "echo", Map::new(), params(json!({"text": "hi"})))
+            .await
+            .unwrap()
+            .collect()
+            .await;
+        assert_eq!(items.len(), 2, "{items:?}");
+        assert_eq!(items[0].as_ref().unwrap().text(), Some("hi"));
+        assert!(matches!(items[1], Err(ClientError::PluginDaemonInnerError { .. })), "{:?}", items[1]);
+    })
+    .await
+    .expect("bounded");
+}

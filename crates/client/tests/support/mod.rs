@@ -61,6 +61,8 @@ pub enum Scenario {
     InvokeFails,
     /// Every route answers the router's "route not found".
     NotADaemon,
+    /// Like `Happy`, but the tool stream's connection breaks after one text chunk, with no error line.
+    StreamCut,
 }
 
 /// One request as the fixture saw it.
@@ -471,6 +473,25 @@ async fn handle(
                 .unwrap_or_default()
                 .to_string();
             let mut lines = vec![text_chunk(&format!("{text} ")), text_chunk("again")];
+            if fixture.scenario == Scenario::StreamCut {
+                let first = Bytes::from(format!("data: {}\n\n", text_chunk(&text)));
+                let stream = futures::stream::iter([
+                    Ok::<Bytes, std::io::Error>(first),
+                    Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "runtime crashed")),
+                ])
+                .then(|item| async move {
+                    // Let the headers and the first chunk go out before the connection breaks.
+                    if item.is_err() {
+                        tokio::time::sleep(Duration::from_millis(150)).await;
+                    }
+                    item
+                });
+                return Response::builder()
+                    .status(StatusCode::OK)
+                    .header("content-type", "text/event-stream")
+                    .body(Body::from_stream(stream))
+                    .expect("response");
+            }
             if fixture.scenario == Scenario::InvokeFails {
                 lines.truncate(1);
                 lines.push(payloads::INVOKE.to_string());
