@@ -151,7 +151,8 @@ impl LocalPlugin {
                 Ok(Err(_)) => Err(None),
                 Err(_) => Err(Some(ready_timeout)),
             },
-            status = instance.child.wait() => Err(status.ok().map(|_| Duration::ZERO).filter(|_| false)),
+            // Exited before its first heartbeat.
+            _ = instance.child.wait() => Err(None),
             _ = self.stop.cancelled() => Err(None),
         };
         match outcome {
