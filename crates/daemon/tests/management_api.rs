@@ -496,3 +496,27 @@ async fn bundle_upload(db: &TestDb) {
     assert_error(&d.upload_bundle("t1", b"junk", None).await, 200, -400, BAD_REQUEST, None);
 }
 on_every_backend!(bundle_upload, bundle_upload);
+
+// ---------------------------------------------------------------------------------------------
+
+/// With the runtime's preparation step enabled, a package the runtime cannot prepare fails its
+/// task with the runtime's own message and leaves nothing installed.
+async fn runtime_preparation_failure_fails_the_task(db: &TestDb) {
+    let d = Daemon::start(
+        db,
+        DaemonOptions { env: vec![("DIFY_TEST_SKIP_RUNTIME_PREPARATION".into(), "false".into())], ..Default::default() },
+    )
+    .await;
+    // A package without pyproject.toml or requirements.txt cannot get a Python environment.
+    let pkg = common::repackage(&fixture_bytes("dummy_plugin.difypkg"), &[("requirements.txt", None)]);
+    let (uid, task) = d.install_package("t1", &pkg).await;
+    assert_eq!(task["status"], "failed", "{task}");
+    assert_eq!(task["plugins"][0]["status"], "failed");
+    assert_ne!(task["plugins"][0]["message"], "");
+    assert_ne!(task["plugins"][0]["message"], "starting");
+    assert!(d.list("t1").await.is_empty());
+    let q = format!("plugin_unique_identifier={}", enc(&uid));
+    assert_eq!(assert_ok(&d.get(&m("t1", &format!("/fetch/identifier?{q}"))).await), json!(false));
+    common::assert_consistent_state(db, &d.workdir).await;
+}
+on_every_backend!(runtime_preparation_failure_fails_the_task, runtime_preparation_failure_fails_the_task);
