@@ -73,6 +73,10 @@ async fn install_life_cycle_and_discovery() {
             .await
             .unwrap();
         assert!(!started.all_installed);
+        assert_eq!(
+            server.requests_to("install/identifiers")[0].content_types,
+            vec!["application/json"]
+        );
         let install = server.requests_to("install/identifiers")[0].json();
         assert_eq!(
             install,
@@ -333,6 +337,7 @@ async fn invoke_streams_messages_as_they_arrive() {
 
         let dispatch = &server.requests_to("dispatch/tool/invoke")[0];
         assert_eq!(dispatch.plugin_id.as_deref(), Some(PLUGIN_ID));
+        assert_eq!(dispatch.content_types, vec!["application/json"]);
         let body = dispatch.json();
         assert_eq!(body["user_id"], "user-1");
         assert_eq!(body["data"]["provider"], "echo");
@@ -653,14 +658,25 @@ async fn a_broken_stream_ends_with_a_transport_error() {
         let server = FixtureServer::start(Scenario::StreamCut).await;
         let client = client_for(&server);
         let items: Vec<_> = client
-            .invoke(TENANT, "u", PROVIDER, "echo", Map::new(), params(json!({"text": "hi"})))
+            .invoke(
+                TENANT,
+                "u",
+                PROVIDER,
+                "echo",
+                Map::new(),
+                params(json!({"text": "hi"})),
+            )
             .await
             .unwrap()
             .collect()
             .await;
         assert_eq!(items.len(), 2, "{items:?}");
         assert_eq!(items[0].as_ref().unwrap().text(), Some("hi"));
-        assert!(matches!(items[1], Err(ClientError::PluginDaemonInnerError { .. })), "{:?}", items[1]);
+        assert!(
+            matches!(items[1], Err(ClientError::PluginDaemonInnerError { .. })),
+            "{:?}",
+            items[1]
+        );
     })
     .await
     .expect("bounded");

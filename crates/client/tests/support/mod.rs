@@ -73,6 +73,8 @@ pub struct Recorded {
     pub query: String,
     pub api_key: Option<String>,
     pub plugin_id: Option<String>,
+    /// Every `Content-Type` value sent (the daemon binds JSON only for exactly `application/json`).
+    pub content_types: Vec<String>,
     pub body: Vec<u8>,
 }
 
@@ -275,6 +277,12 @@ async fn handle(
         query: uri.query().unwrap_or_default().to_string(),
         api_key: header("x-api-key"),
         plugin_id: header("x-plugin-id"),
+        content_types: headers
+            .get_all("content-type")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_string)
+            .collect(),
         body: body.to_vec(),
     };
     fixture
@@ -477,7 +485,10 @@ async fn handle(
                 let first = Bytes::from(format!("data: {}\n\n", text_chunk(&text)));
                 let stream = futures::stream::iter([
                     Ok::<Bytes, std::io::Error>(first),
-                    Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "runtime crashed")),
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::BrokenPipe,
+                        "runtime crashed",
+                    )),
                 ])
                 .then(|item| async move {
                     // Let the headers and the first chunk go out before the connection breaks.
