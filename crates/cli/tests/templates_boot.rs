@@ -1,7 +1,8 @@
-//! Every `dify plugin init` template really starts on the official SDK: the generated plugin's
-//! requirements are installed into a uv venv, `python -m main` is launched like the daemon's local
-//! runtime does, and the first heartbeat must arrive within a bounded time. The tool template also
-//! answers an `invoke_tool` request.
+//! Every `dify plugin init` template really starts on the official SDK. Each generated plugin is
+//! packaged with `plugin package`, extracted from the `.difypkg` (so only packaged files are
+//! present, as in the daemon's working directory), its requirements are installed into a uv venv,
+//! `python -m main` is launched like the daemon's local runtime does, and the first heartbeat must
+//! arrive within a bounded time. Some templates also answer a real request.
 
 mod support;
 
@@ -9,6 +10,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use dify_cli::commands::plugin::init::{self, Category, InitOptions, PermissionFlags};
+use dify_cli::commands::plugin::package;
+use dify_cli::output::OutputFormat;
 use serde_json::json;
 use support::{request, venv_for, PluginProcess};
 
@@ -31,9 +34,21 @@ fn generate(dir: &Path, name: &str, category: Category) -> std::path::PathBuf {
     init::run(&opts).expect("init").directory
 }
 
+/// init → package → extract: the directory the daemon would run the plugin from.
+fn packaged_and_extracted(dir: &Path, name: &str, category: Category) -> std::path::PathBuf {
+    let source = generate(dir, name, category);
+    let pkg = dir.join(format!("{name}.difypkg"));
+    package::run(&package::PackageOptions { plugin_path: source, output_path: Some(pkg.clone()), max_size_mb: 50, format: OutputFormat::Json })
+        .expect("package");
+    let decoded = dify_package::Package::from_bytes(std::fs::read(&pkg).unwrap(), &dify_package::DecodeLimits::default()).unwrap();
+    let work = dir.join("work").join(name);
+    decoded.extract_to(&work).expect("extract");
+    work
+}
+
 fn boots(category: Category, name: &str) -> (tempfile::TempDir, PluginProcess) {
     let dir = tempfile::tempdir().unwrap();
-    let plugin_dir = generate(dir.path(), name, category);
+    let plugin_dir = packaged_and_extracted(dir.path(), name, category);
     let venv = venv_for(&plugin_dir);
     let mut plugin = PluginProcess::start(&plugin_dir, &venv);
     plugin.wait_for_heartbeat(BOOT_TIMEOUT);
@@ -141,8 +156,21 @@ fn moderation_template_boots() {
 }
 
 #[test]
-fn extension_template_boots() {
-    let _ = boots(Category::Extension, "boot_extension");
+fn extension_template_boots_and_serves_its_endpoint() {
+    let (_dir, mut plugin) = boots(Category::Extension, "boot_extension");
+    let raw = b"GET /boot_extension/hello?x=1 HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let raw_hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    plugin.send(&request(
+        "s-endpoint-1",
+        json!({"action": "invoke_endpoint", "raw_http_request": raw_hex, "settings": {}, "type": "endpoint", "user_id": "user-1"}),
+    ));
+    let events = plugin.session("s-endpoint-1", Duration::from_secs(30));
+    assert_eq!(events[0]["data"]["status"], 200, "{events:?}");
+    let body_hex = events.iter().filter_map(|e| e["data"]["result"].as_str()).collect::<String>();
+    let body: Vec<u8> = (0..body_hex.len()).step_by(2).map(|i| u8::from_str_radix(&body_hex[i..i + 2], 16).unwrap()).collect();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body, json!({"plugin": "boot_extension", "path": "/boot_extension/hello", "query": {"x": "1"}}));
+    assert_eq!(events.last().unwrap()["type"], "end");
 }
 
 #[test]
@@ -151,8 +179,23 @@ fn agent_strategy_template_boots() {
 }
 
 #[test]
-fn datasource_template_boots() {
-    let _ = boots(Category::Datasource, "boot_datasource");
+fn datasource_template_boots_and_lists_pages() {
+    let (_dir, mut plugin) = boots(Category::Datasource, "boot_datasource");
+    plugin.send(&request(
+        "s-ds-1",
+        json!({
+            "action": "invoke_online_document_datasource_get_pages",
+            "credentials": {},
+            "datasource": "boot_datasource",
+            "datasource_parameters": {},
+            "provider": "boot_datasource",
+            "type": "datasource",
+            "user_id": "user-1"
+        }),
+    ));
+    let events = plugin.session("s-ds-1", Duration::from_secs(30));
+    assert_eq!(events[0]["data"]["result"][0]["pages"][0]["page_id"], "welcome", "{events:?}");
+    assert_eq!(events.last().unwrap()["type"], "end");
 }
 
 #[test]
