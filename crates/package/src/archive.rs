@@ -92,7 +92,6 @@ fn invalid_or_truncated(bytes: &[u8], reason: &str) -> PackageError {
 /// A central-directory record, before its data is read.
 struct CentralRecord {
     name: String,
-    flags: u16,
     method: u16,
     crc32: u32,
     compressed_size: u64,
@@ -212,7 +211,6 @@ fn read_central_directory(bytes: &[u8], limits: &DecodeLimits) -> Result<(Vec<Ce
         }
         records.push(CentralRecord {
             name,
-            flags,
             method,
             crc32,
             compressed_size: compressed_size as u64,
@@ -278,7 +276,7 @@ fn inflate(record: &CentralRecord, compressed: &[u8], budget: u64, limits: &Deco
     let capacity = record.uncompressed_size.min(budget) as usize;
     let mut data = Vec::with_capacity(capacity);
     let read = match record.method {
-        METHOD_STORED => (&compressed[..]).take(budget + 1).read_to_end(&mut data),
+        METHOD_STORED => compressed.take(budget + 1).read_to_end(&mut data),
         _ => flate2::read::DeflateDecoder::new(compressed).take(budget + 1).read_to_end(&mut data),
     };
     if let Err(error) = read {
@@ -297,7 +295,6 @@ fn inflate(record: &CentralRecord, compressed: &[u8], budget: u64, limits: &Deco
     if crc32fast::hash(&data) != record.crc32 {
         return Err(PackageError::CorruptEntry { name: record.name.clone(), reason: "CRC-32 mismatch".into() });
     }
-    let _ = record.flags;
     Ok(data)
 }
 

@@ -66,9 +66,8 @@ fn parse_line(line: &str) -> Option<Rule> {
         return None;
     }
     let negated = pattern.starts_with('!');
-    if negated {
-        pattern = &pattern[1..];
-    } else if pattern.starts_with("\\!") || pattern.starts_with("\\#") {
+    // Drop the `!` of a negation, or the backslash of an escaped leading `!`/`#`.
+    if negated || pattern.starts_with("\\!") || pattern.starts_with("\\#") {
         pattern = &pattern[1..];
     }
     let directory_only = pattern.ends_with('/');

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use dify_protocol::manifest::{
     AgentStrategyDeclaration, AgentStrategyProviderDeclaration, DatasourceDeclaration,
     DatasourceProviderDeclaration, EndpointDeclaration, EndpointProviderDeclaration,
-    EventDeclaration, ModelDeclaration, ModelPosition, ModelProviderDeclaration, PluginDeclaration,
+    EventDeclaration, ModelDeclaration, ModelProviderDeclaration, PluginDeclaration,
     ToolDeclaration, ToolProviderDeclaration, TriggerProviderDeclaration,
 };
 use serde::de::DeserializeOwned;
@@ -135,7 +135,7 @@ fn load_model_provider(files: &FileView<'_>, path: &str) -> Result<ModelProvider
         model.fill_in_defaults();
     }
     if !provider.position_files.is_empty() {
-        let mut position = provider.position.take().unwrap_or_else(ModelPosition::default);
+        let mut position = provider.position.take().unwrap_or_default();
         for (model_type, position_file) in &provider.position_files {
             let names: Vec<String> = files.decode(position_file, path)?;
             position.set(model_type, names);

@@ -337,7 +337,7 @@ pub(crate) fn read_plugin_dir(root: &Path, limits: &DecodeLimits) -> Result<Vec<
     let total: u64 = listed.iter().map(|(_, len)| len).sum();
     if total > limits.max_uncompressed_size {
         let mut largest = listed.clone();
-        largest.sort_by(|a, b| b.1.cmp(&a.1));
+        largest.sort_by_key(|(_, size)| std::cmp::Reverse(*size));
         largest.truncate(5);
         return Err(PackageError::DirectoryTooLarge { limit: limits.max_uncompressed_size, largest });
     }
