@@ -201,7 +201,50 @@ pub fn find_dispatch_route(path: &str) -> Option<&'static DispatchRoute> {
     DISPATCH_ROUTES.iter().find(|route| route.path == normalized)
 }
 
+/// Keys the SDK's request models require even though their value may be `null`; the Go daemon always
+/// serialises them, so a request must carry them (runtime-protocol.md §8.4).
+fn nullable_required_keys(action: &str) -> &'static [&'static str] {
+    match action {
+        "invoke_llm" | "start_polling" => &["stop", "tools"],
+        "get_llm_num_tokens" => &["tools"],
+        "invoke_rerank" | "invoke_multimodal_rerank" => &["score_threshold", "top_n"],
+        "get_tts_model_voices" => &["language"],
+        "dispatch_trigger_event" => &["credentials", "credential_type"],
+        _ => &[],
+    }
+}
+
+/// Object-valued keys the SDK requires; a missing one is sent as `{}`.
+fn object_keys(access_type: AccessType, action: &str) -> &'static [&'static str] {
+    match (access_type, action) {
+        (AccessType::Tool, "invoke_tool") => &["credentials", "tool_parameters"],
+        (AccessType::Tool, _) => &["credentials"],
+        (AccessType::AgentStrategy, _) => &["agent_strategy_params"],
+        (AccessType::Model, "invoke_llm" | "start_polling") => &["credentials", "model_parameters"],
+        (AccessType::Model, _) => &["credentials"],
+        _ => &[],
+    }
+}
+
 impl DispatchRoute {
+    /// Completes the request `data` the way the Go daemon's typed structs serialise it: SDK-required
+    /// nullable keys present (as `null`), required maps present (as `{}`), an empty `credential_type`
+    /// omitted.
+    pub fn complete_payload(&self, data: &mut Map<String, Value>) {
+        if data.get("credential_type").is_some_and(|v| v.as_str() == Some("")) {
+            data.remove("credential_type");
+        }
+        for key in nullable_required_keys(self.action) {
+            data.entry(key.to_string()).or_insert(Value::Null);
+        }
+        for key in object_keys(self.access_type, self.action) {
+            let entry = data.entry(key.to_string()).or_insert(Value::Null);
+            if entry.is_null() {
+                *entry = Value::Object(Map::new());
+            }
+        }
+    }
+
     /// Checks the request `data` against the route's rules; the error lists every failing field, one
     /// per line, like the Go validator.
     pub fn validate(&self, data: &Map<String, Value>) -> Result<(), String> {
@@ -249,6 +292,22 @@ mod tests {
             assert!(DISPATCH_ROUTES[i + 1..].iter().all(|other| other.path != route.path), "duplicate {}", route.path);
         }
         assert_eq!(DISPATCH_ROUTES.len(), 36);
+    }
+
+    #[test]
+    fn completes_payloads_like_the_go_structs() {
+        let llm = find_dispatch_route("/llm/invoke").unwrap();
+        let mut data = json!({"provider": "p", "model": "m", "model_type": "llm", "credentials": null}).as_object().unwrap().clone();
+        llm.complete_payload(&mut data);
+        assert_eq!(Value::Object(data), json!({"provider": "p", "model": "m", "model_type": "llm", "credentials": {}, "stop": null, "tools": null, "model_parameters": {}}));
+        let tool = find_dispatch_route("/tool/invoke").unwrap();
+        let mut data = json!({"provider": "p", "tool": "t", "credential_type": "", "tool_parameters": {"a": 1}}).as_object().unwrap().clone();
+        tool.complete_payload(&mut data);
+        assert_eq!(Value::Object(data), json!({"provider": "p", "tool": "t", "tool_parameters": {"a": 1}, "credentials": {}}));
+        let dispatch_event = find_dispatch_route("/trigger/dispatch_event").unwrap();
+        let mut data = Map::new();
+        dispatch_event.complete_payload(&mut data);
+        assert_eq!(Value::Object(data), json!({"credentials": null, "credential_type": null}));
     }
 
     #[test]

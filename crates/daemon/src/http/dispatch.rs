@@ -70,7 +70,7 @@ async fn dispatch_route(state: &AppState, tenant_id: &str, route: &'static Dispa
         Ok(Value::Object(object)) => object,
         _ => Map::new(),
     };
-    let data = match request.get("data") {
+    let mut data = match request.get("data") {
         Some(Value::Object(data)) => data.clone(),
         _ => {
             return fail_with_status(
@@ -82,6 +82,7 @@ async fn dispatch_route(state: &AppState, tenant_id: &str, route: &'static Dispa
     if let Err(message) = route.validate(&data) {
         return fail_with_status(StatusCode::BAD_REQUEST, DaemonError::bad_request(message));
     }
+    route.complete_payload(&mut data);
     let text = |key: &str| request.get(key).and_then(Value::as_str).map(str::to_owned);
 
     let uid = installation.plugin_unique_identifier.as_str().to_string();
