@@ -352,3 +352,33 @@ async fn oversized_line_fails_only_its_session_and_a_dropped_caller_ends_its_ses
     assert!(eventually(Duration::from_secs(5), || connection.open_sessions() == 0).await, "session still registered");
     running.manager.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_step_without_output_is_killed_after_the_init_timeout() {
+    // A stand-in for uv that prints one line and then hangs (with a child of its own).
+    let tools = tempfile::tempdir().expect("tempdir");
+    let fake_uv = tools.path().join("uv");
+    let marker = tools.path().join("grandchild.pid");
+    std::fs::write(&fake_uv, format!("#!/bin/sh\necho resolving\nsleep 300 &\necho $! > {}\nwait\n", marker.display())).expect("write fake uv");
+    std::fs::set_permissions(&fake_uv, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let started = std::time::Instant::now();
+    let failure = launch_package(
+        package_plugin("runtime_tools"),
+        tempfile::tempdir().expect("tempdir"),
+        |c| {
+            c.uv_path = Some(fake_uv.clone());
+            c.env_init_timeout = Duration::from_secs(2);
+            c.env_build_retries = 0;
+        },
+        Vec::new(),
+    )
+    .await;
+    let Err((error, progress)) = failure else { panic!("a hanging build must fail") };
+    assert!(error.contains("no activity for 2 seconds"), "{error}");
+    assert!(error.contains("resolving"), "the step's output must be quoted: {error}");
+    assert!(progress.iter().any(|l| l == "resolving"), "{progress:?}");
+    assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
+    let grandchild: u32 = std::fs::read_to_string(&marker).expect("pid file").trim().parse().expect("pid");
+    assert!(eventually(Duration::from_secs(5), || !process_alive(grandchild)).await, "the step's own child survived");
+    assert!(zombie_children().is_empty(), "zombies: {:?}", zombie_children());
+}

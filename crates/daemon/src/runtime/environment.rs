@@ -285,6 +285,8 @@ async fn run_step(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Its own process group, so a timeout kills whatever the step started too.
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| EnvironmentError::StepFailed {
@@ -309,10 +311,12 @@ async fn run_step(
             _ = poll.tick() => {
                 let silent_for = last_output.lock().map(|t| t.elapsed()).unwrap_or_default();
                 if silent_for >= config.env_init_timeout {
+                    kill_process_group(&child);
                     let _ = child.kill().await;
                     break Err(format!("init process exited due to no activity for {} seconds", config.env_init_timeout.as_secs()));
                 }
                 if started.elapsed() >= config.env_build_timeout {
+                    kill_process_group(&child);
                     let _ = child.kill().await;
                     break Err(format!("timed out after {} seconds", config.env_build_timeout.as_secs()));
                 }
@@ -327,6 +331,12 @@ async fn run_step(
         Ok(status) if status.success() => Ok(()),
         Ok(status) => Err(EnvironmentError::StepFailed { step: step.into(), reason: format!("exited with {status}"), output }),
         Err(reason) => Err(EnvironmentError::StepFailed { step: step.into(), reason, output }),
+    }
+}
+
+fn kill_process_group(child: &tokio::process::Child) {
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
     }
 }
 
