@@ -7,6 +7,7 @@
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
+use dify_protocol::manifest::{AUTHOR_REGEX, PLUGIN_NAME_REGEX, VERSION_REGEX};
 use serde::Serialize;
 
 use crate::error::{CliError, CliResult};
@@ -281,15 +282,8 @@ impl Render for InitResult {
     }
 }
 
-static NAME_RE: once_cell::sync::Lazy<regex::Regex> =
-    once_cell::sync::Lazy::new(|| regex::Regex::new(r"^[a-z0-9_-]{1,128}$").expect("static regex"));
-static AUTHOR_RE: once_cell::sync::Lazy<regex::Regex> =
-    once_cell::sync::Lazy::new(|| regex::Regex::new(r"^[a-z0-9_-]{1,64}$").expect("static regex"));
-static VERSION_RE: once_cell::sync::Lazy<regex::Regex> =
-    once_cell::sync::Lazy::new(|| regex::Regex::new(r"^\d{1,4}(\.\d{1,4}){2}(-\w{1,16})?$").expect("static regex"));
-
 pub fn validate_name(name: &str) -> CliResult<()> {
-    if NAME_RE.is_match(name) {
+    if PLUGIN_NAME_REGEX.is_match(name) {
         Ok(())
     } else {
         Err(CliError::usage(
@@ -300,7 +294,7 @@ pub fn validate_name(name: &str) -> CliResult<()> {
 }
 
 pub fn validate_author(author: &str) -> CliResult<()> {
-    if AUTHOR_RE.is_match(author) {
+    if AUTHOR_REGEX.is_match(author) {
         Ok(())
     } else {
         Err(CliError::usage(
@@ -311,7 +305,7 @@ pub fn validate_author(author: &str) -> CliResult<()> {
 }
 
 pub fn validate_version(version: &str, what: &str) -> CliResult<()> {
-    if VERSION_RE.is_match(version) {
+    if VERSION_REGEX.is_match(version) {
         Ok(())
     } else {
         Err(CliError::usage(
