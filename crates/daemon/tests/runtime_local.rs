@@ -382,3 +382,20 @@ async fn build_step_without_output_is_killed_after_the_init_timeout() {
     assert!(eventually(Duration::from_secs(5), || !process_alive(grandchild)).await, "the step's own child survived");
     assert!(zombie_children().is_empty(), "zombies: {:?}", zombie_children());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_that_keeps_crashing_is_given_up() {
+    let running = launch("runtime_tools", |c| c.max_restarts = 1).await.unwrap_or_else(|(e, _)| panic!("{e}"));
+    let plugin = running.manager.plugin(running.uid.as_str()).expect("plugin");
+    running.invoke(json!({"mode": "exit"})).await;
+    assert!(eventually(Duration::from_secs(60), || plugin.process.restart_count() >= 1).await, "first crash is restarted");
+    running.invoke(json!({"mode": "exit"})).await;
+    assert!(eventually(Duration::from_secs(30), || plugin.process.is_down()).await, "second crash in a row gives up");
+    let refused = plugin.process.connection(Duration::from_secs(1)).await.err().expect("no connection once given up");
+    assert!(refused.contains("gave up after 1 restarts"), "{refused}");
+    let pids = plugin.process.spawned_pids();
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    assert!(pids.iter().all(|pid| !process_alive(*pid)));
+    assert!(zombie_children().is_empty(), "zombies: {:?}", zombie_children());
+    running.manager.shutdown().await;
+}
