@@ -289,3 +289,123 @@ async fn remote_rows(db: &TestDb, workdir: &std::path::Path) -> i64 {
     pool.close().await;
     count
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_reconnect_is_accepted_after_the_daemon_drops_the_plugin() {
+    let db = sqlite().await;
+    let (daemon, address) = start_daemon(&db, &[]).await;
+    let tenant = new_tenant();
+    let key = debugging_key(&daemon, &tenant).await;
+    let plugin = RemotePluginProcess::start(SDK_PLUGIN, &address, &key, &daemon.workdir);
+    let appeared = eventually(Duration::from_secs(60), || async { !remote_installations(&daemon, &tenant).await.is_empty() }).await;
+    assert!(appeared, "plugin log:\n{}\ndaemon log:\n{}", plugin.log_text(), daemon.log());
+    let first = remote_installations(&daemon, &tenant).await.remove(0);
+
+    // Uninstalling it through the management API disconnects it ...
+    let (status, body) = daemon
+        .post(&format!("/plugin/{tenant}/management/uninstall"), &json!({"plugin_installation_id": first["id"]}))
+        .await;
+    assert_eq!((status, &body["data"]), (200, &json!(true)), "{body}");
+    assert!(remote_installations(&daemon, &tenant).await.is_empty());
+
+    // ... and the SDK reconnects on its own (after 5 s) with the whole registration again.
+    let back = eventually(Duration::from_secs(40), || async { !remote_installations(&daemon, &tenant).await.is_empty() }).await;
+    assert!(back, "the SDK's reconnect was not accepted; plugin log:\n{}\ndaemon log:\n{}", plugin.log_text(), daemon.log());
+    let second = remote_installations(&daemon, &tenant).await.remove(0);
+    assert_eq!(second["plugin_unique_identifier"], first["plugin_unique_identifier"], "same code, same identifier");
+    assert_ne!(second["id"], first["id"], "a new installation row");
+    let plugin_id = format!("{tenant}/{SDK_PLUGIN}");
+    let mut events = SseReader::new(invoke_tool(&daemon, &tenant, &plugin_id, SDK_PLUGIN, "exercise", json!({"text": "again"})).await);
+    let event = events.next(Duration::from_secs(30)).await.expect("echo");
+    assert_eq!(event["data"]["message"]["text"], "echo: again", "{event}");
+    drop(plugin);
+    drop(daemon);
+    db.drop_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_cap_line_cap_and_manifest_checks() {
+    let db = sqlite().await;
+    let (daemon, address) = start_daemon(
+        &db,
+        &[("PLUGIN_REMOTE_INSTALLING_MAX_CONN", "1"), ("PLUGIN_RUNTIME_MAX_BUFFER_SIZE", "65536")],
+    )
+    .await;
+    let tenant = new_tenant();
+    let key = debugging_key(&daemon, &tenant).await;
+    let within = Duration::from_secs(15);
+
+    let mut first = RawPlugin::connect(&address).await;
+    first.register(&key, "first").await;
+    first.heartbeat().await;
+    let listed = eventually(Duration::from_secs(20), || async { remote_installations(&daemon, &tenant).await.len() == 1 }).await;
+    assert!(listed, "{}", daemon.log());
+    let mut second = RawPlugin::connect(&address).await;
+    second.register(&key, "second").await;
+    assert_eq!(second.read_to_end(within).await, "server is busy now, please try again later\n");
+
+    // A registration line over the line cap.
+    let mut long = RawPlugin::connect(&address).await;
+    long.send(&json!({"type": "handshake", "data": {"key": key}})).await;
+    long.send(&json!({"type": "manifest_declaration", "data": {"padding": "x".repeat(100_000)}})).await;
+    assert_eq!(long.read_to_end(within).await, "handshake failed, registration message too large\n");
+
+    // A manifest the daemon's validation rejects once the registration is complete.
+    let mut invalid = RawPlugin::connect(&address).await;
+    invalid.send(&json!({"type": "handshake", "data": {"key": key}})).await;
+    invalid.send(&json!({"type": "manifest_declaration", "data": manifest_json("Not Valid", "bad")})).await;
+    invalid.send(&json!({"type": "tool_declaration", "data": [tool_provider_json("raw", "bad")]})).await;
+    invalid.send(&json!({"type": "end", "data": {}})).await;
+    let text = invalid.read_to_end(within).await;
+    assert!(text.starts_with("register failed, invalid manifest detected: author: ") && text.ends_with('\n'), "{text:?}");
+
+    // Only the first plugin is installed.
+    let ids: Vec<Value> = remote_installations(&daemon, &tenant).await.iter().map(|p| p["plugin_id"].clone()).collect();
+    assert_eq!(ids, vec![json!(format!("{tenant}/first"))]);
+    drop(daemon);
+    db.drop_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabled_remote_installing_runs_no_server() {
+    let db = sqlite().await;
+    let daemon = common::Daemon::start(
+        &db,
+        common::DaemonOptions {
+            env: vec![
+                ("PLUGIN_REMOTE_INSTALLING_ENABLED".into(), "false".into()),
+                ("PLUGIN_REMOTE_INSTALLING_PORT".into(), "0".into()),
+            ],
+            ..Default::default()
+        },
+    )
+    .await;
+    let health: Value = daemon.client.get(daemon.url("/health/check")).send().await.expect("health").json().await.expect("json");
+    assert_eq!(health["remote_debugging_address"], Value::Null, "{health}");
+    let (status, _) = daemon.post_empty(&format!("/plugin/{}/debugging/key", new_tenant())).await;
+    assert_eq!(status, 404);
+    drop(daemon);
+    db.drop_now().await;
+}
+
+/// Registration and clean-up rows on every database engine.
+async fn raw_plugin_rows_follow_the_connection(db: &TestDb) {
+    let (daemon, address) = start_daemon(db, &[]).await;
+    let tenant = new_tenant();
+    let key = debugging_key(&daemon, &tenant).await;
+    let mut raw = RawPlugin::connect(&address).await;
+    raw.register(&key, "rows").await;
+    raw.heartbeat().await;
+    let listed = eventually(Duration::from_secs(20), || async { remote_installations(&daemon, &tenant).await.len() == 1 }).await;
+    assert!(listed, "{}", daemon.log());
+    assert_eq!(remote_rows(db, &daemon.workdir).await, 1);
+    let (_, tool) = daemon.get(&format!("/plugin/{tenant}/management/tool?plugin_id={tenant}/rows&provider=rows")).await;
+    assert_eq!(tool["data"]["declaration"]["identity"]["name"], "rows", "{tool}");
+    drop(raw);
+    let gone = eventually(Duration::from_secs(20), || async { remote_installations(&daemon, &tenant).await.is_empty() }).await;
+    assert!(gone, "{}", daemon.log());
+    assert_eq!(remote_rows(db, &daemon.workdir).await, 0);
+    drop(daemon);
+}
+
+on_every_backend!(rows_on_every_backend, raw_plugin_rows_follow_the_connection);
