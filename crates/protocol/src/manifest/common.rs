@@ -5,9 +5,10 @@
 use chrono::{DateTime, FixedOffset, NaiveDate, SecondsFormat, TimeZone, Timelike};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// A string in the four languages Dify knows. Other languages in the source are dropped.
+/// A string in the four languages Dify knows. Other languages in the source are dropped; `null`
+/// decodes as empty (as Go leaves a struct untouched on `null`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, from = "NullableI18n")]
 pub struct I18nObject {
     #[serde(rename = "en_US", deserialize_with = "string_or_null")]
     pub en_us: String,
@@ -17,6 +18,31 @@ pub struct I18nObject {
     pub zh_hans: String,
     #[serde(rename = "pt_BR", skip_serializing_if = "String::is_empty", deserialize_with = "string_or_null")]
     pub pt_br: String,
+}
+
+/// Wire form of [`I18nObject`] that tolerates `null`.
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct NullableI18n(Option<I18nFields>);
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct I18nFields {
+    #[serde(rename = "en_US", deserialize_with = "string_or_null")]
+    en_us: String,
+    #[serde(rename = "ja_JP", deserialize_with = "string_or_null")]
+    ja_jp: String,
+    #[serde(rename = "zh_Hans", deserialize_with = "string_or_null")]
+    zh_hans: String,
+    #[serde(rename = "pt_BR", deserialize_with = "string_or_null")]
+    pt_br: String,
+}
+
+impl From<NullableI18n> for I18nObject {
+    fn from(value: NullableI18n) -> Self {
+        let fields = value.0.unwrap_or_default();
+        Self { en_us: fields.en_us, ja_jp: fields.ja_jp, zh_hans: fields.zh_hans, pt_br: fields.pt_br }
+    }
 }
 
 impl I18nObject {

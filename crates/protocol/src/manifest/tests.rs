@@ -318,3 +318,34 @@ fn parameter_rule_templates() {
     let unknown = serde_yaml_ng::from_str::<Vec<ModelParameterRule>>("- name: x\n  use_template: nope\n");
     assert!(unknown.unwrap_err().to_string().contains("use_template nope not found"));
 }
+
+/// Declarations as the official Python SDK sends them to a debugging daemon (recorded in the
+/// protocol demo): explicit nulls everywhere and keys the daemon does not know.
+#[test]
+fn sdk_sent_declarations_decode() {
+    let manifest = PluginDeclaration::from_json(include_bytes!("testdata/sdk_manifest_declaration.json")).unwrap();
+    assert_eq!(manifest.plugin_id(), "demo/demo_echo");
+    assert_eq!(manifest.icon_dark, "");
+    assert_eq!(manifest.repo, None);
+    assert!(manifest.permissions().allows_tool());
+    assert!(!manifest.permissions().allows_model());
+
+    let providers: Vec<ToolProviderDeclaration> =
+        serde_json::from_slice(include_bytes!("testdata/sdk_tool_declaration.json")).unwrap();
+    let provider = &providers[0];
+    assert_eq!(provider.identity.name, "demo");
+    let names: Vec<&str> = provider.tools.iter().map(|t| t.identity.name.as_str()).collect();
+    assert!(names.contains(&"echo"), "{names:?}");
+    assert!(provider.tools.iter().all(|t| t.output_schema.is_none()));
+    assert_eq!(provider.tools[0].extra.as_ref().unwrap()["python"]["source"], "tools/echo.py");
+    assert!(provider.tools[0].parameters[0].options.is_empty());
+}
+
+#[test]
+fn null_i18n_objects_decode_as_empty() {
+    let parameter: AgentStrategyParameter =
+        serde_json::from_str(r#"{"name": "model", "label": {"en_US": "Model"}, "help": null, "type": "model-selector"}"#).unwrap();
+    assert_eq!(parameter.help, I18nObject::default());
+    let optional: ProviderConfig = serde_json::from_str(r#"{"name": "k", "type": "text-input", "label": {"en_US": "K"}, "help": null}"#).unwrap();
+    assert_eq!(optional.help, None, "optional i18n fields stay None on null");
+}
