@@ -155,7 +155,12 @@ fn plugin_invoke_error(error: &PluginSessionError) -> DaemonError {
 
 fn sse_body(mut session: crate::session::SessionStream, mut shaper: ChunkShaper) -> Body {
     let stream = async_stream_body(move |sender| async move {
-        while let Some(output) = session.next().await {
+        loop {
+            // A client that disconnects ends the session even while the plugin is silent.
+            let output = tokio::select! {
+                output = session.next() => match output { Some(output) => output, None => return },
+                _ = sender.closed() => return,
+            };
             let line = match &output {
                 SessionOutput::Chunk(item) => match shaper.shape(item.clone()) {
                     Ok(Some(shaped)) => sse_line(&success_json(&shaped)),
