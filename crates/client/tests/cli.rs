@@ -548,3 +548,53 @@ async fn settings_precedence_flags_env_file_defaults() {
     assert_eq!(error["error"]["code"], "config");
     assert_eq!(error["error"]["exit_status"], 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invoke_output_is_written_while_the_stream_is_open() {
+    use tokio::io::AsyncReadExt;
+    let home = tempfile::tempdir().unwrap();
+    let server = FixtureServer::start(Scenario::Happy).await;
+    let mut args: Vec<String> = [
+        "invoke",
+        "--user",
+        "u",
+        "--provider",
+        PROVIDER,
+        "--tool",
+        "echo",
+        "--params",
+        r#"{"text":"hello"}"#,
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    args.extend(flags(&server));
+    let mut child = tokio::process::Command::new(BIN)
+        .args(&args)
+        .env_clear()
+        .env("HOME", home.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 6];
+    tokio::time::timeout(Duration::from_secs(30), stdout.read_exact(&mut first))
+        .await
+        .unwrap()
+        .unwrap();
+    let first_at = std::time::Instant::now();
+    assert_eq!(&first, b"hello ");
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+    // The fixture sends the remaining lines 150 ms apart: the first text was printed long before the end.
+    assert!(
+        first_at.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        first_at.elapsed()
+    );
+}
