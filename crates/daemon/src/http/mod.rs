@@ -5,6 +5,7 @@
 
 mod bind;
 mod dispatch;
+mod endpoint;
 mod management;
 mod system;
 
@@ -118,7 +119,7 @@ fn route_family(path: &str) -> &'static str {
 
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {
-    let tenant = management::routes(&state).merge(dispatch_routes());
+    let tenant = management::routes(&state).merge(endpoint::routes()).merge(dispatch_routes());
     let tenant = tenant.route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
 
     Router::new()

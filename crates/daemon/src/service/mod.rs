@@ -1,5 +1,6 @@
 //! The management rules of the daemon: uploading and decoding packages, installing, upgrading and
-//! uninstalling plugins with install tasks, listing plugins and providers, debugging keys, metrics.
+//! uninstalling plugins with install tasks, listing plugins and providers, endpoints, debugging
+//! keys, metrics.
 //!
 //! Services take an [`AppState`](crate::server::AppState) and typed inputs and return typed values
 //! or a [`DaemonError`] (which already carries the wire error type). They must not know about HTTP
@@ -7,6 +8,7 @@
 
 pub mod codec;
 pub mod debugging;
+pub mod endpoints;
 pub mod install;
 pub mod metrics;
 pub mod packages;

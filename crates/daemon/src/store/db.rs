@@ -30,12 +30,18 @@ pub struct Db {
 }
 
 /// The schema migrations of each dialect, embedded in the binary: `(version, description, sql)`.
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] =
-    &[(20261122000001, "initial schema", include_str!("../../migrations/sqlite/20261122000001_initial_schema.sql"))];
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] =
-    &[(20261122000001, "initial schema", include_str!("../../migrations/postgres/20261122000001_initial_schema.sql"))];
-const MYSQL_MIGRATIONS: &[(i64, &str, &str)] =
-    &[(20261122000001, "initial schema", include_str!("../../migrations/mysql/20261122000001_initial_schema.sql"))];
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (20261122000001, "initial schema", include_str!("../../migrations/sqlite/20261122000001_initial_schema.sql")),
+    (20261122000002, "endpoints", include_str!("../../migrations/sqlite/20261122000002_endpoints.sql")),
+];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (20261122000001, "initial schema", include_str!("../../migrations/postgres/20261122000001_initial_schema.sql")),
+    (20261122000002, "endpoints", include_str!("../../migrations/postgres/20261122000002_endpoints.sql")),
+];
+const MYSQL_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (20261122000001, "initial schema", include_str!("../../migrations/mysql/20261122000001_initial_schema.sql")),
+    (20261122000002, "endpoints", include_str!("../../migrations/mysql/20261122000002_endpoints.sql")),
+];
 
 fn migrator(migrations: &[(i64, &'static str, &'static str)]) -> sqlx::migrate::Migrator {
     let migrations = migrations

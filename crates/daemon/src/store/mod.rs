@@ -7,11 +7,13 @@
 
 pub mod blob;
 mod db;
+pub mod endpoints;
 pub mod kv;
 pub mod records;
 
 pub use blob::{BlobError, BlobStore, LocalBlobStore};
 pub use db::{Db, StoreError};
+pub use endpoints::{EndpointRecord, ENDPOINT_EXPIRED_AT};
 pub use records::*;
 
 /// The current time as stored in the database: RFC 3339, UTC, always nine fractional digits, so that

@@ -1,0 +1,214 @@
+//! Endpoint rows (`endpoints`) and the endpoint counters on installations, changed together in one
+//! transaction. Settings are stored as the JSON the Dify API returned when encrypting them.
+
+use super::db::{int, text};
+use super::{now_timestamp, Db, StoreError};
+
+/// Upstream never expires endpoints; the column is always this value.
+pub const ENDPOINT_EXPIRED_AT: &str = "2050-01-01T00:00:00Z";
+
+/// One configured endpoint of a plugin in a tenant.
+#[derive(Debug, Clone)]
+pub struct EndpointRecord {
+    pub id: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub name: String,
+    pub hook_id: String,
+    pub tenant_id: String,
+    pub user_id: String,
+    pub plugin_id: String,
+    pub expired_at: String,
+    pub enabled: bool,
+    /// Encrypted settings (JSON object text).
+    pub settings: String,
+}
+
+const COLUMNS: &str =
+    "id, created_at, updated_at, name, hook_id, tenant_id, user_id, plugin_id, expired_at, enabled, settings";
+
+fn from_row(row: &sqlx::any::AnyRow) -> Result<EndpointRecord, StoreError> {
+    Ok(EndpointRecord {
+        id: text(row, "id")?,
+        created_at: text(row, "created_at")?,
+        updated_at: text(row, "updated_at")?,
+        name: text(row, "name")?,
+        hook_id: text(row, "hook_id")?,
+        tenant_id: text(row, "tenant_id")?,
+        user_id: text(row, "user_id")?,
+        plugin_id: text(row, "plugin_id")?,
+        expired_at: text(row, "expired_at")?,
+        enabled: int(row, "enabled")? != 0,
+        settings: text(row, "settings")?,
+    })
+}
+
+impl Db {
+    /// Inserts an enabled endpoint and counts it on the tenant's installation of the plugin.
+    pub async fn create_endpoint(&self, endpoint: &EndpointRecord) -> Result<(), StoreError> {
+        let now = now_timestamp();
+        let mut tx = self.pool().begin().await?;
+        sqlx::query(&self.sql(&format!(
+            "INSERT INTO endpoints ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)"
+        )))
+        .bind(&endpoint.id)
+        .bind(&now)
+        .bind(&now)
+        .bind(&endpoint.name)
+        .bind(&endpoint.hook_id)
+        .bind(&endpoint.tenant_id)
+        .bind(&endpoint.user_id)
+        .bind(&endpoint.plugin_id)
+        .bind(ENDPOINT_EXPIRED_AT)
+        .bind(&endpoint.settings)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(&self.sql(
+            "UPDATE plugin_installations SET endpoints_setups = endpoints_setups + 1, \
+             endpoints_active = endpoints_active + 1 WHERE tenant_id = ? AND plugin_id = ?",
+        ))
+        .bind(&endpoint.tenant_id)
+        .bind(&endpoint.plugin_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The tenant's endpoint `id`.
+    pub async fn endpoint(&self, tenant_id: &str, id: &str) -> Result<Option<EndpointRecord>, StoreError> {
+        let row = sqlx::query(&self.sql(&format!("SELECT {COLUMNS} FROM endpoints WHERE id = ? AND tenant_id = ?")))
+            .bind(id)
+            .bind(tenant_id)
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    /// The endpoint behind a public hook id (for `/e/{hook_id}`).
+    pub async fn endpoint_by_hook_id(&self, hook_id: &str) -> Result<Option<EndpointRecord>, StoreError> {
+        let row = sqlx::query(&self.sql(&format!("SELECT {COLUMNS} FROM endpoints WHERE hook_id = ?")))
+            .bind(hook_id)
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    /// The tenant's endpoints (optionally of one plugin), newest first.
+    pub async fn list_endpoints(
+        &self,
+        tenant_id: &str,
+        plugin_id: Option<&str>,
+        page: i64,
+        page_size: i64,
+    ) -> Result<Vec<EndpointRecord>, StoreError> {
+        let offset = (page.max(1) - 1) * page_size;
+        let rows = match plugin_id {
+            Some(plugin_id) => {
+                sqlx::query(&self.sql(&format!(
+                    "SELECT {COLUMNS} FROM endpoints WHERE tenant_id = ? AND plugin_id = ? \
+                     ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
+                )))
+                .bind(tenant_id)
+                .bind(plugin_id)
+                .bind(page_size)
+                .bind(offset)
+                .fetch_all(self.pool())
+                .await?
+            }
+            None => {
+                sqlx::query(&self.sql(&format!(
+                    "SELECT {COLUMNS} FROM endpoints WHERE tenant_id = ? ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
+                )))
+                .bind(tenant_id)
+                .bind(page_size)
+                .bind(offset)
+                .fetch_all(self.pool())
+                .await?
+            }
+        };
+        rows.iter().map(from_row).collect()
+    }
+
+    /// Replaces an endpoint's name, user and settings.
+    pub async fn update_endpoint(&self, id: &str, name: &str, user_id: &str, settings: &str) -> Result<(), StoreError> {
+        sqlx::query(&self.sql("UPDATE endpoints SET name = ?, user_id = ?, settings = ?, updated_at = ? WHERE id = ?"))
+            .bind(name)
+            .bind(user_id)
+            .bind(settings)
+            .bind(now_timestamp())
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Enables or disables an endpoint (idempotent), keeping `endpoints_active` in step.
+    /// `None` when the tenant has no such endpoint.
+    pub async fn set_endpoint_enabled(&self, tenant_id: &str, id: &str, enabled: bool) -> Result<Option<()>, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let row = sqlx::query(&self.sql(&format!(
+            "SELECT {COLUMNS} FROM endpoints WHERE id = ? AND tenant_id = ?{}",
+            self.for_update()
+        )))
+        .bind(id)
+        .bind(tenant_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        let endpoint = from_row(&row)?;
+        if endpoint.enabled != enabled {
+            sqlx::query(&self.sql("UPDATE endpoints SET enabled = ?, updated_at = ? WHERE id = ?"))
+                .bind(if enabled { 1i64 } else { 0i64 })
+                .bind(now_timestamp())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            let delta = if enabled { "+ 1" } else { "- 1" };
+            sqlx::query(&self.sql(&format!(
+                "UPDATE plugin_installations SET endpoints_active = endpoints_active {delta} \
+                 WHERE tenant_id = ? AND plugin_id = ?"
+            )))
+            .bind(tenant_id)
+            .bind(&endpoint.plugin_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Some(()))
+    }
+
+    /// Deletes the tenant's endpoint and uncounts it; returns the removed row.
+    pub async fn delete_endpoint(&self, tenant_id: &str, id: &str) -> Result<Option<EndpointRecord>, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let row = sqlx::query(&self.sql(&format!(
+            "SELECT {COLUMNS} FROM endpoints WHERE id = ? AND tenant_id = ?{}",
+            self.for_update()
+        )))
+        .bind(id)
+        .bind(tenant_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        let endpoint = from_row(&row)?;
+        sqlx::query(&self.sql("DELETE FROM endpoints WHERE id = ?")).bind(id).execute(&mut *tx).await?;
+        let active = if endpoint.enabled { 1i64 } else { 0i64 };
+        sqlx::query(&self.sql(
+            "UPDATE plugin_installations SET endpoints_setups = endpoints_setups - 1, \
+             endpoints_active = endpoints_active - ? WHERE tenant_id = ? AND plugin_id = ? AND endpoints_setups > 0",
+        ))
+        .bind(active)
+        .bind(tenant_id)
+        .bind(&endpoint.plugin_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(endpoint))
+    }
+}
