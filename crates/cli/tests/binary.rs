@@ -269,6 +269,15 @@ fn bundle_round_trip() {
     let out = dify(cwd, &["bundle", "init", "--name", "kit", "--author", "acme", "--description", "A kit"]);
     ok(&out);
     assert!(String::from_utf8_lossy(&out.stderr).contains("bundle created successfully directory="));
+    let out = dify(cwd, &["bundle", "init", "--name", "kit_json", "--author", "acme", "--description", "A kit", "-o", "json"]);
+    ok(&out);
+    assert_eq!(stdout_json(&out)["name"], "kit_json");
+    let out = dify(cwd, &["bundle", "append", "github", "kit_json", "-r", "acme/tool:1.0.0/tool.difypkg", "-o", "json"]);
+    ok(&out);
+    assert_eq!(stdout_json(&out)["dependencies"][0], serde_json::json!({"type": "github", "value": {"repo_pattern": "acme/tool:1.0.0/tool.difypkg"}}));
+    let out = dify(cwd, &["bundle", "append", "marketplace", "kit_json", "-m", "nope", "-o", "json"]);
+    assert_eq!(code(&out), 2);
+    assert_eq!(stderr_json(&out)["error"]["message"], "invalid marketplace pattern");
     ok(&dify(cwd, &["bundle", "append", "github", "kit", "-r", "acme/tool:1.0.0/tool.difypkg"]));
     ok(&dify(cwd, &["bundle", "append", "marketplace", "kit", "-m", "langgenius/openai:0.0.19"]));
     let out = dify(cwd, &["bundle", "append", "package", "kit", "-p", fixture("dummy_plugin.difypkg").to_str().unwrap()]);
