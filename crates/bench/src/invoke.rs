@@ -1,0 +1,258 @@
+//! The two ways the bench invokes a tool: through the daemon (`POST /plugin/{tenant}/dispatch/tool/invoke`,
+//! SSE read to the end) and directly over a plugin process's stdin/stdout with the very request line
+//! the daemon would write (runtime-protocol.md §0, §1.3, §6). Both count stream items and decoded blob
+//! bytes the same way, so the two sides do the same client-side work.
+//!
+//! Owns: the plugin process of a direct run, session routing of its output, SSE parsing.
+//! Must not: time or judge anything (callers do).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+
+use crate::daemon::{Daemon, SERVER_KEY};
+
+/// What one invocation returned.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Outcome {
+    pub items: u64,
+    pub blob_bytes: u64,
+}
+
+impl Outcome {
+    fn add(&mut self, item: &Value) {
+        self.items += 1;
+        if item["type"] == "blob_chunk" || item["type"] == "blob" {
+            if let Some(b64) = item["message"]["blob"].as_str() {
+                let padding = b64.bytes().rev().take_while(|b| *b == b'=').count() as u64;
+                self.blob_bytes += (b64.len() as u64 / 4) * 3 - padding.min(2);
+            }
+        }
+    }
+}
+
+/// The tool being invoked: provider/tool names and the plugin id header.
+#[derive(Debug, Clone)]
+pub struct ToolRef {
+    pub plugin_id: String,
+    pub provider: String,
+    pub tool: String,
+}
+
+/// Invokes a tool through the daemon's dispatch route.
+#[derive(Clone)]
+pub struct ThroughDaemon {
+    client: reqwest::Client,
+    url: String,
+    tool: ToolRef,
+}
+
+impl ThroughDaemon {
+    pub fn new(daemon: &Daemon, tenant: &str, tool: ToolRef) -> Self {
+        Self { client: daemon.client.clone(), url: daemon.url(&format!("/plugin/{tenant}/dispatch/tool/invoke")), tool }
+    }
+
+    fn request(&self, parameters: &Value) -> reqwest::RequestBuilder {
+        let body = json!({
+            "user_id": "bench-user", "conversation_id": null, "app_id": null, "message_id": null,
+            "data": {"provider": self.tool.provider, "tool": self.tool.tool, "credentials": {},
+                     "credential_type": "api-key", "tool_parameters": parameters}
+        });
+        self.client.post(&self.url).header("X-Api-Key", SERVER_KEY).header("X-Plugin-ID", &self.tool.plugin_id).json(&body)
+    }
+
+    /// Starts an invocation and returns its body once the first SSE bytes arrived (the stream stays
+    /// open while the returned value lives).
+    pub async fn open_stream(&self, parameters: &Value) -> Result<impl futures::Stream<Item = reqwest::Result<bytes::Bytes>>> {
+        let response = self.request(parameters).send().await.context("dispatch request")?;
+        let status = response.status();
+        if !status.is_success() {
+            bail!("dispatch answered HTTP {status}: {}", response.text().await.unwrap_or_default());
+        }
+        let mut body = response.bytes_stream();
+        let first = body.next().await.ok_or_else(|| anyhow!("stream ended before its first chunk"))??;
+        let text = String::from_utf8_lossy(&first);
+        if !text.contains("\"code\":0") {
+            bail!("first chunk is not a success: {text:.300}");
+        }
+        Ok(body)
+    }
+
+    pub async fn invoke(&self, parameters: &Value) -> Result<Outcome> {
+        let response = self.request(parameters).send().await.context("dispatch request")?;
+        let status = response.status();
+        if !status.is_success() {
+            bail!("dispatch answered HTTP {status}: {}", response.text().await.unwrap_or_default());
+        }
+        let mut outcome = Outcome::default();
+        let mut buffer: Vec<u8> = Vec::new();
+        let mut body = response.bytes_stream();
+        while let Some(piece) = body.next().await {
+            buffer.extend_from_slice(&piece.context("reading SSE body")?);
+            let mut start = 0;
+            while let Some(pos) = buffer[start..].windows(2).position(|w| w == b"\n\n") {
+                let event = &buffer[start..start + pos];
+                start += pos + 2;
+                sse_event(event, &mut outcome)?;
+            }
+            buffer.drain(..start);
+        }
+        if !buffer.iter().all(u8::is_ascii_whitespace) {
+            sse_event(&buffer, &mut outcome)?;
+        }
+        Ok(outcome)
+    }
+}
+
+fn sse_event(event: &[u8], outcome: &mut Outcome) -> Result<()> {
+    let text = std::str::from_utf8(event).context("SSE event is not UTF-8")?.trim();
+    if text.is_empty() {
+        return Ok(());
+    }
+    let json_text = text.strip_prefix("data:").unwrap_or(text).trim_start();
+    let envelope: Value = serde_json::from_str(json_text).with_context(|| format!("SSE event is not JSON: {text:.200}"))?;
+    if envelope["code"] != json!(0) {
+        bail!("plugin invocation failed: {envelope}");
+    }
+    outcome.add(&envelope["data"]);
+    Ok(())
+}
+
+type Routes = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Value>>>>;
+
+/// A plugin process driven directly over its stdin/stdout.
+pub struct DirectPlugin {
+    child: tokio::process::Child,
+    writer: mpsc::UnboundedSender<Vec<u8>>,
+    routes: Routes,
+    tool: ToolRef,
+    pub pid: u32,
+}
+
+impl DirectPlugin {
+    /// Starts `program args…` in `cwd` and waits (bounded) for its first heartbeat.
+    pub async fn start(program: &Path, args: &[&str], cwd: &Path, env: &[(&str, &str)], tool: ToolRef) -> Result<Self> {
+        let mut command = tokio::process::Command::new(program);
+        command.args(args).current_dir(cwd).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).kill_on_drop(true);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().with_context(|| format!("spawn {}", program.display()))?;
+        let pid = child.id().ok_or_else(|| anyhow!("plugin exited at once"))?;
+        let mut stdin = child.stdin.take().ok_or_else(|| anyhow!("no stdin"))?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let routes: Routes = Arc::new(Mutex::new(HashMap::new()));
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+        {
+            let routes = routes.clone();
+            tokio::spawn(async move {
+                let mut ready = Some(ready_tx);
+                let mut lines = BufReader::with_capacity(1 << 16, stdout).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    let Ok(message) = serde_json::from_str::<Value>(&line) else { continue };
+                    match message["event"].as_str() {
+                        Some("heartbeat") => {
+                            if let Some(tx) = ready.take() {
+                                let _ = tx.send(());
+                            }
+                        }
+                        Some("session") => {
+                            let Some(session) = message["session_id"].as_str().map(str::to_string) else { continue };
+                            let mut routes = routes.lock().unwrap_or_else(|p| p.into_inner());
+                            let kind = message["data"]["type"].as_str().unwrap_or("");
+                            let finished = kind == "end";
+                            if let Some(tx) = routes.get(&session) {
+                                let mut message = message;
+                                let _ = tx.send(message["data"].take());
+                            }
+                            if finished {
+                                routes.remove(&session);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                // EOF: every open session ends with an error.
+                routes.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            });
+        }
+        let (writer, mut queue) = mpsc::unbounded_channel::<Vec<u8>>();
+        tokio::spawn(async move {
+            while let Some(line) = queue.recv().await {
+                if stdin.write_all(&line).await.is_err() {
+                    return;
+                }
+                while let Ok(more) = queue.try_recv() {
+                    if stdin.write_all(&more).await.is_err() {
+                        return;
+                    }
+                }
+                if stdin.flush().await.is_err() {
+                    return;
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(120), ready_rx)
+            .await
+            .map_err(|_| anyhow!("{} sent no heartbeat within 120 s", program.display()))?
+            .map_err(|_| anyhow!("{} closed stdout before its first heartbeat", program.display()))?;
+        Ok(Self { child, writer, routes, tool, pid })
+    }
+
+    pub async fn invoke(&self, parameters: &Value) -> Result<Outcome> {
+        let session = uuid::Uuid::new_v4().to_string();
+        let request = json!({
+            "session_id": session, "conversation_id": null, "message_id": null, "app_id": null,
+            "endpoint_id": null, "context": null, "event": "request",
+            "data": {"action": "invoke_tool", "credential_type": "api-key", "credentials": {},
+                     "provider": self.tool.provider, "tool": self.tool.tool, "tool_parameters": parameters,
+                     "type": "tool", "user_id": "bench-user"}
+        });
+        let mut line = serde_json::to_vec(&request)?;
+        line.push(b'\n');
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        self.routes.lock().unwrap_or_else(|p| p.into_inner()).insert(session.clone(), tx);
+        self.writer.send(line).map_err(|_| anyhow!("plugin stdin closed"))?;
+        let mut outcome = Outcome::default();
+        while let Some(message) = rx.recv().await {
+            match message["type"].as_str() {
+                Some("stream") => outcome.add(&message["data"]),
+                Some("end") => return Ok(outcome),
+                Some("error") => bail!("plugin error: {}", message["data"]),
+                _ => {}
+            }
+        }
+        bail!("plugin closed the session without `end`")
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// Either way of invoking, for code that runs the same load against both.
+#[derive(Clone)]
+pub enum Invoker {
+    Daemon(ThroughDaemon),
+    Direct(Arc<DirectPlugin>),
+}
+
+impl Invoker {
+    pub async fn invoke(&self, parameters: &Value) -> Result<Outcome> {
+        match self {
+            Invoker::Daemon(d) => d.invoke(parameters).await,
+            Invoker::Direct(p) => p.invoke(parameters).await,
+        }
+    }
+}

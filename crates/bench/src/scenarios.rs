@@ -1,0 +1,594 @@
+//! The six measured sections, in the order that keeps them independent: memory on a fresh daemon,
+//! then SDK-plugin overhead, the daemon's ceiling with the native plugin, streaming, open-stream
+//! memory and install time on one daemon, then state at scale on SQLite and PostgreSQL daemons.
+//! Through-daemon and baseline batches alternate so machine noise hits both sides alike.
+//!
+//! Owns: what each row measures and which baseline it is compared with. Must not: drop a row —
+//! a section that cannot run marks all of its rows FAILED with the reason.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use futures::StreamExt;
+use serde_json::json;
+
+use crate::daemon::{Daemon, DaemonOptions, PostgresDb, Tools, SERVER_KEY};
+use crate::invoke::{DirectPlugin, Invoker, ThroughDaemon, ToolRef};
+use crate::load::{closed_loop, timed_once};
+use crate::memory::BaselineServer;
+use crate::packages::{self, NATIVE_AUTHOR, NATIVE_PROVIDER, NATIVE_TOOL};
+use crate::report::{Row, Target};
+use crate::stats::Samples;
+use crate::Plan;
+
+const TENANT: &str = "6f3c2a1e-0000-4000-8000-000000000001";
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Marks every row that has no figure yet as failed with `error`.
+fn fail_rest(rows: &mut [Row], error: &anyhow::Error) {
+    let message = format!("{error:#}");
+    for row in rows.iter_mut() {
+        if row.daemon.is_err() && row.baseline.is_err() {
+            row.daemon = Err(message.clone());
+            row.baseline = Err(message.clone());
+        } else if row.daemon.is_err() {
+            row.daemon = Err(message.clone());
+        } else if row.baseline.is_err() {
+            row.baseline = Err(message.clone());
+        }
+    }
+}
+
+fn log(message: impl AsRef<str>) {
+    eprintln!("bench: {}", message.as_ref());
+}
+
+pub async fn run_all(tools: &Tools, plan: &Plan, only: &[String]) -> Vec<Row> {
+    raise_open_file_limit();
+    let want = |section: &str| only.is_empty() || only.iter().any(|s| s == section);
+    let mut rows = Vec::new();
+    if want("5") {
+        rows.extend(memory_section(tools, plan).await);
+    }
+    if want("1") || want("2") || want("3") || want("4") || want("5") {
+        rows.extend(main_daemon_sections(tools, plan, &want).await);
+    }
+    if want("6") {
+        rows.extend(scale_section(tools, plan, false).await);
+        rows.extend(scale_section(tools, plan, true).await);
+    }
+    rows.sort_by(|a, b| natural_key(&a.id).cmp(&natural_key(&b.id)));
+    rows
+}
+
+fn natural_key(id: &str) -> Vec<(u64, String)> {
+    id.split('.').map(|part| (part.parse().unwrap_or(u64::MAX), part.to_string())).collect()
+}
+
+fn raise_open_file_limit() {
+    // SAFETY: plain libc calls on a local struct; children (daemon, plugins) inherit the limit.
+    unsafe {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------- 5
+
+async fn memory_section(tools: &Tools, plan: &Plan) -> Vec<Row> {
+    let mut rows = vec![
+        Row::new("5.1", "daemon RSS, idle (fresh, SQLite)", "MiB", "idle tokio+axum hello server", Target::ValueAtMost(30.0)),
+        Row::new(
+            "5.2",
+            format!("daemon RSS with {} running plugins installed", plan.memory_plugins),
+            "MiB",
+            "same daemon idle before installing",
+            Target::None,
+        ),
+    ];
+    if let Err(error) = memory_measure(tools, plan, &mut rows).await {
+        fail_rest(&mut rows, &error);
+    }
+    rows
+}
+
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+}
+
+async fn memory_measure(tools: &Tools, plan: &Plan, rows: &mut [Row]) -> Result<()> {
+    log("memory: fresh daemon idle");
+    let baseline = BaselineServer::start().await?;
+    let daemon = Daemon::start(tools, DaemonOptions::default()).await?;
+    settle().await;
+    let idle = daemon.rss_mib()?;
+    rows[0].daemon = Ok(idle);
+    rows[0].baseline = baseline.rss_mib().map_err(|e| format!("{e:#}"));
+    rows[1].baseline = Ok(idle);
+    log(format!("memory: installing {} native plugins", plan.memory_plugins));
+    let mut identifiers = Vec::new();
+    for i in 0..plan.memory_plugins {
+        let package = packages::native_package(&format!("native_mem_{i}"), &tools.native_plugin)?;
+        identifiers.push(daemon.upload(TENANT, &package).await?);
+    }
+    for chunk in identifiers.chunks(64) {
+        daemon.install(TENANT, chunk, Duration::from_secs(900)).await.with_context(|| daemon.log_tail())?;
+    }
+    // Each plugin answers once, so all of them are really running.
+    for i in 0..plan.memory_plugins {
+        let tool = ToolRef { plugin_id: format!("{NATIVE_AUTHOR}/native_mem_{i}"), provider: NATIVE_PROVIDER.into(), tool: NATIVE_TOOL.into() };
+        let invoker = Invoker::Daemon(ThroughDaemon::new(&daemon, TENANT, tool));
+        timed_once(&invoker, &json!({"mode": "echo", "text": "hi"}), Duration::from_secs(120)).await.with_context(|| format!("plugin {i}"))?;
+    }
+    settle().await;
+    rows[1].daemon = daemon.rss_mib().map_err(|e| format!("{e:#}"));
+    Ok(())
+}
+
+// ----------------------------------------------------------------------------------- 1 2 3 4 5
+
+async fn main_daemon_sections(tools: &Tools, plan: &Plan, want: &dyn Fn(&str) -> bool) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let daemon = match Daemon::start(tools, DaemonOptions::default()).await {
+        Ok(d) => d,
+        Err(error) => {
+            let mut all = Vec::new();
+            if want("1") {
+                all.extend(sdk_rows(plan));
+            }
+            if want("2") || want("3") || want("5") {
+                all.extend(native_rows(plan));
+            }
+            if want("4") {
+                all.extend(install_rows(plan));
+            }
+            fail_rest(&mut all, &error);
+            return all;
+        }
+    };
+    if want("1") {
+        let mut sdk = sdk_rows(plan);
+        if let Err(error) = sdk_overhead(tools, plan, &daemon, &mut sdk).await {
+            fail_rest(&mut sdk, &error);
+        }
+        rows.extend(sdk);
+    }
+    if want("2") || want("3") || want("5") {
+        let mut native = native_rows(plan);
+        if let Err(error) = native_sections(tools, plan, &daemon, &mut native).await {
+            fail_rest(&mut native, &error);
+        }
+        rows.extend(native.into_iter().filter(|r| want(&r.id[..1])));
+    }
+    if want("4") {
+        let mut install = install_rows(plan);
+        if let Err(error) = install_time(tools, plan, &daemon, &mut install).await {
+            fail_rest(&mut install, &error);
+        }
+        rows.extend(install);
+    }
+    rows
+}
+
+const SDK_LEVELS: [usize; 3] = [1, 16, 64];
+
+fn sdk_rows(_plan: &Plan) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for (i, c) in SDK_LEVELS.iter().enumerate() {
+        let base = "SDK plugin driven directly over stdio";
+        rows.push(Row::new(&format!("1.{}.1", i + 1), format!("SDK echo tool, concurrency {c}: p50"), "ms", base, Target::RatioAtMost(1.2)));
+        rows.push(Row::new(&format!("1.{}.2", i + 1), format!("SDK echo tool, concurrency {c}: p99"), "ms", base, Target::None));
+        rows.push(Row::new(&format!("1.{}.3", i + 1), format!("SDK echo tool, concurrency {c}: throughput"), "inv/s", base, Target::None));
+    }
+    rows
+}
+
+fn fill_latency_rows(rows: &mut [Row], daemon: &Samples, direct: &Samples) {
+    rows[0].daemon = daemon.percentile_ms(0.5).ok_or_else(|| "no samples".into());
+    rows[0].baseline = direct.percentile_ms(0.5).ok_or_else(|| "no samples".into());
+    rows[1].daemon = daemon.percentile_ms(0.99).ok_or_else(|| "no samples".into());
+    rows[1].baseline = direct.percentile_ms(0.99).ok_or_else(|| "no samples".into());
+    rows[2].daemon = daemon.per_second().ok_or_else(|| "no samples".into());
+    rows[2].baseline = direct.per_second().ok_or_else(|| "no samples".into());
+}
+
+/// Runs `args` with uv's cache and a bounded time; fails with its output.
+async fn run_uv(tools: &Tools, cwd: &Path, args: &[&str]) -> Result<()> {
+    let mut command = tokio::process::Command::new(&tools.uv);
+    command.args(args).current_dir(cwd).env("UV_CACHE_DIR", &tools.uv_cache).env("VIRTUAL_ENV", cwd.join(".venv")).kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(600), command.output())
+        .await
+        .map_err(|_| anyhow!("uv {args:?} did not finish within 600 s"))??;
+    if !output.status.success() {
+        bail!("uv {args:?} failed: {}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(())
+}
+
+/// `uv venv` + `uv pip install -r requirements.txt` in `dir`, as the daemon does.
+async fn build_venv(tools: &Tools, dir: &Path) -> Result<()> {
+    let python = tools.python.to_string_lossy().into_owned();
+    run_uv(tools, dir, &["venv", "-q", ".venv", "--python", &python]).await?;
+    run_uv(tools, dir, &["pip", "install", "-q", "-r", "requirements.txt"]).await
+}
+
+async fn sdk_overhead(tools: &Tools, plan: &Plan, daemon: &Daemon, rows: &mut [Row]) -> Result<()> {
+    log("1: installing the SDK test plugin");
+    let package = packages::runtime_tools_package("runtime_tools")?;
+    let uid = daemon.upload(TENANT, &package).await?;
+    daemon.install(TENANT, &[uid], Duration::from_secs(600)).await.with_context(|| daemon.log_tail())?;
+    let tool = ToolRef { plugin_id: "testing/runtime_tools".into(), provider: "runtime_tools".into(), tool: "exercise".into() };
+    let through = Invoker::Daemon(ThroughDaemon::new(daemon, TENANT, tool.clone()));
+
+    log("1: preparing the same plugin for direct driving");
+    let scratch = tempfile::Builder::new().prefix("bench-sdk-").tempdir()?;
+    packages::copy_runtime_tools(scratch.path())?;
+    build_venv(tools, scratch.path()).await?;
+    let python = scratch.path().join(".venv/bin/python");
+    let direct = DirectPlugin::start(&python, &["-m", "main"], scratch.path(), &[("INSTALL_METHOD", "local")], tool).await?;
+    let direct = Invoker::Direct(std::sync::Arc::new(direct));
+
+    let parameters = json!({"mode": "echo", "text": "hello"});
+    let limit = Duration::from_secs(600);
+    closed_loop(&through, &parameters, 4, 20, limit).await.context("warm-up through daemon")?;
+    closed_loop(&direct, &parameters, 4, 20, limit).await.context("warm-up direct")?;
+    for (i, c) in SDK_LEVELS.iter().enumerate() {
+        let total = plan.sdk_invocations[i];
+        log(format!("1: concurrency {c}, {total} invocations each side"));
+        // Halves alternate: daemon, direct, daemon, direct.
+        let mut d = Vec::new();
+        let mut b = Vec::new();
+        for _ in 0..2 {
+            d.push(closed_loop(&through, &parameters, *c, total / 2, limit).await.context("through daemon")?);
+            b.push(closed_loop(&direct, &parameters, *c, total / 2, limit).await.context("direct")?);
+        }
+        fill_latency_rows(&mut rows[i * 3..i * 3 + 3], &merge(d), &merge(b));
+    }
+    Ok(())
+}
+
+fn merge(parts: Vec<Samples>) -> Samples {
+    let mut all = Vec::new();
+    let mut wall = Duration::ZERO;
+    for part in parts {
+        wall += part.wall;
+        all.extend_from_slice(part.latencies());
+    }
+    Samples::new(all, wall)
+}
+
+const NATIVE_LEVELS: [usize; 2] = [64, 256];
+
+fn native_rows(plan: &Plan) -> Vec<Row> {
+    let base = "native plugin driven directly over stdio";
+    let mut rows = Vec::new();
+    for (i, c) in NATIVE_LEVELS.iter().enumerate() {
+        rows.push(Row::new(&format!("2.{}.1", i + 1), format!("native echo, concurrency {c}: throughput"), "inv/s", base, Target::ValueAtLeast(10_000.0)));
+        rows.push(Row::new(&format!("2.{}.2", i + 1), format!("native echo, concurrency {c}: p99"), "ms", base, Target::None));
+    }
+    rows.push(Row::new("3.1", format!("stream of {} text chunks", plan.stream_chunks), "chunks/s", base, Target::RatioAtLeast(0.7)));
+    rows.push(Row::new(
+        "3.2",
+        format!("blob of {} MiB (8 KiB blob_chunks)", plan.blob_bytes as f64 / MIB),
+        "MiB/s",
+        base,
+        Target::RatioAtLeast(0.7),
+    ));
+    rows.push(Row::new(
+        "5.3",
+        format!("daemon memory per open stream ({} held)", plan.memory_streams),
+        "KiB",
+        "hello server holding as many streaming responses",
+        Target::None,
+    ));
+    rows
+}
+
+async fn native_sections(tools: &Tools, plan: &Plan, daemon: &Daemon, rows: &mut [Row]) -> Result<()> {
+    log("2: installing the native plugin (local runtime)");
+    let package = packages::native_package("native_main", &tools.native_plugin)?;
+    let uid = daemon.upload(TENANT, &package).await?;
+    daemon.install(TENANT, &[uid], Duration::from_secs(600)).await.with_context(|| daemon.log_tail())?;
+    let tool = ToolRef { plugin_id: format!("{NATIVE_AUTHOR}/native_main"), provider: NATIVE_PROVIDER.into(), tool: NATIVE_TOOL.into() };
+    let through_daemon = ThroughDaemon::new(daemon, TENANT, tool.clone());
+    let through = Invoker::Daemon(through_daemon.clone());
+    let scratch = tempfile::Builder::new().prefix("bench-native-").tempdir()?;
+    let direct = DirectPlugin::start(&tools.native_plugin, &["stdio"], scratch.path(), &[], tool).await?;
+    let direct = Invoker::Direct(std::sync::Arc::new(direct));
+
+    let parameters = json!({"mode": "echo", "text": "hello"});
+    let limit = Duration::from_secs(600);
+    closed_loop(&through, &parameters, 64, 2000.min(plan.native_invocations[0]), limit).await.context("warm-up through daemon")?;
+    closed_loop(&direct, &parameters, 64, 2000.min(plan.native_invocations[0]), limit).await.context("warm-up direct")?;
+    for (i, c) in NATIVE_LEVELS.iter().enumerate() {
+        let total = plan.native_invocations[i];
+        log(format!("2: concurrency {c}, {total} invocations each side"));
+        let mut d = Vec::new();
+        let mut b = Vec::new();
+        for _ in 0..2 {
+            d.push(closed_loop(&through, &parameters, *c, total / 2, limit).await.context("through daemon")?);
+            b.push(closed_loop(&direct, &parameters, *c, total / 2, limit).await.context("direct")?);
+        }
+        let (d, b) = (merge(d), merge(b));
+        rows[i * 2].daemon = d.per_second().ok_or_else(|| "no samples".into());
+        rows[i * 2].baseline = b.per_second().ok_or_else(|| "no samples".into());
+        rows[i * 2 + 1].daemon = d.percentile_ms(0.99).ok_or_else(|| "no samples".into());
+        rows[i * 2 + 1].baseline = b.percentile_ms(0.99).ok_or_else(|| "no samples".into());
+    }
+
+    log(format!("3: streaming {} chunks", plan.stream_chunks));
+    let stream = json!({"mode": "stream", "count": plan.stream_chunks});
+    let rate = |side: &Invoker| {
+        let side = side.clone();
+        let stream = stream.clone();
+        let expected = plan.stream_chunks;
+        async move {
+            let (elapsed, outcome) = timed_once(&side, &stream, limit).await?;
+            if outcome.items != expected {
+                bail!("received {} chunks, expected {expected}", outcome.items);
+            }
+            Ok::<f64, anyhow::Error>(expected as f64 / elapsed.as_secs_f64())
+        }
+    };
+    let (d1, b1, d2, b2) = (rate(&through).await?, rate(&direct).await?, rate(&through).await?, rate(&direct).await?);
+    rows[4].daemon = Ok(d1.max(d2));
+    rows[4].baseline = Ok(b1.max(b2));
+
+    log(format!("3: blob of {} bytes", plan.blob_bytes));
+    let blob = json!({"mode": "blob", "count": plan.blob_bytes});
+    let blob_rate = |side: &Invoker| {
+        let side = side.clone();
+        let blob = blob.clone();
+        let expected = plan.blob_bytes;
+        async move {
+            let (elapsed, outcome) = timed_once(&side, &blob, limit).await?;
+            if outcome.blob_bytes != expected {
+                bail!("received {} blob bytes, expected {expected}", outcome.blob_bytes);
+            }
+            Ok::<f64, anyhow::Error>(expected as f64 / MIB / elapsed.as_secs_f64())
+        }
+    };
+    let (d1, b1, d2, b2) = (blob_rate(&through).await?, blob_rate(&direct).await?, blob_rate(&through).await?, blob_rate(&direct).await?);
+    rows[5].daemon = Ok(d1.max(d2));
+    rows[5].baseline = Ok(b1.max(b2));
+
+    log(format!("5: holding {} open streams", plan.memory_streams));
+    let hold_ms: u64 = if plan.smoke { 15_000 } else { 60_000 };
+    let per_stream = held_streams_kib(daemon, &through_daemon, plan.memory_streams, hold_ms).await.context("daemon side")?;
+    rows[6].daemon = Ok(per_stream);
+    let baseline = BaselineServer::start().await?;
+    rows[6].baseline = held_baseline_kib(&baseline, plan.memory_streams, hold_ms).await.map_err(|e| format!("baseline side: {e:#}"));
+    Ok(())
+}
+
+/// Opens `count` streams (each waits for its first chunk), reads the RSS growth, then lets go.
+async fn held_streams_kib(daemon: &Daemon, through: &ThroughDaemon, count: usize, hold_ms: u64) -> Result<f64> {
+    settle().await;
+    let before = daemon.rss_mib()?;
+    let mut open = Vec::with_capacity(count);
+    let started = Instant::now();
+    let mut pending = futures::stream::FuturesUnordered::new();
+    for _ in 0..count {
+        let through = through.clone();
+        pending.push(async move { through.open_stream(&json!({"mode": "hold", "count": hold_ms})).await });
+    }
+    while let Some(stream) = pending.next().await {
+        open.push(stream?);
+    }
+    if started.elapsed() > Duration::from_millis(hold_ms / 2) {
+        bail!("opening {count} streams took {:?}, longer than half the hold time", started.elapsed());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let held = daemon.rss_mib()?;
+    drop(open);
+    Ok((held - before) * 1024.0 / count as f64)
+}
+
+async fn held_baseline_kib(server: &BaselineServer, count: usize, hold_ms: u64) -> Result<f64> {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(2048).build()?;
+    settle().await;
+    let before = server.rss_mib()?;
+    let mut pending = futures::stream::FuturesUnordered::new();
+    for _ in 0..count {
+        let client = client.clone();
+        let url = format!("{}/hold/{hold_ms}", server.base);
+        pending.push(async move {
+            let response = client.get(url).send().await?;
+            let mut body = response.bytes_stream();
+            let first = body.next().await.ok_or_else(|| anyhow!("stream ended before its first chunk"))??;
+            if first.is_empty() {
+                bail!("empty first chunk");
+            }
+            Ok::<_, anyhow::Error>(body)
+        });
+    }
+    let mut open = Vec::with_capacity(count);
+    while let Some(stream) = pending.next().await {
+        open.push(stream?);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let held = server.rss_mib()?;
+    drop(open);
+    Ok((held - before) * 1024.0 / count as f64)
+}
+
+fn install_rows(_plan: &Plan) -> Vec<Row> {
+    vec![Row::new(
+        "4.1",
+        "install SDK plugin: upload → task success → first invocation (uv cache warm)",
+        "s",
+        "`uv venv` + `uv pip install -r requirements.txt` alone",
+        Target::RatioAtMost(1.3),
+    )]
+}
+
+async fn install_time(tools: &Tools, plan: &Plan, daemon: &Daemon, rows: &mut [Row]) -> Result<()> {
+    let mut through = Vec::new();
+    let mut alone = Vec::new();
+    for round in 0..plan.install_repeats {
+        log(format!("4: install round {}", round + 1));
+        let name = format!("install_probe_{round}");
+        let package = packages::runtime_tools_package(&name)?;
+        let started = Instant::now();
+        let uid = daemon.upload(TENANT, &package).await?;
+        daemon.install(TENANT, &[uid], Duration::from_secs(600)).await.with_context(|| daemon.log_tail())?;
+        let tool = ToolRef { plugin_id: format!("testing/{name}"), provider: "runtime_tools".into(), tool: "exercise".into() };
+        let invoker = Invoker::Daemon(ThroughDaemon::new(daemon, TENANT, tool));
+        timed_once(&invoker, &json!({"mode": "echo", "text": "first"}), Duration::from_secs(300)).await?;
+        through.push(started.elapsed().as_secs_f64());
+
+        let scratch = tempfile::Builder::new().prefix("bench-uv-").tempdir()?;
+        std::fs::copy(packages::runtime_tools_dir().join("requirements.txt"), scratch.path().join("requirements.txt"))?;
+        let started = Instant::now();
+        build_venv(tools, scratch.path()).await?;
+        alone.push(started.elapsed().as_secs_f64());
+    }
+    rows[0].daemon = median(&mut through);
+    rows[0].baseline = median(&mut alone);
+    Ok(())
+}
+
+fn median(values: &mut [f64]) -> Result<f64, String> {
+    if values.is_empty() {
+        return Err("no rounds".into());
+    }
+    values.sort_by(|a, b| a.total_cmp(b));
+    Ok(values[values.len() / 2])
+}
+
+// ------------------------------------------------------------------------------------------- 6
+
+fn tenant_id(t: usize) -> String {
+    format!("7a000000-0000-4000-8000-{t:012}")
+}
+
+async fn scale_section(tools: &Tools, plan: &Plan, postgres: bool) -> Vec<Row> {
+    let db = if postgres { "PostgreSQL" } else { "SQLite" };
+    let key = if postgres { 2 } else { 1 };
+    let total = plan.scale_tenants * plan.scale_plugins_per_tenant;
+    let base = format!("same request with one tenant of {} installs", plan.scale_plugins_per_tenant);
+    let mut rows = Vec::new();
+    for (i, what) in ["list (page of 256)", "single lookup (GET management/tool)", "dispatch lookup (tool invoke up to the runtime)"]
+        .iter()
+        .enumerate()
+    {
+        let label = format!("{db}, {total} installs / {} tenants: {what}", plan.scale_tenants);
+        rows.push(Row::new(&format!("6.{key}.{}", i * 2 + 1), format!("{label} p50"), "ms", base.clone(), Target::None));
+        rows.push(Row::new(&format!("6.{key}.{}", i * 2 + 2), format!("{label} p99"), "ms", base.clone(), Target::ValueAtMost(20.0)));
+    }
+    let database = if postgres {
+        match PostgresDb::create().await {
+            Ok(db) => Some(db),
+            Err(error) => {
+                fail_rest(&mut rows, &error.context("PostgreSQL at 127.0.0.1:5432 is required"));
+                return rows;
+            }
+        }
+    } else {
+        None
+    };
+    let options = DaemonOptions { postgres_database: database.as_ref().map(|d| d.name.clone()), skip_runtime: true, env: Vec::new() };
+    let result = match Daemon::start(tools, options).await {
+        Ok(daemon) => scale_measure(&daemon, plan, &mut rows).await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = result {
+        fail_rest(&mut rows, &error);
+    }
+    if let Some(database) = database {
+        database.drop_now().await;
+    }
+    rows
+}
+
+async fn seed_tenant(daemon: &Daemon, plan: &Plan, t: usize) -> Result<()> {
+    let tenant = tenant_id(t);
+    let mut identifiers = Vec::new();
+    for i in 0..plan.scale_plugins_per_tenant {
+        identifiers.push(daemon.upload(&tenant, &packages::dummy_package(&format!("s{t}_{i}"))?).await?);
+    }
+    daemon.install(&tenant, &identifiers, Duration::from_secs(300)).await
+}
+
+/// The three lookups against tenant `t`, timed.
+async fn lookups(daemon: &Daemon, plan: &Plan, pick: &dyn Fn(usize) -> usize) -> Result<[Samples; 3]> {
+    let mut times: [Vec<Duration>; 3] = Default::default();
+    let started = Instant::now();
+    for n in 0..plan.lookup_samples {
+        let t = pick(n);
+        let tenant = tenant_id(t);
+        let plugin = format!("s{t}_{}", n % plan.scale_plugins_per_tenant);
+
+        let begin = Instant::now();
+        let list = daemon.get(&format!("/plugin/{tenant}/management/list?page=1&page_size=256")).await?;
+        times[0].push(begin.elapsed());
+        let listed = list["list"].as_array().map(Vec::len).unwrap_or(0);
+        if listed != plan.scale_plugins_per_tenant {
+            bail!("tenant {tenant} lists {listed} plugins, expected {}", plan.scale_plugins_per_tenant);
+        }
+
+        let begin = Instant::now();
+        let tool = daemon.get(&format!("/plugin/{tenant}/management/tool?plugin_id=test/{plugin}&provider=test")).await?;
+        times[1].push(begin.elapsed());
+        if tool["plugin_id"] != json!(format!("test/{plugin}")) {
+            bail!("tool lookup of test/{plugin} answered {tool}");
+        }
+
+        let begin = Instant::now();
+        let response = daemon
+            .client
+            .post(daemon.url(&format!("/plugin/{tenant}/dispatch/tool/invoke")))
+            .header("X-Api-Key", SERVER_KEY)
+            .header("X-Plugin-ID", format!("test/{plugin}"))
+            .json(&json!({"user_id": "u", "data": {"provider": "test", "tool": "test", "credentials": {}, "tool_parameters": {}}}))
+            .send()
+            .await?;
+        let status = response.status();
+        let text = response.text().await?;
+        times[2].push(begin.elapsed());
+        // Installed without a runtime: the lookup succeeds and the runtime is missing.
+        if status != 500 || !text.contains("failed to get plugin runtime") {
+            bail!("dispatch lookup of test/{plugin} answered HTTP {status}: {text:.300}");
+        }
+    }
+    let wall = started.elapsed();
+    Ok(times.map(|t| Samples::new(t, wall)))
+}
+
+async fn scale_measure(daemon: &Daemon, plan: &Plan, rows: &mut [Row]) -> Result<()> {
+    log("6: seeding the first tenant");
+    seed_tenant(daemon, plan, 0).await?;
+    let small = lookups(daemon, plan, &|_| 0).await?;
+    log(format!("6: seeding {} more tenants through the HTTP API", plan.scale_tenants - 1));
+    let started = Instant::now();
+    let mut pending = futures::stream::FuturesUnordered::new();
+    for t in 1..plan.scale_tenants {
+        pending.push(seed_tenant(daemon, plan, t));
+        if pending.len() >= 4 {
+            if let Some(result) = pending.next().await {
+                result?;
+            }
+        }
+    }
+    while let Some(result) = pending.next().await {
+        result?;
+    }
+    log(format!(
+        "6: seeded {} installs in {:.1} s",
+        (plan.scale_tenants - 1) * plan.scale_plugins_per_tenant,
+        started.elapsed().as_secs_f64()
+    ));
+    let tenants = plan.scale_tenants;
+    let large = lookups(daemon, plan, &|n| (n * 37) % tenants).await?;
+    for i in 0..3 {
+        rows[i * 2].daemon = large[i].percentile_ms(0.5).ok_or_else(|| "no samples".into());
+        rows[i * 2].baseline = small[i].percentile_ms(0.5).ok_or_else(|| "no samples".into());
+        rows[i * 2 + 1].daemon = large[i].percentile_ms(0.99).ok_or_else(|| "no samples".into());
+        rows[i * 2 + 1].baseline = small[i].percentile_ms(0.99).ok_or_else(|| "no samples".into());
+    }
+    Ok(())
+}
