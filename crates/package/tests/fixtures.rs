@@ -220,3 +220,22 @@ fn generated_keys_sign_and_verify() {
     let verification = signature::verify_with_keys(&signed, &[&public]).unwrap();
     assert_eq!(verification.authorized_category, "langgenius", "no verification file means the default");
 }
+
+#[test]
+fn extracted_fixtures_read_back_identically() {
+    for name in ["langgenius-agent_0.0.14.difypkg", "openai.difypkg", "dummy_plugin.difypkg"] {
+        let package = decode(name);
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("plugin");
+        package.extract_to(&root).unwrap();
+        let from_dir = Package::from_dir(&root).unwrap();
+        assert_eq!(from_dir.checksum(), package.checksum(), "{name}");
+        let mut expected = package.declaration().clone();
+        expected.verified = false;
+        assert_eq!(from_dir.declaration(), &expected, "{name}");
+        // Re-packaging the extracted tree yields the same identifier.
+        let repacked = dify_package::write::package_dir(&root).unwrap();
+        let repacked = Package::from_bytes(repacked, &DecodeLimits::default()).unwrap();
+        assert_eq!(repacked.unique_identifier().unwrap(), package.unique_identifier().unwrap(), "{name}");
+    }
+}

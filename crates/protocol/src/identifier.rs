@@ -305,4 +305,32 @@ mod tests {
         let id = PluginUniqueIdentifier::from_parts("", "x", "0.0.1", &"a".repeat(32)).unwrap();
         assert_eq!(id.as_str(), format!("x:0.0.1@{}", "a".repeat(32)));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, ..Default::default() })]
+
+        #[test]
+        fn valid_parts_round_trip(
+            author in "[a-z0-9_-]{0,64}",
+            name in "[a-z0-9_-]{1,255}",
+            version in "[0-9]{1,4}(\\.[0-9]{1,4}){1,3}(-[A-Za-z0-9_]{1,16})?",
+            checksum in "[a-f0-9]{32,64}",
+        ) {
+            let id = PluginUniqueIdentifier::from_parts(&author, &name, &version, &checksum).unwrap();
+            proptest::prop_assert_eq!(id.author(), author.as_str());
+            proptest::prop_assert_eq!(id.name(), name.as_str());
+            proptest::prop_assert_eq!(id.version(), version.as_str());
+            proptest::prop_assert_eq!(id.checksum(), checksum.as_str());
+            let reparsed: PluginUniqueIdentifier = id.to_string().parse().unwrap();
+            proptest::prop_assert_eq!(reparsed, id);
+        }
+
+        #[test]
+        fn arbitrary_strings_never_panic(value in "\\PC{0,120}") {
+            if let Ok(id) = PluginUniqueIdentifier::parse(&value) {
+                proptest::prop_assert_eq!(id.to_string(), value);
+                let _ = (id.author(), id.name(), id.plugin_id(), id.version(), id.checksum(), id.is_remote());
+            }
+        }
+    }
 }
