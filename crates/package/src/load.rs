@@ -66,14 +66,9 @@ pub(crate) fn decode_yaml<T: DeserializeOwned>(path: &str, bytes: &[u8]) -> Resu
 pub(crate) fn load_declaration(files: &FileView<'_>) -> Result<PluginDeclaration, PackageError> {
     let manifest = files.get(MANIFEST_PATH).ok_or(PackageError::MissingManifest)?;
     let mut declaration: PluginDeclaration = decode_yaml(MANIFEST_PATH, manifest)?;
+    // `verified` is always recomputed from the signature. Provider objects written inline in
+    // manifest.yaml are kept, as upstream does; files listed under `plugins` replace them.
     declaration.verified = false;
-    // Provider objects are never taken from manifest.yaml itself.
-    declaration.tool = None;
-    declaration.model = None;
-    declaration.endpoint = None;
-    declaration.agent_strategy = None;
-    declaration.datasource = None;
-    declaration.trigger = None;
 
     for path in declaration.plugins.tools.clone() {
         let mut provider: ToolProviderDeclaration = files.decode(&path, MANIFEST_PATH)?;
