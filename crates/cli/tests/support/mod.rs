@@ -87,13 +87,27 @@ pub fn venv_for(plugin_dir: &Path) -> PathBuf {
         Command::new(uv()).arg("venv").arg("-q").arg(&staging).arg("--python").arg(python312()),
         "uv venv",
     );
-    run_checked(
+    let install = |extra: &[&str]| {
         Command::new(uv())
-            .args(["pip", "install", "-q", "-r"])
+            .args(["pip", "install", "-q"])
+            .args(extra)
+            .arg("-r")
             .arg(plugin_dir.join("requirements.txt"))
-            .env("VIRTUAL_ENV", &staging),
-        "uv pip install",
-    );
+            .env("VIRTUAL_ENV", &staging)
+            .output()
+            .expect("start uv pip install")
+    };
+    let online = install(&[]);
+    if !online.status.success() {
+        // No index reachable: uv's cache (warmed by scripts/test) is enough.
+        let offline = install(&["--offline"]);
+        assert!(
+            offline.status.success(),
+            "uv pip install failed online ({}) and offline ({})",
+            String::from_utf8_lossy(&online.stderr),
+            String::from_utf8_lossy(&offline.stderr)
+        );
+    }
     std::fs::write(staging.join("ready"), b"ok").unwrap();
     if std::fs::rename(&staging, &venv).is_err() {
         // Somebody else finished first; theirs is as good as ours.
