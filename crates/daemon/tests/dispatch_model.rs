@@ -141,6 +141,26 @@ async fn model_plugin_over_http_dispatch() {
     assert_eq!((&schema["model"], &schema["model_type"]), (&json!("echo-llm"), &json!("llm")), "{schema}");
     assert_eq!(schema["model_properties"]["context_size"], 4096);
 
+    // Polling routes answer one JSON envelope, not SSE; this model does not poll, so it is an error.
+    let mut polling = llm_data("poll me");
+    polling["stream"] = json!(false);
+    let response = daemon
+        .client
+        .post(daemon.url(&format!("/plugin/{TENANT}/dispatch/model/polling/start")))
+        .header("X-Api-Key", &daemon.key)
+        .header("X-Plugin-ID", plugin)
+        .timeout(Duration::from_secs(60))
+        .json(&json!({"user_id": "user-9", "data": polling}))
+        .send()
+        .await
+        .expect("polling request");
+    assert_eq!(response.status().as_u16(), 500);
+    assert!(response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").starts_with("application/json"));
+    let envelope: Value = response.json().await.expect("JSON envelope");
+    let error = plugin_error(&envelope);
+    assert_eq!(error["error_type"], "ValueError", "{error}");
+    assert!(error["message"].as_str().unwrap_or("").contains("does not support polling"), "{error}");
+
     // Validation of the route's model type happens before the plugin is reached.
     let response = daemon
         .client
