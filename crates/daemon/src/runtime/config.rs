@@ -40,7 +40,8 @@ pub struct RuntimeConfig {
     /// `PLUGIN_MAX_EXECUTION_TIMEOUT` (default 600 s): longest a session may run.
     pub max_execution_timeout: Duration,
     /// `PLUGIN_RUNTIME_MAX_BUFFER_SIZE` (default 67108864 = 64 MiB): the longest plugin output line; a
-    /// longer line fails only the session it belongs to, never the plugin.
+    /// longer line fails only the session it belongs to, never the plugin. The legacy
+    /// `PLUGIN_STDIO_MAX_BUFFER_SIZE` wins when set to anything but 5242880.
     pub max_line_bytes: usize,
     /// `PLUGIN_HEARTBEAT_TIMEOUT` (default 120 s): a running plugin with no output for this long is
     /// killed and restarted.
@@ -133,7 +134,12 @@ impl RuntimeConfig {
                 .map(|v| v as usize)
                 .unwrap_or(d.launching_concurrency),
             max_execution_timeout: secs("PLUGIN_MAX_EXECUTION_TIMEOUT").filter(|v| !v.is_zero()).unwrap_or(d.max_execution_timeout),
-            max_line_bytes: number("PLUGIN_RUNTIME_MAX_BUFFER_SIZE").filter(|v| *v > 0).map(|v| v as usize).unwrap_or(d.max_line_bytes),
+            // The legacy name wins when set to something other than its old default, as upstream does.
+            max_line_bytes: number("PLUGIN_STDIO_MAX_BUFFER_SIZE")
+                .filter(|v| *v > 0 && *v != 5_242_880)
+                .or_else(|| number("PLUGIN_RUNTIME_MAX_BUFFER_SIZE").filter(|v| *v > 0))
+                .map(|v| v as usize)
+                .unwrap_or(d.max_line_bytes),
             heartbeat_timeout: secs("PLUGIN_HEARTBEAT_TIMEOUT").filter(|v| !v.is_zero()).unwrap_or(d.heartbeat_timeout),
             max_restarts: number("PLUGIN_MAX_RESTARTS").map(|v| v as u32).unwrap_or(d.max_restarts),
             restart_backoff: millis("PLUGIN_RESTART_BACKOFF_MS").unwrap_or(d.restart_backoff),
@@ -171,6 +177,8 @@ mod tests {
             "PLUGIN_IGNORE_UV_LOCK" => Some("true".into()),
             "PLUGIN_LOCAL_LAUNCHING_CONCURRENT" => Some("zero".into()),
             "https_proxy" => Some("http://proxy".into()),
+            "PLUGIN_RUNTIME_MAX_BUFFER_SIZE" => Some("1000".into()),
+            "PLUGIN_STDIO_MAX_BUFFER_SIZE" => Some("5242880".into()),
             _ => None,
         });
         assert_eq!(custom.max_execution_timeout, Duration::from_secs(5));
@@ -178,5 +186,8 @@ mod tests {
         assert!(custom.ignore_uv_lock);
         assert_eq!(custom.launching_concurrency, 2);
         assert_eq!(custom.https_proxy.as_deref(), Some("http://proxy"));
+        assert_eq!(custom.max_line_bytes, 1000);
+        let legacy = RuntimeConfig::from_lookup(|name| (name == "PLUGIN_STDIO_MAX_BUFFER_SIZE").then(|| "2048".to_string()));
+        assert_eq!(legacy.max_line_bytes, 2048);
     }
 }
