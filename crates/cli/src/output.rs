@@ -109,6 +109,8 @@ pub enum TextOutput {
     Log(Vec<LogLine>),
     /// Plain text for stdout (tables, listings, version).
     Stdout(String),
+    /// A listing on stdout plus log lines on stderr (e.g. the new state after an edit).
+    Both { stdout: String, log: Vec<LogLine> },
 }
 
 /// A printable command result.
@@ -135,14 +137,8 @@ impl Printer {
             OutputFormat::Yaml => (to_yaml(value), String::new()),
             OutputFormat::Text => match value.text() {
                 TextOutput::Stdout(s) => (ensure_newline(s), String::new()),
-                TextOutput::Log(lines) => {
-                    let mut err = String::new();
-                    for line in lines {
-                        err.push_str(&line.render());
-                        err.push('\n');
-                    }
-                    (String::new(), err)
-                }
+                TextOutput::Log(lines) => (String::new(), render_lines(&lines)),
+                TextOutput::Both { stdout, log } => (ensure_newline(stdout), render_lines(&log)),
             },
         }
     }
@@ -186,6 +182,15 @@ fn write_both(out: &str, err: &str) {
         let _ = stderr.write_all(err.as_bytes());
         let _ = stderr.flush();
     }
+}
+
+fn render_lines(lines: &[LogLine]) -> String {
+    let mut out = String::new();
+    for line in lines {
+        out.push_str(&line.render());
+        out.push('\n');
+    }
+    out
 }
 
 fn ensure_newline(mut s: String) -> String {

@@ -60,9 +60,8 @@ impl Render for PermissionReport {
             None => s.push_str("  Storage: false\n"),
         }
         if self.changed {
-            // Keep the upstream log line for the change itself, the table for the new state.
             let line = LogLine::info("permission updated successfully").field("manifest", self.manifest.display());
-            s.push_str(&line.render());
+            return TextOutput::Both { stdout: s, log: vec![line] };
         }
         TextOutput::Stdout(s)
     }
