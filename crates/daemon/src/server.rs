@@ -22,6 +22,8 @@ use crate::store::{BlobStore, Db, LocalBlobStore};
 pub const TASK_LEASE_SECS: i64 = 30;
 /// How often housekeeping (lease renewal, stale-task failure, task expiry) runs.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(5);
+/// How long in-flight requests may run after SIGTERM/SIGINT before the daemon stops anyway.
+const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 /// Message of tasks interrupted by a daemon stop.
 pub const SHUTDOWN_TASK_MESSAGE: &str = "An unexpected daemon shutdown occurred";
 /// Message of tasks that outlived their install budget or lost their node.
@@ -191,15 +193,28 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     // The signal also disconnects debugging plugins at once, so their open streams end.
     let debug_shutdown = debug_server.as_ref().map(|server| server.shutdown_token());
     let app = crate::http::router(state.clone());
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        if let Some(token) = debug_shutdown {
+            token.cancel();
+        }
+        let _ = stop_tx.send(true);
+    });
+    let (mut serve_stop, mut drain_stop) = (stop_rx.clone(), stop_rx);
+    let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            if let Some(token) = debug_shutdown {
-                token.cancel();
-            }
-        })
-        .await
-        .context("HTTP server failed")?;
+            let _ = serve_stop.wait_for(|stop| *stop).await;
+        });
+    // In-flight requests (streams included) get a bounded time to finish after the signal.
+    let drain_deadline = async move {
+        let _ = drain_stop.wait_for(|stop| *stop).await;
+        tokio::time::sleep(SHUTDOWN_DRAIN_TIMEOUT).await;
+    };
+    tokio::select! {
+        served = server => served.context("HTTP server failed")?,
+        _ = drain_deadline => tracing::warn!("in-flight requests did not finish in time; stopping anyway"),
+    }
 
     tracing::info!("shutting down");
     if let Some(server) = debug_server {

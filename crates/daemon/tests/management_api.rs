@@ -520,3 +520,105 @@ async fn runtime_preparation_failure_fails_the_task(db: &TestDb) {
     common::assert_consistent_state(db, &d.workdir).await;
 }
 on_every_backend!(runtime_preparation_failure_fails_the_task, runtime_preparation_failure_fails_the_task);
+
+// ---------------------------------------------------------------------------------------------
+
+/// The dummy fixture turned into a plugin declaring one provider of `kind` (`datasources` or
+/// `triggers`) from `provider_yaml`.
+fn provider_plugin(name: &str, kind: &str, provider_yaml: &str) -> Vec<u8> {
+    let manifest = format!(
+        "version: 0.0.1\ntype: plugin\nauthor: test\nname: {name}\nlabel:\n  en_US: {name}\ndescription:\n  en_US: {name}\n\
+         icon: icon.svg\nresource:\n  memory: 268435456\n  permission: {{}}\nplugins:\n  {kind}:\n    - provider/p.yaml\n\
+         meta:\n  version: 0.0.1\n  arch:\n    - amd64\n  runner:\n    language: python\n    version: \"3.12\"\n    entrypoint: main\n\
+         created_at: 2025-03-30T14:38:08.927240378Z\n"
+    );
+    common::repackage(
+        &fixture_bytes("dummy_plugin.difypkg"),
+        &[("manifest.yaml", Some(manifest.as_bytes())), ("provider/p.yaml", Some(provider_yaml.as_bytes()))],
+    )
+}
+
+async fn datasource_and_trigger_providers(db: &TestDb) {
+    let d = Daemon::start(db, DaemonOptions::default()).await;
+    let datasource = "identity:\n  author: test\n  name: crawler\n  label:\n    en_US: Crawler\n  description:\n    en_US: d\n  icon: icon.svg\n\
+                      provider_type: website_crawl\ncredentials_schema: []\ndatasources: []\n";
+    let trigger = "identity:\n  author: test\n  name: ticker\n  label:\n    en_US: Ticker\n  description:\n    en_US: d\n  icon: icon.svg\nevents: []\n";
+    let (ds_uid, task) = d.install_package("t1", &provider_plugin("crawl", "datasources", datasource)).await;
+    assert_eq!(task["status"], "success", "{task}");
+    let (tr_uid, task) = d.install_package("t1", &provider_plugin("tick", "triggers", trigger)).await;
+    assert_eq!(task["status"], "success", "{task}");
+
+    let list = assert_ok(&d.get(&m("t1", "/datasources?page=1&page_size=10")).await);
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["provider"], "crawler");
+    assert_eq!(list[0]["plugin_unique_identifier"], ds_uid.as_str());
+    assert_eq!(list[0]["declaration"]["identity"]["name"], "crawler");
+    let one = assert_ok(&d.get(&m("t1", "/datasource?plugin_id=test/crawl&provider=crawler")).await);
+    assert_eq!(one["plugin_id"], "test/crawl");
+    // A provider-name mismatch is PluginNotFoundError, unlike a missing row.
+    assert_error(&d.get(&m("t1", "/datasource?plugin_id=test/crawl&provider=other")).await, 200, -404, "PluginNotFoundError", Some("plugin not found"));
+
+    let list = assert_ok(&d.get(&m("t1", "/triggers?page=1&page_size=10")).await);
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["provider"], "ticker");
+    assert_eq!(list[0]["plugin_unique_identifier"], tr_uid.as_str());
+    let one = assert_ok(&d.get(&m("t1", "/trigger?plugin_id=test/tick&provider=ticker")).await);
+    assert_eq!(one["declaration"]["identity"]["name"], "ticker");
+    assert_eq!(assert_ok(&d.get(&m("t1", "/installation/ids?category=datasource")).await), json!({"plugin_ids": ["test/crawl"]}));
+    assert_eq!(assert_ok(&d.get(&m("t1", "/installation/ids?category=trigger")).await), json!({"plugin_ids": ["test/tick"]}));
+    assert_eq!(assert_ok(&d.get(&m("t1", "/trigger/list?page=1&page_size=10")).await)["list"][0]["plugin_id"], "test/tick");
+}
+on_every_backend!(datasource_and_trigger_providers, datasource_and_trigger_providers);
+
+/// Every authenticated route answers 401 without the key, and no route needs more than the key.
+#[tokio::test]
+async fn every_tenant_route_requires_the_api_key() {
+    let db = TestDb::create(common::Backend::Sqlite).await.unwrap();
+    let d = Daemon::start(&db, DaemonOptions::default()).await;
+    let uid = "a/b:1.0.0@0123456789abcdef0123456789abcdef";
+    let routes: Vec<(&str, String)> = vec![
+        ("POST", m("t", "/install/upload/package")),
+        ("POST", m("t", "/install/upload/bundle")),
+        ("POST", m("t", "/install/identifiers")),
+        ("POST", m("t", "/install/upgrade")),
+        ("GET", m("t", "/install/tasks?page=1&page_size=1")),
+        ("GET", m("t", "/install/tasks/x")),
+        ("POST", m("t", "/install/tasks/delete_all")),
+        ("POST", m("t", "/install/tasks/x/delete")),
+        ("POST", m("t", &format!("/install/tasks/x/delete/{uid}"))),
+        ("GET", m("t", &format!("/decode/from_identifier?plugin_unique_identifier={}", enc(uid)))),
+        ("GET", m("t", &format!("/fetch/manifest?plugin_unique_identifier={}", enc(uid)))),
+        ("GET", m("t", &format!("/fetch/identifier?plugin_unique_identifier={}", enc(uid)))),
+        ("GET", m("t", &format!("/fetch/readme?plugin_unique_identifier={}", enc(uid)))),
+        ("POST", m("t", "/uninstall")),
+        ("GET", m("t", "/list?page=1&page_size=1")),
+        ("GET", m("t", "/installation/ids?category=tool")),
+        ("GET", m("t", "/tool/list?page=1&page_size=1")),
+        ("POST", m("t", "/installation/fetch/batch")),
+        ("POST", m("t", "/installation/missing")),
+        ("GET", m("t", "/models/bindings")),
+        ("GET", m("t", "/models?page=1&page_size=1")),
+        ("GET", m("t", "/tools?page=1&page_size=1")),
+        ("GET", m("t", "/tool?plugin_id=a/b&provider=c")),
+        ("POST", m("t", "/tools/check_existence")),
+        ("GET", m("t", "/agent_strategies?page=1&page_size=1")),
+        ("GET", m("t", "/agent_strategy?plugin_id=a/b&provider=c")),
+        ("GET", m("t", "/datasources?page=1&page_size=1")),
+        ("GET", m("t", "/datasource?plugin_id=a/b&provider=c")),
+        ("GET", m("t", "/triggers?page=1&page_size=1")),
+        ("GET", m("t", "/trigger?plugin_id=a/b&provider=c")),
+        ("GET", "/plugin/t/asset/x.svg".to_string()),
+        ("GET", format!("/plugin/t/extract-asset/?plugin_unique_identifier={}&file_path=x", enc(uid))),
+        ("POST", "/plugin/t/debugging/key".to_string()),
+        ("POST", "/plugin/t/endpoint/setup".to_string()),
+        ("GET", "/plugin/t/endpoint/list?page=1&page_size=1".to_string()),
+        ("POST", "/plugin/t/dispatch/tool/invoke".to_string()),
+    ];
+    for (method, path) in &routes {
+        let r = d.client.request(method.parse().unwrap(), d.url(path)).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{method} {path} without a key");
+        let r = d.client.request(method.parse().unwrap(), d.url(path)).header("X-Api-Key", &d.key).send().await.unwrap();
+        assert_ne!(r.status().as_u16(), 401, "{method} {path} with the key");
+        assert_ne!(r.status().as_u16(), 404, "{method} {path} is routed");
+    }
+}
