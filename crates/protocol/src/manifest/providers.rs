@@ -337,7 +337,8 @@ pub struct DatasourceProviderIdentity {
     #[serde(deserialize_with = "scalar_string")]
     pub icon: String,
     pub label: I18nObject,
-    #[serde(deserialize_with = "string_vec", serialize_with = "null_if_empty")]
+    /// Always an array in JSON.
+    #[serde(deserialize_with = "string_vec")]
     pub tags: Vec<String>,
 }
 
