@@ -1,0 +1,142 @@
+//! Every dispatch route of the route table, over HTTP against the daemon binary: a plugin process
+//! written without the SDK (`tests/plugins/protocol_echo`) answers each request with the exact line
+//! it received, so the test checks, per route, the in-stream request the daemon wrote: its layout,
+//! the access type and action from the table, the flattened and completed `data`, and the
+//! pass-through fields of the invocation.
+
+mod common;
+mod runtime_support;
+
+use std::time::Duration;
+
+use common::{Backend, Daemon, DaemonOptions, TestDb};
+use dify_protocol::access::{ModelTypeRule, ResponseMode, DISPATCH_ROUTES};
+use runtime_support::*;
+use serde_json::{json, Map, Value};
+
+const TENANT: &str = "9e8d7c6b-5a4f-4e3d-8c2b-1a0f9e8d7c6b";
+const PLUGIN_ID: &str = "testing/protocol_echo";
+
+/// A plausible value for a required field.
+fn sample(field: &str) -> Value {
+    match field {
+        "texts" | "docs" | "documents" | "prompt_messages" => json!(["x"]),
+        "credentials" | "subscription" | "page" | "datasource_parameters" | "plugin_state" | "parameters" => json!({"k": "v"}),
+        "request" => json!({"prefix": "", "max_keys": 10}),
+        "input_type" => json!("document"),
+        _ => json!(format!("{field}-value")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_reaches_the_plugin_with_its_type_action_and_data() {
+    let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");
+    let mut env: Vec<(String, String)> = vec![("DIFY_TEST_SKIP_RUNTIME_PREPARATION".into(), "false".into())];
+    for name in ["SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"] {
+        if let Ok(value) = std::env::var(name) {
+            env.push((name.to_string(), value));
+        }
+    }
+    if let Some(cache) = shared_uv_cache() {
+        env.push(("UV_CACHE_DIR".into(), cache.display().to_string()));
+    }
+    let daemon = Daemon::start(&db, DaemonOptions { env, ..Default::default() }).await;
+    let (_, task) = daemon.install_package(TENANT, &package_plugin("protocol_echo")).await;
+    assert_eq!(task["status"], "success", "install task: {task}\n{}", daemon.log());
+
+    let mut seen_sessions = std::collections::HashSet::new();
+    for route in DISPATCH_ROUTES {
+        let mut data = Map::new();
+        for field in route.required {
+            data.insert(field.to_string(), sample(field));
+        }
+        match route.model_type {
+            ModelTypeRule::Exactly(value) => {
+                data.insert("model_type".into(), json!(value));
+            }
+            ModelTypeRule::Valid | ModelTypeRule::NonEmpty => {
+                data.insert("model_type".into(), json!("llm"));
+            }
+            ModelTypeRule::None => {}
+        }
+        data.insert("extra_field".into(), json!({"nested": [1, 2]}));
+        let body = json!({"user_id": "user-7", "conversation_id": "conv-1", "app_id": "app-1", "message_id": null,
+                          "context": {"credentials": {"tool_credentials": {"p": "cred-1"}}}, "data": data.clone()});
+        let response = daemon
+            .client
+            .post(daemon.url(&format!("/plugin/{TENANT}/dispatch{}", route.path)))
+            .header("X-Api-Key", &daemon.key)
+            .header("X-Plugin-ID", PLUGIN_ID)
+            .timeout(Duration::from_secs(60))
+            .json(&body)
+            .send()
+            .await
+            .expect("dispatch");
+        let status = response.status().as_u16();
+        let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        let text = response.text().await.expect("body");
+        assert_eq!(status, 200, "{}: {text}", route.path);
+        let item = match route.response {
+            ResponseMode::EventStream => {
+                assert_eq!(content_type, "text/event-stream", "{}", route.path);
+                let lines: Vec<&str> = text.split_terminator("\n\n").collect();
+                assert_eq!(lines.len(), 1, "{}: {text}", route.path);
+                let envelope: Value = serde_json::from_str(lines[0].strip_prefix("data: ").expect("data: prefix")).expect("envelope");
+                assert_eq!((&envelope["code"], &envelope["message"]), (&json!(0), &json!("success")), "{}", route.path);
+                envelope["data"].clone()
+            }
+            ResponseMode::SingleJson => {
+                let envelope: Value = serde_json::from_str(&text).expect("JSON envelope");
+                assert_eq!(envelope["code"], 0, "{}: {text}", route.path);
+                envelope["data"].clone()
+            }
+        };
+        let raw = item["raw"].as_str().or(item["message"]["text"].as_str()).unwrap_or_else(|| panic!("{}: no echo in {item}", route.path));
+
+        // The line's top-level layout, in the Go daemon's field order.
+        let prefix = "{\"session_id\":\"";
+        assert!(raw.starts_with(prefix), "{raw}");
+        let session_id = &raw[prefix.len()..prefix.len() + 36];
+        assert!(uuid::Uuid::parse_str(session_id).is_ok(), "{raw}");
+        assert!(seen_sessions.insert(session_id.to_string()), "session ids must be fresh");
+        let after_id = &raw[prefix.len() + 36..];
+        assert!(
+            after_id.starts_with("\",\"conversation_id\":\"conv-1\",\"message_id\":null,\"app_id\":\"app-1\",\"endpoint_id\":null,\"context\":{\"credentials\":{\"tool_credentials\":{\"p\":\"cred-1\"}}},\"event\":\"request\",\"data\":{"),
+            "{}: {raw}",
+            route.path
+        );
+        let line: Value = serde_json::from_str(raw).expect("request line is JSON");
+        let sent = line["data"].as_object().expect("data object");
+        // `data` keys are sorted, like the Go daemon's map.
+        let keys: Vec<&String> = sent.keys().collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted, "{}", route.path);
+        assert_eq!(sent["type"], json!(route.access_type.as_str()), "{}", route.path);
+        assert_eq!(sent["action"], json!(route.action), "{}", route.path);
+        assert_eq!(sent["user_id"], "user-7");
+        assert_eq!(sent["extra_field"], json!({"nested": [1, 2]}));
+        for (field, value) in &data {
+            assert_eq!(&sent[field.as_str()], value, "{} field {field}", route.path);
+        }
+    }
+    assert_eq!(seen_sessions.len(), DISPATCH_ROUTES.len());
+
+    // SDK-required keys are completed: LLM invocations always carry `stop` and `tools`.
+    let response = daemon
+        .client
+        .post(daemon.url(&format!("/plugin/{TENANT}/dispatch/llm/invoke")))
+        .header("X-Api-Key", &daemon.key)
+        .header("X-Plugin-ID", PLUGIN_ID)
+        .json(&json!({"data": {"provider": "p", "model": "m", "model_type": "llm"}}))
+        .send()
+        .await
+        .expect("dispatch");
+    let text = response.text().await.expect("body");
+    let envelope: Value = serde_json::from_str(text.trim_end().strip_prefix("data: ").expect("prefix")).expect("envelope");
+    let line: Value = serde_json::from_str(envelope["data"]["raw"].as_str().expect("raw")).expect("line");
+    assert_eq!((&line["data"]["stop"], &line["data"]["tools"]), (&Value::Null, &Value::Null));
+    assert!(line["data"].as_object().expect("data").contains_key("stop"));
+    assert_eq!(line["data"]["credentials"], json!({}));
+    assert_eq!(line["data"]["user_id"], "", "a missing user id is sent as an empty string");
+}

@@ -1,0 +1,83 @@
+import hashlib
+import json
+import os
+import time
+from collections.abc import Generator
+from typing import Any
+
+from dify_plugin import Tool
+from dify_plugin.entities.model.llm import LLMModelConfig
+from dify_plugin.entities.model.message import UserPromptMessage
+from dify_plugin.entities.tool import ToolInvokeMessage
+
+
+class ExerciseTool(Tool):
+    """Test tool: `mode` selects what the daemon's runtime tests need to observe."""
+
+    def _invoke(self, tool_parameters: dict[str, Any]) -> Generator[ToolInvokeMessage, None, None]:
+        mode = tool_parameters.get("mode") or "echo"
+        text = str(tool_parameters.get("text") or "")
+        count = int(tool_parameters.get("count") or 0)
+        key = str(tool_parameters.get("key") or "k")
+
+        if mode == "echo":
+            yield self.create_text_message(f"echo: {text}")
+        elif mode == "kinds":
+            yield self.create_text_message(text)
+            yield self.create_json_message({"text": text, "length": len(text)})
+            yield self.create_link_message("https://example.com/link")
+            yield self.create_image_message("https://example.com/image.png")
+            yield self.create_variable_message("upper", text.upper())
+            yield self.create_log_message("step", {"detail": text})
+        elif mode == "blob":
+            data = bytes((i * 7 + 3) % 251 for i in range(count))
+            yield self.create_text_message(hashlib.sha256(data).hexdigest())
+            yield self.create_blob_message(data, meta={"mime_type": "application/octet-stream"})
+        elif mode == "stream":
+            for i in range(count):
+                yield self.create_text_message(f"chunk {i}")
+        elif mode == "raise":
+            yield self.create_text_message("about to fail")
+            raise ValueError(f"requested failure: {text}")
+        elif mode == "storage":
+            value = text.encode()
+            exists_before = self.session.storage.exist(key)
+            self.session.storage.set(key, value)
+            read_back = self.session.storage.get(key).decode()
+            exists_after = self.session.storage.exist(key)
+            self.session.storage.delete(key)
+            exists_deleted = self.session.storage.exist(key)
+            yield self.create_json_message(
+                {
+                    "exists_before": exists_before,
+                    "read_back": read_back,
+                    "exists_after": exists_after,
+                    "exists_deleted": exists_deleted,
+                }
+            )
+        elif mode == "storage_set":
+            self.session.storage.set(key, b"x" * count)
+            yield self.create_text_message("stored")
+        elif mode == "backwards_tool":
+            for message in self.session.tool.invoke_builtin_tool("fake/provider", "fake_tool", {"q": text}):
+                yield self.create_json_message({"from_dify": message.model_dump(mode="json")})
+        elif mode == "backwards_llm":
+            config = LLMModelConfig(provider="fake/provider", model="fake-model", mode="chat", completion_params={})
+            pieces = []
+            for chunk in self.session.model.llm.invoke(config, [UserPromptMessage(content=text)], stream=True):
+                pieces.append(chunk.delta.message.content)
+            yield self.create_text_message("".join(pieces))
+        elif mode == "env":
+            yield self.create_json_message({"env": dict(os.environ)})
+        elif mode == "exit":
+            yield self.create_text_message("exiting")
+            time.sleep(0.2)
+            os._exit(3)
+        elif mode == "sleep":
+            yield self.create_text_message("sleeping")
+            time.sleep(count)
+            yield self.create_text_message("woke up")
+        elif mode == "big_line":
+            yield self.create_text_message("x" * count)
+        else:
+            yield self.create_text_message(json.dumps({"unknown_mode": mode}))
