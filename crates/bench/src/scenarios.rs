@@ -51,7 +51,7 @@ pub async fn run_all(tools: &Tools, plan: &Plan, only: &[String]) -> Vec<Row> {
     if want("5") {
         rows.extend(memory_section(tools, plan).await);
     }
-    if want("1") || want("2") || want("3") || want("4") || want("5") {
+    if want("1") || want("2") || want("3") || want("4") {
         rows.extend(main_daemon_sections(tools, plan, &want).await);
     }
     if want("6") {
@@ -87,6 +87,13 @@ async fn memory_section(tools: &Tools, plan: &Plan) -> Vec<Row> {
             format!("daemon RSS with {} running plugins installed", plan.memory_plugins),
             "MiB",
             "same daemon idle before installing",
+            Target::None,
+        ),
+        Row::new(
+            "5.3",
+            format!("daemon memory per open stream ({} held)", plan.memory_streams),
+            "KiB",
+            "hello server holding as many streaming responses",
             Target::None,
         ),
     ];
@@ -126,6 +133,13 @@ async fn memory_measure(tools: &Tools, plan: &Plan, rows: &mut [Row]) -> Result<
     }
     settle().await;
     rows[1].daemon = daemon.rss_mib().map_err(|e| format!("{e:#}"));
+
+    log(format!("5: holding {} open streams", plan.memory_streams));
+    let hold_ms: u64 = if plan.smoke { 15_000 } else { 60_000 };
+    let tool = ToolRef { plugin_id: format!("{NATIVE_AUTHOR}/native_mem_0"), provider: NATIVE_PROVIDER.into(), tool: NATIVE_TOOL.into() };
+    let through = ThroughDaemon::new(&daemon, TENANT, tool);
+    rows[2].daemon = held_streams_kib(&daemon, &through, plan.memory_streams, hold_ms).await.map_err(|e| format!("{e:#}"));
+    rows[2].baseline = held_baseline_kib(&baseline, plan.memory_streams, hold_ms).await.map_err(|e| format!("{e:#}"));
     Ok(())
 }
 
@@ -140,7 +154,7 @@ async fn main_daemon_sections(tools: &Tools, plan: &Plan, want: &dyn Fn(&str) ->
             if want("1") {
                 all.extend(sdk_rows(plan));
             }
-            if want("2") || want("3") || want("5") {
+            if want("2") || want("3") {
                 all.extend(native_rows(plan));
             }
             if want("4") {
@@ -157,7 +171,7 @@ async fn main_daemon_sections(tools: &Tools, plan: &Plan, want: &dyn Fn(&str) ->
         }
         rows.extend(sdk);
     }
-    if want("2") || want("3") || want("5") {
+    if want("2") || want("3") {
         let mut native = native_rows(plan);
         if let Err(error) = native_sections(tools, plan, &daemon, &mut native).await {
             fail_rest(&mut native, &error);
@@ -263,55 +277,120 @@ fn merge(parts: Vec<Samples>) -> Samples {
 
 const NATIVE_LEVELS: [usize; 2] = [64, 256];
 
+/// How the native plugin reaches the daemon: the debug runtime (it dials the daemon's TCP server)
+/// and the local runtime (the daemon starts it and talks over stdio).
+const NATIVE_ATTACHMENTS: [&str; 2] = ["debug runtime (TCP)", "local runtime (stdio)"];
+
 fn native_rows(plan: &Plan) -> Vec<Row> {
     let base = "native plugin driven directly over stdio";
     let mut rows = Vec::new();
-    for (i, c) in NATIVE_LEVELS.iter().enumerate() {
-        rows.push(Row::new(&format!("2.{}.1", i + 1), format!("native echo, concurrency {c}: throughput"), "inv/s", base, Target::ValueAtLeast(10_000.0)));
-        rows.push(Row::new(&format!("2.{}.2", i + 1), format!("native echo, concurrency {c}: p99"), "ms", base, Target::None));
+    for (a, attachment) in NATIVE_ATTACHMENTS.iter().enumerate() {
+        for (i, c) in NATIVE_LEVELS.iter().enumerate() {
+            let id = format!("2.{}", a * 2 + i + 1);
+            let what = format!("native echo via {attachment}, concurrency {c}");
+            rows.push(Row::new(&format!("{id}.1"), format!("{what}: throughput"), "inv/s", base, Target::ValueAtLeast(10_000.0)));
+            rows.push(Row::new(&format!("{id}.2"), format!("{what}: p99"), "ms", base, Target::None));
+        }
+        rows.push(Row::new(
+            &format!("3.{}", a * 2 + 1),
+            format!("stream of {} text chunks via {attachment}", plan.stream_chunks),
+            "chunks/s",
+            base,
+            Target::RatioAtLeast(0.7),
+        ));
+        rows.push(Row::new(
+            &format!("3.{}", a * 2 + 2),
+            format!("blob of {} MiB (8 KiB blob_chunks) via {attachment}", plan.blob_bytes as f64 / MIB),
+            "MiB/s",
+            base,
+            Target::RatioAtLeast(0.7),
+        ));
     }
-    rows.push(Row::new("3.1", format!("stream of {} text chunks", plan.stream_chunks), "chunks/s", base, Target::RatioAtLeast(0.7)));
-    rows.push(Row::new(
-        "3.2",
-        format!("blob of {} MiB (8 KiB blob_chunks)", plan.blob_bytes as f64 / MIB),
-        "MiB/s",
-        base,
-        Target::RatioAtLeast(0.7),
-    ));
-    rows.push(Row::new(
-        "5.3",
-        format!("daemon memory per open stream ({} held)", plan.memory_streams),
-        "KiB",
-        "hello server holding as many streaming responses",
-        Target::None,
-    ));
     rows
 }
 
 async fn native_sections(tools: &Tools, plan: &Plan, daemon: &Daemon, rows: &mut [Row]) -> Result<()> {
+    let scratch = tempfile::Builder::new().prefix("bench-native-").tempdir()?;
+    let tool = |plugin_id: String| ToolRef { plugin_id, provider: NATIVE_PROVIDER.into(), tool: NATIVE_TOOL.into() };
+    let direct = DirectPlugin::start(&tools.native_plugin, &["stdio"], scratch.path(), &[], tool("direct".into())).await?;
+    let direct = Invoker::Direct(std::sync::Arc::new(direct));
+
+    log("2: attaching the native plugin through the debug runtime");
+    let (debug_rows, local_rows) = rows.split_at_mut(6);
+    match attach_debug(tools, daemon, scratch.path()).await {
+        Ok((plugin_id, _process)) => {
+            let through = Invoker::Daemon(ThroughDaemon::new(daemon, TENANT, tool(plugin_id)));
+            if let Err(error) = measure_native(plan, &through, &direct, debug_rows).await {
+                fail_rest(debug_rows, &error);
+            }
+        }
+        Err(error) => fail_rest(debug_rows, &error),
+    }
+
     log("2: installing the native plugin (local runtime)");
     let package = packages::native_package("native_main", &tools.native_plugin)?;
     let uid = daemon.upload(TENANT, &package).await?;
     daemon.install(TENANT, &[uid], Duration::from_secs(600)).await.with_context(|| daemon.log_tail())?;
-    let tool = ToolRef { plugin_id: format!("{NATIVE_AUTHOR}/native_main"), provider: NATIVE_PROVIDER.into(), tool: NATIVE_TOOL.into() };
-    let through_daemon = ThroughDaemon::new(daemon, TENANT, tool.clone());
-    let through = Invoker::Daemon(through_daemon.clone());
-    let scratch = tempfile::Builder::new().prefix("bench-native-").tempdir()?;
-    let direct = DirectPlugin::start(&tools.native_plugin, &["stdio"], scratch.path(), &[], tool).await?;
-    let direct = Invoker::Direct(std::sync::Arc::new(direct));
+    let through = Invoker::Daemon(ThroughDaemon::new(daemon, TENANT, tool(format!("{NATIVE_AUTHOR}/native_main"))));
+    measure_native(plan, &through, &direct, local_rows).await
+}
 
+/// Starts the native plugin in remote mode against the daemon's debug server and waits (bounded)
+/// until the tenant lists it. Returns its plugin id and the process (killed on drop).
+async fn attach_debug(tools: &Tools, daemon: &Daemon, scratch: &Path) -> Result<(String, tokio::process::Child)> {
+    let name = "native_debug";
+    let key = daemon.debugging_key(TENANT).await.context("POST debugging/key")?;
+    let registration = scratch.join("registration.json");
+    std::fs::write(&registration, serde_json::to_vec(&packages::native_registration(name)?)?)?;
+    let address = format!("127.0.0.1:{}", daemon.debug_port);
+    let mut process = tokio::process::Command::new(&tools.native_plugin)
+        .arg("remote")
+        .arg(&address)
+        .arg(&key)
+        .arg(&registration)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("spawn native plugin in remote mode")?;
+    let plugin_id = format!("{TENANT}/{name}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = process.try_wait()? {
+            let mut stderr = String::new();
+            if let Some(mut pipe) = process.stderr.take() {
+                use tokio::io::AsyncReadExt;
+                let _ = pipe.read_to_string(&mut stderr).await;
+            }
+            bail!("native plugin left the debug server ({status}): {stderr}; daemon log: {}", daemon.log_tail());
+        }
+        let list = daemon.get(&format!("/plugin/{TENANT}/management/list?page=1&page_size=256")).await?;
+        let listed = list["list"].as_array().is_some_and(|l| l.iter().any(|p| p["plugin_id"] == json!(plugin_id)));
+        if listed {
+            return Ok((plugin_id, process));
+        }
+        if Instant::now() > deadline {
+            bail!("the debugging plugin was not listed for the tenant within 30 s; daemon log: {}", daemon.log_tail());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Rows: c64 throughput, c64 p99, c256 throughput, c256 p99, stream, blob.
+async fn measure_native(plan: &Plan, through: &Invoker, direct: &Invoker, rows: &mut [Row]) -> Result<()> {
     let parameters = json!({"mode": "echo", "text": "hello"});
     let limit = Duration::from_secs(600);
-    closed_loop(&through, &parameters, 64, 2000.min(plan.native_invocations[0]), limit).await.context("warm-up through daemon")?;
-    closed_loop(&direct, &parameters, 64, 2000.min(plan.native_invocations[0]), limit).await.context("warm-up direct")?;
+    closed_loop(through, &parameters, 64, 2000.min(plan.native_invocations[0]), limit).await.context("warm-up through daemon")?;
+    closed_loop(direct, &parameters, 64, 2000.min(plan.native_invocations[0]), limit).await.context("warm-up direct")?;
     for (i, c) in NATIVE_LEVELS.iter().enumerate() {
         let total = plan.native_invocations[i];
         log(format!("2: concurrency {c}, {total} invocations each side"));
         let mut d = Vec::new();
         let mut b = Vec::new();
         for _ in 0..2 {
-            d.push(closed_loop(&through, &parameters, *c, total / 2, limit).await.context("through daemon")?);
-            b.push(closed_loop(&direct, &parameters, *c, total / 2, limit).await.context("direct")?);
+            d.push(closed_loop(through, &parameters, *c, total / 2, limit).await.context("through daemon")?);
+            b.push(closed_loop(direct, &parameters, *c, total / 2, limit).await.context("direct")?);
         }
         let (d, b) = (merge(d), merge(b));
         rows[i * 2].daemon = d.per_second().ok_or_else(|| "no samples".into());
@@ -334,7 +413,7 @@ async fn native_sections(tools: &Tools, plan: &Plan, daemon: &Daemon, rows: &mut
             Ok::<f64, anyhow::Error>(expected as f64 / elapsed.as_secs_f64())
         }
     };
-    let (d1, b1, d2, b2) = (rate(&through).await?, rate(&direct).await?, rate(&through).await?, rate(&direct).await?);
+    let (d1, b1, d2, b2) = (rate(through).await?, rate(direct).await?, rate(through).await?, rate(direct).await?);
     rows[4].daemon = Ok(d1.max(d2));
     rows[4].baseline = Ok(b1.max(b2));
 
@@ -352,16 +431,9 @@ async fn native_sections(tools: &Tools, plan: &Plan, daemon: &Daemon, rows: &mut
             Ok::<f64, anyhow::Error>(expected as f64 / MIB / elapsed.as_secs_f64())
         }
     };
-    let (d1, b1, d2, b2) = (blob_rate(&through).await?, blob_rate(&direct).await?, blob_rate(&through).await?, blob_rate(&direct).await?);
+    let (d1, b1, d2, b2) = (blob_rate(through).await?, blob_rate(direct).await?, blob_rate(through).await?, blob_rate(direct).await?);
     rows[5].daemon = Ok(d1.max(d2));
     rows[5].baseline = Ok(b1.max(b2));
-
-    log(format!("5: holding {} open streams", plan.memory_streams));
-    let hold_ms: u64 = if plan.smoke { 15_000 } else { 60_000 };
-    let per_stream = held_streams_kib(daemon, &through_daemon, plan.memory_streams, hold_ms).await.context("daemon side")?;
-    rows[6].daemon = Ok(per_stream);
-    let baseline = BaselineServer::start().await?;
-    rows[6].baseline = held_baseline_kib(&baseline, plan.memory_streams, hold_ms).await.map_err(|e| format!("baseline side: {e:#}"));
     Ok(())
 }
 
