@@ -61,6 +61,10 @@ fn usage_errors_exit_2_with_json_when_asked() {
     let out = dify(tmp.path(), &["plugin", "init", "--quick", "--name", "p", "--author", "a", "--description", "d", "--category", "nope"]);
     assert_eq!(code(&out), 2);
     assert!(String::from_utf8_lossy(&out.stderr).contains("hint: "));
+    // A known but unsupported runner language is a compatibility error (exit 6).
+    let out = dify(tmp.path(), &["plugin", "init", "--quick", "--name", "p", "--author", "a", "--description", "d", "--language", "go", "-o", "json"]);
+    assert_eq!(code(&out), 6);
+    assert_eq!(stderr_json(&out)["error"]["code"], "version_compat");
     // Packaging the current directory without -o is refused like upstream.
     let out = dify(tmp.path(), &["plugin", "package", "."]);
     assert_eq!(code(&out), 2);

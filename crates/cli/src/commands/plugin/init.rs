@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use dify_protocol::manifest::{AUTHOR_REGEX, PLUGIN_NAME_REGEX, VERSION_REGEX};
 use serde::Serialize;
 
-use crate::error::{CliError, CliResult};
+use crate::error::{CliError, CliResult, ErrorCode};
 use crate::output::{LogLine, Render, TextOutput};
 use crate::templates::{self, TemplateValues};
 
@@ -322,11 +322,19 @@ impl InitOptions {
         if self.description.trim().is_empty() {
             return Err(CliError::usage("description cannot be empty", "pass --description \"what the plugin does\""));
         }
-        if self.language != "python" {
-            return Err(CliError::usage(
-                format!("invalid language {:?}", self.language),
-                "only --language python is supported",
-            ));
+        match self.language.as_str() {
+            "python" => {}
+            // Upstream lists Go as a known runner that the daemon cannot run yet.
+            "go" => {
+                return Err(CliError::new(
+                    ErrorCode::VersionCompat,
+                    "go plugins are not supported yet",
+                    "use --language python; the daemon only runs Python plugins",
+                ))
+            }
+            other => {
+                return Err(CliError::usage(format!("invalid language {other:?}"), "only --language python is supported"));
+            }
         }
         if let Some(v) = &self.min_dify_version {
             validate_version(v, "minimum Dify version")?;
@@ -666,7 +674,7 @@ mod tests {
     }
 
     #[test]
-    fn invalid_input_is_a_usage_error_and_leaves_nothing_behind() {
+    fn invalid_input_is_refused_and_leaves_nothing_behind() {
         let dir = tempfile::tempdir().unwrap();
         let mut o = opts(dir.path(), Category::Tool);
         o.name = "Bad Name".into();
@@ -677,6 +685,11 @@ mod tests {
         assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
         assert_eq!(Category::parse("rerank").unwrap(), Category::Rerank);
         assert_eq!(Category::parse("nope").unwrap_err().exit_status(), 2);
+        let mut o = opts(dir.path(), Category::Tool);
+        o.language = "go".into();
+        assert_eq!(run(&o).unwrap_err().exit_status(), 6, "a known but unsupported runner is a compatibility error");
+        o.language = "rust".into();
+        assert_eq!(run(&o).unwrap_err().exit_status(), 2);
     }
 
     #[test]
