@@ -215,3 +215,19 @@ async fn dotenv_file_and_public_key_warning() {
     assert_eq!(r.status().as_u16(), 200);
     assert!(!dir.path().join("storage/server_key").exists(), "no key is generated when one is configured");
 }
+
+/// The daemon creates its PostgreSQL/MySQL database when it does not exist yet.
+async fn creates_a_missing_database(db: &TestDb) {
+    if db.backend == common::Backend::Sqlite {
+        return;
+    }
+    let missing = TestDb::adopt(db.backend, &format!("{}_new", db.name));
+    let env = vec![("DB_DATABASE".to_string(), missing.name.clone())];
+    let d = Daemon::start(db, DaemonOptions { env, ..Default::default() }).await;
+    let (_, task) = d.install_package("t1", &dummy_variant("0.0.1", "fresh", &[])).await;
+    assert_eq!(task["status"], "success");
+    assert_consistent_state(&missing, &d.workdir).await;
+    drop(d);
+    missing.drop_now().await;
+}
+on_every_backend!(creates_a_missing_database, creates_a_missing_database);

@@ -75,6 +75,11 @@ impl TestDb {
         Some(TestDb { backend, name, dropped: false })
     }
 
+    /// A handle that drops database `name` (which the test did not create) when dropped.
+    pub fn adopt(backend: Backend, name: &str) -> TestDb {
+        TestDb { backend, name: name.to_string(), dropped: backend == Backend::Sqlite }
+    }
+
     /// Environment variables that point the daemon at this database.
     pub fn env(&self) -> Vec<(String, String)> {
         let pairs: Vec<(&str, String)> = match self.backend {
