@@ -142,6 +142,11 @@ async fn registration_rejections_use_upstream_texts() {
     raw.send_raw(b"hello daemon\n").await;
     assert_eq!(raw.read_to_end(within).await, "handshake failed, invalid handshake message\n");
 
+    // A long first line: nothing but a short key line is buffered before a valid key.
+    let mut raw = RawPlugin::connect(&address).await;
+    raw.send_raw(format!("{{\"type\":\"handshake\",\"data\":{{\"key\":\"{}\"}}}}\n", "k".repeat(100_000)).as_bytes()).await;
+    assert_eq!(raw.read_to_end(within).await, "handshake failed, registration message too large\n");
+
     // A declaration before the key.
     let mut raw = RawPlugin::connect(&address).await;
     raw.send(&json!({"type": "manifest_declaration", "data": manifest_json("raw", "early")})).await;

@@ -50,6 +50,11 @@ pub const NO_REGISTRATION_MESSAGE: &str = "no registration transferred, cannot i
 
 /// Largest total of asset bytes one plugin may transfer (upstream: 50 MiB, counted on the base64 text).
 pub const MAX_ASSETS_BYTES: usize = 50 * 1024 * 1024;
+/// Longest line accepted before a valid key was presented (the handshake line is ~75 bytes), so an
+/// unauthenticated peer cannot make the daemon buffer large lines.
+pub const MAX_HANDSHAKE_LINE_BYTES: usize = 64 * 1024;
+/// How long a rejected connection's remaining input is read and discarded before the socket closes.
+const REJECTION_DRAIN: Duration = Duration::from_secs(1);
 
 /// Settings of the debug server.
 #[derive(Debug, Clone)]
@@ -282,25 +287,32 @@ async fn handle_connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketA
         Ok(None) => return,
         Err(Rejection(text)) => {
             tracing::info!(%peer, reason = %text, "remote debugging connection rejected");
-            reject(&mut write, &text).await;
+            reject(&mut reader, &mut write, &text).await;
             return;
         }
     };
     if shared.registered.fetch_add(1, Ordering::AcqRel) >= shared.config.max_connections {
         shared.registered.fetch_sub(1, Ordering::AcqRel);
-        reject(&mut write, SERVER_BUSY_MESSAGE).await;
+        reject(&mut reader, &mut write, SERVER_BUSY_MESSAGE).await;
         return;
     }
     run_registered(&shared, registration, reader, write, peer).await;
     shared.registered.fetch_sub(1, Ordering::AcqRel);
 }
 
-async fn reject(write: &mut tokio::net::tcp::OwnedWriteHalf, text: &str) {
+/// Writes the rejection line and closes. Unread input is drained for a moment first: closing a
+/// socket with unread data resets it, and the peer could lose the line.
+async fn reject<R: AsyncRead + Unpin>(reader: &mut R, write: &mut tokio::net::tcp::OwnedWriteHalf, text: &str) {
     let line = format!("{text}\n");
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         let _ = write.write_all(line.as_bytes()).await;
         let _ = write.flush().await;
         let _ = write.shutdown().await;
+    })
+    .await;
+    let _ = tokio::time::timeout(REJECTION_DRAIN, async {
+        let mut sink = [0u8; 16 * 1024];
+        while matches!(tokio::io::AsyncReadExt::read(reader, &mut sink).await, Ok(n) if n > 0) {}
     })
     .await;
 }
@@ -387,7 +399,8 @@ async fn read_registration<R: AsyncRead + Unpin>(
     let mut line = Vec::new();
     loop {
         let read = if state.tenant_id.is_none() {
-            match tokio::time::timeout_at(handshake_deadline, read_line(reader, &mut line, shared.config.max_line_bytes)).await {
+            let max = shared.config.max_line_bytes.min(MAX_HANDSHAKE_LINE_BYTES);
+            match tokio::time::timeout_at(handshake_deadline, read_line(reader, &mut line, max)).await {
                 Ok(read) => read,
                 Err(_) => return Ok(None),
             }
