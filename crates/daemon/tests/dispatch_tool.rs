@@ -198,7 +198,11 @@ async fn tool_plugin_over_http_dispatch() {
     assert_eq!(texts, [&json!("from"), &json!("dify")]);
     let from_llm = data_of(&invoke_tool(&daemon, json!({"mode": "backwards_llm", "text": "ping"})).await);
     assert_eq!(from_llm[0]["message"]["text"], "fake llm: ping");
+    let refused = data_of(&invoke_tool(&daemon, json!({"mode": "backwards_denied"})).await);
+    let refusal = refused[0]["message"]["text"].as_str().unwrap_or_default();
+    assert!(refusal.starts_with("refused: ") && refusal.contains("permission denied"), "{refusal}");
     let recorded = inner.recorded();
+    assert!(!recorded.iter().any(|(path, _, _)| path.contains("text-embedding")), "a refused call reached Dify");
     let tool_call = recorded.iter().find(|(path, _, _)| path == "/inner/api/invoke/tool").expect("tool call recorded");
     assert_eq!(tool_call.1, INNER_KEY);
     assert_eq!((&tool_call.2["tenant_id"], &tool_call.2["user_id"], &tool_call.2["type"]), (&json!(TENANT), &json!("user-1"), &json!("tool")));

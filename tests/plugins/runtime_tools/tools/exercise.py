@@ -8,6 +8,7 @@ from typing import Any
 from dify_plugin import Tool
 from dify_plugin.entities.model.llm import LLMModelConfig
 from dify_plugin.entities.model.message import UserPromptMessage
+from dify_plugin.entities.model.text_embedding import TextEmbeddingModelConfig
 from dify_plugin.entities.tool import ToolInvokeMessage
 
 
@@ -67,6 +68,14 @@ class ExerciseTool(Tool):
             for chunk in self.session.model.llm.invoke(config, [UserPromptMessage(content=text)], stream=True):
                 pieces.append(chunk.delta.message.content)
             yield self.create_text_message("".join(pieces))
+        elif mode == "backwards_denied":
+            # The manifest grants no text-embedding permission: the daemon must refuse the call.
+            config = TextEmbeddingModelConfig(provider="fake/provider", model="fake-embedding")
+            try:
+                self.session.model.text_embedding.invoke(config, ["a"])
+                yield self.create_text_message("allowed")
+            except Exception as error:  # noqa: BLE001 - the refusal is what the test checks
+                yield self.create_text_message(f"refused: {error}")
         elif mode == "env":
             yield self.create_json_message({"env": dict(os.environ)})
         elif mode == "exit":
