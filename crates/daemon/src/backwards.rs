@@ -343,19 +343,22 @@ impl FrameDecoder {
         if self.buffer[0] != FRAME_MAGIC {
             return Err(format!("invalid frame magic 0x{:02x} from dify inner api", self.buffer[0]));
         }
+        // The header length counts what follows the first 4 bytes: the payload length (4 bytes) and
+        // reserved bytes (6 today); honour it so a longer header stays readable.
         let header_len = u16::from_le_bytes([self.buffer[2], self.buffer[3]]) as usize;
-        if header_len != 10 {
+        if header_len < 4 {
             return Err(format!("invalid frame header length {header_len} from dify inner api"));
         }
+        let payload_start = 4 + header_len;
         let payload_len = u32::from_le_bytes([self.buffer[4], self.buffer[5], self.buffer[6], self.buffer[7]]) as usize;
         if payload_len > self.max_payload {
             return Err(format!("frame of {payload_len} bytes exceeds the limit of {} bytes", self.max_payload));
         }
-        if self.buffer.len() < FRAME_HEADER_BYTES + payload_len {
+        if self.buffer.len() < payload_start + payload_len {
             return Ok(None);
         }
-        let payload = self.buffer[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + payload_len].to_vec();
-        self.buffer.drain(..FRAME_HEADER_BYTES + payload_len);
+        let payload = self.buffer[payload_start..payload_start + payload_len].to_vec();
+        self.buffer.drain(..payload_start + payload_len);
         Ok(Some(payload))
     }
 
@@ -386,6 +389,11 @@ mod tests {
         let mut bad = FrameDecoder::new(4);
         bad.push(&encode_frame(b"12345"));
         assert!(bad.next_frame().is_err());
+        let mut wrong_magic = FrameDecoder::new(1024);
+        wrong_magic.push(b"{\"data\":1,\"error\":\"\"}");
+        assert!(wrong_magic.next_frame().is_err());
+        // Byte layout of Dify's `<BBHI` + 6 reserved bytes.
+        assert_eq!(&encode_frame(b"ab")[..14], &[0x0f, 0, 10, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
     }
 
     #[test]
