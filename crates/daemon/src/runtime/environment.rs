@@ -12,7 +12,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
@@ -346,8 +346,8 @@ async fn pump_output(
     last_output: Arc<Mutex<Instant>>,
     progress: mpsc::UnboundedSender<String>,
 ) {
-    let mut lines = BufReader::new(stream).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
+    let mut lines = CappedLines::new(stream);
+    while let Some(line) = lines.next_line().await {
         if let Ok(mut t) = last_output.lock() {
             *t = Instant::now();
         }
@@ -358,6 +358,30 @@ async fn pump_output(
         let _ = progress.send(line.clone());
         if let Ok(mut t) = tail.lock() {
             t.push(line);
+        }
+    }
+}
+
+/// Lines of a child's output stream, each cut to at most 64 KiB (a longer line continues as the
+/// next one), so a process printing without newlines cannot grow the daemon's memory.
+pub struct CappedLines<R> {
+    reader: BufReader<R>,
+    buffer: Vec<u8>,
+}
+
+impl<R: AsyncRead + Unpin> CappedLines<R> {
+    const MAX_LINE: u64 = 64 * 1024;
+
+    pub fn new(stream: R) -> Self {
+        Self { reader: BufReader::new(stream), buffer: Vec::new() }
+    }
+
+    /// The next line without its line ending; `None` at the end of the stream or on a read error.
+    pub async fn next_line(&mut self) -> Option<String> {
+        self.buffer.clear();
+        match (&mut self.reader).take(Self::MAX_LINE).read_until(b'\n', &mut self.buffer).await {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(String::from_utf8_lossy(&self.buffer).trim_end_matches(['\r', '\n']).to_string()),
         }
     }
 }
@@ -397,6 +421,17 @@ mod tests {
             assert!(!name.contains("KEY") && !name.contains("PASSWORD") && !name.starts_with("DB_") && !name.starts_with("REDIS_"), "{name}");
         }
         assert!(env.iter().any(|(k, v)| k == "INSTALL_METHOD" && v == "local"));
+    }
+
+    #[tokio::test]
+    async fn capped_lines_split_long_lines() {
+        let input = format!("short\r\n{}\nlast", "y".repeat(70 * 1024));
+        let mut lines = CappedLines::new(input.as_bytes());
+        assert_eq!(lines.next_line().await.as_deref(), Some("short"));
+        assert_eq!(lines.next_line().await.map(|l| l.len()), Some(64 * 1024));
+        assert_eq!(lines.next_line().await.map(|l| l.len()), Some(6 * 1024));
+        assert_eq!(lines.next_line().await.as_deref(), Some("last"));
+        assert_eq!(lines.next_line().await, None);
     }
 
     #[test]

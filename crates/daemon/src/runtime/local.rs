@@ -11,14 +11,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dify_protocol::message::PluginSessionError;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::config::RuntimeConfig;
 use super::connection::{ConnectionOptions, PluginConnection};
-use super::environment::{plugin_process_environment, OutputTail};
+use super::environment::{plugin_process_environment, CappedLines, OutputTail};
 
 /// What is needed to start one plugin process.
 #[derive(Debug, Clone)]
@@ -203,8 +202,8 @@ impl LocalPlugin {
         let touched = Arc::downgrade(&connection);
         let label = self.spec.identifier.clone();
         tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
+            let mut lines = CappedLines::new(stderr);
+            while let Some(line) = lines.next_line().await {
                 if let Some(connection) = touched.upgrade() {
                     connection.touch();
                 }

@@ -275,8 +275,11 @@ impl RuntimeManager {
         *self.debug_server_address.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Stops the plugin's runtime if one runs (no-op when none does).
+    /// Stops the plugin's runtime if one runs (no-op when none does). A launch of the same plugin in
+    /// progress finishes first, so an uninstall racing an install never leaves a process behind.
     pub async fn stop(&self, identifier: &PluginUniqueIdentifier) {
+        let lock = self.launch_lock(identifier.as_str());
+        let _guard = lock.lock().await;
         let removed = self.lock_plugins().remove(identifier.as_str());
         if let Some(plugin) = removed {
             plugin.process.stop().await;
