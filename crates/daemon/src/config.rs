@@ -131,15 +131,15 @@ settings! {
     db_database: String = "DB_DATABASE", "dify_plugin", "Database name; created if it does not exist.";
     db_default_database: Option<String> = "DB_DEFAULT_DATABASE", "", "Database used to create `DB_DATABASE` (default `postgres` or `mysql`).";
     db_ssl_mode: String = "DB_SSL_MODE", "disable", "`disable` or `require`.";
-    db_max_idle_conns: u32 = "DB_MAX_IDLE_CONNS", "10", "Idle connections kept in the pool.";
+    db_max_idle_conns: u32 = "DB_MAX_IDLE_CONNS", "10", "Accepted for compatibility; idle connections are closed after ten minutes.";
     db_max_open_conns: u32 = "DB_MAX_OPEN_CONNS", "30", "Largest number of open connections.";
     db_conn_max_lifetime: u64 = "DB_CONN_MAX_LIFETIME", "3600", "Connection lifetime, seconds.";
-    db_extras: Option<String> = "DB_EXTRAS", "", "Extra PostgreSQL connection options.";
-    db_charset: Option<String> = "DB_CHARSET", "", "Client character set.";
+    db_extras: Option<String> = "DB_EXTRAS", "", "Extra PostgreSQL start-up options (sent as `options`, e.g. `-c search_path=plugins`).";
+    db_charset: Option<String> = "DB_CHARSET", "", "Accepted for compatibility; connections always use UTF-8 (utf8mb4 on MySQL).";
     db_gorm_log_level: Option<String> = "DB_GORM_LOG_LEVEL", "", "Accepted for compatibility; unused.";
     db_connect_timeout: u64 = "DB_CONNECT_TIMEOUT", "5", "Connect timeout, seconds.";
-    db_read_timeout: u64 = "DB_READ_TIMEOUT", "30", "Read timeout, seconds (MySQL).";
-    db_write_timeout: u64 = "DB_WRITE_TIMEOUT", "30", "Write timeout, seconds (MySQL).";
+    db_read_timeout: u64 = "DB_READ_TIMEOUT", "30", "Accepted for compatibility; statements are bounded by the pool acquire timeout.";
+    db_write_timeout: u64 = "DB_WRITE_TIMEOUT", "30", "Accepted for compatibility; statements are bounded by the pool acquire timeout.";
     // --- Redis (coordination for several nodes; the embedded default coordinates in-process)
     redis_host: Option<String> = "REDIS_HOST", "", "Redis host; unset keeps coordination in-process.";
     redis_port: u16 = "REDIS_PORT", "6379", "Redis port.";

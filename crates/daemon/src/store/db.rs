@@ -22,6 +22,14 @@ pub enum StoreError {
     Blob(#[from] super::BlobError),
 }
 
+/// Connection pool bounds (`DB_MAX_OPEN_CONNS`, `DB_CONN_MAX_LIFETIME`, `DB_CONNECT_TIMEOUT`).
+#[derive(Debug, Clone, Copy)]
+pub struct PoolLimits {
+    pub max_connections: u32,
+    pub max_lifetime_secs: u64,
+    pub connect_timeout_secs: u64,
+}
+
 /// The daemon's database: one pool and the dialect it speaks.
 #[derive(Clone)]
 pub struct Db {
@@ -93,6 +101,9 @@ impl Db {
                 let mut params = Vec::new();
                 if kind == DbKind::Postgres {
                     params.push(format!("sslmode={}", settings.db_ssl_mode));
+                    if let Some(extras) = settings.db_extras.as_deref() {
+                        params.push(format!("options={}", escape_url_part(extras)));
+                    }
                 } else if settings.db_ssl_mode == "require" {
                     params.push("ssl-mode=required".to_string());
                 }
@@ -110,7 +121,16 @@ impl Db {
                 format!("{base}/{}{query}", settings.db_database)
             }
         };
-        let db = Self::connect_url(kind, &url, settings.db_max_open_conns, settings.db_connect_timeout).await?;
+        let db = Self::connect_url_with(
+            kind,
+            &url,
+            PoolLimits {
+                max_connections: settings.db_max_open_conns,
+                max_lifetime_secs: settings.db_conn_max_lifetime,
+                connect_timeout_secs: settings.db_connect_timeout,
+            },
+        )
+        .await?;
         db.migrate().await?;
         Ok(db)
     }
@@ -161,13 +181,25 @@ impl Db {
 
     /// Connects to a database URL of the given dialect (no migrations).
     pub async fn connect_url(kind: DbKind, url: &str, max_conns: u32, connect_timeout: u64) -> Result<Db, StoreError> {
+        let limits = PoolLimits {
+            max_connections: max_conns,
+            max_lifetime_secs: 3600,
+            connect_timeout_secs: connect_timeout,
+        };
+        Self::connect_url_with(kind, url, limits).await
+    }
+
+    /// Connects to a database URL with explicit pool limits (no migrations).
+    pub async fn connect_url_with(kind: DbKind, url: &str, limits: PoolLimits) -> Result<Db, StoreError> {
         sqlx::any::install_default_drivers();
         // SQLite allows one writer; a single connection serialises transactions instead of failing
         // them with "database is locked".
-        let max = if kind == DbKind::Sqlite { 1 } else { max_conns.max(2) };
+        let max = if kind == DbKind::Sqlite { 1 } else { limits.max_connections.max(2) };
         let mut options = AnyPoolOptions::new()
             .max_connections(max)
-            .acquire_timeout(Duration::from_secs(connect_timeout.max(1) * 6));
+            .idle_timeout(Duration::from_secs(600))
+            .max_lifetime(Duration::from_secs(limits.max_lifetime_secs.max(1)))
+            .acquire_timeout(Duration::from_secs(limits.connect_timeout_secs.max(1) * 6));
         if kind == DbKind::Sqlite {
             options = options.after_connect(|conn, _| {
                 Box::pin(async move {

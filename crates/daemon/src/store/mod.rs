@@ -12,7 +12,7 @@ pub mod kv;
 pub mod records;
 
 pub use blob::{BlobError, BlobStore, LocalBlobStore};
-pub use db::{Db, StoreError};
+pub use db::{Db, PoolLimits, StoreError};
 pub use endpoints::{EndpointRecord, ENDPOINT_EXPIRED_AT};
 pub use records::*;
 
