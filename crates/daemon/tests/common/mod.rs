@@ -217,6 +217,8 @@ impl Daemon {
             env.push(("FORCE_VERIFYING_SIGNATURE".into(), "false".into()));
             env.push(("DIFY_TEST_SKIP_RUNTIME_PREPARATION".into(), "true".into()));
             env.push(("LOG_LEVEL".into(), "warn".into()));
+            // Parallel daemons must not compete for the default debug port.
+            env.push(("PLUGIN_REMOTE_INSTALLING_PORT".into(), free_port().to_string()));
         }
         env.extend(options.env.iter().cloned());
         let mut daemon = Daemon {
