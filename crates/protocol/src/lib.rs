@@ -3,6 +3,7 @@
 //! Architecture invariant: this crate does no I/O and knows nothing about tokio, HTTP or databases.
 
 pub mod access;
+pub mod api;
 pub mod envelope;
 pub mod identifier;
 pub mod manifest;
