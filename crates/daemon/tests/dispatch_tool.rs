@@ -305,3 +305,23 @@ async fn timeouts_crashes_and_a_silent_plugin_over_http() {
     assert!(daemon.terminate(Duration::from_secs(30)).is_some_and(|s| s.success()), "daemon did not exit cleanly");
     assert!(eventually(Duration::from_secs(5), || plugin_pids.iter().all(|pid| !process_alive(*pid))).await, "plugins outlived the daemon");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn installed_plugin_runs_again_after_the_daemon_is_killed_and_restarted() {
+    let inner = FakeInnerApi::start().await;
+    let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");
+    let mut daemon = start_daemon(&db, &[], &inner.url).await;
+    let (_, task) = daemon.install_package(TENANT, &package_plugin("runtime_tools")).await;
+    assert_eq!(task["status"], "success", "install task: {task}\n{}", daemon.log());
+    assert_eq!(data_of(&invoke_tool(&daemon, json!({"text": "before"})).await)[0]["message"]["text"], "echo: before");
+    let old_plugins = plugin_processes(&daemon);
+    assert_eq!(old_plugins.len(), 1);
+
+    // SIGKILL: the daemon cannot clean up, yet its plugin does not outlive it.
+    daemon.restart_after_kill().await;
+    assert!(eventually(Duration::from_secs(10), || old_plugins.iter().all(|pid| !process_alive(*pid))).await, "plugin outlived a killed daemon");
+
+    // The installation is still there; the first dispatch launches the plugin from its stored package.
+    assert_eq!(data_of(&invoke_tool(&daemon, json!({"text": "after"})).await)[0]["message"]["text"], "echo: after");
+    assert_eq!(plugin_processes(&daemon).len(), 1);
+}

@@ -173,7 +173,8 @@ impl LocalPlugin {
 
     fn spawn(&self, config: &RuntimeConfig) -> Result<RunningInstance, LaunchError> {
         let env = plugin_process_environment(config, "local", &self.spec.extra_env);
-        let mut child = Command::new(&self.spec.python)
+        let mut command = Command::new(&self.spec.python);
+        command
             .args(["-m", &self.spec.entrypoint])
             .current_dir(&self.spec.working_dir)
             .env_clear()
@@ -182,7 +183,20 @@ impl LocalPlugin {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
-            .kill_on_drop(true)
+            .kill_on_drop(true);
+        // SAFETY: the closure runs in the forked child before exec and only calls prctl, which is
+        // async-signal-safe. The plugin gets SIGKILL when the thread that spawned it exits, so a
+        // daemon killed with SIGKILL leaves no plugin behind (tokio's worker threads live as long as
+        // the runtime, which is the daemon's lifetime).
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command
             .spawn()
             .map_err(|e| LaunchError::Spawn(format!("{}: {e}", self.spec.python.display())))?;
         if let (Some(pid), Ok(mut pids)) = (child.id(), self.pids.lock()) {
