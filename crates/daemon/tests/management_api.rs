@@ -494,6 +494,46 @@ async fn bundle_upload(db: &TestDb) {
     // The embedded package was persisted: it can be installed.
     assert_eq!(d.install_identifier("t1", uid).await["status"], "success");
     assert_error(&d.upload_bundle("t1", b"junk", None).await, 200, -400, BAD_REQUEST, None);
+
+    // A bundle with an unsigned package claiming langgenius authorship is refused as a whole:
+    // the valid package next to it is not stored either.
+    let second = dummy_variant("0.0.4", "bundled", &[]);
+    let manifest = "name: b2\nlabels: {en_US: b}\ndescription: {en_US: b}\nicon: icon.svg\nversion: 0.0.1\nauthor: acme\ntype: bundle\ndependencies:\n  - type: package\n    value: {path: good}\n  - type: package\n    value: {path: bad}\ntags: []\n";
+    let openai = fixture_bytes("openai.difypkg");
+    let bundle = dify_package::write::package_files([
+        ("manifest.yaml", manifest.as_bytes()),
+        ("_assets/good", second.as_slice()),
+        ("_assets/bad", openai.as_slice()),
+    ])
+    .unwrap();
+    assert_error(&d.upload_bundle("t1", &bundle, None).await, 200, -400, BAD_REQUEST, None);
+    let uid = dify_package::Package::from_bytes(second.clone(), &Default::default()).unwrap().unique_identifier().unwrap();
+    let q = format!("plugin_unique_identifier={}", enc(uid.as_str()));
+    assert_error(&d.get(&m("t1", &format!("/fetch/manifest?{q}"))).await, 200, -400, BAD_REQUEST, Some("plugin not found"));
+    assert_eq!(assert_ok(&d.upload_package("t1", &second, None).await)["unique_identifier"], uid.as_str());
+    assert_ok(&d.get(&m("t1", &format!("/fetch/manifest?{q}"))).await);
+}
+
+/// Switches: no `/metrics` without Prometheus, no `debugging/key` without remote installing.
+#[tokio::test]
+async fn disabled_features_have_no_routes() {
+    let db = TestDb::create(common::Backend::Sqlite).await.unwrap();
+    let d = Daemon::start(
+        &db,
+        DaemonOptions {
+            env: vec![
+                ("PROMETHEUS_ENABLED".into(), "false".into()),
+                ("PLUGIN_REMOTE_INSTALLING_ENABLED".into(), "false".into()),
+            ],
+            ..Default::default()
+        },
+    )
+    .await;
+    let r = d.client.get(d.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    let r = d.post_empty("/plugin/t1/debugging/key").await;
+    assert_eq!(r.0, 404);
+    assert_eq!(r.1, json!({"code": "not_found", "message": "route not found"}));
 }
 on_every_backend!(bundle_upload, bundle_upload);
 
