@@ -399,3 +399,14 @@ async fn plugin_that_keeps_crashing_is_given_up() {
     assert!(zombie_children().is_empty(), "zombies: {:?}", zombie_children());
     running.manager.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_that_exits_at_start_reports_its_stderr() {
+    let package = package_variant("runtime_tools", &[("main.py", "import sys\nprint('broken plugin: missing configuration', file=sys.stderr)\nsys.exit(4)\n")]);
+    let failure = launch_package(package, tempfile::tempdir().expect("tempdir"), |_| {}, Vec::new()).await;
+    let Err((error, _)) = failure else { panic!("a plugin that exits at start must not launch") };
+    assert!(error.contains("plugin process exited before it was ready"), "{error}");
+    assert!(error.contains("exit status: 4"), "{error}");
+    assert!(error.contains("broken plugin: missing configuration"), "{error}");
+    assert!(zombie_children().is_empty(), "zombies: {:?}", zombie_children());
+}

@@ -69,6 +69,8 @@ struct RunningInstance {
     child: Child,
     connection: Arc<PluginConnection>,
     stderr_tail: Arc<Mutex<OutputTail>>,
+    /// Ends when the child's stderr closes; awaited (briefly) so failure messages quote all of it.
+    stderr_reader: tokio::task::JoinHandle<()>,
     reader: tokio::task::JoinHandle<String>,
 }
 
@@ -161,6 +163,7 @@ impl LocalPlugin {
             }
             Err(timeout) => {
                 let status = terminate(&mut instance).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), &mut instance.stderr_reader).await;
                 let stderr = render_tail(&instance.stderr_tail);
                 instance.connection.close(PluginSessionError::new("PluginDaemonInternalServerError", "plugin failed to start"));
                 match timeout {
@@ -215,7 +218,7 @@ impl LocalPlugin {
         let tail = stderr_tail.clone();
         let touched = Arc::downgrade(&connection);
         let label = self.spec.identifier.clone();
-        tokio::spawn(async move {
+        let stderr_reader = tokio::spawn(async move {
             let mut lines = CappedLines::new(stderr);
             while let Some(line) = lines.next_line().await {
                 if let Some(connection) = touched.upgrade() {
@@ -227,7 +230,7 @@ impl LocalPlugin {
                 }
             }
         });
-        Ok(RunningInstance { child, connection, stderr_tail, reader })
+        Ok(RunningInstance { child, connection, stderr_tail, stderr_reader, reader })
     }
 
     async fn supervise(self: Arc<Self>, mut instance: RunningInstance, config: Arc<RuntimeConfig>) {
@@ -236,6 +239,7 @@ impl LocalPlugin {
             let started = Instant::now();
             let reason = self.watch_instance(&mut instance, &config).await;
             let status = terminate(&mut instance).await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), &mut instance.stderr_reader).await;
             let stopping = self.stop.is_cancelled();
             let stderr = render_tail(&instance.stderr_tail);
             let message = if stopping {
