@@ -6,6 +6,35 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Every variable [`RuntimeConfig::from_env`] reads: `(name, default, meaning)`, for generated docs.
+pub const RUNTIME_SETTINGS: &[(&str, &str, &str)] = &[
+    ("PLUGIN_WORKING_PATH", "cwd", "Root of plugin working directories (extracted packages and their venvs)."),
+    ("UV_PATH", "", "The uv binary; found through the interpreter's `uv` module, then PATH, when empty."),
+    ("PYTHON_INTERPRETER_PATH", "", "Python >= 3.12 for plugin venvs; python3.13/python3.12 on PATH, then pyenv, when empty."),
+    ("UV_CACHE_DIR", "<PLUGIN_WORKING_PATH>/.uv-cache", "uv's package cache shared by every plugin build."),
+    ("PIP_MIRROR_URL", "", "Package index passed to uv with -i."),
+    ("PIP_EXTRA_ARGS", "", "Extra uv arguments, split on whitespace."),
+    ("PIP_VERBOSE", "true", "Pass -v to uv (its output becomes install progress)."),
+    ("PLUGIN_IGNORE_UV_LOCK", "false", "Do not pass --frozen to `uv sync` when uv.lock exists."),
+    ("PYTHON_ENV_INIT_TIMEOUT", "120", "Seconds a build step may stay silent, and a new plugin may take to send its first heartbeat."),
+    ("PLUGIN_ENV_BUILD_TIMEOUT", "600", "Hard limit of one environment build step, seconds."),
+    ("PLUGIN_ENV_BUILD_RETRIES", "1", "Retries of a failed environment build."),
+    ("PLUGIN_LOCAL_LAUNCHING_CONCURRENT", "2", "Environment builds and launches running at once."),
+    ("PLUGIN_MAX_EXECUTION_TIMEOUT", "600", "Longest a session may run, seconds; then `killed by timeout`."),
+    ("PLUGIN_RUNTIME_MAX_BUFFER_SIZE", "67108864", "Longest plugin output line, bytes; a longer line fails only its session."),
+    ("PLUGIN_STDIO_MAX_BUFFER_SIZE", "5242880", "Legacy name of PLUGIN_RUNTIME_MAX_BUFFER_SIZE; wins when not 5242880."),
+    ("PLUGIN_HEARTBEAT_TIMEOUT", "120", "A running plugin silent this long (seconds) is killed and restarted."),
+    ("PLUGIN_MAX_RESTARTS", "5", "Restarts of a crashing plugin in a row before giving up."),
+    ("PLUGIN_RESTART_BACKOFF_MS", "500", "First restart delay, doubled per restart up to 30 s."),
+    ("HTTP_PROXY / HTTPS_PROXY / NO_PROXY", "", "Proxies for uv and plugins (lowercase names as fallback)."),
+    ("DIFY_INNER_API_URL", "http://127.0.0.1:5001", "Dify's inner API for backwards invocations."),
+    ("DIFY_INNER_API_KEY", "", "Sent as X-Inner-Api-Key."),
+    ("DIFY_BACKWARDS_INVOCATION_WRITE_TIMEOUT", "5000", "Connect limit of a backwards call, milliseconds."),
+    ("DIFY_BACKWARDS_INVOCATION_READ_TIMEOUT", "240000", "Total limit of a backwards call, milliseconds."),
+    ("RESPONSE_MAX_BUFFER_SIZE", "31457280", "Largest frame of a streamed inner API reply, bytes."),
+    ("PERSISTENCE_STORAGE_MAX_SIZE", "104857600", "Plugin storage quota per tenant and plugin, bytes (the manifest's storage.size may lower it)."),
+];
+
 /// Settings of plugin environments, plugin processes, sessions and backwards invocations.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -164,6 +193,24 @@ impl RuntimeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn documented_defaults_match_the_code() {
+        let defaults = RuntimeConfig::default();
+        let documented = |name: &str| RUNTIME_SETTINGS.iter().find(|(n, _, _)| *n == name).map(|(_, d, _)| *d).unwrap();
+        assert_eq!(documented("PLUGIN_MAX_EXECUTION_TIMEOUT"), defaults.max_execution_timeout.as_secs().to_string());
+        assert_eq!(documented("PYTHON_ENV_INIT_TIMEOUT"), defaults.env_init_timeout.as_secs().to_string());
+        assert_eq!(documented("PLUGIN_RUNTIME_MAX_BUFFER_SIZE"), defaults.max_line_bytes.to_string());
+        assert_eq!(documented("PLUGIN_HEARTBEAT_TIMEOUT"), defaults.heartbeat_timeout.as_secs().to_string());
+        assert_eq!(documented("PLUGIN_MAX_RESTARTS"), defaults.max_restarts.to_string());
+        assert_eq!(documented("PLUGIN_LOCAL_LAUNCHING_CONCURRENT"), defaults.launching_concurrency.to_string());
+        assert_eq!(documented("DIFY_INNER_API_URL"), defaults.dify_inner_api_url);
+        assert_eq!(documented("PERSISTENCE_STORAGE_MAX_SIZE"), defaults.persistence_storage_max_size.to_string());
+        let mut names: Vec<&str> = RUNTIME_SETTINGS.iter().map(|(n, _, _)| *n).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), RUNTIME_SETTINGS.len());
+    }
 
     #[test]
     fn defaults_and_overrides() {
