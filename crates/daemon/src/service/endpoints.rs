@@ -67,10 +67,8 @@ pub fn validate_settings(schema: &[ProviderConfig], settings: &Map<String, Value
                     return Err(format!("{} is required", config.name));
                 }
             }
-            "boolean" => {
-                if !value.is_boolean() {
-                    return Err(format!("{} must be a boolean", config.name));
-                }
+            "boolean" if !value.is_boolean() => {
+                return Err(format!("{} must be a boolean", config.name));
             }
             "select" => {
                 let Some(s) = value.as_str() else {
