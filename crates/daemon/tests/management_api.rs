@@ -491,6 +491,12 @@ async fn bundle_upload(db: &TestDb) {
     assert_eq!(data[2]["type"], "package");
     let uid = data[2]["value"]["unique_identifier"].as_str().unwrap();
     assert!(uid.starts_with("test/bundled:0.0.3@"));
+    // The bundle is kept in blob storage by content hash.
+    let bundle_hash = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&bundle))
+    };
+    assert!(d.workdir.join(format!("storage/bundles/{bundle_hash}.difybndl")).is_file());
     // The embedded package was persisted: it can be installed.
     assert_eq!(d.install_identifier("t1", uid).await["status"], "success");
     assert_error(&d.upload_bundle("t1", b"junk", None).await, 200, -400, BAD_REQUEST, None);

@@ -193,6 +193,9 @@ pub async fn upload_bundle(state: &AppState, bytes: &[u8], verify_signature: boo
             checked.push(None);
         }
     }
+    // The bundle itself is kept by content hash, like packages are kept by identifier.
+    let bundle_key = format!("bundles/{}.difybndl", hex::encode(Sha256::digest(bytes)));
+    state.blobs.put(&bundle_key, bytes).await.map_err(|e| DaemonError::internal(format!("{e}\nfailed to save bundle")))?;
     let mut out = Vec::new();
     for (dependency, checked) in dependencies.into_iter().zip(checked) {
         match (dependency, checked) {
