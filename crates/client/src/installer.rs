@@ -9,14 +9,16 @@ use std::time::Duration;
 use dify_protocol::{PluginDeclaration, PluginUniqueIdentifier};
 use reqwest::header::HeaderMap;
 use reqwest::multipart::{Form, Part};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::error::ClientError;
 use crate::transport::PluginDaemonClient;
 use crate::wire::{
-    MissingPluginDependency, PluginBundleDependency, PluginDecodeResponse, PluginEntity,
-    PluginInstallTask, PluginInstallTaskStartResponse, PluginInstallation, PluginListResponse,
-    PluginReadmeResponse,
+    BatchFetchPluginInstallationsRequest, FetchMissingPluginInstallationsRequest,
+    InstallPluginFromIdentifiersRequest, MissingPluginDependency, PluginBundleDependency,
+    PluginDecodeResponse, PluginEntity, PluginInstallTask, PluginInstallTaskStartResponse,
+    PluginInstallation, PluginListResponse, PluginReadmeResponse, UninstallPluginRequest,
+    UpgradePluginRequest,
 };
 
 /// Where installed plugins come from (`source` of install and upgrade).
@@ -57,16 +59,16 @@ fn package_form(
     ))
 }
 
-/// Rejects identifiers the daemon would refuse (http-api.md §A.1) before anything is sent.
-fn check_identifiers<'a>(
-    identifiers: impl IntoIterator<Item = &'a str>,
-) -> Result<(), ClientError> {
-    for identifier in identifiers {
-        PluginUniqueIdentifier::parse(identifier).map_err(|err| {
-            ClientError::Validation(format!("{err} (expected author/name:version@checksum)"))
-        })?;
-    }
-    Ok(())
+/// Parses an identifier; one the daemon would refuse (http-api.md §A.1) is a validation error,
+/// reported before anything is sent.
+fn parse_identifier(identifier: &str) -> Result<PluginUniqueIdentifier, ClientError> {
+    PluginUniqueIdentifier::parse(identifier).map_err(|err| {
+        ClientError::Validation(format!("{err} (expected author/name:version@checksum)"))
+    })
+}
+
+fn parse_identifiers(identifiers: &[String]) -> Result<Vec<PluginUniqueIdentifier>, ClientError> {
+    identifiers.iter().map(|id| parse_identifier(id)).collect()
 }
 
 fn pagination(page: u32, page_size: u32) -> Result<Vec<(&'static str, String)>, ClientError> {
@@ -133,10 +135,12 @@ impl PluginDaemonClient {
             )));
         }
         check_source(source)?;
-        check_identifiers(identifiers.iter().map(String::as_str))?;
+        let body = InstallPluginFromIdentifiersRequest {
+            plugin_unique_identifiers: parse_identifiers(identifiers)?,
+            source: source.to_string(),
+            metas: metas.to_vec(),
+        };
         let path = management(tenant_id, "install/identifiers")?;
-        let body =
-            json!({"plugin_unique_identifiers": identifiers, "source": source, "metas": metas});
         self.post_json(&path, &body, HeaderMap::new()).await
     }
 
@@ -189,7 +193,7 @@ impl PluginDaemonClient {
         task_id: &str,
         identifier: &str,
     ) -> Result<bool, ClientError> {
-        check_identifiers([identifier])?;
+        parse_identifier(identifier)?;
         let path = management(
             tenant_id,
             &format!(
@@ -206,14 +210,11 @@ impl PluginDaemonClient {
         tenant_id: &str,
         identifiers: &[String],
     ) -> Result<Vec<MissingPluginDependency>, ClientError> {
-        check_identifiers(identifiers.iter().map(String::as_str))?;
+        let body = FetchMissingPluginInstallationsRequest {
+            plugin_unique_identifiers: parse_identifiers(identifiers)?,
+        };
         let path = management(tenant_id, "installation/missing")?;
-        self.post_json(
-            &path,
-            &json!({"plugin_unique_identifiers": identifiers}),
-            HeaderMap::new(),
-        )
-        .await
+        self.post_json(&path, &body, HeaderMap::new()).await
     }
 
     /// Removes an installation by its id (`installation_id` of [`PluginEntity`]).
@@ -228,12 +229,10 @@ impl PluginDaemonClient {
             ));
         }
         let path = management(tenant_id, "uninstall")?;
-        self.post_json(
-            &path,
-            &json!({"plugin_installation_id": installation_id}),
-            HeaderMap::new(),
-        )
-        .await
+        let body = UninstallPluginRequest {
+            plugin_installation_id: installation_id.to_string(),
+        };
+        self.post_json(&path, &body, HeaderMap::new()).await
     }
 
     pub async fn upgrade_plugin(
@@ -245,17 +244,13 @@ impl PluginDaemonClient {
         meta: Value,
     ) -> Result<PluginInstallTaskStartResponse, ClientError> {
         check_source(source)?;
-        check_identifiers([
-            original_plugin_unique_identifier,
-            new_plugin_unique_identifier,
-        ])?;
+        let body = UpgradePluginRequest {
+            original_plugin_unique_identifier: parse_identifier(original_plugin_unique_identifier)?,
+            new_plugin_unique_identifier: parse_identifier(new_plugin_unique_identifier)?,
+            source: source.to_string(),
+            meta,
+        };
         let path = management(tenant_id, "install/upgrade")?;
-        let body = json!({
-            "original_plugin_unique_identifier": original_plugin_unique_identifier,
-            "new_plugin_unique_identifier": new_plugin_unique_identifier,
-            "source": source,
-            "meta": meta,
-        });
         self.post_json(&path, &body, HeaderMap::new()).await
     }
 
@@ -265,8 +260,10 @@ impl PluginDaemonClient {
         plugin_ids: &[String],
     ) -> Result<Vec<PluginInstallation>, ClientError> {
         let path = management(tenant_id, "installation/fetch/batch")?;
-        self.post_json(&path, &json!({"plugin_ids": plugin_ids}), HeaderMap::new())
-            .await
+        let body = BatchFetchPluginInstallationsRequest {
+            plugin_ids: plugin_ids.to_vec(),
+        };
+        self.post_json(&path, &body, HeaderMap::new()).await
     }
 
     /// The first 256 installed plugins of the tenant.

@@ -1,8 +1,8 @@
 //! Rust client of the Dify plugin daemon's HTTP API, and the `dify-plugin-client` command built on it.
 //!
 //! The library mirrors Dify's Python client (`PluginInstaller`, `PluginToolManager`): the same
-//! method names, the same routes, the same error types. Wire shapes come from `dify-protocol`;
-//! the few it does not define yet are in [`wire`].
+//! method names, the same routes, the same error types. Wire shapes come from `dify-protocol`
+//! (re-exported as [`wire`]), the same types the daemon renders its answers with.
 //!
 //! Architecture invariant: outside the `cli` module nothing prints, reads the environment or
 //! decides exit codes; `cli` owns settings resolution, printing and exit statuses.

@@ -14,7 +14,9 @@ use crate::parameters::{cast_tool_parameters, ParameterRule};
 use crate::provider_id::ToolProviderId;
 use crate::schema_refs::{resolve_tool_output_schemas, SchemaRegistry};
 use crate::transport::{ItemStream, PluginDaemonClient};
-use crate::wire::{PluginToolProviderEntity, ToolInvokeMessage, ToolProviderRef};
+use crate::wire::{
+    CheckToolExistenceRequest, PluginToolProviderEntity, ToolInvokeMessage, ToolProviderRef,
+};
 
 /// Everything `dispatch/tool/invoke` carries besides the tenant.
 #[derive(Debug, Clone, PartialEq)]
@@ -125,12 +127,10 @@ impl PluginDaemonClient {
         provider_ids: &[ToolProviderRef],
     ) -> Result<Vec<bool>, ClientError> {
         let path = tenant_path(tenant_id, "management/tools/check_existence")?;
-        self.post_json(
-            &path,
-            &json!({"provider_ids": provider_ids}),
-            HeaderMap::new(),
-        )
-        .await
+        let body = CheckToolExistenceRequest {
+            provider_ids: provider_ids.to_vec(),
+        };
+        self.post_json(&path, &body, HeaderMap::new()).await
     }
 
     /// Invokes a tool: fetches its declaration, casts `tool_parameters` by it (a validation error

@@ -12,6 +12,7 @@ use futures::stream::{BoxStream, StreamExt};
 use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::config::ClientConfig;
@@ -105,10 +106,10 @@ impl PluginDaemonClient {
     }
 
     /// POST with a JSON body; never retried (it may not be idempotent).
-    pub(crate) async fn post_json<T: DeserializeOwned>(
+    pub(crate) async fn post_json<T: DeserializeOwned, B: Serialize + ?Sized>(
         &self,
         path: &str,
-        body: &Value,
+        body: &B,
         headers: HeaderMap,
     ) -> Result<T, ClientError> {
         let url = self.url(path);

@@ -321,7 +321,7 @@ async fn scenario(daemon: &Daemon, home: &Path, package: Vec<u8>, readme_on_disk
         .upload_pkg(TENANT, package, false)
         .await
         .unwrap_or_else(|e| panic!("upload: {e}\n{}", log()));
-    let identifier = uploaded.unique_identifier.clone();
+    let identifier = uploaded.unique_identifier.to_string();
     let plugin_id = uploaded.manifest.plugin_id();
     assert!(
         identifier.starts_with(&format!("{plugin_id}:")),

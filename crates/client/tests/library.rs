@@ -5,7 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use dify_client::wire::{PluginInstallTaskStatus, ToolProviderRef};
+use dify_client::wire::{PluginBundleDependency, PluginInstallTaskStatus, ToolProviderRef};
 use dify_client::{ClientConfig, ClientError, PluginDaemonClient, RetryPolicy};
 use futures::StreamExt;
 use serde_json::{json, Map, Value};
@@ -34,7 +34,7 @@ async fn install_life_cycle_and_discovery() {
             .upload_pkg(TENANT, b"PK\x03\x04 fake package".to_vec(), true)
             .await
             .unwrap();
-        assert_eq!(uploaded.unique_identifier, identifier());
+        assert_eq!(uploaded.unique_identifier.as_str(), identifier());
         assert_eq!(uploaded.manifest.name, "echo");
         assert!(uploaded.verification.is_none());
         let upload = &server.requests_to("install/upload/package")[0];
@@ -55,8 +55,14 @@ async fn install_life_cycle_and_discovery() {
             .await
             .unwrap();
         assert_eq!(dependencies.len(), 2);
-        assert_eq!(dependencies[0].dependency_type, "marketplace");
-        assert_eq!(dependencies[1].value["unique_identifier"], identifier());
+        assert_eq!(dependencies[0].dependency_type(), "marketplace");
+        match &dependencies[1] {
+            PluginBundleDependency::Package(package) => {
+                assert_eq!(package.unique_identifier.as_str(), identifier());
+                assert_eq!(package.manifest.name, "echo");
+            }
+            other => panic!("expected the embedded package, got {other:?}"),
+        }
         let bundle = String::from_utf8_lossy(&server.requests_to("install/upload/bundle")[0].body)
             .into_owned();
         assert!(
@@ -168,7 +174,7 @@ async fn install_life_cycle_and_discovery() {
             .await
             .unwrap();
         assert_eq!(missing.len(), 1);
-        assert_eq!(missing[0].plugin_unique_identifier, other);
+        assert_eq!(missing[0].plugin_unique_identifier.as_str(), other);
         assert_eq!(missing[0].current_identifier, "");
 
         let installations = client

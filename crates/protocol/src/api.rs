@@ -48,7 +48,8 @@ pub struct PluginVerification {
 pub enum PluginBundleDependency {
     Github(GithubBundleDependency),
     Marketplace(MarketplaceBundleDependency),
-    Package(PackageBundleDependency),
+    // Boxed: a declaration is much larger than the other variants.
+    Package(Box<PackageBundleDependency>),
 }
 
 impl PluginBundleDependency {

@@ -122,7 +122,7 @@ impl Render for Uploaded {
         text
     }
     fn names(&self) -> Vec<String> {
-        vec![self.0.unique_identifier.clone()]
+        vec![self.0.unique_identifier.to_string()]
     }
 }
 
@@ -306,7 +306,8 @@ pub async fn install(
                     client
                         .upload_pkg(tenant, bytes, verify_signature)
                         .await?
-                        .unique_identifier,
+                        .unique_identifier
+                        .into(),
                 );
             }
             identifiers
@@ -509,7 +510,7 @@ pub async fn missing(
             } else {
                 m.current_identifier.clone()
             };
-            vec![m.plugin_unique_identifier.clone(), current]
+            vec![m.plugin_unique_identifier.to_string(), current]
         })
         .collect();
     Ok(Plain {
@@ -521,7 +522,7 @@ pub async fn missing(
         },
         names: missing
             .iter()
-            .map(|m| m.plugin_unique_identifier.clone())
+            .map(|m| m.plugin_unique_identifier.to_string())
             .collect(),
     })
 }
