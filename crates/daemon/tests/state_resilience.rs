@@ -168,17 +168,30 @@ async fn stale_tasks_and_retention(db: &TestDb) {
         entry
     );
     sqlx::query(&stmt).execute(&pool).await.unwrap();
+    // A task whose owner is alive (lease far in the future) but whose install budget ran out.
+    let stmt = stmt
+        .replace("'stale-task'", "'overdue-task'")
+        .replace("'gone-node', '2020-01-01T00:00:00.000000000Z', '2999-01-01T00:00:00.000000000Z'", "'busy-node', '2999-01-01T00:00:00.000000000Z', '2020-01-01T00:00:00.000000000Z'");
+    sqlx::query(&stmt).execute(&pool).await.unwrap();
+    // A healthy task of another live node is left alone.
+    let stmt = stmt.replace("'overdue-task'", "'healthy-task'").replace("'2020-01-01T00:00:00.000000000Z', NULL)", "'2999-01-01T00:00:00.000000000Z', NULL)");
+    sqlx::query(&stmt).execute(&pool).await.unwrap();
     pool.close().await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let task = assert_ok(&d.get(&m("t1", "/install/tasks/stale-task")).await);
-        if task["status"] == "failed" {
-            assert_eq!(task["plugins"][0]["message"], "Task timed out but not properly terminated");
-            break;
+    for task_id in ["stale-task", "overdue-task"] {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let task = assert_ok(&d.get(&m("t1", &format!("/install/tasks/{task_id}"))).await);
+            if task["status"] == "failed" {
+                assert_eq!(task["plugins"][0]["status"], "failed");
+                assert_eq!(task["plugins"][0]["message"], "Task timed out but not properly terminated");
+                break;
+            }
+            assert!(Instant::now() < deadline, "{task_id} was never failed: {task}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        assert!(Instant::now() < deadline, "stale task was never failed: {task}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let healthy = assert_ok(&d.get(&m("t1", "/install/tasks/healthy-task")).await);
+    assert_eq!(healthy["status"], "running", "{healthy}");
 }
 on_every_backend!(stale_tasks_and_retention, stale_tasks_and_retention);
 
