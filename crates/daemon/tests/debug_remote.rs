@@ -404,8 +404,20 @@ async fn raw_plugin_rows_follow_the_connection(db: &TestDb) {
     let listed = eventually(Duration::from_secs(20), || async { remote_installations(&daemon, &tenant).await.len() == 1 }).await;
     assert!(listed, "{}", daemon.log());
     assert_eq!(remote_rows(db, &daemon.workdir).await, 1);
-    let (_, tool) = daemon.get(&format!("/plugin/{tenant}/management/tool?plugin_id={tenant}/rows&provider=rows")).await;
+    // Every lookup sees it under the tenant-author identifier.
+    let plugin_id = format!("{tenant}/rows");
+    let (_, tool) = daemon.get(&format!("/plugin/{tenant}/management/tool?plugin_id={plugin_id}&provider=rows")).await;
     assert_eq!(tool["data"]["declaration"]["identity"]["name"], "rows", "{tool}");
+    let (_, ids) = daemon.get(&format!("/plugin/{tenant}/management/installation/ids?category=tool")).await;
+    assert_eq!(ids["data"], json!({"plugin_ids": [plugin_id]}), "{ids}");
+    let (_, batch) = daemon.post(&format!("/plugin/{tenant}/management/installation/fetch/batch"), &json!({"plugin_ids": [plugin_id]})).await;
+    assert_eq!(batch["data"][0]["runtime_type"], "remote", "{batch}");
+    assert_eq!(batch["data"][0]["source"], "remote", "{batch}");
+    let (_, by_category) = daemon.get(&format!("/plugin/{tenant}/management/tool/list?page=1&page_size=10")).await;
+    assert_eq!(by_category["data"]["list"][0]["plugin_id"], plugin_id.as_str(), "{by_category}");
+    let uid = by_category["data"]["list"][0]["plugin_unique_identifier"].as_str().unwrap_or_default().to_string();
+    let (_, missing) = daemon.post(&format!("/plugin/{tenant}/management/installation/missing"), &json!({"plugin_unique_identifiers": [uid]})).await;
+    assert_eq!(missing["data"], json!([]), "{missing}");
     drop(raw);
     let gone = eventually(Duration::from_secs(20), || async { remote_installations(&daemon, &tenant).await.is_empty() }).await;
     assert!(gone, "{}", daemon.log());
@@ -414,3 +426,36 @@ async fn raw_plugin_rows_follow_the_connection(db: &TestDb) {
 }
 
 on_every_backend!(rows_on_every_backend, raw_plugin_rows_follow_the_connection);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debugging_keys_expire_unless_renewed() {
+    let db = sqlite().await;
+    let (daemon, address) = start_daemon(&db, &[("DEBUGGING_KEY_TTL", "2")]).await;
+    let tenant = new_tenant();
+    // Accepted = the daemon got past the key and judged the (empty) registration.
+    let accepted = |key: String| {
+        let address = address.clone();
+        async move {
+            let mut raw = RawPlugin::connect(&address).await;
+            raw.send(&json!({"type": "handshake", "data": {"key": key}})).await;
+            raw.send(&json!({"type": "end", "data": {}})).await;
+            match raw.read_to_end(Duration::from_secs(15)).await.as_str() {
+                "no registration transferred, cannot initialize\n" => true,
+                "handshake failed, invalid key\n" => false,
+                other => panic!("unexpected reply {other:?}"),
+            }
+        }
+    };
+    let key = debugging_key(&daemon, &tenant).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(debugging_key(&daemon, &tenant).await, key, "renewed, not replaced");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(accepted(key.clone()).await, "a renewed key outlives its first expiry");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(!accepted(key.clone()).await, "an expired key is rejected");
+    let fresh = debugging_key(&daemon, &tenant).await;
+    assert_ne!(fresh, key, "an expired key is replaced");
+    assert!(accepted(fresh).await);
+    drop(daemon);
+    db.drop_now().await;
+}
