@@ -415,7 +415,10 @@ async fn read_registration<R: AsyncRead + Unpin>(
         if line.trim_ascii().is_empty() {
             continue;
         }
-        let (kind, data) = parse_register_line(&line)?;
+        let Some((kind, data)) = parse_register_line(&line)? else {
+            // A heartbeat or log event written while the SDK is (re)registering: nothing to register.
+            continue;
+        };
         if state.tenant_id.is_none() && kind != "handshake" {
             return Err(REGISTRATION_BEFORE_HANDSHAKE_MESSAGE.into());
         }
@@ -483,15 +486,17 @@ async fn read_line<R: AsyncRead + Unpin>(reader: &mut BufReader<R>, line: &mut V
     }
 }
 
-/// `{"type": <string>, "data": <any>}`; anything else is an invalid handshake message.
-fn parse_register_line(line: &[u8]) -> Result<(String, Value), Rejection> {
+/// `{"type": <string>, "data": <any>}`. `Ok(None)` for a plugin event line (`event`, no `type`),
+/// which carries nothing for the registration; anything else is an invalid handshake message.
+fn parse_register_line(line: &[u8]) -> Result<Option<(String, Value)>, Rejection> {
     let Ok(Value::Object(mut object)) = serde_json::from_slice::<Value>(line.trim_ascii()) else {
         return Err(INVALID_HANDSHAKE_MESSAGE.into());
     };
-    let Some(Value::String(kind)) = object.remove("type") else {
-        return Err(INVALID_HANDSHAKE_MESSAGE.into());
-    };
-    Ok((kind, object.remove("data").unwrap_or(Value::Null)))
+    match object.remove("type") {
+        Some(Value::String(kind)) => Ok(Some((kind, object.remove("data").unwrap_or(Value::Null)))),
+        None if object.get("event").is_some_and(Value::is_string) => Ok(None),
+        _ => Err(INVALID_HANDSHAKE_MESSAGE.into()),
+    }
 }
 
 /// Stores element 0 of a `*_declaration` list (accepted once). `singular`/`plural` name the kind in
@@ -575,8 +580,10 @@ mod tests {
     fn register_lines_must_carry_a_type() {
         assert_eq!(parse_register_line(b"not json").unwrap_err(), Rejection(INVALID_HANDSHAKE_MESSAGE.into()));
         assert_eq!(parse_register_line(b"{\"data\":{}}").unwrap_err(), Rejection(INVALID_HANDSHAKE_MESSAGE.into()));
-        let (kind, data) = parse_register_line(b" {\"type\":\"end\",\"data\":{}} ").unwrap();
+        let (kind, data) = parse_register_line(b" {\"type\":\"end\",\"data\":{}} ").unwrap().unwrap();
         assert_eq!((kind.as_str(), data), ("end", serde_json::json!({})));
+        assert_eq!(parse_register_line(b"{\"event\":\"heartbeat\",\"session_id\":null,\"data\":{}}"), Ok(None));
+        assert!(parse_register_line(b"{\"type\":7}").is_err());
     }
 
     #[test]

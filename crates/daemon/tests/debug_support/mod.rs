@@ -269,9 +269,11 @@ impl RawPlugin {
         self.writer.write_all(bytes).await.expect("send to daemon");
     }
 
-    /// Sends the whole registration of a tool plugin with one icon asset.
+    /// Sends the whole registration of a tool plugin with one icon asset (and a heartbeat in between).
     pub async fn register(&mut self, key: &str, name: &str) {
         self.send(&json!({"type": "handshake", "data": {"key": key}})).await;
+        // The SDK's heartbeat thread may write while it (re)registers; such lines are skipped.
+        self.heartbeat().await;
         self.send(&json!({"type": "manifest_declaration", "data": manifest_json("raw", name)})).await;
         self.send(&json!({"type": "tool_declaration", "data": [tool_provider_json("raw", name)]})).await;
         self.send(&json!({"type": "asset_chunk", "data": {"filename": "icon.svg", "data": "PHN2Zy8+", "end": true}})).await;
