@@ -105,6 +105,9 @@ async fn error_paths(db: &TestDb) {
     // Oversized upload: HTTP 200, -400.
     let big = vec![7u8; 4096];
     assert_error(&d.upload_package("t1", &big, None).await, 200, -400, BAD_REQUEST, Some("file size exceeds the maximum limit"));
+    // Far beyond the limit (past the hard body cap) the answer is the same.
+    let huge = vec![7u8; 3 << 20];
+    assert_error(&d.upload_package("t1", &huge, None).await, 200, -400, BAD_REQUEST, Some("file size exceeds the maximum limit"));
     // No file: HTTP 200, -400.
     let form = reqwest::multipart::Form::new().text("verify_signature", "false");
     let r = d.client.post(d.url(&m("t1", "/install/upload/package"))).header("X-Api-Key", &d.key).multipart(form).send().await.unwrap();
