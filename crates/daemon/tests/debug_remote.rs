@@ -301,7 +301,7 @@ async fn sdk_reconnect_is_accepted_after_the_daemon_drops_the_plugin() {
     let (daemon, address) = start_daemon(&db, &[]).await;
     let tenant = new_tenant();
     let key = debugging_key(&daemon, &tenant).await;
-    let plugin = RemotePluginProcess::start(SDK_PLUGIN, &address, &key, &daemon.workdir);
+    let plugin = RemotePluginProcess::start_host_port(SDK_PLUGIN, &address, &key, &daemon.workdir);
     let appeared = eventually(Duration::from_secs(60), || async { !remote_installations(&daemon, &tenant).await.is_empty() }).await;
     assert!(appeared, "plugin log:\n{}\ndaemon log:\n{}", plugin.log_text(), daemon.log());
     let first = remote_installations(&daemon, &tenant).await.remove(0);

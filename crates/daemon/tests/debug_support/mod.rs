@@ -98,8 +98,19 @@ pub struct RemotePluginProcess {
 }
 
 impl RemotePluginProcess {
-    /// Starts `tests/plugins/<name>` with `INSTALL_METHOD=remote` against `address` with `key`.
+    /// Starts `tests/plugins/<name>` with `INSTALL_METHOD=remote` against `address` (given to the SDK
+    /// as `REMOTE_INSTALL_URL`) with `key`.
     pub fn start(name: &str, address: &str, key: &str, log_dir: &Path) -> RemotePluginProcess {
+        Self::start_with(name, &[("REMOTE_INSTALL_URL", address)], key, log_dir)
+    }
+
+    /// Like [`Self::start`], giving the SDK `REMOTE_INSTALL_HOST` and `REMOTE_INSTALL_PORT` instead.
+    pub fn start_host_port(name: &str, address: &str, key: &str, log_dir: &Path) -> RemotePluginProcess {
+        let (host, port) = address.rsplit_once(':').expect("host:port");
+        Self::start_with(name, &[("REMOTE_INSTALL_HOST", host), ("REMOTE_INSTALL_PORT", port)], key, log_dir)
+    }
+
+    fn start_with(name: &str, target: &[(&str, &str)], key: &str, log_dir: &Path) -> RemotePluginProcess {
         use std::os::unix::process::CommandExt;
         let log = log_dir.join(format!("plugin-{}.log", uuid::Uuid::new_v4().simple()));
         let file = std::fs::File::create(&log).expect("plugin log");
@@ -108,7 +119,7 @@ impl RemotePluginProcess {
             .args(["-m", "main"])
             .current_dir(plugin_source(name))
             .env("INSTALL_METHOD", "remote")
-            .env("REMOTE_INSTALL_URL", address)
+            .envs(target.iter().copied())
             .env("REMOTE_INSTALL_KEY", key)
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .env("PYTHONUNBUFFERED", "1")
