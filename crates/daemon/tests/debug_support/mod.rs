@@ -273,11 +273,15 @@ impl RawPlugin {
     pub async fn send(&mut self, message: &Value) {
         let mut line = serde_json::to_vec(message).expect("encode");
         line.extend_from_slice(b"\n\n");
-        self.writer.write_all(&line).await.expect("send to daemon");
+        self.send_raw(&line).await;
     }
 
+    /// Writes bytes as they are (bounded: a daemon that stops reading fails the test).
     pub async fn send_raw(&mut self, bytes: &[u8]) {
-        self.writer.write_all(bytes).await.expect("send to daemon");
+        tokio::time::timeout(Duration::from_secs(60), self.writer.write_all(bytes))
+            .await
+            .expect("the daemon did not read within 60 s")
+            .expect("send to daemon");
     }
 
     /// Sends the whole registration of a tool plugin with one icon asset (and a heartbeat in between).
