@@ -111,7 +111,7 @@ async fn upload_package(State(state): State<AppState>, request: Request) -> Resp
     let Some(bytes) = upload.file else {
         return fail(DaemonError::bad_request("http: no such file"));
     };
-    respond(packages::upload_package(&state, &bytes, upload.verify_signature).await.map(|u| u.to_json()))
+    respond(packages::upload_package(&state, &bytes, upload.verify_signature).await)
 }
 
 async fn upload_bundle(State(state): State<AppState>, request: Request) -> Response {
@@ -236,7 +236,7 @@ async fn decode_from_identifier(State(state): State<AppState>, RawQuery(q): RawQ
         Ok(id) => id,
         Err(r) => return r.into_response(),
     };
-    respond(packages::decode_from_identifier(&state, &id).await.map(|u| u.to_json()))
+    respond(packages::decode_from_identifier(&state, &id).await)
 }
 
 fn encode_component(s: &str) -> String {

@@ -3,8 +3,9 @@
 //! the codec goes through these few functions, with errors flattened to text for the wire.
 
 use dify_package::{DecodeLimits, Package, PublicKey};
+use dify_protocol::api::{GithubBundleDependency, MarketplaceBundleDependency, PluginVerification};
 use dify_protocol::{PluginDeclaration, PluginUniqueIdentifier};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// What the daemon keeps from a decoded package.
 pub struct DecodedPackage {
@@ -26,9 +27,9 @@ pub fn decode_package(bytes: &[u8], max_uncompressed_size: u64) -> Result<Decode
     Ok(DecodedPackage { declaration: package.declaration().clone(), unique_identifier, assets, readmes })
 }
 
-/// Checks the signature against the official key plus `extra_keys_pem`; `Some({authorized_category})`
+/// Checks the signature against the official key plus `extra_keys_pem`; `Some` (who signed it)
 /// when it is valid, `None` when the package is unsigned or the signature does not verify.
-pub fn verify_signature(bytes: &[u8], extra_keys_pem: &[Vec<u8>]) -> Option<Value> {
+pub fn verify_signature(bytes: &[u8], extra_keys_pem: &[Vec<u8>]) -> Option<PluginVerification> {
     let keys: Vec<PublicKey> = extra_keys_pem
         .iter()
         .filter_map(|pem| std::str::from_utf8(pem).ok())
@@ -36,7 +37,7 @@ pub fn verify_signature(bytes: &[u8], extra_keys_pem: &[Vec<u8>]) -> Option<Valu
         .collect();
     dify_package::signature::verify(bytes, &keys)
         .ok()
-        .map(|v| json!({"authorized_category": v.authorized_category}))
+        .map(|v| PluginVerification { authorized_category: v.authorized_category })
 }
 
 /// One file of a package; `Ok(None)` when the path is absent.
@@ -49,10 +50,8 @@ pub fn read_file(bytes: &[u8], path: &str, max_uncompressed_size: u64) -> Result
 
 /// A dependency listed by a bundle.
 pub enum BundleDependency {
-    /// `{repo_address, repo, release, packages}`.
-    Github(Value),
-    /// `{organization, plugin, version}`.
-    Marketplace(Value),
+    Github(GithubBundleDependency),
+    Marketplace(MarketplaceBundleDependency),
     /// An embedded package.
     Package { bytes: Vec<u8> },
 }
@@ -80,12 +79,12 @@ pub fn decode_bundle(bytes: &[u8]) -> Result<Vec<BundleDependency>, String> {
                 let pattern = value.get("repo_pattern").and_then(Value::as_str).unwrap_or("");
                 let (repo, rest) = pattern.split_once(':').ok_or_else(|| format!("invalid github pattern {pattern:?}"))?;
                 let (release, asset) = rest.split_once('/').ok_or_else(|| format!("invalid github pattern {pattern:?}"))?;
-                out.push(BundleDependency::Github(json!({
-                    "repo_address": format!("https://github.com/{repo}"),
-                    "repo": repo,
-                    "release": release,
-                    "packages": asset,
-                })));
+                out.push(BundleDependency::Github(GithubBundleDependency {
+                    repo_address: format!("https://github.com/{repo}"),
+                    repo: repo.to_string(),
+                    release: release.to_string(),
+                    packages: asset.to_string(),
+                }));
             }
             "marketplace" => {
                 let pattern = value.get("marketplace_pattern").and_then(Value::as_str).unwrap_or("");
@@ -93,11 +92,11 @@ pub fn decode_bundle(bytes: &[u8]) -> Result<Vec<BundleDependency>, String> {
                     pattern.split_once(':').ok_or_else(|| format!("invalid marketplace pattern {pattern:?}"))?;
                 let (organization, plugin) =
                     id.split_once('/').ok_or_else(|| format!("invalid marketplace pattern {pattern:?}"))?;
-                out.push(BundleDependency::Marketplace(json!({
-                    "organization": organization,
-                    "plugin": plugin,
-                    "version": version,
-                })));
+                out.push(BundleDependency::Marketplace(MarketplaceBundleDependency {
+                    organization: organization.to_string(),
+                    plugin: plugin.to_string(),
+                    version: version.to_string(),
+                }));
             }
             "package" => {
                 let path = value.get("path").and_then(Value::as_str).unwrap_or("");

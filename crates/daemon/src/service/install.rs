@@ -9,6 +9,7 @@
 
 use std::time::{Duration, Instant};
 
+use dify_protocol::api::PluginInstallTaskStartResponse;
 use dify_protocol::{DaemonError, PluginDeclaration, PluginUniqueIdentifier};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -44,8 +45,8 @@ fn empty_labels() -> Value {
 }
 
 /// `{all_installed, task_id}`.
-pub fn install_response(all_installed: bool, task_id: &str) -> Value {
-    json!({"all_installed": all_installed, "task_id": task_id})
+pub fn install_response(all_installed: bool, task_id: &str) -> PluginInstallTaskStartResponse {
+    PluginInstallTaskStartResponse { all_installed, task_id: task_id.to_string() }
 }
 
 /// `POST install/identifiers` (identifiers already validated by the HTTP layer).
@@ -55,7 +56,7 @@ pub async fn install_from_identifiers(
     identifiers: &[String],
     source: &str,
     metas: Vec<Value>,
-) -> ServiceResult<Value> {
+) -> ServiceResult<PluginInstallTaskStartResponse> {
     if metas.len() != identifiers.len() {
         return Err(DaemonError::bad_request(
             "the number of metas must be equal to the number of plugin unique identifiers",
@@ -218,7 +219,7 @@ pub async fn upgrade(
     new: &str,
     source: &str,
     meta: Value,
-) -> ServiceResult<Value> {
+) -> ServiceResult<PluginInstallTaskStartResponse> {
     let original = parse_identifier(original)?;
     let new = parse_identifier(new)?;
     if original == new {

@@ -108,10 +108,14 @@ pub async fn load_declaration(state: &AppState, uid: &str) -> ServiceResult<Opti
     }
 }
 
-/// The declaration JSON as sent to Dify, from its stored text.
+/// The declaration of a row, from its stored text; `None` when missing or unreadable.
+pub fn stored_declaration(stored: Option<&str>) -> Option<PluginDeclaration> {
+    stored.and_then(|d| PluginDeclaration::from_json(d.as_bytes()).ok())
+}
+
+/// The declaration JSON as sent to Dify, from its stored text (`{}` when there is none).
 pub fn declaration_json(stored: Option<&str>) -> Value {
-    stored
-        .and_then(|d| PluginDeclaration::from_json(d.as_bytes()).ok())
+    stored_declaration(stored)
         .map(|d| d.to_json_value())
         .unwrap_or_else(|| Value::Object(Default::default()))
 }

@@ -4,8 +4,9 @@
 //! Persistence order keeps crashes harmless: assets and package bytes are written (atomically)
 //! before the declaration row that makes the version visible, and every step is idempotent.
 
+use dify_protocol::api::{PackageBundleDependency, PluginBundleDependency, PluginDecodeResponse, PluginReadmeResponse, PluginVerification};
 use dify_protocol::{DaemonError, PluginDeclaration};
-use serde_json::{json, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::codec::{self, BundleDependency, DecodedPackage};
@@ -19,24 +20,6 @@ pub const BAD_SIGNATURE_MESSAGE: &str =
 pub const LANGGENIUS_UNSIGNED_MESSAGE: &str =
     "plugin claims to be authored by langgenius but is not signed by langgenius";
 pub const FILE_TOO_LARGE_MESSAGE: &str = "file size exceeds the maximum limit";
-
-/// `data` of a successful package upload or decode.
-#[derive(Debug, Clone)]
-pub struct UploadedPackage {
-    pub unique_identifier: String,
-    pub manifest: Value,
-    pub verification: Option<Value>,
-}
-
-impl UploadedPackage {
-    pub fn to_json(&self) -> Value {
-        json!({
-            "unique_identifier": self.unique_identifier,
-            "manifest": self.manifest,
-            "verification": self.verification,
-        })
-    }
-}
 
 /// Content-addressed asset id: sha256(bytes ‖ file name) in hex plus the file's extension.
 pub fn asset_id(file_name: &str, bytes: &[u8]) -> String {
@@ -97,7 +80,7 @@ fn check_package(
     bytes: &[u8],
     verify_signature: bool,
     enforce_langgenius: bool,
-) -> ServiceResult<(DecodedPackage, Option<Value>)> {
+) -> ServiceResult<(DecodedPackage, Option<PluginVerification>)> {
     let decoded = codec::decode_package(bytes, state.settings.max_plugin_package_size)
         .map_err(|e| DaemonError::bad_request(format!("{e}\nfailed to decode package")))?;
     if is_uuid(&decoded.declaration.author) {
@@ -116,7 +99,7 @@ fn check_package(
     }
     if enforce_langgenius
         && decoded.declaration.author.eq_ignore_ascii_case("langgenius")
-        && verification.as_ref().and_then(|v| v.get("authorized_category")).and_then(Value::as_str) != Some("langgenius")
+        && verification.as_ref().map(|v| v.authorized_category.as_str()) != Some("langgenius")
     {
         return Err(DaemonError::bad_request(LANGGENIUS_UNSIGNED_MESSAGE));
     }
@@ -128,8 +111,8 @@ async fn persist_package(
     state: &AppState,
     bytes: &[u8],
     decoded: DecodedPackage,
-    verification: Option<Value>,
-) -> ServiceResult<UploadedPackage> {
+    verification: Option<PluginVerification>,
+) -> ServiceResult<PluginDecodeResponse> {
     let uid = decoded.unique_identifier.to_string();
     let mut ids = std::collections::HashMap::new();
     for (name, content) in &decoded.assets {
@@ -156,12 +139,20 @@ async fn persist_package(
         .await
         .map_err(|e| DaemonError::bad_request(format!("{e}\nfailed to save package")))?;
     // An earlier upload of the same bytes may have stored the declaration; answer with what is stored.
-    let stored = load_declaration(state, &uid).await?.map(|d| d.to_json_value()).unwrap_or(manifest);
-    Ok(UploadedPackage { unique_identifier: uid, manifest: stored, verification })
+    let stored = match load_declaration(state, &uid).await? {
+        Some(stored) => stored,
+        None => PluginDeclaration::from_json(manifest.to_string().as_bytes())
+            .map_err(|e| DaemonError::internal(format!("declaration of {uid} is unreadable: {e}")))?,
+    };
+    Ok(PluginDecodeResponse { unique_identifier: decoded.unique_identifier, manifest: stored, verification })
 }
 
 /// `POST install/upload/package`.
-pub async fn upload_package(state: &AppState, bytes: &[u8], verify_signature: bool) -> ServiceResult<UploadedPackage> {
+pub async fn upload_package(
+    state: &AppState,
+    bytes: &[u8],
+    verify_signature: bool,
+) -> ServiceResult<PluginDecodeResponse> {
     if bytes.len() as u64 > state.settings.max_plugin_package_size {
         state.metrics.observe_upload("failed");
         return Err(DaemonError::bad_request(FILE_TOO_LARGE_MESSAGE));
@@ -177,7 +168,11 @@ pub async fn upload_package(state: &AppState, bytes: &[u8], verify_signature: bo
 }
 
 /// `POST install/upload/bundle`: every embedded package is checked before any is stored.
-pub async fn upload_bundle(state: &AppState, bytes: &[u8], verify_signature: bool) -> ServiceResult<Vec<Value>> {
+pub async fn upload_bundle(
+    state: &AppState,
+    bytes: &[u8],
+    verify_signature: bool,
+) -> ServiceResult<Vec<PluginBundleDependency>> {
     if bytes.len() as u64 > state.settings.max_bundle_package_size {
         return Err(DaemonError::bad_request(FILE_TOO_LARGE_MESSAGE));
     }
@@ -203,13 +198,15 @@ pub async fn upload_bundle(state: &AppState, bytes: &[u8], verify_signature: boo
                 let uploaded = persist_package(state, &pkg, decoded, verification)
                     .await
                     .map_err(|e| DaemonError::internal(e.message))?;
-                out.push(json!({"type": "package", "value": {
-                    "unique_identifier": uploaded.unique_identifier,
-                    "manifest": uploaded.manifest,
-                }}));
+                out.push(PluginBundleDependency::Package(Box::new(PackageBundleDependency {
+                    unique_identifier: uploaded.unique_identifier,
+                    manifest: uploaded.manifest,
+                })));
             }
-            (BundleDependency::Github(value), _) => out.push(json!({"type": "github", "value": value})),
-            (BundleDependency::Marketplace(value), _) => out.push(json!({"type": "marketplace", "value": value})),
+            (BundleDependency::Github(github), _) => out.push(PluginBundleDependency::Github(github)),
+            (BundleDependency::Marketplace(marketplace), _) => {
+                out.push(PluginBundleDependency::Marketplace(marketplace))
+            }
             (BundleDependency::Package { .. }, None) => {}
         }
     }
@@ -221,7 +218,7 @@ async fn stored_package(state: &AppState, uid: &str) -> ServiceResult<Option<Vec
 }
 
 /// `GET decode/from_identifier`: re-decodes the stored package.
-pub async fn decode_from_identifier(state: &AppState, uid: &str) -> ServiceResult<UploadedPackage> {
+pub async fn decode_from_identifier(state: &AppState, uid: &str) -> ServiceResult<PluginDecodeResponse> {
     let id = parse_identifier(uid)?;
     let Some(bytes) = stored_package(state, id.as_str()).await? else {
         return Err(DaemonError::bad_request("plugin package not found, please upload it firstly"));
@@ -230,21 +227,22 @@ pub async fn decode_from_identifier(state: &AppState, uid: &str) -> ServiceResul
         .map_err(|e| DaemonError::bad_request(format!("{e}\nfailed to decode package")))?;
     let verification = codec::verify_signature(&bytes, &state.extra_public_keys);
     let manifest = match load_declaration(state, id.as_str()).await? {
-        Some(d) => d.to_json_value(),
+        Some(stored) => stored,
         None => {
             let mut d = decoded.declaration;
             d.verified = verification.is_some();
-            d.to_json_value()
+            d.fill_in_default_values();
+            d
         }
     };
-    Ok(UploadedPackage { unique_identifier: decoded.unique_identifier.to_string(), manifest, verification })
+    Ok(PluginDecodeResponse { unique_identifier: decoded.unique_identifier, manifest, verification })
 }
 
 /// `GET fetch/manifest`.
-pub async fn fetch_manifest(state: &AppState, uid: &str) -> ServiceResult<Value> {
+pub async fn fetch_manifest(state: &AppState, uid: &str) -> ServiceResult<PluginDeclaration> {
     let id = parse_identifier(uid)?;
     match load_declaration(state, id.as_str()).await? {
-        Some(d) => Ok(d.to_json_value()),
+        Some(stored) => Ok(stored),
         None => Err(DaemonError::bad_request("plugin not found")),
     }
 }
@@ -256,7 +254,7 @@ pub async fn fetch_identifier(state: &AppState, uid: &str) -> ServiceResult<bool
 }
 
 /// `GET fetch/readme`: the requested language, else `en_US`, else any.
-pub async fn fetch_readme(state: &AppState, uid: &str, language: Option<&str>) -> ServiceResult<Value> {
+pub async fn fetch_readme(state: &AppState, uid: &str, language: Option<&str>) -> ServiceResult<PluginReadmeResponse> {
     let id = parse_identifier(uid)?;
     let mut readmes = state.db.readmes(id.as_str()).await?;
     if readmes.is_empty() {
@@ -275,7 +273,7 @@ pub async fn fetch_readme(state: &AppState, uid: &str, language: Option<&str>) -
         .or_else(|| readmes.iter().find(|(lang, _)| lang == "en_US"))
         .or_else(|| readmes.first());
     match pick {
-        Some((lang, content)) => Ok(json!({"content": content, "language": lang})),
+        Some((lang, content)) => Ok(PluginReadmeResponse { content: content.clone(), language: lang.clone() }),
         None => Err(DaemonError::not_found("no readme content available for this plugin")),
     }
 }
@@ -309,6 +307,7 @@ pub async fn declaration_for_install(state: &AppState, uid: &str) -> ServiceResu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn icon_fields_are_remapped_at_any_depth() {

@@ -1,10 +1,14 @@
 //! Read-side of installations: plugin lists (paged, by category, by ids), missing-dependency checks
 //! and provider lists/lookups (tools, models, agent strategies, datasources, triggers).
 
+use dify_protocol::api::{
+    MissingPluginDependency, PluginEntity, PluginInstallation, PluginInstallationIdsResponse,
+    PluginListByCategoryResponse, PluginListResponse, PluginModelBinding, PluginProviderEntity,
+};
 use dify_protocol::{DaemonError, PluginDeclaration};
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::{declaration_json, ServiceResult};
+use super::{declaration_json, stored_declaration, ServiceResult};
 use crate::server::AppState;
 use crate::store::{render_timestamp, InstallationRecord, ProviderKind, ProviderRecord};
 
@@ -19,51 +23,50 @@ fn version_and_checksum(uid: &str) -> (String, String) {
     }
 }
 
-/// A `PluginEntity` of the list routes.
-pub fn plugin_entity(record: &InstallationRecord) -> Value {
-    let declaration = declaration_json(record.declaration.as_deref());
+/// A `PluginEntity` of the list routes: name and version come from the declaration (the version
+/// from the identifier when the declaration is gone).
+pub fn plugin_entity(record: &InstallationRecord) -> PluginEntity {
+    let declaration = stored_declaration(record.declaration.as_deref());
     let (version, checksum) = version_and_checksum(&record.plugin_unique_identifier);
-    let name = declaration.get("name").cloned().unwrap_or(Value::String(String::new()));
-    let version = declaration.get("version").and_then(Value::as_str).map(str::to_string).unwrap_or(version);
-    json!({
-        "id": record.id,
-        "name": name,
-        "plugin_id": record.plugin_id,
-        "tenant_id": record.tenant_id,
-        "plugin_unique_identifier": record.plugin_unique_identifier,
-        "endpoints_active": record.endpoints_active,
-        "endpoints_setups": record.endpoints_setups,
-        "installation_id": record.id,
-        "declaration": declaration,
-        "runtime_type": record.runtime_type,
-        "version": version,
-        "created_at": render_timestamp(&record.created_at),
-        "updated_at": render_timestamp(&record.updated_at),
-        "source": record.source,
-        "checksum": checksum,
-        "meta": record.meta,
-    })
+    PluginEntity {
+        id: record.id.clone(),
+        name: declaration.as_ref().map(|d| d.name.clone()).unwrap_or_default(),
+        plugin_id: record.plugin_id.clone(),
+        tenant_id: record.tenant_id.clone(),
+        plugin_unique_identifier: record.plugin_unique_identifier.clone(),
+        endpoints_active: record.endpoints_active,
+        endpoints_setups: record.endpoints_setups,
+        installation_id: record.id.clone(),
+        version: declaration.as_ref().map(|d| d.version.clone()).unwrap_or(version),
+        declaration,
+        runtime_type: record.runtime_type.clone(),
+        created_at: render_timestamp(&record.created_at),
+        updated_at: render_timestamp(&record.updated_at),
+        source: record.source.clone(),
+        checksum,
+        meta: record.meta.clone(),
+    }
 }
 
 /// An item of `installation/fetch/batch`: the installation row plus version, checksum, declaration.
-pub fn installation_item(record: &InstallationRecord) -> Value {
+pub fn installation_item(record: &InstallationRecord) -> PluginInstallation {
     let (version, checksum) = version_and_checksum(&record.plugin_unique_identifier);
-    json!({
-        "id": record.id,
-        "created_at": render_timestamp(&record.created_at),
-        "updated_at": render_timestamp(&record.updated_at),
-        "tenant_id": record.tenant_id,
-        "plugin_id": record.plugin_id,
-        "plugin_unique_identifier": record.plugin_unique_identifier,
-        "runtime_type": record.runtime_type,
-        "endpoints_setups": record.endpoints_setups,
-        "endpoints_active": record.endpoints_active,
-        "source": record.source,
-        "meta": record.meta,
-        "version": version,
-        "checksum": checksum,
-        "declaration": declaration_json(record.declaration.as_deref()),
-    })
+    PluginInstallation {
+        id: record.id.clone(),
+        created_at: render_timestamp(&record.created_at),
+        updated_at: render_timestamp(&record.updated_at),
+        tenant_id: record.tenant_id.clone(),
+        plugin_id: record.plugin_id.clone(),
+        plugin_unique_identifier: record.plugin_unique_identifier.clone(),
+        runtime_type: record.runtime_type.clone(),
+        endpoints_setups: record.endpoints_setups,
+        endpoints_active: record.endpoints_active,
+        source: record.source.clone(),
+        meta: record.meta.clone(),
+        version,
+        checksum,
+        declaration: stored_declaration(record.declaration.as_deref()),
+    }
 }
 
 fn category_of(record: &InstallationRecord) -> Option<&'static str> {
@@ -72,9 +75,9 @@ fn category_of(record: &InstallationRecord) -> Option<&'static str> {
 }
 
 /// `GET list`.
-pub async fn list(state: &AppState, tenant_id: &str, page: i64, page_size: i64) -> ServiceResult<Value> {
+pub async fn list(state: &AppState, tenant_id: &str, page: i64, page_size: i64) -> ServiceResult<PluginListResponse> {
     let (records, total) = state.db.list_installations(tenant_id, page, page_size).await?;
-    Ok(json!({"list": records.iter().map(plugin_entity).collect::<Vec<_>>(), "total": total}))
+    Ok(PluginListResponse { list: records.iter().map(plugin_entity).collect(), total })
 }
 
 /// Filters of `/:category/list`.
@@ -105,7 +108,7 @@ pub async fn list_by_category(
     filter: CategoryFilter<'_>,
     page: i64,
     page_size: i64,
-) -> ServiceResult<Value> {
+) -> ServiceResult<PluginListByCategoryResponse> {
     if !CATEGORIES.contains(&filter.category) {
         return Err(DaemonError::bad_request(format!("invalid category: {}", filter.category)));
     }
@@ -135,16 +138,20 @@ pub async fn list_by_category(
     }
     let start = ((page.max(1) - 1) * page_size) as usize;
     let end = (start + page_size as usize).min(matching.len());
-    let list: Vec<Value> = if start < matching.len() {
+    let list: Vec<PluginEntity> = if start < matching.len() {
         matching[start..end].iter().map(|r| plugin_entity(r)).collect()
     } else {
         Vec::new()
     };
-    Ok(json!({"list": list, "has_more": end < matching.len()}))
+    Ok(PluginListByCategoryResponse { list, has_more: end < matching.len() })
 }
 
 /// `GET installation/ids`.
-pub async fn installation_ids(state: &AppState, tenant_id: &str, category: &str) -> ServiceResult<Value> {
+pub async fn installation_ids(
+    state: &AppState,
+    tenant_id: &str,
+    category: &str,
+) -> ServiceResult<PluginInstallationIdsResponse> {
     if !CATEGORIES.contains(&category) {
         return Err(DaemonError::bad_request(format!("invalid category: {category}")));
     }
@@ -154,11 +161,15 @@ pub async fn installation_ids(state: &AppState, tenant_id: &str, category: &str)
             ids.push(record.plugin_id.clone());
         }
     }
-    Ok(json!({"plugin_ids": ids}))
+    Ok(PluginInstallationIdsResponse { plugin_ids: ids })
 }
 
 /// `POST installation/fetch/batch`.
-pub async fn fetch_batch(state: &AppState, tenant_id: &str, plugin_ids: &[String]) -> ServiceResult<Value> {
+pub async fn fetch_batch(
+    state: &AppState,
+    tenant_id: &str,
+    plugin_ids: &[String],
+) -> ServiceResult<Vec<PluginInstallation>> {
     let mut out = Vec::new();
     for record in state.db.all_installations(tenant_id).await? {
         if plugin_ids.contains(&record.plugin_id) {
@@ -168,49 +179,47 @@ pub async fn fetch_batch(state: &AppState, tenant_id: &str, plugin_ids: &[String
             }
         }
     }
-    Ok(Value::Array(out))
+    Ok(out)
 }
 
 /// `POST installation/missing`.
-pub async fn missing(state: &AppState, tenant_id: &str, identifiers: &[String]) -> ServiceResult<Value> {
+pub async fn missing(
+    state: &AppState,
+    tenant_id: &str,
+    identifiers: &[String],
+) -> ServiceResult<Vec<MissingPluginDependency>> {
     let mut out = Vec::new();
     for raw in identifiers {
         let uid = super::parse_identifier(raw)?;
-        match state.db.installation_by_plugin_id(tenant_id, uid.plugin_id()).await? {
-            None => out.push(json!({"plugin_unique_identifier": raw, "current_identifier": ""})),
-            Some(i) if i.plugin_unique_identifier != uid.as_str() => out.push(
-                json!({"plugin_unique_identifier": raw, "current_identifier": i.plugin_unique_identifier}),
-            ),
-            Some(_) => {}
-        }
+        let current_identifier = match state.db.installation_by_plugin_id(tenant_id, uid.plugin_id()).await? {
+            None => String::new(),
+            Some(i) if i.plugin_unique_identifier != uid.as_str() => i.plugin_unique_identifier,
+            Some(_) => continue,
+        };
+        out.push(MissingPluginDependency { plugin_unique_identifier: uid, current_identifier });
     }
-    Ok(Value::Array(out))
+    Ok(out)
 }
 
-fn provider_declaration(kind: ProviderKind, record: &ProviderRecord) -> ServiceResult<(Value, Value)> {
-    let full = declaration_json(record.declaration.as_deref());
-    let sub = full.get(kind.declaration_field()).cloned().filter(|v| !v.is_null()).ok_or_else(|| {
+/// A provider row with its provider declaration (as JSON: the declaration type depends on the
+/// kind). Agent strategy providers also carry the plugin's `meta`.
+fn provider_item(kind: ProviderKind, record: &ProviderRecord) -> ServiceResult<PluginProviderEntity<Value>> {
+    let missing = || {
         DaemonError::internal(format!("declaration of {} has no {}", record.plugin_unique_identifier, kind.as_str()))
-    })?;
-    Ok((sub, full.get("meta").cloned().unwrap_or(Value::Null)))
-}
-
-fn provider_item(kind: ProviderKind, record: &ProviderRecord) -> ServiceResult<Value> {
-    let (declaration, meta) = provider_declaration(kind, record)?;
-    let mut item = json!({
-        "id": record.id,
-        "created_at": render_timestamp(&record.created_at),
-        "updated_at": render_timestamp(&record.updated_at),
-        "tenant_id": record.tenant_id,
-        "provider": record.provider,
-        "plugin_unique_identifier": record.plugin_unique_identifier,
-        "plugin_id": record.plugin_id,
-        "declaration": declaration,
-    });
-    if kind == ProviderKind::AgentStrategy {
-        item["meta"] = meta;
-    }
-    Ok(item)
+    };
+    let full = stored_declaration(record.declaration.as_deref()).ok_or_else(missing)?;
+    let declaration = full.to_json_value().get(kind.declaration_field()).cloned().filter(|v| !v.is_null());
+    Ok(PluginProviderEntity {
+        id: record.id.clone(),
+        created_at: render_timestamp(&record.created_at),
+        updated_at: render_timestamp(&record.updated_at),
+        tenant_id: record.tenant_id.clone(),
+        provider: record.provider.clone(),
+        plugin_unique_identifier: record.plugin_unique_identifier.clone(),
+        plugin_id: record.plugin_id.clone(),
+        declaration: declaration.ok_or_else(missing)?,
+        meta: (kind == ProviderKind::AgentStrategy).then(|| full.meta.clone()),
+    })
 }
 
 /// `GET tools|models|agent_strategies|datasources|triggers`.
@@ -220,10 +229,9 @@ pub async fn list_providers(
     tenant_id: &str,
     page: i64,
     page_size: i64,
-) -> ServiceResult<Value> {
+) -> ServiceResult<Vec<PluginProviderEntity<Value>>> {
     let records = state.db.list_providers(kind, tenant_id, page, page_size).await?;
-    let items = records.iter().map(|r| provider_item(kind, r)).collect::<ServiceResult<Vec<_>>>()?;
-    Ok(Value::Array(items))
+    records.iter().map(|r| provider_item(kind, r)).collect()
 }
 
 /// `GET tool|agent_strategy|datasource|trigger`: the provider `provider` of plugin `plugin_id`.
@@ -233,7 +241,7 @@ pub async fn get_provider(
     tenant_id: &str,
     plugin_id: &str,
     provider: &str,
-) -> ServiceResult<Value> {
+) -> ServiceResult<PluginProviderEntity<Value>> {
     let Some(record) = state.db.provider(kind, tenant_id, plugin_id).await? else {
         return Err(if kind == ProviderKind::Datasource {
             DaemonError::internal("record not found")
@@ -248,7 +256,7 @@ pub async fn get_provider(
 }
 
 /// `POST tools/check_existence`: one bool per `{plugin_id, provider_name}`, in order.
-pub async fn tools_exist(state: &AppState, tenant_id: &str, ids: &[(String, String)]) -> ServiceResult<Value> {
+pub async fn tools_exist(state: &AppState, tenant_id: &str, ids: &[(String, String)]) -> ServiceResult<Vec<bool>> {
     let mut out = Vec::with_capacity(ids.len());
     for (plugin_id, provider) in ids {
         let exists = state
@@ -256,15 +264,15 @@ pub async fn tools_exist(state: &AppState, tenant_id: &str, ids: &[(String, Stri
             .provider(ProviderKind::Tool, tenant_id, plugin_id)
             .await?
             .is_some_and(|r| &r.provider == provider);
-        out.push(Value::Bool(exists));
+        out.push(exists);
     }
-    Ok(Value::Array(out))
+    Ok(out)
 }
 
 /// `GET models/bindings`.
-pub async fn model_bindings(state: &AppState, tenant_id: &str) -> ServiceResult<Value> {
+pub async fn model_bindings(state: &AppState, tenant_id: &str) -> ServiceResult<Vec<PluginModelBinding>> {
     let records = state.db.list_providers(ProviderKind::Model, tenant_id, 1, i64::from(i32::MAX)).await?;
-    let mut out: Vec<Value> = Vec::new();
+    let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for record in records {
         if !seen.insert((record.plugin_id.clone(), record.provider.clone())) {
@@ -272,17 +280,17 @@ pub async fn model_bindings(state: &AppState, tenant_id: &str) -> ServiceResult<
         }
         let installation = state.db.installation_by_plugin_id(tenant_id, &record.plugin_id).await?;
         let (version, _) = version_and_checksum(&record.plugin_unique_identifier);
-        let full = declaration_json(record.declaration.as_deref());
-        out.push(json!({
-            "provider": record.provider,
-            "installation_id": installation.as_ref().map(|i| i.id.clone()).unwrap_or_default(),
-            "plugin_id": record.plugin_id,
-            "plugin_unique_identifier": record.plugin_unique_identifier,
-            "runtime_type": installation.as_ref().map(|i| i.runtime_type.clone()).unwrap_or_default(),
-            "source": installation.as_ref().map(|i| i.source.clone()).unwrap_or_default(),
-            "version": version,
-            "verified": full.get("verified").and_then(Value::as_bool).unwrap_or(false),
-        }));
+        let verified = stored_declaration(record.declaration.as_deref()).is_some_and(|d| d.verified);
+        out.push(PluginModelBinding {
+            installation_id: installation.as_ref().map(|i| i.id.clone()).unwrap_or_default(),
+            runtime_type: installation.as_ref().map(|i| i.runtime_type.clone()).unwrap_or_default(),
+            source: installation.as_ref().map(|i| i.source.clone()).unwrap_or_default(),
+            provider: record.provider,
+            plugin_id: record.plugin_id,
+            plugin_unique_identifier: record.plugin_unique_identifier,
+            version,
+            verified,
+        });
     }
-    Ok(Value::Array(out))
+    Ok(out)
 }

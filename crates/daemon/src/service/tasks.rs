@@ -1,35 +1,54 @@
 //! Install-task queries, deletion and housekeeping. Task state, leases and retention deadlines live
 //! in the database (not in timers), so any node can answer for and clean up any task.
 
+use dify_protocol::api::{PluginInstallTask, PluginInstallTaskPluginStatus, PluginInstallTaskStatus};
 use dify_protocol::DaemonError;
-use serde_json::{json, Value};
 
 use super::{parse_identifier, ServiceResult};
 use crate::server::{AppState, STALE_TASK_MESSAGE, TASK_LEASE_SECS};
-use crate::store::{render_timestamp, StoreError, TaskRecord};
+use crate::store::{render_timestamp, StoreError, TaskPluginEntry, TaskRecord};
 
-/// The wire form of a task (http-api.md §7.4).
-pub fn task_json(task: &TaskRecord) -> Value {
-    json!({
-        "id": task.id,
-        "created_at": render_timestamp(&task.created_at),
-        "updated_at": render_timestamp(&task.updated_at),
-        "status": task.status,
-        "tenant_id": task.tenant_id,
-        "total_plugins": task.total_plugins,
-        "completed_plugins": task.completed_plugins,
-        "plugins": task.plugins,
+fn parse_task_status(task_id: &str, stored: &str) -> ServiceResult<PluginInstallTaskStatus> {
+    stored.parse().map_err(|e| DaemonError::internal(format!("install task {task_id}: {e}")))
+}
+
+fn task_entry(task_id: &str, entry: TaskPluginEntry) -> ServiceResult<PluginInstallTaskPluginStatus> {
+    Ok(PluginInstallTaskPluginStatus {
+        status: parse_task_status(task_id, &entry.status)?,
+        plugin_unique_identifier: entry.plugin_unique_identifier,
+        labels: entry.labels,
+        icon: entry.icon,
+        icon_dark: entry.icon_dark,
+        plugin_id: entry.plugin_id,
+        message: entry.message,
+        source: entry.source,
     })
 }
 
-pub async fn list(state: &AppState, tenant_id: &str, page: i64, page_size: i64) -> ServiceResult<Value> {
-    let tasks = state.db.list_tasks(tenant_id, page, page_size).await?;
-    Ok(Value::Array(tasks.iter().map(task_json).collect()))
+/// The wire form of a stored task (http-api.md §7.4). A status the daemon never writes is an
+/// internal error.
+pub fn task_response(task: TaskRecord) -> ServiceResult<PluginInstallTask> {
+    let plugins = task.plugins.into_iter().map(|entry| task_entry(&task.id, entry)).collect::<ServiceResult<_>>()?;
+    Ok(PluginInstallTask {
+        status: parse_task_status(&task.id, &task.status)?,
+        created_at: render_timestamp(&task.created_at),
+        updated_at: render_timestamp(&task.updated_at),
+        id: task.id,
+        tenant_id: task.tenant_id,
+        total_plugins: task.total_plugins,
+        completed_plugins: task.completed_plugins,
+        plugins,
+    })
 }
 
-pub async fn get(state: &AppState, tenant_id: &str, task_id: &str) -> ServiceResult<Value> {
+pub async fn list(state: &AppState, tenant_id: &str, page: i64, page_size: i64) -> ServiceResult<Vec<PluginInstallTask>> {
+    let tasks = state.db.list_tasks(tenant_id, page, page_size).await?;
+    tasks.into_iter().map(task_response).collect()
+}
+
+pub async fn get(state: &AppState, tenant_id: &str, task_id: &str) -> ServiceResult<PluginInstallTask> {
     match state.db.task(tenant_id, task_id).await? {
-        Some(task) => Ok(task_json(&task)),
+        Some(task) => task_response(task),
         None => Err(DaemonError::internal("record not found")),
     }
 }
