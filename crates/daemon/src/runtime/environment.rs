@@ -60,15 +60,26 @@ fn find_python(config: &RuntimeConfig) -> Option<PathBuf> {
     if let Some(path) = &config.python_interpreter_path {
         return Some(path.clone());
     }
-    for name in ["python3.13", "python3.12"] {
-        if let Some(path) = find_on_path(name) {
-            return Some(path);
-        }
-    }
     let pyenv_root = std::env::var_os("PYENV_ROOT")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".pyenv")))?;
-    let mut candidates: Vec<(Vec<u32>, PathBuf)> = std::fs::read_dir(pyenv_root.join("versions"))
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".pyenv")));
+    find_usable_python(std::env::var_os("PATH").as_deref(), pyenv_root.as_deref())
+}
+
+/// The first usable interpreter: `python3.13`, then `python3.12` in the directories of `path_var`,
+/// then the newest pyenv version under `pyenv_root`. A candidate counts only if it runs and reports a
+/// version >= 3.12 (pyenv puts shims on `PATH` for versions that are not selected; they exit 127).
+fn find_usable_python(path_var: Option<&std::ffi::OsStr>, pyenv_root: Option<&Path>) -> Option<PathBuf> {
+    for name in ["python3.13", "python3.12"] {
+        if let Some(path) = path_var {
+            for candidate in std::env::split_paths(path).map(|dir| dir.join(name)) {
+                if candidate.is_file() && python_is_usable(&candidate) {
+                    return Some(candidate);
+                }
+            }
+        }
+    }
+    let mut candidates: Vec<(Vec<u32>, PathBuf)> = std::fs::read_dir(pyenv_root?.join("versions"))
         .ok()?
         .filter_map(|entry| entry.ok())
         .filter_map(|entry| {
@@ -79,7 +90,38 @@ fn find_python(config: &RuntimeConfig) -> Option<PathBuf> {
         })
         .collect();
     candidates.sort();
-    candidates.pop().map(|(_, path)| path)
+    candidates.into_iter().rev().map(|(_, path)| path).find(|path| python_is_usable(path))
+}
+
+/// Runs `python` (bounded to 10 seconds) and checks that it reports a version >= 3.12.
+fn python_is_usable(python: &Path) -> bool {
+    let probe = std::process::Command::new(python)
+        .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn();
+    let Ok(mut child) = probe else { return false };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => break,
+            Ok(Some(_)) | Err(_) => return false,
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    let mut output = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        use std::io::Read;
+        let _ = stdout.read_to_string(&mut output);
+    }
+    let mut parts = output.trim().split('.').map(|p| p.parse::<u32>());
+    matches!((parts.next(), parts.next()), (Some(Ok(3)), Some(Ok(minor))) if minor >= 12)
 }
 
 fn find_on_path(name: &str) -> Option<PathBuf> {
@@ -432,6 +474,39 @@ mod tests {
         assert_eq!(lines.next_line().await.map(|l| l.len()), Some(6 * 1024));
         assert_eq!(lines.next_line().await.as_deref(), Some("last"));
         assert_eq!(lines.next_line().await, None);
+    }
+
+    fn fake_python(path: &Path, script: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, format!("#!/bin/sh\n{script}\n")).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    #[test]
+    fn python_candidates_must_run_and_be_recent() {
+        let root = tempfile::tempdir().unwrap();
+        let shims = root.path().join("shims");
+        let old = root.path().join("old");
+        let good = root.path().join("good");
+        // A pyenv shim for a version that is not selected, then an interpreter that is too old.
+        fake_python(&shims.join("python3.13"), "echo 'pyenv: python3.13: command not found' >&2; exit 127");
+        fake_python(&shims.join("python3.12"), "exit 127");
+        fake_python(&old.join("python3.12"), "echo 3.11");
+        fake_python(&good.join("python3.12"), "echo 3.12");
+        let path = std::env::join_paths([&shims, &old, &good]).unwrap();
+        assert_eq!(find_usable_python(Some(&path), None), Some(good.join("python3.12")));
+
+        // Nothing usable on PATH: the newest pyenv version that runs wins.
+        let path = std::env::join_paths([&shims, &old]).unwrap();
+        let pyenv = root.path().join("pyenv");
+        fake_python(&pyenv.join("versions/3.13.0/bin/python3"), "exit 127");
+        fake_python(&pyenv.join("versions/3.12.1/bin/python3"), "echo 3.12");
+        fake_python(&pyenv.join("versions/3.11.9/bin/python3"), "echo 3.11");
+        assert_eq!(find_usable_python(Some(&path), Some(&pyenv)), Some(pyenv.join("versions/3.12.1/bin/python3")));
+        std::fs::remove_file(pyenv.join("versions/3.12.1/bin/python3")).unwrap();
+        assert_eq!(find_usable_python(Some(&path), Some(&pyenv)), None);
+        assert_eq!(find_usable_python(None, None), None);
     }
 
     #[test]
