@@ -294,3 +294,93 @@ pub async fn model_bindings(state: &AppState, tenant_id: &str) -> ServiceResult<
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const UID: &str = "acme/echo:0.0.3@0123456789abcdef0123456789abcdef";
+
+    fn record(declaration: Option<String>) -> InstallationRecord {
+        InstallationRecord {
+            id: "inst-1".into(),
+            created_at: "2025-01-02T03:04:05.120000000Z".into(),
+            updated_at: "2025-01-02T03:04:05.000000000Z".into(),
+            tenant_id: "t1".into(),
+            plugin_id: "acme/echo".into(),
+            plugin_unique_identifier: UID.into(),
+            runtime_type: "local".into(),
+            endpoints_setups: 2,
+            endpoints_active: 1,
+            source: "package".into(),
+            meta: json!({"k": "v"}),
+            declaration,
+        }
+    }
+
+    fn stored() -> String {
+        json!({"version": "0.0.3", "type": "plugin", "author": "acme", "name": "echo", "label": {"en_US": "Echo"},
+               "created_at": "2025-01-02T03:04:05Z", "meta": {"version": "0.0.1"}})
+        .to_string()
+    }
+
+    #[test]
+    fn plugin_entity_renders_the_list_shape() {
+        let entity = serde_json::to_value(plugin_entity(&record(Some(stored())))).unwrap();
+        let keys: Vec<&str> = entity.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            ["id", "name", "plugin_id", "tenant_id", "plugin_unique_identifier", "endpoints_active", "endpoints_setups",
+             "installation_id", "declaration", "runtime_type", "version", "created_at", "updated_at", "source", "checksum", "meta"]
+        );
+        assert_eq!(entity["name"], "echo");
+        assert_eq!(entity["installation_id"], "inst-1");
+        assert_eq!(entity["checksum"], "0123456789abcdef0123456789abcdef");
+        assert_eq!(entity["created_at"], "2025-01-02T03:04:05.12Z");
+        assert_eq!(entity["updated_at"], "2025-01-02T03:04:05Z");
+        assert_eq!(entity["declaration"], declaration_json(Some(&stored())));
+    }
+
+    #[test]
+    fn a_lost_declaration_renders_as_an_empty_object() {
+        let entity = serde_json::to_value(plugin_entity(&record(None))).unwrap();
+        assert_eq!(entity["declaration"], json!({}));
+        assert_eq!(entity["name"], "");
+        assert_eq!(entity["version"], "0.0.3", "the version falls back to the identifier's");
+        let unreadable = serde_json::to_value(installation_item(&record(Some("not json".into())))).unwrap();
+        assert_eq!(unreadable["declaration"], json!({}));
+        assert_eq!(unreadable["version"], "0.0.3");
+        let keys: Vec<&str> = unreadable.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            ["id", "created_at", "updated_at", "tenant_id", "plugin_id", "plugin_unique_identifier", "runtime_type",
+             "endpoints_setups", "endpoints_active", "source", "meta", "version", "checksum", "declaration"]
+        );
+    }
+
+    #[test]
+    fn providers_carry_meta_only_for_agent_strategies() {
+        let mut declaration: Value = serde_json::from_str(&stored()).unwrap();
+        declaration["agent_strategy"] = json!({"identity": {"author": "acme", "name": "ag", "label": {"en_US": "Ag"}}});
+        let row = ProviderRecord {
+            id: "p".into(),
+            created_at: "2025-01-02T03:04:05Z".into(),
+            updated_at: "2025-01-02T03:04:05Z".into(),
+            tenant_id: "t1".into(),
+            provider: "ag".into(),
+            plugin_unique_identifier: UID.into(),
+            plugin_id: "acme/echo".into(),
+            declaration: Some(declaration.to_string()),
+        };
+        let item = serde_json::to_value(provider_item(ProviderKind::AgentStrategy, &row).unwrap()).unwrap();
+        let full = declaration_json(row.declaration.as_deref());
+        assert_eq!(item["declaration"], full["agent_strategy"]);
+        assert_eq!(item["meta"], full["meta"]);
+        let keys: Vec<&str> = item.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys.last(), Some(&"meta"));
+        // The same row read as a tool provider has no tool declaration: an internal error.
+        let error = provider_item(ProviderKind::Tool, &row).unwrap_err();
+        assert_eq!(error.message, format!("declaration of {UID} has no tool"));
+    }
+}

@@ -80,3 +80,48 @@ pub async fn housekeeping(state: &AppState) -> Result<(), StoreError> {
     }
     state.db.delete_expired_tasks().await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn record(status: &str, entry_status: &str) -> TaskRecord {
+        TaskRecord {
+            id: "task-1".into(),
+            created_at: "2025-01-02T03:04:05.500000000Z".into(),
+            updated_at: "2025-01-02T03:04:06.000000000Z".into(),
+            status: status.into(),
+            tenant_id: "t1".into(),
+            total_plugins: 1,
+            completed_plugins: 0,
+            plugins: vec![TaskPluginEntry {
+                plugin_unique_identifier: "acme/echo:0.0.3@0123456789abcdef0123456789abcdef".into(),
+                labels: json!({"en_US": "", "zh_Hans": "", "ja_JP": "", "pt_BR": ""}),
+                icon: String::new(),
+                icon_dark: String::new(),
+                plugin_id: "acme/echo".into(),
+                status: entry_status.into(),
+                message: "starting".into(),
+                source: "package".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn stored_tasks_render_in_wire_order() {
+        let task = task_response(record("running", "running")).unwrap();
+        assert_eq!(task.status, PluginInstallTaskStatus::Running);
+        assert_eq!(
+            serde_json::to_string(&task).unwrap(),
+            r#"{"id":"task-1","created_at":"2025-01-02T03:04:05.5Z","updated_at":"2025-01-02T03:04:06Z","status":"running","tenant_id":"t1","total_plugins":1,"completed_plugins":0,"plugins":[{"plugin_unique_identifier":"acme/echo:0.0.3@0123456789abcdef0123456789abcdef","labels":{"en_US":"","zh_Hans":"","ja_JP":"","pt_BR":""},"icon":"","icon_dark":"","plugin_id":"acme/echo","status":"running","message":"starting","source":"package"}]}"#
+        );
+    }
+
+    #[test]
+    fn an_unknown_stored_status_is_an_internal_error() {
+        let error = task_response(record("running", "exploded")).unwrap_err();
+        assert_eq!(error.message, "install task task-1: unknown install task status `exploded`");
+        assert!(task_response(record("", "success")).is_err());
+    }
+}
