@@ -459,3 +459,26 @@ async fn debugging_keys_expire_unless_renewed() {
     drop(daemon);
     db.drop_now().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_daemon_removes_its_dead_debugging_installations_on_start() {
+    let db = sqlite().await;
+    let (mut daemon, address) = start_daemon(&db, &[]).await;
+    let tenant = new_tenant();
+    let key = debugging_key(&daemon, &tenant).await;
+    let mut raw = RawPlugin::connect(&address).await;
+    raw.register(&key, "orphan").await;
+    let listed = eventually(Duration::from_secs(20), || async { remote_installations(&daemon, &tenant).await.len() == 1 }).await;
+    assert!(listed, "{}", daemon.log());
+
+    // SIGKILL: no clean-up runs, the row outlives the connection ...
+    daemon.kill();
+    assert_eq!(raw.read_to_end(Duration::from_secs(10)).await, "");
+    assert_eq!(remote_rows(&db, &daemon.workdir).await, 1);
+    // ... until the same node starts again.
+    daemon.restart_after_kill().await;
+    assert!(remote_installations(&daemon, &tenant).await.is_empty(), "{:?}", daemon.list(&tenant).await);
+    assert_eq!(remote_rows(&db, &daemon.workdir).await, 0);
+    drop(daemon);
+    db.drop_now().await;
+}

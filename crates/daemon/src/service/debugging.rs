@@ -4,6 +4,11 @@
 //! (`runtime::debug`) calls to resolve keys and to make a connected plugin appear as installed for
 //! its tenant (assets, declaration, installation and provider rows, runtime type `remote`) and to
 //! remove it again when it disconnects. The TCP protocol itself is not part of this module.
+//!
+//! Crash safety: every debugging installation this node creates is first recorded in a per-node
+//! blob (`remote_debugging/<node id>.json`) and forgotten only after its rows are gone, so a node
+//! that was killed removes its dead plugins' installations when it starts again (other nodes'
+//! debugging plugins are untouched).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,11 +36,15 @@ pub async fn key(state: &AppState, tenant_id: &str) -> ServiceResult<Value> {
 
 /// Starts the remote debugging server when `PLUGIN_REMOTE_INSTALLING_ENABLED`. A port that cannot
 /// be bound is logged and leaves the daemon running without remote debugging (as upstream does).
+/// Installations left by this node's previous run (whose plugins are necessarily disconnected) are
+/// removed first.
 pub async fn start_debug_server(state: &AppState) -> Option<DebugServer> {
     let settings = &state.settings;
     if !settings.plugin_remote_installing_enabled {
         return None;
     }
+    let installer = DebugInstaller::new(state.clone());
+    installer.remove_leftovers().await;
     let config = DebugServerConfig {
         host: settings.plugin_remote_installing_host.clone(),
         port: settings.plugin_remote_installing_port,
@@ -46,7 +55,7 @@ pub async fn start_debug_server(state: &AppState) -> Option<DebugServer> {
         max_line_bytes: state.runtime.config().max_line_bytes,
         ..DebugServerConfig::default()
     };
-    let registry = Arc::new(DebugInstaller::new(state.clone()));
+    let registry = Arc::new(installer);
     match DebugServer::start(config, state.runtime.clone(), registry).await {
         Ok(server) => {
             let address = server.local_addr();
@@ -63,23 +72,75 @@ pub async fn start_debug_server(state: &AppState) -> Option<DebugServer> {
     }
 }
 
+/// One debugging installation created by this node: `(tenant id, unique identifier)`.
+type InstalledEntry = (String, String);
+
 /// Installs and uninstalls debugging plugins for their tenants. Changes are serialised so a
 /// reconnect never races the clean-up of the connection it replaces.
 pub struct DebugInstaller {
     state: AppState,
-    changes: tokio::sync::Mutex<()>,
+    /// Guards every change and this node's record of its debugging installations.
+    changes: tokio::sync::Mutex<Vec<InstalledEntry>>,
 }
 
 impl DebugInstaller {
     pub fn new(state: AppState) -> Self {
-        Self { state, changes: tokio::sync::Mutex::new(()) }
+        Self { state, changes: tokio::sync::Mutex::new(Vec::new()) }
+    }
+
+    fn record_key(&self) -> String {
+        format!("remote_debugging/{}.json", self.state.node_id)
+    }
+
+    async fn save_record(&self, entries: &[InstalledEntry]) -> Result<(), String> {
+        let text = serde_json::to_vec(entries).map_err(|e| e.to_string())?;
+        self.state.blobs.put(&self.record_key(), &text).await.map_err(|e| format!("cannot record debugging installations: {e}"))
+    }
+
+    /// Removes the installations recorded by this node's previous run.
+    pub async fn remove_leftovers(&self) {
+        let mut record = self.changes.lock().await;
+        let stored = match self.state.blobs.get(&self.record_key()).await {
+            Ok(Some(bytes)) => serde_json::from_slice::<Vec<InstalledEntry>>(&bytes).unwrap_or_default(),
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the record of debugging installations");
+                return;
+            }
+        };
+        for (tenant_id, uid) in &stored {
+            if let Err(error) = self.remove_if_installed(tenant_id, uid).await {
+                tracing::warn!(plugin = %uid, %error, "cannot remove a debugging installation left by the previous run");
+                record.push((tenant_id.clone(), uid.clone()));
+            } else {
+                tracing::info!(plugin = %uid, tenant = %tenant_id, "removed a debugging installation left by the previous run");
+            }
+        }
+        if let Err(error) = self.save_record(&record).await {
+            tracing::warn!(%error, "cannot rewrite the record of debugging installations");
+        }
+    }
+
+    /// Removes the tenant's installation if it is exactly `uid`.
+    async fn remove_if_installed(&self, tenant_id: &str, uid: &str) -> Result<(), String> {
+        let Ok(identifier) = dify_protocol::PluginUniqueIdentifier::parse(uid) else { return Ok(()) };
+        let existing = self.state.db.installation_by_plugin_id(tenant_id, identifier.plugin_id()).await.map_err(|e| e.to_string())?;
+        match existing.filter(|e| e.plugin_unique_identifier == uid) {
+            Some(existing) => self.remove_installation(tenant_id, &existing.id).await,
+            None => Ok(()),
+        }
     }
 
     async fn install_plugin(&self, plugin: &RegisteredPlugin) -> Result<(), String> {
         let state = &self.state;
-        let _serialised = self.changes.lock().await;
+        let mut record = self.changes.lock().await;
         let uid = plugin.identifier.as_str();
         let plugin_id = plugin.identifier.plugin_id();
+        let entry = (plugin.tenant_id.clone(), uid.to_string());
+        if !record.contains(&entry) {
+            record.push(entry);
+            self.save_record(&record).await?;
+        }
         let mut ids = HashMap::new();
         for (name, bytes) in &plugin.assets {
             let id = asset_id(name, bytes);
@@ -98,6 +159,8 @@ impl DebugInstaller {
                 return Err(format!("plugin {plugin_id} is already installed for this tenant"));
             }
             self.remove_installation(&plugin.tenant_id, &existing.id).await?;
+            record.retain(|(tenant, recorded)| !(tenant == &plugin.tenant_id && recorded == &existing.plugin_unique_identifier));
+            self.save_record(&record).await?;
             if let Ok(old) = dify_protocol::PluginUniqueIdentifier::parse(&existing.plugin_unique_identifier) {
                 state.runtime.stop(&old).await;
             }
@@ -110,22 +173,22 @@ impl DebugInstaller {
     }
 
     async fn uninstall_plugin(&self, plugin: &RegisteredPlugin) {
-        let _serialised = self.changes.lock().await;
+        let mut record = self.changes.lock().await;
         let uid = plugin.identifier.as_str();
         // A newer connection of the same build registered meanwhile: its installation stays.
         if self.state.runtime.plugin(uid).is_some() {
             return;
         }
-        let existing = match self.state.db.installation_by_plugin_id(&plugin.tenant_id, plugin.identifier.plugin_id()).await {
-            Ok(existing) => existing,
-            Err(error) => {
-                tracing::error!(plugin = uid, %error, "cannot look up the debugging plugin's installation");
-                return;
-            }
-        };
-        if let Some(existing) = existing.filter(|e| e.plugin_unique_identifier == uid) {
-            if let Err(error) = self.remove_installation(&plugin.tenant_id, &existing.id).await {
-                tracing::error!(plugin = uid, %error, "cannot uninstall the debugging plugin");
+        if let Err(error) = self.remove_if_installed(&plugin.tenant_id, uid).await {
+            // Kept in the record: the next start-up removes it.
+            tracing::error!(plugin = uid, %error, "cannot uninstall the debugging plugin");
+            return;
+        }
+        let before = record.len();
+        record.retain(|(tenant, recorded)| !(tenant == &plugin.tenant_id && recorded == uid));
+        if record.len() != before {
+            if let Err(error) = self.save_record(&record).await {
+                tracing::warn!(%error, "cannot rewrite the record of debugging installations");
             }
         }
     }
