@@ -43,7 +43,7 @@ async fn wait_entry_status(d: &Daemon, tenant: &str, task_id: &str, status: &str
 }
 
 async fn sigkill_mid_install(db: &TestDb) {
-    let env = vec![("DIFY_TEST_INSTALL_COMMIT_DELAY_MS".to_string(), "2500".to_string())];
+    let env = vec![("DIFY_TEST_INSTALL_COMMIT_DELAY_MS".to_string(), "4000".to_string())];
     let mut d = Daemon::start(db, DaemonOptions { env, ..Default::default() }).await;
     let pkg = dummy_variant("0.0.1", "crashy", &[]);
     let uid = assert_ok(&d.upload_package("t1", &pkg, None).await)["unique_identifier"].as_str().unwrap().to_string();
@@ -138,7 +138,8 @@ async fn fifty_concurrent_uploads_and_installs(db: &TestDb) {
 on_every_backend!(fifty_concurrent_uploads_and_installs, fifty_concurrent_uploads_and_installs);
 
 async fn stale_tasks_and_retention(db: &TestDb) {
-    let env = vec![("INSTALL_TASK_SUCCESS_RETENTION".to_string(), "1".to_string())];
+    // Long enough for the install poll below to see the success even on a loaded machine.
+    let env = vec![("INSTALL_TASK_SUCCESS_RETENTION".to_string(), "3".to_string())];
     let d = Daemon::start(db, DaemonOptions { env, ..Default::default() }).await;
 
     // A finished task disappears after its retention.
