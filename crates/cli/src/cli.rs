@@ -81,6 +81,32 @@ pub enum PluginCommand {
     /// Readme files
     #[command(subcommand)]
     Readme(ReadmeCommand),
+    /// Run a plugin package (or plugin directory) locally and talk to it in line-JSON over stdio or TCP
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// A .difypkg file or a plugin directory
+    pub plugin_path: PathBuf,
+    /// stdio: one client on this process's stdin/stdout; tcp: a server for any number of clients
+    #[arg(short = 'm', long = "mode", value_enum, default_value = "stdio")]
+    pub mode: plugin::run::RunMode,
+    /// Response format: text ([type] map[...]) or json (one object per line)
+    #[arg(short = 'r', long = "response-format", value_enum, default_value = "text")]
+    pub response_format: plugin::run::ResponseFormat,
+    /// Show the plugin's log lines and stderr as `log` lines on stdout (build output goes to stderr)
+    #[arg(short = 'l', long = "enable-logs")]
+    pub enable_logs: bool,
+    /// TCP mode: address to listen on
+    #[arg(long, default_value = "0.0.0.0")]
+    pub host: String,
+    /// TCP mode: port to listen on (0 picks a free port)
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Seconds unfinished invocations may still run after the input ends
+    #[arg(long = "drain-timeout", default_value_t = 60)]
+    pub drain_timeout: u64,
 }
 
 #[derive(Debug, Args)]
@@ -353,6 +379,17 @@ where
         Ok(cli) => cli,
         Err(e) => return report_parse_error(e, &args),
     };
+    if let Command::Plugin(PluginCommand::Run(args)) = cli.command {
+        return plugin::run::run(plugin::run::RunOptions {
+            plugin_path: args.plugin_path,
+            mode: args.mode,
+            response_format: args.response_format,
+            enable_logs: args.enable_logs,
+            host: args.host,
+            port: args.port,
+            drain_timeout: std::time::Duration::from_secs(args.drain_timeout),
+        });
+    }
     let format = cli.command.format();
     let printer = Printer::new(format);
     match dispatch(cli.command) {
@@ -426,6 +463,7 @@ impl Command {
                     ModuleAppendCommand::Tools { format, .. } | ModuleAppendCommand::Endpoints { format, .. },
                 )) => format.output,
                 PluginCommand::Readme(ReadmeCommand::List { format, .. }) => format.output,
+                PluginCommand::Run(_) => OutputFormat::Text,
             },
             Command::Signature(
                 SignatureCommand::Generate { format, .. }
@@ -554,6 +592,7 @@ fn dispatch_plugin(command: PluginCommand) -> CliResult<Output> {
             }
         },
         PluginCommand::Readme(ReadmeCommand::List { plugin_path, .. }) => boxed(plugin::readme::list(&plugin_path)),
+        PluginCommand::Run(_) => Err(CliError::generic("plugin run is not a printable command", "run it through the dify binary")),
     }
 }
 

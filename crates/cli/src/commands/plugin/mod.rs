@@ -1,8 +1,7 @@
 //! `dify plugin …` commands for plugin authors.
 //!
-//! `plugin run` (start a packaged plugin locally and talk to it over stdio/TCP) will live in a
-//! `run` module here and reuse the daemon's local runtime; it is deliberately not part of this
-//! crate yet.
+//! `plugin run` (start a package or plugin directory locally and talk to it over stdio/TCP) lives
+//! in [`run`] and reuses the daemon's local runtime.
 
 pub mod checksum;
 pub mod init;
@@ -10,3 +9,4 @@ pub mod module;
 pub mod package;
 pub mod permission;
 pub mod readme;
+pub mod run;
