@@ -253,6 +253,16 @@ async fn install_lifecycle_two_tenants(db: &TestDb) {
     let decoded = assert_ok(&d.get(&m("tenant-a", &format!("/decode/from_identifier?{q}"))).await);
     assert_eq!(decoded["unique_identifier"], uid.as_str());
     assert_eq!(&decoded["manifest"], manifest);
+    // Older Dify versions send this GET with a JSON body instead of a query.
+    let r = d
+        .client
+        .get(d.url(&m("tenant-a", "/decode/from_identifier")))
+        .header("X-Api-Key", &d.key)
+        .json(&json!({"plugin_unique_identifier": uid}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(assert_ok(&common::read_json(r).await)["unique_identifier"], uid.as_str());
     let readme = assert_ok(&d.get(&m("tenant-a", &format!("/fetch/readme?{q}&language=zh_Hans"))).await);
     assert_eq!(readme, json!({"content": "# 中文", "language": "zh_Hans"}));
     let readme = assert_ok(&d.get(&m("tenant-a", &format!("/fetch/readme?{q}&language=ja_JP"))).await);
@@ -448,6 +458,11 @@ async fn providers_of_models_and_agent_strategies(db: &TestDb) {
     assert_eq!(models[0]["plugin_id"], "langgenius/openai");
     assert_eq!(models[0]["plugin_unique_identifier"], openai.as_str());
     assert_eq!(models[0]["declaration"]["provider"], "openai");
+    // I18n icons of the model provider point at stored assets.
+    let icon = models[0]["declaration"]["icon_small"]["en_US"].as_str().unwrap().to_string();
+    assert!(icon.ends_with(".svg") && icon.len() == 68, "{icon}");
+    let r = d.client.get(d.url(&format!("/plugin/t1/asset/{icon}"))).header("X-Api-Key", &d.key).send().await.unwrap();
+    assert!(String::from_utf8_lossy(&r.bytes().await.unwrap()).contains("<svg"));
     let bindings = assert_ok(&d.get(&m("t1", "/models/bindings")).await);
     assert_eq!(bindings[0]["provider"], "openai");
     assert_eq!(bindings[0]["runtime_type"], "local");
