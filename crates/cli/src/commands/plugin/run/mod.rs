@@ -196,9 +196,26 @@ fn load_package(path: &Path) -> Result<(Vec<u8>, dify_package::Package), String>
 }
 
 async fn run_in(opts: &RunOptions, temp_dir: &Path, console: &Output) -> i32 {
+    // TCP mode listens before the plugin is built, so the very first line names the address; early
+    // clients wait in the listen backlog until the plugin is ready.
+    let listener = match opts.mode {
+        RunMode::Stdio => None,
+        RunMode::Tcp => match tokio::net::TcpListener::bind((opts.host.as_str(), opts.port)).await {
+            Ok(listener) => Some(listener),
+            Err(error) => {
+                console.send(RunMessage::error("", format!("cannot listen on {}:{}: {error}", opts.host, opts.port)));
+                return 1;
+            }
+        },
+    };
+    let port = listener.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.port());
     let mut loading = Map::new();
     loading.insert("info".into(), Value::String("loading plugin".into()));
     loading.insert("working_dir".into(), Value::String(temp_dir.display().to_string()));
+    if let Some(port) = port {
+        loading.insert("host".into(), Value::String(opts.host.clone()));
+        loading.insert("port".into(), Value::from(port));
+    }
     console.send(RunMessage::new("", MessageKind::Info, loading));
 
     let launched = tokio::select! {
@@ -213,7 +230,7 @@ async fn run_in(opts: &RunOptions, temp_dir: &Path, console: &Output) -> i32 {
         }
     };
     let status = tokio::select! {
-        status = serve(opts, plugin.clone(), console) => status,
+        status = serve(opts, plugin.clone(), console, listener) => status,
         _ = termination_signal() => 0,
     };
     // Kills the plugin's process group and reaps the child.
@@ -270,7 +287,7 @@ async fn launch(opts: &RunOptions, temp_dir: &Path) -> Result<Arc<LaunchedPlugin
     }))
 }
 
-async fn serve(opts: &RunOptions, plugin: Arc<LaunchedPlugin>, console: &Output) -> i32 {
+async fn serve(opts: &RunOptions, plugin: Arc<LaunchedPlugin>, console: &Output, listener: Option<tokio::net::TcpListener>) -> i32 {
     let context = Arc::new(RunContext {
         plugin: plugin.process.clone(),
         plugin_id: plugin.plugin_id.clone(),
@@ -279,19 +296,12 @@ async fn serve(opts: &RunOptions, plugin: Arc<LaunchedPlugin>, console: &Output)
         execution_timeout: plugin.config.max_execution_timeout,
         drain_timeout: opts.drain_timeout,
     });
-    match opts.mode {
-        RunMode::Stdio => {
+    match listener {
+        None => {
             serve_client(tokio::io::stdin(), console.clone(), context).await;
             0
         }
-        RunMode::Tcp => {
-            let listener = match tokio::net::TcpListener::bind((opts.host.as_str(), opts.port)).await {
-                Ok(listener) => listener,
-                Err(error) => {
-                    console.send(RunMessage::error("", format!("cannot listen on {}:{}: {error}", opts.host, opts.port)));
-                    return 1;
-                }
-            };
+        Some(listener) => {
             let port = listener.local_addr().map(|a| a.port()).unwrap_or(opts.port);
             let mut running = Map::new();
             running.insert("info".into(), Value::String(format!("plugin is running on {}:{port}", opts.host)));
