@@ -99,7 +99,7 @@ settings! {
     server_tz: String = "SERVER_TZ", "UTC", "Time zone of timestamps (only UTC is rendered at present).";
     gin_mode: String = "GIN_MODE", "release", "Accepted for compatibility; has no effect.";
     platform: String = "PLATFORM", "local", "Runtime platform: `local` or `serverless`.";
-    routine_pool_size: usize = "ROUTINE_POOL_SIZE", "10000", "Upper bound of concurrently running background jobs.";
+    routine_pool_size: usize = "ROUTINE_POOL_SIZE", "10000", "Background jobs (plugin installs and upgrades) running at the same time; more wait their turn.";
     plugin_endpoint_enabled: bool = "PLUGIN_ENDPOINT_ENABLED", "true", "Serve public plugin endpoints under `/e/`.";
     plugin_webhook_enabled: bool = "PLUGIN_WEBHOOK_ENABLED", "false", "Accepted for compatibility; unused.";
     admin_api_enabled: bool = "ADMIN_API_ENABLED", "false", "Enable the admin API (`X-Admin-Api-Key`).";

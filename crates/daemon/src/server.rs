@@ -47,12 +47,15 @@ pub struct AppState {
     pub extra_public_keys: Arc<Vec<Vec<u8>>>,
     pub active_requests: Arc<AtomicI64>,
     pub active_dispatch_requests: Arc<AtomicI64>,
+    /// Slots for background jobs such as plugin installs (`ROUTINE_POOL_SIZE`).
+    pub job_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
     /// Builds the state from settings: opens the database (running migrations) and blob storage.
     pub async fn open(settings: Settings, server_key: String, node_id: String) -> anyhow::Result<AppState> {
         let db = Db::connect(&settings).await.context("cannot open the database")?;
+        let settings_pool_size = settings.routine_pool_size.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
         let blobs: Arc<dyn BlobStore> = Arc::new(LocalBlobStore::new(settings.storage_root()));
         let mut extra_public_keys = Vec::new();
         for path in settings.third_party_key_paths() {
@@ -74,6 +77,7 @@ impl AppState {
             extra_public_keys: Arc::new(extra_public_keys),
             active_requests: Arc::new(AtomicI64::new(0)),
             active_dispatch_requests: Arc::new(AtomicI64::new(0)),
+            job_slots: Arc::new(tokio::sync::Semaphore::new(settings_pool_size)),
         })
     }
 }

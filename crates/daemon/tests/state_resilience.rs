@@ -245,3 +245,34 @@ async fn creates_a_missing_database(db: &TestDb) {
     missing.drop_now().await;
 }
 on_every_backend!(creates_a_missing_database, creates_a_missing_database);
+
+/// `ROUTINE_POOL_SIZE` bounds concurrent installs: with one slot the second install waits
+/// (`pending`) while the first runs, the health check reports the busy slot, and both finish.
+#[tokio::test]
+async fn background_job_slots_bound_concurrent_installs() {
+    let db = TestDb::create(common::Backend::Sqlite).await.unwrap();
+    let env = vec![
+        ("ROUTINE_POOL_SIZE".to_string(), "1".to_string()),
+        ("DIFY_TEST_INSTALL_COMMIT_DELAY_MS".to_string(), "1500".to_string()),
+    ];
+    let d = Daemon::start(&db, DaemonOptions { env, ..Default::default() }).await;
+    let first = assert_ok(&d.upload_package("t1", &dummy_variant("0.0.1", "slot1", &[]), None).await)["unique_identifier"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let second = assert_ok(&d.upload_package("t1", &dummy_variant("0.0.1", "slot2", &[]), None).await)["unique_identifier"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t1 = start_install(&d, "t1", &first).await;
+    wait_entry_status(&d, "t1", &t1, "running").await;
+    let t2 = start_install(&d, "t1", &second).await;
+    let health: Value = d.client.get(d.url("/health/check")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health["pool_status"], json!({"free": 0, "busy": 1, "total": 1}));
+    let waiting = assert_ok(&d.get(&m("t1", &format!("/install/tasks/{t2}"))).await);
+    assert_eq!(waiting["plugins"][0]["status"], "pending", "{waiting}");
+    assert_eq!(d.wait_task("t1", &t1, Duration::from_secs(30)).await["status"], "success");
+    assert_eq!(d.wait_task("t1", &t2, Duration::from_secs(30)).await["status"], "success");
+    let health: Value = d.client.get(d.url("/health/check")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health["pool_status"]["free"], 1);
+}

@@ -21,11 +21,11 @@ pub fn routes(state: &AppState) -> Router<AppState> {
 }
 
 async fn health(State(state): State<AppState>) -> Response {
-    let total = state.settings.routine_pool_size as i64;
-    let busy = state.active_requests.load(Ordering::Relaxed).max(0);
+    let total = state.settings.routine_pool_size.clamp(1, tokio::sync::Semaphore::MAX_PERMITS) as i64;
+    let free = state.job_slots.available_permits() as i64;
     Json(json!({
         "status": "ok",
-        "pool_status": {"free": (total - busy).max(0), "busy": busy, "total": total},
+        "pool_status": {"free": free, "busy": (total - free).max(0), "total": total},
         "version": env!("CARGO_PKG_VERSION"),
         "build_time": option_env!("DIFY_BUILD_TIME").unwrap_or("unknown"),
         "platform": state.settings.platform,

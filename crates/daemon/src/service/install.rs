@@ -103,6 +103,7 @@ pub async fn install_from_identifiers(
         let task_id = task_id.clone();
         let source = source.to_string();
         tokio::spawn(async move {
+            let Ok(_slot) = state.job_slots.clone().acquire_owned().await else { return };
             let job = InstallJob { state: &state, task_id: &task_id, tenant_id: &tenant_id, uid: &uid, source: &source };
             job.install(&declaration, &manifest, &meta).await;
         });
@@ -262,6 +263,7 @@ pub async fn upgrade(
         let task_id = task_id.clone();
         let source = source.to_string();
         tokio::spawn(async move {
+            let Ok(_slot) = state.job_slots.clone().acquire_owned().await else { return };
             let job = InstallJob { state: &state, task_id: &task_id, tenant_id: &tenant_id, uid: &new, source: &source };
             let started = Instant::now();
             job.set(Some(task_status::RUNNING), "starting").await;
