@@ -14,13 +14,6 @@ use serde_json::{json, Value};
 pub const SERVER_KEY: &str = "bench-server-key-0123456789";
 pub const POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
-/// Which database the daemon uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Database {
-    Sqlite,
-    Postgres,
-}
-
 /// A fresh PostgreSQL database for one daemon, dropped by [`PostgresDb::drop_now`].
 pub struct PostgresDb {
     pub name: String,

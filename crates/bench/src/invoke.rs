@@ -130,11 +130,11 @@ type Routes = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Value>>>>;
 
 /// A plugin process driven directly over its stdin/stdout.
 pub struct DirectPlugin {
-    child: tokio::process::Child,
+    /// Kept so the process lives as long as this value (killed on drop).
+    _process: tokio::process::Child,
     writer: mpsc::UnboundedSender<Vec<u8>>,
     routes: Routes,
     tool: ToolRef,
-    pub pid: u32,
 }
 
 impl DirectPlugin {
@@ -146,7 +146,6 @@ impl DirectPlugin {
             command.env(k, v);
         }
         let mut child = command.spawn().with_context(|| format!("spawn {}", program.display()))?;
-        let pid = child.id().ok_or_else(|| anyhow!("plugin exited at once"))?;
         let mut stdin = child.stdin.take().ok_or_else(|| anyhow!("no stdin"))?;
         let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
         let routes: Routes = Arc::new(Mutex::new(HashMap::new()));
@@ -207,7 +206,7 @@ impl DirectPlugin {
             .await
             .map_err(|_| anyhow!("{} sent no heartbeat within 120 s", program.display()))?
             .map_err(|_| anyhow!("{} closed stdout before its first heartbeat", program.display()))?;
-        Ok(Self { child, writer, routes, tool, pid })
+        Ok(Self { _process: child, writer, routes, tool })
     }
 
     pub async fn invoke(&self, parameters: &Value) -> Result<Outcome> {
@@ -236,9 +235,6 @@ impl DirectPlugin {
         bail!("plugin closed the session without `end`")
     }
 
-    pub async fn stop(mut self) {
-        let _ = self.child.kill().await;
-    }
 }
 
 /// Either way of invoking, for code that runs the same load against both.

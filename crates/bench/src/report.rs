@@ -45,12 +45,6 @@ impl Row {
         }
     }
 
-    pub fn values(mut self, daemon: Result<f64, String>, baseline: Result<f64, String>) -> Self {
-        self.daemon = daemon;
-        self.baseline = baseline;
-        self
-    }
-
     pub fn ratio(&self) -> Option<f64> {
         match (&self.daemon, &self.baseline) {
             (Ok(d), Ok(b)) if *b != 0.0 && d.is_finite() && b.is_finite() => Some(d / b),
@@ -160,10 +154,14 @@ mod tests {
 
     #[test]
     fn ratio_and_targets() {
-        let row = Row::new("1", "p50", "ms", "direct", Target::RatioAtMost(1.2)).values(Ok(1.1), Ok(1.0));
+        let mut row = Row::new("1", "p50", "ms", "direct", Target::RatioAtMost(1.2));
+        row.daemon = Ok(1.1);
+        row.baseline = Ok(1.0);
         assert!((row.ratio().unwrap() - 1.1).abs() < 1e-9);
         assert_eq!(row.met(), Some(true));
-        let failed = Row::new("2", "p50", "ms", "direct", Target::RatioAtMost(1.2)).values(Err("boom".into()), Ok(1.0));
+        let mut failed = Row::new("2", "p50", "ms", "direct", Target::RatioAtMost(1.2));
+        failed.daemon = Err("boom".into());
+        failed.baseline = Ok(1.0);
         assert!(!failed.complete());
         let table = render(&[row, failed]);
         assert!(table.contains("| 2 | p50 | FAILED |"), "{table}");

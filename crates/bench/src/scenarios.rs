@@ -58,7 +58,7 @@ pub async fn run_all(tools: &Tools, plan: &Plan, only: &[String]) -> Vec<Row> {
         rows.extend(scale_section(tools, plan, false).await);
         rows.extend(scale_section(tools, plan, true).await);
     }
-    rows.sort_by(|a, b| natural_key(&a.id).cmp(&natural_key(&b.id)));
+    rows.sort_by_key(|row| natural_key(&row.id));
     rows
 }
 
@@ -495,12 +495,20 @@ fn install_rows(_plan: &Plan) -> Vec<Row> {
         "s",
         "`uv venv` + `uv pip install -r requirements.txt` alone",
         Target::RatioAtMost(1.3),
+    ),
+    Row::new(
+        "4.2",
+        "install SDK plugin: upload → task success → first invocation (uv cache warm)",
+        "s",
+        "`uv venv` + `uv pip install` + plugin start + first invocation, directly",
+        Target::None,
     )]
 }
 
 async fn install_time(tools: &Tools, plan: &Plan, daemon: &Daemon, rows: &mut [Row]) -> Result<()> {
     let mut through = Vec::new();
     let mut alone = Vec::new();
+    let mut alone_started = Vec::new();
     for round in 0..plan.install_repeats {
         log(format!("4: install round {}", round + 1));
         let name = format!("install_probe_{round}");
@@ -514,11 +522,20 @@ async fn install_time(tools: &Tools, plan: &Plan, daemon: &Daemon, rows: &mut [R
         through.push(started.elapsed().as_secs_f64());
 
         let scratch = tempfile::Builder::new().prefix("bench-uv-").tempdir()?;
-        std::fs::copy(packages::runtime_tools_dir().join("requirements.txt"), scratch.path().join("requirements.txt"))?;
+        packages::copy_runtime_tools(scratch.path())?;
         let started = Instant::now();
         build_venv(tools, scratch.path()).await?;
         alone.push(started.elapsed().as_secs_f64());
+        // The same plugin started by hand until its first answer: what any runner has to pay.
+        let python = scratch.path().join(".venv/bin/python");
+        let tool = ToolRef { plugin_id: String::new(), provider: "runtime_tools".into(), tool: "exercise".into() };
+        let direct = DirectPlugin::start(&python, &["-m", "main"], scratch.path(), &[("INSTALL_METHOD", "local")], tool).await?;
+        let direct = Invoker::Direct(std::sync::Arc::new(direct));
+        timed_once(&direct, &json!({"mode": "echo", "text": "first"}), Duration::from_secs(300)).await?;
+        alone_started.push(started.elapsed().as_secs_f64());
     }
+    rows[1].daemon = median(&mut through.clone());
+    rows[1].baseline = median(&mut alone_started);
     rows[0].daemon = median(&mut through);
     rows[0].baseline = median(&mut alone);
     Ok(())

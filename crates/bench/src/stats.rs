@@ -21,10 +21,6 @@ impl Samples {
         &self.latencies
     }
 
-    pub fn len(&self) -> usize {
-        self.latencies.len()
-    }
-
     /// The `q`-quantile (0..=1) by nearest rank, in milliseconds; `None` without samples.
     pub fn percentile_ms(&self, q: f64) -> Option<f64> {
         if self.latencies.is_empty() {
