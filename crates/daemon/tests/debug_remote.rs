@@ -482,3 +482,98 @@ async fn a_killed_daemon_removes_its_dead_debugging_installations_on_start() {
     drop(daemon);
     db.drop_now().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_connection_of_the_same_build_takes_over_when_the_newest_leaves() {
+    let db = sqlite().await;
+    let (daemon, address) = start_daemon(&db, &[]).await;
+    let tenant = new_tenant();
+    let key = debugging_key(&daemon, &tenant).await;
+    let mut older = RawPlugin::connect(&address).await;
+    older.register(&key, "twin").await;
+    let listed = eventually(Duration::from_secs(20), || async { remote_installations(&daemon, &tenant).await.len() == 1 }).await;
+    assert!(listed, "{}", daemon.log());
+    let first_uid = remote_installations(&daemon, &tenant).await[0]["plugin_unique_identifier"].clone();
+    let mut newer = RawPlugin::connect(&address).await;
+    newer.register(&key, "twin").await;
+    newer.heartbeat().await;
+    // Same build, same identifier: still one installation; once the daemon has taken the newer
+    // registration, requests go to the newest connection.
+    let plugin_id = format!("{tenant}/twin");
+    let event = request_reaching(&daemon, &tenant, &plugin_id, &mut newer, Some(&mut older)).await;
+    assert_eq!(event["data"]["message"]["text"], "answered", "{event}");
+    let installed = remote_installations(&daemon, &tenant).await;
+    assert_eq!(installed.len(), 1, "{installed:?}");
+    assert_eq!(installed[0]["plugin_unique_identifier"], first_uid);
+
+    // The newest leaves: the older connection takes over and the plugin stays installed (a request
+    // sent before the daemon noticed the closed socket fails; those are retried).
+    drop(newer);
+    let event = request_reaching(&daemon, &tenant, &plugin_id, &mut older, None).await;
+    assert_eq!(event["data"]["message"]["text"], "answered", "{event}");
+    assert_eq!(remote_installations(&daemon, &tenant).await.len(), 1);
+
+    // The last one leaves: uninstalled.
+    drop(older);
+    let gone = eventually(Duration::from_secs(20), || async { remote_installations(&daemon, &tenant).await.is_empty() }).await;
+    assert!(gone, "{}", daemon.log());
+    drop(daemon);
+    db.drop_now().await;
+}
+
+/// Sends tool requests through the daemon until one reaches `target` (requests reaching `other`
+/// are answered there and retried), answers it and returns the caller's first event.
+async fn request_reaching(
+    daemon: &common::Daemon,
+    tenant: &str,
+    plugin_id: &str,
+    target: &mut RawPlugin,
+    mut other: Option<&mut RawPlugin>,
+) -> Value {
+    let provider = plugin_id.rsplit('/').next().unwrap_or_default().to_string();
+    for _ in 0..20 {
+        let probe = tokio::spawn({
+            let client = daemon.client.clone();
+            let url = daemon.url(&format!("/plugin/{tenant}/dispatch/tool/invoke"));
+            let (api_key, plugin_id, provider) = (daemon.key.clone(), plugin_id.to_string(), provider.clone());
+            async move {
+                let response = client
+                    .post(url)
+                    .header("X-Api-Key", api_key)
+                    .header("X-Plugin-ID", plugin_id)
+                    .json(&json!({"user_id": "u", "data": {"provider": provider, "tool": "say", "tool_parameters": {}}}))
+                    .send()
+                    .await
+                    .expect("dispatch");
+                SseReader::new(response).next(Duration::from_secs(20)).await
+            }
+        });
+        match target.try_read_line(Duration::from_secs(2)).await {
+            Ok(Some(line)) => {
+                answer_request(target, &line, "answered").await;
+                let event = tokio::time::timeout(Duration::from_secs(20), probe).await.expect("probe in time").expect("probe task");
+                return event.expect("an event");
+            }
+            Ok(None) => panic!("the target connection was closed"),
+            Err(()) => {
+                if let Some(other) = other.as_deref_mut() {
+                    if let Ok(Some(line)) = other.try_read_line(Duration::from_secs(2)).await {
+                        answer_request(other, &line, "elsewhere").await;
+                    }
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(20), probe).await;
+            }
+        }
+    }
+    panic!("no request reached the target connection; log:\n{}", daemon.log());
+}
+
+/// Answers the request `line` with one text message and the end of the session.
+async fn answer_request(plugin: &mut RawPlugin, line: &str, text: &str) {
+    let request: Value = serde_json::from_str(line).expect("request JSON");
+    let session_id = request["session_id"].as_str().expect("session id").to_string();
+    plugin
+        .send(&json!({"event": "session", "session_id": session_id, "data": {"type": "stream", "data": {"type": "text", "message": {"text": text}, "meta": null}}}))
+        .await;
+    plugin.send(&json!({"event": "session", "session_id": session_id, "data": {"type": "end", "data": {}}})).await;
+}

@@ -169,6 +169,16 @@ struct Shared {
     registered: AtomicUsize,
     next_connection_id: AtomicU64,
     shutdown: CancellationToken,
+    /// Live connections per identifier, oldest first. Two processes of the same build may be
+    /// connected (or a reconnect registers before the old socket is seen closed): the newest serves,
+    /// and when it goes the next live one takes over instead of the plugin being uninstalled.
+    live: std::sync::Mutex<HashMap<String, Vec<Arc<DebugPlugin>>>>,
+}
+
+impl Shared {
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Arc<DebugPlugin>>>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// The running debug server. Dropping it does not stop it; call [`DebugServer::shutdown`].
@@ -195,6 +205,7 @@ impl DebugServer {
             registered: AtomicUsize::new(0),
             next_connection_id: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
+            live: std::sync::Mutex::new(HashMap::new()),
         });
         let accepting = shared.clone();
         let accept_task = tokio::spawn(async move { accept_loop(accepting, listener).await });
@@ -336,18 +347,20 @@ async fn run_registered(
         connection: connection.clone(),
         stop: CancellationToken::new(),
     });
-    let replaced = shared.runtime.attach_debug_plugin(plugin.clone());
-    if let Some(previous) = replaced {
-        // The same code re-registered (an SDK reconnect): the newest connection serves requests.
-        tracing::info!(plugin = %uid, "debugging plugin re-registered; the previous connection stops serving");
-        previous.stop.cancel();
+    shared.live().entry(uid.clone()).or_default().push(plugin.clone());
+    if shared.runtime.attach_debug_plugin(plugin.clone()).is_some() {
+        tracing::info!(plugin = %uid, "debugging plugin registered again; the newest connection serves requests");
     }
     if let Err(error) = shared.registry.install(&registration).await {
         tracing::warn!(plugin = %uid, %error, "cannot install the debugging plugin");
         let _ = connection.send_line(format!("register failed, {error}").as_bytes()).await;
         connection.close(connection_closed_error());
         reader_task.abort();
-        shared.runtime.detach_debug_plugin(&uid, plugin.connection_id);
+        if let Some(successor) = forget_connection(shared, &uid, plugin.connection_id) {
+            shared.runtime.attach_debug_plugin(successor);
+        } else {
+            shared.runtime.detach_debug_plugin(&uid, plugin.connection_id);
+        }
         return;
     }
     tracing::info!(plugin = %uid, tenant = %registration.tenant_id, %peer, "debugging plugin connected");
@@ -369,9 +382,35 @@ async fn run_registered(
     connection.close(connection_closed_error());
     reader_task.abort();
     tracing::info!(plugin = %uid, %reason, "debugging plugin disconnected");
+    let successor = forget_connection(shared, &uid, plugin.connection_id);
+    // Stopped through the runtime manager (uninstalled): the manager no longer serves it anyway.
+    let stopped = plugin.stop.is_cancelled() && shared.runtime.plugin(&uid).is_none();
     if shared.runtime.detach_debug_plugin(&uid, plugin.connection_id) {
-        shared.registry.uninstall(&registration).await;
+        match successor {
+            Some(successor) => {
+                tracing::info!(plugin = %uid, "another live connection of the debugging plugin takes over");
+                shared.runtime.attach_debug_plugin(successor);
+            }
+            None => shared.registry.uninstall(&registration).await,
+        }
+    } else if stopped {
+        // Other live connections of a stopped plugin follow it.
+        if let Some(successor) = successor {
+            successor.stop.cancel();
+        }
     }
+}
+
+/// Removes connection `connection_id` from the live ones of `uid`; returns the newest remaining.
+fn forget_connection(shared: &Shared, uid: &str, connection_id: u64) -> Option<Arc<DebugPlugin>> {
+    let mut live = shared.live();
+    let remaining = live.get_mut(uid)?;
+    remaining.retain(|p| p.connection_id != connection_id && !p.is_closed());
+    let newest = remaining.last().cloned();
+    if remaining.is_empty() {
+        live.remove(uid);
+    }
+    newest
 }
 
 /// Pending registration state of one connection.

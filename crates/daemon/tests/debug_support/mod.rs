@@ -311,6 +311,16 @@ impl RawPlugin {
         }
     }
 
+    /// Like [`Self::read_line`], but `Err(())` instead of a panic when nothing arrives in time.
+    pub async fn try_read_line(&mut self, within: Duration) -> Result<Option<String>, ()> {
+        let mut line = String::new();
+        match tokio::time::timeout(within, self.reader.read_line(&mut line)).await {
+            Err(_) => Err(()),
+            Ok(Ok(0)) | Ok(Err(_)) => Ok(None),
+            Ok(Ok(_)) => Ok(Some(line.trim_end_matches('\n').to_string())),
+        }
+    }
+
     /// Everything the daemon sends until it closes the socket.
     pub async fn read_to_end(&mut self, within: Duration) -> String {
         let mut bytes = Vec::new();
