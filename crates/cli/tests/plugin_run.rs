@@ -106,6 +106,23 @@ fn wait_for_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStat
     }
 }
 
+/// Processes whose working directory is inside `dir` (the plugin runs there).
+fn processes_inside(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) {
+            if cwd.starts_with(dir) || cwd.to_string_lossy().starts_with(&*dir.to_string_lossy()) {
+                found.push(name);
+            }
+        }
+    }
+    found
+}
+
 /// Kills the process on drop so a failing test leaves nothing behind.
 struct Guard(Child);
 
@@ -132,6 +149,7 @@ fn stdio_session_pipelines_invocations_and_shows_plugin_logs() {
     assert!(working_dir.is_dir());
     let ready = out.until(READY_TIMEOUT, "plugin_ready", |l| l["type"] == "plugin_ready");
     assert_eq!(ready["response"]["info"], "plugin loaded");
+    assert!(!processes_inside(&working_dir).is_empty(), "the plugin process runs in the working directory");
 
     // Three pipelined invocations, sent at once; the slowest one goes first.
     let batch = invoke("slow", json!({"text": "a", "delay_ms": 2500}))
@@ -215,6 +233,45 @@ fn stdio_session_pipelines_invocations_and_shows_plugin_logs() {
     let status = wait_for_exit(child, STEP_TIMEOUT);
     assert!(status.success(), "{status}");
     assert!(!working_dir.exists(), "temporary directory {working_dir:?} was not removed");
+    assert_eq!(processes_inside(&working_dir), Vec::<String>::new(), "plugin processes left behind");
+}
+
+#[test]
+fn unreadable_input_is_a_clear_error_in_both_formats() {
+    let scratch = tempfile::tempdir().unwrap();
+    let missing = scratch.path().join("missing.difypkg");
+    let output = Command::new(env!("CARGO_BIN_EXE_dify"))
+        .args(["plugin", "run", missing.to_str().unwrap(), "-r", "json"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run dify");
+    assert_eq!(output.status.code(), Some(1));
+    let lines: Vec<Value> = String::from_utf8_lossy(&output.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines[0]["response"]["info"], "loading plugin");
+    let working_dir = PathBuf::from(lines[0]["response"]["working_dir"].as_str().unwrap());
+    assert!(!working_dir.exists());
+    assert_eq!(lines[1]["type"], "error");
+    assert!(lines[1]["response"]["error"].as_str().unwrap().starts_with("read plugin file error"), "{}", lines[1]);
+
+    let not_a_package = scratch.path().join("junk.difypkg");
+    std::fs::write(&not_a_package, b"not a zip").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_dify"))
+        .args(["plugin", "run", not_a_package.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run dify");
+    assert_eq!(output.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("[info] map[info:loading plugin working_dir:"), "{text}");
+    assert!(lines[1].starts_with("[error] map[error:decode plugin file error"), "{text}");
+
+    let output = Command::new(env!("CARGO_BIN_EXE_dify"))
+        .args(["plugin", "run", not_a_package.to_str().unwrap(), "-m", "udp"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run dify");
+    assert_eq!(output.status.code(), Some(2), "an unknown mode is a usage error");
 }
 
 /// A TCP client of the run server.

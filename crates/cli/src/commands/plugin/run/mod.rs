@@ -154,17 +154,39 @@ async fn run_async(opts: RunOptions) -> i32 {
     status
 }
 
-/// Resolves on SIGINT or SIGTERM (never, if the handlers cannot be installed).
-async fn termination_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
-        (Ok(mut interrupt), Ok(mut terminate)) => {
-            tokio::select! {
-                _ = interrupt.recv() => {}
-                _ = terminate.recv() => {}
+/// Watches SIGINT/SIGTERM from the start of the run; `wait` resolves once one has arrived (also when
+/// it arrived before `wait` was called).
+#[derive(Clone)]
+struct Termination(tokio::sync::watch::Receiver<bool>);
+
+impl Termination {
+    /// Installs the handlers at once (from here on the signals no longer kill the process).
+    fn watch() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (sender, receiver) = tokio::sync::watch::channel(false);
+        let handlers = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()));
+        tokio::spawn(async move {
+            match handlers {
+                (Ok(mut interrupt), Ok(mut terminate)) => {
+                    tokio::select! {
+                        _ = interrupt.recv() => {}
+                        _ = terminate.recv() => {}
+                    }
+                    let _ = sender.send(true);
+                }
+                _ => drop(sender),
             }
+            // Keep the sender alive so waiting receivers do not see a closed channel.
+            std::future::pending::<()>().await;
+        });
+        Self(receiver)
+    }
+
+    /// Resolves once SIGINT or SIGTERM arrived; never when the handlers could not be installed.
+    async fn wait(mut self) {
+        if self.0.wait_for(|terminated| *terminated).await.is_err() {
+            std::future::pending::<()>().await;
         }
-        _ => std::future::pending::<()>().await,
     }
 }
 
@@ -196,6 +218,7 @@ fn load_package(path: &Path) -> Result<(Vec<u8>, dify_package::Package), String>
 }
 
 async fn run_in(opts: &RunOptions, temp_dir: &Path, console: &Output) -> i32 {
+    let termination = Termination::watch();
     // TCP mode listens before the plugin is built, so the very first line names the address; early
     // clients wait in the listen backlog until the plugin is ready.
     let listener = match opts.mode {
@@ -220,7 +243,7 @@ async fn run_in(opts: &RunOptions, temp_dir: &Path, console: &Output) -> i32 {
 
     let launched = tokio::select! {
         launched = launch(opts, temp_dir) => launched,
-        _ = termination_signal() => return 0,
+        _ = termination.clone().wait() => return 0,
     };
     let plugin = match launched {
         Ok(plugin) => plugin,
@@ -231,7 +254,7 @@ async fn run_in(opts: &RunOptions, temp_dir: &Path, console: &Output) -> i32 {
     };
     let status = tokio::select! {
         status = serve(opts, plugin.clone(), console, listener) => status,
-        _ = termination_signal() => 0,
+        _ = termination.wait() => 0,
     };
     // Kills the plugin's process group and reaps the child.
     plugin.stop().await;
