@@ -53,6 +53,9 @@ pub const MAX_ASSETS_BYTES: usize = 50 * 1024 * 1024;
 /// Longest line accepted before a valid key was presented (the handshake line is ~75 bytes), so an
 /// unauthenticated peer cannot make the daemon buffer large lines.
 pub const MAX_HANDSHAKE_LINE_BYTES: usize = 64 * 1024;
+/// Connections still registering (not yet counted against `max_connections`) accepted at once;
+/// further ones are closed at once, so a flood cannot exhaust file descriptors.
+pub const MAX_PENDING_CONNECTIONS: usize = 1024;
 /// How long a rejected connection's remaining input is read and discarded before the socket closes.
 const REJECTION_DRAIN: Duration = Duration::from_secs(1);
 
@@ -255,6 +258,11 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         };
         match accepted {
             Ok((stream, peer)) => {
+                if connections.len() >= shared.config.max_connections.saturating_add(MAX_PENDING_CONNECTIONS) {
+                    tracing::warn!(%peer, "remote debugging server: too many connections, closing a new one");
+                    drop(stream);
+                    continue;
+                }
                 let _ = stream.set_nodelay(true);
                 let connection = shared.clone();
                 connections.spawn(async move { handle_connection(connection, stream, peer).await });
