@@ -282,9 +282,14 @@ async fn launch(opts: &RunOptions, temp_dir: &Path) -> Result<Arc<LaunchedPlugin
         return Err(format!("unsupported language `{}`: only python plugins can run locally", runner.language));
     }
     let entrypoint = if runner.entrypoint.is_empty() { "main".to_string() } else { runner.entrypoint.clone() };
-    let identifier = package.unique_identifier().map(|u| u.as_str().to_string()).unwrap_or_else(|_| format!("{}/{}", declaration.author, declaration.name));
+    let identifier = package.unique_identifier().map_err(|e| format!("invalid plugin identity: {e}"))?.as_str().to_string();
 
-    let working_dir = temp_dir.join("plugin");
+    // The daemon's layout: `<working path>/<author>/<name>-<version>@<checksum>`.
+    let relative = PathBuf::from(identifier.replace(':', "-"));
+    if relative.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+        return Err(format!("plugin identifier `{identifier}` is not a safe directory name"));
+    }
+    let working_dir = temp_dir.join(relative);
     daemon_runtime::extract_package(&bytes, &working_dir).await.map_err(|e| e.to_string())?;
     std::fs::create_dir_all(working_dir.join("_assets")).map_err(|e| format!("cannot create _assets: {e}"))?;
 
