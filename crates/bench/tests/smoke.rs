@@ -20,8 +20,22 @@ fn figure(cell: &str) -> Option<f64> {
     number.parse::<f64>().ok().filter(|v| v.is_finite())
 }
 
+/// PostgreSQL must be reachable for section 6; outside CI its absence skips the test with a message.
+fn postgres_reachable() -> bool {
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], 5432));
+    let reachable = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(3)).is_ok();
+    if !reachable {
+        assert!(std::env::var_os("CI").is_none(), "PostgreSQL at 127.0.0.1:5432 is required in CI");
+        eprintln!("skipping: PostgreSQL at 127.0.0.1:5432 is unreachable (the bench's section 6 needs it)");
+    }
+    reachable
+}
+
 #[test]
 fn smoke_run_prints_every_row_with_figures_and_ratios() {
+    if !postgres_reachable() {
+        return;
+    }
     let mut child = Command::new(env!("CARGO_BIN_EXE_bench"))
         .args(["--smoke", "--no-build"])
         .stdout(Stdio::piped())
