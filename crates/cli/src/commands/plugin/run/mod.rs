@@ -93,18 +93,46 @@ impl Output {
     }
 }
 
-/// Writes lines to `writer` (one write + flush each) until every sender is gone.
-fn spawn_line_writer<W: AsyncWrite + Unpin + Send + 'static>(mut writer: W) -> (mpsc::UnboundedSender<String>, tokio::task::JoinHandle<()>) {
+/// Writes lines to `writer` (one write + flush each) until every sender is gone or
+/// [`LineWriter::finish`] is called.
+fn spawn_line_writer<W: AsyncWrite + Unpin + Send + 'static>(mut writer: W) -> (mpsc::UnboundedSender<String>, LineWriter) {
     let (sender, mut receiver) = mpsc::unbounded_channel::<String>();
-    let handle = tokio::spawn(async move {
-        while let Some(mut line) = receiver.recv().await {
-            line.push('\n');
-            if writer.write_all(line.as_bytes()).await.is_err() || writer.flush().await.is_err() {
-                return;
+    let (finish, mut finishing) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let mut finishing_requested = false;
+        loop {
+            tokio::select! {
+                biased;
+                line = receiver.recv() => {
+                    let Some(mut line) = line else { return };
+                    line.push('\n');
+                    if writer.write_all(line.as_bytes()).await.is_err() || writer.flush().await.is_err() {
+                        return;
+                    }
+                }
+                // Finish (or the handle dropped): write what is already queued, then stop.
+                _ = &mut finishing, if !finishing_requested => {
+                    finishing_requested = true;
+                    receiver.close();
+                }
             }
         }
     });
-    (sender, handle)
+    (sender, LineWriter { finish, task })
+}
+
+/// The task behind [`spawn_line_writer`].
+struct LineWriter {
+    finish: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LineWriter {
+    /// Writes the queued lines and stops (bounded: a stuck writer is abandoned after 5 seconds).
+    async fn finish(self) {
+        let _ = self.finish.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+    }
 }
 
 /// What every client loop needs to invoke the plugin.
@@ -150,7 +178,7 @@ async fn run_async(opts: RunOptions) -> i32 {
         }
     };
     drop(console);
-    let _ = tokio::time::timeout(Duration::from_secs(5), console_writer).await;
+    console_writer.finish().await;
     status
 }
 
@@ -340,9 +368,13 @@ async fn serve(opts: &RunOptions, plugin: Arc<LaunchedPlugin>, console: &Output,
                 match listener.accept().await {
                     Ok((stream, _)) => {
                         let (reader, writer) = stream.into_split();
-                        let (lines, _writer_task) = spawn_line_writer(writer);
+                        let (lines, writer) = spawn_line_writer(writer);
                         let output = Output { lines, format: opts.response_format };
-                        tokio::spawn(serve_client(reader, output, context.clone()));
+                        let context = context.clone();
+                        tokio::spawn(async move {
+                            serve_client(reader, output, context).await;
+                            writer.finish().await;
+                        });
                     }
                     Err(error) => {
                         console.send(RunMessage::error("", format!("accept failed: {error}")));
@@ -531,6 +563,20 @@ mod tests {
         assert_eq!(parse_request(r#"{"invoke_id":"4","type":"nope","action":"a"}"#).unwrap_err().1, "unknown type: nope");
         assert_eq!(parse_request(r#"{"invoke_id":"5","type":"tool","action":"a","request":[1]}"#).unwrap_err().1, "request must be a JSON object");
         assert_eq!(parse_request(r#"[1]"#).unwrap_err().1, "request must be a JSON object");
+    }
+
+    #[tokio::test]
+    async fn line_writer_finishes_with_senders_still_alive() {
+        let (writer_side, mut reader_side) = tokio::io::duplex(1024);
+        let (lines, writer) = spawn_line_writer(writer_side);
+        lines.send("one".into()).unwrap();
+        lines.send("two".into()).unwrap();
+        // `lines` stays alive (like the log forwarder); finishing must not wait for it.
+        tokio::time::timeout(Duration::from_secs(5), writer.finish()).await.expect("finish is prompt");
+        let mut written = String::new();
+        tokio::time::timeout(Duration::from_secs(5), reader_side.read_to_string(&mut written)).await.unwrap().unwrap();
+        assert_eq!(written, "one\ntwo\n");
+        assert!(lines.send("late".into()).is_err());
     }
 
     #[tokio::test]
