@@ -1,19 +1,26 @@
-//! Daemon configuration: every setting, read from the upstream environment variable names.
+//! Daemon configuration: every environment variable the daemon reads, with the upstream names.
 //!
-//! Each setting is declared once in the [`settings!`] table below with its variable name, its default
-//! and one doc line; the struct, the parser and the documentation table ([`SETTINGS`], rendered into
-//! `docs/configuration.md`) are all generated from that one declaration. This module only parses: it
-//! must not open files, sockets or databases (the server does that at start-up).
+//! Each setting is declared once in the [`settings!`] table below: its variable name (plus any
+//! fallback names), its default and one doc line. The [`Settings`] struct, its parser, the
+//! documentation table ([`SETTINGS`], rendered into the README's configuration section) and the local
+//! runtime's settings ([`crate::runtime::RuntimeConfig::from_settings`]) all come from that one
+//! declaration, so no variable is read in two places. This module only parses: it must not open
+//! files, sockets or databases (the server does that at start-up).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-/// One documented setting: its environment variable, default (as text) and meaning.
+/// One documented setting: its environment variable, the names read when it is unset, its default
+/// (as text), meaning and table group.
 #[derive(Debug, Clone, Copy)]
 pub struct SettingDoc {
     pub name: &'static str,
+    /// Names tried, in order, when `name` is unset or empty (e.g. `http_proxy` for `HTTP_PROXY`).
+    pub fallbacks: &'static [&'static str],
     pub default: &'static str,
     pub doc: &'static str,
+    /// The heading the setting is listed under.
+    pub group: &'static str,
 }
 
 /// A configuration value that could not be parsed.
@@ -61,232 +68,275 @@ macro_rules! impl_from_setting_num {
 }
 impl_from_setting_num!(u16, u32, u64, usize, i64, f64);
 
-macro_rules! settings {
-    ($( $field:ident : $ty:ty = $env:literal, $default:literal, $doc:literal; )*) => {
-        /// Every setting of the daemon, typed. Build it with [`Settings::from_lookup`] or
-        /// [`Settings::from_env`].
-        #[derive(Debug, Clone)]
-        pub struct Settings {
-            $( #[doc = $doc] pub $field: $ty, )*
-        }
-
-        /// The documentation table of every setting, in declaration order.
-        pub const SETTINGS: &[SettingDoc] = &[
-            $( SettingDoc { name: $env, default: $default, doc: $doc }, )*
-        ];
-
-        impl Settings {
-            /// Reads every setting through `lookup` (an unset or empty variable takes the default).
-            pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-                Ok(Settings {
-                    $( $field: {
-                        let text = lookup($env).filter(|v| !v.is_empty()).unwrap_or_else(|| $default.to_string());
-                        <$ty as FromSetting>::from_setting(&text).map_err(|reason| ConfigError::Invalid {
-                            name: $env, value: text.clone(), reason,
-                        })?
-                    }, )*
-                })
-            }
-        }
-    };
-}
-
-settings! {
-    // --- Server / HTTP
-    server_host: String = "SERVER_HOST", "0.0.0.0", "Address the HTTP API listens on.";
-    server_port: u16 = "SERVER_PORT", "5002", "Port the HTTP API listens on.";
-    server_key: Option<String> = "SERVER_KEY", "", "API key expected in `X-Api-Key`; when unset a random key is generated on first start, stored in `<PLUGIN_STORAGE_LOCAL_ROOT>/server_key` and printed.";
-    server_tz: String = "SERVER_TZ", "UTC", "Time zone of timestamps (only UTC is rendered at present).";
-    gin_mode: String = "GIN_MODE", "release", "Accepted for compatibility; has no effect.";
-    platform: String = "PLATFORM", "local", "Runtime platform: `local` or `serverless`.";
-    routine_pool_size: usize = "ROUTINE_POOL_SIZE", "10000", "Background jobs (plugin installs and upgrades) running at the same time; more wait their turn.";
-    plugin_endpoint_enabled: bool = "PLUGIN_ENDPOINT_ENABLED", "true", "Serve public plugin endpoints under `/e/`.";
-    plugin_webhook_enabled: bool = "PLUGIN_WEBHOOK_ENABLED", "false", "Accepted for compatibility; unused.";
-    admin_api_enabled: bool = "ADMIN_API_ENABLED", "false", "Enable the admin API (`X-Admin-Api-Key`).";
-    admin_api_key: Option<String> = "ADMIN_API_KEY", "", "Admin API key (at least 10 characters).";
-    pprof_enabled: bool = "PPROF_ENABLED", "false", "Accepted for compatibility; there is no pprof in this implementation.";
-    prometheus_enabled: bool = "PROMETHEUS_ENABLED", "true", "Serve Prometheus metrics at `/metrics`.";
-    health_api_log_enabled: bool = "HEALTH_API_LOG_ENABLED", "true", "Log requests to `/health/check`.";
-    log_level: String = "LOG_LEVEL", "INFO", "Log level (`DEBUG`, `INFO`, `WARN`, `ERROR`) unless `RUST_LOG` is set.";
-    log_output_format: String = "LOG_OUTPUT_FORMAT", "text", "Log format: `text` or `json`.";
-    log_file: Option<String> = "LOG_FILE", "", "Accepted for compatibility; logs go to stderr.";
-    display_cluster_log: bool = "DISPLAY_CLUSTER_LOG", "false", "Log cluster coordination events.";
-    http_proxy: Option<String> = "HTTP_PROXY", "", "Proxy for outgoing HTTP requests.";
-    https_proxy: Option<String> = "HTTPS_PROXY", "", "Proxy for outgoing HTTPS requests.";
-    no_proxy: Option<String> = "NO_PROXY", "", "Hosts that bypass the proxy.";
-    // --- Dify inner API
-    dify_inner_api_url: String = "DIFY_INNER_API_URL", "http://127.0.0.1:5001", "Base URL of the Dify API's inner endpoints (backwards invocations).";
-    dify_inner_api_key: Option<String> = "DIFY_INNER_API_KEY", "", "Key sent as `X-Inner-Api-Key` to the Dify API.";
-    dify_invocation_connection_idle_timeout: u64 = "DIFY_INVOCATION_CONNECTION_IDLE_TIMEOUT", "120", "Idle timeout of connections to the Dify API, seconds.";
-    dify_backwards_invocation_write_timeout: u64 = "DIFY_BACKWARDS_INVOCATION_WRITE_TIMEOUT", "5000", "Write timeout of backwards invocations, milliseconds.";
-    dify_backwards_invocation_read_timeout: u64 = "DIFY_BACKWARDS_INVOCATION_READ_TIMEOUT", "240000", "Read timeout of backwards invocations, milliseconds.";
-    response_max_buffer_size: usize = "RESPONSE_MAX_BUFFER_SIZE", "31457280", "Largest Dify API response accepted, bytes.";
-    // --- Database
-    db_type: Option<String> = "DB_TYPE", "", "`sqlite`, `postgresql`, `pgbouncer` or `mysql` (`oceanbase`/`seekdb` = mysql); default: `sqlite` when `DB_HOST` is unset, else `postgresql`.";
-    db_sqlite_path: String = "DB_SQLITE_PATH", "dify_plugin_daemon.db", "SQLite database file (relative to the current directory) for `DB_TYPE=sqlite`.";
-    db_username: String = "DB_USERNAME", "postgres", "Database user.";
-    db_password: String = "DB_PASSWORD", "", "Database password.";
-    db_host: Option<String> = "DB_HOST", "", "Database host; unset selects the embedded SQLite database.";
-    db_port: Option<u16> = "DB_PORT", "", "Database port (default 5432 for PostgreSQL, 3306 for MySQL).";
-    db_database: String = "DB_DATABASE", "dify_plugin", "Database name; created if it does not exist.";
-    db_default_database: Option<String> = "DB_DEFAULT_DATABASE", "", "Database used to create `DB_DATABASE` (default `postgres` or `mysql`).";
-    db_ssl_mode: String = "DB_SSL_MODE", "disable", "`disable` or `require`.";
-    db_max_idle_conns: u32 = "DB_MAX_IDLE_CONNS", "10", "Accepted for compatibility; idle connections are closed after ten minutes.";
-    db_max_open_conns: u32 = "DB_MAX_OPEN_CONNS", "30", "Largest number of open connections.";
-    db_conn_max_lifetime: u64 = "DB_CONN_MAX_LIFETIME", "3600", "Connection lifetime, seconds.";
-    db_extras: Option<String> = "DB_EXTRAS", "", "Extra PostgreSQL start-up options (sent as `options`, e.g. `-c search_path=plugins`).";
-    db_charset: Option<String> = "DB_CHARSET", "", "Accepted for compatibility; connections always use UTF-8 (utf8mb4 on MySQL).";
-    db_gorm_log_level: Option<String> = "DB_GORM_LOG_LEVEL", "", "Accepted for compatibility; unused.";
-    db_connect_timeout: u64 = "DB_CONNECT_TIMEOUT", "5", "Connect timeout, seconds.";
-    db_read_timeout: u64 = "DB_READ_TIMEOUT", "30", "Accepted for compatibility; statements are bounded by the pool acquire timeout.";
-    db_write_timeout: u64 = "DB_WRITE_TIMEOUT", "30", "Accepted for compatibility; statements are bounded by the pool acquire timeout.";
-    // --- Redis (coordination for several nodes; the embedded default coordinates in-process)
-    redis_host: Option<String> = "REDIS_HOST", "", "Redis host; unset keeps coordination in-process.";
-    redis_port: u16 = "REDIS_PORT", "6379", "Redis port.";
-    redis_username: Option<String> = "REDIS_USERNAME", "", "Redis user.";
-    redis_password: Option<String> = "REDIS_PASSWORD", "", "Redis password.";
-    redis_db: u32 = "REDIS_DB", "0", "Redis database number.";
-    redis_key_prefix: String = "REDIS_KEY_PREFIX", "plugin_daemon", "Prefix of every Redis key and channel.";
-    redis_use_ssl: bool = "REDIS_USE_SSL", "false", "Connect to Redis over TLS.";
-    redis_ssl_cert_reqs: Option<String> = "REDIS_SSL_CERT_REQS", "", "`CERT_NONE`, `CERT_OPTIONAL` or `CERT_REQUIRED`.";
-    redis_ssl_ca_certs: Option<String> = "REDIS_SSL_CA_CERTS", "", "CA certificates file for Redis TLS.";
-    redis_use_azure_managed_identity: bool = "REDIS_USE_AZURE_MANAGED_IDENTITY", "false", "Azure managed identity for Redis.";
-    redis_use_sentinel: bool = "REDIS_USE_SENTINEL", "false", "Discover Redis through Sentinel.";
-    redis_sentinels: Option<String> = "REDIS_SENTINELS", "", "Sentinel nodes, `host:port,...`.";
-    redis_sentinel_service_name: Option<String> = "REDIS_SENTINEL_SERVICE_NAME", "", "Sentinel service name.";
-    redis_sentinel_username: Option<String> = "REDIS_SENTINEL_USERNAME", "", "Sentinel user.";
-    redis_sentinel_password: Option<String> = "REDIS_SENTINEL_PASSWORD", "", "Sentinel password.";
-    redis_sentinel_socket_timeout: f64 = "REDIS_SENTINEL_SOCKET_TIMEOUT", "0", "Sentinel socket timeout, seconds.";
-    // --- Storage
-    plugin_storage_type: String = "PLUGIN_STORAGE_TYPE", "local", "Blob storage backend; `local` (a directory) is implemented.";
-    plugin_storage_oss_bucket: Option<String> = "PLUGIN_STORAGE_OSS_BUCKET", "", "Object store bucket.";
-    plugin_storage_local_root: String = "PLUGIN_STORAGE_LOCAL_ROOT", "storage", "Root directory of local blob storage (relative to the current directory).";
-    s3_use_aws_managed_iam: bool = "S3_USE_AWS_MANAGED_IAM", "false", "S3: use the instance IAM role.";
-    s3_use_aws: bool = "S3_USE_AWS", "true", "S3: talk to AWS (false = S3-compatible endpoint).";
-    s3_endpoint: Option<String> = "S3_ENDPOINT", "", "S3 endpoint.";
-    s3_use_path_style: bool = "S3_USE_PATH_STYLE", "true", "S3 path-style addressing.";
-    aws_access_key: Option<String> = "AWS_ACCESS_KEY", "", "S3 access key.";
-    aws_secret_key: Option<String> = "AWS_SECRET_KEY", "", "S3 secret key.";
-    aws_region: Option<String> = "AWS_REGION", "", "S3 region.";
-    tencent_cos_secret_key: Option<String> = "TENCENT_COS_SECRET_KEY", "", "Tencent COS secret key.";
-    tencent_cos_secret_id: Option<String> = "TENCENT_COS_SECRET_ID", "", "Tencent COS secret id.";
-    tencent_cos_region: Option<String> = "TENCENT_COS_REGION", "", "Tencent COS region.";
-    tencent_cos_endpoint: Option<String> = "TENCENT_COS_ENDPOINT", "", "Tencent COS endpoint.";
-    azure_blob_storage_container_name: Option<String> = "AZURE_BLOB_STORAGE_CONTAINER_NAME", "", "Azure Blob container.";
-    azure_blob_storage_connection_string: Option<String> = "AZURE_BLOB_STORAGE_CONNECTION_STRING", "", "Azure Blob connection string.";
-    azure_blob_storage_account_url: Option<String> = "AZURE_BLOB_STORAGE_ACCOUNT_URL", "", "Azure Blob account URL.";
-    azure_blob_storage_use_managed_identity: bool = "AZURE_BLOB_STORAGE_USE_MANAGED_IDENTITY", "false", "Azure Blob managed identity.";
-    aliyun_oss_region: Option<String> = "ALIYUN_OSS_REGION", "", "Aliyun OSS region.";
-    aliyun_oss_endpoint: Option<String> = "ALIYUN_OSS_ENDPOINT", "", "Aliyun OSS endpoint.";
-    aliyun_oss_access_key_id: Option<String> = "ALIYUN_OSS_ACCESS_KEY_ID", "", "Aliyun OSS access key id.";
-    aliyun_oss_access_key_secret: Option<String> = "ALIYUN_OSS_ACCESS_KEY_SECRET", "", "Aliyun OSS access key secret.";
-    aliyun_oss_path: Option<String> = "ALIYUN_OSS_PATH", "", "Aliyun OSS path prefix.";
-    aliyun_oss_cloudbox_id: Option<String> = "ALIYUN_OSS_CLOUDBOX_ID", "", "Aliyun OSS cloudbox id.";
-    aliyun_oss_auth_version: String = "ALIYUN_OSS_AUTH_VERSION", "v4", "Aliyun OSS signature version.";
-    gcs_credentials: Option<String> = "GCS_CREDENTIALS", "", "GCS credentials (base64).";
-    huawei_obs_access_key: Option<String> = "HUAWEI_OBS_ACCESS_KEY", "", "Huawei OBS access key.";
-    huawei_obs_secret_key: Option<String> = "HUAWEI_OBS_SECRET_KEY", "", "Huawei OBS secret key.";
-    huawei_obs_server: Option<String> = "HUAWEI_OBS_SERVER", "", "Huawei OBS server.";
-    huawei_obs_path_style: bool = "HUAWEI_OBS_PATH_STYLE", "false", "Huawei OBS path-style addressing.";
-    volcengine_tos_endpoint: Option<String> = "VOLCENGINE_TOS_ENDPOINT", "", "Volcengine TOS endpoint.";
-    volcengine_tos_access_key: Option<String> = "VOLCENGINE_TOS_ACCESS_KEY", "", "Volcengine TOS access key.";
-    volcengine_tos_secret_key: Option<String> = "VOLCENGINE_TOS_SECRET_KEY", "", "Volcengine TOS secret key.";
-    volcengine_tos_region: Option<String> = "VOLCENGINE_TOS_REGION", "", "Volcengine TOS region.";
-    baidu_bos_endpoint: Option<String> = "BAIDU_BOS_ENDPOINT", "", "Baidu BOS endpoint.";
-    baidu_bos_access_key: Option<String> = "BAIDU_BOS_ACCESS_KEY", "", "Baidu BOS access key.";
-    baidu_bos_secret_key: Option<String> = "BAIDU_BOS_SECRET_KEY", "", "Baidu BOS secret key.";
-    baidu_bos_region: Option<String> = "BAIDU_BOS_REGION", "", "Baidu BOS region.";
-    plugin_installed_path: String = "PLUGIN_INSTALLED_PATH", "plugin", "Storage folder of installed packages.";
-    plugin_package_cache_path: String = "PLUGIN_PACKAGE_CACHE_PATH", "plugin_packages", "Storage folder of uploaded packages (by unique identifier).";
-    plugin_media_cache_path: String = "PLUGIN_MEDIA_CACHE_PATH", "assets", "Storage folder of plugin assets (icons).";
-    plugin_media_cache_size: usize = "PLUGIN_MEDIA_CACHE_SIZE", "1024", "Asset cache entries.";
-    plugin_asset_cache_size: usize = "PLUGIN_ASSET_CACHE_SIZE", "256", "Package asset cache entries.";
-    persistence_storage_path: String = "PERSISTENCE_STORAGE_PATH", "persistence", "Storage folder of plugin key-value data.";
-    persistence_storage_max_size: u64 = "PERSISTENCE_STORAGE_MAX_SIZE", "104857600", "Key-value storage quota per tenant and plugin, bytes.";
-    // --- Local runtime
-    plugin_working_path: String = "PLUGIN_WORKING_PATH", "cwd", "Directory of extracted plugins and their environments (relative to the current directory).";
-    python_interpreter_path: String = "PYTHON_INTERPRETER_PATH", "/usr/bin/python3", "Python used to build plugin environments.";
-    uv_path: Option<String> = "UV_PATH", "", "uv binary; found through Python's `uv` package when unset.";
-    python_env_init_timeout: u64 = "PYTHON_ENV_INIT_TIMEOUT", "120", "Inactivity timeout of a plugin environment build and readiness wait, seconds.";
-    python_compile_all_extra_args: Option<String> = "PYTHON_COMPILE_ALL_EXTRA_ARGS", "", "Extra arguments of `compileall`.";
-    pip_mirror_auto_detect: bool = "PIP_MIRROR_AUTO_DETECT", "true", "Probe pip mirrors and use the fastest.";
-    pip_mirror_url: Option<String> = "PIP_MIRROR_URL", "", "Fixed pip index URL (disables auto-detection).";
-    pip_mirror_candidates: Option<String> = "PIP_MIRROR_CANDIDATES", "", "Comma-separated pip mirrors to probe.";
-    pip_mirror_auto_detect_timeout: u64 = "PIP_MIRROR_AUTO_DETECT_TIMEOUT", "5", "Mirror probe timeout, seconds.";
-    pip_prefer_binary: bool = "PIP_PREFER_BINARY", "true", "Prefer binary wheels.";
-    pip_verbose: bool = "PIP_VERBOSE", "true", "Verbose dependency installs.";
-    pip_extra_args: Option<String> = "PIP_EXTRA_ARGS", "", "Extra arguments of dependency installs.";
-    plugin_ignore_uv_lock: bool = "PLUGIN_IGNORE_UV_LOCK", "false", "Ignore a plugin's `uv.lock`.";
-    plugin_local_launching_concurrent: usize = "PLUGIN_LOCAL_LAUNCHING_CONCURRENT", "2", "Plugin environments built at the same time.";
-    plugin_runtime_buffer_size: usize = "PLUGIN_RUNTIME_BUFFER_SIZE", "1024", "Initial plugin stdio line buffer, bytes.";
-    plugin_runtime_max_buffer_size: usize = "PLUGIN_RUNTIME_MAX_BUFFER_SIZE", "5242880", "Largest plugin stdio line, bytes.";
-    plugin_stdio_buffer_size: usize = "PLUGIN_STDIO_BUFFER_SIZE", "1024", "Legacy name of `PLUGIN_RUNTIME_BUFFER_SIZE` (wins when not the default).";
-    plugin_stdio_max_buffer_size: usize = "PLUGIN_STDIO_MAX_BUFFER_SIZE", "5242880", "Legacy name of `PLUGIN_RUNTIME_MAX_BUFFER_SIZE` (wins when not the default).";
-    // --- Limits and timeouts
-    plugin_max_execution_timeout: u64 = "PLUGIN_MAX_EXECUTION_TIMEOUT", "600", "Wall-clock limit of one invocation, seconds.";
-    plugin_install_timeout: u64 = "PLUGIN_INSTALL_TIMEOUT", "15", "Limit of one plugin install or upgrade, minutes; a task still running past it is marked failed.";
-    max_plugin_package_size: u64 = "MAX_PLUGIN_PACKAGE_SIZE", "52428800", "Largest package upload (and uncompressed package), bytes.";
-    max_bundle_package_size: u64 = "MAX_BUNDLE_PACKAGE_SIZE", "629145600", "Largest bundle upload, bytes.";
-    plugin_model_installations_cache_enabled: bool = "PLUGIN_MODEL_INSTALLATIONS_CACHE_ENABLED", "false", "Cache model provider lists.";
-    plugin_model_installations_cache_ttl: u64 = "PLUGIN_MODEL_INSTALLATIONS_CACHE_TTL", "1440", "Model provider list cache lifetime, minutes.";
-    lifetime_collection_heartbeat_interval: u64 = "LIFETIME_COLLECTION_HEARTBEAT_INTERVAL", "5", "Node heartbeat interval, seconds.";
-    lifetime_collection_gc_interval: u64 = "LIFETIME_COLLECTION_GC_INTERVAL", "60", "Node garbage collection interval, seconds.";
-    lifetime_state_gc_interval: u64 = "LIFETIME_STATE_GC_INTERVAL", "300", "State garbage collection interval, seconds.";
-    install_task_success_retention: u64 = "INSTALL_TASK_SUCCESS_RETENTION", "120", "How long a fully successful install task stays readable, seconds.";
-    // --- Signatures
-    force_verifying_signature: bool = "FORCE_VERIFYING_SIGNATURE", "true", "Reject packages without a trusted signature.";
-    third_party_signature_verification_enabled: bool = "THIRD_PARTY_SIGNATURE_VERIFICATION_ENABLED", "false", "Also trust the keys of `THIRD_PARTY_SIGNATURE_VERIFICATION_PUBLIC_KEYS`.";
-    third_party_signature_verification_public_keys: Option<String> = "THIRD_PARTY_SIGNATURE_VERIFICATION_PUBLIC_KEYS", "", "Comma-separated paths of extra public keys (PEM).";
-    enforce_langgenius_plugin_signatures: bool = "ENFORCE_LANGGENIUS_PLUGIN_SIGNATURES", "true", "Reject unsigned packages (single or in a bundle) whose author is `langgenius`.";
-    // --- Remote debugging
-    plugin_remote_installing_enabled: bool = "PLUGIN_REMOTE_INSTALLING_ENABLED", "true", "Enable remote debugging (`debugging/key` and the debug TCP server).";
-    plugin_remote_installing_host: String = "PLUGIN_REMOTE_INSTALLING_HOST", "127.0.0.1", "Debug TCP server address.";
-    plugin_remote_installing_port: u16 = "PLUGIN_REMOTE_INSTALLING_PORT", "5003", "Debug TCP server port.";
-    plugin_remote_installing_max_conn: usize = "PLUGIN_REMOTE_INSTALLING_MAX_CONN", "256", "Debug connections in total.";
-    plugin_remote_installing_max_single_tenant_conn: usize = "PLUGIN_REMOTE_INSTALLING_MAX_SINGLE_TENANT_CONN", "5", "Debug connections per tenant.";
-    plugin_remote_install_server_event_loop_nums: usize = "PLUGIN_REMOTE_INSTALL_SERVER_EVENT_LOOP_NUMS", "8", "Accepted for compatibility; unused.";
-    debugging_key_ttl: u64 = "DEBUGGING_KEY_TTL", "7200", "Lifetime of a tenant's debugging key, refreshed on every request, seconds.";
-    plugin_remote_installing_handshake_timeout: u64 = "PLUGIN_REMOTE_INSTALLING_HANDSHAKE_TIMEOUT", "10", "A debug connection without an accepted handshake key within this time is closed, seconds.";
-    plugin_remote_installing_heartbeat_timeout: u64 = "PLUGIN_REMOTE_INSTALLING_HEARTBEAT_TIMEOUT", "60", "A debugging plugin without a heartbeat for this long is disconnected (and its registration must finish within it), seconds.";
-    // --- Serverless
-    dify_plugin_serverless_connector_url: Option<String> = "DIFY_PLUGIN_SERVERLESS_CONNECTOR_URL", "", "Serverless connector URL.";
-    dify_plugin_serverless_connector_api_key: Option<String> = "DIFY_PLUGIN_SERVERLESS_CONNECTOR_API_KEY", "", "Serverless connector key.";
-    dify_plugin_serverless_connector_launch_timeout: u64 = "DIFY_PLUGIN_SERVERLESS_CONNECTOR_LAUNCH_TIMEOUT", "240", "Serverless build timeout, seconds.";
-    max_serverless_transaction_timeout: u64 = "MAX_SERVERLESS_TRANSACTION_TIMEOUT", "300", "Serverless back-channel timeout, seconds.";
-    max_serverless_retry_times: u32 = "MAX_SERVERLESS_RETRY_TIMES", "3", "Serverless retries.";
-    max_serverless_request_bytes: u64 = "MAX_SERVERLESS_REQUEST_BYTES", "5242880", "Largest serverless request before splitting, bytes.";
-    // --- Observability
-    enable_otel: bool = "ENABLE_OTEL", "false", "Accepted for compatibility; OpenTelemetry export is not implemented.";
-    otlp_trace_endpoint: Option<String> = "OTLP_TRACE_ENDPOINT", "", "OTLP trace endpoint.";
-    otlp_metric_endpoint: Option<String> = "OTLP_METRIC_ENDPOINT", "", "OTLP metric endpoint.";
-    otlp_base_endpoint: String = "OTLP_BASE_ENDPOINT", "http://localhost:4318", "OTLP base endpoint.";
-    otel_api_key: Option<String> = "OTEL_API_KEY", "", "OTLP API key.";
-    otel_exporter_otlp_protocol: String = "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf", "OTLP protocol.";
-    otel_exporter_type: String = "OTEL_EXPORTER_TYPE", "otlp", "OTel exporter.";
-    otel_sampling_rate: f64 = "OTEL_SAMPLING_RATE", "1.0", "Trace sampling rate.";
-    otel_batch_export_schedule_delay: u64 = "OTEL_BATCH_EXPORT_SCHEDULE_DELAY", "5000", "Batch export delay, milliseconds.";
-    otel_max_queue_size: usize = "OTEL_MAX_QUEUE_SIZE", "2048", "Export queue size.";
-    otel_max_export_batch_size: usize = "OTEL_MAX_EXPORT_BATCH_SIZE", "512", "Export batch size.";
-    otel_metric_export_interval: u64 = "OTEL_METRIC_EXPORT_INTERVAL", "60000", "Metric export interval, milliseconds.";
-    otel_batch_export_timeout: u64 = "OTEL_BATCH_EXPORT_TIMEOUT", "10000", "Batch export timeout, milliseconds.";
-    otel_metric_export_timeout: u64 = "OTEL_METRIC_EXPORT_TIMEOUT", "30000", "Metric export timeout, milliseconds.";
-    sentry_enabled: bool = "SENTRY_ENABLED", "false", "Accepted for compatibility; Sentry is not implemented.";
-    sentry_dsn: Option<String> = "SENTRY_DSN", "", "Sentry DSN.";
-    sentry_attach_stacktrace: bool = "SENTRY_ATTACH_STACKTRACE", "false", "Sentry stack traces.";
-    sentry_tracing_enabled: bool = "SENTRY_TRACING_ENABLED", "false", "Sentry tracing.";
-    sentry_traces_sample_rate: f64 = "SENTRY_TRACES_SAMPLE_RATE", "0", "Sentry trace sample rate.";
-    sentry_sample_rate: f64 = "SENTRY_SAMPLE_RATE", "0", "Sentry sample rate.";
-    // --- Fault injection (tests only)
-    install_commit_delay_ms: u64 = "DIFY_TEST_INSTALL_COMMIT_DELAY_MS", "0", "Testing aid: pause between preparing a plugin and committing its installation, milliseconds (0 in production).";
-    skip_runtime_preparation: bool = "DIFY_TEST_SKIP_RUNTIME_PREPARATION", "false", "Testing aid: install without the runtime's preparation step, so installed plugins are not runnable (never set in production).";
-}
-
 impl FromSetting for Option<u16> {
     fn from_setting(text: &str) -> Result<Self, String> {
         if text.trim().is_empty() {
             return Ok(None);
         }
         text.trim().parse::<u16>().map(Some).map_err(|e| e.to_string())
+    }
+}
+
+/// Reads one setting: the first non-empty value of `doc.name` and its fallbacks, else the default.
+/// A value that does not parse is recorded in `invalid` and the default is used instead.
+fn read_setting<T: FromSetting>(
+    doc: &SettingDoc,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    invalid: &mut Vec<ConfigError>,
+) -> T {
+    let given = std::iter::once(doc.name)
+        .chain(doc.fallbacks.iter().copied())
+        .find_map(|name| lookup(name).filter(|value| !value.is_empty()));
+    if let Some(text) = given {
+        match T::from_setting(&text) {
+            Ok(value) => return value,
+            Err(reason) => invalid.push(ConfigError::Invalid { name: doc.name, value: text, reason }),
+        }
+    }
+    // The defaults of the table are checked by `defaults_parse_and_validate`.
+    T::from_setting(doc.default)
+        .unwrap_or_else(|reason| panic!("the default {:?} of {} does not parse: {reason}", doc.default, doc.name))
+}
+
+macro_rules! settings {
+    ($( $group:literal {
+        $( $field:ident : $ty:ty = $env:literal $(| $fallback:literal)*, $default:literal, $doc:literal; )*
+    } )*) => {
+        /// Every setting of the daemon, typed. Build it with [`Settings::from_env`],
+        /// [`Settings::from_lookup`] or [`Settings::from_map`]; `Settings::default()` holds every default.
+        #[derive(Debug, Clone)]
+        pub struct Settings {
+            $( $( #[doc = $doc] pub $field: $ty, )* )*
+        }
+
+        /// The documentation table of every setting, in declaration order.
+        pub const SETTINGS: &[SettingDoc] = &[
+            $( $( SettingDoc {
+                name: $env, fallbacks: &[$($fallback),*], default: $default, doc: $doc, group: $group,
+            }, )* )*
+        ];
+
+        impl Settings {
+            /// Reads every setting through `lookup` (an unset or empty variable takes the default). Values
+            /// that do not parse are returned beside the settings, which hold the default in their place.
+            pub fn from_lookup_lenient(lookup: &dyn Fn(&str) -> Option<String>) -> (Self, Vec<ConfigError>) {
+                let mut invalid = Vec::new();
+                let mut docs = SETTINGS.iter();
+                let mut next_doc = || docs.next().expect("SETTINGS has one entry per field");
+                let settings = Settings {
+                    $( $( $field: read_setting::<$ty>(next_doc(), lookup, &mut invalid), )* )*
+                };
+                (settings, invalid)
+            }
+        }
+    };
+}
+
+settings! {
+    "Server / HTTP" {
+        server_host: String = "SERVER_HOST", "0.0.0.0", "Address the HTTP API listens on.";
+        server_port: u16 = "SERVER_PORT", "5002", "Port the HTTP API listens on.";
+        server_key: Option<String> = "SERVER_KEY", "", "API key expected in `X-Api-Key`; when unset a random key is generated on first start, stored in `<PLUGIN_STORAGE_LOCAL_ROOT>/server_key` and printed.";
+        server_tz: String = "SERVER_TZ", "UTC", "Time zone of timestamps (only UTC is rendered at present).";
+        gin_mode: String = "GIN_MODE", "release", "Accepted for compatibility; has no effect.";
+        platform: String = "PLATFORM", "local", "Runtime platform: `local` or `serverless`.";
+        routine_pool_size: usize = "ROUTINE_POOL_SIZE", "10000", "Background jobs (plugin installs and upgrades) running at the same time; more wait their turn.";
+        plugin_endpoint_enabled: bool = "PLUGIN_ENDPOINT_ENABLED", "true", "Serve public plugin endpoints under `/e/`.";
+        plugin_webhook_enabled: bool = "PLUGIN_WEBHOOK_ENABLED", "false", "Accepted for compatibility; unused.";
+        admin_api_enabled: bool = "ADMIN_API_ENABLED", "false", "Enable the admin API (`X-Admin-Api-Key`).";
+        admin_api_key: Option<String> = "ADMIN_API_KEY", "", "Admin API key (at least 10 characters).";
+        pprof_enabled: bool = "PPROF_ENABLED", "false", "Accepted for compatibility; there is no pprof in this implementation.";
+        prometheus_enabled: bool = "PROMETHEUS_ENABLED", "true", "Serve Prometheus metrics at `/metrics`.";
+        health_api_log_enabled: bool = "HEALTH_API_LOG_ENABLED", "true", "Log requests to `/health/check`.";
+        log_level: String = "LOG_LEVEL", "INFO", "Log level (`DEBUG`, `INFO`, `WARN`, `ERROR`) unless `RUST_LOG` is set.";
+        log_output_format: String = "LOG_OUTPUT_FORMAT", "text", "Log format: `text` or `json`.";
+        log_file: Option<String> = "LOG_FILE", "", "Accepted for compatibility; logs go to stderr.";
+        display_cluster_log: bool = "DISPLAY_CLUSTER_LOG", "false", "Log cluster coordination events.";
+        http_proxy: Option<String> = "HTTP_PROXY" | "http_proxy", "", "Proxy for outgoing HTTP requests (uv and plugins).";
+        https_proxy: Option<String> = "HTTPS_PROXY" | "https_proxy", "", "Proxy for outgoing HTTPS requests (uv and plugins).";
+        no_proxy: Option<String> = "NO_PROXY" | "no_proxy", "", "Hosts that bypass the proxy.";
+    }
+    "Dify inner API" {
+        dify_inner_api_url: String = "DIFY_INNER_API_URL", "http://127.0.0.1:5001", "Base URL of the Dify API's inner endpoints (backwards invocations).";
+        dify_inner_api_key: Option<String> = "DIFY_INNER_API_KEY", "", "Key sent as `X-Inner-Api-Key` to the Dify API.";
+        dify_invocation_connection_idle_timeout: u64 = "DIFY_INVOCATION_CONNECTION_IDLE_TIMEOUT", "120", "Idle timeout of connections to the Dify API, seconds.";
+        dify_backwards_invocation_write_timeout: u64 = "DIFY_BACKWARDS_INVOCATION_WRITE_TIMEOUT", "5000", "Connect timeout of a backwards invocation to the Dify API, milliseconds.";
+        dify_backwards_invocation_read_timeout: u64 = "DIFY_BACKWARDS_INVOCATION_READ_TIMEOUT", "240000", "Total limit of a backwards invocation to the Dify API, milliseconds.";
+        response_max_buffer_size: usize = "RESPONSE_MAX_BUFFER_SIZE", "31457280", "Largest frame of a streamed Dify API reply, bytes.";
+    }
+    "Database" {
+        db_type: Option<String> = "DB_TYPE", "", "`sqlite`, `postgresql`, `pgbouncer` or `mysql` (`oceanbase`/`seekdb` = mysql); default: `sqlite` when `DB_HOST` is unset, else `postgresql`.";
+        db_sqlite_path: String = "DB_SQLITE_PATH", "dify_plugin_daemon.db", "SQLite database file (relative to the current directory) for `DB_TYPE=sqlite`.";
+        db_username: String = "DB_USERNAME", "postgres", "Database user.";
+        db_password: String = "DB_PASSWORD", "", "Database password.";
+        db_host: Option<String> = "DB_HOST", "", "Database host; unset selects the embedded SQLite database.";
+        db_port: Option<u16> = "DB_PORT", "", "Database port (default 5432 for PostgreSQL, 3306 for MySQL).";
+        db_database: String = "DB_DATABASE", "dify_plugin", "Database name; created if it does not exist.";
+        db_default_database: Option<String> = "DB_DEFAULT_DATABASE", "", "Database used to create `DB_DATABASE` (default `postgres` or `mysql`).";
+        db_ssl_mode: String = "DB_SSL_MODE", "disable", "`disable` or `require`.";
+        db_max_idle_conns: u32 = "DB_MAX_IDLE_CONNS", "10", "Accepted for compatibility; idle connections are closed after ten minutes.";
+        db_max_open_conns: u32 = "DB_MAX_OPEN_CONNS", "30", "Largest number of open connections.";
+        db_conn_max_lifetime: u64 = "DB_CONN_MAX_LIFETIME", "3600", "Connection lifetime, seconds.";
+        db_extras: Option<String> = "DB_EXTRAS", "", "Extra PostgreSQL start-up options (sent as `options`, e.g. `-c search_path=plugins`).";
+        db_charset: Option<String> = "DB_CHARSET", "", "Accepted for compatibility; connections always use UTF-8 (utf8mb4 on MySQL).";
+        db_gorm_log_level: Option<String> = "DB_GORM_LOG_LEVEL", "", "Accepted for compatibility; unused.";
+        db_connect_timeout: u64 = "DB_CONNECT_TIMEOUT", "5", "Connect timeout, seconds.";
+        db_read_timeout: u64 = "DB_READ_TIMEOUT", "30", "Accepted for compatibility; statements are bounded by the pool acquire timeout.";
+        db_write_timeout: u64 = "DB_WRITE_TIMEOUT", "30", "Accepted for compatibility; statements are bounded by the pool acquire timeout.";
+    }
+    "Redis" {
+        redis_host: Option<String> = "REDIS_HOST", "", "Redis host; unset keeps coordination in-process.";
+        redis_port: u16 = "REDIS_PORT", "6379", "Redis port.";
+        redis_username: Option<String> = "REDIS_USERNAME", "", "Redis user.";
+        redis_password: Option<String> = "REDIS_PASSWORD", "", "Redis password.";
+        redis_db: u32 = "REDIS_DB", "0", "Redis database number.";
+        redis_key_prefix: String = "REDIS_KEY_PREFIX", "plugin_daemon", "Prefix of every Redis key and channel.";
+        redis_use_ssl: bool = "REDIS_USE_SSL", "false", "Connect to Redis over TLS.";
+        redis_ssl_cert_reqs: Option<String> = "REDIS_SSL_CERT_REQS", "", "`CERT_NONE`, `CERT_OPTIONAL` or `CERT_REQUIRED`.";
+        redis_ssl_ca_certs: Option<String> = "REDIS_SSL_CA_CERTS", "", "CA certificates file for Redis TLS.";
+        redis_use_azure_managed_identity: bool = "REDIS_USE_AZURE_MANAGED_IDENTITY", "false", "Azure managed identity for Redis.";
+        redis_use_sentinel: bool = "REDIS_USE_SENTINEL", "false", "Discover Redis through Sentinel.";
+        redis_sentinels: Option<String> = "REDIS_SENTINELS", "", "Sentinel nodes, `host:port,...`.";
+        redis_sentinel_service_name: Option<String> = "REDIS_SENTINEL_SERVICE_NAME", "", "Sentinel service name.";
+        redis_sentinel_username: Option<String> = "REDIS_SENTINEL_USERNAME", "", "Sentinel user.";
+        redis_sentinel_password: Option<String> = "REDIS_SENTINEL_PASSWORD", "", "Sentinel password.";
+        redis_sentinel_socket_timeout: f64 = "REDIS_SENTINEL_SOCKET_TIMEOUT", "0", "Sentinel socket timeout, seconds.";
+    }
+    "Storage" {
+        plugin_storage_type: String = "PLUGIN_STORAGE_TYPE", "local", "Blob storage backend; `local` (a directory) is implemented.";
+        plugin_storage_oss_bucket: Option<String> = "PLUGIN_STORAGE_OSS_BUCKET", "", "Object store bucket.";
+        plugin_storage_local_root: String = "PLUGIN_STORAGE_LOCAL_ROOT", "storage", "Root directory of local blob storage (relative to the current directory).";
+        s3_use_aws_managed_iam: bool = "S3_USE_AWS_MANAGED_IAM", "false", "S3: use the instance IAM role.";
+        s3_use_aws: bool = "S3_USE_AWS", "true", "S3: talk to AWS (false = S3-compatible endpoint).";
+        s3_endpoint: Option<String> = "S3_ENDPOINT", "", "S3 endpoint.";
+        s3_use_path_style: bool = "S3_USE_PATH_STYLE", "true", "S3 path-style addressing.";
+        aws_access_key: Option<String> = "AWS_ACCESS_KEY", "", "S3 access key.";
+        aws_secret_key: Option<String> = "AWS_SECRET_KEY", "", "S3 secret key.";
+        aws_region: Option<String> = "AWS_REGION", "", "S3 region.";
+        tencent_cos_secret_key: Option<String> = "TENCENT_COS_SECRET_KEY", "", "Tencent COS secret key.";
+        tencent_cos_secret_id: Option<String> = "TENCENT_COS_SECRET_ID", "", "Tencent COS secret id.";
+        tencent_cos_region: Option<String> = "TENCENT_COS_REGION", "", "Tencent COS region.";
+        tencent_cos_endpoint: Option<String> = "TENCENT_COS_ENDPOINT", "", "Tencent COS endpoint.";
+        azure_blob_storage_container_name: Option<String> = "AZURE_BLOB_STORAGE_CONTAINER_NAME", "", "Azure Blob container.";
+        azure_blob_storage_connection_string: Option<String> = "AZURE_BLOB_STORAGE_CONNECTION_STRING", "", "Azure Blob connection string.";
+        azure_blob_storage_account_url: Option<String> = "AZURE_BLOB_STORAGE_ACCOUNT_URL", "", "Azure Blob account URL.";
+        azure_blob_storage_use_managed_identity: bool = "AZURE_BLOB_STORAGE_USE_MANAGED_IDENTITY", "false", "Azure Blob managed identity.";
+        aliyun_oss_region: Option<String> = "ALIYUN_OSS_REGION", "", "Aliyun OSS region.";
+        aliyun_oss_endpoint: Option<String> = "ALIYUN_OSS_ENDPOINT", "", "Aliyun OSS endpoint.";
+        aliyun_oss_access_key_id: Option<String> = "ALIYUN_OSS_ACCESS_KEY_ID", "", "Aliyun OSS access key id.";
+        aliyun_oss_access_key_secret: Option<String> = "ALIYUN_OSS_ACCESS_KEY_SECRET", "", "Aliyun OSS access key secret.";
+        aliyun_oss_path: Option<String> = "ALIYUN_OSS_PATH", "", "Aliyun OSS path prefix.";
+        aliyun_oss_cloudbox_id: Option<String> = "ALIYUN_OSS_CLOUDBOX_ID", "", "Aliyun OSS cloudbox id.";
+        aliyun_oss_auth_version: String = "ALIYUN_OSS_AUTH_VERSION", "v4", "Aliyun OSS signature version.";
+        gcs_credentials: Option<String> = "GCS_CREDENTIALS", "", "GCS credentials (base64).";
+        huawei_obs_access_key: Option<String> = "HUAWEI_OBS_ACCESS_KEY", "", "Huawei OBS access key.";
+        huawei_obs_secret_key: Option<String> = "HUAWEI_OBS_SECRET_KEY", "", "Huawei OBS secret key.";
+        huawei_obs_server: Option<String> = "HUAWEI_OBS_SERVER", "", "Huawei OBS server.";
+        huawei_obs_path_style: bool = "HUAWEI_OBS_PATH_STYLE", "false", "Huawei OBS path-style addressing.";
+        volcengine_tos_endpoint: Option<String> = "VOLCENGINE_TOS_ENDPOINT", "", "Volcengine TOS endpoint.";
+        volcengine_tos_access_key: Option<String> = "VOLCENGINE_TOS_ACCESS_KEY", "", "Volcengine TOS access key.";
+        volcengine_tos_secret_key: Option<String> = "VOLCENGINE_TOS_SECRET_KEY", "", "Volcengine TOS secret key.";
+        volcengine_tos_region: Option<String> = "VOLCENGINE_TOS_REGION", "", "Volcengine TOS region.";
+        baidu_bos_endpoint: Option<String> = "BAIDU_BOS_ENDPOINT", "", "Baidu BOS endpoint.";
+        baidu_bos_access_key: Option<String> = "BAIDU_BOS_ACCESS_KEY", "", "Baidu BOS access key.";
+        baidu_bos_secret_key: Option<String> = "BAIDU_BOS_SECRET_KEY", "", "Baidu BOS secret key.";
+        baidu_bos_region: Option<String> = "BAIDU_BOS_REGION", "", "Baidu BOS region.";
+        plugin_installed_path: String = "PLUGIN_INSTALLED_PATH", "plugin", "Storage folder of installed packages.";
+        plugin_package_cache_path: String = "PLUGIN_PACKAGE_CACHE_PATH", "plugin_packages", "Storage folder of uploaded packages (by unique identifier).";
+        plugin_media_cache_path: String = "PLUGIN_MEDIA_CACHE_PATH", "assets", "Storage folder of plugin assets (icons).";
+        plugin_media_cache_size: usize = "PLUGIN_MEDIA_CACHE_SIZE", "1024", "Asset cache entries.";
+        plugin_asset_cache_size: usize = "PLUGIN_ASSET_CACHE_SIZE", "256", "Package asset cache entries.";
+        persistence_storage_path: String = "PERSISTENCE_STORAGE_PATH", "persistence", "Storage folder of plugin key-value data.";
+        persistence_storage_max_size: u64 = "PERSISTENCE_STORAGE_MAX_SIZE", "104857600", "Plugin storage quota per tenant and plugin, bytes (a manifest's `storage.size` may lower it).";
+    }
+    "Local runtime" {
+        plugin_working_path: String = "PLUGIN_WORKING_PATH", "cwd", "Root of plugin working directories (extracted packages and their environments), relative to the current directory.";
+        python_interpreter_path: Option<String> = "PYTHON_INTERPRETER_PATH", "", "Python >= 3.12 for plugin environments; when unset `python3.13`/`python3.12` on `PATH`, then pyenv's newest 3.12+ (upstream defaults to `/usr/bin/python3`, often too old).";
+        uv_path: Option<String> = "UV_PATH", "", "uv binary; when unset found through the interpreter's `uv` module, then on `PATH`.";
+        uv_cache_dir: Option<String> = "UV_CACHE_DIR", "", "uv's package cache shared by every plugin build; unset means `<PLUGIN_WORKING_PATH>/.uv-cache`.";
+        python_env_init_timeout: u64 = "PYTHON_ENV_INIT_TIMEOUT", "120", "Seconds an environment build step may stay silent, and a new plugin may take to send its first heartbeat.";
+        plugin_env_build_timeout: u64 = "PLUGIN_ENV_BUILD_TIMEOUT", "600", "Hard limit of one environment build step, seconds (not an upstream variable).";
+        plugin_env_build_retries: u32 = "PLUGIN_ENV_BUILD_RETRIES", "1", "Retries of a failed environment build (not an upstream variable).";
+        python_compile_all_extra_args: Option<String> = "PYTHON_COMPILE_ALL_EXTRA_ARGS", "", "Accepted for compatibility; `compileall` runs without extra arguments.";
+        pip_mirror_auto_detect: bool = "PIP_MIRROR_AUTO_DETECT", "true", "Accepted for compatibility; mirrors are not probed (set `PIP_MIRROR_URL`).";
+        pip_mirror_url: Option<String> = "PIP_MIRROR_URL", "", "Package index passed to uv with `-i` (and `requirements.txt` preferred over `pyproject.toml`).";
+        pip_mirror_candidates: Option<String> = "PIP_MIRROR_CANDIDATES", "", "Accepted for compatibility; mirrors are not probed.";
+        pip_mirror_auto_detect_timeout: u64 = "PIP_MIRROR_AUTO_DETECT_TIMEOUT", "5", "Accepted for compatibility; mirrors are not probed.";
+        pip_prefer_binary: bool = "PIP_PREFER_BINARY", "true", "Accepted for compatibility; uv prefers wheels by itself.";
+        pip_verbose: bool = "PIP_VERBOSE", "true", "Pass `-v` to uv (its output becomes install progress).";
+        pip_extra_args: Option<String> = "PIP_EXTRA_ARGS", "", "Extra uv arguments of the dependency install, split on whitespace.";
+        plugin_ignore_uv_lock: bool = "PLUGIN_IGNORE_UV_LOCK", "false", "Do not pass `--frozen` to `uv sync` when the plugin has a `uv.lock`.";
+        plugin_local_launching_concurrent: usize = "PLUGIN_LOCAL_LAUNCHING_CONCURRENT", "2", "Plugin environment builds and launches running at the same time (0 = the default).";
+        plugin_runtime_buffer_size: usize = "PLUGIN_RUNTIME_BUFFER_SIZE", "1024", "Accepted for compatibility; the line reader grows as needed.";
+        plugin_runtime_max_buffer_size: usize = "PLUGIN_RUNTIME_MAX_BUFFER_SIZE", "67108864", "Longest plugin output line (stdio and debug TCP), bytes; a longer line fails only its session. Upstream: 5242880, and a longer line kills the plugin.";
+        plugin_stdio_buffer_size: usize = "PLUGIN_STDIO_BUFFER_SIZE", "1024", "Legacy name of `PLUGIN_RUNTIME_BUFFER_SIZE`; accepted for compatibility.";
+        plugin_stdio_max_buffer_size: usize = "PLUGIN_STDIO_MAX_BUFFER_SIZE", "5242880", "Legacy name of `PLUGIN_RUNTIME_MAX_BUFFER_SIZE`; wins when set to anything but 5242880.";
+        plugin_heartbeat_timeout: u64 = "PLUGIN_HEARTBEAT_TIMEOUT", "120", "A running local plugin silent this long is killed and restarted, seconds (not an upstream variable).";
+        plugin_max_restarts: u32 = "PLUGIN_MAX_RESTARTS", "5", "Restarts of a crashing plugin in a row before giving up (not an upstream variable).";
+        plugin_restart_backoff_ms: u64 = "PLUGIN_RESTART_BACKOFF_MS", "500", "First restart delay, doubled per restart up to 30 s, milliseconds (not an upstream variable).";
+    }
+    "Limits and timeouts" {
+        plugin_max_execution_timeout: u64 = "PLUGIN_MAX_EXECUTION_TIMEOUT", "600", "Longest one invocation (a session, its SSE stream, an `/e/` request) may run, seconds; then it ends with `killed by timeout`.";
+        plugin_install_timeout: u64 = "PLUGIN_INSTALL_TIMEOUT", "15", "Limit of one plugin install or upgrade, minutes; a task still running past it is marked failed.";
+        max_plugin_package_size: u64 = "MAX_PLUGIN_PACKAGE_SIZE", "52428800", "Largest package upload (and uncompressed package), bytes.";
+        max_bundle_package_size: u64 = "MAX_BUNDLE_PACKAGE_SIZE", "629145600", "Largest bundle upload, bytes.";
+        plugin_model_installations_cache_enabled: bool = "PLUGIN_MODEL_INSTALLATIONS_CACHE_ENABLED", "false", "Cache model provider lists.";
+        plugin_model_installations_cache_ttl: u64 = "PLUGIN_MODEL_INSTALLATIONS_CACHE_TTL", "1440", "Model provider list cache lifetime, minutes.";
+        lifetime_collection_heartbeat_interval: u64 = "LIFETIME_COLLECTION_HEARTBEAT_INTERVAL", "5", "Node heartbeat interval, seconds.";
+        lifetime_collection_gc_interval: u64 = "LIFETIME_COLLECTION_GC_INTERVAL", "60", "Node garbage collection interval, seconds.";
+        lifetime_state_gc_interval: u64 = "LIFETIME_STATE_GC_INTERVAL", "300", "State garbage collection interval, seconds.";
+        install_task_success_retention: u64 = "INSTALL_TASK_SUCCESS_RETENTION", "120", "How long a fully successful install task stays readable, seconds.";
+    }
+    "Signatures" {
+        force_verifying_signature: bool = "FORCE_VERIFYING_SIGNATURE", "true", "Reject packages without a trusted signature.";
+        third_party_signature_verification_enabled: bool = "THIRD_PARTY_SIGNATURE_VERIFICATION_ENABLED", "false", "Also trust the keys of `THIRD_PARTY_SIGNATURE_VERIFICATION_PUBLIC_KEYS`.";
+        third_party_signature_verification_public_keys: Option<String> = "THIRD_PARTY_SIGNATURE_VERIFICATION_PUBLIC_KEYS", "", "Comma-separated paths of extra public keys (PEM).";
+        enforce_langgenius_plugin_signatures: bool = "ENFORCE_LANGGENIUS_PLUGIN_SIGNATURES", "true", "Reject unsigned packages (single or in a bundle) whose author is `langgenius`.";
+    }
+    "Remote debugging" {
+        plugin_remote_installing_enabled: bool = "PLUGIN_REMOTE_INSTALLING_ENABLED", "true", "Enable remote debugging (`debugging/key` and the debug TCP server).";
+        plugin_remote_installing_host: String = "PLUGIN_REMOTE_INSTALLING_HOST", "127.0.0.1", "Debug TCP server address.";
+        plugin_remote_installing_port: u16 = "PLUGIN_REMOTE_INSTALLING_PORT", "5003", "Debug TCP server port.";
+        plugin_remote_installing_max_conn: usize = "PLUGIN_REMOTE_INSTALLING_MAX_CONN", "256", "Debug connections in total.";
+        plugin_remote_installing_max_single_tenant_conn: usize = "PLUGIN_REMOTE_INSTALLING_MAX_SINGLE_TENANT_CONN", "5", "Debug connections per tenant.";
+        plugin_remote_install_server_event_loop_nums: usize = "PLUGIN_REMOTE_INSTALL_SERVER_EVENT_LOOP_NUMS", "8", "Accepted for compatibility; unused.";
+        debugging_key_ttl: u64 = "DEBUGGING_KEY_TTL", "7200", "Lifetime of a tenant's debugging key, refreshed on every request, seconds.";
+        plugin_remote_installing_handshake_timeout: u64 = "PLUGIN_REMOTE_INSTALLING_HANDSHAKE_TIMEOUT", "10", "A debug connection without an accepted handshake key within this time is closed, seconds.";
+        plugin_remote_installing_heartbeat_timeout: u64 = "PLUGIN_REMOTE_INSTALLING_HEARTBEAT_TIMEOUT", "60", "A debugging plugin without a heartbeat for this long is disconnected (and its registration must finish within it), seconds.";
+    }
+    "Serverless" {
+        dify_plugin_serverless_connector_url: Option<String> = "DIFY_PLUGIN_SERVERLESS_CONNECTOR_URL", "", "Serverless connector URL.";
+        dify_plugin_serverless_connector_api_key: Option<String> = "DIFY_PLUGIN_SERVERLESS_CONNECTOR_API_KEY", "", "Serverless connector key.";
+        dify_plugin_serverless_connector_launch_timeout: u64 = "DIFY_PLUGIN_SERVERLESS_CONNECTOR_LAUNCH_TIMEOUT", "240", "Serverless build timeout, seconds.";
+        max_serverless_transaction_timeout: u64 = "MAX_SERVERLESS_TRANSACTION_TIMEOUT", "300", "Serverless back-channel timeout, seconds.";
+        max_serverless_retry_times: u32 = "MAX_SERVERLESS_RETRY_TIMES", "3", "Serverless retries.";
+        max_serverless_request_bytes: u64 = "MAX_SERVERLESS_REQUEST_BYTES", "5242880", "Largest serverless request before splitting, bytes.";
+    }
+    "Observability" {
+        enable_otel: bool = "ENABLE_OTEL", "false", "Accepted for compatibility; OpenTelemetry export is not implemented.";
+        otlp_trace_endpoint: Option<String> = "OTLP_TRACE_ENDPOINT", "", "OTLP trace endpoint.";
+        otlp_metric_endpoint: Option<String> = "OTLP_METRIC_ENDPOINT", "", "OTLP metric endpoint.";
+        otlp_base_endpoint: String = "OTLP_BASE_ENDPOINT", "http://localhost:4318", "OTLP base endpoint.";
+        otel_api_key: Option<String> = "OTEL_API_KEY", "", "OTLP API key.";
+        otel_exporter_otlp_protocol: String = "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf", "OTLP protocol.";
+        otel_exporter_type: String = "OTEL_EXPORTER_TYPE", "otlp", "OTel exporter.";
+        otel_sampling_rate: f64 = "OTEL_SAMPLING_RATE", "1.0", "Trace sampling rate.";
+        otel_batch_export_schedule_delay: u64 = "OTEL_BATCH_EXPORT_SCHEDULE_DELAY", "5000", "Batch export delay, milliseconds.";
+        otel_max_queue_size: usize = "OTEL_MAX_QUEUE_SIZE", "2048", "Export queue size.";
+        otel_max_export_batch_size: usize = "OTEL_MAX_EXPORT_BATCH_SIZE", "512", "Export batch size.";
+        otel_metric_export_interval: u64 = "OTEL_METRIC_EXPORT_INTERVAL", "60000", "Metric export interval, milliseconds.";
+        otel_batch_export_timeout: u64 = "OTEL_BATCH_EXPORT_TIMEOUT", "10000", "Batch export timeout, milliseconds.";
+        otel_metric_export_timeout: u64 = "OTEL_METRIC_EXPORT_TIMEOUT", "30000", "Metric export timeout, milliseconds.";
+        sentry_enabled: bool = "SENTRY_ENABLED", "false", "Accepted for compatibility; Sentry is not implemented.";
+        sentry_dsn: Option<String> = "SENTRY_DSN", "", "Sentry DSN.";
+        sentry_attach_stacktrace: bool = "SENTRY_ATTACH_STACKTRACE", "false", "Sentry stack traces.";
+        sentry_tracing_enabled: bool = "SENTRY_TRACING_ENABLED", "false", "Sentry tracing.";
+        sentry_traces_sample_rate: f64 = "SENTRY_TRACES_SAMPLE_RATE", "0", "Sentry trace sample rate.";
+        sentry_sample_rate: f64 = "SENTRY_SAMPLE_RATE", "0", "Sentry sample rate.";
+    }
+    "Testing aids" {
+        install_commit_delay_ms: u64 = "DIFY_TEST_INSTALL_COMMIT_DELAY_MS", "0", "Testing aid: pause between preparing a plugin and committing its installation, milliseconds (0 in production).";
+        skip_runtime_preparation: bool = "DIFY_TEST_SKIP_RUNTIME_PREPARATION", "false", "Testing aid: install without the runtime's preparation step, so installed plugins are not runnable (never set in production).";
     }
 }
 
@@ -302,11 +352,28 @@ pub enum DbKind {
     Mysql,
 }
 
+impl Default for Settings {
+    /// Every setting at its documented default.
+    fn default() -> Self {
+        Settings::from_lookup_lenient(&|_| None).0
+    }
+}
+
 impl Settings {
     /// Reads the process environment (after a `.env` file in the current directory, if present).
     pub fn from_env() -> Result<Self, ConfigError> {
         let _ = dotenvy::dotenv();
         Settings::from_lookup(&|name| std::env::var(name).ok())
+    }
+
+    /// Reads every setting through `lookup` (an unset or empty variable takes the default); the first
+    /// value that does not parse is the error.
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let (settings, invalid) = Settings::from_lookup_lenient(lookup);
+        match invalid.into_iter().next() {
+            Some(error) => Err(error),
+            None => Ok(settings),
+        }
     }
 
     /// Reads settings from a map (tests).
@@ -392,27 +459,60 @@ impl Settings {
     }
 }
 
-/// The whole `docs/configuration.md`.
+
+/// Marks the start of the generated settings tables in `README.md`.
+pub const README_CONFIG_BEGIN: &str = "<!-- config:begin -->";
+/// Marks the end of the generated settings tables in `README.md`.
+pub const README_CONFIG_END: &str = "<!-- config:end -->";
+
+/// The whole `docs/configuration.md`: a pointer to the README, where the one table lives.
 pub fn configuration_doc() -> String {
+    let groups: Vec<&str> = SETTINGS.iter().fold(Vec::new(), |mut groups, s| {
+        if groups.last() != Some(&s.group) {
+            groups.push(s.group);
+        }
+        groups
+    });
     format!(
         "# Configuration\n\n\
-         `dify-plugin-daemon` reads these environment variables (the upstream names), after loading a `.env` file from \
-         the current directory if there is one. An unset or empty variable takes its default. With nothing set the \
-         daemon runs on the embedded default: SQLite (`DB_SQLITE_PATH`) and local storage (`PLUGIN_STORAGE_LOCAL_ROOT`, \
-         `PLUGIN_WORKING_PATH`) under the current directory, coordination in-process, and an API key generated on first \
-         start.\n\n{}",
-        settings_markdown_table()
+         Every environment variable `dify-plugin-daemon` reads ({} of them: {}) is listed with its default and \
+         meaning in the [README's configuration section](../README.md#configuration), together with the settings \
+         of `dify-plugin-client`. That table is generated from the one declaration of every setting, the \
+         `settings!` table in `crates/daemon/src/config.rs`; `DIFY_REGENERATE_DOCS=1 cargo test -p dify-daemon \
+         --lib config` rewrites it and this file, and the same test fails when either is out of date.\n",
+        SETTINGS.len(),
+        groups.join(", ").to_lowercase(),
     )
 }
 
-/// Renders the settings table as Markdown (the body of `docs/configuration.md`).
-pub fn settings_markdown_table() -> String {
-    let mut out = String::from("| Variable | Default | Meaning |\n|---|---|---|\n");
+/// The settings as Markdown: one table per group, in declaration order (the README's generated part).
+pub fn settings_markdown_tables() -> String {
+    let mut out = String::new();
+    let mut current_group = None;
     for s in SETTINGS {
+        if current_group != Some(s.group) {
+            if current_group.is_some() {
+                out.push('\n');
+            }
+            out.push_str(&format!("**{}**\n\n| Variable | Default | Meaning |\n|---|---|---|\n", s.group));
+            current_group = Some(s.group);
+        }
+        let mut name = format!("`{}`", s.name);
+        for fallback in s.fallbacks {
+            name.push_str(&format!(" (or `{fallback}`)"));
+        }
         let default = if s.default.is_empty() { "(unset)".to_string() } else { format!("`{}`", s.default) };
-        out.push_str(&format!("| `{}` | {} | {} |\n", s.name, default, s.doc));
+        out.push_str(&format!("| {} | {} | {} |\n", name, default, s.doc.replace('|', "\\|")));
     }
     out
+}
+
+/// `readme` with the text between [`README_CONFIG_BEGIN`] and [`README_CONFIG_END`] replaced by
+/// [`settings_markdown_tables`]; `None` when the markers are missing or out of order.
+pub fn readme_with_settings_tables(readme: &str) -> Option<String> {
+    let begin = readme.find(README_CONFIG_BEGIN)? + README_CONFIG_BEGIN.len();
+    let end = begin + readme[begin..].find(README_CONFIG_END)?;
+    Some(format!("{}\n{}{}", &readme[..begin], settings_markdown_tables(), &readme[end..]))
 }
 
 #[cfg(test)]
@@ -426,7 +526,12 @@ mod tests {
         assert_eq!(s.platform, "local");
         assert!(s.force_verifying_signature);
         assert_eq!(s.db_kind().unwrap(), DbKind::Sqlite);
+        assert_eq!(s.plugin_runtime_max_buffer_size, 67_108_864);
+        assert_eq!(s.python_interpreter_path, None);
         s.validate().unwrap();
+        // Every default of the table parses on its own (the `Default` impl relies on it).
+        let (_, invalid) = Settings::from_lookup_lenient(&|_| None);
+        assert!(invalid.is_empty(), "{invalid:?}");
     }
 
     #[test]
@@ -445,28 +550,78 @@ mod tests {
         let mut m = HashMap::new();
         m.insert("SERVER_PORT".to_string(), "eighty".to_string());
         let err = Settings::from_map(&m).unwrap_err().to_string();
-        assert!(err.contains("SERVER_PORT"), "{err}");
+        assert!(err.contains("SERVER_PORT") && err.contains("eighty"), "{err}");
     }
 
     #[test]
-    fn every_setting_name_is_unique() {
-        let mut names: Vec<_> = SETTINGS.iter().map(|s| s.name).collect();
+    fn lenient_reading_keeps_the_default_and_reports_the_bad_value() {
+        let (s, invalid) = Settings::from_lookup_lenient(&|name| match name {
+            "PLUGIN_LOCAL_LAUNCHING_CONCURRENT" => Some("two".into()),
+            "PIP_VERBOSE" => Some("maybe".into()),
+            "SERVER_PORT" => Some("6000".into()),
+            _ => None,
+        });
+        assert_eq!(s.plugin_local_launching_concurrent, 2);
+        assert!(s.pip_verbose);
+        assert_eq!(s.server_port, 6000);
+        let names: Vec<&str> = invalid.iter().map(|ConfigError::Invalid { name, .. }| *name).collect();
+        assert_eq!(names, ["PIP_VERBOSE", "PLUGIN_LOCAL_LAUNCHING_CONCURRENT"]);
+    }
+
+    #[test]
+    fn fallback_names_apply_only_when_the_main_name_is_unset() {
+        let lower_only = Settings::from_lookup(&|name| (name == "https_proxy").then(|| "http://lower".to_string())).unwrap();
+        assert_eq!(lower_only.https_proxy.as_deref(), Some("http://lower"));
+        let both = Settings::from_lookup(&|name| match name {
+            "HTTPS_PROXY" => Some("http://upper".into()),
+            "https_proxy" => Some("http://lower".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(both.https_proxy.as_deref(), Some("http://upper"));
+    }
+
+    #[test]
+    fn every_setting_has_one_name_and_a_doc_line() {
+        let mut names: Vec<&str> = SETTINGS.iter().flat_map(|s| std::iter::once(s.name).chain(s.fallbacks.iter().copied())).collect();
         names.sort();
         let before = names.len();
         names.dedup();
-        assert_eq!(before, names.len());
+        assert_eq!(before, names.len(), "a variable name is declared twice");
+        for s in SETTINGS {
+            assert!(!s.doc.is_empty() && !s.doc.contains('\n'), "{} needs one doc line", s.name);
+        }
     }
 
-    /// `DIFY_REGENERATE_DOCS=1 cargo test -p dify-daemon --lib config` rewrites docs/configuration.md.
+    /// `DIFY_REGENERATE_DOCS=1 cargo test -p dify-daemon --lib config` rewrites README.md's generated
+    /// configuration tables and docs/configuration.md; otherwise a stale file fails this test.
     #[test]
-    fn docs_file_lists_every_setting() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/configuration.md");
+    fn readme_and_docs_match_the_settings_table() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let readme_path = root.join("README.md");
+        let docs_path = root.join("docs/configuration.md");
+        let readme = std::fs::read_to_string(&readme_path).expect("read README.md");
+        let expected_readme = readme_with_settings_tables(&readme)
+            .unwrap_or_else(|| panic!("README.md needs the markers {README_CONFIG_BEGIN} and {README_CONFIG_END}"));
+        let expected_docs = configuration_doc();
         if std::env::var_os("DIFY_REGENERATE_DOCS").is_some() {
-            std::fs::write(path, configuration_doc()).unwrap();
+            if expected_readme != readme {
+                std::fs::write(&readme_path, &expected_readme).expect("write README.md");
+            }
+            std::fs::write(&docs_path, &expected_docs).expect("write docs/configuration.md");
+            return;
         }
-        let docs = std::fs::read_to_string(path).unwrap();
+        let hint = "run `DIFY_REGENERATE_DOCS=1 cargo test -p dify-daemon --lib config` to regenerate it";
+        if let Some((line, (found, wanted))) =
+            readme.lines().zip(expected_readme.lines()).enumerate().find(|(_, (found, wanted))| found != wanted)
+        {
+            panic!("README.md line {} differs from the settings table ({hint}):\n  found:  {found}\n  wanted: {wanted}", line + 1);
+        }
+        assert_eq!(readme.lines().count(), expected_readme.lines().count(), "README.md's configuration tables are stale ({hint})");
+        let docs = std::fs::read_to_string(&docs_path).unwrap_or_default();
+        assert!(docs == expected_docs, "docs/configuration.md is stale ({hint})");
         for s in SETTINGS {
-            assert!(docs.contains(&format!("`{}`", s.name)), "docs/configuration.md misses {}", s.name);
+            assert!(readme.contains(&format!("| `{}`", s.name)), "README.md misses {}", s.name);
         }
     }
 }

@@ -63,7 +63,7 @@ impl AppState {
                 .with_context(|| format!("cannot read third-party public key {}", path.display()))?;
             extra_public_keys.push(pem);
         }
-        let runtime = RuntimeManager::new();
+        let runtime = RuntimeManager::with_config(crate::runtime::RuntimeConfig::from_settings(&settings));
         let backwards = Arc::new(crate::backwards::DifyBackwards::new(runtime.config(), Arc::new(db.clone())));
         Ok(AppState {
             settings: Arc::new(settings),
