@@ -64,6 +64,9 @@ impl AppState {
             extra_public_keys.push(pem);
         }
         let runtime = RuntimeManager::with_config(crate::runtime::RuntimeConfig::from_settings(&settings));
+        if settings.platform == "serverless" {
+            crate::runtime::serverless::enable_serverless_platform(&runtime, &settings).await?;
+        }
         let backwards = Arc::new(crate::backwards::DifyBackwards::new(runtime.config(), Arc::new(db.clone())));
         Ok(AppState {
             settings: Arc::new(settings),

@@ -141,7 +141,7 @@ async fn running_plugin(state: &AppState, installation: &Installation) -> Option
     if let Some(plugin) = state.runtime.plugin(uid.as_str()) {
         return Some(plugin);
     }
-    if installation.runtime_type != "local" {
+    if installation.runtime_type != "local" && installation.runtime_type != "serverless" {
         return None;
     }
     let declaration = installation.declaration.clone()?;

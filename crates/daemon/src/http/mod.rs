@@ -7,6 +7,7 @@ mod bind;
 mod dispatch;
 mod endpoint;
 mod management;
+mod serverless;
 mod system;
 
 use std::sync::atomic::Ordering;
@@ -125,6 +126,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/plugin/{tenant_id}", tenant)
         .merge(system::routes(&state))
+        .merge(serverless::routes(&state))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), account_and_recover))

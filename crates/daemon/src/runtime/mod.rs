@@ -6,7 +6,9 @@
 //!
 //! Layers: `config` (settings) → `environment` (uv builds, plugin env allow-list) → `connection` (line
 //! framing and session multiplexing over any byte stream) → `local` (supervised child process) and
-//! `debug` (plugins dialing in over TCP, attached with [`RuntimeManager::attach_debug_plugin`]).
+//! `debug` (plugins dialing in over TCP, attached with [`RuntimeManager::attach_debug_plugin`]) and
+//! `serverless` (functions behind an SRI connector, used by [`RuntimeManager::launch`] once
+//! [`RuntimeManager::enable_serverless`] was called for `PLATFORM=serverless`).
 //!
 //! Architecture invariant: a runtime never sees HTTP requests or database rows; it gets package bytes,
 //! a declaration and an identifier.
@@ -16,6 +18,7 @@ pub mod connection;
 pub mod debug;
 pub mod environment;
 pub mod local;
+pub mod serverless;
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -32,6 +35,7 @@ pub use connection::{ConnectionError, ConnectionOptions, PluginConnection, Sessi
 pub use debug::{DebugPlugin, DebugRegistry, DebugServer, DebugServerConfig, RegisteredPlugin};
 pub use environment::{plugin_process_environment, prepare_environment, EnvironmentError, Toolchain};
 pub use local::{InstanceState, LaunchError, LaunchSpec, LocalPlugin};
+pub use serverless::{ServerlessConfig, ServerlessError, ServerlessPlugin, ServerlessRuntime};
 
 /// Why a runtime could not be prepared or reached.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +52,8 @@ pub enum RuntimeError {
     Process(#[from] LaunchError),
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Serverless(#[from] ServerlessError),
 }
 
 /// A plugin running on this node, with what sessions need to know about it.
@@ -64,6 +70,7 @@ pub struct ManagedPlugin {
 pub enum PluginProcess {
     Local(Arc<LocalPlugin>),
     Debug(Arc<DebugPlugin>),
+    Serverless(Arc<ServerlessPlugin>),
 }
 
 impl PluginProcess {
@@ -72,6 +79,7 @@ impl PluginProcess {
         match self {
             PluginProcess::Local(local) => local.connection(wait).await,
             PluginProcess::Debug(debug) => debug.connection(),
+            PluginProcess::Serverless(function) => function.connection(),
         }
     }
 
@@ -80,6 +88,7 @@ impl PluginProcess {
         match self {
             PluginProcess::Local(local) => local.stop().await,
             PluginProcess::Debug(debug) => debug.stop().await,
+            PluginProcess::Serverless(function) => function.stop().await,
         }
     }
 
@@ -88,14 +97,16 @@ impl PluginProcess {
         match self {
             PluginProcess::Local(local) => matches!(local.state(), InstanceState::Down(_)),
             PluginProcess::Debug(debug) => debug.is_closed(),
+            PluginProcess::Serverless(function) => function.is_closed(),
         }
     }
 
-    /// `local` or `remote`.
+    /// `local`, `remote` or `serverless`.
     pub fn runtime_type(&self) -> &'static str {
         match self {
             PluginProcess::Local(_) => "local",
             PluginProcess::Debug(_) => "remote",
+            PluginProcess::Serverless(_) => "serverless",
         }
     }
 
@@ -103,7 +114,7 @@ impl PluginProcess {
     pub fn as_local(&self) -> Option<&Arc<LocalPlugin>> {
         match self {
             PluginProcess::Local(local) => Some(local),
-            PluginProcess::Debug(_) => None,
+            PluginProcess::Debug(_) | PluginProcess::Serverless(_) => None,
         }
     }
 
@@ -130,6 +141,8 @@ pub struct RuntimeManager {
     extra_plugin_env: Vec<(String, String)>,
     /// Where the remote debugging server listens, once it does.
     debug_server_address: std::sync::Mutex<Option<std::net::SocketAddr>>,
+    /// Set on `PLATFORM=serverless`: launches go to the serverless connector instead of local processes.
+    serverless: std::sync::OnceLock<Arc<ServerlessRuntime>>,
 }
 
 impl RuntimeManager {
@@ -161,11 +174,22 @@ impl RuntimeManager {
             launching: Semaphore::new(permits),
             extra_plugin_env,
             debug_server_address: std::sync::Mutex::new(None),
+            serverless: std::sync::OnceLock::new(),
         })
     }
 
     pub fn config(&self) -> &RuntimeConfig {
         &self.config
+    }
+
+    /// Switches launches to the serverless platform (`PLATFORM=serverless`); only the first call counts.
+    pub fn enable_serverless(&self, serverless: Arc<ServerlessRuntime>) {
+        let _ = self.serverless.set(serverless);
+    }
+
+    /// The serverless platform, when enabled.
+    pub fn serverless(&self) -> Option<&Arc<ServerlessRuntime>> {
+        self.serverless.get()
     }
 
     /// Prepares the plugin for invocation: extracts the package into its working directory, builds
@@ -181,6 +205,16 @@ impl RuntimeManager {
         let lock = self.launch_lock(identifier.as_str());
         let _guard = lock.lock().await;
         if self.is_running(identifier.as_str()) {
+            return Ok(());
+        }
+        if let Some(serverless) = self.serverless.get() {
+            let function = serverless.launch(identifier, package, declaration, &progress).await?;
+            let managed = Arc::new(ManagedPlugin {
+                identifier: identifier.clone(),
+                permissions: declaration.permissions(),
+                process: PluginProcess::Serverless(function),
+            });
+            self.lock_plugins().insert(identifier.as_str().to_string(), managed);
             return Ok(());
         }
         let runner = &declaration.meta.runner;
