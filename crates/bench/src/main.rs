@@ -66,7 +66,7 @@ impl Plan {
             blob_bytes: 1024 * 1024,
             install_repeats: 1,
             memory_plugins: 3,
-            memory_streams: 50,
+            memory_streams: 200,
             scale_tenants: 4,
             scale_plugins_per_tenant: 5,
             lookup_samples: 20,
@@ -133,8 +133,10 @@ fn main() {
         }
     };
     eprintln!("bench: {} run; daemon {}", if plan.smoke { "smoke" } else { "full" }, tools.daemon.display());
+    let started = std::time::Instant::now();
     let rows = runtime.block_on(scenarios::run_all(&tools, &plan, &args.only));
     println!("{}", machine_description());
+    println!("{}", own_cpu_use(started.elapsed()));
     println!();
     println!("{}", report::render(&rows));
     if rows.iter().any(|r| !r.complete()) || rows.is_empty() {
@@ -153,6 +155,23 @@ pub fn machine_description() -> String {
     format!(
         "machine: {cpus} CPUs (nproc), {model}, {:.1} GiB memory; the bench, the daemon and the plugins share these CPUs",
         mem_kib / 1024.0 / 1024.0
+    )
+}
+
+/// CPU time the bench process itself used (user + system) against the run's wall time.
+fn own_cpu_use(wall: std::time::Duration) -> String {
+    // SAFETY: getrusage fills the zeroed struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let cpu = seconds(usage.ru_utime) + seconds(usage.ru_stime);
+    format!(
+        "bench process: {cpu:.1} s CPU over {:.1} s wall ({:.0} % of one core, on one tokio thread)",
+        wall.as_secs_f64(),
+        100.0 * cpu / wall.as_secs_f64().max(1e-9)
     )
 }
 
