@@ -136,7 +136,7 @@ const LAZY_LAUNCH_WAIT: Duration = Duration::from_secs(120);
 /// The runtime serving `installation`. An installed local plugin that is not running on this node
 /// (the daemon restarted) is launched from the stored package, in the background so a request that
 /// gives up does not abort the launch.
-async fn running_plugin(state: &AppState, installation: &Installation) -> Option<Arc<ManagedPlugin>> {
+pub(super) async fn running_plugin(state: &AppState, installation: &Installation) -> Option<Arc<ManagedPlugin>> {
     let uid = &installation.plugin_unique_identifier;
     if let Some(plugin) = state.runtime.plugin(uid.as_str()) {
         return Some(plugin);

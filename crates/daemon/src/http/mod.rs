@@ -6,6 +6,7 @@
 mod bind;
 mod dispatch;
 mod endpoint;
+mod endpoint_proxy;
 mod management;
 mod serverless;
 mod system;
@@ -127,6 +128,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/plugin/{tenant_id}", tenant)
         .merge(system::routes(&state))
         .merge(serverless::routes(&state))
+        .merge(endpoint_proxy::routes(&state))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), account_and_recover))

@@ -85,7 +85,7 @@ pub fn validate_settings(schema: &[ProviderConfig], settings: &Map<String, Value
 }
 
 /// The Dify API's `invoke/encrypt` for endpoint settings.
-async fn dify_encrypt(
+pub(crate) async fn dify_encrypt(
     state: &AppState,
     tenant_id: &str,
     user_id: &str,

@@ -8,6 +8,7 @@
 
 pub mod codec;
 pub mod debugging;
+pub mod endpoint_invoke;
 pub mod endpoints;
 pub mod install;
 pub mod metrics;
