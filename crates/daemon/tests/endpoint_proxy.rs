@@ -181,6 +181,10 @@ async fn endpoint_requests_reach_the_sdk_plugin_and_stream_back() {
     let answer = send(daemon.client.get(url("/echo/x")).header("Dify-Hook-Url", "https://given.example/hook")).await;
     assert_eq!(answer.json()["hook_url"], "https://given.example/hook");
 
+    // HEAD is served by the GET rule; the plugin's headers come back without a body.
+    let answer = send(daemon.client.head(url("/echo/x"))).await;
+    assert_eq!((answer.status, answer.header("x-echo-reply"), answer.body.len()), (200, "get", 0));
+
     // POST with a 3 MiB body: the plugin's status and headers, the body intact.
     let body: Vec<u8> = (0..3 * 1024 * 1024 + 17).map(|i| (i % 253) as u8).collect();
     let answer = send(daemon.client.post(url("/echo/upload?kind=bin")).header("X-Echo", "posted").body(body.clone())).await;
@@ -270,6 +274,36 @@ async fn endpoint_requests_reach_the_sdk_plugin_and_stream_back() {
     assert_eq!(assert_ok(&daemon.post(&format!("/plugin/{TENANT}/management/uninstall"), &uninstall).await), json!(true));
     let answer = send(daemon.client.get(url("/echo/x"))).await;
     assert_eq!((answer.status, answer.text()), (404, error_envelope(-400, "PluginDaemonBadRequestError", "plugin installation not found")));
+}
+
+/// Installs the echo plugin and sets up an endpoint; returns the hook id.
+async fn install_with_endpoint(daemon: &Daemon) -> String {
+    let (uid, task) = daemon.install_package(TENANT, &package_plugin("endpoint_echo")).await;
+    assert_eq!(task["status"], "success", "install task: {task}\n{}", daemon.log());
+    let setup = json!({"plugin_unique_identifier": uid, "user_id": "u1", "name": "hooks", "settings": {"api_key": "k"}});
+    assert_eq!(assert_ok(&daemon.post(&format!("/plugin/{TENANT}/endpoint/setup"), &setup).await), json!(true));
+    let listed = assert_ok(&daemon.get(&format!("/plugin/{TENANT}/endpoint/list?page=1&page_size=10")).await);
+    listed[0]["hook_id"].as_str().expect("hook_id").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_calls_past_the_execution_timeout_are_killed() {
+    let dify = FakeEncryptApi::start().await;
+    let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");
+    let daemon = start_daemon(&db, &dify.url, &[("PLUGIN_MAX_EXECUTION_TIMEOUT", "3")]).await;
+    let hook_id = install_with_endpoint(&daemon).await;
+    let killed = error_envelope(-500, "PluginDaemonInternalServerError", "killed by timeout");
+
+    // Nothing sent yet: a JSON 500.
+    let started = std::time::Instant::now();
+    let answer = send(daemon.client.get(daemon.url(&format!("/e/{hook_id}/slow/before")))).await;
+    assert_eq!((answer.status, answer.text()), (500, killed.clone()));
+    assert!(started.elapsed() < Duration::from_secs(25), "the timeout must cut the call short: {:?}", started.elapsed());
+
+    // Status and a first piece already sent: the error text ends the body.
+    let answer = send(daemon.client.get(daemon.url(&format!("/e/{hook_id}/slow/during")))).await;
+    assert_eq!(answer.status, 202);
+    assert_eq!(answer.text(), format!("started;{killed}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
