@@ -1,0 +1,54 @@
+//! The daemon binary reads every setting, its runtime's included, through the one settings table: a
+//! bad value of a variable only the plugin runtime uses, given in the environment or in a `.env` file,
+//! stops start-up with exit status 2 and a message naming the variable, before anything is created on
+//! disk. The test owns nothing but the daemon processes it starts and their temporary directories.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Runs the daemon in `dir` with `env` added, waiting at most 30 seconds; returns (status, stderr).
+fn run_daemon(dir: &Path, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dify-plugin-daemon"));
+    command.current_dir(dir).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    // A port nobody listens on, in case a regression lets the daemon start.
+    command.env("SERVER_PORT", "0").env("PLUGIN_REMOTE_INSTALLING_ENABLED", "false");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().expect("start dify-plugin-daemon");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the daemon") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the daemon did not stop on a bad setting within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child.stderr.take().expect("stderr").read_to_string(&mut stderr).expect("read stderr");
+    (status.code(), stderr)
+}
+
+#[test]
+fn bad_runtime_variable_in_the_environment_stops_start_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (status, stderr) = run_daemon(dir.path(), &[("PLUGIN_HEARTBEAT_TIMEOUT", "soon")]);
+    assert_eq!(status, Some(2), "{stderr}");
+    assert!(stderr.contains("PLUGIN_HEARTBEAT_TIMEOUT") && stderr.contains("soon"), "{stderr}");
+    assert!(!dir.path().join("cwd").exists() && !dir.path().join("storage").exists(), "nothing is created on a bad setting");
+}
+
+#[test]
+fn bad_runtime_variable_in_a_dotenv_file_stops_start_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join(".env"), "PLUGIN_ENV_BUILD_RETRIES=many\n").expect("write .env");
+    let (status, stderr) = run_daemon(dir.path(), &[]);
+    assert_eq!(status, Some(2), "{stderr}");
+    assert!(stderr.contains("PLUGIN_ENV_BUILD_RETRIES") && stderr.contains("many"), "{stderr}");
+}
