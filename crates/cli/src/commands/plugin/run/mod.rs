@@ -36,6 +36,56 @@ pub const MAX_REQUEST_LINE_BYTES: usize = 15 * 1024 * 1024;
 /// How long an invocation waits for a restarting plugin.
 const PLUGIN_WAIT: Duration = Duration::from_secs(20);
 
+/// Why the plugin could not be loaded or started (shown as an `error` line, exit status 1).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("package plugin directory error: {0}")]
+    PackageDir(dify_package::PackageError),
+    #[error("read plugin file error: {path}: {source}")]
+    ReadPackage { path: PathBuf, source: std::io::Error },
+    #[error("decode plugin file error: {0}")]
+    DecodePackage(dify_package::PackageError),
+    #[error("unsupported language `{0}`: only python plugins can run locally")]
+    UnsupportedLanguage(String),
+    #[error("plugin identifier `{0}` is not a safe directory name")]
+    UnsafeIdentifier(String),
+    #[error("extract plugin error: {0}")]
+    Extract(#[from] daemon_runtime::RuntimeError),
+    #[error("cannot create the plugin's working directory: {0}")]
+    WorkingDir(std::io::Error),
+    #[error("init environment error: {0}")]
+    Environment(#[from] daemon_runtime::EnvironmentError),
+    #[error(transparent)]
+    Launch(#[from] daemon_runtime::LaunchError),
+}
+
+/// Why a request line was rejected (answered with an `error` line; the session continues).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RequestError {
+    #[error("invalid JSON: {0}")]
+    InvalidJson(String),
+    #[error("request must be a JSON object")]
+    NotAnObject { invoke_id: String },
+    #[error("invoke_id is required")]
+    MissingInvokeId,
+    #[error("action and type are required")]
+    MissingTypeOrAction { invoke_id: String },
+    #[error("unknown type: {access_type}")]
+    UnknownType { invoke_id: String, access_type: String },
+}
+
+impl RequestError {
+    /// The request's `invoke_id` when it was readable, else empty.
+    pub fn invoke_id(&self) -> &str {
+        match self {
+            RequestError::NotAnObject { invoke_id }
+            | RequestError::MissingTypeOrAction { invoke_id }
+            | RequestError::UnknownType { invoke_id, .. } => invoke_id,
+            RequestError::InvalidJson(_) | RequestError::MissingInvokeId => "",
+        }
+    }
+}
+
 /// `-m/--mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RunMode {
@@ -234,14 +284,14 @@ fn runtime_config(temp_dir: &Path) -> RuntimeConfig {
 }
 
 /// Loads the input as package bytes: the file itself, or a directory packaged in memory.
-fn load_package(path: &Path) -> Result<(Vec<u8>, dify_package::Package), String> {
+fn load_package(path: &Path) -> Result<(Vec<u8>, dify_package::Package), RunError> {
     let bytes = if path.is_dir() {
-        dify_package::write::package_dir(path).map_err(|e| format!("package plugin directory error: {e}"))?
+        dify_package::write::package_dir(path).map_err(RunError::PackageDir)?
     } else {
-        std::fs::read(path).map_err(|e| format!("read plugin file error: {}: {e}", path.display()))?
+        std::fs::read(path).map_err(|source| RunError::ReadPackage { path: path.to_path_buf(), source })?
     };
-    let package = dify_package::Package::from_bytes(bytes.clone(), &dify_package::DecodeLimits::default())
-        .map_err(|e| format!("decode plugin file error: {e}"))?;
+    let package =
+        dify_package::Package::from_bytes(bytes.clone(), &dify_package::DecodeLimits::default()).map_err(RunError::DecodePackage)?;
     Ok((bytes, package))
 }
 
@@ -276,7 +326,7 @@ async fn run_in(opts: &RunOptions, temp_dir: &Path, console: &Output) -> i32 {
     let plugin = match launched {
         Ok(plugin) => plugin,
         Err(error) => {
-            console.send(RunMessage::error("", error));
+            console.send(RunMessage::error("", error.to_string()));
             return 1;
         }
     };
@@ -302,24 +352,24 @@ impl LaunchedPlugin {
     }
 }
 
-async fn launch(opts: &RunOptions, temp_dir: &Path) -> Result<Arc<LaunchedPlugin>, String> {
+async fn launch(opts: &RunOptions, temp_dir: &Path) -> Result<Arc<LaunchedPlugin>, RunError> {
     let (bytes, package) = load_package(&opts.plugin_path)?;
     let declaration = package.declaration().clone();
     let runner = &declaration.meta.runner;
     if !runner.language.is_empty() && runner.language != "python" {
-        return Err(format!("unsupported language `{}`: only python plugins can run locally", runner.language));
+        return Err(RunError::UnsupportedLanguage(runner.language.clone()));
     }
     let entrypoint = if runner.entrypoint.is_empty() { "main".to_string() } else { runner.entrypoint.clone() };
-    let identifier = package.unique_identifier().map_err(|e| format!("invalid plugin identity: {e}"))?.as_str().to_string();
+    let identifier = package.unique_identifier().map_err(RunError::DecodePackage)?.as_str().to_string();
 
     // The daemon's layout: `<working path>/<author>/<name>-<version>@<checksum>`.
     let relative = PathBuf::from(identifier.replace(':', "-"));
     if relative.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
-        return Err(format!("plugin identifier `{identifier}` is not a safe directory name"));
+        return Err(RunError::UnsafeIdentifier(identifier));
     }
     let working_dir = temp_dir.join(relative);
-    daemon_runtime::extract_package(&bytes, &working_dir).await.map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(working_dir.join("_assets")).map_err(|e| format!("cannot create _assets: {e}"))?;
+    daemon_runtime::extract_package(&bytes, &working_dir).await?;
+    std::fs::create_dir_all(working_dir.join("_assets")).map_err(RunError::WorkingDir)?;
 
     let config = Arc::new(runtime_config(temp_dir));
     let (progress, mut progress_lines) = mpsc::unbounded_channel::<String>();
@@ -331,10 +381,10 @@ async fn launch(opts: &RunOptions, temp_dir: &Path) -> Result<Arc<LaunchedPlugin
             }
         }
     });
-    let python = daemon_runtime::prepare_environment(&working_dir, &config, &progress).await.map_err(|e| format!("init environment error: {e}"))?;
+    let python = daemon_runtime::prepare_environment(&working_dir, &config, &progress).await?;
     drop(progress);
     let spec = LaunchSpec { identifier, working_dir, python, entrypoint, extra_env: Vec::new() };
-    let process = LocalPlugin::start(spec, config.clone()).await.map_err(|e| e.to_string())?;
+    let process = LocalPlugin::start(spec, config.clone()).await?;
     Ok(Arc::new(LaunchedPlugin {
         process,
         plugin_id: format!("{}/{}", declaration.author, declaration.name),
@@ -414,7 +464,7 @@ async fn serve_client<R: AsyncRead + Unpin>(reader: R, output: Output, context: 
             Ok(request) => {
                 invocations.spawn(invoke(context.clone(), caller.clone(), output.clone(), request));
             }
-            Err((invoke_id, error)) => output.send(RunMessage::error(invoke_id, error)),
+            Err(error) => output.send(RunMessage::error(error.invoke_id(), error.to_string())),
         }
     }
     let unfinished = invocations.len();
@@ -450,29 +500,30 @@ pub struct InvokeRequest {
     pub payload: Map<String, Value>,
 }
 
-/// Parses `{"invoke_id","type","action","request"}`. The error carries the invoke id when known.
-pub fn parse_request(line: &str) -> Result<InvokeRequest, (String, String)> {
-    let value: Value = serde_json::from_str(line).map_err(|e| (String::new(), format!("invalid JSON: {e}")))?;
+/// Parses `{"invoke_id","type","action","request"}`.
+pub fn parse_request(line: &str) -> Result<InvokeRequest, RequestError> {
+    let value: Value = serde_json::from_str(line).map_err(|e| RequestError::InvalidJson(e.to_string()))?;
     let Value::Object(mut object) = value else {
-        return Err((String::new(), "request must be a JSON object".to_string()));
+        return Err(RequestError::NotAnObject { invoke_id: String::new() });
     };
     let invoke_id = match object.get("invoke_id") {
         Some(Value::String(id)) if !id.is_empty() => id.clone(),
         Some(Value::Number(id)) => id.to_string(),
-        _ => return Err((String::new(), "invoke_id is required".to_string())),
+        _ => return Err(RequestError::MissingInvokeId),
     };
     let text = |object: &Map<String, Value>, key: &str| object.get(key).and_then(Value::as_str).filter(|v| !v.is_empty()).map(str::to_string);
     let (Some(access_type), Some(action)) = (text(&object, "type"), text(&object, "action")) else {
-        return Err((invoke_id, "action and type are required".to_string()));
+        return Err(RequestError::MissingTypeOrAction { invoke_id });
     };
-    let access_type: AccessType = serde_json::from_value(Value::String(access_type.clone()))
-        .map_err(|_| (invoke_id.clone(), format!("unknown type: {access_type}")))?;
+    let Ok(parsed_type) = serde_json::from_value::<AccessType>(Value::String(access_type.clone())) else {
+        return Err(RequestError::UnknownType { invoke_id, access_type });
+    };
     let payload = match object.remove("request") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(payload)) => payload,
-        Some(_) => return Err((invoke_id, "request must be a JSON object".to_string())),
+        Some(_) => return Err(RequestError::NotAnObject { invoke_id }),
     };
-    Ok(InvokeRequest { invoke_id, access_type, action, payload })
+    Ok(InvokeRequest { invoke_id, access_type: parsed_type, action, payload })
 }
 
 async fn invoke(context: Arc<RunContext>, caller: Arc<ClientIdentity>, output: Output, request: InvokeRequest) {
@@ -555,14 +606,19 @@ mod tests {
         assert_eq!(ok.invoke_id, "1");
         assert_eq!(ok.access_type, AccessType::Tool);
         assert_eq!(ok.payload["a"], 1);
-        assert_eq!(parse_request("{nope").unwrap_err().0, "");
-        assert!(parse_request("{nope").unwrap_err().1.starts_with("invalid JSON"));
-        assert_eq!(parse_request(r#"{"type":"tool","action":"x"}"#).unwrap_err().1, "invoke_id is required");
-        assert_eq!(parse_request(r#"{"invoke_id":"2","type":"tool"}"#).unwrap_err(), ("2".into(), "action and type are required".into()));
-        assert_eq!(parse_request(r#"{"invoke_id":"3","type":"tool","action":""}"#).unwrap_err().1, "action and type are required");
-        assert_eq!(parse_request(r#"{"invoke_id":"4","type":"nope","action":"a"}"#).unwrap_err().1, "unknown type: nope");
-        assert_eq!(parse_request(r#"{"invoke_id":"5","type":"tool","action":"a","request":[1]}"#).unwrap_err().1, "request must be a JSON object");
-        assert_eq!(parse_request(r#"[1]"#).unwrap_err().1, "request must be a JSON object");
+        let message = |line: &str| parse_request(line).unwrap_err().to_string();
+        let invoke_id = |line: &str| parse_request(line).unwrap_err().invoke_id().to_string();
+        assert_eq!(invoke_id("{nope"), "");
+        assert!(message("{nope").starts_with("invalid JSON"));
+        assert_eq!(message(r#"{"type":"tool","action":"x"}"#), "invoke_id is required");
+        assert_eq!(message(r#"{"invoke_id":"2","type":"tool"}"#), "action and type are required");
+        assert_eq!(invoke_id(r#"{"invoke_id":"2","type":"tool"}"#), "2");
+        assert_eq!(message(r#"{"invoke_id":"3","type":"tool","action":""}"#), "action and type are required");
+        assert_eq!(message(r#"{"invoke_id":"4","type":"nope","action":"a"}"#), "unknown type: nope");
+        assert_eq!(invoke_id(r#"{"invoke_id":"4","type":"nope","action":"a"}"#), "4");
+        assert_eq!(message(r#"{"invoke_id":"5","type":"tool","action":"a","request":[1]}"#), "request must be a JSON object");
+        assert_eq!(invoke_id(r#"{"invoke_id":"5","type":"tool","action":"a","request":[1]}"#), "5");
+        assert_eq!(message(r#"[1]"#), "request must be a JSON object");
     }
 
     #[tokio::test]
