@@ -55,6 +55,15 @@ async fn invoke(State(state): State<Arc<FunctionState>>, Query(query): Query<Has
         received.len()
     };
     let line = |data: Value| format!("{}\n\n", json!({"event": "session", "session_id": session_id, "data": data}));
+    if request["data"]["action"] == "invoke_text_embedding" {
+        // One embedding per text (its length), priced per text; a text "drop" loses its embedding.
+        let texts: Vec<String> = request["data"]["texts"].as_array().into_iter().flatten().filter_map(|t| t.as_str().map(str::to_owned)).collect();
+        let embeddings: Vec<Value> = texts.iter().filter(|t| t.as_str() != "drop").map(|t| json!([t.len() as f64])).collect();
+        let usage = json!({"tokens": texts.len(), "total_tokens": texts.len(), "unit_price": "0.0001", "price_unit": "0.001",
+                           "total_price": format!("0.000000{}", texts.len()), "currency": "USD", "latency": 0.25});
+        let result = json!({"model": "embed-1", "embeddings": embeddings, "usage": usage});
+        return format!("{}{}", line(json!({"type": "stream", "data": result})), line(json!({"type": "end", "data": {}}))).into_response();
+    }
     match mode.as_str() {
         "flaky" if attempts == 1 => (StatusCode::BAD_GATEWAY, "bad gateway").into_response(),
         "flaky" | "ok" => format!(
@@ -132,12 +141,17 @@ async fn bridge(max_request_bytes: usize) -> Bridge {
 /// Runs one `invoke_tool` session with `mode` and returns every output (bounded).
 async fn run(bridge: &Bridge, mode: &str, text: &str) -> (String, Vec<SessionOutput>) {
     let payload = json!({"provider": "bridge", "tool": "t", "credentials": {}, "tool_parameters": {"mode": mode, "text": text}});
+    run_request(bridge, AccessType::Tool, "invoke_tool", payload).await
+}
+
+/// Runs one session of `action` and returns every output (bounded).
+async fn run_request(bridge: &Bridge, access_type: AccessType, action: &str, payload: Value) -> (String, Vec<SessionOutput>) {
     let request = SessionRequest {
         tenant_id: "tenant".into(),
         user_id: "user-1".into(),
         plugin_id: "testing/bridge".into(),
-        access_type: AccessType::Tool,
-        action: "invoke_tool".into(),
+        access_type,
+        action: action.into(),
         payload: payload.as_object().cloned().unwrap_or_default(),
         invocation: InvocationContext::default(),
         permissions: Default::default(),
@@ -146,11 +160,8 @@ async fn run(bridge: &Bridge, mode: &str, text: &str) -> (String, Vec<SessionOut
         .await
         .expect("session starts");
     let mut outputs = Vec::new();
-    loop {
-        match tokio::time::timeout(Duration::from_secs(30), session.next()).await.expect("session output in time") {
-            Some(output) => outputs.push(output),
-            None => break,
-        }
+    while let Some(output) = tokio::time::timeout(Duration::from_secs(30), session.next()).await.expect("session output in time") {
+        outputs.push(output);
     }
     (session.session_id.clone(), outputs)
 }
@@ -236,4 +247,44 @@ async fn transactions_need_a_running_session() {
         other => panic!("expected SessionNotFound, got {other:?}"),
     }
     assert!(bridge.runtime.open_transaction("s-1", b"not json").is_err());
+}
+
+fn embedding_payload(texts: &[String]) -> Value {
+    json!({"provider": "bridge", "model": "embed-1", "model_type": "text-embedding", "credentials": {"key": "k"}, "texts": texts, "input_type": "document"})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_text_embedding_requests_run_in_batches_and_merge() {
+    let bridge = bridge(700).await;
+    let texts: Vec<String> = (0..24).map(|i| format!("document {i:02} {}", "z".repeat(i % 5 * 10))).collect();
+    let (session_id, outputs) = run_request(&bridge, AccessType::Model, "invoke_text_embedding", embedding_payload(&texts)).await;
+    let [SessionOutput::Chunk(result)] = outputs.as_slice() else { panic!("expected one merged result: {outputs:?}") };
+    let expected: Vec<Value> = texts.iter().map(|t| json!([t.len() as f64])).collect();
+    assert_eq!(result["embeddings"], Value::Array(expected));
+    assert_eq!(result["model"], "embed-1");
+    assert_eq!((&result["usage"]["tokens"], &result["usage"]["total_tokens"]), (&json!(24), &json!(24)));
+    let received = bridge.function.received.lock().unwrap().clone();
+    assert!(received.len() > 2, "expected several batches, got {}", received.len());
+    assert_eq!(result["usage"]["latency"], json!(0.25 * received.len() as f64));
+    let mut sent_texts = Vec::new();
+    for call in &received {
+        assert!(call.body.len() <= 700, "batch body of {} bytes", call.body.len());
+        assert_eq!((call.action.as_str(), call.session_header.as_str()), ("invoke_text_embedding", session_id.as_str()));
+        let body: Value = serde_json::from_slice(&call.body).expect("JSON");
+        assert_eq!(body["data"]["credentials"], json!({"key": "k"}));
+        sent_texts.extend(body["data"]["texts"].as_array().expect("texts").iter().map(|t| t.as_str().unwrap_or("").to_string()));
+    }
+    assert_eq!(sent_texts, texts, "every text sent once, in order");
+
+    // A batch answering with the wrong number of embeddings fails the whole request.
+    let mut broken = texts.clone();
+    broken[20] = "drop".into();
+    let (_, outputs) = run_request(&bridge, AccessType::Model, "invoke_text_embedding", embedding_payload(&broken)).await;
+    let error = failure(&outputs);
+    assert_eq!(error.error_type, "ServerlessBatchResultMismatch");
+    assert!(error.message.contains("reason=embeddings count does not match the batch"), "{}", error.message);
+
+    // Other actions are never split.
+    let (_, outputs) = run(&bridge, "ok", &"x".repeat(800)).await;
+    assert_eq!(failure(&outputs).error_type, "ServerlessPayloadTooLarge");
 }

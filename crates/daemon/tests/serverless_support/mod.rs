@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -215,7 +215,7 @@ async fn run_function(shared: &Arc<Shared>, filename: &str, package: &[u8]) -> R
     let python = std::env::var("DIFY_TEST_SDK_PYTHON")
         .map_err(|_| "DIFY_TEST_SDK_PYTHON is not set (run the suite through scripts/test)".to_string())?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    extract(package, &dir.path().to_path_buf())?;
+    extract(package, dir.path())?;
     let manifest = std::fs::read_to_string(dir.path().join("manifest.yaml")).map_err(|e| e.to_string())?;
     let entrypoint = manifest
         .lines()
@@ -261,7 +261,7 @@ async fn run_function(shared: &Arc<Shared>, filename: &str, package: &[u8]) -> R
     Ok(function)
 }
 
-fn extract(package: &[u8], dir: &PathBuf) -> Result<(), String> {
+fn extract(package: &[u8], dir: &Path) -> Result<(), String> {
     let mut archive = zip::ZipArchive::new(std::io::Cursor::new(package)).map_err(|e| format!("package is not a zip: {e}"))?;
     for index in 0..archive.len() {
         let mut entry = archive.by_index(index).map_err(|e| e.to_string())?;

@@ -9,8 +9,8 @@
 //! `/backwards-invocation/transaction` ([`ServerlessRuntime::open_transaction`]); the session layer
 //! answers them as usual and the bridge routes the `backwards_response` lines to that HTTP response.
 //!
-//! Must not: know axum, tenants or database rows; batch text-embedding requests (not implemented: an
-//! oversized request fails with `ServerlessPayloadTooLarge`).
+//! Must not: know axum, tenants or database rows. Request-size batching of text-embedding requests
+//! lives in [`batch`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
+use dify_protocol::message::PluginSessionError;
 use dify_protocol::{PluginDeclaration, PluginUniqueIdentifier};
 use futures::StreamExt;
 use serde_json::{json, Map, Value};
@@ -27,6 +28,8 @@ use tokio::sync::mpsc;
 use super::connection::{ConnectionOptions, PluginConnection};
 use super::RuntimeConfig;
 use crate::config::Settings;
+
+pub mod batch;
 
 /// Largest part of a failed function response read for its error details.
 const ERROR_BODY_LIMIT: usize = 4 * 1024;
@@ -581,7 +584,7 @@ impl ServerlessPlugin {
     /// Stops bridging: open sessions fail, transactions end. The function itself stays deployed.
     pub async fn stop(&self) {
         self.closed.store(true, Ordering::Release);
-        self.connection.close(dify_protocol::message::PluginSessionError::new("PluginDaemonInternalServerError", "plugin runtime stopped"));
+        self.connection.close(PluginSessionError::new("PluginDaemonInternalServerError", "plugin runtime stopped"));
         self.lock_transactions().clear();
         for task in self.lock_tasks().drain(..) {
             task.abort();
@@ -644,84 +647,108 @@ impl ServerlessPlugin {
         self.emit_raw(&json!({"event": "session", "session_id": session_id, "data": {"type": kind, "data": data}}));
     }
 
-    fn emit_error(&self, session_id: &str, error_type: &str, message: String, args: Value) {
-        self.emit(session_id, "error", json!({"error_type": error_type, "message": message, "args": args}));
+    /// Runs one invocation: the HTTP request(s) to the function and the translation of the body into
+    /// session messages, ending with a synthesised `end`. Text-embedding requests over the size limit
+    /// are split into batches run one after the other ([`batch`]).
+    async fn invoke(&self, session_id: &str, action: &str, body: Vec<u8>) {
+        let max = self.runtime.config.max_request_bytes;
+        let outcome = if body.len() <= max {
+            let mut forward = |data: Value| self.emit_raw(&json!({"event": "session", "session_id": session_id, "data": data}));
+            self.call_function(session_id, action, body, &mut forward).await
+        } else if batch::is_batched_action(action) {
+            self.invoke_in_batches(session_id, action, &body).await
+        } else {
+            Err(batch::payload_too_large(action, body.len(), max, None))
+        };
+        match outcome {
+            Ok(end_data) => self.emit(session_id, "end", end_data),
+            Err(error) => self.emit(session_id, "error", json!({"error_type": error.error_type, "message": error.message, "args": error.args})),
+        }
     }
 
-    /// Runs one invocation: the HTTP request to the function and the translation of its body.
-    async fn invoke(&self, session_id: &str, action: &str, body: Vec<u8>) {
-        let config = &self.runtime.config;
-        if body.len() > config.max_request_bytes {
-            let message = format!(
-                "ServerlessPayloadTooLarge: action={action} payload_bytes={} max_request_bytes={}",
-                body.len(),
-                config.max_request_bytes
-            );
-            self.emit_error(session_id, "ServerlessPayloadTooLarge", message, json!({}));
-            return;
+    /// Splits an oversized text-embedding request, runs the batches serially under the same session id
+    /// and emits the merged result. A plugin error of a batch is forwarded as it came.
+    async fn invoke_in_batches(&self, session_id: &str, action: &str, body: &[u8]) -> Result<Value, PluginSessionError> {
+        let max = self.runtime.config.max_request_bytes;
+        let request: Value = serde_json::from_slice(body)
+            .map_err(|e| PluginSessionError::new("PluginDaemonInnerError", format!("request is not JSON: {e}")))?;
+        let batches = batch::split_request(&request, action, max)?;
+        let mut results = Vec::with_capacity(batches.len());
+        for (index, batch) in batches.into_iter().enumerate() {
+            let mut items: Vec<Value> = Vec::new();
+            let mut collect = |data: Value| items.push(data);
+            self.call_function(session_id, action, batch.body, &mut collect).await?;
+            if let Some(error) = items.iter().find(|item| item["type"] == "error") {
+                self.emit_raw(&json!({"event": "session", "session_id": session_id, "data": error}));
+                return Ok(json!({}));
+            }
+            let streamed: Vec<Value> = items.into_iter().filter(|item| item["type"] == "stream").map(|item| item["data"].clone()).collect();
+            results.push(batch::BatchResult { index, expected_items: batch.items, responses: streamed });
         }
+        let merged = batch::merge_results(action, results)?;
+        self.emit(session_id, "stream", merged);
+        Ok(json!({}))
+    }
+
+    /// One HTTP call to the function. Session data objects (`stream`, `error`, …) go to `on_item` as
+    /// they arrive; returns the `end` data (`{}` when the body ended without one) or the failure.
+    async fn call_function(
+        &self,
+        session_id: &str,
+        action: &str,
+        body: Vec<u8>,
+        on_item: &mut (dyn FnMut(Value) + Send),
+    ) -> Result<Value, PluginSessionError> {
+        let config = &self.runtime.config;
+        let inner = |message: String| PluginSessionError::new("PluginDaemonInnerError", message);
         let url = format!("{}/invoke?action={}", self.function.url.trim_end_matches('/'), action);
         let deadline = tokio::time::Instant::now() + config.execution_timeout;
-        let response = match self.send_with_retries(&url, session_id, Bytes::from(body), deadline).await {
-            Ok(response) => response,
-            Err(reason) => {
-                self.emit_error(session_id, "PluginDaemonInnerError", format!("Error sending request to serverless: {reason}"), json!({}));
-                return;
-            }
-        };
+        let response = self
+            .send_with_retries(&url, session_id, Bytes::from(body), deadline)
+            .await
+            .map_err(|reason| inner(format!("Error sending request to serverless: {reason}")))?;
         let status = response.status();
         let headers = response.headers().clone();
         if !status.is_success() || headers.contains_key("x-amzn-errortype") {
             let fallback = if status.is_success() { "Lambda runtime error".to_string() } else { status_text(status) };
             let body = read_limited(response, ERROR_BODY_LIMIT, deadline).await;
-            let (message, args) = runtime_error(status.as_u16(), &headers, &body, &fallback);
-            self.emit_error(session_id, "PluginRuntimeError", message, args);
-            return;
+            return Err(runtime_error(status.as_u16(), &headers, &body, &fallback));
         }
         let mut stream = response.bytes_stream();
         let mut pending: Vec<u8> = Vec::new();
         let mut outcome = BodyOutcome::default();
         loop {
-            let next = tokio::time::timeout_at(deadline, stream.next()).await;
-            let chunk = match next {
-                Err(_) => {
-                    self.emit_error(session_id, "PluginDaemonInnerError", "failed to read response body: deadline exceeded".into(), json!({}));
-                    return;
-                }
+            let chunk = match tokio::time::timeout_at(deadline, stream.next()).await {
+                Err(_) => return Err(inner("failed to read response body: deadline exceeded".into())),
                 Ok(None) => break,
-                Ok(Some(Err(error))) => {
-                    self.emit_error(session_id, "PluginDaemonInnerError", format!("failed to read response body: {}", error_chain(&error)), json!({}));
-                    return;
-                }
+                Ok(Some(Err(error))) => return Err(inner(format!("failed to read response body: {}", error_chain(&error)))),
                 Ok(Some(Ok(chunk))) => chunk,
             };
             pending.extend_from_slice(&chunk);
             while let Some(index) = pending.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = pending.drain(..=index).collect();
-                if !self.handle_function_line(session_id, status.as_u16(), &headers, &line, &mut outcome) {
-                    return;
+                self.handle_function_line(session_id, status.as_u16(), &headers, &line, &mut outcome, on_item)?;
+                if outcome.ended {
+                    break;
                 }
             }
             if outcome.ended {
                 break;
             }
             if pending.len() > config.max_line_bytes {
-                self.emit_error(session_id, "PluginDaemonInnerError", "failed to read response body: token too long".into(), json!({}));
-                return;
+                return Err(inner("failed to read response body: token too long".into()));
             }
         }
-        if !outcome.ended && !pending.is_empty() && !self.handle_function_line(session_id, status.as_u16(), &headers, &pending, &mut outcome) {
-            return;
+        if !outcome.ended && !pending.is_empty() {
+            self.handle_function_line(session_id, status.as_u16(), &headers, &pending, &mut outcome, on_item)?;
         }
         if !outcome.saw_session {
-            let (message, args) = runtime_error(status.as_u16(), &headers, b"", "no valid session response");
-            self.emit_error(session_id, "PluginRuntimeError", message, args);
-            return;
+            return Err(runtime_error(status.as_u16(), &headers, b"", "no valid session response"));
         }
-        self.emit(session_id, "end", outcome.end_data.unwrap_or_else(|| json!({})));
+        Ok(outcome.end_data.unwrap_or_else(|| json!({})))
     }
 
-    /// Handles one body line; false when the session was failed and reading must stop.
+    /// Handles one body line of a function response.
     fn handle_function_line(
         &self,
         session_id: &str,
@@ -729,34 +756,22 @@ impl ServerlessPlugin {
         headers: &reqwest::header::HeaderMap,
         line: &[u8],
         outcome: &mut BodyOutcome,
-    ) -> bool {
+        on_item: &mut (dyn FnMut(Value) + Send),
+    ) -> Result<(), PluginSessionError> {
+        let inner = |message: String| PluginSessionError::new("PluginDaemonInnerError", message);
         let line = line.trim_ascii();
         if line.is_empty() {
-            return true;
+            return Ok(());
         }
-        let value: Value = match serde_json::from_slice(line) {
-            Ok(value) => value,
-            Err(error) => {
-                self.emit_error(session_id, "PluginDaemonInnerError", format!("encountered an error: {error}"), json!({}));
-                return false;
-            }
-        };
+        let value: Value = serde_json::from_slice(line).map_err(|e| inner(format!("encountered an error: {e}")))?;
         if value["errorType"].as_str().is_some_and(|t| !t.is_empty()) {
-            let (message, args) = runtime_error(status, headers, line, "Lambda runtime error");
-            self.emit_error(session_id, "PluginRuntimeError", message, args);
-            return false;
+            return Err(runtime_error(status, headers, line, "Lambda runtime error"));
         }
         match value["event"].as_str() {
             Some("session") => {
                 let data = value["data"].clone();
                 if !data.is_object() || data.get("data").is_none() {
-                    self.emit_error(
-                        session_id,
-                        "PluginDaemonInnerError",
-                        format!("failed to parse session message {}", String::from_utf8_lossy(line)),
-                        json!({}),
-                    );
-                    return false;
+                    return Err(inner(format!("failed to parse session message {}", String::from_utf8_lossy(line))));
                 }
                 outcome.saw_session = true;
                 match data["type"].as_str() {
@@ -765,15 +780,12 @@ impl ServerlessPlugin {
                         outcome.end_data = Some(data["data"].clone());
                     }
                     Some("invoke") => {
-                        self.emit_error(
-                            session_id,
+                        return Err(PluginSessionError::new(
                             "serverless_event_not_supported",
-                            "serverless plugins must send backwards invocations to /backwards-invocation/transaction".into(),
-                            json!({}),
-                        );
-                        return false;
+                            "serverless plugins must send backwards invocations to /backwards-invocation/transaction",
+                        ))
                     }
-                    _ => self.emit_raw(&json!({"event": "session", "session_id": session_id, "data": data})),
+                    _ => on_item(data),
                 }
             }
             Some("log") => {
@@ -786,12 +798,11 @@ impl ServerlessPlugin {
                     Value::String(text) => text.clone(),
                     _ => value["data"].to_string(),
                 };
-                self.emit_error(session_id, "PluginDaemonInnerError", format!("encountered an error: {text}"), json!({}));
-                return false;
+                return Err(inner(format!("encountered an error: {text}")));
             }
             _ => {}
         }
-        true
+        Ok(())
     }
 
     /// POSTs the request, retrying transport errors and HTTP 502 with exponential backoff.
@@ -886,7 +897,7 @@ async fn read_limited(response: reqwest::Response, limit: usize, deadline: tokio
 
 /// The `PluginRuntimeError` message and args for a failed function response: the Lambda error type
 /// (header, else body, else `fallback`), its message and request id when present.
-fn runtime_error(status: u16, headers: &reqwest::header::HeaderMap, body: &[u8], fallback: &str) -> (String, Value) {
+fn runtime_error(status: u16, headers: &reqwest::header::HeaderMap, body: &[u8], fallback: &str) -> PluginSessionError {
     let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let text = |value: &Value| value.as_str().filter(|s| !s.is_empty()).map(str::to_owned);
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).filter(|s| !s.is_empty()).map(str::to_owned);
@@ -904,7 +915,7 @@ fn runtime_error(status: u16, headers: &reqwest::header::HeaderMap, body: &[u8],
     if let Some(id) = request_id {
         args.insert("request_id".into(), Value::String(id));
     }
-    (message, Value::Object(args))
+    PluginSessionError { error_type: "PluginRuntimeError".into(), message, args: Value::Object(args) }
 }
 
 #[cfg(test)]
@@ -933,15 +944,16 @@ mod tests {
     fn runtime_errors_carry_lambda_details() {
         let mut headers = reqwest::header::HeaderMap::new();
         let body = br#"{"errorType":"Runtime.ExitError","errorMessage":"exited","requestId":"req-1"}"#;
-        let (message, args) = runtime_error(500, &headers, body, "500 Internal Server Error");
-        assert_eq!(message, "Plugin runtime request failed: Runtime.ExitError: exited");
-        assert_eq!(args, json!({"status_code": 500, "request_id": "req-1"}));
+        let error = runtime_error(500, &headers, body, "500 Internal Server Error");
+        assert_eq!(error.error_type, "PluginRuntimeError");
+        assert_eq!(error.message, "Plugin runtime request failed: Runtime.ExitError: exited");
+        assert_eq!(error.args, json!({"status_code": 500, "request_id": "req-1"}));
         headers.insert("x-amzn-ErrorType", "Function.ResponseSizeTooLarge".parse().unwrap());
-        let (message, args) = runtime_error(200, &headers, b"", "Lambda runtime error");
-        assert_eq!(message, "Plugin runtime request failed: Function.ResponseSizeTooLarge");
-        assert_eq!(args, json!({"status_code": 200}));
-        let (message, _) = runtime_error(503, &reqwest::header::HeaderMap::new(), b"oops", "503 Service Unavailable");
-        assert_eq!(message, "Plugin runtime request failed: 503 Service Unavailable");
+        let error = runtime_error(200, &headers, b"", "Lambda runtime error");
+        assert_eq!(error.message, "Plugin runtime request failed: Function.ResponseSizeTooLarge");
+        assert_eq!(error.args, json!({"status_code": 200}));
+        let error = runtime_error(503, &reqwest::header::HeaderMap::new(), b"oops", "503 Service Unavailable");
+        assert_eq!(error.message, "Plugin runtime request failed: 503 Service Unavailable");
     }
 
     #[test]
