@@ -305,12 +305,12 @@ settings! {
         plugin_remote_installing_heartbeat_timeout: u64 = "PLUGIN_REMOTE_INSTALLING_HEARTBEAT_TIMEOUT", "60", "A debugging plugin without a heartbeat for this long is disconnected (and its registration must finish within it), seconds.";
     }
     "Serverless" {
-        dify_plugin_serverless_connector_url: Option<String> = "DIFY_PLUGIN_SERVERLESS_CONNECTOR_URL", "", "Serverless connector URL.";
-        dify_plugin_serverless_connector_api_key: Option<String> = "DIFY_PLUGIN_SERVERLESS_CONNECTOR_API_KEY", "", "Serverless connector key.";
-        dify_plugin_serverless_connector_launch_timeout: u64 = "DIFY_PLUGIN_SERVERLESS_CONNECTOR_LAUNCH_TIMEOUT", "240", "Serverless build timeout, seconds.";
-        max_serverless_transaction_timeout: u64 = "MAX_SERVERLESS_TRANSACTION_TIMEOUT", "300", "Serverless back-channel timeout, seconds.";
-        max_serverless_retry_times: u32 = "MAX_SERVERLESS_RETRY_TIMES", "3", "Serverless retries.";
-        max_serverless_request_bytes: u64 = "MAX_SERVERLESS_REQUEST_BYTES", "5242880", "Largest serverless request before splitting, bytes.";
+        dify_plugin_serverless_connector_url: Option<String> = "DIFY_PLUGIN_SERVERLESS_CONNECTOR_URL", "", "Serverless connector (SRI) base URL; required when `PLATFORM=serverless`.";
+        dify_plugin_serverless_connector_api_key: Option<String> = "DIFY_PLUGIN_SERVERLESS_CONNECTOR_API_KEY", "", "Sent verbatim as `Authorization` on every serverless connector call.";
+        dify_plugin_serverless_connector_launch_timeout: u64 = "DIFY_PLUGIN_SERVERLESS_CONNECTOR_LAUNCH_TIMEOUT", "240", "Limit of one plugin launch at the serverless connector (upload, build, start), seconds.";
+        max_serverless_transaction_timeout: u64 = "MAX_SERVERLESS_TRANSACTION_TIMEOUT", "300", "Longest life of one `/backwards-invocation/transaction` response, seconds (must not be 0).";
+        max_serverless_retry_times: u32 = "MAX_SERVERLESS_RETRY_TIMES", "3", "Attempts of a serverless invocation on transport errors and HTTP 502 (backoff 500 ms doubling, at most 30 s).";
+        max_serverless_request_bytes: u64 = "MAX_SERVERLESS_REQUEST_BYTES", "5242880", "Largest request body sent to a serverless function, bytes; larger text-embedding requests are split by `texts`, others fail.";
     }
     "Observability" {
         enable_otel: bool = "ENABLE_OTEL", "false", "Accepted for compatibility; OpenTelemetry export is not implemented.";
