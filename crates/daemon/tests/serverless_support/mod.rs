@@ -61,6 +61,7 @@ pub struct FakeConnector {
     pub api_key: String,
     shared: Arc<Shared>,
     server: Option<tokio::task::JoinHandle<()>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl FakeConnector {
@@ -75,10 +76,17 @@ impl FakeConnector {
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake connector");
         let url = format!("http://{}", listener.local_addr().expect("address"));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        // A graceful shutdown also closes idle keep-alive connections, so a stopped connector
+        // refuses every later request, even on connections the daemon pooled.
         let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await;
         });
-        FakeConnector { url, api_key: api_key.to_string(), shared, server: Some(server) }
+        FakeConnector { url, api_key: api_key.to_string(), shared, server: Some(server), stop: Some(stop) }
     }
 
     /// Where launched plugins send backwards invocations (`DIFY_PLUGIN_DAEMON_URL`).
@@ -103,11 +111,16 @@ impl FakeConnector {
         self.shared.functions.lock().unwrap().clone()
     }
 
-    /// Stops answering: the listening socket closes (connection refused from now on).
+    /// Stops answering: the listening socket and every connection close (connection refused from
+    /// now on). Bounded: connections still busy after 10 s are cut.
     pub async fn shut_down(&mut self) {
-        if let Some(server) = self.server.take() {
-            server.abort();
-            let _ = server.await;
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(mut server) = self.server.take() {
+            if tokio::time::timeout(Duration::from_secs(10), &mut server).await.is_err() {
+                server.abort();
+            }
         }
     }
 }
