@@ -151,6 +151,7 @@ async fn endpoint_requests_reach_the_sdk_plugin_and_stream_back() {
     assert_eq!(answer.status, 200, "{}\n{}", answer.text(), daemon.log());
     assert_eq!(answer.header("x-echo-reply"), "get");
     assert_eq!(answer.header("content-type"), "application/json");
+    assert_eq!(answer.header("content-length"), answer.body.len().to_string(), "the plugin's length is kept");
     let echoed = answer.json();
     assert_eq!(echoed["method"], "GET");
     assert_eq!(echoed["path"], "/echo/a/b");

@@ -38,9 +38,9 @@ const STRIPPED_HEADERS: &[&str] =
 /// Headers the serialised request carries in its own way (Host line, recomputed length, no chunking).
 const FRAMING_HEADERS: &[&str] = &["host", "content-length", "transfer-encoding", "trailer"];
 
-/// Plugin response headers that describe the plugin's framing, not the answer; the daemon frames
-/// the streamed body itself.
-const HOP_BY_HOP_RESPONSE_HEADERS: &[&str] = &["content-length", "transfer-encoding", "connection", "keep-alive"];
+/// Plugin response headers that concern a connection, not the answer; the daemon's server sets its
+/// own. A plugin's `Content-Length` is kept (the body is cut to it, as upstream's writer does).
+const HOP_BY_HOP_RESPONSE_HEADERS: &[&str] = &["transfer-encoding", "connection", "keep-alive"];
 
 /// The proxy routes; none when `PLUGIN_ENDPOINT_ENABLED` is false.
 pub fn routes(state: &AppState) -> Router<AppState> {
