@@ -182,6 +182,23 @@ async fn endpoint_requests_reach_the_sdk_plugin_and_stream_back() {
     let answer = send(daemon.client.get(url("/echo/x")).header("Dify-Hook-Url", "https://given.example/hook")).await;
     assert_eq!(answer.json()["hook_url"], "https://given.example/hook");
 
+    // Percent-encoded path and query reach the plugin as sent.
+    let answer = send(daemon.client.get(url("/echo/a%20b/%C3%A9?q=%C3%A9&sp=a+b"))).await;
+    let echoed = answer.json();
+    assert_eq!((&echoed["path"], &echoed["values"]["rest"]), (&json!("/echo/a b/é"), &json!("a b/é")));
+    assert_eq!(echoed["query"], json!({"q": ["é"], "sp": ["a b"]}));
+
+    // Concurrent calls each get their own answer.
+    let answers = futures::future::join_all((0..40).map(|i| {
+        let request = daemon.client.get(url(&format!("/echo/c{i}"))).header("X-Echo", format!("caller {i}"));
+        async move { (i, send(request).await) }
+    }))
+    .await;
+    for (i, answer) in answers {
+        let echoed = answer.json();
+        assert_eq!((&echoed["values"]["rest"], &echoed["echo_header"]), (&json!(format!("c{i}")), &json!(format!("caller {i}"))));
+    }
+
     // HEAD is served by the GET rule; the plugin's headers come back without a body.
     let answer = send(daemon.client.head(url("/echo/x"))).await;
     assert_eq!((answer.status, answer.header("x-echo-reply"), answer.body.len()), (200, "get", 0));
