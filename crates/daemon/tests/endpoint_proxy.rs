@@ -346,3 +346,21 @@ async fn endpoint_routes_follow_plugin_endpoint_enabled() {
     let (status, _) = common::read_json(on.client.head(on.url("/e/0000000000000000/x")).send().await.expect("head")).await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_of_a_plugin_that_cannot_run_is_not_found() {
+    // Installed without its runtime and with its stored package gone: nothing can serve the hook.
+    let dify = FakeEncryptApi::start().await;
+    let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");
+    let env = vec![("DIFY_INNER_API_URL".into(), dify.url.clone()), ("DIFY_INNER_API_KEY".into(), INNER_KEY.into())];
+    let daemon = Daemon::start(&db, DaemonOptions { env, ..Default::default() }).await;
+    let hook_id = install_with_endpoint(&daemon).await;
+    let packages = daemon.workdir.join("storage/plugin_packages");
+    assert!(packages.is_dir(), "stored packages expected at {}", packages.display());
+    std::fs::remove_dir_all(&packages).expect("remove stored packages");
+
+    let decrypts_before = dify.decrypt_calls().len();
+    let answer = send(daemon.client.get(daemon.url(&format!("/e/{hook_id}/echo/x")))).await;
+    assert_eq!((answer.status, answer.text()), (404, error_envelope(-404, "PluginNotFoundError", "plugin not found")));
+    assert_eq!(dify.decrypt_calls().len(), decrypts_before, "settings are not decrypted for a plugin that cannot run");
+}
