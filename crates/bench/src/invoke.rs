@@ -252,3 +252,30 @@ impl Invoker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blob_bytes_are_counted_after_base64_decoding() {
+        let mut outcome = Outcome::default();
+        for (blob, _) in [("aGVsbG8gd29ybGQ=", 11), ("aGk=", 2), ("YWJj", 3), ("", 0)] {
+            outcome.add(&json!({"type": "blob_chunk", "message": {"blob": blob}}));
+        }
+        outcome.add(&json!({"type": "text", "message": {"text": "x"}}));
+        assert_eq!(outcome.items, 5);
+        assert_eq!(outcome.blob_bytes, 16);
+    }
+
+    #[test]
+    fn sse_events_count_items_and_fail_on_error_envelopes() {
+        let mut outcome = Outcome::default();
+        sse_event(br#"data: {"code":0,"message":"success","data":{"type":"text","message":{"text":"a"}}}"#, &mut outcome).unwrap();
+        sse_event(b"   ", &mut outcome).unwrap();
+        assert_eq!(outcome.items, 1);
+        let error = sse_event(br#"data: {"code":-500,"message":"boom","data":null}"#, &mut outcome).unwrap_err();
+        assert!(error.to_string().contains("boom"), "{error}");
+        assert!(sse_event(b"data: not json", &mut outcome).is_err());
+    }
+}

@@ -135,7 +135,7 @@ async fn memory_measure(tools: &Tools, plan: &Plan, rows: &mut [Row]) -> Result<
     rows[1].daemon = daemon.rss_mib().map_err(|e| format!("{e:#}"));
 
     log(format!("5: holding {} open streams", plan.memory_streams));
-    let hold_ms: u64 = if plan.smoke { 15_000 } else { 60_000 };
+    let hold_ms: u64 = if plan.smoke { 30_000 } else { 120_000 };
     let tool = ToolRef { plugin_id: format!("{NATIVE_AUTHOR}/native_mem_0"), provider: NATIVE_PROVIDER.into(), tool: NATIVE_TOOL.into() };
     let through = ThroughDaemon::new(&daemon, TENANT, tool);
     rows[2].daemon = held_streams_kib(&daemon, &through, plan.memory_streams, hold_ms).await.map_err(|e| format!("{e:#}"));
