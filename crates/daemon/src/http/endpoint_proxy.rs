@@ -341,7 +341,8 @@ async fn plugin_response(mut session: SessionStream) -> Response {
         if HOP_BY_HOP_RESPONSE_HEADERS.contains(&name.as_str()) || response.headers().contains_key(&name) {
             continue;
         }
-        match HeaderValue::from_str(&value) {
+        // Bytes rather than text: UTF-8 values pass as obs-text, as Go's writer sends them.
+        match HeaderValue::from_bytes(value.as_bytes()) {
             Ok(value) => {
                 response.headers_mut().insert(name, value);
             }
