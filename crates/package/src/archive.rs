@@ -276,8 +276,8 @@ fn inflate(record: &CentralRecord, compressed: &[u8], budget: u64, limits: &Deco
     let capacity = record.uncompressed_size.min(budget) as usize;
     let mut data = Vec::with_capacity(capacity);
     let read = match record.method {
-        METHOD_STORED => compressed.take(budget + 1).read_to_end(&mut data),
-        _ => flate2::read::DeflateDecoder::new(compressed).take(budget + 1).read_to_end(&mut data),
+        METHOD_STORED => compressed.take(budget.saturating_add(1)).read_to_end(&mut data),
+        _ => flate2::read::DeflateDecoder::new(compressed).take(budget.saturating_add(1)).read_to_end(&mut data),
     };
     if let Err(error) = read {
         return Err(PackageError::CorruptEntry { name: record.name.clone(), reason: error.to_string() });

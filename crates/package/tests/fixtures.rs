@@ -239,3 +239,18 @@ fn extracted_fixtures_read_back_identically() {
         assert_eq!(repacked.unique_identifier().unwrap(), package.unique_identifier().unwrap(), "{name}");
     }
 }
+
+/// A caller that has already checked the size elsewhere may lift the limit entirely; the reader must
+/// still work (no arithmetic overflow on the budget) and extract every fixture.
+#[test]
+fn unlimited_size_limit_decodes_and_extracts_every_fixture() {
+    let limits = dify_package::DecodeLimits::with_max_uncompressed_size(u64::MAX);
+    for name in ["langgenius-agent_0.0.14.difypkg", "openai.difypkg", "dummy_plugin.difypkg"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/upstream").join(name);
+        let bytes = std::fs::read(&path).expect("read fixture");
+        let package = dify_package::Package::from_bytes(bytes, &limits).expect("decode with an unlimited size");
+        let dir = tempfile::tempdir().expect("tempdir");
+        package.extract_to(dir.path().join("x")).expect("extract");
+        assert!(dir.path().join("x/manifest.yaml").is_file(), "{name}: manifest extracted");
+    }
+}

@@ -21,7 +21,6 @@ pub mod local;
 pub mod serverless;
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -364,36 +363,15 @@ pub async fn extract_package(package: &[u8], dir: &Path) -> Result<(), RuntimeEr
 }
 
 fn extract_blocking(package: &[u8], dir: &Path) -> Result<(), RuntimeError> {
-    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(package)).map_err(|e| RuntimeError::Package(e.to_string()))?;
+    // The package was checked against the configured size limit when it was uploaded; here it is
+    // decoded by the same strict reader (paths, symlinks, duplicates, CRCs) and written out by it.
+    let limits = dify_package::DecodeLimits::with_max_uncompressed_size(u64::MAX);
+    let package = dify_package::Package::from_bytes(package.to_vec(), &limits).map_err(|e| RuntimeError::Package(e.to_string()))?;
     // Extract into a sibling temp dir and rename, so a crash never leaves a half-extracted plugin.
     let parent = dir.parent().ok_or_else(|| RuntimeError::Package("working directory has no parent".into()))?;
     std::fs::create_dir_all(parent)?;
     let staging = parent.join(format!(".extract-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&staging)?;
-    let result = (|| {
-        for index in 0..archive.len() {
-            let mut entry = archive.by_index(index).map_err(|e| RuntimeError::Package(e.to_string()))?;
-            let Some(relative) = entry.enclosed_name() else {
-                return Err(RuntimeError::Package(format!("unsafe path in package: {}", entry.name())));
-            };
-            let target = staging.join(relative);
-            if entry.is_dir() {
-                std::fs::create_dir_all(&target)?;
-                continue;
-            }
-            if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            let mut bytes = Vec::with_capacity(entry.size() as usize);
-            entry.read_to_end(&mut bytes)?;
-            std::fs::write(&target, bytes)?;
-        }
-        Ok(())
-    })();
-    if let Err(error) = result {
-        let _ = std::fs::remove_dir_all(&staging);
-        return Err(error);
-    }
+    package.extract_to(&staging).map_err(|e| RuntimeError::Package(e.to_string()))?;
     if dir.exists() {
         std::fs::remove_dir_all(dir)?;
     }
