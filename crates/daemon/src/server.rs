@@ -43,8 +43,8 @@ pub struct AppState {
     /// This node's identity, stable across restarts of the same working directory.
     pub node_id: Arc<str>,
     pub metrics: Arc<Metrics>,
-    /// Extra trusted public keys (PEM text) for signature verification.
-    pub extra_public_keys: Arc<Vec<Vec<u8>>>,
+    /// Extra trusted public keys (`THIRD_PARTY_SIGNATURE_VERIFICATION_PUBLIC_KEYS`), parsed at start-up.
+    pub extra_public_keys: Arc<Vec<dify_package::PublicKey>>,
     pub active_requests: Arc<AtomicI64>,
     pub active_dispatch_requests: Arc<AtomicI64>,
     /// Slots for background jobs such as plugin installs (`ROUTINE_POOL_SIZE`).
@@ -59,9 +59,11 @@ impl AppState {
         let blobs: Arc<dyn BlobStore> = Arc::new(LocalBlobStore::new(settings.storage_root()));
         let mut extra_public_keys = Vec::new();
         for path in settings.third_party_key_paths() {
-            let pem = std::fs::read(&path)
+            let pem = std::fs::read_to_string(&path)
                 .with_context(|| format!("cannot read third-party public key {}", path.display()))?;
-            extra_public_keys.push(pem);
+            let key = dify_package::PublicKey::from_pem(&pem)
+                .with_context(|| format!("third-party public key {} is not a PEM RSA public key", path.display()))?;
+            extra_public_keys.push(key);
         }
         let runtime = RuntimeManager::with_config(crate::runtime::RuntimeConfig::from_settings(&settings));
         if settings.platform == "serverless" {

@@ -52,3 +52,17 @@ fn bad_runtime_variable_in_a_dotenv_file_stops_start_up() {
     assert_eq!(status, Some(2), "{stderr}");
     assert!(stderr.contains("PLUGIN_ENV_BUILD_RETRIES") && stderr.contains("many"), "{stderr}");
 }
+
+#[test]
+fn third_party_key_that_is_not_a_public_key_stops_start_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("not-a-key.pem");
+    std::fs::write(&key, "-----BEGIN RSA PUBLIC KEY-----\nbm90IGEga2V5\n-----END RSA PUBLIC KEY-----\n").expect("write key");
+    let key = key.display().to_string();
+    let (status, stderr) = run_daemon(
+        dir.path(),
+        &[("THIRD_PARTY_SIGNATURE_VERIFICATION_ENABLED", "true"), ("THIRD_PARTY_SIGNATURE_VERIFICATION_PUBLIC_KEYS", &key)],
+    );
+    assert_ne!(status, Some(0), "a daemon that cannot read a trusted key must not start silently: {stderr}");
+    assert!(stderr.contains("not-a-key.pem") && stderr.contains("not a PEM RSA public key"), "{stderr}");
+}

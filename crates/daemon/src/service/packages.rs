@@ -81,7 +81,7 @@ fn check_package(
     verify_signature: bool,
     enforce_langgenius: bool,
 ) -> ServiceResult<(DecodedPackage, Option<PluginVerification>)> {
-    let decoded = codec::decode_package(bytes, state.settings.max_plugin_package_size)
+    let (decoded, verification) = codec::decode_package(bytes, state.settings.max_plugin_package_size, &state.extra_public_keys)
         .map_err(|e| DaemonError::bad_request(format!("{e}\nfailed to decode package")))?;
     if is_uuid(&decoded.declaration.author) {
         return Err(DaemonError::bad_request("cannot set author to an UUID"));
@@ -93,7 +93,6 @@ fn check_package(
             text.join("\n")
         )));
     }
-    let verification = codec::verify_signature(bytes, &state.extra_public_keys);
     if (state.settings.force_verifying_signature || verify_signature) && verification.is_none() {
         return Err(DaemonError::bad_request(BAD_SIGNATURE_MESSAGE));
     }
@@ -223,9 +222,8 @@ pub async fn decode_from_identifier(state: &AppState, uid: &str) -> ServiceResul
     let Some(bytes) = stored_package(state, id.as_str()).await? else {
         return Err(DaemonError::bad_request("plugin package not found, please upload it firstly"));
     };
-    let decoded = codec::decode_package(&bytes, state.settings.max_plugin_package_size)
+    let (decoded, verification) = codec::decode_package(&bytes, state.settings.max_plugin_package_size, &state.extra_public_keys)
         .map_err(|e| DaemonError::bad_request(format!("{e}\nfailed to decode package")))?;
-    let verification = codec::verify_signature(&bytes, &state.extra_public_keys);
     let manifest = match load_declaration(state, id.as_str()).await? {
         Some(stored) => stored,
         None => {
@@ -259,7 +257,7 @@ pub async fn fetch_readme(state: &AppState, uid: &str, language: Option<&str>) -
     let mut readmes = state.db.readmes(id.as_str()).await?;
     if readmes.is_empty() {
         if let Some(bytes) = stored_package(state, id.as_str()).await? {
-            if let Ok(decoded) = codec::decode_package(&bytes, state.settings.max_plugin_package_size) {
+            if let Ok((decoded, _)) = codec::decode_package(&bytes, state.settings.max_plugin_package_size, &[]) {
                 if !decoded.readmes.is_empty() {
                     state.db.save_readmes(id.as_str(), &decoded.readmes).await?;
                     readmes = decoded.readmes;
