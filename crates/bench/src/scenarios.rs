@@ -152,20 +152,20 @@ async fn main_daemon_sections(tools: &Tools, plan: &Plan, want: &dyn Fn(&str) ->
         Err(error) => {
             let mut all = Vec::new();
             if want("1") {
-                all.extend(sdk_rows(plan));
+                all.extend(sdk_rows());
             }
             if want("2") || want("3") {
                 all.extend(native_rows(plan));
             }
             if want("4") {
-                all.extend(install_rows(plan));
+                all.extend(install_rows());
             }
             fail_rest(&mut all, &error);
             return all;
         }
     };
     if want("1") {
-        let mut sdk = sdk_rows(plan);
+        let mut sdk = sdk_rows();
         if let Err(error) = sdk_overhead(tools, plan, &daemon, &mut sdk).await {
             fail_rest(&mut sdk, &error);
         }
@@ -179,7 +179,7 @@ async fn main_daemon_sections(tools: &Tools, plan: &Plan, want: &dyn Fn(&str) ->
         rows.extend(native.into_iter().filter(|r| want(&r.id[..1])));
     }
     if want("4") {
-        let mut install = install_rows(plan);
+        let mut install = install_rows();
         if let Err(error) = install_time(tools, plan, &daemon, &mut install).await {
             fail_rest(&mut install, &error);
         }
@@ -190,7 +190,7 @@ async fn main_daemon_sections(tools: &Tools, plan: &Plan, want: &dyn Fn(&str) ->
 
 const SDK_LEVELS: [usize; 3] = [1, 16, 64];
 
-fn sdk_rows(_plan: &Plan) -> Vec<Row> {
+fn sdk_rows() -> Vec<Row> {
     let mut rows = Vec::new();
     for (i, c) in SDK_LEVELS.iter().enumerate() {
         let base = "SDK plugin driven directly over stdio";
@@ -488,7 +488,7 @@ async fn held_baseline_kib(server: &BaselineServer, count: usize, hold_ms: u64) 
     Ok((held - before) * 1024.0 / count as f64)
 }
 
-fn install_rows(_plan: &Plan) -> Vec<Row> {
+fn install_rows() -> Vec<Row> {
     vec![Row::new(
         "4.1",
         "install SDK plugin: upload → task success → first invocation (uv cache warm)",
