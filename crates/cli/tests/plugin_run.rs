@@ -152,9 +152,10 @@ fn stdio_session_pipelines_invocations_and_shows_plugin_logs() {
     assert!(!processes_inside(&working_dir).is_empty(), "the plugin process runs in the working directory");
 
     // Three pipelined invocations, sent at once; the slowest one goes first.
-    let batch = invoke("slow", json!({"text": "a", "delay_ms": 2500}))
+    // Delays 2 s apart, so a loaded machine cannot reorder them.
+    let batch = invoke("slow", json!({"text": "a", "delay_ms": 4000}))
         + &invoke("fast", json!({"text": "b"}))
-        + &invoke("mid", json!({"text": "c", "delay_ms": 1000}));
+        + &invoke("mid", json!({"text": "c", "delay_ms": 2000}));
     stdin.write_all(batch.as_bytes()).unwrap();
     stdin.flush().unwrap();
     let mut ends = Vec::new();
@@ -195,8 +196,11 @@ fn stdio_session_pipelines_invocations_and_shows_plugin_logs() {
     let inner: Value = serde_json::from_str(error["response"]["error"].as_str().unwrap()).expect("error text is the plugin's error object");
     assert_eq!(inner["error_type"], "ValueError");
     assert_eq!(inner["message"], "demo failure: now");
-    let next = out.next(STEP_TIMEOUT);
-    assert!(is(&next, "plugin_invoke_end", "boom"), "{next}");
+    // Nothing else of `boom` between its error and its end (plugin log lines may interleave).
+    let error_at = out.seen.len();
+    out.until(STEP_TIMEOUT, "end of the failed invocation", |l| is(l, "plugin_invoke_end", "boom"));
+    let between: Vec<&Value> = out.seen[error_at..out.seen.len() - 1].iter().filter(|l| l["invoke_id"] == "boom").collect();
+    assert!(between.is_empty(), "lines of boom between its error and its end: {between:?}");
 
     // Storage through the mock works across invocations.
     stdin.write_all(invoke("set", json!({"mode": "storage_set", "key": "color", "text": "blue"})).as_bytes()).unwrap();
@@ -212,17 +216,26 @@ fn stdio_session_pipelines_invocations_and_shows_plugin_logs() {
     let answer = out.until(STEP_TIMEOUT, "mocked llm", |l| is(l, "plugin_response", "llm"));
     assert_eq!(answer["response"]["message"]["text"], "llm: mocked LLM answer");
 
-    // -l: the plugin's own log line and its stderr line show up as `log` lines.
+    // -l: the plugin's own log line and its stderr line show up as `log` lines. They travel on
+    // different pipes (stdout and stderr), so either may come first.
     stdin.write_all(invoke("log", json!({"mode": "log", "text": "hello"})).as_bytes()).unwrap();
-    let log = out.until(STEP_TIMEOUT, "plugin log line", |l| {
-        l["type"] == "log" && l["response"]["message"].as_str().is_some_and(|m| m.contains("demo log line: hello"))
-    });
-    assert_eq!(log["response"]["level"], "INFO");
-    let stderr = out.until(STEP_TIMEOUT, "plugin stderr line", |l| {
-        l["type"] == "log" && l["response"]["message"].as_str().is_some_and(|m| m.contains("demo stderr line: hello"))
-    });
-    assert_eq!(stderr["response"]["level"], "STDERR");
-    out.until(STEP_TIMEOUT, "end of log", |l| is(l, "plugin_invoke_end", "log"));
+    let log_message = |l: &Value, text: &str| l["type"] == "log" && l["response"]["message"].as_str().is_some_and(|m| m.contains(text));
+    let (mut log, mut stderr) = (None, None);
+    while log.is_none() || stderr.is_none() {
+        let line = out.until(STEP_TIMEOUT, "plugin log and stderr lines", |l| {
+            log_message(l, "demo log line: hello") || log_message(l, "demo stderr line: hello")
+        });
+        if log_message(&line, "demo log line: hello") {
+            log = Some(line);
+        } else {
+            stderr = Some(line);
+        }
+    }
+    assert_eq!(log.unwrap()["response"]["level"], "INFO");
+    assert_eq!(stderr.unwrap()["response"]["level"], "STDERR");
+    if !out.seen.iter().any(|l| is(l, "plugin_invoke_end", "log")) {
+        out.until(STEP_TIMEOUT, "end of log", |l| is(l, "plugin_invoke_end", "log"));
+    }
 
     // EOF ends the run after in-flight invocations finish; the working directory is removed.
     stdin.write_all(invoke("last", json!({"text": "z", "delay_ms": 1000})).as_bytes()).unwrap();

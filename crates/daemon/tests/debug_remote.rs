@@ -35,7 +35,7 @@ async fn sdk_plugin_is_invoked_over_tcp_and_removed_when_killed() {
     assert_ne!(debugging_key(&daemon, &other_tenant).await, key, "keys are per tenant");
 
     let mut plugin = RemotePluginProcess::start(SDK_PLUGIN, &address, &key, &daemon.workdir);
-    let appeared = eventually(Duration::from_secs(60), || async { !remote_installations(&daemon, &tenant).await.is_empty() }).await;
+    let appeared = eventually(Duration::from_secs(180), || async { !remote_installations(&daemon, &tenant).await.is_empty() }).await;
     assert!(appeared, "the debugging plugin never appeared; plugin log:\n{}\ndaemon log:\n{}", plugin.log_text(), daemon.log());
 
     // Listed for its tenant with the tenant id as author, source `remote`.
@@ -127,7 +127,8 @@ async fn sdk_plugin_is_invoked_over_tcp_and_removed_when_killed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registration_rejections_use_upstream_texts() {
     let db = sqlite().await;
-    let (daemon, address) = start_daemon(&db, &[("PLUGIN_REMOTE_INSTALLING_HANDSHAKE_TIMEOUT", "1")]).await;
+    // The handshake deadline must outlast a loaded machine's gap between connecting and writing.
+    let (daemon, address) = start_daemon(&db, &[("PLUGIN_REMOTE_INSTALLING_HANDSHAKE_TIMEOUT", "5")]).await;
     let tenant = new_tenant();
     let key = debugging_key(&daemon, &tenant).await;
     let within = Duration::from_secs(15);
@@ -179,11 +180,11 @@ async fn registration_rejections_use_upstream_texts() {
     raw.send(&json!({"type": "asset_chunk", "data": {"filename": "big.bin", "data": huge, "end": true}})).await;
     assert_eq!(raw.read_to_end(Duration::from_secs(60)).await, "assets too large, at most 50MB\n");
 
-    // Silence: closed without a word once the handshake deadline (1 s here) passes.
+    // Silence: closed without a word once the handshake deadline (5 s here) passes.
     let mut raw = RawPlugin::connect(&address).await;
     let started = std::time::Instant::now();
     assert_eq!(raw.read_to_end(within).await, "");
-    assert!(started.elapsed() >= Duration::from_millis(900), "closed too early: {:?}", started.elapsed());
+    assert!(started.elapsed() >= Duration::from_millis(4900), "closed too early: {:?}", started.elapsed());
 
     // None of these left an installation behind.
     assert!(daemon.list(&tenant).await.is_empty());
@@ -194,7 +195,8 @@ async fn registration_rejections_use_upstream_texts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_plugins_are_dispatched_and_dropped_without_heartbeats() {
     let db = sqlite().await;
-    let (daemon, address) = start_daemon(&db, &[("PLUGIN_REMOTE_INSTALLING_HEARTBEAT_TIMEOUT", "5")]).await;
+    // Long enough that alpha (silent between its last heartbeat and the request) is not dropped early.
+    let (daemon, address) = start_daemon(&db, &[("PLUGIN_REMOTE_INSTALLING_HEARTBEAT_TIMEOUT", "15")]).await;
     let tenant = new_tenant();
     let key = debugging_key(&daemon, &tenant).await;
 
@@ -257,7 +259,7 @@ async fn raw_plugins_are_dispatched_and_dropped_without_heartbeats() {
     assert_eq!(events.next(Duration::from_secs(20)).await, None);
 
     // Only beta keeps sending heartbeats: alpha is disconnected after the timeout and uninstalled.
-    let closed = alpha.read_to_end(Duration::from_secs(20)).await;
+    let closed = alpha.read_to_end(Duration::from_secs(60)).await;
     assert_eq!(closed, "", "no text on a heartbeat timeout");
     let only_beta = eventually(Duration::from_secs(10), || async {
         let ids: Vec<String> =
@@ -302,7 +304,7 @@ async fn sdk_reconnect_is_accepted_after_the_daemon_drops_the_plugin() {
     let tenant = new_tenant();
     let key = debugging_key(&daemon, &tenant).await;
     let plugin = RemotePluginProcess::start_host_port(SDK_PLUGIN, &address, &key, &daemon.workdir);
-    let appeared = eventually(Duration::from_secs(60), || async { !remote_installations(&daemon, &tenant).await.is_empty() }).await;
+    let appeared = eventually(Duration::from_secs(180), || async { !remote_installations(&daemon, &tenant).await.is_empty() }).await;
     assert!(appeared, "plugin log:\n{}\ndaemon log:\n{}", plugin.log_text(), daemon.log());
     let first = remote_installations(&daemon, &tenant).await.remove(0);
 
@@ -314,7 +316,7 @@ async fn sdk_reconnect_is_accepted_after_the_daemon_drops_the_plugin() {
     assert!(remote_installations(&daemon, &tenant).await.is_empty());
 
     // ... and the SDK reconnects on its own (after 5 s) with the whole registration again.
-    let back = eventually(Duration::from_secs(40), || async { !remote_installations(&daemon, &tenant).await.is_empty() }).await;
+    let back = eventually(Duration::from_secs(120), || async { !remote_installations(&daemon, &tenant).await.is_empty() }).await;
     assert!(back, "the SDK's reconnect was not accepted; plugin log:\n{}\ndaemon log:\n{}", plugin.log_text(), daemon.log());
     let second = remote_installations(&daemon, &tenant).await.remove(0);
     assert_eq!(second["plugin_unique_identifier"], first["plugin_unique_identifier"], "same code, same identifier");
@@ -430,7 +432,9 @@ on_every_backend!(rows_on_every_backend, raw_plugin_rows_follow_the_connection);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debugging_keys_expire_unless_renewed() {
     let db = sqlite().await;
-    let (daemon, address) = start_daemon(&db, &[("DEBUGGING_KEY_TTL", "2")]).await;
+    // TTL 10 s: renewed at 4 s (new expiry 14 s), used at 11 s (past the first expiry), rejected 12 s
+    // after the renewal; every check has seconds of margin on a loaded machine.
+    let (daemon, address) = start_daemon(&db, &[("DEBUGGING_KEY_TTL", "10")]).await;
     let tenant = new_tenant();
     // Accepted = the daemon got past the key and judged the (empty) registration.
     let accepted = |key: String| {
@@ -447,11 +451,13 @@ async fn debugging_keys_expire_unless_renewed() {
         }
     };
     let key = debugging_key(&daemon, &tenant).await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let issued = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(debugging_key(&daemon, &tenant).await, key, "renewed, not replaced");
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let renewed = std::time::Instant::now();
+    tokio::time::sleep_until((issued + Duration::from_secs(11)).into()).await;
     assert!(accepted(key.clone()).await, "a renewed key outlives its first expiry");
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep_until((renewed + Duration::from_secs(12)).into()).await;
     assert!(!accepted(key.clone()).await, "an expired key is rejected");
     let fresh = debugging_key(&daemon, &tenant).await;
     assert_ne!(fresh, key, "an expired key is replaced");
@@ -522,7 +528,9 @@ async fn a_second_connection_of_the_same_build_takes_over_when_the_newest_leaves
 }
 
 /// Sends tool requests through the daemon until one reaches `target` (requests reaching `other`
-/// are answered there and retried), answers it and returns the caller's first event.
+/// are answered there and retried, as are requests that fail before reaching either), answers it and
+/// returns the caller's first event. Each request is watched on both connections at once, so a slow
+/// daemon cannot leave a request line unread for the next round.
 async fn request_reaching(
     daemon: &common::Daemon,
     tenant: &str,
@@ -530,9 +538,19 @@ async fn request_reaching(
     target: &mut RawPlugin,
     mut other: Option<&mut RawPlugin>,
 ) -> Value {
+    use tokio::io::AsyncBufReadExt;
+
+    enum Reached {
+        Target(std::io::Result<usize>),
+        Other(std::io::Result<usize>),
+        Neither(Result<Option<Value>, tokio::task::JoinError>),
+    }
     let provider = plugin_id.rsplit('/').next().unwrap_or_default().to_string();
+    // Kept across rounds: a partly read line is finished by the next read (read_line appends).
+    let mut target_line = String::new();
+    let mut other_line = String::new();
     for _ in 0..20 {
-        let probe = tokio::spawn({
+        let mut probe = tokio::spawn({
             let client = daemon.client.clone();
             let url = daemon.url(&format!("/plugin/{tenant}/dispatch/tool/invoke"));
             let (api_key, plugin_id, provider) = (daemon.key.clone(), plugin_id.to_string(), provider.clone());
@@ -545,23 +563,44 @@ async fn request_reaching(
                     .send()
                     .await
                     .expect("dispatch");
-                SseReader::new(response).next(Duration::from_secs(20)).await
+                SseReader::new(response).next(Duration::from_secs(60)).await
             }
         });
-        match target.try_read_line(Duration::from_secs(2)).await {
-            Ok(Some(line)) => {
-                answer_request(target, &line, "answered").await;
-                let event = tokio::time::timeout(Duration::from_secs(20), probe).await.expect("probe in time").expect("probe task");
+        let reached = tokio::time::timeout(Duration::from_secs(60), async {
+            let other_read = async {
+                match other.as_deref_mut() {
+                    Some(other) => other.reader.read_line(&mut other_line).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                read = target.reader.read_line(&mut target_line) => Reached::Target(read),
+                read = other_read => Reached::Other(read),
+                finished = &mut probe => Reached::Neither(finished),
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("a request neither reached a connection nor failed within 60 s; log:\n{}", daemon.log()));
+        match reached {
+            Reached::Target(Ok(0) | Err(_)) => panic!("the target connection was closed"),
+            Reached::Other(Ok(0) | Err(_)) => panic!("the other connection was closed"),
+            Reached::Target(Ok(_)) => {
+                let line = std::mem::take(&mut target_line);
+                answer_request(target, line.trim_end_matches('\n'), "answered").await;
+                let event = tokio::time::timeout(Duration::from_secs(60), probe).await.expect("probe in time").expect("probe task");
                 return event.expect("an event");
             }
-            Ok(None) => panic!("the target connection was closed"),
-            Err(()) => {
+            Reached::Other(Ok(_)) => {
+                let line = std::mem::take(&mut other_line);
                 if let Some(other) = other.as_deref_mut() {
-                    if let Ok(Some(line)) = other.try_read_line(Duration::from_secs(2)).await {
-                        answer_request(other, &line, "elsewhere").await;
-                    }
+                    answer_request(other, line.trim_end_matches('\n'), "elsewhere").await;
                 }
-                let _ = tokio::time::timeout(Duration::from_secs(20), probe).await;
+                let answered = tokio::time::timeout(Duration::from_secs(60), probe).await.expect("probe in time").expect("probe task");
+                assert!(answered.is_some(), "the request answered elsewhere got no event");
+            }
+            // Sent before the daemon noticed a closed socket: failed without reaching either; retried.
+            Reached::Neither(finished) => {
+                finished.expect("probe task");
             }
         }
     }
