@@ -195,6 +195,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 
     let housekeeping = tokio::spawn(housekeeping_loop(state.clone()));
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    // The bound address (SERVER_PORT=0 picks a free port; the line names the real one).
+    let addr = listener.local_addr().unwrap_or(addr);
     tracing::info!(%addr, db = ?state.db.kind(), platform = %state.settings.platform, "dify-plugin-daemon listening");
     eprintln!("dify-plugin-daemon listening on {addr}");
 

@@ -234,15 +234,9 @@ async fn tool_plugin_over_http_dispatch() {
 }
 
 fn daemon_pid(daemon: &Daemon) -> u32 {
-    // The daemon is the only child of this test process that listens on its port; find it by cmdline.
-    children_of(std::process::id())
-        .into_iter()
-        .map(|(pid, _)| pid)
-        .find(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split('\0').any(|kv| kv == format!("SERVER_PORT={}", daemon.port)))
-        })
-        .expect("daemon process")
+    let pid = daemon.pid().expect("the daemon runs");
+    assert!(children_of(std::process::id()).iter().any(|(child, _)| *child == pid), "the daemon is a child of this test");
+    pid
 }
 
 fn plugin_processes(daemon: &Daemon) -> Vec<u32> {

@@ -217,8 +217,8 @@ impl Daemon {
             env.push(("FORCE_VERIFYING_SIGNATURE".into(), "false".into()));
             env.push(("DIFY_TEST_SKIP_RUNTIME_PREPARATION".into(), "true".into()));
             env.push(("LOG_LEVEL".into(), "warn".into()));
-            // Parallel daemons must not compete for the default debug port.
-            env.push(("PLUGIN_REMOTE_INSTALLING_PORT".into(), free_port().to_string()));
+            // Parallel daemons must not compete for the default debug port: each picks a free one.
+            env.push(("PLUGIN_REMOTE_INSTALLING_PORT".into(), "0".into()));
         }
         env.extend(options.env.iter().cloned());
         let mut daemon = Daemon {
@@ -239,9 +239,9 @@ impl Daemon {
         daemon
     }
 
-    /// Starts the process (again) on a new free port and waits for health.
+    /// Starts the process (again) on a port it picks itself (`SERVER_PORT=0`, read back from its
+    /// "listening on" line, so no other process can take the port in between) and waits for health.
     async fn spawn(&mut self) {
-        let port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_dify-plugin-daemon"));
         cmd.current_dir(&self.workdir).env_clear();
         for name in PASSTHROUGH {
@@ -252,7 +252,9 @@ impl Daemon {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        cmd.env("SERVER_PORT", port.to_string());
+        cmd.env("SERVER_PORT", "0");
+        // The log is appended to across restarts: only lines after this point are this start's.
+        let log_start = std::fs::metadata(self.workdir.join("daemon.log")).map(|m| m.len() as usize).unwrap_or(0);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -261,13 +263,25 @@ impl Daemon {
         cmd.stdin(Stdio::null()).stdout(log.try_clone().expect("log")).stderr(log);
         let child = cmd.spawn().expect("spawn dify-plugin-daemon");
         self.child = Some(child);
-        self.port = port;
-        self.base = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(60);
+        self.port = 0;
         loop {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
                     panic!("daemon exited during start-up ({status}); log:\n{}", self.log());
+                }
+            }
+            if self.port == 0 {
+                match self.listening_port(log_start) {
+                    Some(port) => {
+                        self.port = port;
+                        self.base = format!("http://127.0.0.1:{port}");
+                    }
+                    None if Instant::now() > deadline => panic!("daemon did not listen within 60 s; log:\n{}", self.log()),
+                    None => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
                 }
             }
             let probe = self.client.get(format!("{}/health/check", self.base)).timeout(Duration::from_secs(2)).send().await;
@@ -279,6 +293,22 @@ impl Daemon {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The port of the first "dify-plugin-daemon listening on <host>:<port>" line after `log_start`.
+    fn listening_port(&self, log_start: usize) -> Option<u16> {
+        let log = std::fs::read(self.workdir.join("daemon.log")).ok()?;
+        let text = String::from_utf8_lossy(log.get(log_start..)?);
+        let (_, after) = text.split_once("dify-plugin-daemon listening on ")?;
+        // Only the address itself, even if another writer's text follows it on the line.
+        let address: String = after.chars().take_while(|c| c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '[' | ']')).collect();
+        let port: String = address.rsplit_once(':')?.1.chars().take_while(char::is_ascii_digit).collect();
+        port.parse().ok().filter(|port| *port != 0)
+    }
+
+    /// The daemon's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|child| child.id())
     }
 
     /// The daemon's log so far.
