@@ -102,9 +102,11 @@ class DaemonProcess:
                 "or ./scripts/test which builds every binary)"
             )
         self.workdir = workdir
-        self.port = free_port()
+        # Known once the daemon listens: it picks a free port itself (SERVER_PORT=0) and names it in
+        # its "listening on" line, so no other process can take the port in between.
+        self.port = 0
         self.key = f"e2e-{uuid.uuid4()}"
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = ""
         self.log_path = workdir / "daemon.log"
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -113,7 +115,7 @@ class DaemonProcess:
         env.update(
             {
                 "SERVER_HOST": "127.0.0.1",
-                "SERVER_PORT": str(self.port),
+                "SERVER_PORT": "0",
                 "SERVER_KEY": self.key,
                 "PLATFORM": "local",
                 "DB_TYPE": "sqlite",
@@ -124,7 +126,7 @@ class DaemonProcess:
                 "UV_PATH": uv_binary(),
                 "FORCE_VERIFYING_SIGNATURE": "false",
                 "PLUGIN_REMOTE_INSTALLING_ENABLED": "false",
-                "PLUGIN_REMOTE_INSTALLING_PORT": str(free_port()),
+                "PLUGIN_REMOTE_INSTALLING_PORT": "0",
                 "DIFY_INNER_API_URL": f"http://127.0.0.1:{free_port()}",
                 "DIFY_INNER_API_KEY": "e2e-inner-key",
                 "LOG_LEVEL": "INFO",
@@ -149,6 +151,12 @@ class DaemonProcess:
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 pytest.fail(f"daemon exited with {self._process.returncode} during start-up:\n{self.log_tail()}")
+            if not self.port:
+                self.port = self._listening_port()
+                if not self.port:
+                    time.sleep(0.1)
+                    continue
+                self.url = f"http://127.0.0.1:{self.port}"
             try:
                 if httpx.get(f"{self.url}/health/check", timeout=1.0).status_code == 200:
                     return self
@@ -157,6 +165,15 @@ class DaemonProcess:
             time.sleep(0.2)
         self.stop()
         pytest.fail(f"daemon did not answer /health/check within {STARTUP_TIMEOUT:g}s:\n{self.log_tail()}")
+
+    def _listening_port(self) -> int:
+        """The port of the daemon's "dify-plugin-daemon listening on <host>:<port>" line, 0 before it."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return 0
+        found = re.search(r"dify-plugin-daemon listening on \S*:(\d+)", text)
+        return int(found.group(1)) if found else 0
 
     def log_tail(self, lines: int = 60) -> str:
         try:
