@@ -146,8 +146,7 @@ struct Daemon {
 
 impl Daemon {
     async fn start(workdir: &Path) -> Daemon {
-        let port = free_port();
-        let key = format!("e2e-key-{port}");
+        let key = format!("e2e-key-{}", std::process::id());
         let log = workdir.join("daemon.log");
         let log_file = std::fs::File::create(&log).expect("daemon log");
         let mut command = std::process::Command::new(daemon_binary());
@@ -158,7 +157,8 @@ impl Daemon {
             .env_remove("REDIS_HOST")
             .envs([
                 ("SERVER_HOST", "127.0.0.1".to_string()),
-                ("SERVER_PORT", port.to_string()),
+                // The daemon picks a free port and names it in its "listening on" line.
+                ("SERVER_PORT", "0".to_string()),
                 ("SERVER_KEY", key.clone()),
                 ("PLATFORM", "local".to_string()),
                 ("DB_TYPE", "sqlite".to_string()),
@@ -181,7 +181,7 @@ impl Daemon {
                 ("UV_PATH", uv_path().display().to_string()),
                 ("FORCE_VERIFYING_SIGNATURE", "false".to_string()),
                 ("PLUGIN_REMOTE_INSTALLING_ENABLED", "false".to_string()),
-                ("PLUGIN_REMOTE_INSTALLING_PORT", free_port().to_string()),
+                ("PLUGIN_REMOTE_INSTALLING_PORT", "0".to_string()),
                 (
                     "DIFY_INNER_API_URL",
                     format!("http://127.0.0.1:{}", free_port()),
@@ -194,7 +194,7 @@ impl Daemon {
         let child = command.spawn().expect("start the daemon");
         let mut daemon = Daemon {
             child,
-            url: format!("http://127.0.0.1:{port}"),
+            url: String::new(),
             key,
             log,
         };
@@ -212,6 +212,20 @@ impl Daemon {
                     self.log_tail()
                 );
             }
+            if self.url.is_empty() {
+                match self.listening_port() {
+                    Some(port) => self.url = format!("http://127.0.0.1:{port}"),
+                    None => {
+                        assert!(
+                            Instant::now() < deadline,
+                            "daemon did not listen within {STARTUP:?}:\n{}",
+                            self.log_tail()
+                        );
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                }
+            }
             let health = http
                 .get(format!("{}/health/check", self.url))
                 .timeout(Duration::from_secs(2))
@@ -227,6 +241,23 @@ impl Daemon {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// The port of the daemon's "dify-plugin-daemon listening on <host>:<port>" line.
+    fn listening_port(&self) -> Option<u16> {
+        let text = std::fs::read_to_string(&self.log).ok()?;
+        let (_, after) = text.split_once("dify-plugin-daemon listening on ")?;
+        let address: String = after
+            .chars()
+            .take_while(|c| c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '[' | ']'))
+            .collect();
+        let port: String = address
+            .rsplit_once(':')?
+            .1
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        port.parse().ok().filter(|port| *port != 0)
     }
 
     fn log_tail(&self) -> String {
