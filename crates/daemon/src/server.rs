@@ -213,6 +213,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
     let (mut serve_stop, mut drain_stop) = (stop_rx.clone(), stop_rx);
+    // Small SSE writes must leave at once: without TCP_NODELAY the last piece of each response waits
+    // for the client's delayed ACK (~40 ms on Linux), which dominated invocation latency.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move {
             let _ = serve_stop.wait_for(|stop| *stop).await;
