@@ -15,7 +15,8 @@ use dify_cli::output::OutputFormat;
 use serde_json::json;
 use support::{request, venv_for, PluginProcess};
 
-const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
+/// Up to the first heartbeat: Python start-up and the SDK import, minutes on a loaded machine.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 
 fn generate(dir: &Path, name: &str, category: Category) -> std::path::PathBuf {
     let opts = InitOptions {

@@ -406,7 +406,7 @@ async fn upgrade_between_versions(db: &TestDb) {
     // No tenant runs v2 yet: the upgrade goes through a task.
     let r = assert_ok(&d.post(&m("t1", "/install/upgrade"), &json!({"original_plugin_unique_identifier": uid1, "new_plugin_unique_identifier": uid2, "source": "package", "meta": {"k": "v"}})).await);
     assert_eq!(r["all_installed"], false);
-    let task = d.wait_task("t1", r["task_id"].as_str().unwrap(), Duration::from_secs(30)).await;
+    let task = d.wait_task("t1", r["task_id"].as_str().unwrap(), Duration::from_secs(120)).await;
     assert_eq!(task["status"], "success", "{task}");
     assert_eq!(task["plugins"][0]["message"], "upgraded");
     assert_eq!(task["plugins"][0]["labels"], json!({"en_US": "", "zh_Hans": "", "ja_JP": "", "pt_BR": ""}));

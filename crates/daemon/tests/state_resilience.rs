@@ -271,8 +271,8 @@ async fn background_job_slots_bound_concurrent_installs() {
     assert_eq!(health["pool_status"], json!({"free": 0, "busy": 1, "total": 1}));
     let waiting = assert_ok(&d.get(&m("t1", &format!("/install/tasks/{t2}"))).await);
     assert_eq!(waiting["plugins"][0]["status"], "pending", "{waiting}");
-    assert_eq!(d.wait_task("t1", &t1, Duration::from_secs(30)).await["status"], "success");
-    assert_eq!(d.wait_task("t1", &t2, Duration::from_secs(30)).await["status"], "success");
+    assert_eq!(d.wait_task("t1", &t1, Duration::from_secs(120)).await["status"], "success");
+    assert_eq!(d.wait_task("t1", &t2, Duration::from_secs(120)).await["status"], "success");
     let health: Value = d.client.get(d.url("/health/check")).send().await.unwrap().json().await.unwrap();
     assert_eq!(health["pool_status"]["free"], 1);
 }

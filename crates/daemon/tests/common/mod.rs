@@ -431,7 +431,8 @@ impl Daemon {
             return Value::Null;
         }
         let task_id = body["data"]["task_id"].as_str().expect("task_id").to_string();
-        self.wait_task(tenant, &task_id, Duration::from_secs(60)).await
+        // Includes the environment build and the first heartbeat when the runtime is prepared.
+        self.wait_task(tenant, &task_id, Duration::from_secs(300)).await
     }
 
     /// Polls a task until it is `success` or `failed` (bounded by `within`).

@@ -50,7 +50,8 @@ pub fn test_runtime_config(workdir: &Path) -> RuntimeConfig {
     let mut config = RuntimeConfig::from_env();
     config.working_path = workdir.to_path_buf();
     config.uv_cache_path = shared_uv_cache();
-    config.env_init_timeout = Duration::from_secs(60);
+    // Environment build steps and the first heartbeat: generous, a loaded machine may need minutes.
+    config.env_init_timeout = Duration::from_secs(180);
     config.restart_backoff = Duration::from_millis(100);
     config
 }
