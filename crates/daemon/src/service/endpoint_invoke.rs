@@ -43,7 +43,7 @@ pub enum EndpointInvokeError {
 #[derive(Debug, Clone)]
 pub struct EndpointTarget {
     pub endpoint: EndpointRecord,
-    pub installation: Installation,
+    pub installation: std::sync::Arc<Installation>,
 }
 
 impl EndpointTarget {

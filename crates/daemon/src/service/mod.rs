@@ -11,10 +11,13 @@ pub mod debugging;
 pub mod endpoint_invoke;
 pub mod endpoints;
 pub mod install;
+pub mod installation_cache;
 pub mod metrics;
 pub mod packages;
 pub mod plugins;
 pub mod tasks;
+
+use std::sync::Arc;
 
 use dify_protocol::{DaemonError, PluginDeclaration, PluginUniqueIdentifier};
 use serde_json::Value;
@@ -56,16 +59,29 @@ pub enum FindInstallationError {
     BadIdentifier(String),
 }
 
-/// The tenant's installation of `plugin_id` (`author/name`), if any. Used by dispatch.
+/// The tenant's installation of `plugin_id` (`author/name`), if any. Used by dispatch: answered
+/// from the [`InstallationCache`](installation_cache::InstallationCache) when it holds the key,
+/// otherwise read from the database and remembered (misses are not remembered).
 pub async fn find_installation(
     state: &AppState,
     tenant_id: &str,
     plugin_id: &str,
-) -> Result<Option<Installation>, FindInstallationError> {
+) -> Result<Option<Arc<Installation>>, FindInstallationError> {
+    let cache = state.db.installation_cache();
+    if let Some(hit) = cache.get(tenant_id, plugin_id) {
+        return Ok(Some(hit));
+    }
+    let generation = cache.generation();
     let Some(record) = state.db.installation_by_plugin_id(tenant_id, plugin_id).await? else {
         return Ok(None);
     };
-    installation_from_record(record).map(Some)
+    let installation = Arc::new(installation_from_record(record)?);
+    // Without its declaration the row is incomplete (a declaration written later would not
+    // invalidate it), so only complete rows are remembered.
+    if installation.declaration.is_some() {
+        cache.insert(generation, installation.clone());
+    }
+    Ok(Some(installation))
 }
 
 fn installation_from_record(record: InstallationRecord) -> Result<Installation, FindInstallationError> {

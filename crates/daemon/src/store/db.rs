@@ -35,6 +35,8 @@ pub struct PoolLimits {
 pub struct Db {
     pool: AnyPool,
     kind: DbKind,
+    /// Dispatch's view of installation rows; the writers in `records.rs` invalidate it.
+    installation_cache: std::sync::Arc<crate::service::installation_cache::InstallationCache>,
 }
 
 /// The schema migrations of each dialect, embedded in the binary: `(version, description, sql)`.
@@ -132,6 +134,11 @@ impl Db {
         )
         .await?;
         db.migrate().await?;
+        let mut db = db;
+        if settings.redis_host.as_deref().is_some_and(|host| !host.is_empty()) {
+            // Other nodes may write the same rows and their invalidations do not reach this process yet.
+            db.installation_cache = std::sync::Arc::new(crate::service::installation_cache::InstallationCache::new(0));
+        }
         Ok(db)
     }
 
@@ -211,7 +218,10 @@ impl Db {
             });
         }
         let pool = options.connect(url).await?;
-        Ok(Db { pool, kind })
+        let installation_cache = std::sync::Arc::new(crate::service::installation_cache::InstallationCache::new(
+            crate::service::installation_cache::DEFAULT_INSTALLATION_CACHE_CAPACITY,
+        ));
+        Ok(Db { pool, kind, installation_cache })
     }
 
     /// Applies pending migrations of this dialect.
@@ -227,6 +237,11 @@ impl Db {
 
     pub fn kind(&self) -> DbKind {
         self.kind
+    }
+
+    /// The installation lookup cache that this store's installation writers invalidate.
+    pub fn installation_cache(&self) -> &crate::service::installation_cache::InstallationCache {
+        &self.installation_cache
     }
 
     pub fn pool(&self) -> &AnyPool {

@@ -1,6 +1,8 @@
 //! Rows and statements for plugins, declarations, installations, provider rows, install tasks,
 //! readmes and debugging keys. Every multi-row change (install, uninstall, upgrade, task entry
-//! update) runs in one transaction so a crash leaves either the old or the new state.
+//! update) runs in one transaction so a crash leaves either the old or the new state. The functions
+//! that write installation rows (or a declaration they join) invalidate the installation cache once
+//! committed, so no caller has to remember it.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -246,10 +248,13 @@ impl Db {
 
     /// Deletes the stored declaration of a version (a debugging plugin's, once it is gone).
     pub async fn delete_declaration(&self, uid: &str) -> Result<(), StoreError> {
-        sqlx::query(&self.sql("DELETE FROM plugin_declarations WHERE plugin_unique_identifier = ?"))
+        let result = sqlx::query(&self.sql("DELETE FROM plugin_declarations WHERE plugin_unique_identifier = ?"))
             .bind(uid)
             .execute(self.pool())
-            .await?;
+            .await;
+        // Cached installations carry the declaration they joined; which tenants hold `uid` is not known here.
+        self.installation_cache().invalidate_all();
+        result?;
         Ok(())
     }
 
@@ -376,6 +381,7 @@ impl Db {
         providers: &[(ProviderKind, String)],
     ) -> Result<InstallOutcome, StoreError> {
         let result = self.try_install(tenant_id, uid, plugin_id, runtime_type, source, meta, providers).await;
+        self.installation_cache().invalidate(tenant_id, plugin_id);
         match result {
             Ok(outcome) => Ok(outcome),
             Err(e) => {
@@ -526,6 +532,21 @@ impl Db {
     /// Removes the tenant's installation `installation_id` and its provider rows, dropping one
     /// reference. `None` when the tenant has no such installation.
     pub async fn uninstall(&self, tenant_id: &str, installation_id: &str) -> Result<Option<ReleasedPlugin>, StoreError> {
+        let result = self.try_uninstall(tenant_id, installation_id).await;
+        match &result {
+            Ok(Some((plugin_id, _))) => self.installation_cache().invalidate(tenant_id, plugin_id),
+            Ok(None) => {}
+            // Whether the row went is unknown: forget everything rather than keep it.
+            Err(_) => self.installation_cache().invalidate_all(),
+        }
+        result.map(|released| released.map(|(_, released)| released))
+    }
+
+    async fn try_uninstall(
+        &self,
+        tenant_id: &str,
+        installation_id: &str,
+    ) -> Result<Option<(String, ReleasedPlugin)>, StoreError> {
         let now = now_timestamp();
         let mut tx = self.pool().begin().await?;
         let row = sqlx::query(&self.sql(&format!(
@@ -553,7 +574,7 @@ impl Db {
             .await?;
         let unreferenced = self.release_plugin_reference(&mut tx, &uid, &now).await?;
         tx.commit().await?;
-        Ok(Some(ReleasedPlugin { plugin_unique_identifier: uid, unreferenced }))
+        Ok(Some((plugin_id, ReleasedPlugin { plugin_unique_identifier: uid, unreferenced })))
     }
 
     /// Re-points the tenant's installation of `original_uid` to `new_uid` (reference counts and
@@ -561,6 +582,31 @@ impl Db {
     /// exactly `original_uid`.
     #[allow(clippy::too_many_arguments)]
     pub async fn upgrade_installation(
+        &self,
+        tenant_id: &str,
+        original_uid: &str,
+        new_uid: &str,
+        plugin_id: &str,
+        install_type: &str,
+        source: &str,
+        meta: &Value,
+        providers: &[(ProviderKind, String)],
+    ) -> Result<Option<ReleasedPlugin>, StoreError> {
+        let result = self
+            .try_upgrade_installation(tenant_id, original_uid, new_uid, plugin_id, install_type, source, meta, providers)
+            .await;
+        // The row is found by identifier, so its plugin id may differ from `plugin_id` in theory: drop both.
+        self.installation_cache().invalidate(tenant_id, plugin_id);
+        if let Some((original_plugin_id, _)) = original_uid.split_once(':') {
+            if original_plugin_id != plugin_id {
+                self.installation_cache().invalidate(tenant_id, original_plugin_id);
+            }
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn try_upgrade_installation(
         &self,
         tenant_id: &str,
         original_uid: &str,
