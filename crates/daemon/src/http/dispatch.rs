@@ -19,7 +19,7 @@ use axum::routing::post;
 use axum::Router;
 use dify_protocol::access::{find_dispatch_route, DispatchRoute, ResponseMode};
 use dify_protocol::message::{InvocationContext, PluginSessionError};
-use dify_protocol::{DaemonError, Envelope, ErrorType};
+use dify_protocol::{DaemonError, ErrorType};
 use serde_json::{Map, Value};
 
 use super::{fail_with_status, ok, AppState, NOT_FOUND_BODY};
@@ -188,8 +188,24 @@ fn sse_line(json: &str) -> Bytes {
     Bytes::from(line)
 }
 
+/// The SSE line of a successful chunk, `data: {"code":0,"message":"success","data":<chunk>}`,
+/// serialised straight into the line's buffer (the same bytes as the protocol's `Envelope::success`).
+fn success_sse_line(chunk: &Value) -> Bytes {
+    const HEAD: &[u8] = b"data: {\"code\":0,\"message\":\"success\",\"data\":";
+    let mut line = Vec::with_capacity(HEAD.len() + 128);
+    line.extend_from_slice(HEAD);
+    if serde_json::to_writer(&mut line, chunk).is_err() {
+        // A `Value` always serialises; keep the old behaviour's empty body if it ever does not.
+        return sse_line("");
+    }
+    line.extend_from_slice(b"}\n\n");
+    Bytes::from(line)
+}
+
+/// The success envelope through the protocol's `Envelope` type: the reference for [`success_sse_line`].
+#[cfg(test)]
 fn success_json(chunk: &Value) -> String {
-    serde_json::to_string(&Envelope::success(chunk)).unwrap_or_default()
+    serde_json::to_string(&dify_protocol::Envelope::success(chunk)).unwrap_or_default()
 }
 
 /// The envelope that ends a failed stream: `PluginInvokeError` whose message is the sorted inner JSON.
@@ -213,16 +229,16 @@ fn sse_body(mut session: crate::session::SessionStream, mut shaper: ChunkShaper)
                 output = session.next() => match output { Some(output) => output, None => return },
                 _ = sender.closed() => return,
             };
-            let line = match &output {
-                SessionOutput::Chunk(item) => match shaper.shape(item.clone()) {
-                    Ok(Some(shaped)) => sse_line(&success_json(&shaped)),
+            let line = match output {
+                SessionOutput::Chunk(item) => match shaper.shape(item) {
+                    Ok(Some(shaped)) => success_sse_line(&shaped),
                     Ok(None) => continue,
                     Err(error) => {
                         let _ = sender.send(sse_line(&plugin_invoke_error(&error).to_envelope_json())).await;
                         return;
                     }
                 },
-                other => match failure_error(other) {
+                other => match failure_error(&other) {
                     Some(error) => {
                         let _ = sender.send(sse_line(&error.to_envelope_json())).await;
                         return;
@@ -253,14 +269,14 @@ where
 
 async fn single_json(mut session: crate::session::SessionStream, mut shaper: ChunkShaper) -> Response {
     while let Some(output) = session.next().await {
-        match &output {
-            SessionOutput::Chunk(item) => match shaper.shape(item.clone()) {
+        match output {
+            SessionOutput::Chunk(item) => match shaper.shape(item) {
                 Ok(Some(shaped)) => return ok(shaped),
                 Ok(None) => continue,
                 Err(error) => return fail_with_status(StatusCode::INTERNAL_SERVER_ERROR, plugin_invoke_error(&error)),
             },
             other => {
-                if let Some(error) = failure_error(other) {
+                if let Some(error) = failure_error(&other) {
                     return fail_with_status(StatusCode::INTERNAL_SERVER_ERROR, error);
                 }
             }
@@ -290,9 +306,17 @@ mod tests {
     fn sse_lines_are_byte_exact() {
         let chunk = serde_json::json!({"type": "text", "message": {"text": "hello"}, "meta": null});
         assert_eq!(
-            sse_line(&success_json(&chunk)),
+            success_sse_line(&chunk),
             Bytes::from_static(b"data: {\"code\":0,\"message\":\"success\",\"data\":{\"type\":\"text\",\"message\":{\"text\":\"hello\"},\"meta\":null}}\n\n")
         );
+        for chunk in [
+            serde_json::json!({"z": 1, "a": ["é\u{1F600}", "\"quoted\"\n\t\\", null, 1.5, -3, true]}),
+            serde_json::json!("plain"),
+            serde_json::json!(null),
+            serde_json::json!({}),
+        ] {
+            assert_eq!(success_sse_line(&chunk), sse_line(&success_json(&chunk)), "{chunk}");
+        }
         let error = PluginSessionError { error_type: "InvokeRateLimitError".into(), message: "429 too many".into(), args: serde_json::json!({}) };
         assert_eq!(
             sse_line(&plugin_invoke_error(&error).to_envelope_json()),
