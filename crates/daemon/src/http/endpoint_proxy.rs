@@ -109,6 +109,7 @@ async fn proxy(State(state): State<AppState>, request: Request) -> Response {
 
     let declared_length = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared_length.is_some_and(|length| length > MAX_ENDPOINT_REQUEST_BODY as u64) {
+        discard_body(body.into_data_stream()).await;
         return body_too_large();
     }
     let body = match read_limited_body(body).await {
@@ -186,11 +187,32 @@ async fn read_limited_body(body: Body) -> Result<Vec<u8>, BodyReadError> {
     while let Some(piece) = stream.next().await {
         let piece = piece.map_err(|e| BodyReadError::Read(e.to_string()))?;
         if out.len() + piece.len() > MAX_ENDPOINT_REQUEST_BODY {
+            discard_body(stream).await;
             return Err(BodyReadError::TooLarge);
         }
         out.extend_from_slice(&piece);
     }
     Ok(out)
+}
+
+/// How much of a refused body is read and thrown away, and for how long, before answering 413.
+const DISCARD_LIMIT: usize = 4 * MAX_ENDPOINT_REQUEST_BODY;
+const DISCARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads and drops the rest of a refused body (bounded in bytes and time), so a client that is still
+/// sending receives the 413 answer instead of a reset connection in the middle of its upload.
+async fn discard_body(mut stream: axum::body::BodyDataStream) {
+    use futures::StreamExt;
+    let drain = async {
+        let mut seen = 0usize;
+        while let Some(Ok(piece)) = stream.next().await {
+            seen += piece.len();
+            if seen > DISCARD_LIMIT {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DISCARD_TIMEOUT, drain).await;
 }
 
 /// What [`raw_http_request`] serialises.
