@@ -101,7 +101,7 @@ class DaemonErrorScenario:
 # Codes and HTTP statuses as the daemon produces them (http-api.md §1.1, §1.3, §2.3, §4.2).
 DAEMON_ERROR_SCENARIOS = [
     DaemonErrorScenario("PluginDaemonInternalServerError", -500, 200, "record not found"),
-    DaemonErrorScenario("PluginDaemonBadRequestError", -400, 200, "plugin not found"),
+    DaemonErrorScenario("PluginDaemonBadRequestError", -400, 200, "plugin_unique_identifier is required"),
     DaemonErrorScenario("PluginDaemonNotFoundError", -404, 200, "plugin installation not found for this tenant"),
     DaemonErrorScenario("PluginUniqueIdentifierError", -400, 400, "plugin_unique_identifier is not valid"),
     DaemonErrorScenario("PluginNotFoundError", -404, 404, "plugin not found"),

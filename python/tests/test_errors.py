@@ -49,7 +49,7 @@ def test_fixture_envelopes_are_byte_exact_with_the_spec() -> None:
 # One scenario per daemon error type: (error_type, code, HTTP status the daemon uses, message, exception).
 DAEMON_ERRORS = [
     ("PluginDaemonInternalServerError", -500, 200, "record not found", PluginDaemonInternalServerError),
-    ("PluginDaemonBadRequestError", -400, 200, "plugin not found", PluginDaemonBadRequestError),
+    ("PluginDaemonBadRequestError", -400, 200, "plugin_unique_identifier is required", PluginDaemonBadRequestError),
     ("PluginDaemonNotFoundError", -404, 200, "no readme content available for this plugin", PluginDaemonNotFoundError),
     ("PluginUniqueIdentifierError", -400, 400, "invalid plugin unique identifier", PluginUniqueIdentifierError),
     ("PluginNotFoundError", -404, 404, "plugin not found", PluginNotFoundError),

@@ -26,6 +26,7 @@ from .client import DifyPluginClient
 from .config import DEFAULT_KEY, DEFAULT_TIMEOUT, DEFAULT_URL, PluginConfig
 from .entities.daemon import PluginInstallTaskStartResponse, PluginInstallTaskStatus
 from .entities.plugin import PluginInstallationSource
+from .entities.tool import TextMessage, ToolInvokeMessageUnion
 from .errors import (
     PluginDaemonError,
     PluginDaemonResponseError,
@@ -299,6 +300,57 @@ def _parse_parameter_pairs(pairs: Sequence[str]) -> dict[str, Any]:
     return parameters
 
 
+_TEXT_LIKE = ("link", "image", "image_link", "binary_link")
+
+
+def _compact_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class StreamPrinter:
+    """Text rendering of an invocation stream, as the Rust ``dify-plugin-client`` prints it.
+
+    ``text`` chunks are written as they come (the tool's own newlines only); every other chunk gets a line
+    of its own: ``[link] URL`` for links and images, ``[json] {...}`` with the JSON value itself, ``[blob]
+    N bytes (mime type)``, and ``[type] {...}`` with the message for the rest. ``finish()`` ends an open
+    text line, so whatever follows (the prompt, or an error on stderr) starts on a line of its own.
+    """
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.open_line = False
+
+    def _line(self, text: str) -> None:
+        self._close_line()
+        self.out.write(text + "\n")
+
+    def _close_line(self) -> None:
+        if self.open_line:
+            self.out.write("\n")
+            self.open_line = False
+
+    def message(self, message: ToolInvokeMessageUnion) -> None:
+        kind = str(message.type)
+        if message.type == "text":
+            self.out.write(message.message.text)
+            if message.message.text:
+                self.open_line = not message.message.text.endswith("\n")
+        elif isinstance(message.message, TextMessage) and kind in _TEXT_LIKE:
+            self._line(f"[{kind}] {message.message.text}")
+        elif message.type == "json":
+            self._line(f"[json] {_compact_json(message.message.json_object)}")
+        elif message.type == "blob":
+            mime = (message.meta or {}).get("mime_type") or "application/octet-stream"
+            self._line(f"[blob] {len(message.message.blob)} bytes ({mime})")
+        else:
+            self._line(f"[{kind}] {_compact_json(_jsonable(message)['message'])}")
+        self.out.flush()
+
+    def finish(self) -> None:
+        self._close_line()
+        self.out.flush()
+
+
 def cmd_invoke(client: DifyPluginClient, settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
     tenant = _require_tenant(settings)
     provider = _one_of(args.provider, args.provider_flag, "the tool provider (org/plugin/provider)")
@@ -316,19 +368,12 @@ def cmd_invoke(client: DifyPluginClient, settings: Settings, args: argparse.Name
         validate_parameters=not args.no_validate,
     )
     if args.output == "text":
-        wrote_text = False
-        for message in messages:
-            if message.type == "text" and message.message is not None:
-                out.write(message.message.text)  # type: ignore[union-attr]
-                wrote_text = True
-            else:
-                if wrote_text:
-                    out.write("\n")
-                    wrote_text = False
-                out.write(f"[{message.type.value}] {json.dumps(_jsonable(message)['message'], ensure_ascii=False)}\n")
-            out.flush()
-        if wrote_text:
-            out.write("\n")
+        printer = StreamPrinter(out)
+        try:
+            for message in messages:
+                printer.message(message)
+        finally:
+            printer.finish()
         return EXIT_OK
     _emit(out, args.output, list(messages), str)
     return EXIT_OK

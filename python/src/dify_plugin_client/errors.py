@@ -142,6 +142,21 @@ class PluginInvokeError(PluginDaemonError):
         return f"PluginInvokeError: {self.inner_error_type}: {self.inner_message}"
 
 
+class PluginNotFoundBadRequestError(PluginDaemonBadRequestError, PluginNotFoundError):
+    """``PluginDaemonBadRequestError`` with the message ``plugin not found`` (e.g. ``fetch_plugin_manifest`` of a
+    package the daemon does not know).
+
+    Dify's client raises the daemon's ``error_type`` as is, so this is a ``PluginDaemonBadRequestError`` (code,
+    ``error_type`` and handlers written for Dify stay the same); it is also a ``PluginNotFoundError``, so
+    ``except PluginNotFoundError`` catches every way the daemon reports a plugin it does not know.
+    """
+
+    default_error_type = "PluginDaemonBadRequestError"
+
+
+PLUGIN_NOT_FOUND_MESSAGE = "plugin not found"
+
+
 class PluginDaemonUnknownError(PluginDaemonError):
     """An error envelope carried an ``error_type`` this client does not know."""
 
@@ -199,6 +214,8 @@ def error_from_envelope(envelope: Mapping[str, Any], http_status: int | None = N
     description = inner if isinstance(inner, str) else json.dumps(inner)
     args = error_object.get("args")
     cls = ERROR_TYPES.get(error_type, PluginDaemonUnknownError)
+    if cls is PluginDaemonBadRequestError and description == PLUGIN_NOT_FOUND_MESSAGE:
+        cls = PluginNotFoundBadRequestError
     if cls is PluginDaemonInnerError:
         return PluginDaemonInnerError(code, description, error_args=args, http_status=http_status)
     return cls(description, code=code, error_type=error_type, error_args=args, http_status=http_status)

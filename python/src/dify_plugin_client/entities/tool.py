@@ -10,9 +10,9 @@ from __future__ import annotations
 import base64
 import binascii
 from enum import StrEnum
-from typing import Any, ClassVar, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import Field, field_serializer, field_validator, model_validator
+from pydantic import Field, TypeAdapter, field_serializer, field_validator, model_validator
 
 from .common import DaemonModel, I18nObject
 
@@ -178,8 +178,15 @@ class TextMessage(DaemonModel):
 
 
 class JsonMessage(DaemonModel):
+    """A ``json`` chunk: the object is ``json_object`` (Dify's name), also readable as ``data``."""
+
     json_object: dict[str, Any] | list[Any]
     suppress_output: bool = False
+
+    @property
+    def data(self) -> dict[str, Any] | list[Any]:
+        """The JSON value (the same object as ``json_object``)."""
+        return self.json_object
 
 
 class BlobMessage(DaemonModel):
@@ -267,18 +274,26 @@ _PAYLOAD_BY_TYPE: dict[str, type[DaemonModel]] = {
 
 
 class ToolInvokeMessage(DaemonModel):
-    """One chunk of a tool invocation stream: ``{type, message, meta}``.
+    """One chunk of a tool invocation stream: ``{type, message, meta}``; the base of the typed variants.
 
-    ``message`` is parsed into the model that matches ``type`` (``TextMessage`` for text and links,
-    ``BlobMessage`` with decoded bytes for blobs, ...). ``file`` messages become a ``FileMessage`` marker;
-    the file itself is described in ``meta``.
+    The client yields the variant for each chunk's ``type`` (``TextInvokeMessage``, ``JsonInvokeMessage``,
+    ...; together ``ToolInvokeMessageUnion``, discriminated by ``type``), so a type checker narrows
+    ``message`` after ``if msg.type == "json":``. ``type`` is declared as a string literal per variant and
+    holds the matching ``ToolInvokeMessageType`` member (a ``str``) at run time. ``message`` is parsed into
+    the model for ``type``: ``TextMessage`` for text and links, ``BlobMessage`` with decoded bytes for
+    blobs, ...; ``file`` messages become a ``FileMessage`` marker (the file itself is described in ``meta``).
     """
 
     MessageType: ClassVar[Any] = ToolInvokeMessageType
 
-    type: ToolInvokeMessageType = ToolInvokeMessageType.TEXT
+    type: str = ToolInvokeMessageType.TEXT
     message: ToolInvokeMessagePayload | None = None
     meta: dict[str, Any] | None = None
+
+    @field_validator("type", mode="after")
+    @classmethod
+    def _type_as_enum(cls, value: str) -> str:
+        return ToolInvokeMessageType(value)
 
     @model_validator(mode="before")
     @classmethod
@@ -299,6 +314,92 @@ class ToolInvokeMessage(DaemonModel):
         return {**value, "message": message}
 
 
+class TextInvokeMessage(ToolInvokeMessage):
+    type: Literal["text"] = "text"
+    message: TextMessage
+
+
+class LinkInvokeMessage(ToolInvokeMessage):
+    type: Literal["link"] = "link"
+    message: TextMessage
+
+
+class ImageInvokeMessage(ToolInvokeMessage):
+    type: Literal["image"] = "image"
+    message: TextMessage
+
+
+class ImageLinkInvokeMessage(ToolInvokeMessage):
+    type: Literal["image_link"] = "image_link"
+    message: TextMessage
+
+
+class BinaryLinkInvokeMessage(ToolInvokeMessage):
+    type: Literal["binary_link"] = "binary_link"
+    message: TextMessage
+
+
+class JsonInvokeMessage(ToolInvokeMessage):
+    type: Literal["json"] = "json"
+    message: JsonMessage
+
+
+class BlobInvokeMessage(ToolInvokeMessage):
+    type: Literal["blob"] = "blob"
+    message: BlobMessage
+
+
+class BlobChunkInvokeMessage(ToolInvokeMessage):
+    type: Literal["blob_chunk"] = "blob_chunk"
+    message: BlobChunkMessage
+
+
+class VariableInvokeMessage(ToolInvokeMessage):
+    type: Literal["variable"] = "variable"
+    message: VariableMessage
+
+
+class LogInvokeMessage(ToolInvokeMessage):
+    type: Literal["log"] = "log"
+    message: LogMessage
+
+
+class RetrieverResourcesInvokeMessage(ToolInvokeMessage):
+    type: Literal["retriever_resources"] = "retriever_resources"
+    message: RetrieverResourceMessage
+
+
+class FileInvokeMessage(ToolInvokeMessage):
+    type: Literal["file"] = "file"
+    message: FileMessage = Field(default_factory=FileMessage)
+
+
+ToolInvokeMessageUnion = Union[
+    TextInvokeMessage,
+    LinkInvokeMessage,
+    ImageInvokeMessage,
+    ImageLinkInvokeMessage,
+    BinaryLinkInvokeMessage,
+    JsonInvokeMessage,
+    BlobInvokeMessage,
+    BlobChunkInvokeMessage,
+    VariableInvokeMessage,
+    LogInvokeMessage,
+    RetrieverResourcesInvokeMessage,
+    FileInvokeMessage,
+]
+"""Every chunk variant; ``msg.type == "<type>"`` narrows it to one (and ``msg.message`` to its model)."""
+
+TOOL_INVOKE_MESSAGE_ADAPTER: TypeAdapter[ToolInvokeMessageUnion] = TypeAdapter(
+    Annotated[ToolInvokeMessageUnion, Field(discriminator="type")]
+)
+
+
+def parse_tool_invoke_message(data: Any) -> ToolInvokeMessageUnion:
+    """Validate one stream chunk (``{type, message, meta}``) into its typed variant."""
+    return TOOL_INVOKE_MESSAGE_ADAPTER.validate_python(data)
+
+
 __all__ = [
     "ToolParameterType",
     "ToolParameterForm",
@@ -312,6 +413,21 @@ __all__ = [
     "ToolInvokeMessageType",
     "ToolInvokeMessage",
     "ToolInvokeMessagePayload",
+    "ToolInvokeMessageUnion",
+    "TOOL_INVOKE_MESSAGE_ADAPTER",
+    "parse_tool_invoke_message",
+    "TextInvokeMessage",
+    "LinkInvokeMessage",
+    "ImageInvokeMessage",
+    "ImageLinkInvokeMessage",
+    "BinaryLinkInvokeMessage",
+    "JsonInvokeMessage",
+    "BlobInvokeMessage",
+    "BlobChunkInvokeMessage",
+    "VariableInvokeMessage",
+    "LogInvokeMessage",
+    "RetrieverResourcesInvokeMessage",
+    "FileInvokeMessage",
     "TextMessage",
     "JsonMessage",
     "BlobMessage",
