@@ -21,6 +21,7 @@ from dify_plugin_client import (
     PluginDaemonUnauthorizedError,
     PluginDaemonUnknownError,
     PluginInvokeError,
+    PluginNotFoundBadRequestError,
     PluginNotFoundError,
     PluginPermissionDeniedError,
     PluginUniqueIdentifierError,
@@ -223,3 +224,71 @@ def test_connection_refused_raises_inner_error_with_httpx_cause() -> None:
             c.list_plugins(TENANT)
     assert isinstance(caught.value.__cause__, httpx.ConnectError)
     assert caught.value.code == -500
+
+
+def test_uninstall_of_unknown_installation_raises_plugin_not_found(
+    daemon: FixtureDaemon, client: DifyPluginClient
+) -> None:
+    """Upstream answers an installation id the tenant does not have with HTTP 200 and Error(-404,
+    PluginNotFoundError, "plugin not found"); the client raises it instead of returning a boolean."""
+    route = f"/plugin/{TENANT}/management/uninstall"
+    daemon.error("POST", route, -404, "PluginNotFoundError", "plugin not found", status=200)
+    for call in (
+        lambda: client.uninstall(TENANT, plugin_installation_id="abc123"),
+        lambda: client.uninstall(TENANT, installation_id="abc123"),
+        lambda: client.uninstall(TENANT, "abc123"),
+    ):
+        with pytest.raises(PluginNotFoundError) as caught:
+            call()
+        assert (caught.value.code, caught.value.error_type, caught.value.description, caught.value.http_status) == (
+            -404, "PluginNotFoundError", "plugin not found", 200)
+    assert [r.json() for r in daemon.requests_to(route)] == [{"plugin_installation_id": "abc123"}] * 3
+
+
+def test_manifest_of_unknown_plugin_is_bad_request_and_plugin_not_found(
+    daemon: FixtureDaemon, client: DifyPluginClient
+) -> None:
+    """``fetch/manifest`` of an unknown package: Error(-400, PluginDaemonBadRequestError, "plugin not found").
+    Dify's client raises that error type as is; ours does too, as a class that is also a PluginNotFoundError."""
+    daemon.error("GET", MANIFEST, -400, "PluginDaemonBadRequestError", "plugin not found", status=200)
+    with pytest.raises(PluginDaemonBadRequestError) as as_dify:
+        client.fetch_plugin_manifest(TENANT, IDENTIFIER)
+    with pytest.raises(PluginNotFoundError) as as_not_found:
+        client.fetch_plugin_manifest(TENANT, IDENTIFIER)
+    for caught in (as_dify, as_not_found):
+        error = caught.value
+        assert type(error) is PluginNotFoundBadRequestError
+        assert (error.code, error.error_type, error.description) == (-400, "PluginDaemonBadRequestError",
+                                                                      "plugin not found")
+    # Other bad requests stay plain PluginDaemonBadRequestError.
+    daemon.error("GET", MANIFEST, -400, "PluginDaemonBadRequestError", "invalid plugin_unique_identifier")
+    with pytest.raises(PluginDaemonBadRequestError) as other:
+        client.fetch_plugin_manifest(TENANT, IDENTIFIER)
+    assert type(other.value) is PluginDaemonBadRequestError and not isinstance(other.value, PluginNotFoundError)
+
+
+def test_either_parameter_name_but_not_both(daemon: FixtureDaemon, client: DifyPluginClient) -> None:
+    m = f"/plugin/{TENANT}/management"
+    daemon.json("POST", f"{m}/install/upgrade", {"all_installed": False, "task_id": "t"})
+    daemon.json("POST", f"{m}/installation/missing", [])
+    new = IDENTIFIER.replace("0.0.1", "0.0.2")
+    client.upgrade_plugin(TENANT, original_plugin_unique_identifier=IDENTIFIER, new_plugin_unique_identifier=new,
+                          source="package", meta={})
+    client.upgrade_plugin(TENANT, original=IDENTIFIER, new=new, source="package", meta={})
+    client.upgrade_plugin(TENANT, IDENTIFIER, new, "package", {})
+    bodies = [r.json() for r in daemon.requests_to(f"{m}/install/upgrade")]
+    assert bodies == [{"original_plugin_unique_identifier": IDENTIFIER, "new_plugin_unique_identifier": new,
+                       "source": "package", "meta": {}}] * 3
+    assert client.fetch_missing_dependencies(TENANT, plugin_unique_identifiers=[IDENTIFIER]) == []
+    assert client.fetch_missing_dependencies(TENANT, identifiers=[IDENTIFIER]) == []
+    assert [r.json() for r in daemon.requests_to(f"{m}/installation/missing")] == [
+        {"plugin_unique_identifiers": [IDENTIFIER]}] * 2
+    with pytest.raises(TypeError, match="both"):
+        client.uninstall(TENANT, plugin_installation_id="a", installation_id="a")
+    with pytest.raises(TypeError, match="missing required argument: 'plugin_installation_id'"):
+        client.uninstall(TENANT)
+    with pytest.raises(TypeError, match="'source'"):
+        client.upgrade_plugin(TENANT, IDENTIFIER, new)
+    with pytest.raises(TypeError, match="both"):
+        client.fetch_missing_dependencies(TENANT, [IDENTIFIER], identifiers=[IDENTIFIER])
+    assert len(daemon.requests_to(f"{m}/uninstall")) == 0

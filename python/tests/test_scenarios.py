@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -11,7 +11,9 @@ import pytest
 from pydantic import BaseModel
 
 import dify_plugin_client
+from async_runner import AsyncClientRunner
 from dify_plugin_client import (
+    AsyncDifyPluginClient,
     DifyPluginClient,
     PluginConfig,
     PluginDaemonError,
@@ -35,10 +37,25 @@ from scenarios import (
 CALL_IDS = [name for name, _ in CLIENT_CALLS]
 
 
+@pytest.fixture(params=["sync", "async"])
+def any_client(request: pytest.FixtureRequest, daemon: FixtureDaemon) -> Iterator[Any]:
+    """The sync client, or the async one behind ``AsyncClientRunner`` (same calls, same expectations)."""
+    config = PluginConfig(url=daemon.url, key="plugin-api-key", timeout=5.0)
+    if request.param == "sync":
+        with DifyPluginClient(config) as client:
+            yield client
+    else:
+        runner = AsyncClientRunner(AsyncDifyPluginClient(config))
+        try:
+            yield runner
+        finally:
+            runner.close()
+
+
 @pytest.mark.parametrize("call", [c for _, c in CLIENT_CALLS], ids=CALL_IDS)
-def test_happy_scenario(daemon: FixtureDaemon, client: DifyPluginClient, call: Callable[[DifyPluginClient], Any]) -> None:
+def test_happy_scenario(daemon: FixtureDaemon, any_client: Any, call: Callable[[DifyPluginClient], Any]) -> None:
     happy(daemon)
-    result = call(client)
+    result = call(any_client)
     assert result is not None
     values = result if isinstance(result, list) else [result]
     for value in values:
@@ -52,17 +69,18 @@ def test_happy_scenario_readme(daemon: FixtureDaemon, client: DifyPluginClient) 
 
 
 @pytest.mark.parametrize("call", [c for _, c in CLIENT_CALLS], ids=CALL_IDS)
-def test_unauthorized_scenario(daemon: FixtureDaemon, client: DifyPluginClient,
+def test_unauthorized_scenario(daemon: FixtureDaemon, any_client: Any,
                                call: Callable[[DifyPluginClient], Any]) -> None:
     unauthorized(daemon)
     with pytest.raises(PluginDaemonUnauthorizedError) as caught:
-        call(client)
+        call(any_client)
     assert caught.value.code == -401 and caught.value.http_status == 401
     assert isinstance(caught.value.__cause__, httpx.HTTPStatusError)
 
 
 @pytest.mark.parametrize("scenario", DAEMON_ERROR_SCENARIOS, ids=[s.error_type for s in DAEMON_ERROR_SCENARIOS])
-def test_daemon_error_scenario(daemon: FixtureDaemon, client: DifyPluginClient, scenario: DaemonErrorScenario) -> None:
+def test_daemon_error_scenario(daemon: FixtureDaemon, any_client: Any, scenario: DaemonErrorScenario) -> None:
+    client = any_client
     daemon_error(daemon, scenario)
     expected: type[PluginDaemonError] = getattr(dify_plugin_client, scenario.error_type)
     for name, call in CLIENT_CALLS:

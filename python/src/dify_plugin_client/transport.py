@@ -15,7 +15,7 @@ Must not: know individual routes (see ``client``).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -238,7 +238,7 @@ class AsyncDaemonTransport(_TransportBase):
     async def call(self, call: Call[T]) -> T:
         return read_payload(call, await self.send(call.method, call.path, **call.kwargs))
 
-    async def stream(self, call: StreamCall[T]) -> AsyncIterator[T]:
+    async def stream(self, call: StreamCall[T]) -> AsyncGenerator[T, None]:
         headers = self._headers(call.kwargs.get("headers"))
         kwargs = {k: v for k, v in call.kwargs.items() if k != "headers"}
         try:

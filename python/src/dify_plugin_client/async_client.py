@@ -1,0 +1,324 @@
+"""``AsyncDifyPluginClient``: the surface of ``DifyPluginClient`` for asyncio services, on ``httpx.AsyncClient``.
+
+Owns: the coroutine versions of every client method (same names, parameter names, return types and
+exceptions; ``invoke`` returns an async generator). Requests come from ``routes`` and responses are read by
+the same functions as the synchronous client, so models and error mapping are shared.
+Must not: block the event loop (no ``time.sleep``, no sync I/O).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
+from typing import Any
+
+import httpx
+
+from . import routes
+from .client import is_finished
+from .config import PluginConfig
+from .entities.bundle import PluginBundleDependency
+from .entities.daemon import (
+    PluginDecodeResponse,
+    PluginInstallTask,
+    PluginInstallTaskStartResponse,
+    PluginListResponse,
+    PluginToolProviderEntity,
+)
+from .entities.plugin import (
+    MissingPluginDependency,
+    PluginDeclaration,
+    PluginEntity,
+    PluginInstallation,
+    PluginInstallationSource,
+)
+from .entities.tool import BlobInvokeMessage, ToolEntity, ToolInvokeMessageUnion, ToolParameter
+from .errors import PluginDaemonInnerError, PluginDaemonNotFoundError
+from .provider_id import GenericProviderID
+from .routes import MAX_BLOB_CHUNK_BYTES, MAX_MERGED_BLOB_BYTES, BlobChunkMerger, M, either_name
+from .transport import AsyncDaemonTransport
+
+
+async def merge_blob_chunks_async(
+    messages: AsyncIterable[M],
+    max_file_bytes: int = MAX_MERGED_BLOB_BYTES,
+    max_chunk_bytes: int = MAX_BLOB_CHUNK_BYTES,
+) -> AsyncIterator[M | BlobInvokeMessage]:
+    """``merge_blob_chunks`` for an async stream."""
+    merger = BlobChunkMerger(max_file_bytes, max_chunk_bytes)
+    async for message in messages:
+        merged = merger.feed(message)
+        if merged is not None:
+            yield merged
+
+
+class AsyncDifyPluginClient:
+    """Asynchronous client of the plugin daemon's HTTP API; every method of ``DifyPluginClient`` as a coroutine.
+
+    Use as an async context manager (or call ``aclose()``) to release the connection pool.
+    """
+
+    def __init__(self, config: PluginConfig | None = None, *, http_client: httpx.AsyncClient | None = None) -> None:
+        self.config = config or PluginConfig()
+        self._transport = AsyncDaemonTransport(self.config, http_client)
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+    async def __aenter__(self) -> "AsyncDifyPluginClient":
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # ---------------------------------------------------------------- health
+
+    async def health_check(self) -> dict[str, Any]:
+        """``GET /health/check`` (no envelope, no key needed)."""
+        response = await self._transport.send("GET", "health/check")
+        response.raise_for_status()
+        body = response.json()
+        if not isinstance(body, dict):
+            raise PluginDaemonInnerError(-500, f"unexpected health check body: {response.text[:200]}")
+        return body
+
+    # ---------------------------------------------------------------- packages and installation
+
+    async def upload_pkg(self, tenant_id: str, pkg: bytes, verify_signature: bool = False) -> PluginDecodeResponse:
+        """Upload a ``.difypkg``; returns its unique identifier, decoded manifest and verification."""
+        return await self._transport.call(routes.upload_pkg(tenant_id, pkg, verify_signature))
+
+    async def upload_bundle(
+        self, tenant_id: str, bundle: bytes, verify_signature: bool = False
+    ) -> list[PluginBundleDependency]:
+        """Upload a ``.difybndl``; returns the dependencies it lists."""
+        return await self._transport.call(routes.upload_bundle(tenant_id, bundle, verify_signature))
+
+    async def install_from_identifiers(
+        self,
+        tenant_id: str,
+        identifiers: Sequence[str],
+        source: PluginInstallationSource | str,
+        metas: Sequence[Mapping[str, Any]],
+    ) -> PluginInstallTaskStartResponse:
+        """Start installing already-uploaded plugins; ``metas`` must have one entry per identifier."""
+        return await self._transport.call(routes.install_from_identifiers(tenant_id, identifiers, source, metas))
+
+    async def upgrade_plugin(
+        self,
+        tenant_id: str,
+        original_plugin_unique_identifier: str | None = None,
+        new_plugin_unique_identifier: str | None = None,
+        source: PluginInstallationSource | str | None = None,
+        meta: Mapping[str, Any] | None = None,
+        *,
+        original: str | None = None,
+        new: str | None = None,
+    ) -> PluginInstallTaskStartResponse:
+        """Upgrade the tenant's installation of ``original_plugin_unique_identifier`` to the uploaded
+        ``new_plugin_unique_identifier`` (``original`` / ``new`` are accepted as the same keywords)."""
+        old_id = either_name("upgrade_plugin", "original_plugin_unique_identifier",
+                             original_plugin_unique_identifier, "original", original)
+        new_id = either_name("upgrade_plugin", "new_plugin_unique_identifier", new_plugin_unique_identifier, "new", new)
+        return await self._transport.call(routes.upgrade_plugin(tenant_id, old_id, new_id, source, meta))
+
+    async def fetch_plugin_installation_tasks(
+        self, tenant_id: str, page: int = 1, page_size: int = 256
+    ) -> list[PluginInstallTask]:
+        return await self._transport.call(routes.fetch_plugin_installation_tasks(tenant_id, page, page_size))
+
+    async def fetch_plugin_installation_task(self, tenant_id: str, task_id: str) -> PluginInstallTask:
+        return await self._transport.call(routes.fetch_plugin_installation_task(tenant_id, task_id))
+
+    async def wait_for_installation_task(
+        self,
+        tenant_id: str,
+        task_id: str,
+        poll_interval: float = 0.5,
+        timeout: float = 600.0,
+        on_update: Callable[[PluginInstallTask], None] | None = None,
+    ) -> PluginInstallTask:
+        """Poll a task until it is ``success`` or ``failed`` (returned either way).
+
+        Raises ``TimeoutError`` when it is still pending or running after ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            task = await self.fetch_plugin_installation_task(tenant_id, task_id)
+            if on_update is not None:
+                on_update(task)
+            if is_finished(task):
+                return task
+            if time.monotonic() + poll_interval > deadline:
+                raise TimeoutError(
+                    f"install task {task_id} did not finish within {timeout:g}s (status {task.status.value})"
+                )
+            await asyncio.sleep(poll_interval)
+
+    async def delete_plugin_installation_task(self, tenant_id: str, task_id: str) -> bool:
+        return await self._transport.call(routes.delete_plugin_installation_task(tenant_id, task_id))
+
+    async def delete_all_plugin_installation_task_items(self, tenant_id: str) -> bool:
+        return await self._transport.call(routes.delete_all_plugin_installation_task_items(tenant_id))
+
+    async def delete_plugin_installation_task_item(self, tenant_id: str, task_id: str, identifier: str) -> bool:
+        """Remove one plugin's entry from a task (the identifier goes raw into the path)."""
+        return await self._transport.call(routes.delete_plugin_installation_task_item(tenant_id, task_id, identifier))
+
+    async def fetch_missing_dependencies(
+        self,
+        tenant_id: str,
+        plugin_unique_identifiers: Sequence[str] | None = None,
+        *,
+        identifiers: Sequence[str] | None = None,
+    ) -> list[MissingPluginDependency]:
+        """Which of the identifiers the tenant lacks (``identifiers`` is accepted as the same keyword)."""
+        wanted = either_name("fetch_missing_dependencies", "plugin_unique_identifiers", plugin_unique_identifiers,
+                             "identifiers", identifiers)
+        return await self._transport.call(routes.fetch_missing_dependencies(tenant_id, wanted))
+
+    async def fetch_plugin_installation_by_ids(
+        self, tenant_id: str, plugin_ids: Sequence[str]
+    ) -> list[PluginInstallation]:
+        return await self._transport.call(routes.fetch_plugin_installation_by_ids(tenant_id, plugin_ids))
+
+    async def uninstall(
+        self, tenant_id: str, plugin_installation_id: str | None = None, *, installation_id: str | None = None
+    ) -> bool:
+        """Uninstall by installation id (``installation_id`` is accepted as the same keyword). An unknown id
+        raises the daemon's error (``PluginNotFoundError``)."""
+        target = either_name("uninstall", "plugin_installation_id", plugin_installation_id,
+                             "installation_id", installation_id)
+        return await self._transport.call(routes.uninstall(tenant_id, target))
+
+    # ---------------------------------------------------------------- listing and lookups
+
+    async def list_plugins(self, tenant_id: str) -> list[PluginEntity]:
+        """The tenant's first 256 installed plugins, newest first."""
+        return (await self.list_plugins_with_total(tenant_id, 1, 256)).list
+
+    async def list_plugins_with_total(self, tenant_id: str, page: int, page_size: int) -> PluginListResponse:
+        return await self._transport.call(routes.list_plugins_with_total(tenant_id, page, page_size))
+
+    async def fetch_plugin_manifest(self, tenant_id: str, plugin_unique_identifier: str) -> PluginDeclaration:
+        """The manifest of an uploaded or installed package; an unknown one raises ``PluginNotFoundBadRequestError``
+        (both a ``PluginDaemonBadRequestError``, as the daemon reports it, and a ``PluginNotFoundError``)."""
+        return await self._transport.call(routes.fetch_plugin_manifest(tenant_id, plugin_unique_identifier))
+
+    async def decode_plugin_from_identifier(
+        self, tenant_id: str, plugin_unique_identifier: str
+    ) -> PluginDecodeResponse:
+        return await self._transport.call(routes.decode_plugin_from_identifier(tenant_id, plugin_unique_identifier))
+
+    async def fetch_plugin_readme(
+        self, tenant_id: str, plugin_unique_identifier: str, language: str = "en_US"
+    ) -> str:
+        """The plugin's README in ``language`` (or the daemon's fallback); ``""`` when it has none."""
+        call = routes.fetch_plugin_readme(tenant_id, plugin_unique_identifier, language)
+        try:
+            response = await self._transport.call(call)
+        except PluginDaemonNotFoundError:
+            return ""
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code == 404:
+                return ""
+            raise
+        return response.content
+
+    async def fetch_plugin_by_identifier(self, tenant_id: str, identifier: str) -> bool:
+        """Whether any tenant has the plugin ``identifier`` installed."""
+        return await self._transport.call(routes.fetch_plugin_by_identifier(tenant_id, identifier))
+
+    # ---------------------------------------------------------------- tools
+
+    async def fetch_tool_providers(self, tenant_id: str) -> list[PluginToolProviderEntity]:
+        """Every tool provider of the tenant, named ``plugin_id/provider`` with ``$ref``s resolved."""
+        return [routes.name_provider(p) for p in await self._transport.call(routes.fetch_tool_providers(tenant_id))]
+
+    async def fetch_tool_provider(self, tenant_id: str, provider: str) -> PluginToolProviderEntity:
+        """One tool provider by ``org/plugin/provider`` (``plugin_id/provider``)."""
+        return routes.name_provider(await self._transport.call(routes.fetch_tool_provider(tenant_id, provider)))
+
+    async def check_tools_existence(
+        self, tenant_id: str, provider_ids: Sequence[Mapping[str, str] | GenericProviderID | str]
+    ) -> list[bool]:
+        """For each ``{plugin_id, provider_name}`` (or ``org/plugin/provider``), whether it is installed."""
+        return await self._transport.call(routes.check_tools_existence(tenant_id, provider_ids))
+
+    async def fetch_tool_declaration(self, tenant_id: str, tool_provider: str, tool_name: str) -> ToolEntity:
+        """The declaration of one tool; ``ToolParameterValidationError`` when the provider lacks it."""
+        return routes.find_tool(await self.fetch_tool_provider(tenant_id, tool_provider), tool_provider, tool_name)
+
+    async def invoke(
+        self,
+        tenant_id: str,
+        user_id: str,
+        tool_provider: str,
+        tool_name: str,
+        credentials: Mapping[str, Any],
+        tool_parameters: Mapping[str, Any],
+        credential_type: str = "api-key",
+        conversation_id: str | None = None,
+        app_id: str | None = None,
+        message_id: str | None = None,
+        *,
+        tool_declaration: ToolEntity | None = None,
+        validate_parameters: bool = True,
+    ) -> AsyncGenerator[ToolInvokeMessageUnion, None]:
+        """Invoke a tool: ``async for msg in await client.invoke(...)``.
+
+        Awaiting checks and casts the parameters (``ToolParameterValidationError`` raises here, before the
+        invoke request is sent) and returns an async generator over the messages (blob chunks merged);
+        errors inside the stream (e.g. ``PluginInvokeError``) raise while iterating.
+        """
+        routes.check_invoke_arguments(tenant_id, tool_provider, tool_name, credentials)
+        declaration = None
+        if validate_parameters:
+            declaration = tool_declaration or await self.fetch_tool_declaration(tenant_id, tool_provider, tool_name)
+        call = routes.invoke(
+            tenant_id, user_id, tool_provider, tool_name, credentials, tool_parameters,
+            credential_type, conversation_id, app_id, message_id, declaration,
+        )
+        return _async_generator(merge_blob_chunks_async(self._transport.stream(call)))
+
+    async def validate_provider_credentials(
+        self, tenant_id: str, user_id: str, provider: str, credentials: Mapping[str, Any]
+    ) -> bool:
+        """Ask the plugin whether ``credentials`` are valid for the tool provider."""
+        call = routes.validate_provider_credentials(tenant_id, user_id, provider, credentials)
+        async with aclosing(self._transport.stream(call)) as stream:
+            async for chunk in stream:
+                return chunk.result
+        return False
+
+    async def get_runtime_parameters(
+        self,
+        tenant_id: str,
+        user_id: str,
+        provider: str,
+        credentials: Mapping[str, Any],
+        tool: str,
+        conversation_id: str | None = None,
+        app_id: str | None = None,
+        message_id: str | None = None,
+    ) -> list[ToolParameter]:
+        """Parameters a tool declares at runtime (``has_runtime_parameters``)."""
+        call = routes.get_runtime_parameters(
+            tenant_id, user_id, provider, credentials, tool, conversation_id, app_id, message_id
+        )
+        async with aclosing(self._transport.stream(call)) as stream:
+            async for chunk in stream:
+                return chunk
+        return []
+
+
+async def _async_generator(
+    messages: AsyncIterator[ToolInvokeMessageUnion],
+) -> AsyncGenerator[ToolInvokeMessageUnion, None]:
+    async for message in messages:
+        yield message
+
+
+__all__ = ["AsyncDifyPluginClient", "merge_blob_chunks_async"]
