@@ -298,4 +298,3 @@ def test_tasks_and_uninstall(client: DifyPluginClient, state: dict[str, Any]) ->
     missing = client.fetch_missing_dependencies(tenant, [v2])
     assert [(m.plugin_unique_identifier, m.current_identifier) for m in missing] == [(v2, "")]
     assert client.check_tools_existence(tenant, [PROVIDER]) == [False]
-    assert client.uninstall(tenant, state["installation_id"]) is True  # unknown id: still true
