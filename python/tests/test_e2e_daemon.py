@@ -127,7 +127,7 @@ def test_invoke_example_as_written(client: DifyPluginClient, state: dict[str, An
     for msg in client.invoke(tenant_id=tenant, user_id="u", tool_provider=PROVIDER,
                              tool_name="search", credentials={}, tool_parameters={"query": "hi"}):
         if msg.type == "text":
-            print(msg.message.text, end="", file=printed)  # type: ignore[union-attr]
+            print(msg.message.text, end="", file=printed)
     assert printed.getvalue() == "result 1 for hi\nresult 2 for hi\n"
 
 
@@ -135,7 +135,7 @@ def test_invoke_casts_parameters_and_reports_plugin_errors(client: DifyPluginCli
     tenant = state["tenant"]
     messages = list(client.invoke(tenant, "u", PROVIDER, "search", {},
                                   {"query": "x", "limit": "3", "style": "loud"}))
-    texts = [m.message.text for m in messages if m.type == "text"]  # type: ignore[union-attr]
+    texts = [m.message.text for m in messages if m.type == "text"]
     assert texts == ["RESULT 1 FOR X\n", "RESULT 2 FOR X\n", "RESULT 3 FOR X\n"]
     json_messages = [m for m in messages if m.type == "json"]
     assert isinstance(json_messages[0].message, JsonMessage)
@@ -148,7 +148,7 @@ def test_invoke_casts_parameters_and_reports_plugin_errors(client: DifyPluginCli
     with pytest.raises(PluginInvokeError) as caught:
         for message in client.invoke(tenant, "u", PROVIDER, "fail", {}, {}):
             received.append(message)
-    assert [m.message.text for m in received] == ["about to fail\n"]  # type: ignore[union-attr]
+    assert [m.message.text for m in received] == ["about to fail\n"]
     assert caught.value.inner_error_type == "RuntimeError"
     assert caught.value.inner_message == "search backend exploded"
 

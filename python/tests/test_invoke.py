@@ -56,7 +56,7 @@ def test_example_invoke_streams_text(daemon: FixtureDaemon, client: DifyPluginCl
     for msg in client.invoke(tenant_id=TENANT, user_id="u", tool_provider="acme/searcher/search",
                              tool_name="search", credentials={}, tool_parameters={"query": "hi"}):
         if msg.type == "text":
-            printed += msg.message.text  # type: ignore[union-attr]
+            printed += msg.message.text
     assert printed == "hello"
     request = daemon.requests_to(INVOKE)[0]
     assert request.headers["x-plugin-id"] == "acme/searcher"
@@ -127,7 +127,7 @@ def test_mid_stream_plugin_invoke_error(daemon: FixtureDaemon, client: DifyPlugi
     with pytest.raises(PluginInvokeError) as caught:
         for message in client.invoke(TENANT, "u", "acme/searcher/search", "search", {}, {},
                                      validate_parameters=False):
-            received.append(message.message.text)  # type: ignore[union-attr]
+            received.append(message.message.text)
     assert received == ["partial"]
     assert caught.value.code == -500
     assert caught.value.inner_error_type == "InvokeRateLimitError"
@@ -184,7 +184,7 @@ def test_parameters_are_cast_by_declaration(daemon: FixtureDaemon, client: DifyP
          "docs": {"id": "f2"}, "extra": "kept"},
         credential_type="oauth2", conversation_id="c", app_id="a", message_id="m",
     )
-    assert [m.message.text for m in messages] == ["ok"]  # type: ignore[union-attr]
+    assert [m.message.text for m in messages] == ["ok"]
     body = daemon.requests_to(INVOKE)[0].json()
     assert body["data"]["tool_parameters"] == {
         "text": "42", "count": 3, "flag": True, "mode": "fast", "token": "123",
