@@ -9,6 +9,7 @@ from .async_client import AsyncDifyPluginClient
 from .client import DifyPluginClient, merge_blob_chunks
 from .config import PluginConfig
 from .entities.plugin import PluginInstallationSource
+from .entities.tool import ToolInvokeMessage, ToolInvokeMessageType, ToolInvokeMessageUnion
 from .errors import (
     PluginDaemonBadRequestError,
     PluginDaemonError,
@@ -48,6 +49,9 @@ __all__ = [
     "PluginNotFoundError",
     "PluginPermissionDeniedError",
     "PluginUniqueIdentifierError",
+    "ToolInvokeMessage",
+    "ToolInvokeMessageType",
+    "ToolInvokeMessageUnion",
     "ToolParameterValidationError",
     "merge_blob_chunks",
 ]
