@@ -252,7 +252,7 @@ settings! {
     "Local runtime" {
         plugin_working_path: String = "PLUGIN_WORKING_PATH", "cwd", "Root of plugin working directories (extracted packages and their environments), relative to the current directory.";
         python_interpreter_path: Option<String> = "PYTHON_INTERPRETER_PATH", "", "Python >= 3.12 for plugin environments; when unset `python3.13`/`python3.12` on `PATH`, then pyenv's newest 3.12+ (upstream defaults to `/usr/bin/python3`, often too old).";
-        uv_path: Option<String> = "UV_PATH", "", "uv binary; when unset found through the interpreter's `uv` module, then on `PATH`.";
+        uv_path: Option<String> = "UV_PATH", "", "uv binary; when unset found through the interpreter's `uv` module, then on `PATH`, else installed by the daemon into `<PLUGIN_WORKING_PATH>/tools/uv` (pip, from `PIP_MIRROR_URL` when set).";
         uv_cache_dir: Option<String> = "UV_CACHE_DIR", "", "uv's package cache shared by every plugin build; unset means `<PLUGIN_WORKING_PATH>/.uv-cache`.";
         python_env_init_timeout: u64 = "PYTHON_ENV_INIT_TIMEOUT", "120", "Seconds an environment build step may stay silent, and a new plugin may take to send its first heartbeat.";
         plugin_env_build_timeout: u64 = "PLUGIN_ENV_BUILD_TIMEOUT", "600", "Hard limit of one environment build step, seconds (not an upstream variable).";
@@ -291,7 +291,7 @@ settings! {
         force_verifying_signature: bool = "FORCE_VERIFYING_SIGNATURE", "true", "Reject packages without a trusted signature.";
         third_party_signature_verification_enabled: bool = "THIRD_PARTY_SIGNATURE_VERIFICATION_ENABLED", "false", "Also trust the keys of `THIRD_PARTY_SIGNATURE_VERIFICATION_PUBLIC_KEYS`.";
         third_party_signature_verification_public_keys: Option<String> = "THIRD_PARTY_SIGNATURE_VERIFICATION_PUBLIC_KEYS", "", "Comma-separated paths of extra public keys (PEM).";
-        enforce_langgenius_plugin_signatures: bool = "ENFORCE_LANGGENIUS_PLUGIN_SIGNATURES", "true", "Reject unsigned packages (single or in a bundle) whose author is `langgenius`.";
+        enforce_langgenius_plugin_signatures: bool = "ENFORCE_LANGGENIUS_PLUGIN_SIGNATURES", "true", "Reject bundles holding an unsigned package whose author is `langgenius` (single-package uploads are not checked, as upstream).";
     }
     "Remote debugging" {
         plugin_remote_installing_enabled: bool = "PLUGIN_REMOTE_INSTALLING_ENABLED", "true", "Enable remote debugging (`debugging/key` and the debug TCP server).";

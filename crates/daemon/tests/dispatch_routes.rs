@@ -2,7 +2,7 @@
 //! written without the SDK (`tests/plugins/protocol_echo`) answers each request with the exact line
 //! it received, so the test checks, per route, the in-stream request the daemon wrote: its layout,
 //! the access type and action from the table, the flattened and completed `data`, and the
-//! pass-through fields of the invocation.
+//! pass-through fields of the invocation. Routes go to an echo plugin declaring their provider kind.
 
 mod common;
 mod runtime_support;
@@ -10,12 +10,57 @@ mod runtime_support;
 use std::time::Duration;
 
 use common::{Backend, Daemon, DaemonOptions, TestDb};
-use dify_protocol::access::{ModelTypeRule, ResponseMode, DISPATCH_ROUTES};
+use dify_protocol::access::{AccessType, ModelTypeRule, ResponseMode, DISPATCH_ROUTES};
 use runtime_support::*;
 use serde_json::{json, Map, Value};
 
 const TENANT: &str = "9e8d7c6b-5a4f-4e3d-8c2b-1a0f9e8d7c6b";
 const PLUGIN_ID: &str = "testing/protocol_echo";
+/// Author of the echo plugins of the other provider kinds.
+const AUTHOR: &str = "testing";
+
+/// The echo plugin declared as a provider of `category` (a plugin declares one kind only, and the
+/// daemon refuses routes of kinds a plugin does not declare): `dify plugin init` writes a valid
+/// plugin of that kind, whose process is then replaced by the echo's `main.py`.
+fn echo_variant(category: &str, name: &str) -> Vec<u8> {
+    let dify = std::path::Path::new(env!("CARGO_BIN_EXE_dify-plugin-daemon")).parent().expect("bin dir").join("dify");
+    assert!(dify.is_file(), "{} is not built; run `cargo build --workspace --bins` first", dify.display());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let status = std::process::Command::new(&dify)
+        .args(["plugin", "init", "--quick", "--name", name, "--author", AUTHOR, "--category", category, "--description", "Echo"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run dify plugin init");
+    assert!(status.success(), "dify plugin init --category {category} failed");
+    let plugin = dir.path().join(name);
+    let echo = plugin_dir("protocol_echo");
+    for file in ["main.py", "requirements.txt"] {
+        std::fs::copy(echo.join(file), plugin.join(file)).expect("copy the echo process");
+    }
+    let _ = std::fs::remove_file(plugin.join("pyproject.toml"));
+    if category == "llm" {
+        // One model provider serving every model type the routes use.
+        let provider = plugin.join(format!("provider/{name}.yaml"));
+        let text = std::fs::read_to_string(&provider).expect("provider yaml");
+        let all = "supported_model_types:\n  - llm\n  - text-embedding\n  - rerank\n  - tts\n  - speech2text\n  - moderation\n";
+        let changed = text.replace("supported_model_types:\n  - llm\n", all);
+        assert_ne!(changed, text, "the llm template lists its model types differently");
+        std::fs::write(&provider, changed).expect("write provider yaml");
+    }
+    dify_package::write::package_dir(&plugin).unwrap_or_else(|e| panic!("package {name}: {e}"))
+}
+
+/// The installed echo plugin serving routes of `access`.
+fn echo_for(access: AccessType) -> String {
+    match access {
+        AccessType::Model => format!("{AUTHOR}/echo_model"),
+        AccessType::AgentStrategy => format!("{AUTHOR}/echo_agent"),
+        AccessType::Datasource => format!("{AUTHOR}/echo_datasource"),
+        AccessType::Trigger => format!("{AUTHOR}/echo_trigger"),
+        _ => PLUGIN_ID.to_string(),
+    }
+}
 
 /// A plausible value for a required field.
 fn sample(field: &str) -> Value {
@@ -43,6 +88,10 @@ async fn every_route_reaches_the_plugin_with_its_type_action_and_data() {
     let daemon = Daemon::start(&db, DaemonOptions { env, ..Default::default() }).await;
     let (_, task) = daemon.install_package(TENANT, &package_plugin("protocol_echo")).await;
     assert_eq!(task["status"], "success", "install task: {task}\n{}", daemon.log());
+    for (category, name) in [("llm", "echo_model"), ("agent-strategy", "echo_agent"), ("datasource", "echo_datasource"), ("trigger", "echo_trigger")] {
+        let (_, task) = daemon.install_package(TENANT, &echo_variant(category, name)).await;
+        assert_eq!(task["status"], "success", "install task of {name}: {task}\n{}", daemon.log());
+    }
 
     let mut seen_sessions = std::collections::HashSet::new();
     for route in DISPATCH_ROUTES {
@@ -66,7 +115,7 @@ async fn every_route_reaches_the_plugin_with_its_type_action_and_data() {
             .client
             .post(daemon.url(&format!("/plugin/{TENANT}/dispatch{}", route.path)))
             .header("X-Api-Key", &daemon.key)
-            .header("X-Plugin-ID", PLUGIN_ID)
+            .header("X-Plugin-ID", echo_for(route.access_type))
             .timeout(Duration::from_secs(60))
             .json(&body)
             .send()
@@ -127,7 +176,7 @@ async fn every_route_reaches_the_plugin_with_its_type_action_and_data() {
         .client
         .post(daemon.url(&format!("/plugin/{TENANT}/dispatch/llm/invoke")))
         .header("X-Api-Key", &daemon.key)
-        .header("X-Plugin-ID", PLUGIN_ID)
+        .header("X-Plugin-ID", echo_for(AccessType::Model))
         .json(&json!({"data": {"provider": "p", "model": "m", "model_type": "llm"}}))
         .send()
         .await

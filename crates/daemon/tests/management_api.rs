@@ -215,11 +215,12 @@ async fn unsigned_packages_and_signature_rules(db: &TestDb) {
     assert_eq!(data["verification"]["authorized_category"], "langgenius");
     drop(d);
 
-    // Verification off, but an unsigned package claiming langgenius authorship is still refused.
+    // Verification off: an unsigned single package claiming langgenius authorship is accepted, as
+    // upstream does (the authorship rule applies to bundles only).
     let d = Daemon::start(db, DaemonOptions::default()).await;
     let openai = fixture_bytes("openai.difypkg");
-    let r = d.upload_package("t1", &openai, None).await;
-    assert_error(&r, 200, -400, BAD_REQUEST, None);
+    let data = assert_ok(&d.upload_package("t1", &openai, None).await);
+    assert_eq!(data["verification"], Value::Null);
     let data = assert_ok(&d.upload_package("t1", &dummy, None).await);
     assert_eq!(data["verification"], Value::Null);
 }

@@ -1,7 +1,8 @@
 //! The README's quickstart, run exactly as written: the block between the `quickstart:begin` and
 //! `quickstart:end` markers is executed by bash in an empty directory with the freshly built binaries on
 //! `PATH`. Only the ports (and the daemon URL the client uses) are chosen by the test, through variables
-//! the block leaves alone, so the test can run beside others.
+//! the block leaves alone, so the test can run beside others. The machine it simulates has a Python but no
+//! `uv`: the test command's uv is kept out of the block's environment.
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -41,11 +42,17 @@ fn readme_quickstart_runs_as_written() {
     }
     let workdir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    // A newcomer's machine: a Python >= 3.12 (PATH, pyenv) but no uv. The test command's own uv
+    // (`UV_PATH`, a directory holding `uv`) is withheld, so the daemon must provide one itself.
+    let inherited = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::iter::once(bin_dir.clone()).chain(std::env::split_paths(&inherited).filter(|dir| !dir.join("uv").exists()));
+    let path = std::env::join_paths(dirs).expect("PATH");
 
     let mut child = Command::new("bash")
         .args(["-euo", "pipefail", "-c", &format!("{script}\nstatus=0\nkill %1 2>/dev/null || true\nwait || true\nexit $status")])
         .current_dir(workdir.path())
+        .env_remove("UV_PATH")
+        .env_remove("VIRTUAL_ENV")
         .env("PATH", path)
         .env("HOME", workdir.path())
         .env("SERVER_PORT", port.to_string())
@@ -84,4 +91,5 @@ fn readme_quickstart_runs_as_written() {
     assert!(stdout.contains("success"), "install did not report success\n{context}");
     assert!(stdout.contains("hello received: world"), "invoke did not stream the tool's text\n{context}");
     assert!(stdout.contains("\"query\":\"world\""), "invoke did not print the tool's JSON message\n{context}");
+    assert!(workdir.path().join("cwd/tools/uv/bin/uv").is_file(), "the daemon did not install its own uv\n{context}");
 }

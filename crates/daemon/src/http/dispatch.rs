@@ -24,7 +24,7 @@ use serde_json::{Map, Value};
 
 use super::{fail_with_status, ok, AppState, NOT_FOUND_BODY};
 use crate::runtime::{ManagedPlugin, RESTART_WAIT};
-use crate::service::{find_installation, package_key, FindInstallationError, Installation};
+use crate::service::{capabilities, find_installation, package_key, FindInstallationError, Installation};
 use crate::session::{start_session, ChunkShaper, SessionOutput, SessionRequest};
 
 /// The dispatch routes, to be nested under `/plugin/{tenant_id}`.
@@ -85,6 +85,11 @@ async fn dispatch_route(state: &AppState, tenant_id: &str, route: &'static Dispa
         return fail_with_status(StatusCode::BAD_REQUEST, DaemonError::bad_request(message));
     }
     route.complete_payload(&mut data);
+    if let Some(declaration) = &installation.declaration {
+        if let Err(unsupported) = capabilities::check_route(&installation.plugin_id, declaration, route, &data) {
+            return fail_with_status(StatusCode::BAD_REQUEST, unsupported.to_daemon_error());
+        }
+    }
     let text = |key: &str| request.get(key).and_then(Value::as_str).map(str::to_owned);
 
     let uid = installation.plugin_unique_identifier.as_str().to_string();
@@ -218,7 +223,7 @@ fn failure_error(output: &SessionOutput) -> Option<DaemonError> {
 }
 
 fn plugin_invoke_error(error: &PluginSessionError) -> DaemonError {
-    DaemonError::new(ErrorType::PluginInvokeError, error.to_sorted_json())
+    DaemonError::new(ErrorType::PluginInvokeError, super::plugin_errors::for_caller(error).to_sorted_json())
 }
 
 fn sse_body(mut session: crate::session::SessionStream, mut shaper: ChunkShaper) -> Body {

@@ -387,7 +387,7 @@ fn body_stream(first: Bytes, session: SessionStream) -> impl futures::Stream<Ite
                     Ok(_) => continue,
                     Err(message) => return Some((Ok(Bytes::from(message)), None)),
                 },
-                SessionOutput::Failed(error) => return Some((Ok(Bytes::from(error.to_sorted_json())), None)),
+                SessionOutput::Failed(error) => return Some((Ok(Bytes::from(super::plugin_errors::for_caller(&error).to_sorted_json())), None)),
                 SessionOutput::TimedOut => {
                     return Some((Ok(Bytes::from(DaemonError::internal("killed by timeout").to_envelope_json())), None))
                 }

@@ -282,6 +282,9 @@ fn octet_stream(bytes: Vec<u8>) -> Response {
 }
 
 async fn asset(State(state): State<AppState>, Path((_tenant_id, asset_id)): Path<(String, String)>) -> Response {
+    if !packages::is_plausible_asset_id(&asset_id) {
+        return fail_with_status(StatusCode::BAD_REQUEST, DaemonError::bad_request("invalid asset id"));
+    }
     match packages::asset(&state, &asset_id).await {
         Ok(bytes) => octet_stream(bytes.unwrap_or_default()),
         Err(e) => fail_with_status(StatusCode::INTERNAL_SERVER_ERROR, e),

@@ -8,6 +8,7 @@ mod dispatch;
 mod endpoint;
 mod endpoint_proxy;
 mod management;
+mod plugin_errors;
 mod serverless;
 mod system;
 
@@ -105,6 +106,37 @@ async fn account_and_recover(State(state): State<AppState>, request: Request, ne
     response
 }
 
+/// Largest plain-text rejection body turned into an envelope (axum's rejection texts are short).
+const MAX_REJECTION_TEXT: usize = 64 * 1024;
+
+/// Turns the plain-text error answers axum's extractors produce (an invalid UTF-8 path segment, a
+/// body over the limit, an unreadable body) into the daemon's JSON envelope, keeping their status:
+/// `PluginDaemonBadRequestError` as upstream's binding failures, `PluginDaemonInternalServerError`
+/// for a 5xx. Plugin endpoint answers (`/e/...`) are the plugin's own and pass untouched.
+async fn envelope_rejections(request: Request, next: Next) -> Response {
+    let proxied = request.uri().path().starts_with("/e/");
+    let response = next.run(request).await;
+    let status = response.status();
+    if proxied || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/plain"));
+    if !plain {
+        return response;
+    }
+    let text = match axum::body::to_bytes(response.into_body(), MAX_REJECTION_TEXT).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_string(),
+        Err(_) => String::new(),
+    };
+    let text = if text.is_empty() { status.canonical_reason().unwrap_or("bad request").to_string() } else { text };
+    let error = if status.is_server_error() { DaemonError::internal(text) } else { DaemonError::bad_request(text) };
+    fail_with_status(status, error)
+}
+
 fn route_family(path: &str) -> &'static str {
     let mut parts = path.trim_start_matches('/').split('/');
     match (parts.next(), parts.nth(1)) {
@@ -121,6 +153,7 @@ fn route_family(path: &str) -> &'static str {
 
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {
+    plugin_errors::remember_host_paths(&state.settings);
     let tenant = management::routes(&state).merge(endpoint::routes()).merge(dispatch_routes());
     let tenant = tenant.route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
 
@@ -131,6 +164,7 @@ pub fn router(state: AppState) -> Router {
         .merge(endpoint_proxy::routes(&state))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
+        .layer(middleware::from_fn(envelope_rejections))
         .layer(middleware::from_fn_with_state(state.clone(), account_and_recover))
         .with_state(state)
 }

@@ -25,6 +25,8 @@ pub enum EnvironmentError {
     PythonNotFound,
     #[error("uv not found (set UV_PATH)")]
     UvNotFound,
+    #[error(transparent)]
+    UvProvision(#[from] super::uv_provision::ProvisionError),
     #[error("neither pyproject.toml nor requirements.txt found in plugin directory")]
     NoDependencyFile,
     #[error("{step} failed: {reason}\n{output}")]
@@ -41,7 +43,8 @@ pub struct Toolchain {
 }
 
 impl Toolchain {
-    /// Finds uv and Python as upstream does: `UV_PATH`, else the interpreter's `uv` module, else `PATH`;
+    /// Finds uv and Python as upstream does: `UV_PATH`, else the interpreter's `uv` module, else `PATH`
+    /// (else a uv the daemon installs itself, see `uv_provision`);
     /// `PYTHON_INTERPRETER_PATH`, else `python3.13`/`python3.12` on `PATH`, else pyenv's newest 3.12+.
     pub async fn discover(config: &RuntimeConfig) -> Result<Self, EnvironmentError> {
         let python = find_python(config).ok_or(EnvironmentError::PythonNotFound)?;
@@ -49,7 +52,11 @@ impl Toolchain {
             Some(path) => path.clone(),
             None => match uv_from_python_module(&python).await {
                 Some(path) => path,
-                None => find_on_path("uv").ok_or(EnvironmentError::UvNotFound)?,
+                None => match find_on_path("uv") {
+                    Some(path) => path,
+                    // None anywhere: the daemon installs its own (runtime::uv_provision).
+                    None => super::uv_provision::provision_uv(config, &python).await?,
+                },
             },
         };
         Ok(Self { uv, python })

@@ -6,6 +6,7 @@
 //! or a [`DaemonError`] (which already carries the wire error type). They must not know about HTTP
 //! (no status codes, no axum types) and must not build SQL (that is `store`).
 
+pub mod capabilities;
 pub mod codec;
 pub mod debugging;
 pub mod endpoint_invoke;

@@ -157,8 +157,9 @@ pub async fn upload_package(
         return Err(DaemonError::bad_request(FILE_TOO_LARGE_MESSAGE));
     }
     let result = async {
-        let (decoded, verification) =
-            check_package(state, bytes, verify_signature, state.settings.enforce_langgenius_plugin_signatures)?;
+        // As upstream, the langgenius-authorship rule applies to bundles only: a single unsigned package
+        // by `langgenius` (an offline or repackaged copy of an official plugin) is accepted.
+        let (decoded, verification) = check_package(state, bytes, verify_signature, false)?;
         persist_package(state, bytes, decoded, verification).await
     }
     .await;
@@ -287,9 +288,23 @@ pub async fn extract_asset(state: &AppState, uid: &str, file_path: &str) -> Serv
         .map_err(DaemonError::internal)
 }
 
+/// Longest asset id accepted: ids are a 64-digit hash plus the file's extension.
+pub const MAX_ASSET_ID_LEN: usize = 128;
+
+/// Whether `id` can name a stored asset: 1..=[`MAX_ASSET_ID_LEN`] bytes of ASCII letters, digits,
+/// `.`, `_` and `-`, not starting with a dot and without `..` (so never a path, a control character
+/// or a name the file system refuses).
+pub fn is_plausible_asset_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ASSET_ID_LEN
+        && !id.starts_with('.')
+        && !id.contains("..")
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 /// `GET asset/:id`: stored asset bytes (`None` when absent).
 pub async fn asset(state: &AppState, asset_id: &str) -> ServiceResult<Option<Vec<u8>>> {
-    if asset_id.is_empty() || asset_id.contains('/') || asset_id.contains("..") {
+    if !is_plausible_asset_id(asset_id) {
         return Ok(None);
     }
     state.blobs.get(&asset_key(state, asset_id)).await.map_err(|e| DaemonError::internal(e.to_string()))
@@ -326,5 +341,15 @@ mod tests {
         let id = asset_id("icon.svg", b"<svg/>");
         assert!(id.ends_with(".svg"));
         assert_eq!(id.len(), 64 + 4);
+        assert!(is_plausible_asset_id(&id));
+    }
+
+    #[test]
+    fn implausible_asset_ids() {
+        let long = "a".repeat(MAX_ASSET_ID_LEN + 1);
+        for id in ["", "a\0b", "a/b", "..", "../x", ".hidden", "a b", "a\u{7f}b", "é.svg", long.as_str()] {
+            assert!(!is_plausible_asset_id(id), "{id:?}");
+        }
+        assert!(is_plausible_asset_id("abc-DEF_1.png"));
     }
 }

@@ -93,6 +93,8 @@ impl BlobStore for LocalBlobStore {
                 Ok(b) => Ok(Some(b)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
                 Err(e) if e.kind() == std::io::ErrorKind::IsADirectory => Ok(None),
+                // A name this file system cannot hold (too long) names no stored value.
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidFilename => Ok(None),
                 Err(e) => Err(io_err(key)(e)),
             }
         })
@@ -134,6 +136,15 @@ mod tests {
         store.delete("a/b.bin").await.unwrap();
         store.delete("a/b.bin").await.unwrap();
         assert!(!store.exists("a/b.bin").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn overlong_names_are_absent_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalBlobStore::new(dir.path());
+        let key = format!("packages/a/{}:1.0.0@{}", "n".repeat(255), "0".repeat(64));
+        assert_eq!(store.get(&key).await.unwrap(), None);
+        assert!(!store.exists(&key).await.unwrap());
     }
 
     #[tokio::test]
