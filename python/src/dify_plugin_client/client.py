@@ -1,6 +1,6 @@
 """``DifyPluginClient``: one method per daemon route that Dify's API server calls for plugins and tools.
 
-Owns: route paths, request bodies and the response model of each call (http-api.md §4.2, §6, §7, §A.4),
+Owns: route paths, request bodies and the response model of each call (docs/http-api.md §4.2, §6, §7, §A.4),
 plus the client-side steps Dify performs around them: provider naming ``plugin_id/provider``, ``$ref``
 resolution in tool schemas, parameter casting before an invocation, and merging of ``blob_chunk`` chunks.
 Must not: hold state between calls other than the HTTP connection pool.

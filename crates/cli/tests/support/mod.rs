@@ -222,7 +222,7 @@ impl Drop for PluginProcess {
     }
 }
 
-/// A daemon → plugin request line (runtime protocol §0.1).
+/// A daemon → plugin request line (docs/protocol.md §0.1).
 pub fn request(session_id: &str, data: serde_json::Value) -> serde_json::Value {
     serde_json::json!({
         "session_id": session_id,

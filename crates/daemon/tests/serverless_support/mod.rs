@@ -1,5 +1,5 @@
 //! A serverless connector for the serverless runtime tests, speaking the SRI wire format
-//! (runtime-protocol.md §3.1): `POST /ping` → `"pong"`, `GET /v1/runner/instances?filename=…`,
+//! (docs/protocol.md §3.1): `POST /ping` → `"pong"`, `GET /v1/runner/instances?filename=…`,
 //! `POST /v1/launch` (multipart `verified`, `metadata`, `context`) answered with streamed stage lines.
 //!
 //! No serverless platform exists on a test machine, so "launching" really runs the uploaded package:
