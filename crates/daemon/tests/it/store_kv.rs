@@ -1,7 +1,7 @@
 //! The plugin key-value store functions (`kv_*`) and the debugging-key table, against SQLite,
 //! PostgreSQL and MySQL through the library (the daemon's own migrations create the schema).
 
-mod common;
+use crate::common;
 
 use common::TestDb;
 use dify_daemon::config::DbKind;

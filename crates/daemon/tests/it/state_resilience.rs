@@ -3,7 +3,7 @@
 //! empty directory with no configuration. Runs on SQLite, PostgreSQL and MySQL where a database is
 //! involved.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -4,7 +4,7 @@
 //! a raised error, concurrency, a crash with restart, a plugin that never becomes ready, the
 //! execution timeout, and that no child is left a zombie.
 
-mod runtime_support;
+use crate::runtime_support;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,34 +3,18 @@
 //! LLM streaming, token counting, embeddings, credential validation, schemas, plugin errors, and the
 //! agent path's `blob_chunk` merging.
 
-mod common;
-mod runtime_support;
+use crate::common;
+use crate::runtime_support;
 
 use std::time::Duration;
 
 use base64::Engine;
-use common::{Backend, Daemon, DaemonOptions, TestDb};
+use common::{start_daemon, Backend, Daemon, TestDb};
 use runtime_support::*;
 use serde_json::{json, Value};
 use sha2::Digest;
 
 const TENANT: &str = "5b3e1d2c-8a9f-4e6d-b7c1-0a2b3c4d5e6f";
-
-async fn start_daemon(db: &TestDb) -> Daemon {
-    let mut env: Vec<(String, String)> = vec![
-        ("DIFY_TEST_SKIP_RUNTIME_PREPARATION".into(), "false".into()),
-        ("PYTHON_ENV_INIT_TIMEOUT".into(), "60".into()),
-    ];
-    for name in ["SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"] {
-        if let Ok(value) = std::env::var(name) {
-            env.push((name.to_string(), value));
-        }
-    }
-    if let Some(cache) = shared_uv_cache() {
-        env.push(("UV_CACHE_DIR".into(), cache.display().to_string()));
-    }
-    Daemon::start(db, DaemonOptions { env, ..Default::default() }).await
-}
 
 /// POSTs a dispatch route and returns the HTTP status and the SSE envelopes (framing checked).
 async fn dispatch(daemon: &Daemon, plugin_id: &str, route: &str, data: Value) -> (u16, Vec<Value>) {
@@ -83,7 +67,7 @@ fn llm_data(text: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_plugin_over_http_dispatch() {
     let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");
-    let daemon = start_daemon(&db).await;
+    let daemon = start_daemon(&db, &[]).await;
     let (_, task) = daemon.install_package(TENANT, &package_plugin("runtime_model")).await;
     assert_eq!(task["status"], "success", "install task: {task}\n{}", daemon.log());
     let plugin = "testing/runtime_model";
@@ -177,7 +161,7 @@ async fn model_plugin_over_http_dispatch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_strategy_plugin_merges_blob_chunks() {
     let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");
-    let daemon = start_daemon(&db).await;
+    let daemon = start_daemon(&db, &[]).await;
     let (_, task) = daemon.install_package(TENANT, &package_plugin("runtime_agent")).await;
     assert_eq!(task["status"], "success", "install task: {task}\n{}", daemon.log());
 

@@ -4,13 +4,13 @@
 //! plugin's answers over SSE, plugin errors nest as `PluginInvokeError`, storage calls come back through
 //! `/backwards-invocation/transaction`, and an unreachable or failing connector fails the install task.
 
-mod common;
-mod runtime_support;
-mod serverless_support;
+use crate::common;
+use crate::runtime_support;
+use crate::serverless_support;
 
 use std::time::{Duration, Instant};
 
-use common::{Backend, Daemon, DaemonOptions, TestDb};
+use common::{Backend, Daemon, TestDb};
 use runtime_support::{decode, package_plugin};
 use serde_json::{json, Value};
 use serverless_support::FakeConnector;
@@ -19,15 +19,15 @@ const TENANT: &str = "7d1c2b3a-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
 const PLUGIN_ID: &str = "testing/runtime_tools";
 const CONNECTOR_KEY: &str = "connector-key-for-tests";
 
-async fn start_daemon(db: &TestDb, connector_url: &str) -> Daemon {
-    let env: Vec<(String, String)> = vec![
-        ("PLATFORM".into(), "serverless".into()),
-        ("DIFY_PLUGIN_SERVERLESS_CONNECTOR_URL".into(), connector_url.into()),
-        ("DIFY_PLUGIN_SERVERLESS_CONNECTOR_API_KEY".into(), CONNECTOR_KEY.into()),
-        ("DIFY_PLUGIN_SERVERLESS_CONNECTOR_LAUNCH_TIMEOUT".into(), "90".into()),
-        ("DIFY_TEST_SKIP_RUNTIME_PREPARATION".into(), "false".into()),
+/// The shared launcher on the serverless platform, talking to the connector at `connector_url`.
+async fn start_serverless(db: &TestDb, connector_url: &str) -> Daemon {
+    let env = [
+        ("PLATFORM", "serverless"),
+        ("DIFY_PLUGIN_SERVERLESS_CONNECTOR_URL", connector_url),
+        ("DIFY_PLUGIN_SERVERLESS_CONNECTOR_API_KEY", CONNECTOR_KEY),
+        ("DIFY_PLUGIN_SERVERLESS_CONNECTOR_LAUNCH_TIMEOUT", "90"),
     ];
-    Daemon::start(db, DaemonOptions { env, ..Default::default() }).await
+    common::start_daemon(db, &env).await
 }
 
 /// Uploads and installs `package`, polling the task (bounded) and returning the finished task with
@@ -93,7 +93,7 @@ fn envelopes(body: &str) -> Vec<Value> {
 async fn serverless_plugin_installs_and_answers_over_http() {
     let connector = FakeConnector::start(CONNECTOR_KEY).await;
     let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");
-    let mut daemon = start_daemon(&db, &connector.url).await;
+    let mut daemon = start_serverless(&db, &connector.url).await;
     connector.set_daemon_url(&daemon.base);
     assert_eq!(daemon.get("/health/check").await.1["platform"], "serverless");
 
@@ -178,7 +178,7 @@ async fn serverless_plugin_installs_and_answers_over_http() {
 async fn connector_down_or_failing_fails_the_install_task() {
     let mut connector = FakeConnector::start(CONNECTOR_KEY).await;
     let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");
-    let daemon = start_daemon(&db, &connector.url).await;
+    let daemon = start_serverless(&db, &connector.url).await;
     connector.set_daemon_url(&daemon.base);
 
     // A launch stage reported as failed fails the task with the connector's message.

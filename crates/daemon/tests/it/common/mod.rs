@@ -193,6 +193,32 @@ pub struct Daemon {
     env: Vec<(String, String)>,
 }
 
+/// What uv inside the daemon needs from this machine to revalidate its cache: certificates and proxies.
+const NETWORK_PASSTHROUGH: &[&str] =
+    &["SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"];
+
+/// The launcher of the integration tests: starts a daemon that really prepares plugin runtimes (uv
+/// environments, waiting for the first heartbeat), with the machine's certificates and proxies, uv's
+/// shared warm cache and `extra` environment on top (later entries win). Tests that need other start
+/// options (restarts in one working directory, no server key, a bare environment) call
+/// [`Daemon::start`] directly.
+pub async fn start_daemon(db: &TestDb, extra: &[(&str, &str)]) -> Daemon {
+    let mut env: Vec<(String, String)> = vec![
+        ("DIFY_TEST_SKIP_RUNTIME_PREPARATION".into(), "false".into()),
+        ("PYTHON_ENV_INIT_TIMEOUT".into(), "60".into()),
+    ];
+    for name in NETWORK_PASSTHROUGH {
+        if let Ok(value) = std::env::var(name) {
+            env.push((name.to_string(), value));
+        }
+    }
+    if let Some(cache) = crate::runtime_support::shared_uv_cache() {
+        env.push(("UV_CACHE_DIR".into(), cache.display().to_string()));
+    }
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Daemon::start(db, DaemonOptions { env, ..Default::default() }).await
+}
+
 /// Variables passed through from the test runner's environment when set (runtime tests need them).
 const PASSTHROUGH: &[&str] = &["PATH", "HOME", "UV_PATH", "PYTHON_INTERPRETER_PATH", "UV_CACHE_DIR", "TMPDIR"];
 

@@ -4,12 +4,12 @@
 //! the access type and action from the table, the flattened and completed `data`, and the
 //! pass-through fields of the invocation.
 
-mod common;
-mod runtime_support;
+use crate::common;
+use crate::runtime_support;
 
 use std::time::Duration;
 
-use common::{Backend, Daemon, DaemonOptions, TestDb};
+use common::{start_daemon, Backend, TestDb};
 use dify_protocol::access::{ModelTypeRule, ResponseMode, DISPATCH_ROUTES};
 use runtime_support::*;
 use serde_json::{json, Map, Value};
@@ -31,16 +31,7 @@ fn sample(field: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_reaches_the_plugin_with_its_type_action_and_data() {
     let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");
-    let mut env: Vec<(String, String)> = vec![("DIFY_TEST_SKIP_RUNTIME_PREPARATION".into(), "false".into())];
-    for name in ["SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"] {
-        if let Ok(value) = std::env::var(name) {
-            env.push((name.to_string(), value));
-        }
-    }
-    if let Some(cache) = shared_uv_cache() {
-        env.push(("UV_CACHE_DIR".into(), cache.display().to_string()));
-    }
-    let daemon = Daemon::start(&db, DaemonOptions { env, ..Default::default() }).await;
+    let daemon = start_daemon(&db, &[]).await;
     let (_, task) = daemon.install_package(TENANT, &package_plugin("protocol_echo")).await;
     assert_eq!(task["status"], "success", "install task: {task}\n{}", daemon.log());
 

@@ -1,7 +1,7 @@
 //! Endpoint management (`/plugin/{tenant}/endpoint/...`) against the real binary and a fake Dify
 //! inner API that encrypts settings, on SQLite, PostgreSQL and MySQL.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 

@@ -3,8 +3,8 @@
 //! set up through the management API with settings "encrypted" by a fake Dify inner API, and real
 //! HTTP requests go through the proxy to the plugin and back.
 
-mod common;
-mod runtime_support;
+use crate::common;
+use crate::runtime_support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -76,23 +76,11 @@ impl FakeEncryptApi {
     }
 }
 
-async fn start_daemon(db: &TestDb, inner_api_url: &str, extra: &[(&str, &str)]) -> Daemon {
-    let mut env: Vec<(String, String)> = vec![
-        ("DIFY_TEST_SKIP_RUNTIME_PREPARATION".into(), "false".into()),
-        ("DIFY_INNER_API_URL".into(), inner_api_url.into()),
-        ("DIFY_INNER_API_KEY".into(), INNER_KEY.into()),
-        ("PYTHON_ENV_INIT_TIMEOUT".into(), "60".into()),
-    ];
-    for name in ["SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"] {
-        if let Ok(value) = std::env::var(name) {
-            env.push((name.to_string(), value));
-        }
-    }
-    if let Some(cache) = shared_uv_cache() {
-        env.push(("UV_CACHE_DIR".into(), cache.display().to_string()));
-    }
-    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    Daemon::start(db, DaemonOptions { env, ..Default::default() }).await
+/// The shared launcher with the fake Dify inner API and `extra`.
+async fn start_with_inner_api(db: &TestDb, inner_api_url: &str, extra: &[(&str, &str)]) -> Daemon {
+    let mut env = vec![("DIFY_INNER_API_URL", inner_api_url), ("DIFY_INNER_API_KEY", INNER_KEY)];
+    env.extend(extra.iter().copied());
+    common::start_daemon(db, &env).await
 }
 
 /// Status, headers and raw body of one request through the proxy.
@@ -130,7 +118,7 @@ fn error_envelope(code: i64, error_type: &str, message: &str) -> String {
 async fn endpoint_requests_reach_the_sdk_plugin_and_stream_back() {
     let dify = FakeEncryptApi::start().await;
     let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");
-    let daemon = start_daemon(&db, &dify.url, &[]).await;
+    let daemon = start_with_inner_api(&db, &dify.url, &[]).await;
     let (uid, task) = daemon.install_package(TENANT, &package_plugin("endpoint_echo")).await;
     assert_eq!(task["status"], "success", "install task: {task}\n{}", daemon.log());
 
@@ -308,7 +296,7 @@ async fn install_with_endpoint(daemon: &Daemon) -> String {
 async fn endpoint_calls_past_the_execution_timeout_are_killed() {
     let dify = FakeEncryptApi::start().await;
     let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");
-    let daemon = start_daemon(&db, &dify.url, &[("PLUGIN_MAX_EXECUTION_TIMEOUT", "3")]).await;
+    let daemon = start_with_inner_api(&db, &dify.url, &[("PLUGIN_MAX_EXECUTION_TIMEOUT", "3")]).await;
     let hook_id = install_with_endpoint(&daemon).await;
     let killed = error_envelope(-500, "PluginDaemonInternalServerError", "killed by timeout");
 

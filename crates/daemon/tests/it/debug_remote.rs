@@ -4,8 +4,8 @@
 //! `ConnectionClosedError`) when it is killed. Raw TCP clients check the registration rules and
 //! upstream's rejection texts, the heartbeat timeout, several plugins at once and shutdown.
 
-mod common;
-mod debug_support;
+use crate::common;
+use crate::debug_support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! PostgreSQL and MySQL: envelopes, error types/codes/statuses, install tasks, two tenants sharing
 //! a plugin, upgrade, providers, assets, readmes and debugging keys.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -4,13 +4,13 @@
 //! Backwards tool/LLM calls are answered by a fake Dify inner API speaking the real frame format;
 //! storage goes to the daemon's database.
 
-mod common;
-mod runtime_support;
+use crate::common;
+use crate::runtime_support;
 
 use std::time::Duration;
 
 use base64::Engine;
-use common::{Backend, Daemon, DaemonOptions, TestDb};
+use common::{Backend, Daemon, TestDb};
 use runtime_support::*;
 use serde_json::{json, Value};
 use sha2::Digest;
@@ -28,26 +28,11 @@ const DAEMON_SECRETS: &[(&str, &str)] = &[
     ("ALIYUN_OSS_ACCESS_KEY_SECRET", "oss-secret-value"),
 ];
 
-async fn start_daemon(db: &TestDb, extra: &[(&str, &str)], inner_api_url: &str) -> Daemon {
-    let mut env: Vec<(String, String)> = vec![
-        ("DIFY_TEST_SKIP_RUNTIME_PREPARATION".into(), "false".into()),
-        ("DIFY_INNER_API_URL".into(), inner_api_url.into()),
-        ("DIFY_INNER_API_KEY".into(), INNER_KEY.into()),
-        ("PYTHON_ENV_INIT_TIMEOUT".into(), "60".into()),
-    ];
-    // uv inside the daemon needs the machine's certificates and proxies to revalidate its cache.
-    for name in ["SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"] {
-        if let Ok(value) = std::env::var(name) {
-            env.push((name.to_string(), value));
-        }
-    }
-    if let Some(cache) = shared_uv_cache() {
-        env.push(("UV_CACHE_DIR".into(), cache.display().to_string()));
-    }
-    for (k, v) in DAEMON_SECRETS.iter().chain(extra.iter()) {
-        env.push((k.to_string(), v.to_string()));
-    }
-    Daemon::start(db, DaemonOptions { env, ..Default::default() }).await
+/// The shared launcher with the fake Dify inner API, the secrets above and `extra`.
+async fn start_with_inner_api(db: &TestDb, extra: &[(&str, &str)], inner_api_url: &str) -> Daemon {
+    let mut env = vec![("DIFY_INNER_API_URL", inner_api_url), ("DIFY_INNER_API_KEY", INNER_KEY)];
+    env.extend(DAEMON_SECRETS.iter().chain(extra.iter()).copied());
+    common::start_daemon(db, &env).await
 }
 
 /// POSTs a dispatch route and returns the status, content type and the raw body.
@@ -106,7 +91,7 @@ fn data_of(envelopes: &[Value]) -> Vec<Value> {
 async fn tool_plugin_over_http_dispatch() {
     let inner = FakeInnerApi::start().await;
     let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");
-    let daemon = start_daemon(&db, &[], &inner.url).await;
+    let daemon = start_with_inner_api(&db, &[], &inner.url).await;
     let (uid, task) = daemon.install_package(TENANT, &package_plugin("runtime_tools")).await;
     assert_eq!(task["status"], "success", "install task: {task}\n{}", daemon.log());
     assert!(uid.starts_with("testing/runtime_tools:0.0.1@"), "{uid}");
@@ -251,7 +236,7 @@ fn zombie_children_of(parent: u32) -> Vec<u32> {
 async fn timeouts_crashes_and_a_silent_plugin_over_http() {
     let inner = FakeInnerApi::start().await;
     let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");
-    let daemon = start_daemon(&db, &[("PLUGIN_MAX_EXECUTION_TIMEOUT", "3"), ("PYTHON_ENV_INIT_TIMEOUT", "20")], &inner.url).await;
+    let daemon = start_with_inner_api(&db, &[("PLUGIN_MAX_EXECUTION_TIMEOUT", "3"), ("PYTHON_ENV_INIT_TIMEOUT", "20")], &inner.url).await;
     let (_, task) = daemon.install_package(TENANT, &package_plugin("runtime_tools")).await;
     assert_eq!(task["status"], "success", "install task: {task}\n{}", daemon.log());
 
@@ -304,7 +289,7 @@ async fn timeouts_crashes_and_a_silent_plugin_over_http() {
 async fn installed_plugin_runs_again_after_the_daemon_is_killed_and_restarted() {
     let inner = FakeInnerApi::start().await;
     let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");
-    let mut daemon = start_daemon(&db, &[], &inner.url).await;
+    let mut daemon = start_with_inner_api(&db, &[], &inner.url).await;
     let (_, task) = daemon.install_package(TENANT, &package_plugin("runtime_tools")).await;
     assert_eq!(task["status"], "success", "install task: {task}\n{}", daemon.log());
     assert_eq!(data_of(&invoke_tool(&daemon, json!({"text": "before"})).await)[0]["message"]["text"], "echo: before");

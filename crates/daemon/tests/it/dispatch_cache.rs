@@ -3,12 +3,12 @@
 //! `PluginNotFoundError` on the very next request, after an upgrade the next request reaches the new
 //! version (a build of the SDK test plugin whose echo differs).
 
-mod common;
-mod runtime_support;
+use crate::common;
+use crate::runtime_support;
 
 use std::time::Duration;
 
-use common::{repackage, Backend, Daemon, DaemonOptions, TestDb};
+use common::{repackage, start_daemon, Backend, Daemon, TestDb};
 use runtime_support::*;
 use serde_json::{json, Value};
 
@@ -16,22 +16,6 @@ const TENANT: &str = "5b0e1c2d-7a8f-4e3b-9c6d-1f2a3b4c5d6e";
 const PLUGIN_ID: &str = "testing/runtime_tools";
 const NOT_FOUND_BODY: &str =
     r#"{"code":-404,"message":"{\"message\":\"plugin not found\",\"error_type\":\"PluginNotFoundError\",\"args\":null}","data":null}"#;
-
-async fn start_daemon(db: &TestDb) -> Daemon {
-    let mut env: Vec<(String, String)> = vec![
-        ("DIFY_TEST_SKIP_RUNTIME_PREPARATION".into(), "false".into()),
-        ("PYTHON_ENV_INIT_TIMEOUT".into(), "60".into()),
-    ];
-    for name in ["SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"] {
-        if let Ok(value) = std::env::var(name) {
-            env.push((name.to_string(), value));
-        }
-    }
-    if let Some(cache) = shared_uv_cache() {
-        env.push(("UV_CACHE_DIR".into(), cache.display().to_string()));
-    }
-    Daemon::start(db, DaemonOptions { env, ..Default::default() }).await
-}
 
 /// The test plugin at another version whose echo tool answers `echo <tag>: …`.
 fn tagged_variant(version: &str, tag: &str) -> Vec<u8> {
@@ -81,7 +65,7 @@ fn text_of(body: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uninstall_is_seen_by_the_next_dispatch() {
     let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");
-    let daemon = start_daemon(&db).await;
+    let daemon = start_daemon(&db, &[]).await;
     let (uid, task) = daemon.install_package(TENANT, &package_plugin("runtime_tools")).await;
     assert_eq!(task["status"], "success", "install task: {task}\n{}", daemon.log());
 
@@ -118,7 +102,7 @@ async fn uninstall_is_seen_by_the_next_dispatch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrade_is_seen_by_the_next_dispatch() {
     let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");
-    let daemon = start_daemon(&db).await;
+    let daemon = start_daemon(&db, &[]).await;
     let (uid1, task) = daemon.install_package(TENANT, &tagged_variant("0.0.1", "v1")).await;
     assert_eq!(task["status"], "success", "install task: {task}\n{}", daemon.log());
     for text in ["a", "b"] {
