@@ -1,6 +1,6 @@
 //! The two ways the bench invokes a tool: through the daemon (`POST /plugin/{tenant}/dispatch/tool/invoke`,
 //! SSE read to the end) and directly over a plugin process's stdin/stdout with the very request line
-//! the daemon would write (runtime-protocol.md §0, §1.3, §6). Both count stream items and decoded blob
+//! the daemon would write (docs/protocol.md §0, §1.3, §6). Both count stream items and decoded blob
 //! bytes the same way, so the two sides do the same client-side work.
 //!
 //! Owns: the plugin process of a direct run, session routing of its output, SSE parsing.

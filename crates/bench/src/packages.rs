@@ -186,7 +186,7 @@ pub fn native_package(name: &str, native_binary: &Path) -> Result<Vec<u8>> {
 }
 
 /// What the native plugin sends when it registers over the debug runtime: the manifest and the
-/// expanded tool provider, as the SDK does (runtime-protocol.md §2.4).
+/// expanded tool provider, as the SDK does (docs/protocol.md §2.4).
 pub fn native_registration(name: &str) -> Result<serde_json::Value> {
     let files = native_declaration_files(name);
     let yaml = |path: &str| -> Result<serde_json::Value> {

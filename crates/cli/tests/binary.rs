@@ -1,11 +1,12 @@
 //! The built `dify` binary end to end: exit codes, `-o json` documents on stdout, JSON errors on
-//! stderr, upstream log lines in text mode, and full plugin/signature/bundle round trips.
+//! stderr, upstream log lines in text mode, and full plugin/signature/bundle round trips. Text
+//! output and error documents are compared with snapshots (`tests/snapshots/`).
 
 mod support;
 
 use std::path::{Path, PathBuf};
 
-use support::{dify, stderr_json, stdout_json};
+use support::{dify, pretty, snapshot_settings, stderr_json, stdout_json, transcript};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/upstream").join(name)
@@ -55,12 +56,13 @@ fn usage_errors_exit_2_with_json_when_asked() {
     let out = dify(tmp.path(), &["signature", "sign", "x.difypkg"]);
     assert_eq!(code(&out), 2);
     // Invalid init input.
+    let settings = snapshot_settings(tmp.path(), false);
     let out = dify(tmp.path(), &["plugin", "init", "--quick", "--name", "Bad", "--author", "a", "--description", "d", "-o", "json"]);
     assert_eq!(code(&out), 2);
-    assert!(stderr_json(&out)["error"]["message"].as_str().unwrap().contains("invalid plugin name"));
+    settings.bind(|| insta::assert_snapshot!("init_bad_name_json", pretty(&stderr_json(&out))));
     let out = dify(tmp.path(), &["plugin", "init", "--quick", "--name", "p", "--author", "a", "--description", "d", "--category", "nope"]);
     assert_eq!(code(&out), 2);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("hint: "));
+    settings.bind(|| insta::assert_snapshot!("init_bad_category", transcript(&out)));
     // A known but unsupported runner language is a compatibility error (exit 6).
     let out = dify(tmp.path(), &["plugin", "init", "--quick", "--name", "p", "--author", "a", "--description", "d", "--language", "go", "-o", "json"]);
     assert_eq!(code(&out), 6);
@@ -68,7 +70,7 @@ fn usage_errors_exit_2_with_json_when_asked() {
     // Packaging the current directory without -o is refused like upstream.
     let out = dify(tmp.path(), &["plugin", "package", "."]);
     assert_eq!(code(&out), 2);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid input path"));
+    settings.bind(|| insta::assert_snapshot!("package_current_dir", transcript(&out)));
 }
 
 #[test]
@@ -76,16 +78,16 @@ fn help_exits_zero() {
     let tmp = tempfile::tempdir().unwrap();
     let out = dify(tmp.path(), &["plugin", "init", "--help"]);
     ok(&out);
-    let text = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--quick", "--allow-storage", "--storage-size", "--min-dify-version", "--category"] {
-        assert!(text.contains(flag), "{flag} missing from help");
-    }
+    snapshot_settings(tmp.path(), false).bind(|| insta::assert_snapshot!("init_help", transcript(&out)));
 }
 
 #[test]
 fn init_package_checksum_sign_verify_end_to_end() {
     let tmp = tempfile::tempdir().unwrap();
     let cwd = tmp.path();
+    // Package checksums include the creation date written by init, so they vary between runs.
+    let settings = snapshot_settings(cwd, true);
+    let mut package_logs = String::new();
     for category in ["tool", "llm", "extension", "agent-strategy", "datasource", "trigger", "text-embedding", "rerank", "tts", "speech2text", "moderation"] {
         let name = format!("e2e_{}", category.replace('-', "_"));
         let out = dify(
@@ -100,8 +102,7 @@ fn init_package_checksum_sign_verify_end_to_end() {
         // Default output name is <dir>.difypkg in the current directory; text mode logs like upstream.
         let out = dify(cwd, &["plugin", "package", &name]);
         ok(&out);
-        let log = String::from_utf8_lossy(&out.stderr);
-        assert!(log.contains(&format!("INFO plugin packaged successfully output_path={name}.difypkg")), "{log}");
+        package_logs.push_str(&transcript(&out));
         let pkg = format!("{name}.difypkg");
         assert!(cwd.join(&pkg).is_file());
 
@@ -120,6 +121,8 @@ fn init_package_checksum_sign_verify_end_to_end() {
         assert_eq!(again["checksum"], checksum.as_str());
     }
 
+    settings.bind(|| insta::assert_snapshot!("package_every_category", package_logs));
+
     // One real 4096-bit key pair, then sign/verify with it.
     let out = dify(cwd, &["signature", "generate", "-f", "mykey", "-o", "json"]);
     ok(&out);
@@ -129,7 +132,7 @@ fn init_package_checksum_sign_verify_end_to_end() {
 
     let out = dify(cwd, &["signature", "sign", "e2e_tool.difypkg", "-p", "mykey.private.pem", "-c", "partner"]);
     ok(&out);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("plugin signed successfully output_path=e2e_tool.signed.difypkg"));
+    settings.bind(|| insta::assert_snapshot!("signature_sign", transcript(&out)));
 
     let out = dify(cwd, &["signature", "verify", "e2e_tool.signed.difypkg", "-p", "mykey.public.pem", "-o", "json"]);
     ok(&out);
@@ -138,7 +141,7 @@ fn init_package_checksum_sign_verify_end_to_end() {
     assert_eq!(v["authorized_category"], "partner");
     let out = dify(cwd, &["signature", "verify", "e2e_tool.signed.difypkg", "-p", "mykey.public.pem"]);
     ok(&out);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("INFO plugin verified successfully"));
+    settings.bind(|| insta::assert_snapshot!("signature_verify", transcript(&out)));
 
     // Wrong key, official key, unsigned package: exit 4 (auth) with a JSON error.
     for args in [
@@ -183,9 +186,12 @@ fn checksum_errors_exit_1_with_json() {
     let err = stderr_json(&out);
     assert_eq!(err["error"]["code"], "generic");
     assert!(out.stdout.is_empty());
+    let settings = snapshot_settings(tmp.path(), false);
+    settings.bind(|| insta::assert_snapshot!("checksum_missing_file_json", pretty(&err)));
+    // A fixed package: its real checksum is part of the snapshot.
     let out = dify(tmp.path(), &["plugin", "checksum", fixture("openai.difypkg").to_str().unwrap()]);
     ok(&out);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("INFO plugin checksum checksum=ee25cddb7264169044e305955abbf97eff0876a151ced2bf20c5907430ad5727"));
+    settings.bind(|| insta::assert_snapshot!("checksum_fixture", transcript(&out)));
 }
 
 #[test]
@@ -229,13 +235,14 @@ fn readme_module_and_permission_commands() {
     ok(&out);
     let codes: Vec<String> = stdout_json(&out)["readmes"].as_array().unwrap().iter().map(|r| r["language_code"].as_str().unwrap().to_string()).collect();
     assert_eq!(codes, ["en_US", "zh_Hans"]);
+    let settings = snapshot_settings(cwd, false);
     let out = dify(cwd, &["plugin", "readme", "list", "mods"]);
     ok(&out);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("zh_Hans"));
+    settings.bind(|| insta::assert_snapshot!("readme_list", transcript(&out)));
 
     let out = dify(cwd, &["plugin", "module", "append", "tools", "mods"]);
     ok(&out);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("created tool module successfully"));
+    settings.bind(|| insta::assert_snapshot!("module_append_tools", transcript(&out)));
     let out = dify(cwd, &["plugin", "module", "append", "tools", "mods", "-o", "json"]);
     assert_eq!(code(&out), 2);
     let out = dify(cwd, &["plugin", "module", "list", "mods", "-o", "json"]);
@@ -245,7 +252,7 @@ fn readme_module_and_permission_commands() {
     assert_eq!(modules["endpoints"][0]["path"], "/mods/hello");
     let out = dify(cwd, &["plugin", "module", "list", "mods"]);
     ok(&out);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("========== Endpoints =========="));
+    settings.bind(|| insta::assert_snapshot!("module_list", transcript(&out)));
 
     let out = dify(cwd, &["plugin", "permission", "add", "mods", "--allow-model", "--allow-llm", "--allow-storage", "--storage-size", "2048", "-o", "json"]);
     ok(&out);
@@ -258,9 +265,10 @@ fn readme_module_and_permission_commands() {
     assert!(stdout_json(&out)["permission"]["storage"].is_null());
     let out = dify(cwd, &["plugin", "permission", "list", "mods"]);
     ok(&out);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("LLM: true"));
+    settings.bind(|| insta::assert_snapshot!("permission_list", transcript(&out)));
     let out = dify(cwd, &["plugin", "permission", "add", "mods"]);
     assert_eq!(code(&out), 2);
+    settings.bind(|| insta::assert_snapshot!("permission_add_nothing", transcript(&out)));
 
     // Still a valid plugin after all the edits.
     ok(&dify(cwd, &["plugin", "package", "mods"]));
@@ -270,9 +278,10 @@ fn readme_module_and_permission_commands() {
 fn bundle_round_trip() {
     let tmp = tempfile::tempdir().unwrap();
     let cwd = tmp.path();
+    let settings = snapshot_settings(cwd, false);
     let out = dify(cwd, &["bundle", "init", "--name", "kit", "--author", "acme", "--description", "A kit"]);
     ok(&out);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("bundle created successfully directory="));
+    settings.bind(|| insta::assert_snapshot!("bundle_init", transcript(&out)));
     let out = dify(cwd, &["bundle", "init", "--name", "kit_json", "--author", "acme", "--description", "A kit", "-o", "json"]);
     ok(&out);
     assert_eq!(stdout_json(&out)["name"], "kit_json");
@@ -281,12 +290,12 @@ fn bundle_round_trip() {
     assert_eq!(stdout_json(&out)["dependencies"][0], serde_json::json!({"type": "github", "value": {"repo_pattern": "acme/tool:1.0.0/tool.difypkg"}}));
     let out = dify(cwd, &["bundle", "append", "marketplace", "kit_json", "-m", "nope", "-o", "json"]);
     assert_eq!(code(&out), 2);
-    assert_eq!(stderr_json(&out)["error"]["message"], "invalid marketplace pattern");
+    settings.bind(|| insta::assert_snapshot!("bundle_bad_marketplace_json", pretty(&stderr_json(&out))));
     ok(&dify(cwd, &["bundle", "append", "github", "kit", "-r", "acme/tool:1.0.0/tool.difypkg"]));
     ok(&dify(cwd, &["bundle", "append", "marketplace", "kit", "-m", "langgenius/openai:0.0.19"]));
     let out = dify(cwd, &["bundle", "append", "package", "kit", "-p", fixture("dummy_plugin.difypkg").to_str().unwrap()]);
     ok(&out);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("successfully added package dependency"));
+    settings.bind(|| insta::assert_snapshot!("bundle_append_package", transcript(&out)));
     assert_eq!(code(&dify(cwd, &["bundle", "append", "github", "kit", "-r", "bad"])), 2);
     ok(&dify(cwd, &["bundle", "bump", "kit", "-t", "0.2.0"]));
     assert_eq!(code(&dify(cwd, &["bundle", "bump", "kit", "-t", "two"])), 2);
@@ -299,12 +308,11 @@ fn bundle_round_trip() {
     assert_eq!(a["dependencies"][2]["type"], "package");
     let out = dify(cwd, &["bundle", "analyze", "kit"]);
     ok(&out);
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(log.contains("INFO github dependency pattern=acme/tool:1.0.0/tool.difypkg repo=https://github.com/acme/tool release=1.0.0 asset=tool.difypkg"), "{log}");
+    settings.bind(|| insta::assert_snapshot!("bundle_analyze", transcript(&out)));
 
     let out = dify(cwd, &["bundle", "package", "kit"]);
     ok(&out);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("successfully packaged bundle"));
+    settings.bind(|| insta::assert_snapshot!("bundle_package", transcript(&out)));
     assert!(cwd.join("kit.difybndl").is_file());
 
     // Edit the packaged zip in place and package it again under another name.
@@ -325,7 +333,7 @@ fn bundle_round_trip() {
     let out = dify(cwd, &["bundle", "regenerate", "kit", "--name", "kit2", "--author", "bob", "--description", "Renamed", "-o", "json"]);
     ok(&out);
     let manifest = std::fs::read_to_string(cwd.join("kit/manifest.yaml")).unwrap();
-    assert!(manifest.contains("name: kit2") && manifest.contains("author: bob"), "{manifest}");
+    settings.bind(|| insta::assert_snapshot!("bundle_regenerated_manifest", manifest));
     // Missing profile values are a usage error when there is no terminal to ask.
     assert_eq!(code(&dify(cwd, &["bundle", "init", "--name", "x"])), 2);
     assert_eq!(code(&dify(cwd, &["bundle", "analyze", "nowhere"])), 1);

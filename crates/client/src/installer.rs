@@ -59,7 +59,7 @@ fn package_form(
     ))
 }
 
-/// Parses an identifier; one the daemon would refuse (http-api.md §A.1) is a validation error,
+/// Parses an identifier; one the daemon would refuse (docs/http-api.md §A.1) is a validation error,
 /// reported before anything is sent.
 fn parse_identifier(identifier: &str) -> Result<PluginUniqueIdentifier, ClientError> {
     PluginUniqueIdentifier::parse(identifier).map_err(|err| {

@@ -1,6 +1,7 @@
 //! The `dify-plugin-client` binary against the fixture daemon: commands, output formats, exit
 //! codes, JSON errors, streamed invoke output and settings precedence (flags > environment >
-//! config file > defaults). `HOME` points at a temporary directory in every run.
+//! config file > defaults). `HOME` points at a temporary directory in every run. Printed output is
+//! compared with snapshots (`tests/snapshots/`).
 
 mod support;
 
@@ -44,6 +45,26 @@ async fn run(home: &Path, env: &[(&str, &str)], args: &[&str]) -> Run {
     }
 }
 
+impl Run {
+    /// Exit code, stdout and stderr as one text, for snapshots.
+    fn transcript(&self) -> String {
+        format!(
+            "exit: {}\n--- stdout\n{}\n--- stderr\n{}\n",
+            self.status,
+            self.stdout.trim_end(),
+            self.stderr.trim_end()
+        )
+    }
+}
+
+/// Snapshot settings: fixture servers' addresses become `[URL]`, the temporary home `[HOME]`.
+fn snapshots(home: &Path) -> insta::Settings {
+    let mut settings = insta::Settings::clone_current();
+    settings.add_filter(r"http://127\.0\.0\.1:\d+", "[URL]");
+    settings.add_filter(&home.display().to_string().replace('.', r"\."), "[HOME]");
+    settings
+}
+
 /// Connection flags for `server`.
 fn flags(server: &FixtureServer) -> Vec<String> {
     vec![
@@ -77,39 +98,18 @@ async fn install_list_and_inspect() {
     )
     .await;
     assert_eq!(install.status, 0, "{}", install.stderr);
-    assert!(
-        install
-            .stdout
-            .contains("task task-1: success (1/1 plugins)"),
-        "{}",
-        install.stdout
-    );
-    assert!(
-        install
-            .stdout
-            .contains(&format!("{PLUGIN_ID}: success - installed")),
-        "{}",
-        install.stdout
-    );
+    // No progress display without a TTY: stderr stays empty.
+    let settings = snapshots(home.path());
+    settings.bind(|| insta::assert_snapshot!("install_package", install.transcript()));
     assert_eq!(server.requests_to("install/upload/package").len(), 1);
     assert!(
         server.requests_to("install/tasks/task-1").len() >= 2,
         "the task is polled until it finishes"
     );
-    assert!(
-        !install.stderr.contains("installing"),
-        "no progress display without a TTY: {}",
-        install.stderr
-    );
 
     let list = run_with(&server, home.path(), &["list"]).await;
     assert_eq!(list.status, 0, "{}", list.stderr);
-    assert!(list.stdout.starts_with("PLUGIN ID"), "{}", list.stdout);
-    assert!(
-        list.stdout.contains("fixture/echo  0.0.1    inst-0"),
-        "{}",
-        list.stdout
-    );
+    settings.bind(|| insta::assert_snapshot!("list_text", list.transcript()));
 
     let names = run_with(&server, home.path(), &["list", "-o", "name"]).await;
     assert_eq!(names.stdout, format!("{}\n", identifier()));
@@ -120,16 +120,11 @@ async fn install_list_and_inspect() {
     assert_eq!(value["list"][0]["plugin_unique_identifier"], identifier());
 
     let yaml = run_with(&server, home.path(), &["list", "--output", "yaml"]).await;
-    assert!(yaml.stdout.contains("total: 1"), "{}", yaml.stdout);
+    settings.bind(|| insta::assert_snapshot!("list_yaml", yaml.transcript()));
 
     let wide = run_with(&server, home.path(), &["tools", "-o", "wide"]).await;
     assert_eq!(wide.status, 0, "{}", wide.stderr);
-    assert!(
-        wide.stdout
-            .contains("fixture/echo/echo  echo  text:string times:number? mode:select?"),
-        "{}",
-        wide.stdout
-    );
+    settings.bind(|| insta::assert_snapshot!("tools_wide", wide.transcript()));
 
     let manifest = run_with(
         &server,
@@ -199,13 +194,7 @@ async fn install_list_and_inspect() {
     )
     .await;
     assert_eq!(missing_package.status, 1);
-    assert!(
-        missing_package
-            .stderr
-            .contains("cannot read package /nonexistent/x.difypkg"),
-        "{}",
-        missing_package.stderr
-    );
+    settings.bind(|| insta::assert_snapshot!("upload_missing_package", missing_package.transcript()));
 
     let uninstall = run_with(&server, home.path(), &["uninstall", PLUGIN_ID]).await;
     assert_eq!(uninstall.status, 0, "{}", uninstall.stderr);
@@ -267,7 +256,8 @@ async fn invoke_prints_text_as_it_streams() {
     )
     .await;
     assert_eq!(bad.status, 2, "{}", bad.stderr);
-    assert!(bad.stderr.contains("`text` is required"), "{}", bad.stderr);
+    let settings = snapshots(home.path());
+    settings.bind(|| insta::assert_snapshot!("invoke_missing_parameter", bad.transcript()));
     let not_json = run_with(
         &server,
         home.path(),
@@ -285,11 +275,7 @@ async fn invoke_prints_text_as_it_streams() {
     )
     .await;
     assert_eq!(not_json.status, 2);
-    assert!(
-        not_json.stderr.contains("--params is not valid JSON"),
-        "{}",
-        not_json.stderr
-    );
+    settings.bind(|| insta::assert_snapshot!("invoke_params_not_json", not_json.transcript()));
     assert_eq!(
         server.requests_to("dispatch/tool/invoke").len(),
         2,
@@ -309,18 +295,8 @@ async fn failures_exit_non_zero_with_messages() {
     )
     .await;
     assert_eq!(install.status, 1, "{}", install.stderr);
-    assert!(
-        install.stderr.contains("install task task-1 failed"),
-        "{}",
-        install.stderr
-    );
-    assert!(
-        install
-            .stderr
-            .contains("no matching distribution for dify_plugin"),
-        "{}",
-        install.stderr
-    );
+    let settings = snapshots(home.path());
+    settings.bind(|| insta::assert_snapshot!("install_task_fails", install.transcript()));
 
     let server = FixtureServer::start(Scenario::InvokeFails).await;
     let invoke = run_with(
@@ -341,11 +317,7 @@ async fn failures_exit_non_zero_with_messages() {
     .await;
     assert_eq!(invoke.status, 1);
     assert_eq!(invoke.stdout, "hi \n", "text before the error is printed");
-    assert!(
-        invoke.stderr.contains("InvokeRateLimitError: 429 too many"),
-        "{}",
-        invoke.stderr
-    );
+    settings.bind(|| insta::assert_snapshot!("invoke_plugin_error", invoke.transcript()));
 
     let server = FixtureServer::start(Scenario::Unauthorized).await;
     let denied = run_with(&server, home.path(), &["list"]).await;
@@ -354,7 +326,7 @@ async fn failures_exit_non_zero_with_messages() {
         "a rejected key exits 4: {}",
         denied.stderr
     );
-    assert!(denied.stderr.contains("hint:"), "{}", denied.stderr);
+    settings.bind(|| insta::assert_snapshot!("key_rejected", denied.transcript()));
     let denied_json = run_with(&server, home.path(), &["list", "-o", "json"]).await;
     assert_eq!(denied_json.status, 4);
     let error: Value = serde_json::from_str(&denied_json.stderr).unwrap();
@@ -377,11 +349,7 @@ async fn failures_exit_non_zero_with_messages() {
     )
     .await;
     assert_eq!(not_found.status, 1);
-    assert!(
-        not_found.stderr.contains("type: PluginNotFoundError"),
-        "{}",
-        not_found.stderr
-    );
+    settings.bind(|| insta::assert_snapshot!("tools_plugin_not_found_yaml", not_found.transcript()));
 
     let server = FixtureServer::start(Scenario::Happy).await;
     let no_tenant = run(
@@ -391,11 +359,7 @@ async fn failures_exit_non_zero_with_messages() {
     )
     .await;
     assert_eq!(no_tenant.status, 2);
-    assert!(
-        no_tenant.stderr.contains("no tenant given"),
-        "{}",
-        no_tenant.stderr
-    );
+    settings.bind(|| insta::assert_snapshot!("no_tenant", no_tenant.transcript()));
     let bad_usage = run(home.path(), &[], &["install"]).await;
     assert_eq!(bad_usage.status, 2);
     assert!(server.requests().is_empty());

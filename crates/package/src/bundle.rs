@@ -1,4 +1,4 @@
-//! Bundles (`.difybndl`, packaging-and-cli.md §4): a manifest listing plugin dependencies
+//! Bundles (`.difybndl`, docs/packaging.md §4): a manifest listing plugin dependencies
 //! (GitHub release, marketplace, or an embedded package stored as `_assets/<checksum>`), an icon,
 //! and README files.
 //!

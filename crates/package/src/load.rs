@@ -1,6 +1,6 @@
 //! Resolves a plugin declaration from a package's files: `manifest.yaml`, then every provider
 //! file it lists and the tool/strategy/endpoint/datasource/event files those reference, model
-//! files found by glob and `_position.yaml` lists (packaging-and-cli.md §1.3).
+//! files found by glob and `_position.yaml` lists (docs/packaging.md §1.3).
 //! Must not: check signatures or apply validation rules beyond what decoding needs.
 
 use std::collections::BTreeMap;

@@ -1,4 +1,4 @@
-//! Package signatures (packaging-and-cli.md §3): RSA PKCS#1 v1.5 + SHA-256 over the SHA-256 of
+//! Package signatures (docs/packaging.md §3): RSA PKCS#1 v1.5 + SHA-256 over the SHA-256 of
 //! every entry in archive order followed by the decimal signing time; the signature and time live
 //! in the ZIP comment as `{"signature":"<base64>","time":<secs>}`; the optional
 //! `.verification.dify.json` entry carries the authorized category.

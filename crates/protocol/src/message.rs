@@ -1,5 +1,5 @@
 //! The plugin message model spoken over a plugin's stdio pipe, a debug TCP socket or a serverless
-//! HTTP body (runtime-protocol.md §0).
+//! HTTP body (docs/protocol.md §0).
 //!
 //! Daemon → plugin: [`PluginInStream`] lines (`event` = `request` or `backwards_response`).
 //! Plugin → daemon: [`PluginEvent`] lines (`heartbeat`, `log`, `error`, `session` with an inner
@@ -21,7 +21,7 @@ pub enum InStreamEvent {
     BackwardsResponse,
 }
 
-/// One daemon → plugin line (runtime-protocol.md §0.1). Field order is the Go daemon's.
+/// One daemon → plugin line (docs/protocol.md §0.1). Field order is the Go daemon's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PluginInStream {
     pub session_id: String,
@@ -109,7 +109,7 @@ pub enum BackwardsReplyEvent {
     End,
 }
 
-/// `data` of a `backwards_response` line (runtime-protocol.md §4.4).
+/// `data` of a `backwards_response` line (docs/protocol.md §4.4).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BackwardsReply {
     pub backwards_request_id: String,
@@ -137,7 +137,7 @@ impl BackwardsReply {
     }
 }
 
-/// A backwards invocation request carried by a session `invoke` message (runtime-protocol.md §4.1).
+/// A backwards invocation request carried by a session `invoke` message (docs/protocol.md §4.1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BackwardsRequest {
     #[serde(rename = "type")]
@@ -162,7 +162,7 @@ impl PluginSessionError {
         Self { error_type: error_type.into(), message: message.into(), args: Value::Object(Map::new()) }
     }
 
-    /// The inner message of a `PluginInvokeError` (http-api.md §2.4): a JSON object with keys sorted
+    /// The inner message of a `PluginInvokeError` (docs/http-api.md §2.4): a JSON object with keys sorted
     /// alphabetically (`args`, `error_type`, `message`), nested keys sorted too.
     pub fn to_sorted_json(&self) -> String {
         let mut object = Map::new();
@@ -210,7 +210,7 @@ pub struct PluginLog {
     pub timestamp: f64,
 }
 
-/// One plugin → daemon line (runtime-protocol.md §0.2).
+/// One plugin → daemon line (docs/protocol.md §0.2).
 #[derive(Debug, Clone, PartialEq)]
 pub enum PluginEvent {
     Heartbeat,

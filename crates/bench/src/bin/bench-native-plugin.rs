@@ -1,4 +1,4 @@
-//! A minimal native plugin that speaks the daemon ⇄ plugin protocol (runtime-protocol.md §0, §1.3,
+//! A minimal native plugin that speaks the daemon ⇄ plugin protocol (docs/protocol.md §0, §1.3,
 //! §2.4) so the bench can measure the daemon's own ceiling without a Python interpreter in the way.
 //!
 //! Owns: answering `invoke_tool` requests of the bench's single tool (`work`) in a few modes, and

@@ -35,6 +35,58 @@ pub fn stderr_json(out: &Output) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("stderr is not JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)))
 }
 
+/// A command's exit code, stdout and stderr as one text, for snapshots.
+pub fn transcript(out: &Output) -> String {
+    format!(
+        "exit: {}\n--- stdout\n{}\n--- stderr\n{}\n",
+        out.status.code().map_or_else(|| "signal".to_string(), |c| c.to_string()),
+        String::from_utf8_lossy(&out.stdout).trim_end(),
+        String::from_utf8_lossy(&out.stderr).trim_end()
+    )
+}
+
+/// A JSON document as indented text, for snapshots.
+pub fn pretty(value: &serde_json::Value) -> String {
+    serde_json::to_string_pretty(value).expect("JSON value")
+}
+
+fn regex_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if "\\.+*?()|[]{}^$#&-~".contains(c) {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+/// Snapshot settings for CLI output: the temporary directory `cwd` becomes `[TMP]`, the workspace
+/// root `[REPO]`, log timestamps `[TIME]` and the crate version `[VERSION]`. With `checksums`, every 64-digit hex checksum becomes
+/// `[CHECKSUM]` too (for packages whose bytes change from run to run, e.g. signed or dated ones).
+/// Snapshots live in `tests/snapshots/`; a mismatch fails the test (and in CI nothing is written).
+pub fn snapshot_settings(cwd: &Path, checksums: bool) -> insta::Settings {
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots"));
+    let mut dirs = vec![cwd.to_path_buf()];
+    if let Ok(real) = cwd.canonicalize() {
+        dirs.push(real);
+    }
+    for dir in dirs {
+        settings.add_filter(&regex_escape(&dir.display().to_string()), "[TMP]");
+    }
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for dir in [repo.canonicalize().unwrap_or_else(|_| repo.clone()), repo] {
+        settings.add_filter(&regex_escape(&dir.display().to_string()), "[REPO]");
+    }
+    settings.add_filter(r"\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2}", "[TIME]");
+    settings.add_filter(&format!(r"\b{}\b", regex_escape(env!("CARGO_PKG_VERSION"))), "[VERSION]");
+    if checksums {
+        settings.add_filter(r"\b[0-9a-f]{64}\b", "[CHECKSUM]");
+    }
+    settings
+}
+
 pub fn uv() -> PathBuf {
     if let Some(p) = std::env::var_os("UV_PATH").filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
@@ -222,7 +274,7 @@ impl Drop for PluginProcess {
     }
 }
 
-/// A daemon → plugin request line (runtime protocol §0.1).
+/// A daemon → plugin request line (docs/protocol.md §0.1).
 pub fn request(session_id: &str, data: serde_json::Value) -> serde_json::Value {
     serde_json::json!({
         "session_id": session_id,

@@ -7,7 +7,10 @@
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
-use dify_protocol::manifest::{AUTHOR_REGEX, PLUGIN_NAME_REGEX, VERSION_REGEX};
+use dify_protocol::manifest::{
+    EnabledPermission, ModelPermission, PluginMeta, PluginPermissions, PluginResource, PluginRunner, StoragePermission,
+    AUTHOR_REGEX, PLUGIN_NAME_REGEX, VERSION_REGEX,
+};
 use serde::Serialize;
 
 use crate::error::{CliError, CliResult, ErrorCode};
@@ -171,49 +174,10 @@ pub const STORAGE_MIN: u64 = 1024;
 pub const STORAGE_MAX: u64 = 1_073_741_824;
 pub const STORAGE_DEFAULT: u64 = 1_048_576;
 
-/// `resource.permission` as written into manifest.yaml (field order = upstream struct order).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Permission {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tool: Option<Enabled>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub model: Option<ModelPermission>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub node: Option<Enabled>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<Enabled>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub app: Option<Enabled>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub storage: Option<StoragePermission>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Enabled {
-    pub enabled: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct ModelPermission {
-    pub enabled: bool,
-    pub llm: bool,
-    pub text_embedding: bool,
-    pub rerank: bool,
-    pub tts: bool,
-    pub speech2text: bool,
-    pub moderation: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct StoragePermission {
-    pub enabled: bool,
-    pub size: u64,
-}
-
 impl PermissionFlags {
     /// The permission object these flags ask for; model sub-flags only count with `--allow-model`.
-    pub fn to_permission(&self) -> CliResult<Permission> {
-        let on = |b: bool| b.then_some(Enabled { enabled: true });
+    pub fn to_permission(&self) -> CliResult<PluginPermissions> {
+        let on = |b: bool| b.then_some(EnabledPermission { enabled: true });
         let storage = if self.storage {
             let size = self.storage_size.unwrap_or(STORAGE_DEFAULT);
             if !(STORAGE_MIN..=STORAGE_MAX).contains(&size) {
@@ -226,7 +190,7 @@ impl PermissionFlags {
         } else {
             None
         };
-        Ok(Permission {
+        Ok(PluginPermissions {
             tool: on(self.tool),
             model: self.model.then_some(ModelPermission {
                 enabled: true,
@@ -369,27 +333,6 @@ impl<'a> I18n<'a> {
     }
 }
 
-#[derive(Serialize)]
-struct Runner {
-    language: String,
-    version: &'static str,
-    entrypoint: &'static str,
-}
-
-#[derive(Serialize)]
-struct Meta {
-    version: &'static str,
-    arch: [&'static str; 2],
-    runner: Runner,
-    minimum_dify_version: Option<String>,
-}
-
-#[derive(Serialize)]
-struct Resource {
-    memory: u64,
-    permission: Permission,
-}
-
 /// manifest.yaml of a new plugin; field order follows the upstream declaration struct.
 #[derive(Serialize)]
 struct NewManifest<'a> {
@@ -402,9 +345,9 @@ struct NewManifest<'a> {
     description: I18n<'a>,
     icon: &'static str,
     icon_dark: &'static str,
-    resource: Resource,
+    resource: PluginResource,
     plugins: serde_yaml_ng::Mapping,
-    meta: Meta,
+    meta: PluginMeta,
     created_at: String,
     privacy: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -413,7 +356,7 @@ struct NewManifest<'a> {
 }
 
 pub const NEW_PLUGIN_VERSION: &str = "0.0.1";
-const MEMORY_BYTES: u64 = 256 * 1024 * 1024;
+const MEMORY_BYTES: i64 = 256 * 1024 * 1024;
 
 /// Render manifest.yaml for `opts` (exposed for tests and `module append`).
 pub fn render_manifest(opts: &InitOptions) -> CliResult<String> {
@@ -430,12 +373,12 @@ pub fn render_manifest(opts: &InitOptions) -> CliResult<String> {
         description: I18n::all(&opts.description),
         icon: "icon.svg",
         icon_dark: "icon-dark.svg",
-        resource: Resource { memory: MEMORY_BYTES, permission: opts.permissions.to_permission()? },
+        resource: PluginResource { memory: MEMORY_BYTES, permission: Some(opts.permissions.to_permission()?) },
         plugins,
-        meta: Meta {
-            version: "0.0.1",
-            arch: ["amd64", "arm64"],
-            runner: Runner { language: opts.language.clone(), version: "3.12", entrypoint: "main" },
+        meta: PluginMeta {
+            version: "0.0.1".into(),
+            arch: vec!["amd64".into(), "arm64".into()],
+            runner: PluginRunner { language: opts.language.clone(), version: "3.12".into(), entrypoint: "main".into() },
             minimum_dify_version: opts.min_dify_version.clone(),
         },
         created_at: created_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),

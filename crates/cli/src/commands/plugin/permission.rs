@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
+use dify_protocol::manifest::{EnabledPermission, ModelPermission, PluginPermissions, StoragePermission};
 use serde::Serialize;
 use serde_yaml_ng::{Mapping, Value};
 
@@ -118,45 +119,25 @@ fn view(manifest: &Value) -> PermissionView {
 
 /// Write `view` back as `resource.permission`, in upstream field order.
 fn apply(manifest: &mut Value, view: &PermissionView) -> CliResult<()> {
-    let mut perm = Mapping::new();
-    let on = || {
-        let mut m = Mapping::new();
-        m.insert("enabled".into(), true.into());
-        Value::Mapping(m)
+    let on = |b: bool| b.then_some(EnabledPermission { enabled: true });
+    let permission = PluginPermissions {
+        tool: on(view.tool),
+        model: view.model.as_ref().map(|m| ModelPermission {
+            enabled: true,
+            llm: m.llm,
+            text_embedding: m.text_embedding,
+            rerank: m.rerank,
+            tts: m.tts,
+            speech2text: m.speech2text,
+            moderation: m.moderation,
+        }),
+        node: on(view.node),
+        endpoint: on(view.endpoint),
+        app: on(view.app),
+        storage: view.storage.map(|size| StoragePermission { enabled: true, size }),
     };
-    if view.tool {
-        perm.insert("tool".into(), on());
-    }
-    if let Some(m) = &view.model {
-        let mut mm = Mapping::new();
-        mm.insert("enabled".into(), true.into());
-        for (k, v) in [
-            ("llm", m.llm),
-            ("text_embedding", m.text_embedding),
-            ("rerank", m.rerank),
-            ("tts", m.tts),
-            ("speech2text", m.speech2text),
-            ("moderation", m.moderation),
-        ] {
-            mm.insert(k.into(), v.into());
-        }
-        perm.insert("model".into(), Value::Mapping(mm));
-    }
-    if view.node {
-        perm.insert("node".into(), on());
-    }
-    if view.endpoint {
-        perm.insert("endpoint".into(), on());
-    }
-    if view.app {
-        perm.insert("app".into(), on());
-    }
-    if let Some(size) = view.storage {
-        let mut sm = Mapping::new();
-        sm.insert("enabled".into(), true.into());
-        sm.insert("size".into(), size.into());
-        perm.insert("storage".into(), Value::Mapping(sm));
-    }
+    let perm = serde_yaml_ng::to_value(&permission)
+        .map_err(|e| CliError::generic(format!("failed to serialise permissions: {e}"), "this is a bug in the dify CLI; please report it"))?;
     let root = manifest
         .as_mapping_mut()
         .ok_or_else(|| CliError::generic("manifest.yaml is not a mapping", "manifest.yaml must be a YAML mapping"))?;
@@ -165,7 +146,7 @@ fn apply(manifest: &mut Value, view: &PermissionView) -> CliResult<()> {
         *resource = Value::Mapping(Mapping::new());
     }
     if let Some(r) = resource.as_mapping_mut() {
-        r.insert("permission".into(), Value::Mapping(perm));
+        r.insert("permission".into(), perm);
     }
     Ok(())
 }

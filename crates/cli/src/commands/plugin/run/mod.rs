@@ -1,5 +1,5 @@
 //! `dify plugin run <package-or-dir> [-m stdio|tcp] [-r text|json] [-l]`: run a plugin locally,
-//! without a daemon, and talk to it in line-JSON (runtime-protocol.md §5).
+//! without a daemon, and talk to it in line-JSON (docs/protocol.md §5).
 //!
 //! Owns: loading the input (a `.difypkg`, or a plugin directory packaged in memory), the temporary
 //! working directory (removed on exit and on SIGINT/SIGTERM), the client loops (stdio: one client on

@@ -1,0 +1,30 @@
+//! The daemon's integration tests, one module per area, built as one test binary (one link instead of
+//! one per file). The support modules come first: `common` starts the real daemon binary
+//! (`common::start_daemon` is the one launcher every test uses), the others fake what a test needs
+//! around it (runtimes and Dify, a debugging plugin, a serverless connector).
+//!
+//! Each test still runs in its own process under `cargo nextest`, with its own temporary working
+//! directory, its own database and ports the daemon picks itself.
+
+#[macro_use]
+mod common;
+mod debug_support;
+mod runtime_support;
+mod serverless_support;
+
+mod answers;
+mod config_env;
+mod debug_remote;
+mod dispatch_cache;
+mod dispatch_model;
+mod dispatch_routes;
+mod dispatch_tool;
+mod endpoint_api;
+mod endpoint_proxy;
+mod management_api;
+mod readme_quickstart;
+mod runtime_local;
+mod serverless_bridge;
+mod serverless_runtime;
+mod state_resilience;
+mod store_kv;
