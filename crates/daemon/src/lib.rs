@@ -9,3 +9,4 @@ pub mod runtime;
 pub mod session;
 pub mod backwards;
 pub mod server;
+pub mod shutdown;

@@ -24,7 +24,7 @@ use dify_protocol::{DaemonError, Envelope};
 use futures::FutureExt;
 use serde::Serialize;
 
-pub use crate::server::AppState;
+pub use crate::service::state::AppState;
 
 /// Body of every unknown route (and wrong method), sent with HTTP 404.
 pub const NOT_FOUND_BODY: &str = r#"{"code":"not_found","message":"route not found"}"#;

@@ -28,7 +28,7 @@ const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(25);
 
 /// The transaction route on `PLATFORM=serverless`, nothing otherwise.
 pub fn routes(state: &AppState) -> Router<AppState> {
-    if state.settings.platform != "serverless" {
+    if state.settings.platform() != crate::config::Platform::Serverless {
         return Router::new();
     }
     Router::new()

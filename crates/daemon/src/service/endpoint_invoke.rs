@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use super::endpoints::dify_encrypt;
 use super::{find_installation, FindInstallationError, Installation};
-use crate::server::AppState;
+use crate::service::state::AppState;
 use crate::store::{EndpointRecord, StoreError};
 
 /// Why an endpoint cannot be invoked; each variant has its own status and error body upstream.

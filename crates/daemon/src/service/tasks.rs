@@ -5,7 +5,7 @@ use dify_protocol::api::{PluginInstallTask, PluginInstallTaskPluginStatus, Plugi
 use dify_protocol::DaemonError;
 
 use super::{parse_identifier, ServiceResult};
-use crate::server::{AppState, STALE_TASK_MESSAGE, TASK_LEASE_SECS};
+use super::state::{AppState, STALE_TASK_MESSAGE, TASK_LEASE_SECS};
 use crate::store::{render_timestamp, StoreError, TaskPluginEntry, TaskRecord};
 
 fn parse_task_status(task_id: &str, stored: &str) -> ServiceResult<PluginInstallTaskStatus> {

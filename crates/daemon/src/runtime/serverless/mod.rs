@@ -570,9 +570,9 @@ impl ServerlessPlugin {
     }
 
     /// The connection sessions use.
-    pub fn connection(&self) -> Result<Arc<PluginConnection>, String> {
+    pub fn connection(&self) -> Result<Arc<PluginConnection>, super::UnavailableError> {
         if self.is_closed() {
-            return Err(format!("serverless plugin {} is stopped", self.identifier));
+            return Err(super::UnavailableError::Stopped(self.identifier.to_string()));
         }
         Ok(self.connection.clone())
     }
