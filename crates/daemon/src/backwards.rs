@@ -1,4 +1,4 @@
-//! Backwards invocations: calls a plugin makes during a session (runtime-protocol.md §4).
+//! Backwards invocations: calls a plugin makes during a session (docs/protocol.md §4).
 //!
 //! Owns: the permission check against the manifest's `resource.permission`, plugin storage
 //! (get/set/del/exist per tenant and plugin, key rules, quota checked before the write), and the
@@ -18,6 +18,7 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
 use crate::runtime::RuntimeConfig;
+use crate::store::{Db, StoreError};
 
 /// Who is calling back: the session's tenant, user, plugin and what the plugin may do.
 #[derive(Debug, Clone)]
@@ -43,31 +44,104 @@ pub trait BackwardsHandler: Send + Sync + 'static {
     ) -> BoxFuture<'a, ()>;
 }
 
-/// Plugin key-value storage as backwards invocations need it. Errors are texts shown to the plugin.
-pub trait PluginStorage: Send + Sync + 'static {
-    fn get<'a>(&'a self, tenant_id: &'a str, plugin_id: &'a str, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, String>>;
-    fn set<'a>(&'a self, tenant_id: &'a str, plugin_id: &'a str, key: &'a str, value: &'a [u8]) -> BoxFuture<'a, Result<(), String>>;
-    fn delete<'a>(&'a self, tenant_id: &'a str, plugin_id: &'a str, key: &'a str) -> BoxFuture<'a, Result<u64, String>>;
-    fn exists<'a>(&'a self, tenant_id: &'a str, plugin_id: &'a str, key: &'a str) -> BoxFuture<'a, Result<bool, String>>;
-    /// Bytes used by all values of the plugin in the tenant.
-    fn usage_bytes<'a>(&'a self, tenant_id: &'a str, plugin_id: &'a str) -> BoxFuture<'a, Result<u64, String>>;
+/// A plugin storage backend failure; its text is shown to the plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The daemon's database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Another backend failed (in-memory storage of tools and tests).
+    #[error("{0}")]
+    Backend(String),
 }
 
-impl PluginStorage for crate::store::Db {
-    fn get<'a>(&'a self, tenant_id: &'a str, plugin_id: &'a str, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, String>> {
-        Box::pin(async move { self.kv_get(tenant_id, plugin_id, key).await.map_err(|e| e.to_string()) })
+/// Why a storage key was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StorageKeyError {
+    #[error("key is required")]
+    Empty,
+    #[error("key length must be less than 256")]
+    TooLong,
+    /// Traversal, backslashes or a key that cleans to nothing.
+    #[error("invalid key")]
+    Invalid,
+}
+
+/// Why the inner API's frame stream could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("invalid frame magic 0x{0:02x} from dify inner api")]
+    Magic(u8),
+    #[error("invalid frame header length {0} from dify inner api")]
+    HeaderLength(usize),
+    #[error("frame of {length} bytes exceeds the limit of {limit} bytes")]
+    TooLarge { length: usize, limit: usize },
+    #[error("dify inner api stream ended inside a frame")]
+    Truncated,
+}
+
+/// Why a backwards invocation failed; its text is the error sent to the plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum BackwardsError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Key(#[from] StorageKeyError),
+    #[error("load data failed, please check if the key is correct or you have not set it")]
+    KeyNotFound,
+    #[error("invalid value, value must be hex encoded: {0}")]
+    ValueEncoding(#[source] hex::FromHexError),
+    #[error("allocated size is greater than max storage size ({after} > {limit} bytes)")]
+    QuotaExceeded { after: u64, limit: u64 },
+    #[error("unsupported storage operation: {0}")]
+    UnsupportedOperation(String),
+    #[error("failed to call dify inner api {path}: {source}")]
+    Call { path: String, source: reqwest::Error },
+    #[error("failed to read dify inner api reply: {0}")]
+    ReadReply(#[source] reqwest::Error),
+    /// A non-2xx answer; `body` is its start (at most 1 KiB).
+    #[error("dify inner api {path} returned HTTP {status}: {body}")]
+    Status { path: String, status: reqwest::StatusCode, body: String },
+    #[error("invalid dify inner api reply: {0}")]
+    InvalidReply(#[source] serde_json::Error),
+    #[error("reading dify inner api stream failed: {0}")]
+    ReadStream(#[source] reqwest::Error),
+    #[error("invalid frame from dify inner api: {0}")]
+    InvalidFrame(#[source] serde_json::Error),
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The `error` text of Dify's envelope.
+    #[error("{0}")]
+    Dify(String),
+    #[error("dify inner api returned no data")]
+    NoData,
+}
+
+/// Plugin key-value storage as backwards invocations need it. Error texts are shown to the plugin.
+pub trait PluginStorage: Send + Sync + 'static {
+    fn get<'a>(&'a self, tenant_id: &'a str, plugin_id: &'a str, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, StorageError>>;
+    fn set<'a>(&'a self, tenant_id: &'a str, plugin_id: &'a str, key: &'a str, value: &'a [u8]) -> BoxFuture<'a, Result<(), StorageError>>;
+    fn delete<'a>(&'a self, tenant_id: &'a str, plugin_id: &'a str, key: &'a str) -> BoxFuture<'a, Result<u64, StorageError>>;
+    fn exists<'a>(&'a self, tenant_id: &'a str, plugin_id: &'a str, key: &'a str) -> BoxFuture<'a, Result<bool, StorageError>>;
+    /// Bytes used by all values of the plugin in the tenant.
+    fn usage_bytes<'a>(&'a self, tenant_id: &'a str, plugin_id: &'a str) -> BoxFuture<'a, Result<u64, StorageError>>;
+}
+
+impl PluginStorage for Db {
+    fn get<'a>(&'a self, tenant_id: &'a str, plugin_id: &'a str, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, StorageError>> {
+        Box::pin(async move { self.kv_get(tenant_id, plugin_id, key).await.map_err(StorageError::from) })
     }
-    fn set<'a>(&'a self, tenant_id: &'a str, plugin_id: &'a str, key: &'a str, value: &'a [u8]) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move { self.kv_set(tenant_id, plugin_id, key, value).await.map_err(|e| e.to_string()) })
+    fn set<'a>(&'a self, tenant_id: &'a str, plugin_id: &'a str, key: &'a str, value: &'a [u8]) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move { self.kv_set(tenant_id, plugin_id, key, value).await.map_err(StorageError::from) })
     }
-    fn delete<'a>(&'a self, tenant_id: &'a str, plugin_id: &'a str, key: &'a str) -> BoxFuture<'a, Result<u64, String>> {
-        Box::pin(async move { self.kv_del(tenant_id, plugin_id, key).await.map_err(|e| e.to_string()) })
+    fn delete<'a>(&'a self, tenant_id: &'a str, plugin_id: &'a str, key: &'a str) -> BoxFuture<'a, Result<u64, StorageError>> {
+        Box::pin(async move { self.kv_del(tenant_id, plugin_id, key).await.map_err(StorageError::from) })
     }
-    fn exists<'a>(&'a self, tenant_id: &'a str, plugin_id: &'a str, key: &'a str) -> BoxFuture<'a, Result<bool, String>> {
-        Box::pin(async move { self.kv_exists(tenant_id, plugin_id, key).await.map_err(|e| e.to_string()) })
+    fn exists<'a>(&'a self, tenant_id: &'a str, plugin_id: &'a str, key: &'a str) -> BoxFuture<'a, Result<bool, StorageError>> {
+        Box::pin(async move { self.kv_exists(tenant_id, plugin_id, key).await.map_err(StorageError::from) })
     }
-    fn usage_bytes<'a>(&'a self, tenant_id: &'a str, plugin_id: &'a str) -> BoxFuture<'a, Result<u64, String>> {
-        Box::pin(async move { self.kv_usage_bytes(tenant_id, plugin_id).await.map_err(|e| e.to_string()) })
+    fn usage_bytes<'a>(&'a self, tenant_id: &'a str, plugin_id: &'a str) -> BoxFuture<'a, Result<u64, StorageError>> {
+        Box::pin(async move { self.kv_usage_bytes(tenant_id, plugin_id).await.map_err(StorageError::from) })
     }
 }
 
@@ -148,7 +222,7 @@ impl DifyBackwards {
                 Ok(data) => {
                     let _ = replies.send(BackwardsReply::structure(&id, data));
                 }
-                Err(message) => fail(message),
+                Err(error) => fail(error.to_string()),
             };
         }
         let Some(route) = INVOKE_ROUTES.iter().find(|r| r.invoke_type == request.invoke_type) else {
@@ -171,8 +245,8 @@ impl DifyBackwards {
                 let _ = replies.send(BackwardsReply::structure(&id, item));
             })
         };
-        if let Err(message) = result {
-            fail(message);
+        if let Err(error) = result {
+            fail(error.to_string());
         }
     }
 
@@ -184,38 +258,42 @@ impl DifyBackwards {
             .json(body)
     }
 
-    async fn call_single(&self, path: &str, body: &Map<String, Value>) -> Result<Value, String> {
-        let response = self.post(path, body).send().await.map_err(|e| format!("failed to call dify inner api {path}: {e}"))?;
+    async fn call_single(&self, path: &str, body: &Map<String, Value>) -> Result<Value, BackwardsError> {
+        let response =
+            self.post(path, body).send().await.map_err(|source| BackwardsError::Call { path: path.to_string(), source })?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(|e| format!("failed to read dify inner api reply: {e}"))?;
+        let bytes = response.bytes().await.map_err(BackwardsError::ReadReply)?;
         if !status.is_success() {
-            return Err(format!("dify inner api {path} returned HTTP {status}: {}", String::from_utf8_lossy(&bytes[..bytes.len().min(1024)])));
+            let body = String::from_utf8_lossy(&bytes[..bytes.len().min(1024)]).into_owned();
+            return Err(BackwardsError::Status { path: path.to_string(), status, body });
         }
-        let envelope: Value = serde_json::from_slice(&bytes).map_err(|e| format!("invalid dify inner api reply: {e}"))?;
+        let envelope: Value = serde_json::from_slice(&bytes).map_err(BackwardsError::InvalidReply)?;
         envelope_data(envelope)
     }
 
-    async fn call_streamed(&self, path: &str, body: &Map<String, Value>, mut emit: impl FnMut(Value)) -> Result<(), String> {
-        let response = self.post(path, body).send().await.map_err(|e| format!("failed to call dify inner api {path}: {e}"))?;
+    async fn call_streamed(&self, path: &str, body: &Map<String, Value>, mut emit: impl FnMut(Value)) -> Result<(), BackwardsError> {
+        let response =
+            self.post(path, body).send().await.map_err(|source| BackwardsError::Call { path: path.to_string(), source })?;
         let status = response.status();
         if !status.is_success() {
             let text = response.text().await.unwrap_or_default();
-            return Err(format!("dify inner api {path} returned HTTP {status}: {}", &text[..text.len().min(1024)]));
+            let body = text[..text.len().min(1024)].to_string();
+            return Err(BackwardsError::Status { path: path.to_string(), status, body });
         }
         let mut decoder = FrameDecoder::new(self.max_frame_bytes);
         let mut body = response.bytes_stream();
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| format!("reading dify inner api stream failed: {e}"))?;
+            let chunk = chunk.map_err(BackwardsError::ReadStream)?;
             decoder.push(&chunk);
             while let Some(payload) = decoder.next_frame()? {
-                let envelope: Value = serde_json::from_slice(&payload).map_err(|e| format!("invalid frame from dify inner api: {e}"))?;
+                let envelope: Value = serde_json::from_slice(&payload).map_err(BackwardsError::InvalidFrame)?;
                 emit(envelope_data(envelope)?);
             }
         }
-        decoder.finish()
+        Ok(decoder.finish()?)
     }
 
-    async fn storage_operation(&self, caller: &CallerContext, request: &Map<String, Value>) -> Result<Value, String> {
+    async fn storage_operation(&self, caller: &CallerContext, request: &Map<String, Value>) -> Result<Value, BackwardsError> {
         let opt = request.get("opt").and_then(Value::as_str).unwrap_or_default();
         let key = request.get("key").and_then(Value::as_str).unwrap_or_default();
         let key = validate_storage_key(key)?;
@@ -223,11 +301,11 @@ impl DifyBackwards {
         match opt {
             "get" => match self.storage.get(tenant, plugin, &key).await? {
                 Some(value) => Ok(serde_json::json!({"data": hex::encode(value)})),
-                None => Err("load data failed, please check if the key is correct or you have not set it".into()),
+                None => Err(BackwardsError::KeyNotFound),
             },
             "set" => {
                 let encoded = request.get("value").and_then(Value::as_str).unwrap_or_default();
-                let value = hex::decode(encoded).map_err(|e| format!("invalid value, value must be hex encoded: {e}"))?;
+                let value = hex::decode(encoded).map_err(BackwardsError::ValueEncoding)?;
                 let manifest_limit = caller.permissions.storage.as_ref().map(|s| s.size).filter(|s| *s > 0);
                 let limit = manifest_limit.map_or(self.storage_max_size, |m| m.min(self.storage_max_size));
                 let _write = self.storage_writes.lock().await;
@@ -235,7 +313,7 @@ impl DifyBackwards {
                 let previous = self.storage.get(tenant, plugin, &key).await?.map_or(0, |v| v.len() as u64);
                 let after = used.saturating_sub(previous) + value.len() as u64;
                 if after > limit {
-                    return Err(format!("allocated size is greater than max storage size ({after} > {limit} bytes)"));
+                    return Err(BackwardsError::QuotaExceeded { after, limit });
                 }
                 self.storage.set(tenant, plugin, &key, &value).await?;
                 Ok(serde_json::json!({"data": "ok"}))
@@ -248,7 +326,7 @@ impl DifyBackwards {
                 let exists = self.storage.exists(tenant, plugin, &key).await?;
                 Ok(serde_json::json!({"data": exists, "exist_num": u64::from(exists)}))
             }
-            other => Err(format!("unsupported storage operation: {other}")),
+            other => Err(BackwardsError::UnsupportedOperation(other.to_string())),
         }
     }
 }
@@ -265,24 +343,24 @@ impl BackwardsHandler for DifyBackwards {
 }
 
 /// `{"data": T, "error": ""}` → T; a non-empty `error` or null `data` is a failure.
-fn envelope_data(envelope: Value) -> Result<Value, String> {
+fn envelope_data(envelope: Value) -> Result<Value, BackwardsError> {
     match envelope.get("error") {
-        Some(Value::String(error)) if !error.is_empty() => return Err(error.clone()),
+        Some(Value::String(error)) if !error.is_empty() => return Err(BackwardsError::Dify(error.clone())),
         _ => {}
     }
     match envelope.get("data") {
-        Some(Value::Null) | None => Err("dify inner api returned no data".into()),
+        Some(Value::Null) | None => Err(BackwardsError::NoData),
         Some(data) => Ok(data.clone()),
     }
 }
 
 /// Cleans a storage key like a path and rejects traversal and over-long keys.
-pub fn validate_storage_key(key: &str) -> Result<String, String> {
+pub fn validate_storage_key(key: &str) -> Result<String, StorageKeyError> {
     if key.is_empty() {
-        return Err("key is required".into());
+        return Err(StorageKeyError::Empty);
     }
     if key.len() > 256 {
-        return Err("key length must be less than 256".into());
+        return Err(StorageKeyError::TooLong);
     }
     let mut parts: Vec<&str> = Vec::new();
     for part in key.split('/') {
@@ -290,7 +368,7 @@ pub fn validate_storage_key(key: &str) -> Result<String, String> {
             "" | "." => {}
             ".." => {
                 if parts.pop().is_none() {
-                    return Err("invalid key".into());
+                    return Err(StorageKeyError::Invalid);
                 }
             }
             other => parts.push(other),
@@ -298,7 +376,7 @@ pub fn validate_storage_key(key: &str) -> Result<String, String> {
     }
     let cleaned = if key.starts_with('/') { format!("/{}", parts.join("/")) } else { parts.join("/") };
     if cleaned.is_empty() || cleaned.contains("..") || cleaned.contains("//") || cleaned.contains('\\') || key.contains("..") {
-        return Err("invalid key".into());
+        return Err(StorageKeyError::Invalid);
     }
     Ok(cleaned)
 }
@@ -336,23 +414,23 @@ impl FrameDecoder {
     }
 
     /// The next complete payload, `None` when more bytes are needed.
-    pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, String> {
+    pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
         if self.buffer.len() < FRAME_HEADER_BYTES {
             return Ok(None);
         }
         if self.buffer[0] != FRAME_MAGIC {
-            return Err(format!("invalid frame magic 0x{:02x} from dify inner api", self.buffer[0]));
+            return Err(FrameError::Magic(self.buffer[0]));
         }
         // The header length counts what follows the first 4 bytes: the payload length (4 bytes) and
         // reserved bytes (6 today); honour it so a longer header stays readable.
         let header_len = u16::from_le_bytes([self.buffer[2], self.buffer[3]]) as usize;
         if header_len < 4 {
-            return Err(format!("invalid frame header length {header_len} from dify inner api"));
+            return Err(FrameError::HeaderLength(header_len));
         }
         let payload_start = 4 + header_len;
         let payload_len = u32::from_le_bytes([self.buffer[4], self.buffer[5], self.buffer[6], self.buffer[7]]) as usize;
         if payload_len > self.max_payload {
-            return Err(format!("frame of {payload_len} bytes exceeds the limit of {} bytes", self.max_payload));
+            return Err(FrameError::TooLarge { length: payload_len, limit: self.max_payload });
         }
         if self.buffer.len() < payload_start + payload_len {
             return Ok(None);
@@ -363,8 +441,8 @@ impl FrameDecoder {
     }
 
     /// Checks the stream ended between frames.
-    pub fn finish(&self) -> Result<(), String> {
-        if self.buffer.is_empty() { Ok(()) } else { Err("dify inner api stream ended inside a frame".into()) }
+    pub fn finish(&self) -> Result<(), FrameError> {
+        if self.buffer.is_empty() { Ok(()) } else { Err(FrameError::Truncated) }
     }
 }
 
@@ -409,20 +487,20 @@ mod tests {
 
     struct NoStorage;
     impl PluginStorage for NoStorage {
-        fn get<'a>(&'a self, _: &'a str, _: &'a str, _: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, String>> {
-            Box::pin(async { Err("storage must not be reached".to_string()) })
+        fn get<'a>(&'a self, _: &'a str, _: &'a str, _: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, StorageError>> {
+            Box::pin(async { Err(StorageError::Backend("storage must not be reached".to_string())) })
         }
-        fn set<'a>(&'a self, _: &'a str, _: &'a str, _: &'a str, _: &'a [u8]) -> BoxFuture<'a, Result<(), String>> {
-            Box::pin(async { Err("storage must not be reached".to_string()) })
+        fn set<'a>(&'a self, _: &'a str, _: &'a str, _: &'a str, _: &'a [u8]) -> BoxFuture<'a, Result<(), StorageError>> {
+            Box::pin(async { Err(StorageError::Backend("storage must not be reached".to_string())) })
         }
-        fn delete<'a>(&'a self, _: &'a str, _: &'a str, _: &'a str) -> BoxFuture<'a, Result<u64, String>> {
-            Box::pin(async { Err("storage must not be reached".to_string()) })
+        fn delete<'a>(&'a self, _: &'a str, _: &'a str, _: &'a str) -> BoxFuture<'a, Result<u64, StorageError>> {
+            Box::pin(async { Err(StorageError::Backend("storage must not be reached".to_string())) })
         }
-        fn exists<'a>(&'a self, _: &'a str, _: &'a str, _: &'a str) -> BoxFuture<'a, Result<bool, String>> {
-            Box::pin(async { Err("storage must not be reached".to_string()) })
+        fn exists<'a>(&'a self, _: &'a str, _: &'a str, _: &'a str) -> BoxFuture<'a, Result<bool, StorageError>> {
+            Box::pin(async { Err(StorageError::Backend("storage must not be reached".to_string())) })
         }
-        fn usage_bytes<'a>(&'a self, _: &'a str, _: &'a str) -> BoxFuture<'a, Result<u64, String>> {
-            Box::pin(async { Err("storage must not be reached".to_string()) })
+        fn usage_bytes<'a>(&'a self, _: &'a str, _: &'a str) -> BoxFuture<'a, Result<u64, StorageError>> {
+            Box::pin(async { Err(StorageError::Backend("storage must not be reached".to_string())) })
         }
     }
 
@@ -475,7 +553,7 @@ mod tests {
     #[test]
     fn envelopes() {
         assert_eq!(envelope_data(serde_json::json!({"data": 1, "error": ""})).unwrap(), 1);
-        assert_eq!(envelope_data(serde_json::json!({"data": null, "error": "boom"})).unwrap_err(), "boom");
+        assert_eq!(envelope_data(serde_json::json!({"data": null, "error": "boom"})).unwrap_err().to_string(), "boom");
         assert!(envelope_data(serde_json::json!({"data": null, "error": ""})).is_err());
     }
 }

@@ -352,6 +352,40 @@ pub enum DbKind {
     Mysql,
 }
 
+/// Where plugins run (`PLATFORM`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Platform {
+    /// Local child processes.
+    Local,
+    /// Functions behind a serverless connector.
+    Serverless,
+}
+
+impl Platform {
+    /// The setting's text: `local` or `serverless`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Local => "local",
+            Platform::Serverless => "serverless",
+        }
+    }
+
+    /// The platform a setting names; `None` for anything else.
+    pub fn parse(text: &str) -> Option<Platform> {
+        match text {
+            "local" => Some(Platform::Local),
+            "serverless" => Some(Platform::Serverless),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl Default for Settings {
     /// Every setting at its documented default.
     fn default() -> Self {
@@ -379,6 +413,11 @@ impl Settings {
     /// Reads settings from a map (tests).
     pub fn from_map(map: &HashMap<String, String>) -> Result<Self, ConfigError> {
         Settings::from_lookup(&|name| map.get(name).cloned())
+    }
+
+    /// The runtime platform; an unknown `PLATFORM` (refused by [`Settings::validate`]) counts as local.
+    pub fn platform(&self) -> Platform {
+        Platform::parse(&self.platform).unwrap_or(Platform::Local)
     }
 
     /// The SQL engine: explicit `DB_TYPE`, else SQLite when no `DB_HOST` is set, else PostgreSQL.
@@ -427,7 +466,7 @@ impl Settings {
     /// Checks cross-setting rules that a single value cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.db_kind()?;
-        if !matches!(self.platform.as_str(), "local" | "serverless") {
+        if Platform::parse(&self.platform).is_none() {
             return Err(ConfigError::Invalid {
                 name: "PLATFORM",
                 value: self.platform.clone(),

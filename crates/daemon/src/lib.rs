@@ -9,3 +9,7 @@ pub mod runtime;
 pub mod session;
 pub mod backwards;
 pub mod server;
+pub mod shutdown;
+
+#[cfg(test)]
+mod tidy;

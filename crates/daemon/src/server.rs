@@ -1,91 +1,25 @@
-//! Start-up and shutdown of the daemon: resolves the API key and node identity, opens the database
-//! and blob storage, recovers tasks left by a previous run, runs housekeeping, serves HTTP until
-//! SIGTERM/SIGINT and then stops runtimes.
+//! Start-up and shutdown of the daemon: resolves the API key and node identity, opens the state
+//! ([`AppState::open`]), recovers tasks left by a previous run, runs housekeeping, serves HTTP until
+//! SIGTERM/SIGINT, then cancels the [`Shutdown`](crate::shutdown::Shutdown) handle, waits (bounded)
+//! for every tracked background task and stops runtimes.
 //!
-//! Owns [`AppState`], the handle every HTTP handler and service receives. It must not contain
-//! request handling or business rules.
+//! The top of the module stack: it may use every layer, and no module imports it. It must not
+//! contain request handling or business rules.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicI64;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 
 use crate::config::{Settings, WELL_KNOWN_PUBLIC_KEYS};
-use crate::runtime::RuntimeManager;
-use crate::service::metrics::Metrics;
-use crate::store::{BlobStore, Db, LocalBlobStore};
+use crate::service::state::{AppState, SHUTDOWN_TASK_MESSAGE};
 
-/// Seconds a node's claim on its running install tasks lasts without renewal.
-pub const TASK_LEASE_SECS: i64 = 30;
 /// How often housekeeping (lease renewal, stale-task failure, task expiry) runs.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(5);
-/// How long in-flight requests may run after SIGTERM/SIGINT before the daemon stops anyway.
+/// How long in-flight requests and background tasks may run after SIGTERM/SIGINT before the
+/// daemon stops anyway.
 const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
-/// Message of tasks interrupted by a daemon stop.
-pub const SHUTDOWN_TASK_MESSAGE: &str = "An unexpected daemon shutdown occurred";
-/// Message of tasks that outlived their install budget or lost their node.
-pub const STALE_TASK_MESSAGE: &str = "Task timed out but not properly terminated";
-
-/// Everything a request handler or service needs. Cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
-    pub settings: Arc<Settings>,
-    /// The effective `X-Api-Key` value (configured or generated).
-    pub server_key: Arc<str>,
-    pub db: Db,
-    pub blobs: Arc<dyn BlobStore>,
-    pub runtime: Arc<RuntimeManager>,
-    /// Answers plugins' backwards invocations (storage in `db`, the rest forwarded to Dify).
-    pub backwards: Arc<dyn crate::backwards::BackwardsHandler>,
-    /// This node's identity, stable across restarts of the same working directory.
-    pub node_id: Arc<str>,
-    pub metrics: Arc<Metrics>,
-    /// Extra trusted public keys (`THIRD_PARTY_SIGNATURE_VERIFICATION_PUBLIC_KEYS`), parsed at start-up.
-    pub extra_public_keys: Arc<Vec<dify_package::PublicKey>>,
-    pub active_requests: Arc<AtomicI64>,
-    pub active_dispatch_requests: Arc<AtomicI64>,
-    /// Slots for background jobs such as plugin installs (`ROUTINE_POOL_SIZE`).
-    pub job_slots: Arc<tokio::sync::Semaphore>,
-}
-
-impl AppState {
-    /// Builds the state from settings: opens the database (running migrations) and blob storage.
-    pub async fn open(settings: Settings, server_key: String, node_id: String) -> anyhow::Result<AppState> {
-        let db = Db::connect(&settings).await.context("cannot open the database")?;
-        let settings_pool_size = settings.routine_pool_size.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
-        let blobs: Arc<dyn BlobStore> = Arc::new(LocalBlobStore::new(settings.storage_root()));
-        let mut extra_public_keys = Vec::new();
-        for path in settings.third_party_key_paths() {
-            let pem = std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read third-party public key {}", path.display()))?;
-            let key = dify_package::PublicKey::from_pem(&pem)
-                .with_context(|| format!("third-party public key {} is not a PEM RSA public key", path.display()))?;
-            extra_public_keys.push(key);
-        }
-        let runtime = RuntimeManager::with_config(crate::runtime::RuntimeConfig::from_settings(&settings));
-        if settings.platform == "serverless" {
-            crate::runtime::serverless::enable_serverless_platform(&runtime, &settings).await?;
-        }
-        let backwards = Arc::new(crate::backwards::DifyBackwards::new(runtime.config(), Arc::new(db.clone())));
-        Ok(AppState {
-            settings: Arc::new(settings),
-            server_key: server_key.into(),
-            db,
-            blobs,
-            runtime,
-            backwards,
-            node_id: node_id.into(),
-            metrics: Arc::new(Metrics::default()),
-            extra_public_keys: Arc::new(extra_public_keys),
-            active_requests: Arc::new(AtomicI64::new(0)),
-            active_dispatch_requests: Arc::new(AtomicI64::new(0)),
-            job_slots: Arc::new(tokio::sync::Semaphore::new(settings_pool_size)),
-        })
-    }
-}
 
 /// Returns the configured API key, or the key generated on an earlier start, or a new one (stored
 /// in `<storage root>/server_key` and printed). Warns when a publicly known key is configured.
@@ -193,26 +127,29 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         tracing::warn!(recovered, "marked install tasks of the previous run as failed");
     }
 
-    let housekeeping = tokio::spawn(housekeeping_loop(state.clone()));
+    let shutdown = state.shutdown.clone();
+    shutdown.spawn(housekeeping_loop(state.clone()));
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     // The bound address (SERVER_PORT=0 picks a free port; the line names the real one).
     let addr = listener.local_addr().unwrap_or(addr);
     tracing::info!(%addr, db = ?state.db.kind(), platform = %state.settings.platform, "dify-plugin-daemon listening");
     eprintln!("dify-plugin-daemon listening on {addr}");
 
+    // The debug server holds the shutdown handle: the signal disconnects debugging plugins at once,
+    // so their open streams end.
     let debug_server = crate::service::debugging::start_debug_server(&state).await;
-    // The signal also disconnects debugging plugins at once, so their open streams end.
-    let debug_shutdown = debug_server.as_ref().map(|server| server.shutdown_token());
     let app = crate::http::router(state.clone());
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        if let Some(token) = debug_shutdown {
-            token.cancel();
-        }
-        let _ = stop_tx.send(true);
-    });
-    let (mut serve_stop, mut drain_stop) = (stop_rx.clone(), stop_rx);
+    // When the signal came: in-flight requests and background tasks share one drain budget from then.
+    let signalled_at = std::sync::Arc::new(std::sync::OnceLock::new());
+    {
+        let shutdown = shutdown.clone();
+        let signalled_at = signalled_at.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = signalled_at.set(tokio::time::Instant::now());
+            shutdown.cancel();
+        });
+    }
     // Small SSE writes must leave at once: without TCP_NODELAY the last piece of each response waits
     // for the client's delayed ACK (~40 ms on Linux), which dominated invocation latency.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
@@ -220,13 +157,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
     });
+    let serve_stop = shutdown.clone();
     let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            let _ = serve_stop.wait_for(|stop| *stop).await;
-        });
+        .with_graceful_shutdown(async move { serve_stop.cancelled().await });
     // In-flight requests (streams included) get a bounded time to finish after the signal.
+    let drain_stop = shutdown.clone();
     let drain_deadline = async move {
-        let _ = drain_stop.wait_for(|stop| *stop).await;
+        drain_stop.cancelled().await;
         tokio::time::sleep(SHUTDOWN_DRAIN_TIMEOUT).await;
     };
     tokio::select! {
@@ -235,10 +172,16 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     }
 
     tracing::info!("shutting down");
+    shutdown.cancel();
     if let Some(server) = debug_server {
         server.shutdown().await;
     }
-    housekeeping.abort();
+    // Background tasks (housekeeping, install jobs, sessions) share the drain budget with requests.
+    let spent = signalled_at.get().map(|at| at.elapsed()).unwrap_or_default();
+    let left = SHUTDOWN_DRAIN_TIMEOUT.saturating_sub(spent).max(Duration::from_secs(1));
+    if !shutdown.wait(left).await {
+        tracing::warn!(tasks = shutdown.running_tasks(), "background tasks did not finish in time; stopping anyway");
+    }
     if let Err(e) = state.db.fail_tasks_of_node(&state.node_id, SHUTDOWN_TASK_MESSAGE).await {
         tracing::warn!(error = %e, "could not mark running install tasks as failed");
     }
@@ -273,7 +216,10 @@ async fn shutdown_signal() {
 async fn housekeeping_loop(state: AppState) {
     let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = state.shutdown.cancelled() => return,
+        }
         if let Err(e) = crate::service::tasks::housekeeping(&state).await {
             tracing::warn!(error = %e, "install task housekeeping failed");
         }

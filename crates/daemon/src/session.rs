@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 
 use crate::backwards::{BackwardsHandler, CallerContext};
 use crate::runtime::{PluginConnection, SessionEvent};
+use crate::shutdown::Shutdown;
 
 /// What one invocation asks the plugin to do.
 #[derive(Debug, Clone)]
@@ -73,12 +74,25 @@ impl SessionStream {
 }
 
 /// Writes the request to the plugin and returns the stream of its results. The listener is
-/// registered before the request is written, so no message can be missed.
+/// registered before the request is written, so no message can be missed. The session's tasks are
+/// not tracked by any shutdown handle (tools and tests); the daemon uses [`start_tracked_session`].
 pub async fn start_session(
     connection: Arc<PluginConnection>,
     request: SessionRequest,
     backwards: Arc<dyn BackwardsHandler>,
     execution_timeout: Duration,
+) -> Result<SessionStream, SessionStartError> {
+    start_tracked_session(connection, request, backwards, execution_timeout, &Shutdown::new()).await
+}
+
+/// Like [`start_session`], with every task the session spawns (its driver, the writer of backwards
+/// answers, each backwards invocation) tracked by `shutdown`, so the daemon's stop waits for them.
+pub async fn start_tracked_session(
+    connection: Arc<PluginConnection>,
+    request: SessionRequest,
+    backwards: Arc<dyn BackwardsHandler>,
+    execution_timeout: Duration,
+    shutdown: &Shutdown,
 ) -> Result<SessionStream, SessionStartError> {
     let session_id = uuid::Uuid::new_v4().to_string();
     let listener = connection.open_session(&session_id).map_err(|e| SessionStartError::Write(e.to_string()))?;
@@ -102,8 +116,15 @@ pub async fn start_session(
         access_type: request.access_type,
         permissions: request.permissions.clone(),
     });
-    let driver = SessionDriver { connection, caller, invocation: request.invocation, backwards, outputs: outputs_tx };
-    tokio::spawn(driver.run(listener, execution_timeout));
+    let driver = SessionDriver {
+        connection,
+        caller,
+        invocation: request.invocation,
+        backwards,
+        outputs: outputs_tx,
+        tasks: shutdown.clone(),
+    };
+    shutdown.spawn(driver.run(listener, execution_timeout));
     Ok(SessionStream { session_id, outputs })
 }
 
@@ -113,6 +134,8 @@ struct SessionDriver {
     invocation: InvocationContext,
     backwards: Arc<dyn BackwardsHandler>,
     outputs: mpsc::Sender<SessionOutput>,
+    /// Tracks the tasks this session spawns.
+    tasks: Shutdown,
 }
 
 impl SessionDriver {
@@ -149,7 +172,7 @@ impl SessionDriver {
                         let handler = self.backwards.clone();
                         let caller = self.caller.clone();
                         let replies = replies.clone();
-                        tokio::spawn(async move {
+                        self.tasks.spawn(async move {
                             let request_id = request.backwards_request_id.clone();
                             handler.handle(&caller, request, &replies).await;
                             let _ = replies.send(BackwardsReply::end(&request_id));
@@ -181,7 +204,7 @@ impl SessionDriver {
         let connection = self.connection.clone();
         let session_id = self.caller.session_id.clone();
         let invocation = self.invocation.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             while let Some(reply) = receiver.recv().await {
                 let line = PluginInStream::backwards_response(&session_id, &invocation, &reply).to_line();
                 if let Err(error) = connection.send_line(&line).await {

@@ -1,15 +1,13 @@
-//! The dispatch (invoke) routes `POST /plugin/{tenant_id}/dispatch/...` (http-api.md §4.6): one
+//! The dispatch (invoke) routes `POST /plugin/{tenant_id}/dispatch/...` (docs/http-api.md §4.6): one
 //! handler driven by the route table in `dify_protocol::access`, answering with the SSE framing of
-//! http-api.md §3 (`data: <envelope>\n\n` per chunk, the connection closing at the end).
+//! docs/http-api.md §3 (`data: <envelope>\n\n` per chunk, the connection closing at the end).
 //!
 //! Owns: the `X-Plugin-ID` → installation lookup statuses of §1.3, request binding and validation,
-//! SSE rendering and error nesting (§2.4). Must not: talk to plugin processes directly (sessions
-//! do) or contain per-route handlers.
+//! SSE rendering and error nesting (§2.4). Must not: find, launch or talk to plugin runtimes (the
+//! invocation service does) or contain per-route handlers.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
@@ -23,9 +21,9 @@ use dify_protocol::{DaemonError, ErrorType};
 use serde_json::{Map, Value};
 
 use super::{fail_with_status, ok, AppState, NOT_FOUND_BODY};
-use crate::runtime::{ManagedPlugin, RESTART_WAIT};
-use crate::service::{capabilities, find_installation, package_key, FindInstallationError, Installation};
-use crate::session::{start_session, ChunkShaper, SessionOutput, SessionRequest};
+use crate::service::invocation::{invoke, Invocation, InvocationError};
+use crate::service::{capabilities, find_installation, FindInstallationError};
+use crate::session::{ChunkShaper, SessionOutput};
 
 /// The dispatch routes, to be nested under `/plugin/{tenant_id}`.
 pub fn routes() -> Router<AppState> {
@@ -92,37 +90,25 @@ async fn dispatch_route(state: &AppState, tenant_id: &str, route: &'static Dispa
     }
     let text = |key: &str| request.get(key).and_then(Value::as_str).map(str::to_owned);
 
-    let uid = installation.plugin_unique_identifier.as_str().to_string();
-    let Some(plugin) = running_plugin(state, &installation).await else {
-        return fail_with_status(StatusCode::INTERNAL_SERVER_ERROR, DaemonError::internal("failed to get plugin runtime"));
-    };
-    let connection = match plugin.process.connection(RESTART_WAIT).await {
-        Ok(connection) => connection,
-        Err(reason) => {
-            tracing::warn!(plugin = %uid, %reason, "plugin runtime unavailable");
-            return fail_with_status(StatusCode::INTERNAL_SERVER_ERROR, DaemonError::internal("failed to get plugin runtime"));
-        }
-    };
-    let session_request = SessionRequest {
-        tenant_id: tenant_id.to_string(),
+    let invocation = Invocation {
         user_id: text("user_id").unwrap_or_default(),
-        plugin_id: installation.plugin_id.clone(),
         access_type: route.access_type,
         action: route.action.to_string(),
         payload: data,
-        invocation: InvocationContext {
+        context: InvocationContext {
             conversation_id: text("conversation_id"),
             message_id: text("message_id"),
             app_id: text("app_id"),
             endpoint_id: text("endpoint_id"),
             context: request.get("context").filter(|c| !c.is_null()).cloned(),
         },
-        permissions: plugin.permissions.clone(),
     };
-    let timeout = state.runtime.config().max_execution_timeout;
-    let session = match start_session(connection, session_request, state.backwards.clone(), timeout).await {
+    let session = match invoke(state, &installation, invocation).await {
         Ok(session) => session,
-        Err(error) => {
+        Err(error @ (InvocationError::NoRuntime | InvocationError::Unavailable(_))) => {
+            return fail_with_status(StatusCode::INTERNAL_SERVER_ERROR, DaemonError::internal(error.to_string()))
+        }
+        Err(InvocationError::Start(error)) => {
             let line = sse_line(&DaemonError::internal(error.to_string()).to_envelope_json());
             return event_stream(Body::from(line));
         }
@@ -131,56 +117,6 @@ async fn dispatch_route(state: &AppState, tenant_id: &str, route: &'static Dispa
     match route.response {
         ResponseMode::EventStream => event_stream(sse_body(session, ChunkShaper::new(route.chunks))),
         ResponseMode::SingleJson => single_json(session, ChunkShaper::new(route.chunks)).await,
-    }
-}
-
-/// How long a request waits for an installed local plugin that is not running here (after a daemon
-/// restart) to be launched from its stored package before it gives up; the launch itself goes on.
-const LAZY_LAUNCH_WAIT: Duration = Duration::from_secs(120);
-
-/// The runtime serving `installation`. An installed local plugin that is not running on this node
-/// (the daemon restarted) is launched from the stored package, in the background so a request that
-/// gives up does not abort the launch.
-pub(super) async fn running_plugin(state: &AppState, installation: &Installation) -> Option<Arc<ManagedPlugin>> {
-    let uid = &installation.plugin_unique_identifier;
-    if let Some(plugin) = state.runtime.plugin(uid.as_str()) {
-        return Some(plugin);
-    }
-    if installation.runtime_type != "local" && installation.runtime_type != "serverless" {
-        return None;
-    }
-    let declaration = installation.declaration.clone()?;
-    let package = match state.blobs.get(&package_key(state, uid.as_str())).await {
-        Ok(Some(package)) => package,
-        Ok(None) => {
-            tracing::warn!(plugin = %uid, "installed plugin has no stored package to launch from");
-            return None;
-        }
-        Err(error) => {
-            tracing::warn!(plugin = %uid, %error, "cannot read the stored package");
-            return None;
-        }
-    };
-    let runtime = state.runtime.clone();
-    let launching = uid.clone();
-    let launch = tokio::spawn(async move {
-        let (progress, mut lines) = tokio::sync::mpsc::unbounded_channel();
-        let label = launching.to_string();
-        let logger = tokio::spawn(async move {
-            while let Some(line) = lines.recv().await {
-                tracing::info!(plugin = %label, "{line}");
-            }
-        });
-        let result = runtime.launch(&launching, &package, &declaration, progress).await;
-        let _ = logger.await;
-        if let Err(error) = &result {
-            tracing::warn!(plugin = %launching, %error, "launching an installed plugin failed");
-        }
-        result.is_ok()
-    });
-    match tokio::time::timeout(LAZY_LAUNCH_WAIT, launch).await {
-        Ok(Ok(true)) => state.runtime.plugin(uid.as_str()),
-        _ => None,
     }
 }
 

@@ -1,11 +1,11 @@
-//! The public plugin endpoints `/e/{hook_id}/*path` (http-api.md §4.7, state-cluster-ops.md §3.2):
+//! The public plugin endpoints `/e/{hook_id}/*path` (docs/http-api.md §4.7, docs/state.md §3.2):
 //! no API key; the request is rewritten (path, host, hook headers, proxy headers removed), serialised
 //! as an HTTP/1.1 request and sent hex-encoded to the plugin as `endpoint`/`invoke_endpoint` with
 //! the decrypted settings; the plugin's status, headers and hex body chunks are streamed back raw.
 //!
 //! Owns: the request rewrite and its wire form, the error statuses of §4.7, the response streaming.
-//! Must not: look rows up or decrypt settings itself (`service::endpoint_invoke` does), or launch
-//! plugins any other way than dispatch does (`dispatch::running_plugin`).
+//! Must not: look rows up or decrypt settings itself (`service::endpoint_invoke` does), or find,
+//! launch or talk to runtimes (`service::invocation` does, as for dispatch).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -21,11 +21,10 @@ use dify_protocol::message::InvocationContext;
 use dify_protocol::DaemonError;
 use serde_json::{Map, Value};
 
-use super::dispatch::running_plugin;
 use super::{fail_with_status, AppState};
-use crate::runtime::RESTART_WAIT;
 use crate::service::endpoint_invoke::{decrypted_settings, find_endpoint_target, EndpointInvokeError};
-use crate::session::{start_session, SessionOutput, SessionRequest, SessionStream};
+use crate::service::invocation::{find_runtime, Invocation};
+use crate::session::{SessionOutput, SessionStream};
 
 /// Largest request body forwarded to a plugin. Upstream silently truncates beyond it; a body that
 /// is too large is refused here instead (HTTP 413), so a plugin never sees a cut request.
@@ -135,8 +134,9 @@ async fn proxy(State(state): State<AppState>, request: Request) -> Response {
         body: &body,
     });
 
-    let Some(plugin) = running_plugin(&state, &target.installation).await else {
-        return fail_with_status(StatusCode::NOT_FOUND, DaemonError::plugin_not_found());
+    let runtime = match find_runtime(&state, &target.installation).await {
+        Ok(runtime) => runtime,
+        Err(_) => return fail_with_status(StatusCode::NOT_FOUND, DaemonError::plugin_not_found()),
     };
     if let Err(error) = target.settings_schema() {
         return invoke_error_response(error);
@@ -145,29 +145,17 @@ async fn proxy(State(state): State<AppState>, request: Request) -> Response {
         Ok(settings) => settings,
         Err(error) => return invoke_error_response(error),
     };
-    let uid = target.installation.plugin_unique_identifier.to_string();
-    let connection = match plugin.process.connection(RESTART_WAIT).await {
-        Ok(connection) => connection,
-        Err(reason) => {
-            tracing::warn!(plugin = %uid, %reason, "plugin runtime unavailable");
-            return fail_with_status(StatusCode::INTERNAL_SERVER_ERROR, DaemonError::internal("failed to get plugin runtime"));
-        }
-    };
     let mut payload = Map::new();
     payload.insert("raw_http_request".into(), Value::String(hex::encode(&raw)));
     payload.insert("settings".into(), Value::Object(settings));
-    let session_request = SessionRequest {
-        tenant_id: target.endpoint.tenant_id.clone(),
+    let invocation = Invocation {
         user_id: String::new(),
-        plugin_id: target.installation.plugin_id.clone(),
         access_type: AccessType::Endpoint,
         action: "invoke_endpoint".to_string(),
         payload,
-        invocation: InvocationContext { endpoint_id: Some(target.endpoint.id.clone()), ..Default::default() },
-        permissions: plugin.permissions.clone(),
+        context: InvocationContext { endpoint_id: Some(target.endpoint.id.clone()), ..Default::default() },
     };
-    let timeout = state.runtime.config().max_execution_timeout;
-    let session = match start_session(connection, session_request, state.backwards.clone(), timeout).await {
+    let session = match runtime.start(&state, invocation).await {
         Ok(session) => session,
         Err(error) => return fail_with_status(StatusCode::INTERNAL_SERVER_ERROR, DaemonError::internal(error.to_string())),
     };

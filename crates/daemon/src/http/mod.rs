@@ -25,7 +25,7 @@ use dify_protocol::{DaemonError, Envelope};
 use futures::FutureExt;
 use serde::Serialize;
 
-pub use crate::server::AppState;
+pub use crate::service::state::AppState;
 
 /// Body of every unknown route (and wrong method), sent with HTTP 404.
 pub const NOT_FOUND_BODY: &str = r#"{"code":"not_found","message":"route not found"}"#;
@@ -47,7 +47,7 @@ pub fn ok<T: Serialize>(data: T) -> Response {
     }
 }
 
-/// HTTP 200 with an error envelope (how service-level failures travel, http-api.md §A.3).
+/// HTTP 200 with an error envelope (how service-level failures travel, docs/http-api.md §A.3).
 pub fn fail(err: DaemonError) -> Response {
     fail_with_status(StatusCode::OK, err)
 }

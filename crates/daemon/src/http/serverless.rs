@@ -1,4 +1,4 @@
-//! `POST /backwards-invocation/transaction` (runtime-protocol.md §3.4): the channel a serverless plugin
+//! `POST /backwards-invocation/transaction` (docs/protocol.md §3.4): the channel a serverless plugin
 //! uses for its backwards invocations. The route exists only on `PLATFORM=serverless`; it is not behind
 //! `X-Api-Key` (the `Dify-Plugin-Session-ID` header names the session instead).
 //!
@@ -28,7 +28,7 @@ const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(25);
 
 /// The transaction route on `PLATFORM=serverless`, nothing otherwise.
 pub fn routes(state: &AppState) -> Router<AppState> {
-    if state.settings.platform != "serverless" {
+    if state.settings.platform() != crate::config::Platform::Serverless {
         return Router::new();
     }
     Router::new()

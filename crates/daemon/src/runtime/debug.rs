@@ -2,7 +2,7 @@
 //! the daemon's TCP server with a tenant's debugging key and becomes invocable for that tenant.
 //!
 //! Owns: the listener (`PLUGIN_REMOTE_INSTALLING_HOST`/`PORT`), the registration sequence of
-//! runtime-protocol.md §2.4 (key line, manifest, declarations, asset chunks, `end`) with its limits
+//! docs/protocol.md §2.4 (key line, manifest, declarations, asset chunks, `end`) with its limits
 //! (handshake deadline, asset budget, line cap, connection cap) and upstream's plain-text rejection
 //! lines, the heartbeat monitor of §2.5, and the clean-up when a plugin goes away (open sessions fail
 //! with `ConnectionClosedError`, the runtime leaves the [`RuntimeManager`], the installation is
@@ -34,6 +34,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::connection::{ConnectionOptions, PluginConnection};
 use super::RuntimeManager;
+use crate::shutdown::Shutdown;
+use crate::store::{BlobError, StoreError};
 
 /// Error type and message every open session receives when a debugging plugin disconnects.
 pub const CONNECTION_CLOSED_ERROR_TYPE: &str = "ConnectionClosedError";
@@ -117,13 +119,33 @@ pub struct RegisteredPlugin {
     pub assets: HashMap<String, Vec<u8>>,
 }
 
+/// Why a [`DebugRegistry`] could not resolve a key or (un)install a debugging plugin. The text is
+/// what the plugin is told.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The node's record of its debugging installations could not be encoded.
+    #[error(transparent)]
+    Encode(#[from] serde_json::Error),
+    /// The node's record of its debugging installations could not be written.
+    #[error("cannot record debugging installations: {0}")]
+    Record(#[source] BlobError),
+    /// A transferred asset could not be stored.
+    #[error("cannot store asset {name}: {source}")]
+    Asset { name: String, source: BlobError },
+    /// The tenant has a non-debugging installation of the same plugin.
+    #[error("plugin {0} is already installed for this tenant")]
+    AlreadyInstalled(String),
+}
+
 /// What the debug server needs from the rest of the daemon. Implemented by the debugging service.
 pub trait DebugRegistry: Send + Sync {
     /// The tenant owning a live debugging key; `Ok(None)` for an unknown or expired key.
-    fn tenant_of_key<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, String>>;
+    fn tenant_of_key<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, RegistryError>>;
     /// Makes the plugin appear as installed for its tenant (rows, assets). Called after the runtime
     /// is reachable through the [`RuntimeManager`].
-    fn install<'a>(&'a self, plugin: &'a RegisteredPlugin) -> BoxFuture<'a, Result<(), String>>;
+    fn install<'a>(&'a self, plugin: &'a RegisteredPlugin) -> BoxFuture<'a, Result<(), RegistryError>>;
     /// Removes what [`DebugRegistry::install`] created. Called once the plugin is gone.
     fn uninstall<'a>(&'a self, plugin: &'a RegisteredPlugin) -> BoxFuture<'a, ()>;
 }
@@ -140,9 +162,9 @@ pub struct DebugPlugin {
 
 impl DebugPlugin {
     /// The plugin's connection, unless it is closed.
-    pub fn connection(&self) -> Result<Arc<PluginConnection>, String> {
+    pub fn connection(&self) -> Result<Arc<PluginConnection>, super::UnavailableError> {
         if self.connection.is_closed() {
-            Err("debugging plugin is disconnected".to_string())
+            Err(super::UnavailableError::Disconnected)
         } else {
             Ok(self.connection.clone())
         }
@@ -192,11 +214,13 @@ pub struct DebugServer {
 }
 
 impl DebugServer {
-    /// Binds the listener and starts accepting plugins.
+    /// Binds the listener and starts accepting plugins. The server stops when `shutdown` is cancelled
+    /// (or [`DebugServer::shutdown`] is called); its accept loop is tracked by `shutdown`.
     pub async fn start(
         config: DebugServerConfig,
         runtime: Arc<RuntimeManager>,
         registry: Arc<dyn DebugRegistry>,
+        shutdown: &Shutdown,
     ) -> Result<DebugServer, DebugServerError> {
         let addr = format_addr(&config.host, config.port);
         let listener = TcpListener::bind(&addr).await.map_err(|source| DebugServerError::Bind { addr: addr.clone(), source })?;
@@ -207,11 +231,12 @@ impl DebugServer {
             registry,
             registered: AtomicUsize::new(0),
             next_connection_id: AtomicU64::new(1),
-            shutdown: CancellationToken::new(),
+            // A child: the daemon's signal stops the server, stopping the server alone stops nothing else.
+            shutdown: shutdown.token().child_token(),
             live: std::sync::Mutex::new(HashMap::new()),
         });
         let accepting = shared.clone();
-        let accept_task = tokio::spawn(async move { accept_loop(accepting, listener).await });
+        let accept_task = shutdown.spawn(async move { accept_loop(accepting, listener).await });
         Ok(DebugServer { local_addr, shared, accept_task })
     }
 
@@ -223,12 +248,6 @@ impl DebugServer {
     /// Number of registered debugging plugins.
     pub fn registered(&self) -> usize {
         self.shared.registered.load(Ordering::Relaxed)
-    }
-
-    /// A token that stops the server when cancelled (the listener closes, every plugin is
-    /// disconnected and uninstalled).
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.shared.shutdown.clone()
     }
 
     /// Stops accepting, disconnects every plugin and waits (bounded) until their clean-up is done.

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::config::RuntimeConfig;
 use super::connection::{ConnectionOptions, PluginConnection};
 use super::environment::{plugin_process_environment, CappedLines, OutputTail};
+use super::UnavailableError;
 
 /// What is needed to start one plugin process.
 #[derive(Debug, Clone)]
@@ -116,17 +117,17 @@ impl LocalPlugin {
     }
 
     /// The running connection, waiting up to `wait` while the plugin is (re)starting.
-    pub async fn connection(&self, wait: Duration) -> Result<Arc<PluginConnection>, String> {
+    pub async fn connection(&self, wait: Duration) -> Result<Arc<PluginConnection>, UnavailableError> {
         let mut receiver = self.state.subscribe();
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             match receiver.borrow_and_update().clone() {
                 InstanceState::Running(connection) if !connection.is_closed() => return Ok(connection),
-                InstanceState::Down(reason) => return Err(reason),
+                InstanceState::Down(reason) => return Err(UnavailableError::Down(reason)),
                 _ => {}
             }
             if tokio::time::timeout_at(deadline, receiver.changed()).await.map(|r| r.is_err()).unwrap_or(true) {
-                return Err("plugin is not running".to_string());
+                return Err(UnavailableError::NotRunning);
             }
         }
     }

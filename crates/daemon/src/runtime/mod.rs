@@ -1,8 +1,9 @@
 //! Plugin runtimes: where an installed plugin's process lives and how the daemon talks to it.
 //!
-//! The install service calls [`RuntimeManager::launch`] after a package and its declaration are stored,
-//! and [`RuntimeManager::stop`] when the last installation of a plugin is removed. Dispatch asks the
-//! manager for a running runtime by unique identifier ([`RuntimeManager::plugin`]).
+//! The service layer calls [`RuntimeManager::launch`] (through its one "launch a stored package"
+//! helper) when installing and when an installed plugin is invoked but not running here, and
+//! [`RuntimeManager::stop`] when the last installation of a plugin is removed. The invocation service
+//! asks the manager for a running runtime by unique identifier ([`RuntimeManager::plugin`]).
 //!
 //! Layers: `config` (settings) → `environment` (uv builds, plugin env allow-list) → `connection` (line
 //! framing and session multiplexing over any byte stream) → `local` (supervised child process) and
@@ -30,20 +31,34 @@ use dify_protocol::manifest::PluginPermissions;
 use dify_protocol::{PluginDeclaration, PluginUniqueIdentifier};
 use tokio::sync::{mpsc, Mutex, Semaphore};
 
+use crate::store::RuntimeType;
+
 pub use config::RuntimeConfig;
 pub use connection::{ConnectionError, ConnectionOptions, PluginConnection, SessionEvent, SessionListener};
 pub use debug::{DebugPlugin, DebugRegistry, DebugServer, DebugServerConfig, RegisteredPlugin};
 pub use environment::{plugin_process_environment, prepare_environment, EnvironmentError, Toolchain};
+pub use debug::RegistryError;
 pub use local::{InstanceState, LaunchError, LaunchSpec, LocalPlugin};
 pub use serverless::{ServerlessConfig, ServerlessError, ServerlessPlugin, ServerlessRuntime};
 
 /// Why a runtime could not be prepared or reached.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    #[error("{0}")]
-    Launch(String),
+    /// The manager stopped accepting launches (daemon shutdown).
+    #[error("runtime manager is shutting down")]
+    ShuttingDown,
+    /// The package could not be decoded or extracted.
     #[error("invalid plugin package: {0}")]
-    Package(String),
+    Package(#[from] dify_package::PackageError),
+    /// The identifier cannot name a working directory.
+    #[error("invalid plugin package: identifier `{0}` is not a safe directory name")]
+    UnsafeIdentifier(String),
+    /// The working directory is the filesystem root.
+    #[error("invalid plugin package: working directory has no parent")]
+    NoParentDirectory,
+    /// The blocking extraction task died.
+    #[error("invalid plugin package: extraction task failed: {0}")]
+    ExtractionTask(#[from] tokio::task::JoinError),
     #[error("unsupported language `{0}`: only python plugins can run locally")]
     UnsupportedLanguage(String),
     #[error(transparent)]
@@ -54,6 +69,23 @@ pub enum RuntimeError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Serverless(#[from] ServerlessError),
+}
+
+/// Why a runtime offers no connection right now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnavailableError {
+    /// A local plugin was given up (or stopped); the text says why.
+    #[error("{0}")]
+    Down(String),
+    /// A local plugin did not become ready within the wait.
+    #[error("plugin is not running")]
+    NotRunning,
+    /// A debugging plugin's connection is closed.
+    #[error("debugging plugin is disconnected")]
+    Disconnected,
+    /// A serverless plugin's bridge was stopped.
+    #[error("serverless plugin {0} is stopped")]
+    Stopped(String),
 }
 
 /// A plugin running on this node, with what sessions need to know about it.
@@ -75,7 +107,7 @@ pub enum PluginProcess {
 
 impl PluginProcess {
     /// The connection sessions go to, waiting up to `wait` while a local plugin is (re)starting.
-    pub async fn connection(&self, wait: Duration) -> Result<Arc<PluginConnection>, String> {
+    pub async fn connection(&self, wait: Duration) -> Result<Arc<PluginConnection>, UnavailableError> {
         match self {
             PluginProcess::Local(local) => local.connection(wait).await,
             PluginProcess::Debug(debug) => debug.connection(),
@@ -101,12 +133,12 @@ impl PluginProcess {
         }
     }
 
-    /// `local`, `remote` or `serverless`.
-    pub fn runtime_type(&self) -> &'static str {
+    /// How this runtime runs: local, remote (debugging) or serverless.
+    pub fn runtime_type(&self) -> RuntimeType {
         match self {
-            PluginProcess::Local(_) => "local",
-            PluginProcess::Debug(_) => "remote",
-            PluginProcess::Serverless(_) => "serverless",
+            PluginProcess::Local(_) => RuntimeType::Local,
+            PluginProcess::Debug(_) => RuntimeType::Remote,
+            PluginProcess::Serverless(_) => RuntimeType::Serverless,
         }
     }
 
@@ -222,7 +254,7 @@ impl RuntimeManager {
             return Err(RuntimeError::UnsupportedLanguage(runner.language.clone()));
         }
         let entrypoint = if runner.entrypoint.is_empty() { "main".to_string() } else { runner.entrypoint.clone() };
-        let _permit = self.launching.acquire().await.map_err(|_| RuntimeError::Launch("runtime manager is shutting down".into()))?;
+        let _permit = self.launching.acquire().await.map_err(|_| RuntimeError::ShuttingDown)?;
 
         let working_dir = self.working_dir(identifier)?;
         let _ = progress.send(format!("extracting plugin package into {}", working_dir.display()));
@@ -332,7 +364,7 @@ impl RuntimeManager {
         let relative = identifier.as_str().replace(':', "-");
         let path = Path::new(&relative);
         if path.components().any(|c| !matches!(c, Component::Normal(_))) {
-            return Err(RuntimeError::Package(format!("identifier `{identifier}` is not a safe directory name")));
+            return Err(RuntimeError::UnsafeIdentifier(identifier.to_string()));
         }
         Ok(self.config.working_path.join(path))
     }
@@ -360,19 +392,19 @@ pub async fn extract_package(package: &[u8], dir: &Path) -> Result<(), RuntimeEr
     let dir = dir.to_path_buf();
     tokio::task::spawn_blocking(move || extract_blocking(&package, &dir))
         .await
-        .map_err(|e| RuntimeError::Package(format!("extraction task failed: {e}")))?
+        .map_err(RuntimeError::ExtractionTask)?
 }
 
 fn extract_blocking(package: &[u8], dir: &Path) -> Result<(), RuntimeError> {
     // The package was checked against the configured size limit when it was uploaded; here it is
     // decoded by the same strict reader (paths, symlinks, duplicates, CRCs) and written out by it.
     let limits = dify_package::DecodeLimits::with_max_uncompressed_size(u64::MAX);
-    let package = dify_package::Package::from_bytes(package.to_vec(), &limits).map_err(|e| RuntimeError::Package(e.to_string()))?;
+    let package = dify_package::Package::from_bytes(package.to_vec(), &limits)?;
     // Extract into a sibling temp dir and rename, so a crash never leaves a half-extracted plugin.
-    let parent = dir.parent().ok_or_else(|| RuntimeError::Package("working directory has no parent".into()))?;
+    let parent = dir.parent().ok_or(RuntimeError::NoParentDirectory)?;
     std::fs::create_dir_all(parent)?;
     let staging = parent.join(format!(".extract-{}", uuid::Uuid::new_v4()));
-    package.extract_to(&staging).map_err(|e| RuntimeError::Package(e.to_string()))?;
+    package.extract_to(&staging)?;
     if dir.exists() {
         std::fs::remove_dir_all(dir)?;
     }

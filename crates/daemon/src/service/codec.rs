@@ -1,11 +1,26 @@
 //! The daemon's narrow view of the package codec (`dify-package`): decode a package, verify its
 //! signature, read a file from it, list a bundle's dependencies. Everything the services need from
-//! the codec goes through these few functions, with errors flattened to text for the wire.
+//! the codec goes through these few functions; their failures are a [`CodecError`], whose text is
+//! what callers put on the wire.
 
 use dify_package::bundle::{Bundle, Dependency};
 use dify_package::{DecodeLimits, Package, PublicKey};
 use dify_protocol::api::{GithubBundleDependency, MarketplaceBundleDependency, PluginVerification};
 use dify_protocol::{PluginDeclaration, PluginUniqueIdentifier};
+
+/// Why a package or bundle could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The archive, its manifest or its identifier is invalid.
+    #[error(transparent)]
+    Package(#[from] dify_package::PackageError),
+    /// The manifest of a bundle does not say `type: bundle`.
+    #[error("bundle manifest type must be bundle")]
+    NotABundle,
+    /// A bundle lists an embedded package it does not contain.
+    #[error("package {0} not found in bundle")]
+    MissingBundlePackage(String),
+}
 
 /// What the daemon keeps from a decoded package.
 pub struct DecodedPackage {
@@ -25,10 +40,10 @@ pub fn decode_package(
     bytes: &[u8],
     max_uncompressed_size: u64,
     extra_keys: &[PublicKey],
-) -> Result<(DecodedPackage, Option<PluginVerification>), String> {
+) -> Result<(DecodedPackage, Option<PluginVerification>), CodecError> {
     let limits = DecodeLimits::with_max_uncompressed_size(max_uncompressed_size);
-    let package = Package::from_bytes(bytes.to_vec(), &limits).map_err(|e| e.to_string())?;
-    let unique_identifier = package.unique_identifier().map_err(|e| e.to_string())?;
+    let package = Package::from_bytes(bytes.to_vec(), &limits)?;
+    let unique_identifier = package.unique_identifier()?;
     let verification = package
         .verify_signature(extra_keys)
         .ok()
@@ -40,9 +55,9 @@ pub fn decode_package(
 }
 
 /// One file of a package; `Ok(None)` when the path is absent.
-pub fn read_file(bytes: &[u8], path: &str, max_uncompressed_size: u64) -> Result<Option<Vec<u8>>, String> {
+pub fn read_file(bytes: &[u8], path: &str, max_uncompressed_size: u64) -> Result<Option<Vec<u8>>, CodecError> {
     let limits = DecodeLimits::with_max_uncompressed_size(max_uncompressed_size);
-    let archive = dify_package::read_archive(bytes, &limits).map_err(|e| e.to_string())?;
+    let archive = dify_package::read_archive(bytes, &limits)?;
     let wanted = path.trim_start_matches("./").trim_start_matches('/');
     Ok(archive.entries.into_iter().find(|e| e.name == wanted).map(|e| e.data))
 }
@@ -56,10 +71,10 @@ pub enum BundleDependency {
 }
 
 /// Lists a bundle's dependencies, in order, loading embedded packages from `_assets/<path>`.
-pub fn decode_bundle(bytes: &[u8]) -> Result<Vec<BundleDependency>, String> {
-    let bundle = Bundle::from_bytes(bytes, &DecodeLimits::for_bundle()).map_err(|e| e.to_string())?;
+pub fn decode_bundle(bytes: &[u8]) -> Result<Vec<BundleDependency>, CodecError> {
+    let bundle = Bundle::from_bytes(bytes, &DecodeLimits::for_bundle())?;
     if bundle.manifest.manifest_type != "bundle" {
-        return Err("bundle manifest type must be bundle".into());
+        return Err(CodecError::NotABundle);
     }
     let mut out = Vec::with_capacity(bundle.manifest.dependencies.len());
     for dependency in &bundle.manifest.dependencies {
@@ -78,7 +93,7 @@ pub fn decode_bundle(bytes: &[u8]) -> Result<Vec<BundleDependency>, String> {
             Dependency::Package(package) => {
                 let bytes = bundle
                     .package_bytes(package)
-                    .ok_or_else(|| format!("package {} not found in bundle", package.path))?;
+                    .ok_or_else(|| CodecError::MissingBundlePackage(package.path.to_string()))?;
                 out.push(BundleDependency::Package { bytes: bytes.to_vec() });
             }
         }

@@ -20,11 +20,11 @@ use serde_json::{json, Value};
 use super::install::providers_of;
 use super::packages::{asset_id, remap_icon_fields};
 use super::{asset_key, ServiceResult};
-use crate::runtime::{DebugRegistry, DebugServer, DebugServerConfig, RegisteredPlugin};
-use crate::server::AppState;
-use crate::store::InstallOutcome;
+use crate::runtime::{DebugRegistry, DebugServer, DebugServerConfig, RegisteredPlugin, RegistryError};
+use crate::service::state::AppState;
+use crate::store::{InstallOutcome, NewInstallation, RuntimeType};
 
-/// Runtime type and source of debugging installations.
+/// Source of debugging installations (their runtime type is [`RuntimeType::Remote`]).
 pub const REMOTE: &str = "remote";
 
 /// `POST debugging/key`: `{key}` (reused while alive).
@@ -56,7 +56,7 @@ pub async fn start_debug_server(state: &AppState) -> Option<DebugServer> {
         ..DebugServerConfig::default()
     };
     let registry = Arc::new(installer);
-    match DebugServer::start(config, state.runtime.clone(), registry).await {
+    match DebugServer::start(config, state.runtime.clone(), registry, &state.shutdown).await {
         Ok(server) => {
             let address = server.local_addr();
             state.runtime.set_debug_server_address(Some(address));
@@ -92,9 +92,9 @@ impl DebugInstaller {
         format!("remote_debugging/{}.json", self.state.node_id)
     }
 
-    async fn save_record(&self, entries: &[InstalledEntry]) -> Result<(), String> {
-        let text = serde_json::to_vec(entries).map_err(|e| e.to_string())?;
-        self.state.blobs.put(&self.record_key(), &text).await.map_err(|e| format!("cannot record debugging installations: {e}"))
+    async fn save_record(&self, entries: &[InstalledEntry]) -> Result<(), RegistryError> {
+        let text = serde_json::to_vec(entries)?;
+        self.state.blobs.put(&self.record_key(), &text).await.map_err(RegistryError::Record)
     }
 
     /// Removes the installations recorded by this node's previous run.
@@ -122,16 +122,16 @@ impl DebugInstaller {
     }
 
     /// Removes the tenant's installation if it is exactly `uid`.
-    async fn remove_if_installed(&self, tenant_id: &str, uid: &str) -> Result<(), String> {
+    async fn remove_if_installed(&self, tenant_id: &str, uid: &str) -> Result<(), RegistryError> {
         let Ok(identifier) = dify_protocol::PluginUniqueIdentifier::parse(uid) else { return Ok(()) };
-        let existing = self.state.db.installation_by_plugin_id(tenant_id, identifier.plugin_id()).await.map_err(|e| e.to_string())?;
+        let existing = self.state.db.installation_by_plugin_id(tenant_id, identifier.plugin_id()).await?;
         match existing.filter(|e| e.plugin_unique_identifier == uid) {
             Some(existing) => self.remove_installation(tenant_id, &existing.id).await,
             None => Ok(()),
         }
     }
 
-    async fn install_plugin(&self, plugin: &RegisteredPlugin) -> Result<(), String> {
+    async fn install_plugin(&self, plugin: &RegisteredPlugin) -> Result<(), RegistryError> {
         let state = &self.state;
         let mut record = self.changes.lock().await;
         let uid = plugin.identifier.as_str();
@@ -144,19 +144,23 @@ impl DebugInstaller {
         let mut ids = HashMap::new();
         for (name, bytes) in &plugin.assets {
             let id = asset_id(name, bytes);
-            state.blobs.put(&asset_key(state, &id), bytes).await.map_err(|e| format!("cannot store asset {name}: {e}"))?;
+            state
+                .blobs
+                .put(&asset_key(state, &id), bytes)
+                .await
+                .map_err(|source| RegistryError::Asset { name: name.clone(), source })?;
             ids.insert(name.clone(), id);
         }
         let mut declaration = plugin.declaration.to_json_value();
         remap_icon_fields(&mut declaration, &ids);
-        state.db.save_declaration(uid, plugin_id, &declaration.to_string()).await.map_err(|e| e.to_string())?;
-        if let Some(existing) = state.db.installation_by_plugin_id(&plugin.tenant_id, plugin_id).await.map_err(|e| e.to_string())? {
+        state.db.save_declaration(uid, plugin_id, &declaration.to_string()).await?;
+        if let Some(existing) = state.db.installation_by_plugin_id(&plugin.tenant_id, plugin_id).await? {
             if existing.plugin_unique_identifier == uid {
                 return Ok(());
             }
             // The tenant runs an older build of the same debugging plugin: the new one replaces it.
-            if existing.runtime_type != REMOTE {
-                return Err(format!("plugin {plugin_id} is already installed for this tenant"));
+            if RuntimeType::parse(&existing.runtime_type) != Some(RuntimeType::Remote) {
+                return Err(RegistryError::AlreadyInstalled(plugin_id.to_string()));
             }
             self.remove_installation(&plugin.tenant_id, &existing.id).await?;
             record.retain(|(tenant, recorded)| !(tenant == &plugin.tenant_id && recorded == &existing.plugin_unique_identifier));
@@ -166,9 +170,18 @@ impl DebugInstaller {
             }
         }
         let providers = providers_of(&declaration);
-        match state.db.install_plugin(&plugin.tenant_id, uid, plugin_id, REMOTE, REMOTE, &json!({}), &providers).await {
+        let installation = NewInstallation {
+            tenant_id: &plugin.tenant_id,
+            uid,
+            plugin_id,
+            runtime_type: RuntimeType::Remote,
+            source: REMOTE,
+            meta: &json!({}),
+            providers: &providers,
+        };
+        match state.db.install_plugin(&installation).await {
             Ok(InstallOutcome::Installed { .. }) | Ok(InstallOutcome::AlreadyInstalled) => Ok(()),
-            Err(error) => Err(error.to_string()),
+            Err(error) => Err(error.into()),
         }
     }
 
@@ -194,21 +207,21 @@ impl DebugInstaller {
     }
 
     /// Deletes an installation row (with its provider rows) and, once unreferenced, the declaration.
-    async fn remove_installation(&self, tenant_id: &str, installation_id: &str) -> Result<(), String> {
-        let released = self.state.db.uninstall(tenant_id, installation_id).await.map_err(|e| e.to_string())?;
+    async fn remove_installation(&self, tenant_id: &str, installation_id: &str) -> Result<(), RegistryError> {
+        let released = self.state.db.uninstall(tenant_id, installation_id).await?;
         if let Some(released) = released.filter(|r| r.unreferenced) {
-            self.state.db.delete_declaration(&released.plugin_unique_identifier).await.map_err(|e| e.to_string())?;
+            self.state.db.delete_declaration(&released.plugin_unique_identifier).await?;
         }
         Ok(())
     }
 }
 
 impl DebugRegistry for DebugInstaller {
-    fn tenant_of_key<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, String>> {
-        Box::pin(async move { self.state.db.tenant_of_debugging_key(key).await.map_err(|e| e.to_string()) })
+    fn tenant_of_key<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, RegistryError>> {
+        Box::pin(async move { Ok(self.state.db.tenant_of_debugging_key(key).await?) })
     }
 
-    fn install<'a>(&'a self, plugin: &'a RegisteredPlugin) -> BoxFuture<'a, Result<(), String>> {
+    fn install<'a>(&'a self, plugin: &'a RegisteredPlugin) -> BoxFuture<'a, Result<(), RegistryError>> {
         Box::pin(self.install_plugin(plugin))
     }
 

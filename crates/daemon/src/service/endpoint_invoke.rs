@@ -1,5 +1,5 @@
-//! The lookups behind the public endpoint proxy `/e/{hook_id}/*path` (http-api.md §4.7,
-//! state-cluster-ops.md §3.2): the endpoint row by hook id, the tenant's installation of its plugin,
+//! The lookups behind the public endpoint proxy `/e/{hook_id}/*path` (docs/http-api.md §4.7,
+//! docs/state.md §3.2): the endpoint row by hook id, the tenant's installation of its plugin,
 //! the enabled check, the endpoint settings schema and the decryption of the stored settings through
 //! the Dify inner API.
 //!
@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use super::endpoints::dify_encrypt;
 use super::{find_installation, FindInstallationError, Installation};
-use crate::server::AppState;
+use crate::service::state::AppState;
 use crate::store::{EndpointRecord, StoreError};
 
 /// Why an endpoint cannot be invoked; each variant has its own status and error body upstream.

@@ -1,4 +1,4 @@
-//! Endpoint management (http-api.md §4.3): set up, list, update, enable, disable and remove a
+//! Endpoint management (docs/http-api.md §4.3): set up, list, update, enable, disable and remove a
 //! plugin's endpoints for a tenant. Settings are validated against the plugin's endpoint settings
 //! schema and encrypted/decrypted by the Dify API (`invoke/encrypt`), never by the daemon; secrets
 //! are masked in every answer.
@@ -9,8 +9,8 @@ use rand::Rng;
 use serde_json::{json, Map, Value};
 
 use super::{load_declaration, parse_identifier, ServiceResult};
-use crate::server::AppState;
-use crate::store::{new_row_id, render_timestamp, EndpointRecord};
+use crate::service::state::AppState;
+use crate::store::{new_row_id, render_timestamp, EndpointRecord, EndpointUpdate};
 
 const HOOK_ID_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 
@@ -298,7 +298,8 @@ pub async fn update(
     let encrypted = dify_encrypt(state, tenant_id, user_id, "encrypt", &endpoint.id, &settings, &group.settings)
         .await
         .map_err(|e| DaemonError::internal(format!("failed to encrypt settings: {e}")))?;
-    state.db.update_endpoint(&endpoint.id, name, user_id, &Value::Object(encrypted).to_string()).await?;
+    let settings = Value::Object(encrypted).to_string();
+    state.db.update_endpoint(&endpoint.id, &EndpointUpdate { name, user_id, settings: &settings }).await?;
     clear_credential_cache(state, tenant_id, &endpoint, &group.settings).await;
     Ok(true)
 }

@@ -1,23 +1,46 @@
 //! Installing, upgrading and uninstalling plugins for a tenant, through install tasks.
 //!
-//! An install job: mark the entry `running`, hand the stored package to the runtime's preparation
-//! step (`RuntimeManager::launch`, whose progress lines become the entry's message), then commit the
+//! An install job: mark the entry `running`, launch the stored package
+//! ([`launch_stored_package`], whose progress lines become the entry's message), then commit the
 //! installation rows in one transaction and mark the entry `success`. A crash at any point leaves
 //! either no installation or a complete one; the task is failed by the next start-up or by the
 //! stale-task sweeper. Reference counts live in the `plugins` rows: a runtime stops when the last
-//! installation of its version goes away.
+//! installation of its version goes away. Jobs run on tasks tracked by the shutdown handle and give
+//! up when it is cancelled (the task is then failed by the shutdown sequence).
 
 use std::time::{Duration, Instant};
 
 use dify_protocol::api::PluginInstallTaskStartResponse;
 use dify_protocol::{DaemonError, PluginDeclaration, PluginUniqueIdentifier};
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 
+use super::launch::{launch_stored_package, LaunchStoredError};
 use super::packages::declaration_for_install;
-use super::{package_key, parse_identifier, ServiceResult};
-use crate::server::{AppState, TASK_LEASE_SECS};
-use crate::store::{task_status, InstallOutcome, ProviderKind, TaskPluginEntry};
+use super::{parse_identifier, ServiceResult};
+use super::state::{AppState, SHUTDOWN_TASK_MESSAGE, TASK_LEASE_SECS};
+use crate::config::Platform;
+use crate::store::{
+    task_status, InstallOutcome, InstallationUpgrade, NewInstallation, ProviderKind, RuntimeType, StoreError,
+    TaskPluginEntry,
+};
+
+/// Why an install job failed; the text becomes the task entry's message.
+#[derive(Debug, thiserror::Error)]
+enum JobError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Launch(#[from] LaunchStoredError),
+    /// The launch outlived `PLUGIN_INSTALL_TIMEOUT` (minutes).
+    #[error("plugin install timed out after {0} minutes")]
+    TimedOut(u64),
+    /// The daemon is stopping; the job ended before committing.
+    #[error("{SHUTDOWN_TASK_MESSAGE}")]
+    ShuttingDown,
+    /// An upgrade found no installation of the original version.
+    #[error("plugin installation not found for this tenant")]
+    InstallationMissing,
+}
 
 /// Largest number of identifiers in one install request.
 pub const MAX_IDENTIFIERS_PER_INSTALL: usize = 64;
@@ -30,14 +53,32 @@ pub fn providers_of(declaration: &Value) -> Vec<(ProviderKind, String)> {
         .collect()
 }
 
-fn runtime_type_of(state: &AppState, uid: &PluginUniqueIdentifier) -> &'static str {
+fn runtime_type_of(state: &AppState, uid: &PluginUniqueIdentifier) -> RuntimeType {
     if uid.is_remote() {
-        "remote"
-    } else if state.settings.platform == "serverless" {
-        "serverless"
+        RuntimeType::Remote
+    } else if state.settings.platform() == Platform::Serverless {
+        RuntimeType::Serverless
     } else {
-        "local"
+        RuntimeType::Local
     }
+}
+
+/// Runs an install job on a task tracked by the shutdown handle once a job slot is free; a job still
+/// waiting for its slot when the daemon stops never starts.
+fn spawn_job<F>(state: &AppState, job: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let slots = state.job_slots.clone();
+    let shutdown = state.shutdown.clone();
+    state.shutdown.spawn(async move {
+        let slot = tokio::select! {
+            slot = slots.acquire_owned() => slot,
+            _ = shutdown.cancelled() => return,
+        };
+        let Ok(_slot) = slot else { return };
+        job.await;
+    });
 }
 
 fn empty_labels() -> Value {
@@ -102,8 +143,7 @@ pub async fn install_from_identifiers(
         let tenant_id = tenant_id.to_string();
         let task_id = task_id.clone();
         let source = source.to_string();
-        tokio::spawn(async move {
-            let Ok(_slot) = state.job_slots.clone().acquire_owned().await else { return };
+        spawn_job(&state.clone(), async move {
             let job = InstallJob { state: &state, task_id: &task_id, tenant_id: &tenant_id, uid: &uid, source: &source };
             job.install(&declaration, &manifest, &meta).await;
         });
@@ -140,74 +180,75 @@ impl InstallJob<'_> {
         self.state.metrics.observe_install(self.uid.plugin_id(), status, started.elapsed().as_secs_f64());
         match outcome {
             Ok(()) => self.set(Some(task_status::SUCCESS), "installed").await,
-            Err(message) => self.set(Some(task_status::FAILED), &message).await,
+            Err(error) => self.set(Some(task_status::FAILED), &error.to_string()).await,
         }
     }
 
-    async fn run_install(&self, declaration: &PluginDeclaration, manifest: &Value, meta: &Value) -> Result<(), String> {
+    async fn run_install(&self, declaration: &PluginDeclaration, manifest: &Value, meta: &Value) -> Result<(), JobError> {
         let db = &self.state.db;
         let runtime_type = runtime_type_of(self.state, self.uid);
         let providers = providers_of(manifest);
-        let already = db.installation_by_plugin_id(self.tenant_id, self.uid.plugin_id()).await.map_err(|e| e.to_string())?;
+        let already = db.installation_by_plugin_id(self.tenant_id, self.uid.plugin_id()).await?;
         if already.is_some() {
             return Ok(());
         }
         self.set(Some(task_status::RUNNING), "starting").await;
         self.prepare_runtime(declaration).await?;
-        self.commit_delay().await;
-        match db
-            .install_plugin(self.tenant_id, self.uid.as_str(), self.uid.plugin_id(), runtime_type, self.source, meta, &providers)
-            .await
-        {
+        self.commit_delay().await?;
+        let installation = NewInstallation {
+            tenant_id: self.tenant_id,
+            uid: self.uid.as_str(),
+            plugin_id: self.uid.plugin_id(),
+            runtime_type,
+            source: self.source,
+            meta,
+            providers: &providers,
+        };
+        match db.install_plugin(&installation).await {
             Ok(InstallOutcome::Installed { .. }) | Ok(InstallOutcome::AlreadyInstalled) => Ok(()),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e.into()),
         }
     }
 
-    /// Fault-injection pause between preparing and committing (0 outside tests).
-    async fn commit_delay(&self) {
+    /// Fault-injection pause between preparing and committing (0 outside tests). A daemon stop
+    /// (during the pause or before it) ends the job without committing: the shutdown sequence fails
+    /// the task.
+    async fn commit_delay(&self) -> Result<(), JobError> {
         let ms = self.state.settings.install_commit_delay_ms;
         if ms > 0 {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
+                _ = self.state.shutdown.cancelled() => {}
+            }
         }
+        if self.state.shutdown.is_cancelled() {
+            return Err(JobError::ShuttingDown);
+        }
+        Ok(())
     }
 
     /// Runs the runtime's preparation step; its progress lines overwrite the entry's message.
-    async fn prepare_runtime(&self, declaration: &PluginDeclaration) -> Result<(), String> {
+    async fn prepare_runtime(&self, declaration: &PluginDeclaration) -> Result<(), JobError> {
         if self.state.settings.skip_runtime_preparation {
             return Ok(());
         }
-        let package = self
-            .state
-            .blobs
-            .get(&package_key(self.state, self.uid.as_str()))
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| "plugin package not found, please upload it firstly".to_string())?;
-        let (progress_tx, mut progress_rx) = mpsc::unbounded_channel::<String>();
-        let forwarder = {
+        let on_progress = {
             let state = self.state.clone();
             let task_id = self.task_id.to_string();
             let uid = self.uid.to_string();
             let retention = state.settings.install_task_success_retention as i64;
-            tokio::spawn(async move {
-                while let Some(line) = progress_rx.recv().await {
+            move |line: String| {
+                let (state, task_id, uid) = (state.clone(), task_id.clone(), uid.clone());
+                async move {
                     let _ = state.db.update_task_entry(&task_id, &uid, None, &line, retention).await;
                 }
-            })
+            }
         };
         let budget = Duration::from_secs(self.state.settings.plugin_install_timeout.saturating_mul(60).max(1));
-        let launched = tokio::time::timeout(
-            budget,
-            self.state.runtime.launch(self.uid, &package, declaration, progress_tx),
-        )
-        .await;
-        // The sender is gone once launch returns; let the forwarder flush what is queued.
-        let _ = tokio::time::timeout(Duration::from_secs(5), forwarder).await;
-        match launched {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("plugin install timed out after {} minutes", self.state.settings.plugin_install_timeout)),
+        match launch_stored_package(self.state, self.uid, declaration, Some(budget), on_progress).await {
+            Ok(()) => Ok(()),
+            Err(LaunchStoredError::TimedOut(_)) => Err(JobError::TimedOut(self.state.settings.plugin_install_timeout)),
+            Err(error) => Err(error.into()),
         }
     }
 }
@@ -240,7 +281,7 @@ pub async fn upgrade(
         // Some tenant already runs the new version: swap the rows now.
         swap_installation(state, tenant_id, &original, &new, source, &meta, &manifest)
             .await
-            .map_err(DaemonError::internal)?;
+            .map_err(|e| DaemonError::internal(e.to_string()))?;
         return Ok(install_response(true, ""));
     }
     let entry = TaskPluginEntry {
@@ -262,14 +303,13 @@ pub async fn upgrade(
         let tenant_id = tenant_id.to_string();
         let task_id = task_id.clone();
         let source = source.to_string();
-        tokio::spawn(async move {
-            let Ok(_slot) = state.job_slots.clone().acquire_owned().await else { return };
+        spawn_job(&state.clone(), async move {
             let job = InstallJob { state: &state, task_id: &task_id, tenant_id: &tenant_id, uid: &new, source: &source };
             let started = Instant::now();
             job.set(Some(task_status::RUNNING), "starting").await;
             let result = async {
                 job.prepare_runtime(&declaration).await?;
-                job.commit_delay().await;
+                job.commit_delay().await?;
                 swap_installation(&state, &tenant_id, &original, &new, &source, &meta, &manifest).await
             }
             .await;
@@ -277,7 +317,7 @@ pub async fn upgrade(
             state.metrics.observe_install(new.plugin_id(), status, started.elapsed().as_secs_f64());
             match result {
                 Ok(()) => job.set(Some(task_status::SUCCESS), "upgraded").await,
-                Err(message) => job.set(Some(task_status::FAILED), &message).await,
+                Err(error) => job.set(Some(task_status::FAILED), &error.to_string()).await,
             }
         });
     }
@@ -292,22 +332,23 @@ async fn swap_installation(
     source: &str,
     meta: &Value,
     manifest: &Value,
-) -> Result<(), String> {
+) -> Result<(), JobError> {
+    let providers = providers_of(manifest);
+    let upgrade = InstallationUpgrade {
+        tenant_id,
+        original_uid: original.as_str(),
+        new_uid: new.as_str(),
+        plugin_id: new.plugin_id(),
+        runtime_type: runtime_type_of(state, new),
+        source,
+        meta,
+        providers: &providers,
+    };
     let released = state
         .db
-        .upgrade_installation(
-            tenant_id,
-            original.as_str(),
-            new.as_str(),
-            new.plugin_id(),
-            runtime_type_of(state, new),
-            source,
-            meta,
-            &providers_of(manifest),
-        )
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| "plugin installation not found for this tenant".to_string())?;
+        .upgrade_installation(&upgrade)
+        .await?
+        .ok_or(JobError::InstallationMissing)?;
     if released.unreferenced {
         state.runtime.stop(original).await;
     }

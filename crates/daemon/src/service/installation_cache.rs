@@ -2,14 +2,15 @@
 //! dispatch does not run a SQL query per invocation.
 //!
 //! It owns only the map and its consistency rule: entries are dropped by the writes that change
-//! installation rows (the store's install, uninstall and upgrade functions call
-//! [`InstallationCache::invalidate`] after they commit), never by a timer. It must not read the
+//! installation rows (the store's install, uninstall and upgrade functions notify their
+//! [`InstallationWriteListener`], which this cache is, after they commit), never by a timer. It must not read the
 //! database itself; [`crate::service::find_installation`] fills it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::Installation;
+use crate::store::InstallationWriteListener;
 
 /// How many `(tenant, plugin_id)` entries the cache keeps by default.
 pub const DEFAULT_INSTALLATION_CACHE_CAPACITY: usize = 16_384;
@@ -17,8 +18,9 @@ pub const DEFAULT_INSTALLATION_CACHE_CAPACITY: usize = 16_384;
 /// `(tenant, plugin_id)` → the tenant's installation, with its identifier and declaration parsed.
 ///
 /// Consistency: every write of `plugin_installations` (or of a declaration an installation joins)
-/// goes through a `Db` function that calls [`invalidate`](Self::invalidate) or
-/// [`invalidate_all`](Self::invalidate_all) once its transaction has committed. A reader takes the
+/// goes through a `Db` function that, once its transaction has committed, tells the store's
+/// [`InstallationWriteListener`] (this cache, registered by `AppState::open`), which calls
+/// [`invalidate`](Self::invalidate) or [`invalidate_all`](Self::invalidate_all). A reader takes the
 /// [`generation`](Self::generation) *before* its SQL lookup and [`insert`](Self::insert)s with it; an
 /// insert whose generation is no longer current is dropped, so a lookup that raced with a write can
 /// never leave the old row behind.
@@ -113,6 +115,16 @@ impl InstallationCache {
     }
 }
 
+impl InstallationWriteListener for InstallationCache {
+    fn installation_written(&self, tenant_id: &str, plugin_id: &str) {
+        self.invalidate(tenant_id, plugin_id);
+    }
+
+    fn installations_written(&self) {
+        self.invalidate_all();
+    }
+}
+
 impl std::fmt::Debug for InstallationCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InstallationCache").field("capacity", &self.capacity).field("len", &self.len()).finish()
@@ -131,7 +143,7 @@ mod tests {
             tenant_id: tenant.into(),
             plugin_id: plugin_id.into(),
             plugin_unique_identifier: PluginUniqueIdentifier::parse(&uid).expect("valid identifier"),
-            runtime_type: "local".into(),
+            runtime_type: Some(crate::store::RuntimeType::Local),
             source: "package".into(),
             meta: serde_json::json!({}),
             declaration: None,

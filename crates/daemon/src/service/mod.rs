@@ -2,7 +2,7 @@
 //! uninstalling plugins with install tasks, listing plugins and providers, endpoints, debugging
 //! keys, metrics.
 //!
-//! Services take an [`AppState`](crate::server::AppState) and typed inputs and return typed values
+//! Services take an [`AppState`](state::AppState) and typed inputs and return typed values
 //! or a [`DaemonError`] (which already carries the wire error type). They must not know about HTTP
 //! (no status codes, no axum types) and must not build SQL (that is `store`).
 
@@ -13,9 +13,12 @@ pub mod endpoint_invoke;
 pub mod endpoints;
 pub mod install;
 pub mod installation_cache;
+pub mod invocation;
+pub mod launch;
 pub mod metrics;
 pub mod packages;
 pub mod plugins;
+pub mod state;
 pub mod tasks;
 
 use std::sync::Arc;
@@ -23,8 +26,8 @@ use std::sync::Arc;
 use dify_protocol::{DaemonError, PluginDeclaration, PluginUniqueIdentifier};
 use serde_json::Value;
 
-use crate::server::AppState;
-use crate::store::{InstallationRecord, StoreError};
+use state::AppState;
+use crate::store::{InstallationRecord, RuntimeType, StoreError};
 
 /// Result of a service call.
 pub type ServiceResult<T> = Result<T, DaemonError>;
@@ -43,7 +46,8 @@ pub struct Installation {
     pub tenant_id: String,
     pub plugin_id: String,
     pub plugin_unique_identifier: PluginUniqueIdentifier,
-    pub runtime_type: String,
+    /// How the plugin runs; `None` when the stored text is not one the daemon knows.
+    pub runtime_type: Option<RuntimeType>,
     pub source: String,
     pub meta: Value,
     /// The declaration of the installed version (absent only if its row was lost).
@@ -68,7 +72,7 @@ pub async fn find_installation(
     tenant_id: &str,
     plugin_id: &str,
 ) -> Result<Option<Arc<Installation>>, FindInstallationError> {
-    let cache = state.db.installation_cache();
+    let cache = &state.installation_cache;
     if let Some(hit) = cache.get(tenant_id, plugin_id) {
         return Ok(Some(hit));
     }
@@ -94,7 +98,7 @@ fn installation_from_record(record: InstallationRecord) -> Result<Installation, 
         tenant_id: record.tenant_id,
         plugin_id: record.plugin_id,
         plugin_unique_identifier: uid,
-        runtime_type: record.runtime_type,
+        runtime_type: RuntimeType::parse(&record.runtime_type),
         source: record.source,
         meta: record.meta,
         declaration,

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::codec::{self, BundleDependency, DecodedPackage};
 use super::{asset_key, load_declaration, package_key, parse_identifier, ServiceResult};
-use crate::server::AppState;
+use crate::service::state::AppState;
 
 /// Exact upstream text for a package that fails the signature requirement.
 pub const BAD_SIGNATURE_MESSAGE: &str =
@@ -285,7 +285,7 @@ pub async fn extract_asset(state: &AppState, uid: &str, file_path: &str) -> Serv
     };
     codec::read_file(&bytes, file_path, state.settings.max_plugin_package_size)
         .map(|f| f.unwrap_or_default())
-        .map_err(DaemonError::internal)
+        .map_err(|e| DaemonError::internal(e.to_string()))
 }
 
 /// Longest asset id accepted: ids are a 64-digit hash plus the file's extension.

@@ -9,7 +9,7 @@ use dify_protocol::{DaemonError, PluginDeclaration};
 use serde_json::Value;
 
 use super::{declaration_json, stored_declaration, ServiceResult};
-use crate::server::AppState;
+use crate::service::state::AppState;
 use crate::store::{render_timestamp, InstallationRecord, ProviderKind, ProviderRecord};
 
 /// Categories accepted by `installation/ids` and `/:category/list`.

@@ -5,7 +5,7 @@ use dify_protocol::api::{PluginInstallTask, PluginInstallTaskPluginStatus, Plugi
 use dify_protocol::DaemonError;
 
 use super::{parse_identifier, ServiceResult};
-use crate::server::{AppState, STALE_TASK_MESSAGE, TASK_LEASE_SECS};
+use super::state::{AppState, STALE_TASK_MESSAGE, TASK_LEASE_SECS};
 use crate::store::{render_timestamp, StoreError, TaskPluginEntry, TaskRecord};
 
 fn parse_task_status(task_id: &str, stored: &str) -> ServiceResult<PluginInstallTaskStatus> {
@@ -25,7 +25,7 @@ fn task_entry(task_id: &str, entry: TaskPluginEntry) -> ServiceResult<PluginInst
     })
 }
 
-/// The wire form of a stored task (http-api.md §7.4). A status the daemon never writes is an
+/// The wire form of a stored task (docs/http-api.md §7.4). A status the daemon never writes is an
 /// internal error.
 pub fn task_response(task: TaskRecord) -> ServiceResult<PluginInstallTask> {
     let plugins = task.plugins.into_iter().map(|entry| task_entry(&task.id, entry)).collect::<ServiceResult<_>>()?;

@@ -30,13 +30,22 @@ pub struct PoolLimits {
     pub connect_timeout_secs: u64,
 }
 
+/// Told about committed writes of installation rows (or of a declaration an installation joins), so
+/// that a cache of those rows kept above the store can drop what changed. Called after the commit.
+pub trait InstallationWriteListener: Send + Sync + 'static {
+    /// The tenant's installation of `plugin_id` (`author/name`) changed.
+    fn installation_written(&self, tenant_id: &str, plugin_id: &str);
+    /// Installations changed whose keys are unknown.
+    fn installations_written(&self);
+}
+
 /// The daemon's database: one pool and the dialect it speaks.
 #[derive(Clone)]
 pub struct Db {
     pool: AnyPool,
     kind: DbKind,
-    /// Dispatch's view of installation rows; the writers in `records.rs` invalidate it.
-    installation_cache: std::sync::Arc<crate::service::installation_cache::InstallationCache>,
+    /// Notified by the installation writers in `records.rs` after they commit.
+    installation_listener: Option<std::sync::Arc<dyn InstallationWriteListener>>,
 }
 
 /// The schema migrations of each dialect, embedded in the binary: `(version, description, sql)`.
@@ -134,11 +143,6 @@ impl Db {
         )
         .await?;
         db.migrate().await?;
-        let mut db = db;
-        if settings.redis_host.as_deref().is_some_and(|host| !host.is_empty()) {
-            // Other nodes may write the same rows and their invalidations do not reach this process yet.
-            db.installation_cache = std::sync::Arc::new(crate::service::installation_cache::InstallationCache::new(0));
-        }
         Ok(db)
     }
 
@@ -218,10 +222,7 @@ impl Db {
             });
         }
         let pool = options.connect(url).await?;
-        let installation_cache = std::sync::Arc::new(crate::service::installation_cache::InstallationCache::new(
-            crate::service::installation_cache::DEFAULT_INSTALLATION_CACHE_CAPACITY,
-        ));
-        Ok(Db { pool, kind, installation_cache })
+        Ok(Db { pool, kind, installation_listener: None })
     }
 
     /// Applies pending migrations of this dialect.
@@ -239,9 +240,25 @@ impl Db {
         self.kind
     }
 
-    /// The installation lookup cache that this store's installation writers invalidate.
-    pub fn installation_cache(&self) -> &crate::service::installation_cache::InstallationCache {
-        &self.installation_cache
+    /// This store with `listener` told about every committed installation write (replacing any
+    /// earlier listener). Set it before cloning the store: clones made earlier keep the old one.
+    pub fn with_installation_listener(mut self, listener: std::sync::Arc<dyn InstallationWriteListener>) -> Db {
+        self.installation_listener = Some(listener);
+        self
+    }
+
+    /// Tells the listener that the tenant's installation of `plugin_id` changed.
+    pub(crate) fn installation_written(&self, tenant_id: &str, plugin_id: &str) {
+        if let Some(listener) = &self.installation_listener {
+            listener.installation_written(tenant_id, plugin_id);
+        }
+    }
+
+    /// Tells the listener that installations changed whose keys are unknown.
+    pub(crate) fn installations_written(&self) {
+        if let Some(listener) = &self.installation_listener {
+            listener.installations_written();
+        }
     }
 
     pub fn pool(&self) -> &AnyPool {

@@ -43,6 +43,15 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<EndpointRecord, StoreError> {
     })
 }
 
+/// What [`Db::update_endpoint`] writes.
+#[derive(Debug, Clone, Copy)]
+pub struct EndpointUpdate<'a> {
+    pub name: &'a str,
+    pub user_id: &'a str,
+    /// The encrypted settings as JSON text.
+    pub settings: &'a str,
+}
+
 impl Db {
     /// Inserts an enabled endpoint and counts it on the tenant's installation of the plugin.
     pub async fn create_endpoint(&self, endpoint: &EndpointRecord) -> Result<(), StoreError> {
@@ -130,12 +139,12 @@ impl Db {
         rows.iter().map(from_row).collect()
     }
 
-    /// Replaces an endpoint's name, user and settings.
-    pub async fn update_endpoint(&self, id: &str, name: &str, user_id: &str, settings: &str) -> Result<(), StoreError> {
+    /// Replaces the name, user and settings of endpoint `id`.
+    pub async fn update_endpoint(&self, id: &str, update: &EndpointUpdate<'_>) -> Result<(), StoreError> {
         sqlx::query(&self.sql("UPDATE endpoints SET name = ?, user_id = ?, settings = ?, updated_at = ? WHERE id = ?"))
-            .bind(name)
-            .bind(user_id)
-            .bind(settings)
+            .bind(update.name)
+            .bind(update.user_id)
+            .bind(update.settings)
             .bind(now_timestamp())
             .bind(id)
             .execute(self.pool())

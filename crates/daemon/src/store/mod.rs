@@ -10,10 +10,13 @@ mod db;
 pub mod endpoints;
 pub mod kv;
 pub mod records;
+mod runtime_type;
 
 pub use blob::{BlobError, BlobStore, LocalBlobStore};
 pub use db::{Db, PoolLimits, StoreError};
-pub use endpoints::{EndpointRecord, ENDPOINT_EXPIRED_AT};
+pub use db::InstallationWriteListener;
+pub use runtime_type::RuntimeType;
+pub use endpoints::{EndpointRecord, EndpointUpdate, ENDPOINT_EXPIRED_AT};
 pub use records::*;
 
 /// The current time as stored in the database: RFC 3339, UTC, always nine fractional digits, so that

@@ -10,7 +10,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Transaction};
 
 use super::db::{int, opt_text, text};
-use super::{new_row_id, now_timestamp, Db, StoreError};
+use super::{new_row_id, now_timestamp, Db, RuntimeType, StoreError};
 
 /// One version of a plugin installed by at least one tenant (`plugins`).
 #[derive(Debug, Clone)]
@@ -213,6 +213,36 @@ fn offset(page: i64, page_size: i64) -> i64 {
     (page.max(1) - 1) * page_size
 }
 
+/// What [`Db::install_plugin`] writes: one tenant's installation of one plugin version.
+#[derive(Debug, Clone, Copy)]
+pub struct NewInstallation<'a> {
+    pub tenant_id: &'a str,
+    /// The plugin unique identifier being installed.
+    pub uid: &'a str,
+    /// `author/name`.
+    pub plugin_id: &'a str,
+    pub runtime_type: RuntimeType,
+    pub source: &'a str,
+    pub meta: &'a Value,
+    /// Provider rows the declaration implies.
+    pub providers: &'a [(ProviderKind, String)],
+}
+
+/// What [`Db::upgrade_installation`] writes: a tenant's installation moved to another version.
+#[derive(Debug, Clone, Copy)]
+pub struct InstallationUpgrade<'a> {
+    pub tenant_id: &'a str,
+    pub original_uid: &'a str,
+    pub new_uid: &'a str,
+    /// `author/name` of the new version.
+    pub plugin_id: &'a str,
+    pub runtime_type: RuntimeType,
+    pub source: &'a str,
+    pub meta: &'a Value,
+    /// Provider rows the new declaration implies.
+    pub providers: &'a [(ProviderKind, String)],
+}
+
 impl Db {
     // ---------------------------------------------------------------- declarations
 
@@ -253,7 +283,7 @@ impl Db {
             .execute(self.pool())
             .await;
         // Cached installations carry the declaration they joined; which tenants hold `uid` is not known here.
-        self.installation_cache().invalidate_all();
+        self.installations_written();
         result?;
         Ok(())
     }
@@ -367,26 +397,17 @@ impl Db {
         Ok(int(&row, "n")?)
     }
 
-    /// Installs `uid` for the tenant: plugin row (reference count +1), installation row and provider
-    /// rows, all in one transaction. A tenant that already has the plugin id keeps its installation.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn install_plugin(
-        &self,
-        tenant_id: &str,
-        uid: &str,
-        plugin_id: &str,
-        runtime_type: &str,
-        source: &str,
-        meta: &Value,
-        providers: &[(ProviderKind, String)],
-    ) -> Result<InstallOutcome, StoreError> {
-        let result = self.try_install(tenant_id, uid, plugin_id, runtime_type, source, meta, providers).await;
-        self.installation_cache().invalidate(tenant_id, plugin_id);
+    /// Installs `new.uid` for the tenant: plugin row (reference count +1), installation row and
+    /// provider rows, all in one transaction. A tenant that already has the plugin id keeps its
+    /// installation.
+    pub async fn install_plugin(&self, new: &NewInstallation<'_>) -> Result<InstallOutcome, StoreError> {
+        let result = self.try_install(new).await;
+        self.installation_written(new.tenant_id, new.plugin_id);
         match result {
             Ok(outcome) => Ok(outcome),
             Err(e) => {
                 // A concurrent install for the same tenant wins through the unique key; report it as such.
-                if self.installation_by_plugin_id(tenant_id, plugin_id).await?.is_some() {
+                if self.installation_by_plugin_id(new.tenant_id, new.plugin_id).await?.is_some() {
                     Ok(InstallOutcome::AlreadyInstalled)
                 } else {
                     Err(e)
@@ -395,17 +416,8 @@ impl Db {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn try_install(
-        &self,
-        tenant_id: &str,
-        uid: &str,
-        plugin_id: &str,
-        runtime_type: &str,
-        source: &str,
-        meta: &Value,
-        providers: &[(ProviderKind, String)],
-    ) -> Result<InstallOutcome, StoreError> {
+    async fn try_install(&self, new: &NewInstallation<'_>) -> Result<InstallOutcome, StoreError> {
+        let NewInstallation { tenant_id, uid, plugin_id, runtime_type, source, meta, providers } = *new;
         let now = now_timestamp();
         let mut tx = self.pool().begin().await?;
         let existing = sqlx::query(&self.sql("SELECT id FROM plugin_installations WHERE tenant_id = ? AND plugin_id = ?"))
@@ -430,7 +442,7 @@ impl Db {
         .bind(tenant_id)
         .bind(plugin_id)
         .bind(uid)
-        .bind(runtime_type)
+        .bind(runtime_type.as_str())
         .bind(source)
         .bind(meta.to_string())
         .execute(&mut *tx)
@@ -445,7 +457,7 @@ impl Db {
         tx: &mut Transaction<'_, Any>,
         uid: &str,
         plugin_id: &str,
-        install_type: &str,
+        install_type: RuntimeType,
         source: &str,
         now: &str,
     ) -> Result<(), StoreError> {
@@ -459,7 +471,7 @@ impl Db {
         .bind(now)
         .bind(uid)
         .bind(plugin_id)
-        .bind(install_type)
+        .bind(install_type.as_str())
         .bind(source)
         .execute(&mut **tx)
         .await?;
@@ -534,10 +546,10 @@ impl Db {
     pub async fn uninstall(&self, tenant_id: &str, installation_id: &str) -> Result<Option<ReleasedPlugin>, StoreError> {
         let result = self.try_uninstall(tenant_id, installation_id).await;
         match &result {
-            Ok(Some((plugin_id, _))) => self.installation_cache().invalidate(tenant_id, plugin_id),
+            Ok(Some((plugin_id, _))) => self.installation_written(tenant_id, plugin_id),
             Ok(None) => {}
             // Whether the row went is unknown: forget everything rather than keep it.
-            Err(_) => self.installation_cache().invalidate_all(),
+            Err(_) => self.installations_written(),
         }
         result.map(|released| released.map(|(_, released)| released))
     }
@@ -577,46 +589,25 @@ impl Db {
         Ok(Some((plugin_id, ReleasedPlugin { plugin_unique_identifier: uid, unreferenced })))
     }
 
-    /// Re-points the tenant's installation of `original_uid` to `new_uid` (reference counts and
-    /// provider rows move in the same transaction). `None` when the tenant has no installation with
-    /// exactly `original_uid`.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn upgrade_installation(
-        &self,
-        tenant_id: &str,
-        original_uid: &str,
-        new_uid: &str,
-        plugin_id: &str,
-        install_type: &str,
-        source: &str,
-        meta: &Value,
-        providers: &[(ProviderKind, String)],
-    ) -> Result<Option<ReleasedPlugin>, StoreError> {
-        let result = self
-            .try_upgrade_installation(tenant_id, original_uid, new_uid, plugin_id, install_type, source, meta, providers)
-            .await;
+    /// Re-points the tenant's installation of `upgrade.original_uid` to `upgrade.new_uid` (reference
+    /// counts and provider rows move in the same transaction). `None` when the tenant has no
+    /// installation with exactly `original_uid`.
+    pub async fn upgrade_installation(&self, upgrade: &InstallationUpgrade<'_>) -> Result<Option<ReleasedPlugin>, StoreError> {
+        let result = self.try_upgrade_installation(upgrade).await;
+        let InstallationUpgrade { tenant_id, original_uid, plugin_id, .. } = *upgrade;
         // The row is found by identifier, so its plugin id may differ from `plugin_id` in theory: drop both.
-        self.installation_cache().invalidate(tenant_id, plugin_id);
+        self.installation_written(tenant_id, plugin_id);
         if let Some((original_plugin_id, _)) = original_uid.split_once(':') {
             if original_plugin_id != plugin_id {
-                self.installation_cache().invalidate(tenant_id, original_plugin_id);
+                self.installation_written(tenant_id, original_plugin_id);
             }
         }
         result
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn try_upgrade_installation(
-        &self,
-        tenant_id: &str,
-        original_uid: &str,
-        new_uid: &str,
-        plugin_id: &str,
-        install_type: &str,
-        source: &str,
-        meta: &Value,
-        providers: &[(ProviderKind, String)],
-    ) -> Result<Option<ReleasedPlugin>, StoreError> {
+    async fn try_upgrade_installation(&self, upgrade: &InstallationUpgrade<'_>) -> Result<Option<ReleasedPlugin>, StoreError> {
+        let InstallationUpgrade { tenant_id, original_uid, new_uid, plugin_id, runtime_type, source, meta, providers } =
+            *upgrade;
         let now = now_timestamp();
         let mut tx = self.pool().begin().await?;
         let row = sqlx::query(&self.sql(&format!(
@@ -644,7 +635,7 @@ impl Db {
         .execute(&mut *tx)
         .await?;
         let unreferenced = self.release_plugin_reference(&mut tx, original_uid, &now).await?;
-        self.add_plugin_reference(&mut tx, new_uid, plugin_id, install_type, source, &now).await?;
+        self.add_plugin_reference(&mut tx, new_uid, plugin_id, runtime_type, source, &now).await?;
         sqlx::query(&self.sql("DELETE FROM provider_installations WHERE tenant_id = ? AND plugin_id = ?"))
             .bind(tenant_id)
             .bind(plugin_id)

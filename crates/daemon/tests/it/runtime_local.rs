@@ -392,7 +392,7 @@ async fn plugin_that_keeps_crashing_is_given_up() {
     assert!(eventually(Duration::from_secs(60), || plugin.process.restart_count() >= 1).await, "first crash is restarted");
     running.invoke(json!({"mode": "exit"})).await;
     assert!(eventually(Duration::from_secs(30), || plugin.process.is_down()).await, "second crash in a row gives up");
-    let refused = plugin.process.connection(Duration::from_secs(1)).await.err().expect("no connection once given up");
+    let refused = plugin.process.connection(Duration::from_secs(1)).await.err().expect("no connection once given up").to_string();
     assert!(refused.contains("gave up after 1 restarts"), "{refused}");
     let pids = plugin.process.spawned_pids();
     assert_eq!(pids.len(), 2, "{pids:?}");

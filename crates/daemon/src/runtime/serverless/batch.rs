@@ -1,4 +1,4 @@
-//! Request-size batching for serverless functions (runtime-protocol.md §3.3): a text-embedding request
+//! Request-size batching for serverless functions (docs/protocol.md §3.3): a text-embedding request
 //! (`invoke_text_embedding`, `get_text_embedding_num_tokens`) whose body exceeds
 //! `MAX_SERVERLESS_REQUEST_BYTES` is split by its `texts` into requests that each fit, and the batch
 //! results are merged back into one answer.

@@ -1,4 +1,4 @@
-//! The serverless runtime (`PLATFORM=serverless`, runtime-protocol.md §3): plugins run as functions
+//! The serverless runtime (`PLATFORM=serverless`, docs/protocol.md §3): plugins run as functions
 //! behind a "serverless connector" (the SRI contract) and are invoked over HTTP, one request per session.
 //!
 //! Owns: the SRI client ([`ConnectorClient`]: ping, function look-up, launch with its streamed stages),
@@ -570,9 +570,9 @@ impl ServerlessPlugin {
     }
 
     /// The connection sessions use.
-    pub fn connection(&self) -> Result<Arc<PluginConnection>, String> {
+    pub fn connection(&self) -> Result<Arc<PluginConnection>, super::UnavailableError> {
         if self.is_closed() {
-            return Err(format!("serverless plugin {} is stopped", self.identifier));
+            return Err(super::UnavailableError::Stopped(self.identifier.to_string()));
         }
         Ok(self.connection.clone())
     }

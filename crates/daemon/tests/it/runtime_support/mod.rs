@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dify_daemon::backwards::{encode_frame, PluginStorage};
+use dify_daemon::backwards::{encode_frame, PluginStorage, StorageError};
 use dify_daemon::runtime::RuntimeConfig;
 use futures::future::BoxFuture;
 use serde_json::{json, Value};
@@ -69,22 +69,22 @@ impl MemoryStorage {
 }
 
 impl PluginStorage for MemoryStorage {
-    fn get<'a>(&'a self, t: &'a str, p: &'a str, k: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, String>> {
+    fn get<'a>(&'a self, t: &'a str, p: &'a str, k: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, StorageError>> {
         Box::pin(async move { Ok(self.values().get(&(t.into(), p.into(), k.into())).cloned()) })
     }
-    fn set<'a>(&'a self, t: &'a str, p: &'a str, k: &'a str, v: &'a [u8]) -> BoxFuture<'a, Result<(), String>> {
+    fn set<'a>(&'a self, t: &'a str, p: &'a str, k: &'a str, v: &'a [u8]) -> BoxFuture<'a, Result<(), StorageError>> {
         Box::pin(async move {
             self.values().insert((t.into(), p.into(), k.into()), v.to_vec());
             Ok(())
         })
     }
-    fn delete<'a>(&'a self, t: &'a str, p: &'a str, k: &'a str) -> BoxFuture<'a, Result<u64, String>> {
+    fn delete<'a>(&'a self, t: &'a str, p: &'a str, k: &'a str) -> BoxFuture<'a, Result<u64, StorageError>> {
         Box::pin(async move { Ok(u64::from(self.values().remove(&(t.into(), p.into(), k.into())).is_some())) })
     }
-    fn exists<'a>(&'a self, t: &'a str, p: &'a str, k: &'a str) -> BoxFuture<'a, Result<bool, String>> {
+    fn exists<'a>(&'a self, t: &'a str, p: &'a str, k: &'a str) -> BoxFuture<'a, Result<bool, StorageError>> {
         Box::pin(async move { Ok(self.values().contains_key(&(t.into(), p.into(), k.into()))) })
     }
-    fn usage_bytes<'a>(&'a self, t: &'a str, p: &'a str) -> BoxFuture<'a, Result<u64, String>> {
+    fn usage_bytes<'a>(&'a self, t: &'a str, p: &'a str) -> BoxFuture<'a, Result<u64, StorageError>> {
         Box::pin(async move {
             Ok(self.values().iter().filter(|((tt, pp, _), _)| tt == t && pp == p).map(|(_, v)| v.len() as u64).sum())
         })

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use dify_daemon::backwards::{BackwardsHandler, CallerContext, DifyBackwards, PluginStorage};
+use dify_daemon::backwards::{BackwardsHandler, CallerContext, DifyBackwards, PluginStorage, StorageError};
 use dify_daemon::runtime::RuntimeConfig;
 use dify_protocol::access::AccessType;
 use dify_protocol::manifest::PluginPermissions;
@@ -35,23 +35,23 @@ fn storage_key(tenant: &str, plugin: &str, key: &str) -> (String, String, String
 }
 
 impl PluginStorage for MemoryStorage {
-    fn get<'a>(&'a self, tenant_id: &'a str, plugin_id: &'a str, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, String>> {
+    fn get<'a>(&'a self, tenant_id: &'a str, plugin_id: &'a str, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, StorageError>> {
         let value = self.with_values(|v| v.get(&storage_key(tenant_id, plugin_id, key)).cloned());
         Box::pin(async move { Ok(value) })
     }
-    fn set<'a>(&'a self, tenant_id: &'a str, plugin_id: &'a str, key: &'a str, value: &'a [u8]) -> BoxFuture<'a, Result<(), String>> {
+    fn set<'a>(&'a self, tenant_id: &'a str, plugin_id: &'a str, key: &'a str, value: &'a [u8]) -> BoxFuture<'a, Result<(), StorageError>> {
         self.with_values(|v| v.insert(storage_key(tenant_id, plugin_id, key), value.to_vec()));
         Box::pin(async { Ok(()) })
     }
-    fn delete<'a>(&'a self, tenant_id: &'a str, plugin_id: &'a str, key: &'a str) -> BoxFuture<'a, Result<u64, String>> {
+    fn delete<'a>(&'a self, tenant_id: &'a str, plugin_id: &'a str, key: &'a str) -> BoxFuture<'a, Result<u64, StorageError>> {
         let removed = self.with_values(|v| v.remove(&storage_key(tenant_id, plugin_id, key)).is_some());
         Box::pin(async move { Ok(u64::from(removed)) })
     }
-    fn exists<'a>(&'a self, tenant_id: &'a str, plugin_id: &'a str, key: &'a str) -> BoxFuture<'a, Result<bool, String>> {
+    fn exists<'a>(&'a self, tenant_id: &'a str, plugin_id: &'a str, key: &'a str) -> BoxFuture<'a, Result<bool, StorageError>> {
         let exists = self.with_values(|v| v.contains_key(&storage_key(tenant_id, plugin_id, key)));
         Box::pin(async move { Ok(exists) })
     }
-    fn usage_bytes<'a>(&'a self, tenant_id: &'a str, plugin_id: &'a str) -> BoxFuture<'a, Result<u64, String>> {
+    fn usage_bytes<'a>(&'a self, tenant_id: &'a str, plugin_id: &'a str) -> BoxFuture<'a, Result<u64, StorageError>> {
         let used = self.with_values(|v| {
             v.iter().filter(|((t, p, _), _)| t == tenant_id && p == plugin_id).map(|(_, value)| value.len() as u64).sum()
         });

@@ -529,7 +529,7 @@ pub fn parse_request(line: &str) -> Result<InvokeRequest, RequestError> {
 async fn invoke(context: Arc<RunContext>, caller: Arc<ClientIdentity>, output: Output, request: InvokeRequest) {
     let invoke_id = request.invoke_id.clone();
     match context.plugin.connection(PLUGIN_WAIT).await {
-        Err(reason) => output.send(RunMessage::error(&invoke_id, reason)),
+        Err(reason) => output.send(RunMessage::error(&invoke_id, reason.to_string())),
         Ok(connection) => {
             let session = SessionRequest {
                 tenant_id: caller.tenant_id.clone(),
