@@ -16,7 +16,7 @@ use anyhow::Context;
 use crate::config::{Settings, WELL_KNOWN_PUBLIC_KEYS};
 use crate::runtime::RuntimeManager;
 use crate::service::metrics::Metrics;
-use crate::store::{BlobStore, Db, LocalBlobStore};
+use crate::store::{BlobStore, Db};
 
 /// Seconds a node's claim on its running install tasks lasts without renewal.
 pub const TASK_LEASE_SECS: i64 = 30;
@@ -56,7 +56,7 @@ impl AppState {
     pub async fn open(settings: Settings, server_key: String, node_id: String) -> anyhow::Result<AppState> {
         let db = Db::connect(&settings).await.context("cannot open the database")?;
         let settings_pool_size = settings.routine_pool_size.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
-        let blobs: Arc<dyn BlobStore> = Arc::new(LocalBlobStore::new(settings.storage_root()));
+        let blobs: Arc<dyn BlobStore> = crate::store::open_blob_store(&settings).await?;
         let mut extra_public_keys = Vec::new();
         for path in settings.third_party_key_paths() {
             let pem = std::fs::read_to_string(&path)

@@ -9,9 +9,11 @@ pub mod blob;
 mod db;
 pub mod endpoints;
 pub mod kv;
+pub mod object;
 pub mod records;
 
 pub use blob::{BlobError, BlobStore, LocalBlobStore};
+pub use object::{open_blob_store, StorageSetupError, STORAGE_TYPES};
 pub use db::{Db, PoolLimits, StoreError};
 pub use endpoints::{EndpointRecord, ENDPOINT_EXPIRED_AT};
 pub use records::*;
