@@ -108,9 +108,19 @@ impl StorageServer {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
-    /// Stops the server (SIGKILL), keeping Azurite's data directory.
+    /// Stops the server: SIGTERM (Azurite then saves its metadata into its data directory), SIGKILL
+    /// after 10 s.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
