@@ -138,6 +138,9 @@ struct S3Options {
     path_style: bool,
     access_key: Option<String>,
     secret_key: Option<String>,
+    /// Take credentials from the environment (`AWS_*` variables, web identity, ECS task role,
+    /// instance metadata) instead of keys.
+    ambient_credentials: bool,
 }
 
 impl ObjectBlobStore {
@@ -175,6 +178,7 @@ impl ObjectBlobStore {
                         endpoint: endpoint.clone(),
                         access_key,
                         secret_key,
+                        ambient_credentials: s.s3_use_aws_managed_iam,
                     };
                     let shown = endpoint.unwrap_or_else(|| "AWS S3".to_string());
                     (s3(&kind, opts)?, bucket, shown, "PLUGIN_STORAGE_OSS_BUCKET, S3_ENDPOINT, AWS_REGION, AWS_ACCESS_KEY, AWS_SECRET_KEY")
@@ -193,6 +197,7 @@ impl ObjectBlobStore {
                         path_style: false,
                         access_key: Some(required(&s.tencent_cos_secret_id, &kind, "TENCENT_COS_SECRET_ID")?),
                         secret_key: Some(required(&s.tencent_cos_secret_key, &kind, "TENCENT_COS_SECRET_KEY")?),
+                        ambient_credentials: false,
                     };
                     (s3(&kind, opts)?, bucket, endpoint, "PLUGIN_STORAGE_OSS_BUCKET, TENCENT_COS_REGION, TENCENT_COS_ENDPOINT, TENCENT_COS_SECRET_ID, TENCENT_COS_SECRET_KEY")
                 }
@@ -206,6 +211,7 @@ impl ObjectBlobStore {
                         path_style: s.huawei_obs_path_style,
                         access_key: Some(required(&s.huawei_obs_access_key, &kind, "HUAWEI_OBS_ACCESS_KEY")?),
                         secret_key: Some(required(&s.huawei_obs_secret_key, &kind, "HUAWEI_OBS_SECRET_KEY")?),
+                        ambient_credentials: false,
                     };
                     (s3(&kind, opts)?, bucket, endpoint, "PLUGIN_STORAGE_OSS_BUCKET, HUAWEI_OBS_SERVER, HUAWEI_OBS_ACCESS_KEY, HUAWEI_OBS_SECRET_KEY")
                 }
@@ -222,6 +228,7 @@ impl ObjectBlobStore {
                         path_style: false,
                         access_key: Some(required(&s.volcengine_tos_access_key, &kind, "VOLCENGINE_TOS_ACCESS_KEY")?),
                         secret_key: Some(required(&s.volcengine_tos_secret_key, &kind, "VOLCENGINE_TOS_SECRET_KEY")?),
+                        ambient_credentials: false,
                     };
                     (s3(&kind, opts)?, bucket, endpoint, "PLUGIN_STORAGE_OSS_BUCKET, VOLCENGINE_TOS_ENDPOINT, VOLCENGINE_TOS_REGION, VOLCENGINE_TOS_ACCESS_KEY, VOLCENGINE_TOS_SECRET_KEY")
                 }
@@ -247,6 +254,7 @@ impl ObjectBlobStore {
                         path_style: false,
                         access_key: Some(required(&s.baidu_bos_access_key, &kind, "BAIDU_BOS_ACCESS_KEY")?),
                         secret_key: Some(required(&s.baidu_bos_secret_key, &kind, "BAIDU_BOS_SECRET_KEY")?),
+                        ambient_credentials: false,
                     };
                     (s3(&kind, opts)?, bucket, endpoint, "PLUGIN_STORAGE_OSS_BUCKET, BAIDU_BOS_ENDPOINT, BAIDU_BOS_REGION, BAIDU_BOS_ACCESS_KEY, BAIDU_BOS_SECRET_KEY")
                 }
@@ -275,6 +283,7 @@ impl ObjectBlobStore {
                         path_style: false,
                         access_key: Some(required(&s.aliyun_oss_access_key_id, &kind, "ALIYUN_OSS_ACCESS_KEY_ID")?),
                         secret_key: Some(required(&s.aliyun_oss_access_key_secret, &kind, "ALIYUN_OSS_ACCESS_KEY_SECRET")?),
+                        ambient_credentials: false,
                     };
                     (s3(&kind, opts)?, bucket, endpoint, "PLUGIN_STORAGE_OSS_BUCKET, ALIYUN_OSS_ENDPOINT, ALIYUN_OSS_REGION, ALIYUN_OSS_ACCESS_KEY_ID, ALIYUN_OSS_ACCESS_KEY_SECRET")
                 }
@@ -365,7 +374,8 @@ fn region_from_host(endpoint: &str, marker: &str) -> Option<String> {
 
 fn s3(kind: &str, o: S3Options) -> Result<Arc<dyn ObjectStore>, StorageSetupError> {
     use object_store::aws::AmazonS3Builder;
-    let mut builder = AmazonS3Builder::new()
+    let base = if o.ambient_credentials { AmazonS3Builder::from_env() } else { AmazonS3Builder::new() };
+    let mut builder = base
         .with_bucket_name(&o.bucket)
         .with_region(&o.region)
         .with_retry(retry_config())
@@ -691,6 +701,16 @@ mod tests {
         assert!(err.contains("AZURE_BLOB_STORAGE_CONTAINER_NAME"), "{err}");
         let err = setup_error(&[("PLUGIN_STORAGE_TYPE", "tencent_cos"), ("PLUGIN_STORAGE_OSS_BUCKET", "b")]);
         assert!(err.contains("TENCENT_COS_REGION"), "{err}");
+        // With the instance role no keys are needed.
+        ObjectBlobStore::from_settings(&settings(&[
+            ("PLUGIN_STORAGE_TYPE", "aws_s3"),
+            ("PLUGIN_STORAGE_OSS_BUCKET", "b"),
+            ("AWS_REGION", "eu-west-1"),
+            ("S3_USE_AWS_MANAGED_IAM", "true"),
+        ]))
+        .unwrap();
+        let err = setup_error(&[("PLUGIN_STORAGE_TYPE", "azure_blob"), ("AZURE_BLOB_STORAGE_CONTAINER_NAME", "c"), ("AZURE_BLOB_STORAGE_USE_MANAGED_IDENTITY", "true")]);
+        assert!(err.contains("AZURE_BLOB_STORAGE_ACCOUNT_URL"), "{err}");
         let err = setup_error(&[("PLUGIN_STORAGE_TYPE", "minio")]);
         assert!(err.contains("unknown PLUGIN_STORAGE_TYPE") && err.contains("aws_s3"), "{err}");
         let err = setup_error(&[("PLUGIN_STORAGE_TYPE", "gcs"), ("PLUGIN_STORAGE_OSS_BUCKET", "b"), ("GCS_CREDENTIALS", "%%")]);
