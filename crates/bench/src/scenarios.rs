@@ -502,7 +502,90 @@ fn install_rows() -> Vec<Row> {
         "s",
         "`uv venv` + `uv pip install` + plugin start + first invocation, directly",
         Target::None,
+    ),
+    Row::new(
+        "4.3",
+        "install SDK plugin with `PLUGIN_STORAGE_TYPE=aws_s3` (moto's S3 server): upload → task success → first invocation",
+        "s",
+        "the same with local storage (4.2's daemon figure)",
+        Target::None,
     )]
+}
+
+/// A moto S3 server (`DIFY_TEST_MOTO_SERVER`) on a free port with one bucket, killed on drop.
+struct MotoServer {
+    _child: tokio::process::Child,
+    endpoint: String,
+}
+
+const BENCH_BUCKET: &str = "bench-plugins";
+
+impl MotoServer {
+    async fn start() -> Result<MotoServer> {
+        let program = std::env::var_os("DIFY_TEST_MOTO_SERVER")
+            .ok_or_else(|| anyhow!("DIFY_TEST_MOTO_SERVER is not set (scripts/test installs moto's S3 server)"))?;
+        let port = crate::daemon::free_port()?;
+        let child = tokio::process::Command::new(program)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("start moto_server")?;
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while client.get(&endpoint).timeout(Duration::from_secs(2)).send().await.is_err() {
+            if Instant::now() > deadline {
+                bail!("moto_server did not answer within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let created = client.put(format!("{endpoint}/{BENCH_BUCKET}")).send().await?;
+        if !created.status().is_success() {
+            bail!("creating the bench bucket failed: {}", created.status());
+        }
+        Ok(MotoServer { _child: child, endpoint })
+    }
+}
+
+/// Upload → install → first invocation of fresh copies of the SDK test plugin, in seconds.
+async fn install_rounds(plan: &Plan, daemon: &Daemon, prefix: &str) -> Result<Vec<f64>> {
+    let mut times = Vec::new();
+    for round in 0..plan.install_repeats {
+        let name = format!("{prefix}_{round}");
+        let package = packages::runtime_tools_package(&name)?;
+        let started = Instant::now();
+        let uid = daemon.upload(TENANT, &package).await?;
+        daemon.install(TENANT, &[uid], Duration::from_secs(600)).await.with_context(|| daemon.log_tail())?;
+        let tool = ToolRef { plugin_id: format!("testing/{name}"), provider: "runtime_tools".into(), tool: "exercise".into() };
+        let invoker = Invoker::Daemon(ThroughDaemon::new(daemon, TENANT, tool));
+        timed_once(&invoker, &json!({"mode": "echo", "text": "first"}), Duration::from_secs(300)).await?;
+        times.push(started.elapsed().as_secs_f64());
+    }
+    Ok(times)
+}
+
+/// Row 4.3: the install of row 4.2 on a daemon whose blob storage is an S3 bucket.
+async fn install_time_s3(tools: &Tools, plan: &Plan, local: Result<f64, String>, row: &mut Row) -> Result<()> {
+    row.baseline = local;
+    log("4: install rounds with S3 storage");
+    let moto = MotoServer::start().await?;
+    let env = [
+        ("PLUGIN_STORAGE_TYPE", "aws_s3"),
+        ("PLUGIN_STORAGE_OSS_BUCKET", BENCH_BUCKET),
+        ("S3_USE_AWS", "false"),
+        ("S3_ENDPOINT", moto.endpoint.as_str()),
+        ("AWS_ACCESS_KEY", "bench"),
+        ("AWS_SECRET_KEY", "bench"),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let daemon = Daemon::start(tools, DaemonOptions { env, ..Default::default() }).await?;
+    let mut times = install_rounds(plan, &daemon, "install_probe_s3").await?;
+    row.daemon = median(&mut times);
+    Ok(())
 }
 
 async fn install_time(tools: &Tools, plan: &Plan, daemon: &Daemon, rows: &mut [Row]) -> Result<()> {
@@ -538,6 +621,9 @@ async fn install_time(tools: &Tools, plan: &Plan, daemon: &Daemon, rows: &mut [R
     rows[1].baseline = median(&mut alone_started);
     rows[0].daemon = median(&mut through);
     rows[0].baseline = median(&mut alone);
+    if let Err(error) = install_time_s3(tools, plan, rows[1].daemon.clone(), &mut rows[2]).await {
+        fail_rest(&mut rows[2..], &error);
+    }
     Ok(())
 }
 

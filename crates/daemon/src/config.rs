@@ -203,44 +203,44 @@ settings! {
         redis_sentinel_socket_timeout: f64 = "REDIS_SENTINEL_SOCKET_TIMEOUT", "0", "Sentinel socket timeout, seconds.";
     }
     "Storage" {
-        plugin_storage_type: String = "PLUGIN_STORAGE_TYPE", "local", "Blob storage backend; `local` (a directory) is implemented.";
-        plugin_storage_oss_bucket: Option<String> = "PLUGIN_STORAGE_OSS_BUCKET", "", "Object store bucket.";
-        plugin_storage_local_root: String = "PLUGIN_STORAGE_LOCAL_ROOT", "storage", "Root directory of local blob storage (relative to the current directory).";
-        s3_use_aws_managed_iam: bool = "S3_USE_AWS_MANAGED_IAM", "false", "S3: use the instance IAM role.";
-        s3_use_aws: bool = "S3_USE_AWS", "true", "S3: talk to AWS (false = S3-compatible endpoint).";
-        s3_endpoint: Option<String> = "S3_ENDPOINT", "", "S3 endpoint.";
-        s3_use_path_style: bool = "S3_USE_PATH_STYLE", "true", "S3 path-style addressing.";
-        aws_access_key: Option<String> = "AWS_ACCESS_KEY", "", "S3 access key.";
-        aws_secret_key: Option<String> = "AWS_SECRET_KEY", "", "S3 secret key.";
-        aws_region: Option<String> = "AWS_REGION", "", "S3 region.";
-        tencent_cos_secret_key: Option<String> = "TENCENT_COS_SECRET_KEY", "", "Tencent COS secret key.";
-        tencent_cos_secret_id: Option<String> = "TENCENT_COS_SECRET_ID", "", "Tencent COS secret id.";
-        tencent_cos_region: Option<String> = "TENCENT_COS_REGION", "", "Tencent COS region.";
-        tencent_cos_endpoint: Option<String> = "TENCENT_COS_ENDPOINT", "", "Tencent COS endpoint.";
-        azure_blob_storage_container_name: Option<String> = "AZURE_BLOB_STORAGE_CONTAINER_NAME", "", "Azure Blob container.";
-        azure_blob_storage_connection_string: Option<String> = "AZURE_BLOB_STORAGE_CONNECTION_STRING", "", "Azure Blob connection string.";
-        azure_blob_storage_account_url: Option<String> = "AZURE_BLOB_STORAGE_ACCOUNT_URL", "", "Azure Blob account URL.";
-        azure_blob_storage_use_managed_identity: bool = "AZURE_BLOB_STORAGE_USE_MANAGED_IDENTITY", "false", "Azure Blob managed identity.";
-        aliyun_oss_region: Option<String> = "ALIYUN_OSS_REGION", "", "Aliyun OSS region.";
-        aliyun_oss_endpoint: Option<String> = "ALIYUN_OSS_ENDPOINT", "", "Aliyun OSS endpoint.";
-        aliyun_oss_access_key_id: Option<String> = "ALIYUN_OSS_ACCESS_KEY_ID", "", "Aliyun OSS access key id.";
-        aliyun_oss_access_key_secret: Option<String> = "ALIYUN_OSS_ACCESS_KEY_SECRET", "", "Aliyun OSS access key secret.";
-        aliyun_oss_path: Option<String> = "ALIYUN_OSS_PATH", "", "Aliyun OSS path prefix.";
-        aliyun_oss_cloudbox_id: Option<String> = "ALIYUN_OSS_CLOUDBOX_ID", "", "Aliyun OSS cloudbox id.";
-        aliyun_oss_auth_version: String = "ALIYUN_OSS_AUTH_VERSION", "v4", "Aliyun OSS signature version.";
-        gcs_credentials: Option<String> = "GCS_CREDENTIALS", "", "GCS credentials (base64).";
-        huawei_obs_access_key: Option<String> = "HUAWEI_OBS_ACCESS_KEY", "", "Huawei OBS access key.";
-        huawei_obs_secret_key: Option<String> = "HUAWEI_OBS_SECRET_KEY", "", "Huawei OBS secret key.";
-        huawei_obs_server: Option<String> = "HUAWEI_OBS_SERVER", "", "Huawei OBS server.";
-        huawei_obs_path_style: bool = "HUAWEI_OBS_PATH_STYLE", "false", "Huawei OBS path-style addressing.";
-        volcengine_tos_endpoint: Option<String> = "VOLCENGINE_TOS_ENDPOINT", "", "Volcengine TOS endpoint.";
-        volcengine_tos_access_key: Option<String> = "VOLCENGINE_TOS_ACCESS_KEY", "", "Volcengine TOS access key.";
-        volcengine_tos_secret_key: Option<String> = "VOLCENGINE_TOS_SECRET_KEY", "", "Volcengine TOS secret key.";
-        volcengine_tos_region: Option<String> = "VOLCENGINE_TOS_REGION", "", "Volcengine TOS region.";
-        baidu_bos_endpoint: Option<String> = "BAIDU_BOS_ENDPOINT", "", "Baidu BOS endpoint.";
-        baidu_bos_access_key: Option<String> = "BAIDU_BOS_ACCESS_KEY", "", "Baidu BOS access key.";
-        baidu_bos_secret_key: Option<String> = "BAIDU_BOS_SECRET_KEY", "", "Baidu BOS secret key.";
-        baidu_bos_region: Option<String> = "BAIDU_BOS_REGION", "", "Baidu BOS region.";
+        plugin_storage_type: String = "PLUGIN_STORAGE_TYPE", "local", "Where packages, assets and bundles live: `local` (a directory), `aws_s3`, `tencent_cos`, `azure_blob`, `gcs`, `aliyun_oss`, `huawei_obs`, `volcengine_tos` or `baidu_bos`; with a bucket, the local disk is only a cache.";
+        plugin_storage_oss_bucket: Option<String> = "PLUGIN_STORAGE_OSS_BUCKET", "", "Bucket of every object storage type except `azure_blob`.";
+        plugin_storage_local_root: String = "PLUGIN_STORAGE_LOCAL_ROOT", "storage", "Root directory of local blob storage (relative to the current directory); with object storage it holds the read cache of packages and assets.";
+        s3_use_aws_managed_iam: bool = "S3_USE_AWS_MANAGED_IAM", "false", "`aws_s3`: take credentials from the environment (instance or task IAM role) instead of `AWS_ACCESS_KEY`/`AWS_SECRET_KEY`.";
+        s3_use_aws: bool = "S3_USE_AWS", "true", "`aws_s3`: talk to AWS; `false` requires `S3_ENDPOINT` (MinIO and other S3-compatible servers).";
+        s3_endpoint: Option<String> = "S3_ENDPOINT", "", "`aws_s3`: endpoint URL of an S3-compatible server (`http://` allowed).";
+        s3_use_path_style: bool = "S3_USE_PATH_STYLE", "true", "`aws_s3`: path-style addressing (`false` = virtual-hosted, the bucket in the host name).";
+        aws_access_key: Option<String> = "AWS_ACCESS_KEY", "", "`aws_s3`: access key id.";
+        aws_secret_key: Option<String> = "AWS_SECRET_KEY", "", "`aws_s3`: secret access key.";
+        aws_region: Option<String> = "AWS_REGION", "", "`aws_s3`: region (required for AWS; `us-east-1` for a custom endpoint when unset).";
+        tencent_cos_secret_key: Option<String> = "TENCENT_COS_SECRET_KEY", "", "`tencent_cos`: secret key.";
+        tencent_cos_secret_id: Option<String> = "TENCENT_COS_SECRET_ID", "", "`tencent_cos`: secret id.";
+        tencent_cos_region: Option<String> = "TENCENT_COS_REGION", "", "`tencent_cos`: region, e.g. `ap-guangzhou` (endpoint `cos.<region>.myqcloud.com`).";
+        tencent_cos_endpoint: Option<String> = "TENCENT_COS_ENDPOINT", "", "`tencent_cos`: endpoint overriding the one derived from the region.";
+        azure_blob_storage_container_name: Option<String> = "AZURE_BLOB_STORAGE_CONTAINER_NAME", "", "`azure_blob`: container name.";
+        azure_blob_storage_connection_string: Option<String> = "AZURE_BLOB_STORAGE_CONNECTION_STRING", "", "`azure_blob`: connection string (`AccountName`, `AccountKey` or `SharedAccessSignature`, optional `BlobEndpoint`; `UseDevelopmentStorage=true` for Azurite).";
+        azure_blob_storage_account_url: Option<String> = "AZURE_BLOB_STORAGE_ACCOUNT_URL", "", "`azure_blob`: account URL (`https://<account>.blob.core.windows.net`) used with managed identity.";
+        azure_blob_storage_use_managed_identity: bool = "AZURE_BLOB_STORAGE_USE_MANAGED_IDENTITY", "false", "`azure_blob`: authenticate with the managed identity (instance metadata) instead of a connection string.";
+        aliyun_oss_region: Option<String> = "ALIYUN_OSS_REGION", "", "`aliyun_oss`: region (derived from the endpoint when unset).";
+        aliyun_oss_endpoint: Option<String> = "ALIYUN_OSS_ENDPOINT", "", "`aliyun_oss`: endpoint, e.g. `https://oss-cn-hangzhou.aliyuncs.com`.";
+        aliyun_oss_access_key_id: Option<String> = "ALIYUN_OSS_ACCESS_KEY_ID", "", "`aliyun_oss`: access key id.";
+        aliyun_oss_access_key_secret: Option<String> = "ALIYUN_OSS_ACCESS_KEY_SECRET", "", "`aliyun_oss`: access key secret.";
+        aliyun_oss_path: Option<String> = "ALIYUN_OSS_PATH", "", "`aliyun_oss`: prefix of every key in the bucket.";
+        aliyun_oss_cloudbox_id: Option<String> = "ALIYUN_OSS_CLOUDBOX_ID", "", "`aliyun_oss`: CloudBox id; not supported (start-up fails when set).";
+        aliyun_oss_auth_version: String = "ALIYUN_OSS_AUTH_VERSION", "v4", "`aliyun_oss`: accepted for compatibility; requests use OSS's S3-compatible API with SigV4.";
+        gcs_credentials: Option<String> = "GCS_CREDENTIALS", "", "`gcs`: base64 of a service account key JSON; unset = application default credentials.";
+        huawei_obs_access_key: Option<String> = "HUAWEI_OBS_ACCESS_KEY", "", "`huawei_obs`: access key.";
+        huawei_obs_secret_key: Option<String> = "HUAWEI_OBS_SECRET_KEY", "", "`huawei_obs`: secret key.";
+        huawei_obs_server: Option<String> = "HUAWEI_OBS_SERVER", "", "`huawei_obs`: server, e.g. `https://obs.cn-north-4.myhuaweicloud.com`.";
+        huawei_obs_path_style: bool = "HUAWEI_OBS_PATH_STYLE", "false", "`huawei_obs`: path-style addressing.";
+        volcengine_tos_endpoint: Option<String> = "VOLCENGINE_TOS_ENDPOINT", "", "`volcengine_tos`: endpoint, e.g. `tos-cn-beijing.volces.com` (requests go to its S3 twin `tos-s3-...`).";
+        volcengine_tos_access_key: Option<String> = "VOLCENGINE_TOS_ACCESS_KEY", "", "`volcengine_tos`: access key.";
+        volcengine_tos_secret_key: Option<String> = "VOLCENGINE_TOS_SECRET_KEY", "", "`volcengine_tos`: secret key.";
+        volcengine_tos_region: Option<String> = "VOLCENGINE_TOS_REGION", "", "`volcengine_tos`: region.";
+        baidu_bos_endpoint: Option<String> = "BAIDU_BOS_ENDPOINT", "", "`baidu_bos`: endpoint, e.g. `bj.bcebos.com` (requests go to its S3 twin `s3.bj.bcebos.com`).";
+        baidu_bos_access_key: Option<String> = "BAIDU_BOS_ACCESS_KEY", "", "`baidu_bos`: access key.";
+        baidu_bos_secret_key: Option<String> = "BAIDU_BOS_SECRET_KEY", "", "`baidu_bos`: secret key.";
+        baidu_bos_region: Option<String> = "BAIDU_BOS_REGION", "", "`baidu_bos`: region (endpoint `<region>.bcebos.com` when `BAIDU_BOS_ENDPOINT` is unset).";
         plugin_installed_path: String = "PLUGIN_INSTALLED_PATH", "plugin", "Storage folder of installed packages.";
         plugin_package_cache_path: String = "PLUGIN_PACKAGE_CACHE_PATH", "plugin_packages", "Storage folder of uploaded packages (by unique identifier).";
         plugin_media_cache_path: String = "PLUGIN_MEDIA_CACHE_PATH", "assets", "Storage folder of plugin assets (icons).";
@@ -487,11 +487,11 @@ impl Settings {
                 reason: "must be at least 10 characters when ADMIN_API_ENABLED".into(),
             });
         }
-        if self.plugin_storage_type != "local" {
+        if !crate::store::STORAGE_TYPES.contains(&self.plugin_storage_type.trim()) {
             return Err(ConfigError::Invalid {
                 name: "PLUGIN_STORAGE_TYPE",
                 value: self.plugin_storage_type.clone(),
-                reason: "only the local storage backend is implemented".into(),
+                reason: format!("expected one of {}", crate::store::STORAGE_TYPES.join(", ")),
             });
         }
         Ok(())

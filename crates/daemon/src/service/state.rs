@@ -15,7 +15,7 @@ use crate::backwards::{BackwardsHandler, DifyBackwards};
 use crate::config::{Platform, Settings};
 use crate::runtime::{RuntimeConfig, RuntimeManager};
 use crate::shutdown::Shutdown;
-use crate::store::{BlobStore, Db, LocalBlobStore};
+use crate::store::{BlobStore, Db};
 
 /// Seconds a node's claim on its running install tasks lasts without renewal.
 pub const TASK_LEASE_SECS: i64 = 30;
@@ -61,7 +61,7 @@ impl AppState {
         let installation_cache = Arc::new(InstallationCache::new(capacity));
         let db = db.with_installation_listener(installation_cache.clone());
         let settings_pool_size = settings.routine_pool_size.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
-        let blobs: Arc<dyn BlobStore> = Arc::new(LocalBlobStore::new(settings.storage_root()));
+        let blobs: Arc<dyn BlobStore> = crate::store::open_blob_store(&settings).await?;
         let mut extra_public_keys = Vec::new();
         for path in settings.third_party_key_paths() {
             let pem = std::fs::read_to_string(&path)

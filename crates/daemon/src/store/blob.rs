@@ -1,12 +1,16 @@
 //! Blob storage: one trait for every byte that must outlive a node (uploaded packages, assets,
-//! bundles), with a local-directory implementation. Object stores plug in behind the same trait.
+//! bundles), with a local-directory implementation. Object stores (`super::object`) plug in behind
+//! the same trait.
 //!
 //! Keys are relative, `/`-separated paths; implementations must reject keys that escape their root.
-//! Writes are atomic: a reader sees the old bytes or the new bytes, never a partial file.
+//! Writes are atomic: a reader sees the old bytes or the new bytes, never a partial file or object.
+//! Besides the in-memory `put`/`get`, the trait streams between a blob and a local file
+//! (`put_file`/`get_to_file`) so large blobs need not be held in memory whole.
 
 use std::path::{Component, Path, PathBuf};
 
 use futures::future::BoxFuture;
+use std::future::Future;
 
 /// A blob storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +19,45 @@ pub enum BlobError {
     InvalidKey(String),
     #[error("storage I/O error on {key}: {source}")]
     Io { key: String, source: std::io::Error },
+    #[error("object storage error on {key}: {source}")]
+    Object { key: String, source: Box<object_store::Error> },
+}
+
+/// Rejects keys that are empty, contain `\\` or have `.`/`..`/absolute components.
+pub fn check_key(key: &str) -> Result<(), BlobError> {
+    let rel = Path::new(key);
+    if key.is_empty() || key.contains('\\') || rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return Err(BlobError::InvalidKey(key.to_string()));
+    }
+    Ok(())
+}
+
+/// Writes `target` through a temporary file beside it that `fill` writes and that is renamed over
+/// `target` only when `fill` succeeded (and removed otherwise).
+pub(crate) async fn write_atomically<F, Fut>(target: &Path, key: &str, fill: F) -> Result<(), BlobError>
+where
+    F: FnOnce(tokio::fs::File) -> Fut,
+    Fut: Future<Output = std::io::Result<tokio::fs::File>>,
+{
+    if let Some(parent) = target.parent() {
+        tokio::fs::create_dir_all(parent).await.map_err(io_err(key))?;
+    }
+    let tmp = target.with_file_name(format!(
+        ".{}.{}.tmp",
+        target.file_name().and_then(|n| n.to_str()).unwrap_or("blob"),
+        uuid::Uuid::new_v4().simple()
+    ));
+    let write = async {
+        let file = tokio::fs::File::create(&tmp).await?;
+        let file = fill(file).await?;
+        file.sync_all().await?;
+        tokio::fs::rename(&tmp, target).await
+    };
+    if let Err(e) = write.await {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(io_err(key)(e));
+    }
+    Ok(())
 }
 
 /// Where package bytes, assets and bundles live.
@@ -27,6 +70,27 @@ pub trait BlobStore: Send + Sync {
     fn exists<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool, BlobError>>;
     /// Removes `key`; removing an absent key is not an error.
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), BlobError>>;
+    /// Stores the content of the local file `file` under `key`. Object stores stream it in parts;
+    /// this default reads it whole.
+    fn put_file<'a>(&'a self, key: &'a str, file: &'a Path) -> BoxFuture<'a, Result<(), BlobError>> {
+        Box::pin(async move {
+            let bytes = tokio::fs::read(file).await.map_err(io_err(key))?;
+            self.put(key, &bytes).await
+        })
+    }
+    /// Writes the value of `key` into the local file `file` (atomically); `false` when `key` is absent.
+    /// Object stores stream it; this default reads it whole.
+    fn get_to_file<'a>(&'a self, key: &'a str, file: &'a Path) -> BoxFuture<'a, Result<bool, BlobError>> {
+        Box::pin(async move {
+            let Some(bytes) = self.get(key).await? else { return Ok(false) };
+            write_atomically(file, key, |mut out| async move {
+                tokio::io::AsyncWriteExt::write_all(&mut out, &bytes).await?;
+                Ok(out)
+            })
+            .await?;
+            Ok(true)
+        })
+    }
 }
 
 /// Blob storage in a local directory (`PLUGIN_STORAGE_LOCAL_ROOT`).
@@ -44,14 +108,8 @@ impl LocalBlobStore {
     }
 
     fn path_of(&self, key: &str) -> Result<PathBuf, BlobError> {
-        let rel = Path::new(key);
-        if key.is_empty()
-            || key.contains('\\')
-            || rel.components().any(|c| !matches!(c, Component::Normal(_)))
-        {
-            return Err(BlobError::InvalidKey(key.to_string()));
-        }
-        Ok(self.root.join(rel))
+        check_key(key)?;
+        Ok(self.root.join(key))
     }
 }
 
@@ -63,26 +121,41 @@ impl BlobStore for LocalBlobStore {
     fn put<'a>(&'a self, key: &'a str, bytes: &'a [u8]) -> BoxFuture<'a, Result<(), BlobError>> {
         Box::pin(async move {
             let path = self.path_of(key)?;
-            if let Some(parent) = path.parent() {
-                tokio::fs::create_dir_all(parent).await.map_err(io_err(key))?;
-            }
-            // Write to a unique temporary file beside the target, flush it, then rename over it.
-            let tmp = path.with_file_name(format!(
-                ".{}.{}.tmp",
-                path.file_name().and_then(|n| n.to_str()).unwrap_or("blob"),
-                uuid::Uuid::new_v4().simple()
-            ));
-            let write = async {
-                let mut file = tokio::fs::File::create(&tmp).await?;
+            write_atomically(&path, key, |mut file| async move {
                 tokio::io::AsyncWriteExt::write_all(&mut file, bytes).await?;
-                file.sync_all().await?;
-                tokio::fs::rename(&tmp, &path).await
+                Ok(file)
+            })
+            .await
+        })
+    }
+
+    fn put_file<'a>(&'a self, key: &'a str, file: &'a Path) -> BoxFuture<'a, Result<(), BlobError>> {
+        Box::pin(async move {
+            let path = self.path_of(key)?;
+            write_atomically(&path, key, |mut out| async move {
+                let mut source = tokio::fs::File::open(file).await?;
+                tokio::io::copy(&mut source, &mut out).await?;
+                Ok(out)
+            })
+            .await
+        })
+    }
+
+    fn get_to_file<'a>(&'a self, key: &'a str, file: &'a Path) -> BoxFuture<'a, Result<bool, BlobError>> {
+        Box::pin(async move {
+            let path = self.path_of(key)?;
+            let mut source = match tokio::fs::File::open(&path).await {
+                Ok(source) if source.metadata().await.is_ok_and(|m| m.is_file()) => source,
+                Ok(_) => return Ok(false),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(io_err(key)(e)),
             };
-            if let Err(e) = write.await {
-                let _ = tokio::fs::remove_file(&tmp).await;
-                return Err(io_err(key)(e));
-            }
-            Ok(())
+            write_atomically(file, key, |mut out| async move {
+                tokio::io::copy(&mut source, &mut out).await?;
+                Ok(out)
+            })
+            .await?;
+            Ok(true)
         })
     }
 
@@ -145,6 +218,22 @@ mod tests {
         let key = format!("packages/a/{}:1.0.0@{}", "n".repeat(255), "0".repeat(64));
         assert_eq!(store.get(&key).await.unwrap(), None);
         assert!(!store.exists(&key).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn files_stream_in_and_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalBlobStore::new(dir.path().join("root"));
+        let source = dir.path().join("source.bin");
+        let content: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&source, &content).unwrap();
+        store.put_file("p/big.bin", &source).await.unwrap();
+        assert_eq!(store.get("p/big.bin").await.unwrap().as_deref(), Some(&content[..]));
+        let target = dir.path().join("out/copy.bin");
+        assert!(store.get_to_file("p/big.bin", &target).await.unwrap());
+        assert_eq!(std::fs::read(&target).unwrap(), content);
+        assert!(!store.get_to_file("p/missing.bin", &dir.path().join("none.bin")).await.unwrap());
+        assert!(!dir.path().join("none.bin").exists());
     }
 
     #[tokio::test]

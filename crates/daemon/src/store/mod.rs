@@ -9,10 +9,12 @@ pub mod blob;
 mod db;
 pub mod endpoints;
 pub mod kv;
+pub mod object;
 pub mod records;
 mod runtime_type;
 
 pub use blob::{BlobError, BlobStore, LocalBlobStore};
+pub use object::{open_blob_store, StorageSetupError, STORAGE_TYPES};
 pub use db::{Db, PoolLimits, StoreError};
 pub use db::InstallationWriteListener;
 pub use runtime_type::RuntimeType;

@@ -11,6 +11,7 @@ mod common;
 mod debug_support;
 mod runtime_support;
 mod serverless_support;
+mod storage_support;
 
 mod answers;
 mod config_env;
@@ -22,6 +23,7 @@ mod dispatch_tool;
 mod endpoint_api;
 mod endpoint_proxy;
 mod management_api;
+mod object_storage;
 mod readme_quickstart;
 mod runtime_local;
 mod serverless_bridge;

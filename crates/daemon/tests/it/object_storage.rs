@@ -1,0 +1,311 @@
+//! Object storage against real storage servers started by the test (moto's S3 server and Azurite):
+//! the same plugin life cycle on each (upload, assets, install, invoke, plugin storage, uninstall),
+//! a restart with the local disk wiped (the bucket and the database are all that is left), start-up
+//! refusals naming the variable to fix, and a storage outage during upload and install that leaves
+//! nothing half-written and is followed by a successful attempt.
+
+use crate::common;
+use crate::runtime_support;
+use crate::storage_support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{assert_ok, Backend, Daemon, TestDb};
+use runtime_support::*;
+use serde_json::{json, Value};
+use storage_support::{wipe_local_state, Kind, StorageServer, BUCKET};
+
+const TENANT: &str = "5d2b8a52-3c41-4f0e-9a57-0b7f1e2d3c4a";
+const PLUGIN_ID: &str = "testing/runtime_tools";
+
+async fn start_daemon(db: &TestDb, server: &StorageServer, inner_url: &str) -> Daemon {
+    let mut extra: Vec<(String, String)> =
+        vec![("DIFY_INNER_API_URL".into(), inner_url.into()), ("DIFY_INNER_API_KEY".into(), "inner-key".into())];
+    extra.extend(server.daemon_env());
+    let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    common::start_daemon(db, &extra).await
+}
+
+async fn invoke_echo(daemon: &Daemon, parameters: Value) -> Vec<Value> {
+    let body = json!({"user_id": "u", "conversation_id": null, "app_id": null, "message_id": null,
+        "data": {"provider": "runtime_tools", "tool": "exercise", "credentials": {}, "credential_type": "api-key", "tool_parameters": parameters}});
+    let response = daemon
+        .client
+        .post(daemon.url(&format!("/plugin/{TENANT}/dispatch/tool/invoke")))
+        .header("X-Api-Key", &daemon.key)
+        .header("X-Plugin-ID", PLUGIN_ID)
+        .timeout(Duration::from_secs(180))
+        .json(&body)
+        .send()
+        .await
+        .expect("dispatch");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("dispatch body");
+    assert_eq!(status, 200, "{text}\n{}", daemon.log());
+    text.split_terminator("\n\n")
+        .map(|line| {
+            let envelope: Value = serde_json::from_str(line.strip_prefix("data: ").expect("SSE line")).expect("JSON");
+            assert_eq!(envelope["code"], 0, "{envelope}\n{}", daemon.log());
+            envelope["data"].clone()
+        })
+        .collect()
+}
+
+async fn asset(daemon: &Daemon, id: &str) -> (u16, Vec<u8>) {
+    let response = daemon
+        .client
+        .get(daemon.url(&format!("/plugin/{TENANT}/asset/{id}")))
+        .header("X-Api-Key", &daemon.key)
+        .send()
+        .await
+        .expect("asset");
+    (response.status().as_u16(), response.bytes().await.expect("asset body").to_vec())
+}
+
+fn icon_bytes() -> Vec<u8> {
+    std::fs::read(plugin_dir("runtime_tools").join("_assets/icon.svg")).expect("icon")
+}
+
+/// Upload, assets, install, invoke, plugin storage, restart on an empty disk, uninstall.
+async fn life_cycle(kind: Kind) {
+    let Some(server) = StorageServer::start(kind).await else { return };
+    let inner = FakeInnerApi::start().await;
+    let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");
+    let mut daemon = start_daemon(&db, &server, &inner.url).await;
+
+    let upload = assert_ok(&daemon.upload_package(TENANT, &package_plugin("runtime_tools"), None).await);
+    let uid = upload["unique_identifier"].as_str().expect("uid").to_string();
+    let icon = upload["manifest"]["icon"].as_str().expect("icon").to_string();
+    // The bucket holds the package and the icon under the local backend's keys.
+    let keys = server.keys("").await;
+    assert!(keys.contains(&format!("plugin_packages/{uid}")), "{keys:?}");
+    assert!(keys.contains(&format!("assets/{icon}")), "{keys:?}");
+    assert_eq!(asset(&daemon, &icon).await, (200, icon_bytes()));
+
+    let task = daemon.install_identifier(TENANT, &uid).await;
+    assert_eq!(task["status"], "success", "{task}\n{}", daemon.log());
+    assert_eq!(invoke_echo(&daemon, json!({"text": "one"})).await[0]["message"]["text"], "echo: one");
+    let stored = invoke_echo(&daemon, json!({"mode": "storage", "text": "green", "key": "colour"})).await;
+    assert_eq!(
+        stored[0]["message"]["json_object"],
+        json!({"exists_before": false, "read_back": "green", "exists_after": true, "exists_deleted": false})
+    );
+
+    // Restart on an empty disk: no storage root, no object cache, no working directory; the same
+    // bucket and database. Everything lists, the plugin is rebuilt from the bucket and answers.
+    daemon.kill();
+    wipe_local_state(&daemon.workdir);
+    assert!(!daemon.workdir.join("storage").exists() && !daemon.workdir.join("cwd").exists());
+    daemon.restart_after_kill().await;
+    let listed = daemon.list(TENANT).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["plugin_unique_identifier"], uid.as_str());
+    assert_eq!(asset(&daemon, &icon).await, (200, icon_bytes()));
+    assert_eq!(invoke_echo(&daemon, json!({"text": "two"})).await[0]["message"]["text"], "echo: two");
+    let stored = invoke_echo(&daemon, json!({"mode": "storage", "text": "blue", "key": "colour"})).await;
+    assert_eq!(stored[0]["message"]["json_object"]["read_back"], "blue");
+    // The package came back from the bucket into the local cache.
+    assert!(daemon.workdir.join("storage/.object-cache/plugin_packages").join(&uid).is_file());
+
+    let installation_id = listed[0]["installation_id"].as_str().or(listed[0]["id"].as_str()).expect("id").to_string();
+    let (status, body) =
+        daemon.post(&format!("/plugin/{TENANT}/management/uninstall"), &json!({"plugin_installation_id": installation_id})).await;
+    assert_eq!((status, &body["code"]), (200, &json!(0)), "{body}");
+    assert!(daemon.list(TENANT).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_life_cycle_and_restart_on_an_empty_disk() {
+    life_cycle(Kind::S3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_blob_life_cycle_and_restart_on_an_empty_disk() {
+    life_cycle(Kind::Azure).await;
+}
+
+/// Runs the daemon binary expecting it to refuse to start; returns its stderr.
+fn refused_start(env: &[(String, String)]) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dify-plugin-daemon"));
+    cmd.current_dir(dir.path()).env_clear();
+    for name in ["PATH", "HOME"] {
+        if let Some(v) = std::env::var_os(name) {
+            cmd.env(name, v);
+        }
+    }
+    cmd.envs([
+        ("DB_TYPE", "sqlite"),
+        ("SERVER_HOST", "127.0.0.1"),
+        ("SERVER_PORT", "0"),
+        ("SERVER_KEY", common::TEST_KEY),
+        ("PLUGIN_REMOTE_INSTALLING_PORT", "0"),
+    ]);
+    cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(!status.success(), "the daemon started although its storage is unusable");
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().expect("stderr"), &mut err).expect("stderr");
+            return err;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the daemon neither started nor stopped within 90 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_storage_stops_start_up_naming_the_variable() {
+    // Nothing listens at the endpoint.
+    let dead = format!("http://127.0.0.1:{}", common::free_port());
+    let s3 = |endpoint: &str, bucket: &str| -> Vec<(String, String)> {
+        [
+            ("PLUGIN_STORAGE_TYPE", "aws_s3"),
+            ("PLUGIN_STORAGE_OSS_BUCKET", bucket),
+            ("S3_USE_AWS", "false"),
+            ("S3_ENDPOINT", endpoint),
+            ("AWS_ACCESS_KEY", "a"),
+            ("AWS_SECRET_KEY", "s"),
+            ("AWS_REGION", "us-east-1"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    };
+    let err = refused_start(&s3(&dead, BUCKET));
+    assert!(err.contains("S3_ENDPOINT") && err.contains("PLUGIN_STORAGE_OSS_BUCKET") && err.contains(&dead), "{err}");
+
+    // A missing variable is named.
+    let mut env = s3(&dead, BUCKET);
+    env.retain(|(k, _)| k != "AWS_SECRET_KEY");
+    let err = refused_start(&env);
+    assert!(err.contains("AWS_SECRET_KEY must be set for PLUGIN_STORAGE_TYPE=aws_s3"), "{err}");
+    let err = refused_start(&[("PLUGIN_STORAGE_TYPE".to_string(), "floppy".to_string())]);
+    assert!(err.contains("PLUGIN_STORAGE_TYPE") && err.contains("floppy"), "{err}");
+
+    // A reachable server without the bucket.
+    let Some(server) = StorageServer::start(Kind::S3).await else { return };
+    let endpoint = format!("http://127.0.0.1:{}", server.port);
+    let err = refused_start(&s3(&endpoint, "no-such-bucket"));
+    assert!(err.contains("\"no-such-bucket\"") && err.contains("PLUGIN_STORAGE_OSS_BUCKET"), "{err}");
+}
+
+/// The declarations in the database.
+async fn declared_identifiers(workdir: &Path) -> Vec<String> {
+    use sqlx::Row;
+    sqlx::any::install_default_drivers();
+    let url = format!("sqlite://{}?mode=ro", workdir.join("daemon.db").display());
+    let pool = sqlx::any::AnyPoolOptions::new().max_connections(1).connect(&url).await.expect("open database");
+    let rows = sqlx::query("SELECT plugin_unique_identifier FROM plugin_declarations").fetch_all(&pool).await.expect("query");
+    pool.close().await;
+    rows.iter().map(|r| r.get::<String, _>(0)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_outage_during_upload_and_install_leaves_nothing_half_written() {
+    // Azurite keeps its data on disk, so a stopped server comes back with its bucket intact.
+    let Some(mut server) = StorageServer::start(Kind::Azure).await else { return };
+    let inner = FakeInnerApi::start().await;
+    let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");
+    let mut daemon = start_daemon(&db, &server, &inner.url).await;
+    let tools = package_plugin("runtime_tools");
+    let tools_uid = assert_ok(&daemon.upload_package(TENANT, &tools, None).await)["unique_identifier"]
+        .as_str()
+        .expect("uid")
+        .to_string();
+    let other = common::dummy_variant("0.0.7", "outage_probe", &[]);
+    let other_uid = decode(&other).0.to_string();
+
+    // Upload while the server is down: a clear error, bounded in time, no declaration row.
+    server.stop();
+    let started = Instant::now();
+    let (status, body) = daemon.upload_package(TENANT, &other, None).await;
+    assert!(started.elapsed() < Duration::from_secs(45), "the failed upload took {:?}", started.elapsed());
+    // Upstream's envelope: HTTP 200 with code -400 and the cause in the message.
+    assert_eq!((status, &body["code"]), (200, &json!(-400)), "an upload succeeded with the storage down: {body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("failed to save package") && message.contains("object storage error"), "{message}");
+    assert!(!declared_identifiers(&daemon.workdir).await.contains(&other_uid));
+
+    // Install while the server is down, on a node whose disk holds no copy of the package: the task
+    // fails with the storage error and no installation appears.
+    server.restart().await;
+    daemon.kill();
+    wipe_local_state(&daemon.workdir);
+    daemon.restart_after_kill().await;
+    server.stop();
+    let (status, body) = daemon
+        .post(
+            &format!("/plugin/{TENANT}/management/install/identifiers"),
+            &json!({"plugin_unique_identifiers": [tools_uid], "source": "package", "metas": [{}]}),
+        )
+        .await;
+    if status == 200 && body["code"] == 0 {
+        let task_id = body["data"]["task_id"].as_str().expect("task id").to_string();
+        let task = daemon.wait_task(TENANT, &task_id, Duration::from_secs(120)).await;
+        assert_eq!(task["status"], "failed", "{task}");
+        let text = task.to_string();
+        assert!(text.contains("object storage error"), "{text}");
+    } else {
+        assert!(body.to_string().contains("object storage error"), "{status} {body}");
+    }
+    assert!(daemon.list(TENANT).await.is_empty(), "an installation appeared although its package was unreadable");
+
+    // The server is back: the same upload and install succeed, and the plugin answers.
+    server.restart().await;
+    let uploaded = assert_ok(&daemon.upload_package(TENANT, &other, None).await);
+    assert_eq!(uploaded["unique_identifier"], other_uid.as_str());
+    let task = daemon.install_identifier(TENANT, &tools_uid).await;
+    assert_eq!(task["status"], "success", "{task}\n{}", daemon.log());
+    assert_eq!(invoke_echo(&daemon, json!({"text": "back"})).await[0]["message"]["text"], "echo: back");
+    // Every declaration has its package in the bucket.
+    let keys = server.keys("plugin_packages/").await;
+    for uid in declared_identifiers(&daemon.workdir).await {
+        assert!(keys.contains(&format!("plugin_packages/{uid}")), "declaration {uid} without a package: {keys:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_blobs_go_up_in_parts_and_stream_back_on_s3_and_azure() {
+    use dify_daemon::store::object::{ObjectBlobStore, MULTIPART_THRESHOLD};
+    use dify_daemon::store::BlobStore;
+    for kind in [Kind::S3, Kind::Azure] {
+        let Some(server) = StorageServer::start(kind).await else { return };
+        let env: std::collections::HashMap<String, String> = server.daemon_env().into_iter().collect();
+        let settings = dify_daemon::config::Settings::from_map(&env).expect("settings");
+        let store = ObjectBlobStore::from_settings(&settings).expect("store");
+        store.check_reachable("plugin_packages").await.expect("reachable");
+
+        // In memory, above the multipart threshold.
+        let big: Vec<u8> = (0..MULTIPART_THRESHOLD + 3 * 1024 * 1024 + 17).map(|i| (i * 31 % 251) as u8).collect();
+        store.put("bundles/big.bin", &big).await.expect("multipart put");
+        assert!(store.exists("bundles/big.bin").await.unwrap());
+        assert!(store.get("bundles/big.bin").await.unwrap().expect("stored") == big, "{kind:?}: bytes differ");
+
+        // From a file and back into a file, streamed.
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("source.bin");
+        let content: Vec<u8> = big.iter().rev().copied().collect();
+        std::fs::write(&source, &content).unwrap();
+        store.put_file("bundles/from-file.bin", &source).await.expect("put_file");
+        let target = dir.path().join("copy/target.bin");
+        assert!(store.get_to_file("bundles/from-file.bin", &target).await.expect("get_to_file"));
+        assert!(std::fs::read(&target).unwrap() == content, "{kind:?}: streamed bytes differ");
+        assert!(!store.get_to_file("bundles/none.bin", &dir.path().join("none.bin")).await.unwrap());
+
+        let keys = server.keys("bundles/").await;
+        assert_eq!(keys, ["bundles/big.bin", "bundles/from-file.bin"], "{kind:?}");
+        store.delete("bundles/big.bin").await.unwrap();
+        store.delete("bundles/big.bin").await.unwrap();
+        assert_eq!(store.get("bundles/big.bin").await.unwrap(), None);
+        assert!(matches!(store.put("../escape", b"x").await, Err(dify_daemon::store::BlobError::InvalidKey(_))));
+    }
+}
