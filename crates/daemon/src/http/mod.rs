@@ -3,10 +3,12 @@
 //!
 //! Only this module knows axum. It must not contain business rules or SQL.
 
+mod admin;
 mod bind;
 mod dispatch;
 mod endpoint;
 mod endpoint_proxy;
+mod invoke_v2;
 mod management;
 mod serverless;
 mod system;
@@ -126,8 +128,10 @@ pub fn router(state: AppState) -> Router {
 
     Router::new()
         .nest("/plugin/{tenant_id}", tenant)
+        .nest("/v2/invoke", invoke_v2::routes().route_layer(middleware::from_fn_with_state(state.clone(), require_api_key)))
         .merge(system::routes(&state))
         .merge(serverless::routes(&state))
+        .merge(admin::routes(&state))
         .merge(endpoint_proxy::routes(&state))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)

@@ -19,6 +19,7 @@ pub mod debug;
 pub mod environment;
 pub mod local;
 pub mod serverless;
+pub mod serverless_replace;
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
