@@ -13,7 +13,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use dify_protocol::{DaemonError, Envelope, PluginUniqueIdentifier};
@@ -54,7 +54,7 @@ fn field_failure(field: &str, tag: &str) -> String {
 }
 
 /// Binds the body's fields, reporting every failure the way the validator does (one per line).
-fn bind(body: &Value, fields: &[(&str, &str)]) -> Result<(PluginUniqueIdentifier, Vec<String>), Response> {
+fn bind(body: &Value, fields: &[(&str, &str)]) -> Result<(PluginUniqueIdentifier, Vec<String>), super::bind::BindError> {
     let mut failures = Vec::new();
     let mut values = Vec::new();
     let mut uid = None;
@@ -72,14 +72,14 @@ fn bind(body: &Value, fields: &[(&str, &str)]) -> Result<(PluginUniqueIdentifier
     }
     match uid {
         Some(uid) if failures.is_empty() => Ok((uid, values)),
-        _ => Err(fail_with_status(StatusCode::BAD_REQUEST, DaemonError::bad_request(failures.join("\n")))),
+        _ => Err(super::bind::BindError::new(DaemonError::bad_request(failures.join("\n")))),
     }
 }
 
 async fn reinstall(State(state): State<AppState>, body: Bytes) -> Response {
     let (uid, _) = match bind(&json_body(&body), &[("plugin_unique_identifier", "PluginUniqueIdentifier")]) {
         Ok(bound) => bound,
-        Err(response) => return response,
+        Err(error) => return error.into_response(),
     };
     let mut events = admin::reinstall(&state, uid);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(REINSTALL_TIMEOUT_SECS);
@@ -119,7 +119,7 @@ async fn switch_endpoint(State(state): State<AppState>, body: Bytes) -> Response
     ];
     let (uid, values) = match bind(&json_body(&body), &fields) {
         Ok(bound) => bound,
-        Err(response) => return response,
+        Err(error) => return error.into_response(),
     };
     respond(admin::switch_endpoint(&state, &uid, &values[1], &values[2]).await)
 }
