@@ -76,6 +76,7 @@ async fn reinstall_and_switch_endpoint_replace_the_serverless_function() {
         ("DIFY_PLUGIN_SERVERLESS_CONNECTOR_LAUNCH_TIMEOUT".into(), "90".into()),
         ("ADMIN_API_ENABLED".into(), "true".into()),
         ("ADMIN_API_KEY".into(), ADMIN_KEY.into()),
+        ("DIFY_TEST_SKIP_RUNTIME_PREPARATION".into(), "false".into()),
     ];
     let daemon = Daemon::start(&db, DaemonOptions { env, ..Default::default() }).await;
     connector.set_daemon_url(&daemon.base);
