@@ -27,22 +27,24 @@ const CONNECTION_WAIT: Duration = Duration::from_secs(30);
 
 /// The runtime settings of a local run: slim's own settings, nothing from the daemon's variables.
 pub fn runtime_config(local: &LocalConfig) -> RuntimeConfig {
-    let mut config = RuntimeConfig::default();
-    config.working_path = PathBuf::from(&local.folder);
-    config.python_interpreter_path = Some(PathBuf::from(&local.python_path));
-    config.uv_path = (!local.uv_path.is_empty()).then(|| PathBuf::from(&local.uv_path));
-    config.env_init_timeout = Duration::from_secs(local.python_env_init_timeout);
-    config.max_execution_timeout = Duration::from_secs(local.max_execution_timeout);
-    config.pip_mirror_url = (!local.pip_mirror_url.is_empty()).then(|| local.pip_mirror_url.clone());
-    config.pip_extra_args = local.pip_extra_args.split_whitespace().map(str::to_owned).collect();
-    config.ignore_uv_lock = local.ignore_uv_lock;
     // uv's own cache (UV_CACHE_DIR, else the user's cache), so every run reuses downloaded wheels.
-    config.uv_cache_path = std::env::var_os("UV_CACHE_DIR")
+    let uv_cache_path = std::env::var_os("UV_CACHE_DIR")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()).map(|d| PathBuf::from(d).join("uv")))
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache").join("uv")));
-    config
+    RuntimeConfig {
+        working_path: PathBuf::from(&local.folder),
+        python_interpreter_path: Some(PathBuf::from(&local.python_path)),
+        uv_path: (!local.uv_path.is_empty()).then(|| PathBuf::from(&local.uv_path)),
+        env_init_timeout: Duration::from_secs(local.python_env_init_timeout),
+        max_execution_timeout: Duration::from_secs(local.max_execution_timeout),
+        pip_mirror_url: (!local.pip_mirror_url.is_empty()).then(|| local.pip_mirror_url.clone()),
+        pip_extra_args: local.pip_extra_args.split_whitespace().map(str::to_owned).collect(),
+        ignore_uv_lock: local.ignore_uv_lock,
+        uv_cache_path,
+        ..RuntimeConfig::default()
+    }
 }
 
 /// The declaration of a plugin directory (packaged in memory, as `dify plugin run` reads one).

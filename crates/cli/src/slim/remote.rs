@@ -52,7 +52,6 @@ pub async fn run_remote(context: &InvokeContext, remote: &RemoteConfig, out: &mu
     }
     let mut body = response.bytes_stream();
     let mut pending: Vec<u8> = Vec::new();
-    let write_failed = |e: std::io::Error| SlimError::new(ErrorCode::StreamRead, e.to_string());
     loop {
         let chunk = match body.next().await {
             Some(Ok(chunk)) => chunk,
@@ -62,14 +61,18 @@ pub async fn run_remote(context: &InvokeContext, remote: &RemoteConfig, out: &mu
         pending.extend_from_slice(&chunk);
         while let Some(index) = pending.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = pending.drain(..=index).collect();
-            handle_line(&line, out).map_err(|e| e.unwrap_or_else(|e| write_failed(e)))?;
+            handle_line(&line, out).map_err(|e| e.unwrap_or_else(write_failed))?;
         }
     }
     if !pending.is_empty() {
-        handle_line(&pending, out).map_err(|e| e.unwrap_or_else(|e| write_failed(e)))?;
+        handle_line(&pending, out).map_err(|e| e.unwrap_or_else(write_failed))?;
     }
     out.done().map_err(write_failed)?;
     Ok(())
+}
+
+fn write_failed(error: std::io::Error) -> SlimError {
+    SlimError::new(ErrorCode::StreamRead, error.to_string())
 }
 
 /// One line of the SSE answer: `data: <json>` becomes a chunk event; other lines are skipped.
