@@ -10,3 +10,6 @@ pub mod session;
 pub mod backwards;
 pub mod server;
 pub mod shutdown;
+
+#[cfg(test)]
+mod tidy;

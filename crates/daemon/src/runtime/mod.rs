@@ -1,8 +1,9 @@
 //! Plugin runtimes: where an installed plugin's process lives and how the daemon talks to it.
 //!
-//! The install service calls [`RuntimeManager::launch`] after a package and its declaration are stored,
-//! and [`RuntimeManager::stop`] when the last installation of a plugin is removed. Dispatch asks the
-//! manager for a running runtime by unique identifier ([`RuntimeManager::plugin`]).
+//! The service layer calls [`RuntimeManager::launch`] (through its one "launch a stored package"
+//! helper) when installing and when an installed plugin is invoked but not running here, and
+//! [`RuntimeManager::stop`] when the last installation of a plugin is removed. The invocation service
+//! asks the manager for a running runtime by unique identifier ([`RuntimeManager::plugin`]).
 //!
 //! Layers: `config` (settings) → `environment` (uv builds, plugin env allow-list) → `connection` (line
 //! framing and session multiplexing over any byte stream) → `local` (supervised child process) and

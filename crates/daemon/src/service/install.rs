@@ -20,8 +20,27 @@ use super::{parse_identifier, ServiceResult};
 use super::state::{AppState, SHUTDOWN_TASK_MESSAGE, TASK_LEASE_SECS};
 use crate::config::Platform;
 use crate::store::{
-    task_status, InstallOutcome, InstallationUpgrade, NewInstallation, ProviderKind, RuntimeType, TaskPluginEntry,
+    task_status, InstallOutcome, InstallationUpgrade, NewInstallation, ProviderKind, RuntimeType, StoreError,
+    TaskPluginEntry,
 };
+
+/// Why an install job failed; the text becomes the task entry's message.
+#[derive(Debug, thiserror::Error)]
+enum JobError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Launch(#[from] LaunchStoredError),
+    /// The launch outlived `PLUGIN_INSTALL_TIMEOUT` (minutes).
+    #[error("plugin install timed out after {0} minutes")]
+    TimedOut(u64),
+    /// The daemon is stopping; the job ended before committing.
+    #[error("{SHUTDOWN_TASK_MESSAGE}")]
+    ShuttingDown,
+    /// An upgrade found no installation of the original version.
+    #[error("plugin installation not found for this tenant")]
+    InstallationMissing,
+}
 
 /// Largest number of identifiers in one install request.
 pub const MAX_IDENTIFIERS_PER_INSTALL: usize = 64;
@@ -161,15 +180,15 @@ impl InstallJob<'_> {
         self.state.metrics.observe_install(self.uid.plugin_id(), status, started.elapsed().as_secs_f64());
         match outcome {
             Ok(()) => self.set(Some(task_status::SUCCESS), "installed").await,
-            Err(message) => self.set(Some(task_status::FAILED), &message).await,
+            Err(error) => self.set(Some(task_status::FAILED), &error.to_string()).await,
         }
     }
 
-    async fn run_install(&self, declaration: &PluginDeclaration, manifest: &Value, meta: &Value) -> Result<(), String> {
+    async fn run_install(&self, declaration: &PluginDeclaration, manifest: &Value, meta: &Value) -> Result<(), JobError> {
         let db = &self.state.db;
         let runtime_type = runtime_type_of(self.state, self.uid);
         let providers = providers_of(manifest);
-        let already = db.installation_by_plugin_id(self.tenant_id, self.uid.plugin_id()).await.map_err(|e| e.to_string())?;
+        let already = db.installation_by_plugin_id(self.tenant_id, self.uid.plugin_id()).await?;
         if already.is_some() {
             return Ok(());
         }
@@ -187,14 +206,14 @@ impl InstallJob<'_> {
         };
         match db.install_plugin(&installation).await {
             Ok(InstallOutcome::Installed { .. }) | Ok(InstallOutcome::AlreadyInstalled) => Ok(()),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e.into()),
         }
     }
 
     /// Fault-injection pause between preparing and committing (0 outside tests). A daemon stop
     /// (during the pause or before it) ends the job without committing: the shutdown sequence fails
     /// the task.
-    async fn commit_delay(&self) -> Result<(), String> {
+    async fn commit_delay(&self) -> Result<(), JobError> {
         let ms = self.state.settings.install_commit_delay_ms;
         if ms > 0 {
             tokio::select! {
@@ -203,13 +222,13 @@ impl InstallJob<'_> {
             }
         }
         if self.state.shutdown.is_cancelled() {
-            return Err(SHUTDOWN_TASK_MESSAGE.to_string());
+            return Err(JobError::ShuttingDown);
         }
         Ok(())
     }
 
     /// Runs the runtime's preparation step; its progress lines overwrite the entry's message.
-    async fn prepare_runtime(&self, declaration: &PluginDeclaration) -> Result<(), String> {
+    async fn prepare_runtime(&self, declaration: &PluginDeclaration) -> Result<(), JobError> {
         if self.state.settings.skip_runtime_preparation {
             return Ok(());
         }
@@ -228,10 +247,8 @@ impl InstallJob<'_> {
         let budget = Duration::from_secs(self.state.settings.plugin_install_timeout.saturating_mul(60).max(1));
         match launch_stored_package(self.state, self.uid, declaration, Some(budget), on_progress).await {
             Ok(()) => Ok(()),
-            Err(LaunchStoredError::TimedOut(_)) => {
-                Err(format!("plugin install timed out after {} minutes", self.state.settings.plugin_install_timeout))
-            }
-            Err(error) => Err(error.to_string()),
+            Err(LaunchStoredError::TimedOut(_)) => Err(JobError::TimedOut(self.state.settings.plugin_install_timeout)),
+            Err(error) => Err(error.into()),
         }
     }
 }
@@ -264,7 +281,7 @@ pub async fn upgrade(
         // Some tenant already runs the new version: swap the rows now.
         swap_installation(state, tenant_id, &original, &new, source, &meta, &manifest)
             .await
-            .map_err(DaemonError::internal)?;
+            .map_err(|e| DaemonError::internal(e.to_string()))?;
         return Ok(install_response(true, ""));
     }
     let entry = TaskPluginEntry {
@@ -300,7 +317,7 @@ pub async fn upgrade(
             state.metrics.observe_install(new.plugin_id(), status, started.elapsed().as_secs_f64());
             match result {
                 Ok(()) => job.set(Some(task_status::SUCCESS), "upgraded").await,
-                Err(message) => job.set(Some(task_status::FAILED), &message).await,
+                Err(error) => job.set(Some(task_status::FAILED), &error.to_string()).await,
             }
         });
     }
@@ -315,7 +332,7 @@ async fn swap_installation(
     source: &str,
     meta: &Value,
     manifest: &Value,
-) -> Result<(), String> {
+) -> Result<(), JobError> {
     let providers = providers_of(manifest);
     let upgrade = InstallationUpgrade {
         tenant_id,
@@ -330,9 +347,8 @@ async fn swap_installation(
     let released = state
         .db
         .upgrade_installation(&upgrade)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| "plugin installation not found for this tenant".to_string())?;
+        .await?
+        .ok_or(JobError::InstallationMissing)?;
     if released.unreferenced {
         state.runtime.stop(original).await;
     }

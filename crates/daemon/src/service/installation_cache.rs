@@ -18,8 +18,9 @@ pub const DEFAULT_INSTALLATION_CACHE_CAPACITY: usize = 16_384;
 /// `(tenant, plugin_id)` → the tenant's installation, with its identifier and declaration parsed.
 ///
 /// Consistency: every write of `plugin_installations` (or of a declaration an installation joins)
-/// goes through a `Db` function that calls [`invalidate`](Self::invalidate) or
-/// [`invalidate_all`](Self::invalidate_all) once its transaction has committed. A reader takes the
+/// goes through a `Db` function that, once its transaction has committed, tells the store's
+/// [`InstallationWriteListener`] (this cache, registered by `AppState::open`), which calls
+/// [`invalidate`](Self::invalidate) or [`invalidate_all`](Self::invalidate_all). A reader takes the
 /// [`generation`](Self::generation) *before* its SQL lookup and [`insert`](Self::insert)s with it; an
 /// insert whose generation is no longer current is dropped, so a lookup that raced with a write can
 /// never leave the old row behind.

@@ -133,3 +133,17 @@ async fn lazy_launch(state: &AppState, installation: &Installation) -> Option<Ar
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_texts_are_the_envelope_messages() {
+        // Dispatch and the endpoint proxy put these texts into their envelopes unchanged.
+        assert_eq!(InvocationError::NoRuntime.to_string(), "failed to get plugin runtime");
+        assert_eq!(InvocationError::Unavailable(UnavailableError::NotRunning).to_string(), "failed to get plugin runtime");
+        let start = InvocationError::from(SessionStartError::Write("plugin connection is closed".into()));
+        assert_eq!(start.to_string(), "failed to write the request to the plugin: plugin connection is closed");
+    }
+}
