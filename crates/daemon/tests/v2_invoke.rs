@@ -124,7 +124,10 @@ async fn every_v2_route_reaches_the_plugin_named_by_its_identifier() {
     assert_eq!(served, DISPATCH_ROUTES.len() - 2, "every route but the two polling routes");
     assert!(DISPATCH_ROUTES.iter().any(|r| r.path == "/agent_strategy/invoke"));
 
-    // Error envelopes, byte for byte, in upstream's middleware order.
+    // Error envelopes, byte for byte, in upstream's middleware order. An unknown route is the
+    // not-found body even without a key.
+    let (status, _, text) = v2(&daemon, "/tool/nope", None, None, &json!({})).await;
+    assert_eq!((status, text.as_str()), (404, r#"{"code":"not_found","message":"route not found"}"#));
     let body = json!({"tenant_id": OTHER_TENANT, "data": {"provider": "p", "tool": "t", "credentials": {}, "tool_parameters": {}}});
     let (status, _, text) = v2(&daemon, "/tool/invoke", None, Some(&uid), &body).await;
     assert_eq!((status, text.as_str()), (401, r#"{"code":-401,"message":"{\"message\":\"unauthorized\",\"error_type\":\"PluginDaemonUnauthorizedError\",\"args\":null}","data":null}"#));

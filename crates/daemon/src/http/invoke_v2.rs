@@ -37,9 +37,18 @@ pub const UNIQUE_IDENTIFIER_HEADER: &str = "X-Plugin-Unique-Identifier";
 /// polling routes outside the generated group that `/v2/invoke/dispatch` shares).
 const TENANT_ONLY_ACTIONS: &[&str] = &["start_polling", "check_polling"];
 
-/// The routes, to be nested under `/v2/invoke` behind the `X-Api-Key` check.
+/// The routes, to be nested under `/v2/invoke`. Each handler checks `X-Api-Key` itself, after the
+/// route is known: an unknown route is the not-found body whatever the key (upstream's router answers
+/// it before any middleware runs).
 pub fn routes() -> Router<AppState> {
     Router::new().route("/dispatch/{*route}", post(dispatch)).route("/extract", get(extract))
+}
+
+/// The `X-Api-Key` check of the `/v2/invoke` group (HTTP 401, fixed body).
+fn key_refused(state: &AppState, headers: &HeaderMap) -> Option<Response> {
+    let given = headers.get("x-api-key").and_then(|v| v.to_str().ok()).unwrap_or("");
+    (given.as_bytes() != state.server_key.as_bytes())
+        .then(|| fail_with_status(StatusCode::UNAUTHORIZED, DaemonError::unauthorized()))
 }
 
 /// The dispatch route a `/v2/invoke/dispatch{path}` request addresses, if it serves one.
@@ -62,6 +71,9 @@ fn identifier_from(headers: &HeaderMap) -> Result<PluginUniqueIdentifier, Respon
 }
 
 async fn extract(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(refused) = key_refused(&state, &headers) {
+        return refused;
+    }
     let uid = match identifier_from(&headers) {
         Ok(uid) => uid,
         Err(response) => return response,
@@ -79,6 +91,9 @@ async fn dispatch(
     let Some(route) = v2_route(&route_path) else {
         return plain_json(StatusCode::NOT_FOUND, NOT_FOUND_BODY.to_string());
     };
+    if let Some(refused) = key_refused(&state, &headers) {
+        return refused;
+    }
     state.active_dispatch_requests.fetch_add(1, Ordering::Relaxed);
     let response = dispatch_route(&state, route, &headers, &body).await;
     state.active_dispatch_requests.fetch_sub(1, Ordering::Relaxed);

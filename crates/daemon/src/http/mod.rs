@@ -128,7 +128,7 @@ pub fn router(state: AppState) -> Router {
 
     Router::new()
         .nest("/plugin/{tenant_id}", tenant)
-        .nest("/v2/invoke", invoke_v2::routes().route_layer(middleware::from_fn_with_state(state.clone(), require_api_key)))
+        .nest("/v2/invoke", invoke_v2::routes())
         .merge(system::routes(&state))
         .merge(serverless::routes(&state))
         .merge(admin::routes(&state))
