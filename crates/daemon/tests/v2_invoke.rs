@@ -1,6 +1,6 @@
 //! `/v2/invoke` against the daemon binary: every dispatch route it serves reaches a plugin keyed by
 //! its unique identifier (the protocol echo plugin shows the exact request line), real SDK plugins
-//! answer tool and agent invocations, backwards calls and storage belong to the body's tenant, the
+//! answer tool, agent and model invocations, backwards calls and storage belong to the body's tenant, the
 //! error envelopes of the header checks and of an absent plugin are byte-exact, and `extract`
 //! answers `{unique_identifier, manifest, verification}`.
 
@@ -181,6 +181,8 @@ async fn sdk_plugins_answer_v2_with_the_body_tenant() {
     let daemon = Daemon::start(&db, DaemonOptions { env: runtime_env(Some(&inner.url)), ..Default::default() }).await;
     let (tools_uid, task) = daemon.install_package(INSTALLER, &package_plugin("runtime_tools")).await;
     assert_eq!(task["status"], "success", "install task: {task}\n{}", daemon.log());
+    let (model_uid, task) = daemon.install_package(INSTALLER, &package_plugin("runtime_model")).await;
+    assert_eq!(task["status"], "success", "install task: {task}\n{}", daemon.log());
     let (agent_uid, task) = daemon.install_package(INSTALLER, &package_plugin("runtime_agent")).await;
     assert_eq!(task["status"], "success", "install task: {task}\n{}", daemon.log());
 
@@ -224,4 +226,13 @@ async fn sdk_plugins_answer_v2_with_the_body_tenant() {
     let types: Vec<&str> = chunks.iter().map(|c| c["type"].as_str().unwrap_or("")).collect();
     assert_eq!(types, ["log", "text", "json", "blob", "text"], "{chunks:?}");
     assert_eq!(chunks[1]["message"]["text"], "agent: hi");
+
+    // A model route of /v2: LLM streaming from the SDK model plugin.
+    let llm = json!({"tenant_id": OTHER_TENANT, "user_id": "u",
+        "data": {"provider": "echo_model", "model": "echo-llm", "model_type": "llm", "credentials": {"api_key": "ok"},
+                 "model_parameters": {}, "prompt_messages": [{"role": "user", "content": "hello v2"}], "tools": [], "stop": [], "stream": true}});
+    let (status, _, text) = v2(&daemon, "/llm/invoke", Some(&daemon.key), Some(&model_uid), &llm).await;
+    assert_eq!(status, 200, "{text}");
+    let contents: Vec<String> = sse_data(&text).iter().map(|c| c["delta"]["message"]["content"].as_str().unwrap_or("").to_string()).collect();
+    assert_eq!(contents, ["hello", " v2"], "{text}");
 }
