@@ -117,6 +117,8 @@ fn route_family(path: &str) -> &'static str {
         (Some("health"), _) => "health",
         (Some("metrics"), _) => "metrics",
         (Some("e"), _) => "endpoint_invoke",
+        (Some("v2"), _) => "v2_invoke",
+        (Some("admin"), _) => "admin",
         _ => "other",
     }
 }
