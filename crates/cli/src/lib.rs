@@ -10,6 +10,7 @@ pub mod commands;
 pub mod error;
 pub mod output;
 pub mod progress;
+pub mod slim;
 pub mod templates;
 
 pub use cli::run_from_args;

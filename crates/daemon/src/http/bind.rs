@@ -13,6 +13,13 @@ use super::fail_with_status;
 #[derive(Debug)]
 pub struct BindError(DaemonError);
 
+impl BindError {
+    /// A failure with its own (already worded) message.
+    pub fn new(error: DaemonError) -> BindError {
+        BindError(error)
+    }
+}
+
 impl IntoResponse for BindError {
     fn into_response(self) -> Response {
         fail_with_status(StatusCode::BAD_REQUEST, self.0)

@@ -121,7 +121,7 @@ async fn dispatch_route(state: &AppState, tenant_id: &str, route: &'static Dispa
 }
 
 /// `data: <json>\n\n`.
-fn sse_line(json: &str) -> Bytes {
+pub(super) fn sse_line(json: &str) -> Bytes {
     let mut line = Vec::with_capacity(json.len() + 8);
     line.extend_from_slice(b"data: ");
     line.extend_from_slice(json.as_bytes());
@@ -162,7 +162,7 @@ fn plugin_invoke_error(error: &PluginSessionError) -> DaemonError {
     DaemonError::new(ErrorType::PluginInvokeError, super::plugin_errors::for_caller(error).to_sorted_json())
 }
 
-fn sse_body(mut session: crate::session::SessionStream, mut shaper: ChunkShaper) -> Body {
+pub(super) fn sse_body(mut session: crate::session::SessionStream, mut shaper: ChunkShaper) -> Body {
     let stream = async_stream_body(move |sender| async move {
         loop {
             // A client that disconnects ends the session even while the plugin is silent.
@@ -208,7 +208,7 @@ where
     futures::stream::unfold(receiver, |mut receiver| async move { receiver.recv().await.map(|bytes| (Ok(bytes), receiver)) })
 }
 
-async fn single_json(mut session: crate::session::SessionStream, mut shaper: ChunkShaper) -> Response {
+pub(super) async fn single_json(mut session: crate::session::SessionStream, mut shaper: ChunkShaper) -> Response {
     while let Some(output) = session.next().await {
         match output {
             SessionOutput::Chunk(item) => match shaper.shape(item) {
@@ -226,13 +226,13 @@ async fn single_json(mut session: crate::session::SessionStream, mut shaper: Chu
     fail_with_status(StatusCode::INTERNAL_SERVER_ERROR, DaemonError::internal("plugin returned no response"))
 }
 
-fn event_stream(body: Body) -> Response {
+pub(super) fn event_stream(body: Body) -> Response {
     let mut response = Response::new(body);
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     response
 }
 
-fn plain_json(status: StatusCode, body: String) -> Response {
+pub(super) fn plain_json(status: StatusCode, body: String) -> Response {
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));

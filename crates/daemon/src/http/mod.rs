@@ -3,10 +3,12 @@
 //!
 //! Only this module knows axum. It must not contain business rules or SQL.
 
+mod admin;
 mod bind;
 mod dispatch;
 mod endpoint;
 mod endpoint_proxy;
+mod invoke_v2;
 mod management;
 mod plugin_errors;
 mod serverless;
@@ -147,6 +149,8 @@ fn route_family(path: &str) -> &'static str {
         (Some("health"), _) => "health",
         (Some("metrics"), _) => "metrics",
         (Some("e"), _) => "endpoint_invoke",
+        (Some("v2"), _) => "v2_invoke",
+        (Some("admin"), _) => "admin",
         _ => "other",
     }
 }
@@ -159,8 +163,10 @@ pub fn router(state: AppState) -> Router {
 
     Router::new()
         .nest("/plugin/{tenant_id}", tenant)
+        .nest("/v2/invoke", invoke_v2::routes())
         .merge(system::routes(&state))
         .merge(serverless::routes(&state))
+        .merge(admin::routes(&state))
         .merge(endpoint_proxy::routes(&state))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)

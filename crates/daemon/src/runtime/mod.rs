@@ -21,6 +21,7 @@ pub mod environment;
 pub mod local;
 pub mod serverless;
 pub mod uv_provision;
+pub mod serverless_replace;
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};

@@ -6,11 +6,13 @@
 //! or a [`DaemonError`] (which already carries the wire error type). They must not know about HTTP
 //! (no status codes, no axum types) and must not build SQL (that is `store`).
 
+pub mod admin;
 pub mod capabilities;
 pub mod codec;
 pub mod debugging;
 pub mod endpoint_invoke;
 pub mod endpoints;
+pub mod extract;
 pub mod install;
 pub mod installation_cache;
 pub mod invocation;

@@ -13,6 +13,7 @@ mod runtime_support;
 mod serverless_support;
 mod storage_support;
 
+mod admin_api;
 mod answers;
 mod config_env;
 mod debug_remote;
@@ -27,6 +28,9 @@ mod object_storage;
 mod readme_quickstart;
 mod runtime_local;
 mod serverless_bridge;
+mod serverless_connector_sri;
 mod serverless_runtime;
+mod slim_invoker;
 mod state_resilience;
 mod store_kv;
+mod v2_invoke;

@@ -72,6 +72,9 @@ pub enum ServerlessError {
     LaunchFailed(String),
     #[error("serverless launch timed out after {0} seconds")]
     LaunchTimeout(u64),
+    /// The launch stream ended before its `end` stage: upstream saves no function then.
+    #[error("serverless connector ended the launch without its end stage")]
+    LaunchIncomplete,
 }
 
 impl ServerlessConfig {
@@ -222,7 +225,7 @@ impl ConnectorClient {
         }
         match serde_json::from_str::<Value>(&body) {
             Ok(Value::String(pong)) if pong == "pong" => Ok(()),
-            _ => Err(ServerlessError::Protocol(format!("ping answered {:?} instead of \"pong\"", truncate(&body, 512)))),
+            _ => Err(ServerlessError::Protocol(format!("ping answered {} instead of the JSON string \"pong\"", shown_body(&body)))),
         }
     }
 
@@ -332,7 +335,11 @@ impl ConnectorClient {
             }
         }
         if !finished && !pending.is_empty() {
-            self.apply_launch_line(&String::from_utf8_lossy(&pending), &mut function, progress)?;
+            finished = self.apply_launch_line(&String::from_utf8_lossy(&pending), &mut function, progress)?;
+        }
+        // Upstream saves the function only when the `end` stage arrives (its "done" event).
+        if !finished {
+            return Err(ServerlessError::LaunchIncomplete);
         }
         function.ok_or_else(|| ServerlessError::LaunchFailed("the connector ended the launch without reporting a function".into()))
     }
@@ -373,6 +380,16 @@ fn describe(what: &str, detail: &str) -> String {
         what.to_string()
     } else {
         format!("{what} {detail}")
+    }
+}
+
+/// A response body as received, for messages: an empty body is named, anything else is shown raw
+/// (not re-quoted, so a bare `pong` is not mistaken for the JSON string `"pong"`).
+fn shown_body(body: &str) -> String {
+    if body.is_empty() {
+        "an empty body".to_string()
+    } else {
+        format!("`{}`", truncate(body, 512))
     }
 }
 

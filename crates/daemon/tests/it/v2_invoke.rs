@@ -1,0 +1,229 @@
+//! `/v2/invoke` against the daemon binary: every dispatch route it serves reaches a plugin keyed by
+//! its unique identifier (the protocol echo plugin shows the exact request line), real SDK plugins
+//! answer tool, agent and model invocations, backwards calls and storage belong to the body's tenant, the
+//! error envelopes of the header checks and of an absent plugin are byte-exact, and `extract`
+//! answers `{unique_identifier, manifest, verification}`.
+
+use crate::common;
+use crate::runtime_support;
+
+use std::time::Duration;
+
+use common::{Backend, Daemon, TestDb};
+use dify_protocol::access::{ModelTypeRule, ResponseMode, DISPATCH_ROUTES};
+use runtime_support::*;
+use serde_json::{json, Map, Value};
+
+const INSTALLER: &str = "0d3c2b1a-0000-4000-8000-00000000a001";
+const OTHER_TENANT: &str = "0d3c2b1a-0000-4000-8000-00000000b002";
+const INNER_KEY: &str = "inner-key-for-v2";
+const ABSENT: &str = "testing/absent:0.0.1@0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The daemon with the shared launcher's environment, plus Dify's inner API when given.
+async fn start_runtime_daemon(db: &TestDb, inner_api_url: Option<&str>) -> Daemon {
+    match inner_api_url {
+        Some(url) => common::start_daemon(db, &[("DIFY_INNER_API_URL", url), ("DIFY_INNER_API_KEY", INNER_KEY)]).await,
+        None => common::start_daemon(db, &[]).await,
+    }
+}
+
+/// A plausible value for a required field.
+fn sample(field: &str) -> Value {
+    match field {
+        "texts" | "docs" | "documents" | "prompt_messages" => json!(["x"]),
+        "credentials" | "subscription" | "page" | "datasource_parameters" | "plugin_state" | "parameters" => json!({"k": "v"}),
+        "request" => json!({"prefix": "", "max_keys": 10}),
+        "input_type" => json!("document"),
+        _ => json!(format!("{field}-value")),
+    }
+}
+
+/// POSTs `/v2/invoke/dispatch{route}`; returns status, content type and raw body.
+async fn v2(daemon: &Daemon, route: &str, key: Option<&str>, identifier: Option<&str>, body: &Value) -> (u16, String, String) {
+    let mut request = daemon.client.post(daemon.url(&format!("/v2/invoke/dispatch{route}"))).timeout(Duration::from_secs(120)).json(body);
+    if let Some(key) = key {
+        request = request.header("X-Api-Key", key);
+    }
+    if let Some(identifier) = identifier {
+        request = request.header("X-Plugin-Unique-Identifier", identifier);
+    }
+    let response = request.send().await.expect("v2 request");
+    let status = response.status().as_u16();
+    let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    (status, content_type, response.text().await.expect("v2 body"))
+}
+
+fn sse_data(body: &str) -> Vec<Value> {
+    assert!(body.ends_with("\n\n"), "{body:?}");
+    body.split_terminator("\n\n")
+        .map(|line| {
+            let envelope: Value = serde_json::from_str(line.strip_prefix("data: ").expect("data: prefix")).expect("envelope");
+            assert_eq!((&envelope["code"], &envelope["message"]), (&json!(0), &json!("success")), "{envelope}");
+            envelope["data"].clone()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_v2_route_reaches_the_plugin_named_by_its_identifier() {
+    let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");
+    let daemon = start_runtime_daemon(&db, None).await;
+    let (uid, task) = daemon.install_package(INSTALLER, &package_plugin("protocol_echo")).await;
+    assert_eq!(task["status"], "success", "install task: {task}\n{}", daemon.log());
+
+    let mut served = 0;
+    for route in DISPATCH_ROUTES {
+        let mut data = Map::new();
+        for field in route.required {
+            data.insert(field.to_string(), sample(field));
+        }
+        match route.model_type {
+            ModelTypeRule::Exactly(value) => {
+                data.insert("model_type".into(), json!(value));
+            }
+            ModelTypeRule::Valid | ModelTypeRule::NonEmpty => {
+                data.insert("model_type".into(), json!("llm"));
+            }
+            ModelTypeRule::None => {}
+        }
+        data.insert("extra_field".into(), json!({"nested": [1, 2]}));
+        // The tenant in the body need not have installed the plugin.
+        let body = json!({"tenant_id": OTHER_TENANT, "user_id": "user-9", "conversation_id": "conv-2", "app_id": "app-2",
+                          "message_id": null, "data": data.clone()});
+        let (status, content_type, text) = v2(&daemon, route.path, Some(&daemon.key), Some(&uid), &body).await;
+        if matches!(route.action, "start_polling" | "check_polling") {
+            // Upstream registers the polling routes for tenant dispatch only.
+            assert_eq!((status, text.as_str()), (404, r#"{"code":"not_found","message":"route not found"}"#), "{}", route.path);
+            continue;
+        }
+        assert_eq!(route.response, ResponseMode::EventStream, "{}", route.path);
+        assert_eq!((status, content_type.as_str()), (200, "text/event-stream"), "{}: {text}", route.path);
+        let items = sse_data(&text);
+        assert_eq!(items.len(), 1, "{}: {text}", route.path);
+        let raw = items[0]["raw"].as_str().or(items[0]["message"]["text"].as_str()).unwrap_or_else(|| panic!("{}: {text}", route.path));
+        let line: Value = serde_json::from_str(raw).expect("request line");
+        assert_eq!((&line["event"], &line["conversation_id"], &line["app_id"]), (&json!("request"), &json!("conv-2"), &json!("app-2")));
+        let sent = line["data"].as_object().expect("data object");
+        assert_eq!(sent["type"], json!(route.access_type.as_str()), "{}", route.path);
+        assert_eq!(sent["action"], json!(route.action), "{}", route.path);
+        assert_eq!(sent["user_id"], "user-9");
+        for (field, value) in &data {
+            assert_eq!(&sent[field.as_str()], value, "{} field {field}", route.path);
+        }
+        served += 1;
+    }
+    assert_eq!(served, DISPATCH_ROUTES.len() - 2, "every route but the two polling routes");
+    assert!(DISPATCH_ROUTES.iter().any(|r| r.path == "/agent_strategy/invoke"));
+
+    // Error envelopes, byte for byte, in upstream's middleware order. An unknown route is the
+    // not-found body even without a key.
+    let (status, _, text) = v2(&daemon, "/tool/nope", None, None, &json!({})).await;
+    assert_eq!((status, text.as_str()), (404, r#"{"code":"not_found","message":"route not found"}"#));
+    let body = json!({"tenant_id": OTHER_TENANT, "data": {"provider": "p", "tool": "t", "credentials": {}, "tool_parameters": {}}});
+    let (status, _, text) = v2(&daemon, "/tool/invoke", None, Some(&uid), &body).await;
+    assert_eq!((status, text.as_str()), (401, r#"{"code":-401,"message":"{\"message\":\"unauthorized\",\"error_type\":\"PluginDaemonUnauthorizedError\",\"args\":null}","data":null}"#));
+    let (status, _, text) = v2(&daemon, "/tool/invoke", Some(&daemon.key), None, &body).await;
+    assert_eq!(
+        (status, text.as_str()),
+        (400, r#"{"code":-400,"message":"{\"message\":\"X-Plugin-Unique-Identifier header is required\",\"error_type\":\"PluginDaemonBadRequestError\",\"args\":null}","data":null}"#)
+    );
+    let (status, _, text) = v2(&daemon, "/tool/invoke", Some(&daemon.key), Some("testing/protocol_echo"), &body).await;
+    assert_eq!(status, 400, "{text}");
+    let envelope: Value = serde_json::from_str(&text).expect("envelope");
+    let inner: Value = serde_json::from_str(envelope["message"].as_str().expect("message")).expect("inner");
+    assert_eq!((&envelope["code"], &inner["error_type"]), (&json!(-400), &json!("PluginUniqueIdentifierError")), "{text}");
+    assert_eq!(inner["message"], "plugin_unique_identifier is not valid: testing/protocol_echo");
+    let (status, _, text) = v2(&daemon, "/tool/invoke", Some(&daemon.key), Some(ABSENT), &body).await;
+    assert_eq!(
+        (status, text.as_str()),
+        (404, r#"{"code":-500,"message":"{\"message\":\"no available node, plugin runtime not found\",\"error_type\":\"PluginDaemonInternalServerError\",\"args\":null}","data":null}"#)
+    );
+    // The body is bound after the plugin is found: `tenant_id` and `data` are required.
+    let (status, _, text) = v2(&daemon, "/tool/invoke", Some(&daemon.key), Some(&uid), &json!({"user_id": "u"})).await;
+    assert_eq!(
+        (status, text.as_str()),
+        (400, r#"{"code":-400,"message":"{\"message\":\"Key: 'InvokePluginRequest.InvokePluginUserIdentity.TenantId' Error:Field validation for 'TenantId' failed on the 'required' tag\\nKey: 'InvokePluginRequest.Data' Error:Field validation for 'Data' failed on the 'required' tag\",\"error_type\":\"PluginDaemonBadRequestError\",\"args\":null}","data":null}"#)
+    );
+
+    // extract: the package's own schema.
+    let extract = |identifier: Option<&str>| {
+        let mut request = daemon.client.get(daemon.url("/v2/invoke/extract")).header("X-Api-Key", &daemon.key);
+        if let Some(identifier) = identifier {
+            request = request.header("X-Plugin-Unique-Identifier", identifier);
+        }
+        request.send()
+    };
+    let (status, envelope) = common::read_json(extract(Some(&uid)).await.expect("extract")).await;
+    assert_eq!((status, &envelope["code"]), (200, &json!(0)), "{envelope}");
+    assert_eq!(envelope["data"]["unique_identifier"], json!(uid));
+    assert_eq!((&envelope["data"]["manifest"]["name"], &envelope["data"]["manifest"]["author"]), (&json!("protocol_echo"), &json!("testing")));
+    assert_eq!(envelope["data"]["verification"], Value::Null);
+    assert!(envelope["data"]["manifest"]["plugins"]["tools"].is_array(), "{envelope}");
+    let absent = common::read_json(extract(Some(ABSENT)).await.expect("extract")).await;
+    common::assert_error(&absent, 200, -400, "PluginDaemonBadRequestError", Some("plugin package not found, please upload it firstly"));
+    let missing = common::read_json(extract(None).await.expect("extract")).await;
+    common::assert_error(&missing, 400, -400, "PluginDaemonBadRequestError", Some("X-Plugin-Unique-Identifier header is required"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_plugins_answer_v2_with_the_body_tenant() {
+    let inner = FakeInnerApi::start().await;
+    let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");
+    let daemon = start_runtime_daemon(&db, Some(&inner.url)).await;
+    let (tools_uid, task) = daemon.install_package(INSTALLER, &package_plugin("runtime_tools")).await;
+    assert_eq!(task["status"], "success", "install task: {task}\n{}", daemon.log());
+    let (model_uid, task) = daemon.install_package(INSTALLER, &package_plugin("runtime_model")).await;
+    assert_eq!(task["status"], "success", "install task: {task}\n{}", daemon.log());
+    let (agent_uid, task) = daemon.install_package(INSTALLER, &package_plugin("runtime_agent")).await;
+    assert_eq!(task["status"], "success", "install task: {task}\n{}", daemon.log());
+
+    let tool = |tenant: &str, parameters: Value| {
+        json!({"tenant_id": tenant, "user_id": "user-3",
+               "data": {"provider": "runtime_tools", "tool": "exercise", "credentials": {}, "credential_type": "api-key", "tool_parameters": parameters}})
+    };
+    let (status, _, text) = v2(&daemon, "/tool/invoke", Some(&daemon.key), Some(&tools_uid), &tool(OTHER_TENANT, json!({"text": "hi"}))).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(sse_data(&text), vec![json!({"type": "text", "message": {"text": "echo: hi"}, "meta": null})]);
+
+    // A backwards call carries the body's tenant.
+    let (_, _, text) = v2(&daemon, "/tool/invoke", Some(&daemon.key), Some(&tools_uid), &tool(OTHER_TENANT, json!({"mode": "backwards_tool", "text": "q"}))).await;
+    assert!(!sse_data(&text).is_empty());
+    let recorded = inner.recorded();
+    let call = recorded.iter().find(|(path, _, _)| path == "/inner/api/invoke/tool").expect("backwards tool call");
+    assert_eq!((&call.2["tenant_id"], &call.2["user_id"]), (&json!(OTHER_TENANT), &json!("user-3")));
+
+    // Storage belongs to the body's tenant (and the plugin id of the identifier).
+    let (_, _, text) = v2(&daemon, "/tool/invoke", Some(&daemon.key), Some(&tools_uid), &tool(OTHER_TENANT, json!({"mode": "storage_set", "key": "shade", "count": 3}))).await;
+    assert_eq!(sse_data(&text)[0]["message"]["text"], "stored");
+    let probe = |tenant: &str| tool(tenant, json!({"mode": "storage", "key": "shade", "text": "blue"}));
+    let (_, _, text) = v2(&daemon, "/tool/invoke", Some(&daemon.key), Some(&tools_uid), &probe(INSTALLER)).await;
+    assert_eq!(sse_data(&text)[0]["message"]["json_object"]["exists_before"], false, "another tenant's storage");
+    let (_, _, text) = v2(&daemon, "/tool/invoke", Some(&daemon.key), Some(&tools_uid), &probe(OTHER_TENANT)).await;
+    assert_eq!(sse_data(&text)[0]["message"]["json_object"]["exists_before"], true, "the body tenant's storage");
+
+    // A plugin error ends the stream with the PluginInvokeError envelope.
+    let (status, _, text) = v2(&daemon, "/tool/invoke", Some(&daemon.key), Some(&tools_uid), &tool(OTHER_TENANT, json!({"mode": "raise", "text": "boom"}))).await;
+    assert_eq!(status, 200);
+    let last: Value = serde_json::from_str(text.trim_end().rsplit("\n\n").next().unwrap().strip_prefix("data: ").unwrap()).unwrap();
+    assert_eq!(last["code"], -500, "{text}");
+    assert!(last["message"].as_str().unwrap_or("").contains("PluginInvokeError") && last["message"].as_str().unwrap_or("").contains("boom"), "{text}");
+
+    // The agent strategy route of /v2.
+    let agent = json!({"tenant_id": OTHER_TENANT, "user_id": "u",
+        "data": {"agent_strategy_provider": "echo_agent", "agent_strategy": "echo", "agent_strategy_params": {"query": "hi", "blob_size": 8}}});
+    let (status, _, text) = v2(&daemon, "/agent_strategy/invoke", Some(&daemon.key), Some(&agent_uid), &agent).await;
+    assert_eq!(status, 200, "{text}");
+    let chunks = sse_data(&text);
+    let types: Vec<&str> = chunks.iter().map(|c| c["type"].as_str().unwrap_or("")).collect();
+    assert_eq!(types, ["log", "text", "json", "blob", "text"], "{chunks:?}");
+    assert_eq!(chunks[1]["message"]["text"], "agent: hi");
+
+    // A model route of /v2: LLM streaming from the SDK model plugin.
+    let llm = json!({"tenant_id": OTHER_TENANT, "user_id": "u",
+        "data": {"provider": "echo_model", "model": "echo-llm", "model_type": "llm", "credentials": {"api_key": "ok"},
+                 "model_parameters": {}, "prompt_messages": [{"role": "user", "content": "hello v2"}], "tools": [], "stop": [], "stream": true}});
+    let (status, _, text) = v2(&daemon, "/llm/invoke", Some(&daemon.key), Some(&model_uid), &llm).await;
+    assert_eq!(status, 200, "{text}");
+    let contents: Vec<String> = sse_data(&text).iter().map(|c| c["delta"]["message"]["content"].as_str().unwrap_or("").to_string()).collect();
+    assert_eq!(contents, ["hello", " v2"], "{text}");
+}
