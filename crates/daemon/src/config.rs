@@ -275,6 +275,14 @@ settings! {
         plugin_max_restarts: u32 = "PLUGIN_MAX_RESTARTS", "5", "Restarts of a crashing plugin in a row before giving up (not an upstream variable).";
         plugin_restart_backoff_ms: u64 = "PLUGIN_RESTART_BACKOFF_MS", "500", "First restart delay, doubled per restart up to 30 s, milliseconds (not an upstream variable).";
     }
+    "Plugin isolation" {
+        plugin_sandbox: crate::runtime::sandbox::SandboxLevel = "PLUGIN_SANDBOX", "best_effort", "Isolation of local plugin processes: `off`, `best_effort` (apply every layer this host offers) or `strict` (refuse to start a plugin when a layer is unavailable); see the README's plugin isolation section (not an upstream variable).";
+        plugin_sandbox_uid_base: u32 = "PLUGIN_SANDBOX_UID_BASE", "20000", "First uid (and gid) of plugin processes when the daemon runs as root; a plugin gets `base + (hash of its identifier mod range)`, probing past uids in use (not an upstream variable).";
+        plugin_sandbox_uid_range: u32 = "PLUGIN_SANDBOX_UID_RANGE", "40000", "How many uids from `PLUGIN_SANDBOX_UID_BASE` plugins may use; none may belong to a real account (not an upstream variable).";
+        plugin_sandbox_max_processes: u64 = "PLUGIN_SANDBOX_MAX_PROCESSES", "512", "Processes and threads one plugin may have (pids cgroup, and `RLIMIT_NPROC` under its own uid) (not an upstream variable).";
+        plugin_sandbox_max_open_files: u64 = "PLUGIN_SANDBOX_MAX_OPEN_FILES", "4096", "Open files of one plugin process (`RLIMIT_NOFILE`) (not an upstream variable).";
+        plugin_sandbox_read_paths: Option<String> = "PLUGIN_SANDBOX_READ_PATHS", "", "Extra paths (colon-separated) plugins may read besides the system directories, their interpreter, their own directory and `/tmp` (not an upstream variable).";
+    }
     "Limits and timeouts" {
         plugin_max_execution_timeout: u64 = "PLUGIN_MAX_EXECUTION_TIMEOUT", "600", "Longest one invocation (a session, its SSE stream, an `/e/` request) may run, seconds; then it ends with `killed by timeout`.";
         plugin_install_timeout: u64 = "PLUGIN_INSTALL_TIMEOUT", "15", "Limit of one plugin install or upgrade, minutes; a task still running past it is marked failed.";

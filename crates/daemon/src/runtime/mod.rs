@@ -18,6 +18,7 @@ pub mod connection;
 pub mod debug;
 pub mod environment;
 pub mod local;
+pub mod sandbox;
 pub mod serverless;
 
 use std::collections::HashMap;
@@ -236,6 +237,7 @@ impl RuntimeManager {
             python,
             entrypoint,
             extra_env: self.extra_plugin_env.clone(),
+            memory_limit: u64::try_from(declaration.resource.memory).ok().filter(|m| *m > 0),
         };
         let process = match LocalPlugin::start(spec, self.config.clone()).await {
             Ok(process) => process,
