@@ -251,7 +251,8 @@ impl Sandbox {
         }
         let host = self.host();
         let spawn = SPAWNS.fetch_add(1, Ordering::Relaxed);
-        let slug = format!("{}-{spawn}", short_hash(request.identifier));
+        // Unique per daemon process and instance: daemons on one host share the cgroup parent.
+        let slug = format!("{}-{}-{spawn}", short_hash(request.identifier), std::process::id());
         let state_dir = request.working_path.join(".sandbox");
         let working_dir = request.working_dir.canonicalize().map_err(io_step("working directory"))?;
         let mut jail = PluginJail::none();

@@ -203,7 +203,7 @@ mod tests {
         std::fs::create_dir_all(a.join("b/c")).unwrap();
         std::fs::set_permissions(&a, std::fs::Permissions::from_mode(0o700)).unwrap();
         std::fs::set_permissions(a.join("b"), std::fs::Permissions::from_mode(0o700)).unwrap();
-        // tempdir() itself is 0700, so it is the outermost closed one.
+        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
         assert_eq!(untraversable_ancestor(&a.join("b/c")), Some(root.path().to_path_buf()));
         std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         assert_eq!(untraversable_ancestor(&a.join("b/c")), Some(a.clone()));
