@@ -57,7 +57,8 @@ async fn measure(tools: &Tools, plan: &Plan, rows: &mut [Row]) -> Result<()> {
     eprintln!("bench: 7: starting daemons with the sandbox on and off");
     let (on_daemon, on) = start(tools, "best_effort").await.context("sandbox on")?;
     let (off_daemon, off) = start(tools, "off").await.context("sandbox off")?;
-    let health = on_daemon.get("/health/check").await?;
+    // `/health/check` is plain JSON, not an envelope.
+    let health: serde_json::Value = on_daemon.client.get(on_daemon.url("/health/check")).send().await?.json().await?;
     eprintln!("bench: 7: sandbox layers: {}", health["sandbox"]);
     let parameters = json!({"mode": "echo", "text": "hello"});
     let limit = Duration::from_secs(600);
