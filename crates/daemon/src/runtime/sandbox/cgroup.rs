@@ -204,9 +204,7 @@ impl Group {
             CgroupVersion::V1 => "memory.oom_control",
         };
         let text = fs::read_to_string(self.dir.join(file)).unwrap_or_default();
-        text.lines()
-            .find_map(|line| line.strip_prefix("oom_kill ").and_then(|n| n.trim().parse().ok()))
-            .unwrap_or(0)
+        text.lines().find_map(|line| line.strip_prefix("oom_kill ").and_then(|n| n.trim().parse().ok())).unwrap_or(0)
     }
 
     fn members(&self) -> Vec<i32> {
