@@ -775,6 +775,29 @@ mod tests {
     }
 
     #[test]
+    fn strict_refuses_to_start_without_every_layer() {
+        let mut settings = SandboxSettings::from_settings(&Settings::default());
+        settings.level = SandboxLevel::Strict;
+        let sandbox = Sandbox::new(settings);
+        // A host without root, Landlock or cgroups.
+        let _ = sandbox.host.set(Host { root: false, landlock_abi: 0, cgroups: cgroup::Hierarchies::default() });
+        let dir = tempfile::tempdir().unwrap();
+        let request = JailRequest {
+            identifier: "author/name:1@x",
+            working_path: dir.path(),
+            working_dir: dir.path(),
+            python: Path::new("/usr/bin/python3"),
+            memory_limit: Some(1 << 28),
+        };
+        let error = sandbox.prepare(&request).err().expect("strict must refuse");
+        let message = error.to_string();
+        for layer in ["uid", "landlock", "memory_cgroup", "pids_cgroup", "private_tmp"] {
+            assert!(message.contains(layer), "{message}");
+        }
+        assert!(!dir.path().join(".sandbox").exists(), "nothing is prepared for a refused plugin");
+    }
+
+    #[test]
     fn off_reports_nothing_active() {
         let mut settings = SandboxSettings::from_settings(&Settings::default());
         settings.level = SandboxLevel::Off;
