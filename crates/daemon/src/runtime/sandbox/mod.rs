@@ -655,8 +655,9 @@ fn interpreter_prefixes(working_dir: &Path, python: &Path) -> Vec<PathBuf> {
     prefixes
 }
 
-/// A daemon directory may be covered unless it is `/`, a system directory (or contains one), or
-/// contains an interpreter or other needed path only by being its ancestor in `/usr`-like places.
+/// Whether a daemon directory may be covered in the plugin's view: not `/`, not a system directory,
+/// an ancestor or a descendant of one, and not itself a path the plugin needs (needed paths below it
+/// are exposed inside the cover).
 fn coverable(path: &Path, needed: &[PathBuf]) -> bool {
     if path == Path::new("/") {
         return false;
