@@ -655,14 +655,14 @@ fn interpreter_prefixes(working_dir: &Path, python: &Path) -> Vec<PathBuf> {
     prefixes
 }
 
-/// Whether a daemon directory may be covered in the plugin's view: not `/`, not a system directory,
-/// an ancestor or a descendant of one, and not itself a path the plugin needs (needed paths below it
-/// are exposed inside the cover).
+/// Whether a daemon directory may be covered in the plugin's view: not `/`, not a system directory
+/// or an ancestor of one, and not itself a path the plugin needs (needed paths below it are exposed
+/// inside the cover). A daemon directory inside a system directory (say `/usr/local/dify`) is covered.
 fn coverable(path: &Path, needed: &[PathBuf]) -> bool {
     if path == Path::new("/") {
         return false;
     }
-    let system = SYSTEM_READ_PATHS.iter().map(Path::new).any(|s| s.starts_with(path) || path.starts_with(s));
+    let system = SYSTEM_READ_PATHS.iter().map(Path::new).any(|s| s.starts_with(path));
     // A needed path equal to the directory is exposed by not covering it at all.
     !system && !needed.iter().any(|n| n == path)
 }
@@ -796,6 +796,17 @@ mod tests {
             assert!(message.contains(layer), "{message}");
         }
         assert!(!dir.path().join(".sandbox").exists(), "nothing is prepared for a refused plugin");
+    }
+
+    #[test]
+    fn daemon_directories_are_covered_but_never_system_ones() {
+        let needed = vec![PathBuf::from("/srv/app/cwd/testing/plugin")];
+        assert!(coverable(Path::new("/srv/app"), &needed));
+        assert!(coverable(Path::new("/usr/local/dify"), &needed));
+        assert!(!coverable(Path::new("/"), &needed));
+        assert!(!coverable(Path::new("/usr"), &needed));
+        assert!(!coverable(Path::new("/run"), &needed));
+        assert!(!coverable(Path::new("/srv/app/cwd/testing/plugin"), &needed));
     }
 
     #[test]
