@@ -106,7 +106,9 @@ impl Daemon {
             .env("PYTHON_INTERPRETER_PATH", &tools.python)
             .env("PLUGIN_REMOTE_INSTALLING_HOST", "127.0.0.1")
             .env("PLUGIN_REMOTE_INSTALLING_PORT", debug_port.to_string())
-            .env("PLUGIN_MAX_EXECUTION_TIMEOUT", "600");
+            .env("PLUGIN_MAX_EXECUTION_TIMEOUT", "600")
+            // The native plugin's package execs this binary, outside the plugin's own directory.
+            .env("PLUGIN_SANDBOX_READ_PATHS", &tools.native_plugin);
         match &options.postgres_database {
             Some(name) => {
                 command

@@ -12,6 +12,7 @@ mod load;
 mod memory;
 mod packages;
 mod report;
+mod sandbox;
 mod scenarios;
 mod stats;
 
@@ -96,7 +97,7 @@ fn parse_args() -> Result<Option<Args>> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--smoke] [--only 1,2,3,4,5,6] [--no-build] [--daemon-bin PATH]\n\n\
+                    "usage: bench [--smoke] [--only 1,2,3,4,5,6,7] [--no-build] [--daemon-bin PATH]\n\n\
                      Runs the daemon benchmark and prints a Markdown table; exits 1 if any row failed."
                 );
                 return Ok(None);

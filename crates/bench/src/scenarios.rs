@@ -58,6 +58,9 @@ pub async fn run_all(tools: &Tools, plan: &Plan, only: &[String]) -> Vec<Row> {
         rows.extend(scale_section(tools, plan, false).await);
         rows.extend(scale_section(tools, plan, true).await);
     }
+    if want("7") {
+        rows.extend(crate::sandbox::section(tools, plan).await);
+    }
     rows.sort_by_key(|row| natural_key(&row.id));
     rows
 }

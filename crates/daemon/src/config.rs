@@ -10,6 +10,53 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+/// Every `PLUGIN_STORAGE_TYPE` value (upstream's names).
+pub const STORAGE_TYPES: &[&str] = &[
+    "local",
+    "aws_s3",
+    "tencent_cos",
+    "azure_blob",
+    "gcs",
+    "aliyun_oss",
+    "huawei_obs",
+    "volcengine_tos",
+    "baidu_bos",
+];
+
+/// How much isolation plugins get (`PLUGIN_SANDBOX`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SandboxLevel {
+    /// No layer: plugins run like the daemon (its uid, its view of the file system).
+    Off,
+    /// Every layer the host offers; a missing one is reported, not fatal.
+    #[default]
+    BestEffort,
+    /// Every layer, or the plugin is not started.
+    Strict,
+}
+
+impl SandboxLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxLevel::Off => "off",
+            SandboxLevel::BestEffort => "best_effort",
+            SandboxLevel::Strict => "strict",
+        }
+    }
+}
+
+impl FromSetting for SandboxLevel {
+    fn from_setting(text: &str) -> Result<Self, String> {
+        match text.trim().to_ascii_lowercase().replace('-', "_").as_str() {
+            "off" | "none" | "false" | "0" => Ok(SandboxLevel::Off),
+            "" | "best_effort" | "besteffort" => Ok(SandboxLevel::BestEffort),
+            "strict" => Ok(SandboxLevel::Strict),
+            other => Err(format!("expected off, best_effort or strict, got {other:?}")),
+        }
+    }
+}
+
 /// One documented setting: its environment variable, the names read when it is unset, its default
 /// (as text), meaning and table group.
 #[derive(Debug, Clone, Copy)]
@@ -275,6 +322,14 @@ settings! {
         plugin_max_restarts: u32 = "PLUGIN_MAX_RESTARTS", "5", "Restarts of a crashing plugin in a row before giving up (not an upstream variable).";
         plugin_restart_backoff_ms: u64 = "PLUGIN_RESTART_BACKOFF_MS", "500", "First restart delay, doubled per restart up to 30 s, milliseconds (not an upstream variable).";
     }
+    "Plugin isolation" {
+        plugin_sandbox: SandboxLevel = "PLUGIN_SANDBOX", "best_effort", "Isolation of local plugin processes: `off`, `best_effort` (apply every layer this host offers) or `strict` (refuse to start a plugin when a layer is unavailable); see the README's plugin isolation section (not an upstream variable).";
+        plugin_sandbox_uid_base: u32 = "PLUGIN_SANDBOX_UID_BASE", "20000", "First uid (and gid) of plugin processes when the daemon runs as root; a plugin gets `base + (hash of its identifier mod range)`, probing past uids in use (not an upstream variable).";
+        plugin_sandbox_uid_range: u32 = "PLUGIN_SANDBOX_UID_RANGE", "40000", "How many uids from `PLUGIN_SANDBOX_UID_BASE` plugins may use; none may belong to a real account (not an upstream variable).";
+        plugin_sandbox_max_processes: u64 = "PLUGIN_SANDBOX_MAX_PROCESSES", "512", "Processes and threads one plugin may have (pids cgroup, and `RLIMIT_NPROC` under its own uid) (not an upstream variable).";
+        plugin_sandbox_max_open_files: u64 = "PLUGIN_SANDBOX_MAX_OPEN_FILES", "4096", "Open files of one plugin process (`RLIMIT_NOFILE`) (not an upstream variable).";
+        plugin_sandbox_read_paths: Option<String> = "PLUGIN_SANDBOX_READ_PATHS", "", "Extra paths (colon-separated) plugins may read besides the system directories, their interpreter, their own directory and `/tmp` (not an upstream variable).";
+    }
     "Limits and timeouts" {
         plugin_max_execution_timeout: u64 = "PLUGIN_MAX_EXECUTION_TIMEOUT", "600", "Longest one invocation (a session, its SSE stream, an `/e/` request) may run, seconds; then it ends with `killed by timeout`.";
         plugin_install_timeout: u64 = "PLUGIN_INSTALL_TIMEOUT", "15", "Limit of one plugin install or upgrade, minutes; a task still running past it is marked failed.";
@@ -487,11 +542,11 @@ impl Settings {
                 reason: "must be at least 10 characters when ADMIN_API_ENABLED".into(),
             });
         }
-        if !crate::store::STORAGE_TYPES.contains(&self.plugin_storage_type.trim()) {
+        if !STORAGE_TYPES.contains(&self.plugin_storage_type.trim()) {
             return Err(ConfigError::Invalid {
                 name: "PLUGIN_STORAGE_TYPE",
                 value: self.plugin_storage_type.clone(),
-                reason: format!("expected one of {}", crate::store::STORAGE_TYPES.join(", ")),
+                reason: format!("expected one of {}", STORAGE_TYPES.join(", ")),
             });
         }
         Ok(())

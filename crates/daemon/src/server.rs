@@ -122,6 +122,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .with_context(|| format!("invalid listen address {}:{}", settings.server_host, settings.server_port))?;
 
     let state = AppState::open(settings, server_key, node_id).await?;
+    crate::runtime::sandbox::report_at_start_up(&state.runtime.config().sandbox);
     let recovered = state.db.fail_tasks_of_node(&state.node_id, SHUTDOWN_TASK_MESSAGE).await?;
     if recovered > 0 {
         tracing::warn!(recovered, "marked install tasks of the previous run as failed");

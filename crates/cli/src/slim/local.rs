@@ -152,6 +152,7 @@ pub async fn run_local(context: &InvokeContext, local: &LocalConfig, out: &mut O
         python,
         entrypoint,
         extra_env: Vec::new(),
+        memory_limit: u64::try_from(declaration.resource.memory).ok().filter(|m| *m > 0),
     };
     let plugin = LocalPlugin::start(spec, config.clone())
         .await

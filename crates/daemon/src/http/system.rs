@@ -33,6 +33,8 @@ async fn health(State(state): State<AppState>) -> Response {
         "active_dispatch_requests": state.active_dispatch_requests.load(Ordering::Relaxed),
         // Where plugins connect for remote debugging (null when that server does not run).
         "remote_debugging_address": state.runtime.debug_server_address().map(|a| a.to_string()),
+        // Which plugin isolation layers are active (see the README's plugin isolation section).
+        "sandbox": state.runtime.config().sandbox.report(),
     }))
     .into_response()
 }

@@ -32,6 +32,8 @@ pub struct LaunchSpec {
     pub entrypoint: String,
     /// Extra variables for the plugin (tests and `dify plugin run`).
     pub extra_env: Vec<(String, String)>,
+    /// `resource.memory` of the manifest, enforced by the sandbox.
+    pub memory_limit: Option<u64>,
 }
 
 /// The state of a supervised plugin.
@@ -73,6 +75,8 @@ struct RunningInstance {
     /// Ends when the child's stderr closes; awaited (briefly) so failure messages quote all of it.
     stderr_reader: tokio::task::JoinHandle<()>,
     reader: tokio::task::JoinHandle<String>,
+    /// The instance's confinement (groups, uid, private directories), released when it is dropped.
+    jail: super::sandbox::PluginJail,
 }
 
 impl LocalPlugin {
@@ -163,7 +167,10 @@ impl LocalPlugin {
                 Ok(instance)
             }
             Err(timeout) => {
-                let status = terminate(&mut instance).await;
+                let mut status = terminate(&mut instance).await;
+                if let Some(killed) = instance.jail.memory_kill_message() {
+                    status = format!("{status}; {killed}");
+                }
                 let _ = tokio::time::timeout(Duration::from_secs(1), &mut instance.stderr_reader).await;
                 let stderr = render_tail(&instance.stderr_tail);
                 instance.connection.close(PluginSessionError::new("PluginDaemonInternalServerError", "plugin failed to start"));
@@ -177,6 +184,14 @@ impl LocalPlugin {
 
     fn spawn(&self, config: &RuntimeConfig) -> Result<RunningInstance, LaunchError> {
         let env = plugin_process_environment(config, "local", &self.spec.extra_env);
+        let request = super::sandbox::JailRequest {
+            identifier: &self.spec.identifier,
+            working_path: &config.working_path,
+            working_dir: &self.spec.working_dir,
+            python: &self.spec.python,
+            memory_limit: self.spec.memory_limit,
+        };
+        let mut jail = config.sandbox.prepare(&request).map_err(|e| LaunchError::Spawn(e.to_string()))?;
         let mut command = Command::new(&self.spec.python);
         command
             .args(["-m", &self.spec.entrypoint])
@@ -188,6 +203,8 @@ impl LocalPlugin {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
+        // Before the hook below: the sandbox changes the uid, which clears the parent-death signal.
+        jail.apply(&mut command);
         // SAFETY: the closure runs in the forked child before exec and only calls prctl, which is
         // async-signal-safe. The plugin gets SIGKILL when the thread that spawned it exits, so a
         // daemon killed with SIGKILL leaves no plugin behind (tokio's worker threads live as long as
@@ -231,7 +248,7 @@ impl LocalPlugin {
                 }
             }
         });
-        Ok(RunningInstance { child, connection, stderr_tail, stderr_reader, reader })
+        Ok(RunningInstance { child, connection, stderr_tail, stderr_reader, reader, jail })
     }
 
     async fn supervise(self: Arc<Self>, mut instance: RunningInstance, config: Arc<RuntimeConfig>) {
@@ -245,6 +262,9 @@ impl LocalPlugin {
             let stderr = render_tail(&instance.stderr_tail);
             let message = if stopping {
                 "plugin stopped".to_string()
+            } else if let Some(killed) = instance.jail.memory_kill_message() {
+                tracing::error!(plugin = %self.spec.identifier, "{killed}");
+                format!("{killed} ({status}){stderr}")
             } else {
                 format!("plugin process exited unexpectedly ({reason}; {status}){stderr}")
             };

@@ -19,6 +19,7 @@ pub mod connection;
 pub mod debug;
 pub mod environment;
 pub mod local;
+pub mod sandbox;
 pub mod serverless;
 pub mod uv_provision;
 pub mod serverless_replace;
@@ -270,6 +271,7 @@ impl RuntimeManager {
             python,
             entrypoint,
             extra_env: self.extra_plugin_env.clone(),
+            memory_limit: u64::try_from(declaration.resource.memory).ok().filter(|m| *m > 0),
         };
         let process = match LocalPlugin::start(spec, self.config.clone()).await {
             Ok(process) => process,

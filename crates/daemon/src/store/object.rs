@@ -49,18 +49,7 @@ pub enum StorageSetupError {
     Unreachable { kind: String, bucket: String, endpoint: String, variables: String, reason: String },
 }
 
-/// Every `PLUGIN_STORAGE_TYPE` value (upstream's names).
-pub const STORAGE_TYPES: &[&str] = &[
-    "local",
-    "aws_s3",
-    "tencent_cos",
-    "azure_blob",
-    "gcs",
-    "aliyun_oss",
-    "huawei_obs",
-    "volcengine_tos",
-    "baidu_bos",
-];
+pub use crate::config::STORAGE_TYPES;
 
 /// Opens the blob storage the settings select: the local directory, or an object store (checked for
 /// reachability) with a local read cache under `PLUGIN_STORAGE_LOCAL_ROOT`.

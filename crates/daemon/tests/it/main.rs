@@ -27,6 +27,7 @@ mod management_api;
 mod object_storage;
 mod readme_quickstart;
 mod runtime_local;
+mod sandbox_isolation;
 mod serverless_bridge;
 mod serverless_connector_sri;
 mod serverless_runtime;

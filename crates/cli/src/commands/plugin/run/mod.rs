@@ -383,7 +383,10 @@ async fn launch(opts: &RunOptions, temp_dir: &Path) -> Result<Arc<LaunchedPlugin
     });
     let python = daemon_runtime::prepare_environment(&working_dir, &config, &progress).await?;
     drop(progress);
-    let spec = LaunchSpec { identifier, working_dir, python, entrypoint, extra_env: Vec::new() };
+    // The same isolation as in the daemon: this process non-dumpable, the plugin confined.
+    config.sandbox.protect_this_process();
+    let memory_limit = u64::try_from(declaration.resource.memory).ok().filter(|m| *m > 0);
+    let spec = LaunchSpec { identifier, working_dir, python, entrypoint, extra_env: Vec::new(), memory_limit };
     let process = LocalPlugin::start(spec, config.clone()).await?;
     Ok(Arc::new(LaunchedPlugin {
         process,
