@@ -34,6 +34,9 @@ pub type ServiceResult<T> = Result<T, DaemonError>;
 
 impl From<StoreError> for DaemonError {
     fn from(e: StoreError) -> Self {
+        if let StoreError::InvalidTenantId { .. } = e {
+            return DaemonError::bad_request(e.to_string());
+        }
         tracing::error!(error = %e, "storage failure");
         DaemonError::internal(e.to_string())
     }

@@ -9,6 +9,7 @@ pub mod blob;
 mod db;
 pub mod endpoints;
 pub mod kv;
+mod legacy;
 pub mod records;
 mod runtime_type;
 
