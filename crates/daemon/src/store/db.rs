@@ -61,6 +61,14 @@ const POSTGRES_SCHEMA: [&str; 2] =
 const MYSQL_SCHEMA: [&str; 2] =
     [include_str!("../../migrations/mysql/schema.sql"), include_str!("../../migrations/mysql/daemon_tables.sql")];
 
+/// Namespace of the name-based UUIDs that stand for non-UUID tenant ids (see [`Db::tenant_key`]).
+pub const TENANT_NAMESPACE: &str = "dify-plugin-daemon-rs/tenant/";
+
+/// Whether `s` is a UUID in its hyphenated 36-character form.
+pub(crate) fn is_uuid(s: &str) -> bool {
+    s.len() == 36 && uuid::Uuid::try_parse(s).is_ok()
+}
+
 /// The statements of a schema file: comment lines dropped, split at `;` ending a line.
 fn statements(file: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -265,19 +273,35 @@ impl Db {
         Ok(int(&row, "n")? > 0)
     }
 
-    /// Checks that the database can hold `tenant_id` where upstream's schema types it as a UUID:
-    /// PostgreSQL accepts only UUIDs, MySQL any text of at most 36 characters (its `char(36)`),
-    /// SQLite anything.
+    /// The value stored for `tenant_id` in upstream's UUID-typed tenant columns (installations,
+    /// provider rows, install tasks). On PostgreSQL and MySQL a tenant id that is not a UUID (e.g.
+    /// `my-workspace`) is stored as a name-based UUID derived from it (SHA-256 of
+    /// [`TENANT_NAMESPACE`] and the id, version 8), so every id works and the same id always maps to
+    /// the same row; UUIDs and every id on SQLite are stored as given. Records read back carry the
+    /// caller's id, not the stored one.
+    pub fn tenant_key(&self, tenant_id: &str) -> String {
+        if self.kind == DbKind::Sqlite || is_uuid(tenant_id) {
+            return tenant_id.to_string();
+        }
+        use sha2::Digest;
+        let digest = sha2::Sha256::new().chain_update(TENANT_NAMESPACE.as_bytes()).chain_update(tenant_id).finalize();
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        bytes[6] = (bytes[6] & 0x0f) | 0x80;
+        bytes[8] = (bytes[8] & 0x3f) | 0x80;
+        uuid::Uuid::from_bytes(bytes).to_string()
+    }
+
+    /// Checks that the database can hold `tenant_id` in upstream's `endpoints.tenant_id`
+    /// (`varchar(64)` on PostgreSQL and MySQL); SQLite holds anything.
     pub fn check_tenant_id(&self, tenant_id: &str) -> Result<(), StoreError> {
-        let reason = match self.kind {
-            DbKind::Sqlite => return Ok(()),
-            DbKind::Postgres if uuid::Uuid::try_parse(tenant_id).is_err() || tenant_id.len() != 36 => {
-                "tenant ids must be UUIDs (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx) on PostgreSQL"
-            }
-            DbKind::Mysql if tenant_id.chars().count() > 36 => "tenant ids are at most 36 characters on MySQL",
-            _ => return Ok(()),
-        };
-        Err(StoreError::InvalidTenantId { tenant_id: tenant_id.to_string(), reason })
+        if self.kind != DbKind::Sqlite && tenant_id.chars().count() > 64 {
+            return Err(StoreError::InvalidTenantId {
+                tenant_id: tenant_id.to_string(),
+                reason: "tenant ids are at most 64 characters on PostgreSQL and MySQL",
+            });
+        }
+        Ok(())
     }
 
     pub fn kind(&self) -> DbKind {
@@ -316,7 +340,8 @@ impl Db {
     /// - `?u`: a parameter for a UUID column (cast on PostgreSQL);
     /// - `?t`: a timestamp parameter for a timestamp column (converted on PostgreSQL and MySQL);
     /// - `{t:expr}`: a timestamp column read back as that text;
-    /// - `{u:expr}`: a UUID column read back as text.
+    /// - `{u:expr}`: a UUID column read back as text;
+    /// - `{b:expr}`: a boolean column read back as a type every driver decodes.
     pub fn sql(&self, statement: &str) -> String {
         let mut out = String::with_capacity(statement.len() + 32);
         let mut n = 0;
@@ -340,13 +365,18 @@ impl Db {
                         rest = &rest[1..];
                     }
                 }
-            } else if c == '{' && (rest.starts_with("{t:") || rest.starts_with("{u:")) {
+            } else if c == '{' && (rest.starts_with("{t:") || rest.starts_with("{u:") || rest.starts_with("{b:")) {
                 let end = rest.find('}').expect("unterminated column marker");
                 let expr = &rest[3..end];
                 if rest.starts_with("{t:") {
                     out.push_str(&self.timestamp_column(expr));
-                } else {
+                } else if rest.starts_with("{u:") {
                     out.push_str(&self.uuid_column(expr));
+                } else if self.kind == DbKind::Mysql {
+                    // MySQL's tinyint(1) is a type the generic driver cannot decode.
+                    out.push_str(&format!("CAST({expr} AS SIGNED)"));
+                } else {
+                    out.push_str(expr);
                 }
                 rest = &rest[end + 1..];
             } else {

@@ -31,7 +31,7 @@ const COLUMNS: &str =
 
 /// [`COLUMNS`] as read back (UUID and timestamp columns as text).
 const SELECT_COLUMNS: &str = "{u:id} AS id, {t:created_at} AS created_at, {t:updated_at} AS updated_at, name, hook_id, \
-     tenant_id, user_id, plugin_id, {t:expired_at} AS expired_at, enabled, settings";
+     tenant_id, user_id, plugin_id, {t:expired_at} AS expired_at, {b:enabled} AS enabled, settings";
 
 fn nullable(row: &sqlx::any::AnyRow, column: &str) -> Result<String, StoreError> {
     Ok(opt_text(row, column)?.unwrap_or_default())
@@ -91,7 +91,7 @@ impl Db {
             "UPDATE plugin_installations SET endpoints_setups = endpoints_setups + 1, \
              endpoints_active = endpoints_active + 1 WHERE tenant_id = ?u AND plugin_id = ?",
         ))
-        .bind(&endpoint.tenant_id)
+        .bind(self.tenant_key(&endpoint.tenant_id))
         .bind(&endpoint.plugin_id)
         .execute(&mut *tx)
         .await?;
@@ -206,7 +206,7 @@ impl Db {
                 "UPDATE plugin_installations SET endpoints_active = endpoints_active {delta} \
                  WHERE tenant_id = ?u AND plugin_id = ?"
             )))
-            .bind(tenant_id)
+            .bind(self.tenant_key(tenant_id))
             .bind(&endpoint.plugin_id)
             .execute(&mut *tx)
             .await?;
@@ -242,7 +242,7 @@ impl Db {
              endpoints_active = endpoints_active - ? WHERE tenant_id = ?u AND plugin_id = ? AND endpoints_setups > 0",
         ))
         .bind(active)
-        .bind(tenant_id)
+        .bind(self.tenant_key(tenant_id))
         .bind(&endpoint.plugin_id)
         .execute(&mut *tx)
         .await?;

@@ -7,7 +7,7 @@
 //! in the `legacy_` tables, and a warning names how many. `debugging_keys` and `plugin_storage`
 //! keep their names and rows: they are this daemon's side tables in both schemas.
 
-use super::db::int;
+use super::db::text;
 use super::{Db, StoreError};
 use crate::config::DbKind;
 
@@ -92,11 +92,10 @@ pub(super) async fn copy_if_pending(db: &Db) -> Result<(), StoreError> {
         DbKind::Postgres => format!("CAST({c} AS uuid)"),
         _ => c.to_string(),
     };
-    let tenant_ok = |c: &str| match kind {
-        DbKind::Postgres => {
-            format!("{c} ~ '^[0-9a-fA-F]{{8}}-[0-9a-fA-F]{{4}}-[0-9a-fA-F]{{4}}-[0-9a-fA-F]{{4}}-[0-9a-fA-F]{{12}}$'")
-        }
-        DbKind::Mysql => format!("CHAR_LENGTH({c}) <= 36"),
+    const UUID_PATTERN: &str = "'^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'";
+    let is_uuid = match kind {
+        DbKind::Postgres => format!("tenant_id ~ {UUID_PATTERN}"),
+        DbKind::Mysql => format!("tenant_id REGEXP {UUID_PATTERN}"),
         DbKind::Sqlite => "1 = 1".to_string(),
     };
     let insert = |table: &str, columns: &str, select: String| match kind {
@@ -106,6 +105,7 @@ pub(super) async fn copy_if_pending(db: &Db) -> Result<(), StoreError> {
     };
     let base = |c: &str| format!("{}, {}, {}", id("id"), ts("created_at"), ts("updated_at")) + c;
     let enabled = if kind == DbKind::Postgres { "(enabled <> 0)" } else { "enabled" };
+    let statements = |tenant: &str, filter: &str| {
     let mut statements = vec![
         insert(
             "plugins",
@@ -130,9 +130,9 @@ pub(super) async fn copy_if_pending(db: &Db) -> Result<(), StoreError> {
                 base(&format!(
                     ", {}, plugin_id, plugin_unique_identifier, runtime_type, endpoints_setups, endpoints_active, \
                      source, meta",
-                    id("tenant_id")
+                    tenant
                 )),
-                tenant_ok("tenant_id")
+                filter
             ),
         ),
         insert(
@@ -140,8 +140,8 @@ pub(super) async fn copy_if_pending(db: &Db) -> Result<(), StoreError> {
             "id, created_at, updated_at, status, tenant_id, total_plugins, completed_plugins, plugins",
             format!(
                 "SELECT {} FROM legacy_install_tasks WHERE {}",
-                base(&format!(", status, {}, total_plugins, completed_plugins, plugins", id("tenant_id"))),
-                tenant_ok("tenant_id")
+                base(&format!(", status, {}, total_plugins, completed_plugins, plugins", tenant)),
+                filter
             ),
         ),
         insert(
@@ -149,7 +149,7 @@ pub(super) async fn copy_if_pending(db: &Db) -> Result<(), StoreError> {
             "task_id, owner_node, lease_until, deadline_at, expires_at",
             format!(
                 "SELECT id, owner_node, lease_until, deadline_at, expires_at FROM legacy_install_tasks WHERE {}",
-                tenant_ok("tenant_id")
+                filter
             ),
         ),
         insert(
@@ -177,32 +177,52 @@ pub(super) async fn copy_if_pending(db: &Db) -> Result<(), StoreError> {
             "id, created_at, updated_at, tenant_id, provider, plugin_unique_identifier, plugin_id",
             format!(
                 "SELECT {} FROM legacy_provider_installations WHERE kind = '{kind_name}' AND {}",
-                base(&format!(", {}, provider, plugin_unique_identifier, plugin_id", id("tenant_id"))),
-                tenant_ok("tenant_id")
+                base(&format!(", {}, provider, plugin_unique_identifier, plugin_id", tenant)),
+                filter
             ),
         ));
     }
+    statements
+    };
     let mut tx = db.pool().begin().await?;
-    for statement in &statements {
-        sqlx::query(statement).execute(&mut *tx).await?;
+    for statement in statements(&id("tenant_id"), &is_uuid) {
+        sqlx::query(&statement).execute(&mut *tx).await?;
     }
-    let skipped = sqlx::query(&format!(
-        "SELECT COUNT(*) AS n FROM legacy_plugin_installations WHERE NOT ({})",
-        tenant_ok("tenant_id")
-    ))
-    .fetch_one(&mut *tx)
-    .await?;
-    let skipped = int(&skipped, "n")?;
+    // Tenant ids that are not UUIDs get the name-based UUID the store uses for them (SQLite keeps
+    // every id as it is, so the statements above copied everything there).
+    let mut others = Vec::new();
+    if kind != DbKind::Sqlite {
+        for table in ["legacy_plugin_installations", "legacy_install_tasks", "legacy_provider_installations"] {
+            let rows = sqlx::query(&format!("SELECT DISTINCT tenant_id FROM {table} WHERE NOT ({is_uuid})"))
+                .fetch_all(&mut *tx)
+                .await?;
+            for row in &rows {
+                let tenant = text(row, "tenant_id")?;
+                if !others.contains(&tenant) {
+                    others.push(tenant);
+                }
+            }
+        }
+    }
+    for tenant in &others {
+        let key = db.tenant_key(tenant);
+        for statement in statements(&id(&format!("'{key}'")), "tenant_id = ?") {
+            if !statement.contains('?') {
+                continue;
+            }
+            sqlx::query(&db.sql(&statement)).bind(tenant).execute(&mut *tx).await?;
+        }
+    }
     let rename = match kind {
         DbKind::Mysql => format!("RENAME TABLE {PENDING} TO {DONE}"),
         _ => format!("ALTER TABLE {PENDING} RENAME TO {DONE}"),
     };
     sqlx::query(&rename).execute(&mut *tx).await?;
     tx.commit().await?;
-    if skipped > 0 {
+    if !others.is_empty() {
         tracing::warn!(
-            installations = skipped,
-            "rows of tenants whose ids this database's upstream schema cannot hold were kept only in the legacy_ tables"
+            tenants = others.len(),
+            "tenant ids that are not UUIDs are stored as name-based UUIDs in the upstream tables"
         );
     }
     Ok(())

@@ -180,6 +180,32 @@ fn nullable_int(row: &AnyRow, column: &str) -> Result<i64, StoreError> {
     }
 }
 
+/// Records read back with the tenant's stored key (see [`Db::tenant_key`]) carry the caller's id.
+trait ForCaller {
+    fn for_caller(self, tenant_id: &str) -> Self;
+}
+
+impl ForCaller for InstallationRecord {
+    fn for_caller(mut self, tenant_id: &str) -> Self {
+        self.tenant_id = tenant_id.to_string();
+        self
+    }
+}
+
+impl ForCaller for ProviderRecord {
+    fn for_caller(mut self, tenant_id: &str) -> Self {
+        self.tenant_id = tenant_id.to_string();
+        self
+    }
+}
+
+impl ForCaller for TaskRecord {
+    fn for_caller(mut self, tenant_id: &str) -> Self {
+        self.tenant_id = tenant_id.to_string();
+        self
+    }
+}
+
 fn installation_from_row(row: &AnyRow) -> Result<InstallationRecord, StoreError> {
     let meta_text = nullable_text(row, "meta")?;
     Ok(InstallationRecord {
@@ -372,6 +398,7 @@ impl Db {
         plugin_id: &str,
     ) -> Result<Option<InstallationRecord>, StoreError> {
         self.check_tenant_id(tenant_id)?;
+        let (caller_tenant, tenant_id) = (tenant_id, &self.tenant_key(tenant_id));
         let row = sqlx::query(&self.sql(&format!(
             "SELECT {INSTALLATION_COLUMNS} FROM plugin_installations i LEFT JOIN plugin_declarations d \
              ON d.plugin_unique_identifier = i.plugin_unique_identifier WHERE i.tenant_id = ?u AND i.plugin_id = ?"
@@ -380,7 +407,7 @@ impl Db {
         .bind(plugin_id)
         .fetch_optional(self.pool())
         .await?;
-        row.as_ref().map(installation_from_row).transpose()
+        Ok(row.as_ref().map(installation_from_row).transpose()?.map(|r| r.for_caller(caller_tenant)))
     }
 
     /// The tenant's installations, newest first, with the tenant's total count.
@@ -391,6 +418,7 @@ impl Db {
         page_size: i64,
     ) -> Result<(Vec<InstallationRecord>, i64), StoreError> {
         self.check_tenant_id(tenant_id)?;
+        let (caller_tenant, tenant_id) = (tenant_id, &self.tenant_key(tenant_id));
         let rows = sqlx::query(&self.sql(&format!(
             "SELECT {INSTALLATION_COLUMNS} FROM plugin_installations i LEFT JOIN plugin_declarations d \
              ON d.plugin_unique_identifier = i.plugin_unique_identifier WHERE i.tenant_id = ?u \
@@ -405,13 +433,14 @@ impl Db {
             .bind(tenant_id)
             .fetch_one(self.pool())
             .await?;
-        let list = rows.iter().map(installation_from_row).collect::<Result<Vec<_>, _>>()?;
+        let list = rows.iter().map(installation_from_row).map(|r| r.map(|r| r.for_caller(caller_tenant))).collect::<Result<Vec<_>, _>>()?;
         Ok((list, int(&total_row, "n")?))
     }
 
     /// Every installation of the tenant, newest first.
     pub async fn all_installations(&self, tenant_id: &str) -> Result<Vec<InstallationRecord>, StoreError> {
         self.check_tenant_id(tenant_id)?;
+        let (caller_tenant, tenant_id) = (tenant_id, &self.tenant_key(tenant_id));
         let rows = sqlx::query(&self.sql(&format!(
             "SELECT {INSTALLATION_COLUMNS} FROM plugin_installations i LEFT JOIN plugin_declarations d \
              ON d.plugin_unique_identifier = i.plugin_unique_identifier WHERE i.tenant_id = ?u \
@@ -420,7 +449,7 @@ impl Db {
         .bind(tenant_id)
         .fetch_all(self.pool())
         .await?;
-        rows.iter().map(installation_from_row).collect()
+        rows.iter().map(|r| installation_from_row(r).map(|r| r.for_caller(caller_tenant))).collect()
     }
 
     /// Installation rows of any tenant (consistency checks).
@@ -454,6 +483,7 @@ impl Db {
 
     async fn try_install(&self, new: &NewInstallation<'_>) -> Result<InstallOutcome, StoreError> {
         let NewInstallation { tenant_id, uid, plugin_id, runtime_type, source, meta, providers } = *new;
+        let tenant_id = &self.tenant_key(tenant_id);
         let now = now_timestamp();
         let mut tx = self.pool().begin().await?;
         let existing = sqlx::query(&self.sql("SELECT plugin_id FROM plugin_installations WHERE tenant_id = ?u AND plugin_id = ?"))
@@ -603,12 +633,13 @@ impl Db {
     /// reference. `None` when the tenant has no such installation.
     pub async fn uninstall(&self, tenant_id: &str, installation_id: &str) -> Result<Option<ReleasedPlugin>, StoreError> {
         self.check_tenant_id(tenant_id)?;
+        let (caller_tenant, tenant_id) = (tenant_id, &self.tenant_key(tenant_id));
         if !self.row_id_possible(installation_id) {
             return Ok(None);
         }
         let result = self.try_uninstall(tenant_id, installation_id).await;
         match &result {
-            Ok(Some((plugin_id, _))) => self.installation_written(tenant_id, plugin_id),
+            Ok(Some((plugin_id, _))) => self.installation_written(caller_tenant, plugin_id),
             Ok(None) => {}
             // Whether the row went is unknown: forget everything rather than keep it.
             Err(_) => self.installations_written(),
@@ -667,6 +698,7 @@ impl Db {
     async fn try_upgrade_installation(&self, upgrade: &InstallationUpgrade<'_>) -> Result<Option<ReleasedPlugin>, StoreError> {
         let InstallationUpgrade { tenant_id, original_uid, new_uid, plugin_id, runtime_type, source, meta, providers } =
             *upgrade;
+        let tenant_id = &self.tenant_key(tenant_id);
         let now = now_timestamp();
         let mut tx = self.pool().begin().await?;
         let row = sqlx::query(&self.sql(&format!(
@@ -712,6 +744,7 @@ impl Db {
         page_size: i64,
     ) -> Result<Vec<ProviderRecord>, StoreError> {
         self.check_tenant_id(tenant_id)?;
+        let (caller_tenant, tenant_id) = (tenant_id, &self.tenant_key(tenant_id));
         let rows = sqlx::query(&self.sql(&format!(
             "SELECT {PROVIDER_COLUMNS} FROM {} p LEFT JOIN plugin_declarations d \
              ON d.plugin_unique_identifier = p.plugin_unique_identifier WHERE p.tenant_id = ?u \
@@ -723,7 +756,7 @@ impl Db {
         .bind(offset(page, page_size))
         .fetch_all(self.pool())
         .await?;
-        rows.iter().map(provider_from_row).collect()
+        rows.iter().map(|r| provider_from_row(r).map(|r| r.for_caller(caller_tenant))).collect()
     }
 
     /// The tenant's provider row of one kind for `plugin_id`.
@@ -734,6 +767,7 @@ impl Db {
         plugin_id: &str,
     ) -> Result<Option<ProviderRecord>, StoreError> {
         self.check_tenant_id(tenant_id)?;
+        let (caller_tenant, tenant_id) = (tenant_id, &self.tenant_key(tenant_id));
         let row = sqlx::query(&self.sql(&format!(
             "SELECT {PROVIDER_COLUMNS} FROM {} p LEFT JOIN plugin_declarations d \
              ON d.plugin_unique_identifier = p.plugin_unique_identifier WHERE p.tenant_id = ?u AND p.plugin_id = ?",
@@ -743,7 +777,7 @@ impl Db {
         .bind(plugin_id)
         .fetch_optional(self.pool())
         .await?;
-        row.as_ref().map(provider_from_row).transpose()
+        Ok(row.as_ref().map(provider_from_row).transpose()?.map(|r| r.for_caller(caller_tenant)))
     }
 
     /// Provider rows of any tenant pointing at `uid` (consistency checks).
@@ -775,6 +809,7 @@ impl Db {
         budget_secs: i64,
     ) -> Result<String, StoreError> {
         self.check_tenant_id(tenant_id)?;
+        let tenant_id = &self.tenant_key(tenant_id);
         let id = new_row_id();
         let now = chrono::Utc::now();
         let ts = super::timestamp_of(now);
@@ -812,6 +847,7 @@ impl Db {
     /// A live (not expired) task of the tenant.
     pub async fn task(&self, tenant_id: &str, task_id: &str) -> Result<Option<TaskRecord>, StoreError> {
         self.check_tenant_id(tenant_id)?;
+        let (caller_tenant, tenant_id) = (tenant_id, &self.tenant_key(tenant_id));
         if !self.row_id_possible(task_id) {
             return Ok(None);
         }
@@ -824,12 +860,13 @@ impl Db {
         .bind(now_timestamp())
         .fetch_optional(self.pool())
         .await?;
-        row.as_ref().map(task_from_row).transpose()
+        Ok(row.as_ref().map(task_from_row).transpose()?.map(|r| r.for_caller(caller_tenant)))
     }
 
     /// The tenant's live tasks, newest first.
     pub async fn list_tasks(&self, tenant_id: &str, page: i64, page_size: i64) -> Result<Vec<TaskRecord>, StoreError> {
         self.check_tenant_id(tenant_id)?;
+        let (caller_tenant, tenant_id) = (tenant_id, &self.tenant_key(tenant_id));
         let rows = sqlx::query(&self.sql(&format!(
             "SELECT {TASK_COLUMNS} FROM install_tasks t LEFT JOIN install_task_leases l ON l.task_id = {{u:t.id}} \
              WHERE t.tenant_id = ?u AND (l.expires_at IS NULL OR l.expires_at > ?) \
@@ -841,11 +878,12 @@ impl Db {
         .bind(offset(page, page_size))
         .fetch_all(self.pool())
         .await?;
-        rows.iter().map(task_from_row).collect()
+        rows.iter().map(|r| task_from_row(r).map(|r| r.for_caller(caller_tenant))).collect()
     }
 
     pub async fn delete_task(&self, tenant_id: &str, task_id: &str) -> Result<(), StoreError> {
         self.check_tenant_id(tenant_id)?;
+        let tenant_id = &self.tenant_key(tenant_id);
         if !self.row_id_possible(task_id) {
             return Ok(());
         }
@@ -870,6 +908,7 @@ impl Db {
 
     pub async fn delete_all_tasks(&self, tenant_id: &str) -> Result<(), StoreError> {
         self.check_tenant_id(tenant_id)?;
+        let tenant_id = &self.tenant_key(tenant_id);
         let rows = sqlx::query(&self.sql("SELECT {u:id} AS id FROM install_tasks WHERE tenant_id = ?u"))
             .bind(tenant_id)
             .fetch_all(self.pool())
@@ -888,6 +927,7 @@ impl Db {
     /// (or none remain). A missing task is not an error.
     pub async fn delete_task_entry(&self, tenant_id: &str, task_id: &str, uid: &str) -> Result<(), StoreError> {
         self.check_tenant_id(tenant_id)?;
+        let tenant_id = &self.tenant_key(tenant_id);
         if !self.row_id_possible(task_id) {
             return Ok(());
         }

@@ -28,3 +28,4 @@ mod serverless_bridge;
 mod serverless_runtime;
 mod state_resilience;
 mod store_kv;
+mod store_upstream;
