@@ -416,3 +416,155 @@ macro_rules! on_server_backends {
 on_server_backends!(schema_equality, schema_equals_the_upstream_fixture);
 on_server_backends!(adoption, adopts_and_serves_an_upstream_database);
 on_server_backends!(conversion, converts_the_earlier_own_schema_keeping_data);
+
+/// Writes the rows the upstream daemon leaves after installing `package` for [`TENANT`] (declaration,
+/// plugins row, installation, tool provider row, a finished install task, the storage size row), and
+/// the package into the storage at upstream's path. Returns the plugin unique identifier.
+async fn go_daemon_state(db: &TestDb, pool: &AnyPool, storage: &std::path::Path, package: &[u8], stored: &[u8]) -> String {
+    let (uid, declaration) = crate::runtime_support::decode(package);
+    let uid = uid.to_string();
+    let plugin_id = uid.split(':').next().unwrap().to_string();
+    let declaration = serde_json::to_string(&declaration).unwrap();
+    std::fs::create_dir_all(storage.join("plugin_packages").join(&plugin_id)).unwrap();
+    std::fs::write(storage.join("plugin_packages").join(&uid), package).unwrap();
+    let value_path = storage.join("persistence").join(TENANT).join(&plugin_id).join("greeting");
+    std::fs::create_dir_all(value_path.parent().unwrap()).unwrap();
+    std::fs::write(&value_path, stored).unwrap();
+    let (ts, id, uuid_param) = match db.backend {
+        Backend::Postgres => ("TIMESTAMPTZ '2025-06-01 10:00:01.000+00'", "CAST(? AS uuid)", "CAST(? AS uuid)"),
+        _ => ("'2025-06-01 10:00:01.000'", "?", "?"),
+    };
+    let task_plugins = serde_json::json!([{"plugin_unique_identifier": uid, "labels": {"en_US": "Run demo"},
+        "icon": "icon.svg", "icon_dark": "", "plugin_id": plugin_id, "status": "success", "message": "Installed",
+        "source": "package"}])
+    .to_string();
+    let statements: Vec<(String, Vec<String>)> = vec![
+        (
+            format!("INSERT INTO plugin_declarations (id, created_at, updated_at, plugin_unique_identifier, plugin_id, declaration) VALUES ({id}, {ts}, {ts}, ?, ?, ?)"),
+            vec!["0190a3c1-0000-7000-8000-0000000000b1".into(), uid.clone(), plugin_id.clone(), declaration.clone()],
+        ),
+        (
+            format!("INSERT INTO plugins (id, created_at, updated_at, plugin_unique_identifier, plugin_id, refers, install_type, manifest_type, remote_declaration, source) VALUES ({id}, {ts}, {ts}, ?, ?, 1, 'local', 'plugin', '{{}}', 'package')"),
+            vec!["0190a3c1-0000-7000-8000-0000000000b2".into(), uid.clone(), plugin_id.clone()],
+        ),
+        (
+            format!("INSERT INTO plugin_installations (id, created_at, updated_at, tenant_id, plugin_id, plugin_unique_identifier, runtime_type, endpoints_setups, endpoints_active, source, meta) VALUES ({id}, {ts}, {ts}, {uuid_param}, ?, ?, 'local', 0, 0, 'package', '{{}}')"),
+            vec!["0190a3c1-0000-7000-8000-0000000000b3".into(), TENANT.into(), plugin_id.clone(), uid.clone()],
+        ),
+        (
+            format!("INSERT INTO tool_installations (id, created_at, updated_at, tenant_id, provider, plugin_unique_identifier, plugin_id) VALUES ({id}, {ts}, {ts}, {uuid_param}, 'run_demo', ?, ?)"),
+            vec!["0190a3c1-0000-7000-8000-0000000000b4".into(), TENANT.into(), uid.clone(), plugin_id.clone()],
+        ),
+        (
+            format!("INSERT INTO install_tasks (id, created_at, updated_at, status, tenant_id, total_plugins, completed_plugins, plugins) VALUES ({id}, {ts}, {ts}, 'success', {uuid_param}, 1, 1, ?)"),
+            vec![TASK_ID.into(), TENANT.into(), task_plugins],
+        ),
+        (
+            format!(
+                "INSERT INTO tenant_storages (id, created_at, updated_at, tenant_id, plugin_id, size) VALUES ({id}, {ts}, {ts}, ?, ?, {})",
+                stored.len()
+            ),
+            vec!["0190a3c1-0000-7000-8000-0000000000b5".into(), TENANT.into(), plugin_id.clone()],
+        ),
+    ];
+    for (sql, binds) in statements {
+        let sql = if db.backend == Backend::Postgres {
+            let mut n = 0;
+            let mut out = String::new();
+            for c in sql.chars() {
+                if c == '?' {
+                    n += 1;
+                    out.push_str(&format!("${n}"));
+                } else {
+                    out.push(c);
+                }
+            }
+            out
+        } else {
+            sql
+        };
+        let mut query = sqlx::query(&sql);
+        for b in binds {
+            query = query.bind(b);
+        }
+        query.execute(pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    uid
+}
+
+/// The real daemon binary started on a Go daemon's database and storage: the plugin is listed, the
+/// task shown, the tool invoked (its environment built on first use) and its stored value read
+/// through the plugin's own storage call; a new value lands in upstream's layout and size row.
+async fn daemon_starts_on_a_go_daemon_state(db: &TestDb) {
+    let pool = load_fixture(db).await;
+    let workdir = tempfile::tempdir().unwrap();
+    let storage = workdir.path().join("storage");
+    let package = crate::runtime_support::package_plugin("run_demo");
+    let uid = go_daemon_state(db, &pool, &storage, &package, b"hello from go").await;
+    let plugin_id = uid.split(':').next().unwrap().to_string();
+    let before = catalogue(&pool, db.backend).await;
+
+    let inner = crate::runtime_support::FakeInnerApi::start().await;
+    // What `common::start_daemon` sets, plus the working directory the storage fixture is in.
+    let mut env = vec![
+        ("DIFY_INNER_API_URL".to_string(), inner.url.clone()),
+        ("DIFY_INNER_API_KEY".into(), "k".into()),
+        ("DIFY_TEST_SKIP_RUNTIME_PREPARATION".into(), "false".into()),
+        ("PYTHON_ENV_INIT_TIMEOUT".into(), "60".into()),
+    ];
+    for name in common::NETWORK_PASSTHROUGH {
+        if let Ok(value) = std::env::var(name) {
+            env.push((name.to_string(), value));
+        }
+    }
+    if let Some(cache) = crate::runtime_support::shared_uv_cache() {
+        env.push(("UV_CACHE_DIR".into(), cache.display().to_string()));
+    }
+    let daemon = common::Daemon::start(
+        db,
+        common::DaemonOptions { env, workdir: Some(workdir.path().to_path_buf()), ..Default::default() },
+    )
+    .await;
+    assert_eq!(catalogue(&pool, db.backend).await, before, "starting changed no upstream table");
+
+    let listed = daemon.list(TENANT).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["plugin_unique_identifier"], serde_json::json!(uid));
+    let (status, task) = daemon.get(&format!("/plugin/{TENANT}/management/install/tasks/{TASK_ID}")).await;
+    assert_eq!(status, 200, "{task}");
+    assert_eq!(task["data"]["status"], "success");
+
+    let invoke = |parameters: serde_json::Value| {
+        let body = serde_json::json!({"user_id": "user-1", "conversation_id": null, "app_id": null, "message_id": null,
+            "data": {"provider": "run_demo", "tool": "demo", "credentials": {}, "credential_type": "api-key",
+                     "tool_parameters": parameters}});
+        let request = daemon
+            .client
+            .post(daemon.url(&format!("/plugin/{TENANT}/dispatch/tool/invoke")))
+            .header("X-Api-Key", &daemon.key)
+            .header("X-Plugin-ID", plugin_id.clone())
+            .timeout(std::time::Duration::from_secs(300))
+            .json(&body);
+        async move {
+            let response = request.send().await.expect("dispatch");
+            let status = response.status().as_u16();
+            format!("{status} {}", response.text().await.unwrap())
+        }
+    };
+    let answer = invoke(serde_json::json!({"mode": "storage_get", "key": "greeting"})).await;
+    assert!(answer.starts_with("200 ") && answer.contains("value: hello from go"), "{answer}\n{}", daemon.log());
+    let answer = invoke(serde_json::json!({"mode": "storage_set", "key": "fresh", "text": "abc"})).await;
+    assert!(answer.starts_with("200 ") && answer.contains("stored"), "{answer}\n{}", daemon.log());
+    let written = storage.join("persistence").join(TENANT).join(&plugin_id).join("fresh");
+    assert_eq!(std::fs::read(&written).unwrap(), b"abc");
+    let size_sql = match db.backend {
+        Backend::Postgres => "SELECT CAST(size AS TEXT) FROM tenant_storages",
+        _ => "SELECT CAST(size AS CHAR(20)) FROM tenant_storages",
+    };
+    let sizes: Vec<String> = sqlx::query(size_sql).fetch_all(&pool).await.unwrap().iter().map(|r| text(r, 0)).collect();
+    assert_eq!(sizes, ["16"], "one size row, grown by the new value");
+    drop(daemon);
+    pool.close().await;
+}
+
+on_server_backends!(go_daemon_state_served, daemon_starts_on_a_go_daemon_state);

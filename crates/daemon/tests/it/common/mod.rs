@@ -194,7 +194,7 @@ pub struct Daemon {
 }
 
 /// What uv inside the daemon needs from this machine to revalidate its cache: certificates and proxies.
-const NETWORK_PASSTHROUGH: &[&str] =
+pub const NETWORK_PASSTHROUGH: &[&str] =
     &["SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"];
 
 /// The launcher of the integration tests: starts a daemon that really prepares plugin runtimes (uv
