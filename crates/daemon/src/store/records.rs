@@ -495,7 +495,8 @@ impl Db {
             tx.commit().await?;
             return Ok(InstallOutcome::AlreadyInstalled);
         }
-        self.add_plugin_reference(&mut tx, uid, plugin_id, runtime_type, source, &now).await?;
+        // Upstream's install leaves `manifest_type` empty on the rows it creates.
+        self.add_plugin_reference(&mut tx, uid, plugin_id, runtime_type, source, "", &now).await?;
         let installation_id = new_row_id();
         sqlx::query(&self.sql(
             "INSERT INTO plugin_installations (id, created_at, updated_at, tenant_id, plugin_id, \
@@ -525,12 +526,13 @@ impl Db {
         plugin_id: &str,
         install_type: RuntimeType,
         source: &str,
+        manifest_type: &str,
         now: &str,
     ) -> Result<(), StoreError> {
         sqlx::query(&self.insert_ignore(
             "plugins (id, created_at, updated_at, plugin_unique_identifier, plugin_id, refers, install_type, \
              manifest_type, remote_declaration, source)",
-            "(?u, ?t, ?t, ?, ?, 0, ?, 'plugin', NULL, ?)",
+            "(?u, ?t, ?t, ?, ?, 0, ?, ?, NULL, ?)",
         ))
         .bind(new_row_id())
         .bind(now)
@@ -538,6 +540,7 @@ impl Db {
         .bind(uid)
         .bind(plugin_id)
         .bind(install_type.as_str())
+        .bind(manifest_type)
         .bind(source)
         .execute(&mut **tx)
         .await?;
@@ -726,7 +729,8 @@ impl Db {
         .execute(&mut *tx)
         .await?;
         let unreferenced = self.release_plugin_reference(&mut tx, original_uid, &now).await?;
-        self.add_plugin_reference(&mut tx, new_uid, plugin_id, runtime_type, source, &now).await?;
+        // Upstream's upgrade creates a missing version's row with `manifest_type` `plugin`.
+        self.add_plugin_reference(&mut tx, new_uid, plugin_id, runtime_type, source, "plugin", &now).await?;
         self.delete_providers(&mut tx, tenant_id, plugin_id).await?;
         self.insert_providers(&mut tx, tenant_id, new_uid, plugin_id, providers, &now).await?;
         tx.commit().await?;

@@ -229,7 +229,8 @@ async fn adopts_and_serves_an_upstream_database(db: &TestDb) {
     .await
     .unwrap();
     assert_eq!(text(&row, 0), "1");
-    assert_eq!((text(&row, 1), text(&row, 2), text(&row, 3)), ("local".into(), "plugin".into(), "package".into()));
+    // Upstream's install sets the runtime type and source and leaves `manifest_type` empty.
+    assert_eq!((text(&row, 1), text(&row, 2), text(&row, 3)), ("local".into(), "".into(), "package".into()));
     let row = sqlx::query(&q(
         "SELECT CAST(tenant_id AS CHAR(36)), plugin_id, runtime_type, CAST(endpoints_setups AS CHAR(20)), source, meta \
          FROM plugin_installations WHERE plugin_unique_identifier = ?",
@@ -278,6 +279,12 @@ async fn adopts_and_serves_an_upstream_database(db: &TestDb) {
     };
     assert_eq!(count("plugins", UID).await, 0);
     assert_eq!(count("plugins", uid3).await, 1);
+    let manifest_type = sqlx::query(&q("SELECT manifest_type FROM plugins WHERE plugin_unique_identifier = ?"))
+        .bind(uid3)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(text(&manifest_type, 0), "plugin", "upstream's upgrade creates the new version's row as a plugin");
     assert_eq!(count("plugin_installations", uid3).await, 1);
     assert_eq!(count("tool_installations", UID).await, 0);
     assert_eq!(count("tool_installations", uid3).await, 1);
@@ -468,21 +475,7 @@ async fn go_daemon_state(db: &TestDb, pool: &AnyPool, storage: &std::path::Path,
         ),
     ];
     for (sql, binds) in statements {
-        let sql = if db.backend == Backend::Postgres {
-            let mut n = 0;
-            let mut out = String::new();
-            for c in sql.chars() {
-                if c == '?' {
-                    n += 1;
-                    out.push_str(&format!("${n}"));
-                } else {
-                    out.push(c);
-                }
-            }
-            out
-        } else {
-            sql
-        };
+        let sql = dialect_params(db.backend, &sql);
         let mut query = sqlx::query(&sql);
         for b in binds {
             query = query.bind(b);
@@ -490,6 +483,95 @@ async fn go_daemon_state(db: &TestDb, pool: &AnyPool, storage: &std::path::Path,
         query.execute(pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
     uid
+}
+
+/// A stand-in for Dify's encrypt API: decryption strips the `enc:` prefix the stored settings carry.
+async fn fake_encrypt_api() -> String {
+    use axum::routing::post;
+    let app = axum::Router::new().route(
+        "/inner/api/invoke/encrypt",
+        post(|axum::Json(body): axum::Json<serde_json::Value>| async move {
+            let data = body["data"].as_object().cloned().unwrap_or_default();
+            let out: serde_json::Map<String, serde_json::Value> = data
+                .into_iter()
+                .map(|(k, v)| match v {
+                    serde_json::Value::String(s) => (k, serde_json::Value::String(s.trim_start_matches("enc:").to_string())),
+                    other => (k, other),
+                })
+                .collect();
+            axum::Json(serde_json::json!({"data": {"data": out}, "error": ""}))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake dify");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    url
+}
+
+/// The rows upstream leaves for an endpoint plugin installed in [`TENANT`] with one endpoint whose
+/// hook id is [`HOOK_ID`] (settings stored encrypted by Dify).
+async fn go_daemon_endpoint(db: &TestDb, pool: &AnyPool, storage: &std::path::Path, package: &[u8]) -> String {
+    let (uid, declaration) = crate::runtime_support::decode(package);
+    let uid = uid.to_string();
+    let plugin_id = uid.split(':').next().unwrap().to_string();
+    std::fs::create_dir_all(storage.join("plugin_packages").join(&plugin_id)).unwrap();
+    std::fs::write(storage.join("plugin_packages").join(&uid), package).unwrap();
+    let declaration = serde_json::to_string(&declaration).unwrap();
+    let (ts, uuid) = match db.backend {
+        Backend::Postgres => ("TIMESTAMPTZ '2025-06-01 10:00:01.000+00'", "CAST(? AS uuid)"),
+        _ => ("'2025-06-01 10:00:01.000'", "?"),
+    };
+    let expired = match db.backend {
+        Backend::Postgres => "TIMESTAMPTZ '2050-01-01 00:00:00+00'",
+        _ => "'2050-01-01 00:00:00'",
+    };
+    let statements: Vec<(String, Vec<String>)> = vec![
+        (
+            format!("INSERT INTO plugin_declarations (id, created_at, updated_at, plugin_unique_identifier, plugin_id, declaration) VALUES ({uuid}, {ts}, {ts}, ?, ?, ?)"),
+            vec!["0190a3c1-0000-7000-8000-0000000000d1".into(), uid.clone(), plugin_id.clone(), declaration],
+        ),
+        (
+            format!("INSERT INTO plugins (id, created_at, updated_at, plugin_unique_identifier, plugin_id, refers, install_type, manifest_type, remote_declaration, source) VALUES ({uuid}, {ts}, {ts}, ?, ?, 1, 'local', '', '{{}}', 'package')"),
+            vec!["0190a3c1-0000-7000-8000-0000000000d2".into(), uid.clone(), plugin_id.clone()],
+        ),
+        (
+            format!("INSERT INTO plugin_installations (id, created_at, updated_at, tenant_id, plugin_id, plugin_unique_identifier, runtime_type, endpoints_setups, endpoints_active, source, meta) VALUES ({uuid}, {ts}, {ts}, {uuid}, ?, ?, 'local', 1, 1, 'package', '{{}}')"),
+            vec!["0190a3c1-0000-7000-8000-0000000000d3".into(), TENANT.into(), plugin_id.clone(), uid.clone()],
+        ),
+        (
+            format!("INSERT INTO endpoints (id, created_at, updated_at, name, hook_id, tenant_id, user_id, plugin_id, expired_at, enabled, settings) VALUES ({uuid}, {ts}, {ts}, 'default', ?, ?, 'user-1', ?, {expired}, TRUE, ?)"),
+            vec!["0190a3c1-0000-7000-8000-0000000000d4".into(), HOOK_ID.into(), TENANT.into(), plugin_id.clone(), r#"{"api_key":"enc:secret-from-go"}"#.into()],
+        ),
+    ];
+    for (sql, binds) in statements {
+        let sql = dialect_params(db.backend, &sql);
+        let mut query = sqlx::query(&sql);
+        for b in binds {
+            query = query.bind(b);
+        }
+        query.execute(pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    uid
+}
+
+/// `?` placeholders as the dialect wants them.
+fn dialect_params(backend: Backend, sql: &str) -> String {
+    if backend != Backend::Postgres {
+        return sql.to_string();
+    }
+    let mut n = 0;
+    let mut out = String::new();
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push_str(&format!("${n}"));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The real daemon binary started on a Go daemon's database and storage: the plugin is listed, the
@@ -502,12 +584,13 @@ async fn daemon_starts_on_a_go_daemon_state(db: &TestDb) {
     let package = crate::runtime_support::package_plugin("run_demo");
     let uid = go_daemon_state(db, &pool, &storage, &package, b"hello from go").await;
     let plugin_id = uid.split(':').next().unwrap().to_string();
+    let endpoint_uid = go_daemon_endpoint(db, &pool, &storage, &crate::runtime_support::package_plugin("endpoint_echo")).await;
     let before = catalogue(&pool, db.backend).await;
 
-    let inner = crate::runtime_support::FakeInnerApi::start().await;
+    let inner_url = fake_encrypt_api().await;
     // What `common::start_daemon` sets, plus the working directory the storage fixture is in.
     let mut env = vec![
-        ("DIFY_INNER_API_URL".to_string(), inner.url.clone()),
+        ("DIFY_INNER_API_URL".to_string(), inner_url),
         ("DIFY_INNER_API_KEY".into(), "k".into()),
         ("DIFY_TEST_SKIP_RUNTIME_PREPARATION".into(), "false".into()),
         ("PYTHON_ENV_INIT_TIMEOUT".into(), "60".into()),
@@ -528,8 +611,20 @@ async fn daemon_starts_on_a_go_daemon_state(db: &TestDb) {
     assert_eq!(catalogue(&pool, db.backend).await, before, "starting changed no upstream table");
 
     let listed = daemon.list(TENANT).await;
-    assert_eq!(listed.len(), 1, "{listed:?}");
-    assert_eq!(listed[0]["plugin_unique_identifier"], serde_json::json!(uid));
+    let mut uids: Vec<String> = listed.iter().map(|p| p["plugin_unique_identifier"].as_str().unwrap().to_string()).collect();
+    uids.sort();
+    let mut expected = vec![uid.clone(), endpoint_uid.clone()];
+    expected.sort();
+    assert_eq!(uids, expected, "{listed:?}");
+
+    // The endpoint answers on the hook id the Go daemon gave it, with its stored settings.
+    let answer = daemon.client.get(daemon.url(&format!("/e/{HOOK_ID}/echo/x"))).timeout(std::time::Duration::from_secs(300)).send().await.unwrap();
+    let status = answer.status().as_u16();
+    let body = answer.text().await.unwrap();
+    assert_eq!(status, 200, "{body}\n{}", daemon.log());
+    let echoed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(echoed["hook_id"], HOOK_ID);
+    assert_eq!(echoed["settings"], serde_json::json!({"api_key": "secret-from-go"}));
     let (status, task) = daemon.get(&format!("/plugin/{TENANT}/management/install/tasks/{TASK_ID}")).await;
     assert_eq!(status, 200, "{task}");
     assert_eq!(task["data"]["status"], "success");
