@@ -284,6 +284,16 @@ pub struct NewInstallation<'a> {
     pub providers: &'a [(ProviderKind, String)],
 }
 
+/// A `plugins` row as an install or upgrade creates it.
+#[derive(Debug, Clone, Copy)]
+struct PluginRow<'a> {
+    uid: &'a str,
+    plugin_id: &'a str,
+    install_type: RuntimeType,
+    source: &'a str,
+    manifest_type: &'a str,
+}
+
 /// What [`Db::upgrade_installation`] writes: a tenant's installation moved to another version.
 #[derive(Debug, Clone, Copy)]
 pub struct InstallationUpgrade<'a> {
@@ -496,7 +506,8 @@ impl Db {
             return Ok(InstallOutcome::AlreadyInstalled);
         }
         // Upstream's install leaves `manifest_type` empty on the rows it creates.
-        self.add_plugin_reference(&mut tx, uid, plugin_id, runtime_type, source, "", &now).await?;
+        let row = PluginRow { uid, plugin_id, install_type: runtime_type, source, manifest_type: "" };
+        self.add_plugin_reference(&mut tx, row, &now).await?;
         let installation_id = new_row_id();
         sqlx::query(&self.sql(
             "INSERT INTO plugin_installations (id, created_at, updated_at, tenant_id, plugin_id, \
@@ -519,16 +530,14 @@ impl Db {
         Ok(InstallOutcome::Installed { installation_id })
     }
 
+    /// Adds one reference to `row.uid`, creating its `plugins` row when missing.
     async fn add_plugin_reference(
         &self,
         tx: &mut Transaction<'_, Any>,
-        uid: &str,
-        plugin_id: &str,
-        install_type: RuntimeType,
-        source: &str,
-        manifest_type: &str,
+        row: PluginRow<'_>,
         now: &str,
     ) -> Result<(), StoreError> {
+        let PluginRow { uid, plugin_id, install_type, source, manifest_type } = row;
         sqlx::query(&self.insert_ignore(
             "plugins (id, created_at, updated_at, plugin_unique_identifier, plugin_id, refers, install_type, \
              manifest_type, remote_declaration, source)",
@@ -730,7 +739,8 @@ impl Db {
         .await?;
         let unreferenced = self.release_plugin_reference(&mut tx, original_uid, &now).await?;
         // Upstream's upgrade creates a missing version's row with `manifest_type` `plugin`.
-        self.add_plugin_reference(&mut tx, new_uid, plugin_id, runtime_type, source, "plugin", &now).await?;
+        let row = PluginRow { uid: new_uid, plugin_id, install_type: runtime_type, source, manifest_type: "plugin" };
+        self.add_plugin_reference(&mut tx, row, &now).await?;
         self.delete_providers(&mut tx, tenant_id, plugin_id).await?;
         self.insert_providers(&mut tx, tenant_id, new_uid, plugin_id, providers, &now).await?;
         tx.commit().await?;
