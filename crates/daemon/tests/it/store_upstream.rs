@@ -432,8 +432,11 @@ async fn go_daemon_state(db: &TestDb, pool: &AnyPool, storage: &std::path::Path,
     let uid = uid.to_string();
     let plugin_id = uid.split(':').next().unwrap().to_string();
     let declaration = serde_json::to_string(&declaration).unwrap();
-    std::fs::create_dir_all(storage.join("plugin_packages").join(&plugin_id)).unwrap();
-    std::fs::write(storage.join("plugin_packages").join(&uid), package).unwrap();
+    // Upstream keeps the uploaded package and, once installed locally, a copy in the installed bucket.
+    for bucket in ["plugin_packages", "plugin"] {
+        std::fs::create_dir_all(storage.join(bucket).join(&plugin_id)).unwrap();
+        std::fs::write(storage.join(bucket).join(&uid), package).unwrap();
+    }
     let value_path = storage.join("persistence").join(TENANT).join(&plugin_id).join("greeting");
     std::fs::create_dir_all(value_path.parent().unwrap()).unwrap();
     std::fs::write(&value_path, stored).unwrap();
@@ -516,8 +519,11 @@ async fn go_daemon_endpoint(db: &TestDb, pool: &AnyPool, storage: &std::path::Pa
     let (uid, declaration) = crate::runtime_support::decode(package);
     let uid = uid.to_string();
     let plugin_id = uid.split(':').next().unwrap().to_string();
-    std::fs::create_dir_all(storage.join("plugin_packages").join(&plugin_id)).unwrap();
-    std::fs::write(storage.join("plugin_packages").join(&uid), package).unwrap();
+    // Upstream keeps the uploaded package and, once installed locally, a copy in the installed bucket.
+    for bucket in ["plugin_packages", "plugin"] {
+        std::fs::create_dir_all(storage.join(bucket).join(&plugin_id)).unwrap();
+        std::fs::write(storage.join(bucket).join(&uid), package).unwrap();
+    }
     let declaration = serde_json::to_string(&declaration).unwrap();
     let (ts, uuid) = match db.backend {
         Backend::Postgres => ("TIMESTAMPTZ '2025-06-01 10:00:01.000+00'", "CAST(? AS uuid)"),
@@ -658,6 +664,25 @@ async fn daemon_starts_on_a_go_daemon_state(db: &TestDb) {
     };
     let sizes: Vec<String> = sqlx::query(size_sql).fetch_all(&pool).await.unwrap().iter().map(|r| text(r, 0)).collect();
     assert_eq!(sizes, ["16"], "one size row, grown by the new value");
+
+    // Uninstalling the Go daemon's endpoint plugin leaves what upstream's uninstall leaves: no
+    // installation, no plugins row, the package out of the installed bucket (the upload cache keeps it).
+    let body = serde_json::json!({"plugin_installation_id": "0190a3c1-0000-7000-8000-0000000000d3"});
+    let uninstalled = daemon.post(&format!("/plugin/{TENANT}/management/uninstall"), &body).await;
+    assert_eq!(uninstalled.0, 200, "{:?}", uninstalled.1);
+    let q = |sql: &str| dialect_params(db.backend, sql);
+    for table in ["plugins", "plugin_installations"] {
+        let n: i64 = sqlx::query(&q(&format!("SELECT COUNT(*) FROM {table} WHERE plugin_unique_identifier = ?")))
+            .bind(&endpoint_uid)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 0, "{table}");
+    }
+    assert!(!storage.join("plugin").join(&endpoint_uid).exists(), "removed from the installed bucket");
+    assert!(storage.join("plugin_packages").join(&endpoint_uid).exists(), "the upload cache keeps the package");
+    assert!(storage.join("plugin").join(&uid).exists(), "the other plugin stays installed");
     drop(daemon);
     pool.close().await;
 }
