@@ -7,7 +7,8 @@
 //! - Adoption: on the fixture database the migrations change no upstream table, and the store reads
 //!   the Go daemon's installation, provider row, endpoint (by hook id) and task.
 //! - Writes: install, upgrade and uninstall leave the rows upstream's code would leave.
-//! - Conversion: a database in this daemon's earlier own schema keeps its data.
+//! - Conversion: a database in this daemon's earlier own schema keeps its data (also on SQLite).
+//! - The real daemon binary serves a Go daemon's database and storage (plugin, task, endpoint, stored values).
 
 use crate::common::{self, Backend, TestDb};
 
@@ -50,13 +51,29 @@ fn kind(backend: Backend) -> DbKind {
     }
 }
 
-async fn raw_pool(db: &TestDb) -> AnyPool {
+/// The database's URL; a SQLite database lives in `dir` (server databases ignore it).
+fn url_in(db: &TestDb, dir: &std::path::Path) -> String {
+    match db.backend {
+        Backend::Sqlite => format!("sqlite://{}?mode=rwc", dir.join("daemon.db").display()),
+        _ => db.url(dir),
+    }
+}
+
+async fn raw_pool_in(db: &TestDb, dir: &std::path::Path) -> AnyPool {
     sqlx::any::install_default_drivers();
-    AnyPoolOptions::new().max_connections(2).connect(&db.url(std::path::Path::new("."))).await.expect("connect")
+    AnyPoolOptions::new().max_connections(1).connect(&url_in(db, dir)).await.expect("connect")
+}
+
+async fn raw_pool(db: &TestDb) -> AnyPool {
+    raw_pool_in(db, std::path::Path::new(".")).await
 }
 
 async fn store(db: &TestDb) -> Db {
-    let store = Db::connect_url(kind(db.backend), &db.url(std::path::Path::new(".")), 4, 5).await.expect("connect");
+    store_in(db, std::path::Path::new(".")).await
+}
+
+async fn store_in(db: &TestDb, dir: &std::path::Path) -> Db {
+    let store = Db::connect_url(kind(db.backend), &url_in(db, dir), 4, 5).await.expect("connect");
     store.migrate().await.expect("migrate");
     store
 }
@@ -308,10 +325,12 @@ async fn adopts_and_serves_an_upstream_database(db: &TestDb) {
 }
 
 async fn converts_the_earlier_own_schema_keeping_data(db: &TestDb) {
-    let pool = raw_pool(db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pool = raw_pool_in(db, dir.path()).await;
     let legacy = match db.backend {
         Backend::Postgres => "legacy-postgres.sql",
-        _ => "legacy-mysql.sql",
+        Backend::Mysql => "legacy-mysql.sql",
+        Backend::Sqlite => "legacy-sqlite.sql",
     };
     run_script(&pool, db.backend, &fixture_text(legacy)).await;
     let ts = "2026-01-02T03:04:05.123456789Z";
@@ -369,14 +388,16 @@ async fn converts_the_earlier_own_schema_keeping_data(db: &TestDb) {
         }
         query.execute(&pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
-    let store = store(db).await;
+    let store = store_in(db, dir.path()).await;
     store.migrate().await.expect("converting is done once");
     let installation = store.installation_by_plugin_id(TENANT, "langgenius/dummy").await.unwrap().expect("kept");
     assert_eq!(installation.id, installation_id);
-    assert_eq!(installation.created_at, "2026-01-02T03:04:05.123000000Z".replace(
-        "123000000",
-        if db.backend == Backend::Postgres { "123457000" } else { "123000000" },
-    ));
+    let expected_created = match db.backend {
+        Backend::Postgres => "2026-01-02T03:04:05.123457000Z",
+        Backend::Mysql => "2026-01-02T03:04:05.123000000Z",
+        Backend::Sqlite => "2026-01-02T03:04:05.123456789Z",
+    };
+    assert_eq!(installation.created_at, expected_created);
     assert!(store.provider(ProviderKind::Tool, TENANT, "langgenius/dummy").await.unwrap().is_some());
     let endpoint = store.endpoint_by_hook_id(HOOK_ID).await.unwrap().expect("endpoint kept");
     assert!(endpoint.enabled);
@@ -423,6 +444,12 @@ macro_rules! on_server_backends {
 on_server_backends!(schema_equality, schema_equals_the_upstream_fixture);
 on_server_backends!(adoption, adopts_and_serves_an_upstream_database);
 on_server_backends!(conversion, converts_the_earlier_own_schema_keeping_data);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conversion_on_sqlite() {
+    let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");
+    converts_the_earlier_own_schema_keeping_data(&db).await;
+}
 
 /// Writes the rows the upstream daemon leaves after installing `package` for [`TENANT`] (declaration,
 /// plugins row, installation, tool provider row, a finished install task, the storage size row), and
