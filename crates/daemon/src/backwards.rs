@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
 use crate::runtime::RuntimeConfig;
-use crate::store::{Db, StoreError};
+use crate::store::{PluginKv, StoreError};
 
 /// Who is calling back: the session's tenant, user, plugin and what the plugin may do.
 #[derive(Debug, Clone)]
@@ -127,21 +127,21 @@ pub trait PluginStorage: Send + Sync + 'static {
     fn usage_bytes<'a>(&'a self, tenant_id: &'a str, plugin_id: &'a str) -> BoxFuture<'a, Result<u64, StorageError>>;
 }
 
-impl PluginStorage for Db {
+impl PluginStorage for PluginKv {
     fn get<'a>(&'a self, tenant_id: &'a str, plugin_id: &'a str, key: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, StorageError>> {
-        Box::pin(async move { self.kv_get(tenant_id, plugin_id, key).await.map_err(StorageError::from) })
+        Box::pin(async move { PluginKv::get(self, tenant_id, plugin_id, key).await.map_err(StorageError::from) })
     }
     fn set<'a>(&'a self, tenant_id: &'a str, plugin_id: &'a str, key: &'a str, value: &'a [u8]) -> BoxFuture<'a, Result<(), StorageError>> {
-        Box::pin(async move { self.kv_set(tenant_id, plugin_id, key, value).await.map_err(StorageError::from) })
+        Box::pin(async move { PluginKv::set(self, tenant_id, plugin_id, key, value).await.map_err(StorageError::from) })
     }
     fn delete<'a>(&'a self, tenant_id: &'a str, plugin_id: &'a str, key: &'a str) -> BoxFuture<'a, Result<u64, StorageError>> {
-        Box::pin(async move { self.kv_del(tenant_id, plugin_id, key).await.map_err(StorageError::from) })
+        Box::pin(async move { PluginKv::delete(self, tenant_id, plugin_id, key).await.map_err(StorageError::from) })
     }
     fn exists<'a>(&'a self, tenant_id: &'a str, plugin_id: &'a str, key: &'a str) -> BoxFuture<'a, Result<bool, StorageError>> {
-        Box::pin(async move { self.kv_exists(tenant_id, plugin_id, key).await.map_err(StorageError::from) })
+        Box::pin(async move { PluginKv::exists(self, tenant_id, plugin_id, key).await.map_err(StorageError::from) })
     }
     fn usage_bytes<'a>(&'a self, tenant_id: &'a str, plugin_id: &'a str) -> BoxFuture<'a, Result<u64, StorageError>> {
-        Box::pin(async move { self.kv_usage_bytes(tenant_id, plugin_id).await.map_err(StorageError::from) })
+        Box::pin(async move { PluginKv::usage_bytes(self, tenant_id, plugin_id).await.map_err(StorageError::from) })
     }
 }
 

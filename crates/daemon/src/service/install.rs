@@ -205,7 +205,13 @@ impl InstallJob<'_> {
             providers: &providers,
         };
         match db.install_plugin(&installation).await {
-            Ok(InstallOutcome::Installed { .. }) | Ok(InstallOutcome::AlreadyInstalled) => Ok(()),
+            Ok(InstallOutcome::Installed { .. }) => {
+                if runtime_type == RuntimeType::Local {
+                    super::mark_installed(self.state, self.uid.as_str()).await;
+                }
+                Ok(())
+            }
+            Ok(InstallOutcome::AlreadyInstalled) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
@@ -349,8 +355,12 @@ async fn swap_installation(
         .upgrade_installation(&upgrade)
         .await?
         .ok_or(JobError::InstallationMissing)?;
+    if upgrade.runtime_type == RuntimeType::Local {
+        super::mark_installed(state, new.as_str()).await;
+    }
     if released.unreferenced {
         state.runtime.stop(original).await;
+        super::mark_uninstalled(state, original.as_str()).await;
     }
     Ok(())
 }
@@ -367,6 +377,7 @@ pub async fn uninstall(state: &AppState, tenant_id: &str, installation_id: &str)
             if let Ok(uid) = PluginUniqueIdentifier::parse(&released.plugin_unique_identifier) {
                 state.runtime.stop(&uid).await;
             }
+            super::mark_uninstalled(state, &released.plugin_unique_identifier).await;
         }
     }
     Ok(true)

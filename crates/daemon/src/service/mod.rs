@@ -36,6 +36,9 @@ pub type ServiceResult<T> = Result<T, DaemonError>;
 
 impl From<StoreError> for DaemonError {
     fn from(e: StoreError) -> Self {
+        if let StoreError::InvalidTenantId { .. } = e {
+            return DaemonError::bad_request(e.to_string());
+        }
         tracing::error!(error = %e, "storage failure");
         DaemonError::internal(e.to_string())
     }
@@ -115,6 +118,32 @@ pub fn parse_identifier(value: &str) -> ServiceResult<PluginUniqueIdentifier> {
 /// The blob key of an uploaded package.
 pub fn package_key(state: &AppState, uid: &str) -> String {
     format!("{}/{}", state.settings.plugin_package_cache_path.trim_matches('/'), uid)
+}
+
+/// The blob key of an installed package: upstream's "installed bucket", which its local runtime launches
+/// from and which marks a version as installed (docs/upstream-schema.md §7).
+pub fn installed_key(state: &AppState, uid: &str) -> String {
+    format!("{}/{}", state.settings.plugin_installed_path.trim_matches('/'), uid)
+}
+
+/// Copies a version's package into the installed bucket, as upstream does when a local plugin is
+/// installed. Best effort: the daemon itself launches from the package cache.
+pub async fn mark_installed(state: &AppState, uid: &str) {
+    let copied = match state.blobs.get(&package_key(state, uid)).await {
+        Ok(Some(bytes)) => state.blobs.put(&installed_key(state, uid), &bytes).await,
+        Ok(None) => Ok(()),
+        Err(e) => Err(e),
+    };
+    if let Err(error) = copied {
+        tracing::warn!(%error, uid, "could not copy the package to the installed bucket");
+    }
+}
+
+/// Removes a version from the installed bucket once no tenant has it, as upstream does.
+pub async fn mark_uninstalled(state: &AppState, uid: &str) {
+    if let Err(error) = state.blobs.delete(&installed_key(state, uid)).await {
+        tracing::warn!(%error, uid, "could not remove the package from the installed bucket");
+    }
 }
 
 /// The blob key of an asset.

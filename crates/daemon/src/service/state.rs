@@ -15,7 +15,7 @@ use crate::backwards::{BackwardsHandler, DifyBackwards};
 use crate::config::{Platform, Settings};
 use crate::runtime::{RuntimeConfig, RuntimeManager};
 use crate::shutdown::Shutdown;
-use crate::store::{BlobStore, Db};
+use crate::store::{BlobStore, Db, PluginKv};
 
 /// Seconds a node's claim on its running install tasks lasts without renewal.
 pub const TASK_LEASE_SECS: i64 = 30;
@@ -74,7 +74,12 @@ impl AppState {
         if settings.platform() == Platform::Serverless {
             crate::runtime::serverless::enable_serverless_platform(&runtime, &settings).await?;
         }
-        let backwards = Arc::new(DifyBackwards::new(runtime.config(), Arc::new(db.clone())));
+        let kv = PluginKv::new(db.clone(), blobs.clone(), &settings.persistence_storage_path);
+        let moved = kv.move_table_values().await.context("cannot move plugin storage values to the storage")?;
+        if moved > 0 {
+            tracing::info!(values = moved, "moved plugin storage values from the database to the storage");
+        }
+        let backwards = Arc::new(DifyBackwards::new(runtime.config(), Arc::new(kv)));
         Ok(AppState {
             settings: Arc::new(settings),
             server_key: server_key.into(),

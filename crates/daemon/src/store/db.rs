@@ -20,6 +20,10 @@ pub enum StoreError {
     Corrupt { what: &'static str, reason: String },
     #[error("{0}")]
     Blob(#[from] super::BlobError),
+    /// A tenant id the database cannot hold (PostgreSQL keeps tenant ids in UUID columns, MySQL in
+    /// 36-character ones). The caller's request is at fault, not the store.
+    #[error("invalid tenant id {tenant_id:?}: {reason}")]
+    InvalidTenantId { tenant_id: String, reason: &'static str },
 }
 
 /// Connection pool bounds (`DB_MAX_OPEN_CONNS`, `DB_CONN_MAX_LIFETIME`, `DB_CONNECT_TIMEOUT`).
@@ -48,34 +52,42 @@ pub struct Db {
     installation_listener: Option<std::sync::Arc<dyn InstallationWriteListener>>,
 }
 
-/// The schema migrations of each dialect, embedded in the binary: `(version, description, sql)`.
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
-    (20261122000001, "initial schema", include_str!("../../migrations/sqlite/20261122000001_initial_schema.sql")),
-    (20261122000002, "endpoints", include_str!("../../migrations/sqlite/20261122000002_endpoints.sql")),
-];
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
-    (20261122000001, "initial schema", include_str!("../../migrations/postgres/20261122000001_initial_schema.sql")),
-    (20261122000002, "endpoints", include_str!("../../migrations/postgres/20261122000002_endpoints.sql")),
-];
-const MYSQL_MIGRATIONS: &[(i64, &str, &str)] = &[
-    (20261122000001, "initial schema", include_str!("../../migrations/mysql/20261122000001_initial_schema.sql")),
-    (20261122000002, "endpoints", include_str!("../../migrations/mysql/20261122000002_endpoints.sql")),
-];
+/// The schema of each dialect, embedded in the binary: the upstream daemon's tables, then this
+/// daemon's own side tables. Every statement is idempotent (see [`Db::migrate`]).
+const SQLITE_SCHEMA: [&str; 2] =
+    [include_str!("../../migrations/sqlite/schema.sql"), include_str!("../../migrations/sqlite/daemon_tables.sql")];
+const POSTGRES_SCHEMA: [&str; 2] =
+    [include_str!("../../migrations/postgres/schema.sql"), include_str!("../../migrations/postgres/daemon_tables.sql")];
+const MYSQL_SCHEMA: [&str; 2] =
+    [include_str!("../../migrations/mysql/schema.sql"), include_str!("../../migrations/mysql/daemon_tables.sql")];
 
-fn migrator(migrations: &[(i64, &'static str, &'static str)]) -> sqlx::migrate::Migrator {
-    let migrations = migrations
-        .iter()
-        .map(|(version, description, sql)| {
-            sqlx::migrate::Migration::new(
-                *version,
-                std::borrow::Cow::Borrowed(*description),
-                sqlx::migrate::MigrationType::Simple,
-                std::borrow::Cow::Borrowed(*sql),
-                false,
-            )
-        })
-        .collect::<Vec<_>>();
-    sqlx::migrate::Migrator { migrations: std::borrow::Cow::Owned(migrations), ..sqlx::migrate::Migrator::DEFAULT }
+/// Namespace of the name-based UUIDs that stand for non-UUID tenant ids (see [`Db::tenant_key`]).
+pub const TENANT_NAMESPACE: &str = "dify-plugin-daemon-rs/tenant/";
+
+/// Whether `s` is a UUID in its hyphenated 36-character form.
+pub(crate) fn is_uuid(s: &str) -> bool {
+    s.len() == 36 && uuid::Uuid::try_parse(s).is_ok()
+}
+
+/// The statements of a schema file: comment lines dropped, split at `;` ending a line.
+fn statements(file: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in file.lines() {
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with("--") {
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+        if trimmed.ends_with(';') {
+            out.push(std::mem::take(&mut current).trim().trim_end_matches(';').to_string());
+        }
+    }
+    if !current.trim().is_empty() {
+        out.push(current.trim().to_string());
+    }
+    out
 }
 
 fn escape_url_part(s: &str) -> String {
@@ -225,14 +237,70 @@ impl Db {
         Ok(Db { pool, kind, installation_listener: None })
     }
 
-    /// Applies pending migrations of this dialect.
+    /// Brings the schema to the upstream daemon's tables plus this daemon's side tables: creates what
+    /// is missing and never changes or drops what exists, so it adopts a database the upstream daemon
+    /// created and is a no-op when run again. A database in this daemon's earlier own schema is
+    /// converted first (see `legacy.rs`).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let migrator = migrator(match self.kind {
-            DbKind::Sqlite => SQLITE_MIGRATIONS,
-            DbKind::Postgres => POSTGRES_MIGRATIONS,
-            DbKind::Mysql => MYSQL_MIGRATIONS,
-        });
-        migrator.run(&self.pool).await?;
+        super::legacy::detach_if_needed(self).await?;
+        let files = match self.kind {
+            DbKind::Sqlite => SQLITE_SCHEMA,
+            DbKind::Postgres => POSTGRES_SCHEMA,
+            DbKind::Mysql => MYSQL_SCHEMA,
+        };
+        for file in files {
+            for statement in statements(file) {
+                sqlx::query(&statement).execute(&self.pool).await?;
+            }
+        }
+        super::legacy::copy_if_pending(self).await?;
+        Ok(())
+    }
+
+    /// Whether `table` exists in the connected database.
+    pub(crate) async fn has_table(&self, table: &str) -> Result<bool, StoreError> {
+        let stmt = match self.kind {
+            DbKind::Sqlite => "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = ?",
+            DbKind::Postgres => {
+                "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = current_schema() \
+                 AND table_name = $1"
+            }
+            DbKind::Mysql => {
+                "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = ?"
+            }
+        };
+        let row = sqlx::query(stmt).bind(table).fetch_one(&self.pool).await?;
+        Ok(int(&row, "n")? > 0)
+    }
+
+    /// The value stored for `tenant_id` in upstream's UUID-typed tenant columns (installations,
+    /// provider rows, install tasks). On PostgreSQL and MySQL a tenant id that is not a UUID (e.g.
+    /// `my-workspace`) is stored as a name-based UUID derived from it (SHA-256 of
+    /// [`TENANT_NAMESPACE`] and the id, version 8), so every id works and the same id always maps to
+    /// the same row; UUIDs and every id on SQLite are stored as given. Records read back carry the
+    /// caller's id, not the stored one.
+    pub fn tenant_key(&self, tenant_id: &str) -> String {
+        if self.kind == DbKind::Sqlite || is_uuid(tenant_id) {
+            return tenant_id.to_string();
+        }
+        use sha2::Digest;
+        let digest = sha2::Sha256::new().chain_update(TENANT_NAMESPACE.as_bytes()).chain_update(tenant_id).finalize();
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        bytes[6] = (bytes[6] & 0x0f) | 0x80;
+        bytes[8] = (bytes[8] & 0x3f) | 0x80;
+        uuid::Uuid::from_bytes(bytes).to_string()
+    }
+
+    /// Checks that the database can hold `tenant_id` in upstream's `endpoints.tenant_id`
+    /// (`varchar(64)` on PostgreSQL and MySQL); SQLite holds anything.
+    pub fn check_tenant_id(&self, tenant_id: &str) -> Result<(), StoreError> {
+        if self.kind != DbKind::Sqlite && tenant_id.chars().count() > 64 {
+            return Err(StoreError::InvalidTenantId {
+                tenant_id: tenant_id.to_string(),
+                reason: "tenant ids are at most 64 characters on PostgreSQL and MySQL",
+            });
+        }
         Ok(())
     }
 
@@ -266,23 +334,87 @@ impl Db {
     }
 
     /// Adapts a statement written with `?` placeholders to the dialect (`$1, $2...` on PostgreSQL).
-    /// Statements must not contain `?` inside literals.
+    /// Statements must not contain `?`, `{` or `}` inside literals. Markers for the columns whose type
+    /// differs between dialects (the stores keep timestamps as RFC 3339 text with nine fractional
+    /// digits, see [`super::now_timestamp`], and ids as text):
+    /// - `?u`: a parameter for a UUID column (cast on PostgreSQL);
+    /// - `?t`: a timestamp parameter for a timestamp column (converted on PostgreSQL and MySQL);
+    /// - `{t:expr}`: a timestamp column read back as that text;
+    /// - `{u:expr}`: a UUID column read back as text;
+    /// - `{b:expr}`: a boolean column read back as a type every driver decodes.
     pub fn sql(&self, statement: &str) -> String {
-        if self.kind != DbKind::Postgres {
-            return statement.to_string();
-        }
-        let mut out = String::with_capacity(statement.len() + 8);
+        let mut out = String::with_capacity(statement.len() + 32);
         let mut n = 0;
-        for c in statement.chars() {
+        let mut rest = statement;
+        while let Some(c) = rest.chars().next() {
             if c == '?' {
                 n += 1;
-                out.push('$');
-                out.push_str(&n.to_string());
+                let param = if self.kind == DbKind::Postgres { format!("${n}") } else { "?".to_string() };
+                let kind = rest[1..].chars().next();
+                match kind {
+                    Some('u') => {
+                        out.push_str(&self.uuid_param(&param));
+                        rest = &rest[2..];
+                    }
+                    Some('t') => {
+                        out.push_str(&self.timestamp_param(&param));
+                        rest = &rest[2..];
+                    }
+                    _ => {
+                        out.push_str(&param);
+                        rest = &rest[1..];
+                    }
+                }
+            } else if c == '{' && (rest.starts_with("{t:") || rest.starts_with("{u:") || rest.starts_with("{b:")) {
+                let end = rest.find('}').expect("unterminated column marker");
+                let expr = &rest[3..end];
+                if rest.starts_with("{t:") {
+                    out.push_str(&self.timestamp_column(expr));
+                } else if rest.starts_with("{u:") {
+                    out.push_str(&self.uuid_column(expr));
+                } else if self.kind == DbKind::Mysql {
+                    // MySQL's tinyint(1) is a type the generic driver cannot decode.
+                    out.push_str(&format!("CAST({expr} AS SIGNED)"));
+                } else {
+                    out.push_str(expr);
+                }
+                rest = &rest[end + 1..];
             } else {
                 out.push(c);
+                rest = &rest[c.len_utf8()..];
             }
         }
         out
+    }
+
+    fn uuid_param(&self, param: &str) -> String {
+        match self.kind {
+            DbKind::Postgres => format!("CAST({param} AS uuid)"),
+            _ => param.to_string(),
+        }
+    }
+
+    fn timestamp_param(&self, param: &str) -> String {
+        match self.kind {
+            DbKind::Postgres => format!("CAST({param} AS timestamptz)"),
+            DbKind::Mysql => format!("CAST(REPLACE(REPLACE(LEFT({param}, 26), 'T', ' '), 'Z', '') AS DATETIME(6))"),
+            DbKind::Sqlite => param.to_string(),
+        }
+    }
+
+    fn timestamp_column(&self, expr: &str) -> String {
+        match self.kind {
+            DbKind::Postgres => format!("to_char({expr} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"000Z\"')"),
+            DbKind::Mysql => format!("DATE_FORMAT({expr}, '%Y-%m-%dT%H:%i:%s.%f000Z')"),
+            DbKind::Sqlite => expr.to_string(),
+        }
+    }
+
+    fn uuid_column(&self, expr: &str) -> String {
+        match self.kind {
+            DbKind::Postgres => format!("CAST({expr} AS TEXT)"),
+            _ => expr.to_string(),
+        }
     }
 
     /// `INSERT` that silently does nothing when a unique key already holds the row.
@@ -326,6 +458,14 @@ pub(crate) fn opt_text(row: &AnyRow, column: &str) -> Result<Option<String>, sql
             Ok(None) => Ok(None),
             Err(_) => Err(first),
         },
+    }
+}
+
+/// Reads a boolean column (PostgreSQL `boolean`, MySQL `tinyint(1)`, SQLite integer).
+pub(crate) fn flag(row: &AnyRow, column: &str) -> Result<bool, sqlx::Error> {
+    match row.try_get::<bool, _>(column) {
+        Ok(v) => Ok(v),
+        Err(_) => Ok(int(row, column)? != 0),
     }
 }
 

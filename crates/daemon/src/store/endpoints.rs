@@ -1,8 +1,10 @@
 //! Endpoint rows (`endpoints`) and the endpoint counters on installations, changed together in one
 //! transaction. Settings are stored as the JSON the Dify API returned when encrypting them.
 
-use super::db::{int, text};
-use super::{now_timestamp, Db, StoreError};
+use sqlx::Row;
+
+use super::db::{flag, opt_text, text};
+use super::{now_timestamp, render_timestamp, Db, StoreError};
 
 /// Upstream never expires endpoints; the column is always this value.
 pub const ENDPOINT_EXPIRED_AT: &str = "2050-01-01T00:00:00Z";
@@ -27,19 +29,30 @@ pub struct EndpointRecord {
 const COLUMNS: &str =
     "id, created_at, updated_at, name, hook_id, tenant_id, user_id, plugin_id, expired_at, enabled, settings";
 
+/// [`COLUMNS`] as read back (UUID and timestamp columns as text).
+const SELECT_COLUMNS: &str = "{u:id} AS id, {t:created_at} AS created_at, {t:updated_at} AS updated_at, name, hook_id, \
+     tenant_id, user_id, plugin_id, {t:expired_at} AS expired_at, {b:enabled} AS enabled, settings";
+
+fn nullable(row: &sqlx::any::AnyRow, column: &str) -> Result<String, StoreError> {
+    Ok(opt_text(row, column)?.unwrap_or_default())
+}
+
 fn from_row(row: &sqlx::any::AnyRow) -> Result<EndpointRecord, StoreError> {
     Ok(EndpointRecord {
         id: text(row, "id")?,
-        created_at: text(row, "created_at")?,
-        updated_at: text(row, "updated_at")?,
-        name: text(row, "name")?,
-        hook_id: text(row, "hook_id")?,
-        tenant_id: text(row, "tenant_id")?,
-        user_id: text(row, "user_id")?,
-        plugin_id: text(row, "plugin_id")?,
-        expired_at: text(row, "expired_at")?,
-        enabled: int(row, "enabled")? != 0,
-        settings: text(row, "settings")?,
+        created_at: nullable(row, "created_at")?,
+        updated_at: nullable(row, "updated_at")?,
+        name: nullable(row, "name")?,
+        hook_id: nullable(row, "hook_id")?,
+        tenant_id: nullable(row, "tenant_id")?,
+        user_id: nullable(row, "user_id")?,
+        plugin_id: nullable(row, "plugin_id")?,
+        expired_at: render_timestamp(&nullable(row, "expired_at")?),
+        enabled: match row.try_get::<Option<bool>, _>("enabled") {
+            Ok(v) => v.unwrap_or(false),
+            Err(_) => flag(row, "enabled")?,
+        },
+        settings: opt_text(row, "settings")?.unwrap_or_else(|| "{}".into()),
     })
 }
 
@@ -55,10 +68,11 @@ pub struct EndpointUpdate<'a> {
 impl Db {
     /// Inserts an enabled endpoint and counts it on the tenant's installation of the plugin.
     pub async fn create_endpoint(&self, endpoint: &EndpointRecord) -> Result<(), StoreError> {
+        self.check_tenant_id(&endpoint.tenant_id)?;
         let now = now_timestamp();
         let mut tx = self.pool().begin().await?;
         sqlx::query(&self.sql(&format!(
-            "INSERT INTO endpoints ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)"
+            "INSERT INTO endpoints ({COLUMNS}) VALUES (?u, ?t, ?t, ?, ?, ?, ?, ?, ?t, ?, ?)"
         )))
         .bind(&endpoint.id)
         .bind(&now)
@@ -69,14 +83,15 @@ impl Db {
         .bind(&endpoint.user_id)
         .bind(&endpoint.plugin_id)
         .bind(ENDPOINT_EXPIRED_AT)
+        .bind(true)
         .bind(&endpoint.settings)
         .execute(&mut *tx)
         .await?;
         sqlx::query(&self.sql(
             "UPDATE plugin_installations SET endpoints_setups = endpoints_setups + 1, \
-             endpoints_active = endpoints_active + 1 WHERE tenant_id = ? AND plugin_id = ?",
+             endpoints_active = endpoints_active + 1 WHERE tenant_id = ?u AND plugin_id = ?",
         ))
-        .bind(&endpoint.tenant_id)
+        .bind(self.tenant_key(&endpoint.tenant_id))
         .bind(&endpoint.plugin_id)
         .execute(&mut *tx)
         .await?;
@@ -86,7 +101,10 @@ impl Db {
 
     /// The tenant's endpoint `id`.
     pub async fn endpoint(&self, tenant_id: &str, id: &str) -> Result<Option<EndpointRecord>, StoreError> {
-        let row = sqlx::query(&self.sql(&format!("SELECT {COLUMNS} FROM endpoints WHERE id = ? AND tenant_id = ?")))
+        if !self.endpoint_id_possible(id) {
+            return Ok(None);
+        }
+        let row = sqlx::query(&self.sql(&format!("SELECT {SELECT_COLUMNS} FROM endpoints WHERE id = ?u AND tenant_id = ?")))
             .bind(id)
             .bind(tenant_id)
             .fetch_optional(self.pool())
@@ -96,7 +114,7 @@ impl Db {
 
     /// The endpoint behind a public hook id (for `/e/{hook_id}`).
     pub async fn endpoint_by_hook_id(&self, hook_id: &str) -> Result<Option<EndpointRecord>, StoreError> {
-        let row = sqlx::query(&self.sql(&format!("SELECT {COLUMNS} FROM endpoints WHERE hook_id = ?")))
+        let row = sqlx::query(&self.sql(&format!("SELECT {SELECT_COLUMNS} FROM endpoints WHERE hook_id = ?")))
             .bind(hook_id)
             .fetch_optional(self.pool())
             .await?;
@@ -115,7 +133,7 @@ impl Db {
         let rows = match plugin_id {
             Some(plugin_id) => {
                 sqlx::query(&self.sql(&format!(
-                    "SELECT {COLUMNS} FROM endpoints WHERE tenant_id = ? AND plugin_id = ? \
+                    "SELECT {SELECT_COLUMNS} FROM endpoints WHERE tenant_id = ? AND plugin_id = ? \
                      ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
                 )))
                 .bind(tenant_id)
@@ -127,7 +145,7 @@ impl Db {
             }
             None => {
                 sqlx::query(&self.sql(&format!(
-                    "SELECT {COLUMNS} FROM endpoints WHERE tenant_id = ? ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
+                    "SELECT {SELECT_COLUMNS} FROM endpoints WHERE tenant_id = ? ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
                 )))
                 .bind(tenant_id)
                 .bind(page_size)
@@ -141,7 +159,10 @@ impl Db {
 
     /// Replaces the name, user and settings of endpoint `id`.
     pub async fn update_endpoint(&self, id: &str, update: &EndpointUpdate<'_>) -> Result<(), StoreError> {
-        sqlx::query(&self.sql("UPDATE endpoints SET name = ?, user_id = ?, settings = ?, updated_at = ? WHERE id = ?"))
+        if !self.endpoint_id_possible(id) {
+            return Ok(());
+        }
+        sqlx::query(&self.sql("UPDATE endpoints SET name = ?, user_id = ?, settings = ?, updated_at = ?t WHERE id = ?u"))
             .bind(update.name)
             .bind(update.user_id)
             .bind(update.settings)
@@ -155,9 +176,13 @@ impl Db {
     /// Enables or disables an endpoint (idempotent), keeping `endpoints_active` in step.
     /// `None` when the tenant has no such endpoint.
     pub async fn set_endpoint_enabled(&self, tenant_id: &str, id: &str, enabled: bool) -> Result<Option<()>, StoreError> {
+        self.check_tenant_id(tenant_id)?;
+        if !self.endpoint_id_possible(id) {
+            return Ok(None);
+        }
         let mut tx = self.pool().begin().await?;
         let row = sqlx::query(&self.sql(&format!(
-            "SELECT {COLUMNS} FROM endpoints WHERE id = ? AND tenant_id = ?{}",
+            "SELECT {SELECT_COLUMNS} FROM endpoints WHERE id = ?u AND tenant_id = ?{}",
             self.for_update()
         )))
         .bind(id)
@@ -170,8 +195,8 @@ impl Db {
         };
         let endpoint = from_row(&row)?;
         if endpoint.enabled != enabled {
-            sqlx::query(&self.sql("UPDATE endpoints SET enabled = ?, updated_at = ? WHERE id = ?"))
-                .bind(if enabled { 1i64 } else { 0i64 })
+            sqlx::query(&self.sql("UPDATE endpoints SET enabled = ?, updated_at = ?t WHERE id = ?u"))
+                .bind(enabled)
                 .bind(now_timestamp())
                 .bind(id)
                 .execute(&mut *tx)
@@ -179,9 +204,9 @@ impl Db {
             let delta = if enabled { "+ 1" } else { "- 1" };
             sqlx::query(&self.sql(&format!(
                 "UPDATE plugin_installations SET endpoints_active = endpoints_active {delta} \
-                 WHERE tenant_id = ? AND plugin_id = ?"
+                 WHERE tenant_id = ?u AND plugin_id = ?"
             )))
-            .bind(tenant_id)
+            .bind(self.tenant_key(tenant_id))
             .bind(&endpoint.plugin_id)
             .execute(&mut *tx)
             .await?;
@@ -192,9 +217,13 @@ impl Db {
 
     /// Deletes the tenant's endpoint and uncounts it; returns the removed row.
     pub async fn delete_endpoint(&self, tenant_id: &str, id: &str) -> Result<Option<EndpointRecord>, StoreError> {
+        self.check_tenant_id(tenant_id)?;
+        if !self.endpoint_id_possible(id) {
+            return Ok(None);
+        }
         let mut tx = self.pool().begin().await?;
         let row = sqlx::query(&self.sql(&format!(
-            "SELECT {COLUMNS} FROM endpoints WHERE id = ? AND tenant_id = ?{}",
+            "SELECT {SELECT_COLUMNS} FROM endpoints WHERE id = ?u AND tenant_id = ?{}",
             self.for_update()
         )))
         .bind(id)
@@ -206,18 +235,23 @@ impl Db {
             return Ok(None);
         };
         let endpoint = from_row(&row)?;
-        sqlx::query(&self.sql("DELETE FROM endpoints WHERE id = ?")).bind(id).execute(&mut *tx).await?;
+        sqlx::query(&self.sql("DELETE FROM endpoints WHERE id = ?u")).bind(id).execute(&mut *tx).await?;
         let active = if endpoint.enabled { 1i64 } else { 0i64 };
         sqlx::query(&self.sql(
             "UPDATE plugin_installations SET endpoints_setups = endpoints_setups - 1, \
-             endpoints_active = endpoints_active - ? WHERE tenant_id = ? AND plugin_id = ? AND endpoints_setups > 0",
+             endpoints_active = endpoints_active - ? WHERE tenant_id = ?u AND plugin_id = ? AND endpoints_setups > 0",
         ))
         .bind(active)
-        .bind(tenant_id)
+        .bind(self.tenant_key(tenant_id))
         .bind(&endpoint.plugin_id)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(Some(endpoint))
+    }
+
+    /// Whether `id` can name an endpoint row (UUID primary keys on PostgreSQL).
+    fn endpoint_id_possible(&self, id: &str) -> bool {
+        self.kind() != crate::config::DbKind::Postgres || (id.len() == 36 && uuid::Uuid::try_parse(id).is_ok())
     }
 }

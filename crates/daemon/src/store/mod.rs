@@ -9,6 +9,7 @@ pub mod blob;
 mod db;
 pub mod endpoints;
 pub mod kv;
+mod legacy;
 pub mod object;
 pub mod records;
 mod runtime_type;
@@ -19,6 +20,7 @@ pub use db::{Db, PoolLimits, StoreError};
 pub use db::InstallationWriteListener;
 pub use runtime_type::RuntimeType;
 pub use endpoints::{EndpointRecord, EndpointUpdate, ENDPOINT_EXPIRED_AT};
+pub use kv::PluginKv;
 pub use records::*;
 
 /// The current time as stored in the database: RFC 3339, UTC, always nine fractional digits, so that

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::any::AnyRow;
-use sqlx::{Any, Transaction};
+use sqlx::{Any, Row, Transaction};
 
 use super::db::{int, opt_text, text};
 use super::{new_row_id, now_timestamp, Db, RuntimeType, StoreError};
@@ -63,6 +63,17 @@ impl ProviderKind {
             ProviderKind::AgentStrategy => "agent_strategy",
             ProviderKind::Datasource => "datasource",
             ProviderKind::Trigger => "trigger",
+        }
+    }
+
+    /// The upstream table holding this kind's provider rows.
+    pub fn table(self) -> &'static str {
+        match self {
+            ProviderKind::Tool => "tool_installations",
+            ProviderKind::Model => "ai_model_installations",
+            ProviderKind::AgentStrategy => "agent_strategy_installations",
+            ProviderKind::Datasource => "datasource_installations",
+            ProviderKind::Trigger => "trigger_installations",
         }
     }
 
@@ -147,23 +158,67 @@ pub mod task_status {
     pub const FAILED: &str = "failed";
 }
 
-const INSTALLATION_COLUMNS: &str = "i.id, i.created_at, i.updated_at, i.tenant_id, i.plugin_id, \
-     i.plugin_unique_identifier, i.runtime_type, i.endpoints_setups, i.endpoints_active, i.source, i.meta, \
-     d.declaration";
+const INSTALLATION_COLUMNS: &str = "{u:i.id} AS id, {t:i.created_at} AS created_at, {t:i.updated_at} AS updated_at, \
+     {u:i.tenant_id} AS tenant_id, i.plugin_id, i.plugin_unique_identifier, i.runtime_type, i.endpoints_setups, \
+     i.endpoints_active, i.source, i.meta, d.declaration";
+
+const PROVIDER_COLUMNS: &str = "{u:p.id} AS id, {t:p.created_at} AS created_at, {t:p.updated_at} AS updated_at, \
+     {u:p.tenant_id} AS tenant_id, p.provider, p.plugin_unique_identifier, p.plugin_id, d.declaration";
+
+const TASK_COLUMNS: &str = "{u:t.id} AS id, {t:t.created_at} AS created_at, {t:t.updated_at} AS updated_at, t.status, \
+     {u:t.tenant_id} AS tenant_id, t.total_plugins, t.completed_plugins, t.plugins";
+
+/// Columns upstream declares nullable: rows the upstream daemon wrote may hold NULL there.
+fn nullable_text(row: &AnyRow, column: &str) -> Result<String, StoreError> {
+    Ok(opt_text(row, column)?.unwrap_or_default())
+}
+
+fn nullable_int(row: &AnyRow, column: &str) -> Result<i64, StoreError> {
+    match row.try_get::<Option<i64>, _>(column) {
+        Ok(v) => Ok(v.unwrap_or(0)),
+        Err(_) => Ok(int(row, column)?),
+    }
+}
+
+/// Records read back with the tenant's stored key (see [`Db::tenant_key`]) carry the caller's id.
+trait ForCaller {
+    fn for_caller(self, tenant_id: &str) -> Self;
+}
+
+impl ForCaller for InstallationRecord {
+    fn for_caller(mut self, tenant_id: &str) -> Self {
+        self.tenant_id = tenant_id.to_string();
+        self
+    }
+}
+
+impl ForCaller for ProviderRecord {
+    fn for_caller(mut self, tenant_id: &str) -> Self {
+        self.tenant_id = tenant_id.to_string();
+        self
+    }
+}
+
+impl ForCaller for TaskRecord {
+    fn for_caller(mut self, tenant_id: &str) -> Self {
+        self.tenant_id = tenant_id.to_string();
+        self
+    }
+}
 
 fn installation_from_row(row: &AnyRow) -> Result<InstallationRecord, StoreError> {
-    let meta_text = text(row, "meta")?;
+    let meta_text = nullable_text(row, "meta")?;
     Ok(InstallationRecord {
         id: text(row, "id")?,
-        created_at: text(row, "created_at")?,
-        updated_at: text(row, "updated_at")?,
-        tenant_id: text(row, "tenant_id")?,
-        plugin_id: text(row, "plugin_id")?,
-        plugin_unique_identifier: text(row, "plugin_unique_identifier")?,
-        runtime_type: text(row, "runtime_type")?,
-        endpoints_setups: int(row, "endpoints_setups")?,
-        endpoints_active: int(row, "endpoints_active")?,
-        source: text(row, "source")?,
+        created_at: nullable_text(row, "created_at")?,
+        updated_at: nullable_text(row, "updated_at")?,
+        tenant_id: nullable_text(row, "tenant_id")?,
+        plugin_id: nullable_text(row, "plugin_id")?,
+        plugin_unique_identifier: nullable_text(row, "plugin_unique_identifier")?,
+        runtime_type: nullable_text(row, "runtime_type")?,
+        endpoints_setups: nullable_int(row, "endpoints_setups")?,
+        endpoints_active: nullable_int(row, "endpoints_active")?,
+        source: nullable_text(row, "source")?,
         meta: serde_json::from_str(&meta_text).unwrap_or_else(|_| Value::Object(Default::default())),
         declaration: opt_text(row, "declaration")?,
     })
@@ -172,24 +227,25 @@ fn installation_from_row(row: &AnyRow) -> Result<InstallationRecord, StoreError>
 fn provider_from_row(row: &AnyRow) -> Result<ProviderRecord, StoreError> {
     Ok(ProviderRecord {
         id: text(row, "id")?,
-        created_at: text(row, "created_at")?,
-        updated_at: text(row, "updated_at")?,
+        created_at: nullable_text(row, "created_at")?,
+        updated_at: nullable_text(row, "updated_at")?,
         tenant_id: text(row, "tenant_id")?,
         provider: text(row, "provider")?,
-        plugin_unique_identifier: text(row, "plugin_unique_identifier")?,
-        plugin_id: text(row, "plugin_id")?,
+        plugin_unique_identifier: nullable_text(row, "plugin_unique_identifier")?,
+        plugin_id: nullable_text(row, "plugin_id")?,
         declaration: opt_text(row, "declaration")?,
     })
 }
 
 fn task_from_row(row: &AnyRow) -> Result<TaskRecord, StoreError> {
-    let plugins_text = text(row, "plugins")?;
-    let plugins = serde_json::from_str(&plugins_text)
-        .map_err(|e| StoreError::Corrupt { what: "install_tasks.plugins", reason: e.to_string() })?;
+    let plugins_text = opt_text(row, "plugins")?.unwrap_or_else(|| "[]".into());
+    let plugins = serde_json::from_str::<Option<Vec<TaskPluginEntry>>>(&plugins_text)
+        .map_err(|e| StoreError::Corrupt { what: "install_tasks.plugins", reason: e.to_string() })?
+        .unwrap_or_default();
     Ok(TaskRecord {
         id: text(row, "id")?,
-        created_at: text(row, "created_at")?,
-        updated_at: text(row, "updated_at")?,
+        created_at: nullable_text(row, "created_at")?,
+        updated_at: nullable_text(row, "updated_at")?,
         status: text(row, "status")?,
         tenant_id: text(row, "tenant_id")?,
         total_plugins: int(row, "total_plugins")?,
@@ -228,6 +284,16 @@ pub struct NewInstallation<'a> {
     pub providers: &'a [(ProviderKind, String)],
 }
 
+/// A `plugins` row as an install or upgrade creates it.
+#[derive(Debug, Clone, Copy)]
+struct PluginRow<'a> {
+    uid: &'a str,
+    plugin_id: &'a str,
+    install_type: RuntimeType,
+    source: &'a str,
+    manifest_type: &'a str,
+}
+
 /// What [`Db::upgrade_installation`] writes: a tenant's installation moved to another version.
 #[derive(Debug, Clone, Copy)]
 pub struct InstallationUpgrade<'a> {
@@ -251,7 +317,7 @@ impl Db {
         let now = now_timestamp();
         sqlx::query(&self.insert_ignore(
             "plugin_declarations (id, created_at, updated_at, plugin_unique_identifier, plugin_id, declaration)",
-            "(?, ?, ?, ?, ?, ?)",
+            "(?u, ?t, ?t, ?, ?, ?)",
         ))
         .bind(new_row_id())
         .bind(&now)
@@ -293,7 +359,7 @@ impl Db {
     /// The `plugins` row of a version (present while at least one tenant has it installed).
     pub async fn plugin(&self, uid: &str) -> Result<Option<PluginRecord>, StoreError> {
         let row = sqlx::query(&self.sql(
-            "SELECT id, plugin_unique_identifier, plugin_id, refers, install_type, source FROM plugins \
+            "SELECT {u:id} AS id, plugin_unique_identifier, plugin_id, refers, install_type, source FROM plugins \
              WHERE plugin_unique_identifier = ?",
         ))
         .bind(uid)
@@ -302,11 +368,11 @@ impl Db {
         row.map(|r| {
             Ok(PluginRecord {
                 id: text(&r, "id")?,
-                plugin_unique_identifier: text(&r, "plugin_unique_identifier")?,
-                plugin_id: text(&r, "plugin_id")?,
-                refers: int(&r, "refers")?,
-                install_type: text(&r, "install_type")?,
-                source: text(&r, "source")?,
+                plugin_unique_identifier: nullable_text(&r, "plugin_unique_identifier")?,
+                plugin_id: nullable_text(&r, "plugin_id")?,
+                refers: nullable_int(&r, "refers")?,
+                install_type: nullable_text(&r, "install_type")?,
+                source: nullable_text(&r, "source")?,
             })
         })
         .transpose()
@@ -314,18 +380,20 @@ impl Db {
 
     /// Every `plugins` row (consistency checks and the runtime watchdog).
     pub async fn all_plugins(&self) -> Result<Vec<PluginRecord>, StoreError> {
-        let rows = sqlx::query("SELECT id, plugin_unique_identifier, plugin_id, refers, install_type, source FROM plugins")
+        let rows = sqlx::query(&self.sql(
+            "SELECT {u:id} AS id, plugin_unique_identifier, plugin_id, refers, install_type, source FROM plugins",
+        ))
             .fetch_all(self.pool())
             .await?;
         rows.iter()
             .map(|r| {
                 Ok(PluginRecord {
                     id: text(r, "id")?,
-                    plugin_unique_identifier: text(r, "plugin_unique_identifier")?,
-                    plugin_id: text(r, "plugin_id")?,
-                    refers: int(r, "refers")?,
-                    install_type: text(r, "install_type")?,
-                    source: text(r, "source")?,
+                    plugin_unique_identifier: nullable_text(r, "plugin_unique_identifier")?,
+                    plugin_id: nullable_text(r, "plugin_id")?,
+                    refers: nullable_int(r, "refers")?,
+                    install_type: nullable_text(r, "install_type")?,
+                    source: nullable_text(r, "source")?,
                 })
             })
             .collect()
@@ -339,15 +407,17 @@ impl Db {
         tenant_id: &str,
         plugin_id: &str,
     ) -> Result<Option<InstallationRecord>, StoreError> {
+        self.check_tenant_id(tenant_id)?;
+        let (caller_tenant, tenant_id) = (tenant_id, &self.tenant_key(tenant_id));
         let row = sqlx::query(&self.sql(&format!(
             "SELECT {INSTALLATION_COLUMNS} FROM plugin_installations i LEFT JOIN plugin_declarations d \
-             ON d.plugin_unique_identifier = i.plugin_unique_identifier WHERE i.tenant_id = ? AND i.plugin_id = ?"
+             ON d.plugin_unique_identifier = i.plugin_unique_identifier WHERE i.tenant_id = ?u AND i.plugin_id = ?"
         )))
         .bind(tenant_id)
         .bind(plugin_id)
         .fetch_optional(self.pool())
         .await?;
-        row.as_ref().map(installation_from_row).transpose()
+        Ok(row.as_ref().map(installation_from_row).transpose()?.map(|r| r.for_caller(caller_tenant)))
     }
 
     /// The tenant's installations, newest first, with the tenant's total count.
@@ -357,9 +427,11 @@ impl Db {
         page: i64,
         page_size: i64,
     ) -> Result<(Vec<InstallationRecord>, i64), StoreError> {
+        self.check_tenant_id(tenant_id)?;
+        let (caller_tenant, tenant_id) = (tenant_id, &self.tenant_key(tenant_id));
         let rows = sqlx::query(&self.sql(&format!(
             "SELECT {INSTALLATION_COLUMNS} FROM plugin_installations i LEFT JOIN plugin_declarations d \
-             ON d.plugin_unique_identifier = i.plugin_unique_identifier WHERE i.tenant_id = ? \
+             ON d.plugin_unique_identifier = i.plugin_unique_identifier WHERE i.tenant_id = ?u \
              ORDER BY i.created_at DESC, i.id DESC LIMIT ? OFFSET ?"
         )))
         .bind(tenant_id)
@@ -367,25 +439,27 @@ impl Db {
         .bind(offset(page, page_size))
         .fetch_all(self.pool())
         .await?;
-        let total_row = sqlx::query(&self.sql("SELECT COUNT(*) AS n FROM plugin_installations WHERE tenant_id = ?"))
+        let total_row = sqlx::query(&self.sql("SELECT COUNT(*) AS n FROM plugin_installations WHERE tenant_id = ?u"))
             .bind(tenant_id)
             .fetch_one(self.pool())
             .await?;
-        let list = rows.iter().map(installation_from_row).collect::<Result<Vec<_>, _>>()?;
+        let list = rows.iter().map(installation_from_row).map(|r| r.map(|r| r.for_caller(caller_tenant))).collect::<Result<Vec<_>, _>>()?;
         Ok((list, int(&total_row, "n")?))
     }
 
     /// Every installation of the tenant, newest first.
     pub async fn all_installations(&self, tenant_id: &str) -> Result<Vec<InstallationRecord>, StoreError> {
+        self.check_tenant_id(tenant_id)?;
+        let (caller_tenant, tenant_id) = (tenant_id, &self.tenant_key(tenant_id));
         let rows = sqlx::query(&self.sql(&format!(
             "SELECT {INSTALLATION_COLUMNS} FROM plugin_installations i LEFT JOIN plugin_declarations d \
-             ON d.plugin_unique_identifier = i.plugin_unique_identifier WHERE i.tenant_id = ? \
+             ON d.plugin_unique_identifier = i.plugin_unique_identifier WHERE i.tenant_id = ?u \
              ORDER BY i.created_at DESC, i.id DESC"
         )))
         .bind(tenant_id)
         .fetch_all(self.pool())
         .await?;
-        rows.iter().map(installation_from_row).collect()
+        rows.iter().map(|r| installation_from_row(r).map(|r| r.for_caller(caller_tenant))).collect()
     }
 
     /// Installation rows of any tenant (consistency checks).
@@ -401,6 +475,7 @@ impl Db {
     /// provider rows, all in one transaction. A tenant that already has the plugin id keeps its
     /// installation.
     pub async fn install_plugin(&self, new: &NewInstallation<'_>) -> Result<InstallOutcome, StoreError> {
+        self.check_tenant_id(new.tenant_id)?;
         let result = self.try_install(new).await;
         self.installation_written(new.tenant_id, new.plugin_id);
         match result {
@@ -418,9 +493,10 @@ impl Db {
 
     async fn try_install(&self, new: &NewInstallation<'_>) -> Result<InstallOutcome, StoreError> {
         let NewInstallation { tenant_id, uid, plugin_id, runtime_type, source, meta, providers } = *new;
+        let tenant_id = &self.tenant_key(tenant_id);
         let now = now_timestamp();
         let mut tx = self.pool().begin().await?;
-        let existing = sqlx::query(&self.sql("SELECT id FROM plugin_installations WHERE tenant_id = ? AND plugin_id = ?"))
+        let existing = sqlx::query(&self.sql("SELECT plugin_id FROM plugin_installations WHERE tenant_id = ?u AND plugin_id = ?"))
             .bind(tenant_id)
             .bind(plugin_id)
             .fetch_optional(&mut *tx)
@@ -429,12 +505,14 @@ impl Db {
             tx.commit().await?;
             return Ok(InstallOutcome::AlreadyInstalled);
         }
-        self.add_plugin_reference(&mut tx, uid, plugin_id, runtime_type, source, &now).await?;
+        // Upstream's install leaves `manifest_type` empty on the rows it creates.
+        let row = PluginRow { uid, plugin_id, install_type: runtime_type, source, manifest_type: "" };
+        self.add_plugin_reference(&mut tx, row, &now).await?;
         let installation_id = new_row_id();
         sqlx::query(&self.sql(
             "INSERT INTO plugin_installations (id, created_at, updated_at, tenant_id, plugin_id, \
              plugin_unique_identifier, runtime_type, endpoints_setups, endpoints_active, source, meta) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?)",
+             VALUES (?u, ?t, ?t, ?u, ?, ?, ?, 0, 0, ?, ?)",
         ))
         .bind(&installation_id)
         .bind(&now)
@@ -452,19 +530,18 @@ impl Db {
         Ok(InstallOutcome::Installed { installation_id })
     }
 
+    /// Adds one reference to `row.uid`, creating its `plugins` row when missing.
     async fn add_plugin_reference(
         &self,
         tx: &mut Transaction<'_, Any>,
-        uid: &str,
-        plugin_id: &str,
-        install_type: RuntimeType,
-        source: &str,
+        row: PluginRow<'_>,
         now: &str,
     ) -> Result<(), StoreError> {
+        let PluginRow { uid, plugin_id, install_type, source, manifest_type } = row;
         sqlx::query(&self.insert_ignore(
             "plugins (id, created_at, updated_at, plugin_unique_identifier, plugin_id, refers, install_type, \
              manifest_type, remote_declaration, source)",
-            "(?, ?, ?, ?, ?, 0, ?, 'plugin', NULL, ?)",
+            "(?u, ?t, ?t, ?, ?, 0, ?, ?, NULL, ?)",
         ))
         .bind(new_row_id())
         .bind(now)
@@ -472,10 +549,11 @@ impl Db {
         .bind(uid)
         .bind(plugin_id)
         .bind(install_type.as_str())
+        .bind(manifest_type)
         .bind(source)
         .execute(&mut **tx)
         .await?;
-        sqlx::query(&self.sql("UPDATE plugins SET refers = refers + 1, updated_at = ? WHERE plugin_unique_identifier = ?"))
+        sqlx::query(&self.sql("UPDATE plugins SET refers = refers + 1, updated_at = ?t WHERE plugin_unique_identifier = ?"))
             .bind(now)
             .bind(uid)
             .execute(&mut **tx)
@@ -490,7 +568,7 @@ impl Db {
         uid: &str,
         now: &str,
     ) -> Result<bool, StoreError> {
-        sqlx::query(&self.sql("UPDATE plugins SET refers = refers - 1, updated_at = ? WHERE plugin_unique_identifier = ?"))
+        sqlx::query(&self.sql("UPDATE plugins SET refers = refers - 1, updated_at = ?t WHERE plugin_unique_identifier = ?"))
             .bind(now)
             .bind(uid)
             .execute(&mut **tx)
@@ -523,14 +601,14 @@ impl Db {
         now: &str,
     ) -> Result<(), StoreError> {
         for (kind, provider) in providers {
-            sqlx::query(&self.sql(
-                "INSERT INTO provider_installations (id, created_at, updated_at, kind, tenant_id, provider, \
-                 plugin_unique_identifier, plugin_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            ))
+            sqlx::query(&self.sql(&format!(
+                "INSERT INTO {} (id, created_at, updated_at, tenant_id, provider, plugin_unique_identifier, plugin_id) \
+                 VALUES (?u, ?t, ?t, ?u, ?, ?, ?)",
+                kind.table()
+            )))
             .bind(new_row_id())
             .bind(now)
             .bind(now)
-            .bind(kind.as_str())
             .bind(tenant_id)
             .bind(provider)
             .bind(uid)
@@ -541,12 +619,39 @@ impl Db {
         Ok(())
     }
 
+    async fn delete_providers(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        tenant_id: &str,
+        plugin_id: &str,
+    ) -> Result<(), StoreError> {
+        for kind in ProviderKind::ALL {
+            sqlx::query(&self.sql(&format!("DELETE FROM {} WHERE tenant_id = ?u AND plugin_id = ?", kind.table())))
+                .bind(tenant_id)
+                .bind(plugin_id)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Whether `id` can name a row of an upstream table (UUID primary keys on PostgreSQL): other
+    /// ids name no row.
+    fn row_id_possible(&self, id: &str) -> bool {
+        self.kind() != crate::config::DbKind::Postgres || (id.len() == 36 && uuid::Uuid::try_parse(id).is_ok())
+    }
+
     /// Removes the tenant's installation `installation_id` and its provider rows, dropping one
     /// reference. `None` when the tenant has no such installation.
     pub async fn uninstall(&self, tenant_id: &str, installation_id: &str) -> Result<Option<ReleasedPlugin>, StoreError> {
+        self.check_tenant_id(tenant_id)?;
+        let (caller_tenant, tenant_id) = (tenant_id, &self.tenant_key(tenant_id));
+        if !self.row_id_possible(installation_id) {
+            return Ok(None);
+        }
         let result = self.try_uninstall(tenant_id, installation_id).await;
         match &result {
-            Ok(Some((plugin_id, _))) => self.installation_written(tenant_id, plugin_id),
+            Ok(Some((plugin_id, _))) => self.installation_written(caller_tenant, plugin_id),
             Ok(None) => {}
             // Whether the row went is unknown: forget everything rather than keep it.
             Err(_) => self.installations_written(),
@@ -562,7 +667,7 @@ impl Db {
         let now = now_timestamp();
         let mut tx = self.pool().begin().await?;
         let row = sqlx::query(&self.sql(&format!(
-            "SELECT plugin_id, plugin_unique_identifier FROM plugin_installations WHERE id = ? AND tenant_id = ?{}",
+            "SELECT plugin_id, plugin_unique_identifier FROM plugin_installations WHERE id = ?u AND tenant_id = ?u{}",
             self.for_update()
         )))
         .bind(installation_id)
@@ -575,15 +680,11 @@ impl Db {
         };
         let plugin_id = text(&row, "plugin_id")?;
         let uid = text(&row, "plugin_unique_identifier")?;
-        sqlx::query(&self.sql("DELETE FROM plugin_installations WHERE id = ?"))
+        sqlx::query(&self.sql("DELETE FROM plugin_installations WHERE id = ?u"))
             .bind(installation_id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(&self.sql("DELETE FROM provider_installations WHERE tenant_id = ? AND plugin_id = ?"))
-            .bind(tenant_id)
-            .bind(&plugin_id)
-            .execute(&mut *tx)
-            .await?;
+        self.delete_providers(&mut tx, tenant_id, &plugin_id).await?;
         let unreferenced = self.release_plugin_reference(&mut tx, &uid, &now).await?;
         tx.commit().await?;
         Ok(Some((plugin_id, ReleasedPlugin { plugin_unique_identifier: uid, unreferenced })))
@@ -593,6 +694,7 @@ impl Db {
     /// counts and provider rows move in the same transaction). `None` when the tenant has no
     /// installation with exactly `original_uid`.
     pub async fn upgrade_installation(&self, upgrade: &InstallationUpgrade<'_>) -> Result<Option<ReleasedPlugin>, StoreError> {
+        self.check_tenant_id(upgrade.tenant_id)?;
         let result = self.try_upgrade_installation(upgrade).await;
         let InstallationUpgrade { tenant_id, original_uid, plugin_id, .. } = *upgrade;
         // The row is found by identifier, so its plugin id may differ from `plugin_id` in theory: drop both.
@@ -608,10 +710,11 @@ impl Db {
     async fn try_upgrade_installation(&self, upgrade: &InstallationUpgrade<'_>) -> Result<Option<ReleasedPlugin>, StoreError> {
         let InstallationUpgrade { tenant_id, original_uid, new_uid, plugin_id, runtime_type, source, meta, providers } =
             *upgrade;
+        let tenant_id = &self.tenant_key(tenant_id);
         let now = now_timestamp();
         let mut tx = self.pool().begin().await?;
         let row = sqlx::query(&self.sql(&format!(
-            "SELECT id FROM plugin_installations WHERE tenant_id = ? AND plugin_unique_identifier = ?{}",
+            "SELECT {{u:id}} AS id FROM plugin_installations WHERE tenant_id = ?u AND plugin_unique_identifier = ?{}",
             self.for_update()
         )))
         .bind(tenant_id)
@@ -624,8 +727,8 @@ impl Db {
         };
         let installation_id = text(&row, "id")?;
         sqlx::query(&self.sql(
-            "UPDATE plugin_installations SET plugin_unique_identifier = ?, source = ?, meta = ?, updated_at = ? \
-             WHERE id = ?",
+            "UPDATE plugin_installations SET plugin_unique_identifier = ?, source = ?, meta = ?, updated_at = ?t \
+             WHERE id = ?u",
         ))
         .bind(new_uid)
         .bind(source)
@@ -635,12 +738,10 @@ impl Db {
         .execute(&mut *tx)
         .await?;
         let unreferenced = self.release_plugin_reference(&mut tx, original_uid, &now).await?;
-        self.add_plugin_reference(&mut tx, new_uid, plugin_id, runtime_type, source, &now).await?;
-        sqlx::query(&self.sql("DELETE FROM provider_installations WHERE tenant_id = ? AND plugin_id = ?"))
-            .bind(tenant_id)
-            .bind(plugin_id)
-            .execute(&mut *tx)
-            .await?;
+        // Upstream's upgrade creates a missing version's row with `manifest_type` `plugin`.
+        let row = PluginRow { uid: new_uid, plugin_id, install_type: runtime_type, source, manifest_type: "plugin" };
+        self.add_plugin_reference(&mut tx, row, &now).await?;
+        self.delete_providers(&mut tx, tenant_id, plugin_id).await?;
         self.insert_providers(&mut tx, tenant_id, new_uid, plugin_id, providers, &now).await?;
         tx.commit().await?;
         Ok(Some(ReleasedPlugin { plugin_unique_identifier: original_uid.to_string(), unreferenced }))
@@ -656,19 +757,20 @@ impl Db {
         page: i64,
         page_size: i64,
     ) -> Result<Vec<ProviderRecord>, StoreError> {
-        let rows = sqlx::query(&self.sql(
-            "SELECT p.id, p.created_at, p.updated_at, p.tenant_id, p.provider, p.plugin_unique_identifier, \
-             p.plugin_id, d.declaration FROM provider_installations p LEFT JOIN plugin_declarations d \
-             ON d.plugin_unique_identifier = p.plugin_unique_identifier WHERE p.kind = ? AND p.tenant_id = ? \
+        self.check_tenant_id(tenant_id)?;
+        let (caller_tenant, tenant_id) = (tenant_id, &self.tenant_key(tenant_id));
+        let rows = sqlx::query(&self.sql(&format!(
+            "SELECT {PROVIDER_COLUMNS} FROM {} p LEFT JOIN plugin_declarations d \
+             ON d.plugin_unique_identifier = p.plugin_unique_identifier WHERE p.tenant_id = ?u \
              ORDER BY p.created_at DESC, p.id DESC LIMIT ? OFFSET ?",
-        ))
-        .bind(kind.as_str())
+            kind.table()
+        )))
         .bind(tenant_id)
         .bind(page_size)
         .bind(offset(page, page_size))
         .fetch_all(self.pool())
         .await?;
-        rows.iter().map(provider_from_row).collect()
+        rows.iter().map(|r| provider_from_row(r).map(|r| r.for_caller(caller_tenant))).collect()
     }
 
     /// The tenant's provider row of one kind for `plugin_id`.
@@ -678,32 +780,40 @@ impl Db {
         tenant_id: &str,
         plugin_id: &str,
     ) -> Result<Option<ProviderRecord>, StoreError> {
-        let row = sqlx::query(&self.sql(
-            "SELECT p.id, p.created_at, p.updated_at, p.tenant_id, p.provider, p.plugin_unique_identifier, \
-             p.plugin_id, d.declaration FROM provider_installations p LEFT JOIN plugin_declarations d \
-             ON d.plugin_unique_identifier = p.plugin_unique_identifier WHERE p.kind = ? AND p.tenant_id = ? \
-             AND p.plugin_id = ?",
-        ))
-        .bind(kind.as_str())
+        self.check_tenant_id(tenant_id)?;
+        let (caller_tenant, tenant_id) = (tenant_id, &self.tenant_key(tenant_id));
+        let row = sqlx::query(&self.sql(&format!(
+            "SELECT {PROVIDER_COLUMNS} FROM {} p LEFT JOIN plugin_declarations d \
+             ON d.plugin_unique_identifier = p.plugin_unique_identifier WHERE p.tenant_id = ?u AND p.plugin_id = ?",
+            kind.table()
+        )))
         .bind(tenant_id)
         .bind(plugin_id)
         .fetch_optional(self.pool())
         .await?;
-        row.as_ref().map(provider_from_row).transpose()
+        Ok(row.as_ref().map(provider_from_row).transpose()?.map(|r| r.for_caller(caller_tenant)))
     }
 
     /// Provider rows of any tenant pointing at `uid` (consistency checks).
     pub async fn count_providers_of(&self, uid: &str) -> Result<i64, StoreError> {
-        let row = sqlx::query(&self.sql("SELECT COUNT(*) AS n FROM provider_installations WHERE plugin_unique_identifier = ?"))
+        let mut total = 0;
+        for kind in ProviderKind::ALL {
+            let row = sqlx::query(&self.sql(&format!(
+                "SELECT COUNT(*) AS n FROM {} WHERE plugin_unique_identifier = ?",
+                kind.table()
+            )))
             .bind(uid)
             .fetch_one(self.pool())
             .await?;
-        Ok(int(&row, "n")?)
+            total += int(&row, "n")?;
+        }
+        Ok(total)
     }
 
     // ---------------------------------------------------------------- install tasks
 
-    /// Creates a running task owned by `owner_node`, failing by itself after `budget_secs`.
+    /// Creates a running task owned by `owner_node`, failing by itself after `budget_secs`. The task
+    /// row is upstream's; its lease, deadline and retention live in `install_task_leases`.
     pub async fn create_task(
         &self,
         tenant_id: &str,
@@ -712,16 +822,18 @@ impl Db {
         lease_secs: i64,
         budget_secs: i64,
     ) -> Result<String, StoreError> {
+        self.check_tenant_id(tenant_id)?;
+        let tenant_id = &self.tenant_key(tenant_id);
         let id = new_row_id();
         let now = chrono::Utc::now();
         let ts = super::timestamp_of(now);
         let lease = super::timestamp_of(now + chrono::Duration::seconds(lease_secs));
         let deadline = super::timestamp_of(now + chrono::Duration::seconds(budget_secs));
         let plugins_json = serde_json::to_string(plugins).unwrap_or_else(|_| "[]".into());
+        let mut tx = self.pool().begin().await?;
         sqlx::query(&self.sql(
             "INSERT INTO install_tasks (id, created_at, updated_at, status, tenant_id, total_plugins, \
-             completed_plugins, plugins, owner_node, lease_until, deadline_at, expires_at) \
-             VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, NULL)",
+             completed_plugins, plugins) VALUES (?u, ?t, ?t, ?, ?u, ?, 0, ?)",
         ))
         .bind(&id)
         .bind(&ts)
@@ -730,68 +842,112 @@ impl Db {
         .bind(tenant_id)
         .bind(plugins.len() as i64)
         .bind(plugins_json)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(&self.sql(
+            "INSERT INTO install_task_leases (task_id, owner_node, lease_until, deadline_at, expires_at) \
+             VALUES (?, ?, ?, ?, NULL)",
+        ))
+        .bind(&id)
         .bind(owner_node)
         .bind(lease)
         .bind(deadline)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(id)
     }
 
     /// A live (not expired) task of the tenant.
     pub async fn task(&self, tenant_id: &str, task_id: &str) -> Result<Option<TaskRecord>, StoreError> {
-        let row = sqlx::query(&self.sql(
-            "SELECT id, created_at, updated_at, status, tenant_id, total_plugins, completed_plugins, plugins \
-             FROM install_tasks WHERE id = ? AND tenant_id = ? AND (expires_at IS NULL OR expires_at > ?)",
-        ))
+        self.check_tenant_id(tenant_id)?;
+        let (caller_tenant, tenant_id) = (tenant_id, &self.tenant_key(tenant_id));
+        if !self.row_id_possible(task_id) {
+            return Ok(None);
+        }
+        let row = sqlx::query(&self.sql(&format!(
+            "SELECT {TASK_COLUMNS} FROM install_tasks t LEFT JOIN install_task_leases l ON l.task_id = {{u:t.id}} \
+             WHERE t.id = ?u AND t.tenant_id = ?u AND (l.expires_at IS NULL OR l.expires_at > ?)"
+        )))
         .bind(task_id)
         .bind(tenant_id)
         .bind(now_timestamp())
         .fetch_optional(self.pool())
         .await?;
-        row.as_ref().map(task_from_row).transpose()
+        Ok(row.as_ref().map(task_from_row).transpose()?.map(|r| r.for_caller(caller_tenant)))
     }
 
     /// The tenant's live tasks, newest first.
     pub async fn list_tasks(&self, tenant_id: &str, page: i64, page_size: i64) -> Result<Vec<TaskRecord>, StoreError> {
-        let rows = sqlx::query(&self.sql(
-            "SELECT id, created_at, updated_at, status, tenant_id, total_plugins, completed_plugins, plugins \
-             FROM install_tasks WHERE tenant_id = ? AND (expires_at IS NULL OR expires_at > ?) \
-             ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
-        ))
+        self.check_tenant_id(tenant_id)?;
+        let (caller_tenant, tenant_id) = (tenant_id, &self.tenant_key(tenant_id));
+        let rows = sqlx::query(&self.sql(&format!(
+            "SELECT {TASK_COLUMNS} FROM install_tasks t LEFT JOIN install_task_leases l ON l.task_id = {{u:t.id}} \
+             WHERE t.tenant_id = ?u AND (l.expires_at IS NULL OR l.expires_at > ?) \
+             ORDER BY t.created_at DESC, t.id DESC LIMIT ? OFFSET ?"
+        )))
         .bind(tenant_id)
         .bind(now_timestamp())
         .bind(page_size)
         .bind(offset(page, page_size))
         .fetch_all(self.pool())
         .await?;
-        rows.iter().map(task_from_row).collect()
+        rows.iter().map(|r| task_from_row(r).map(|r| r.for_caller(caller_tenant))).collect()
     }
 
     pub async fn delete_task(&self, tenant_id: &str, task_id: &str) -> Result<(), StoreError> {
-        sqlx::query(&self.sql("DELETE FROM install_tasks WHERE id = ? AND tenant_id = ?"))
+        self.check_tenant_id(tenant_id)?;
+        let tenant_id = &self.tenant_key(tenant_id);
+        if !self.row_id_possible(task_id) {
+            return Ok(());
+        }
+        let result = sqlx::query(&self.sql("DELETE FROM install_tasks WHERE id = ?u AND tenant_id = ?u"))
             .bind(task_id)
             .bind(tenant_id)
+            .execute(self.pool())
+            .await?;
+        if result.rows_affected() > 0 {
+            self.delete_task_lease(task_id).await?;
+        }
+        Ok(())
+    }
+
+    async fn delete_task_lease(&self, task_id: &str) -> Result<(), StoreError> {
+        sqlx::query(&self.sql("DELETE FROM install_task_leases WHERE task_id = ?"))
+            .bind(task_id)
             .execute(self.pool())
             .await?;
         Ok(())
     }
 
     pub async fn delete_all_tasks(&self, tenant_id: &str) -> Result<(), StoreError> {
-        sqlx::query(&self.sql("DELETE FROM install_tasks WHERE tenant_id = ?"))
+        self.check_tenant_id(tenant_id)?;
+        let tenant_id = &self.tenant_key(tenant_id);
+        let rows = sqlx::query(&self.sql("SELECT {u:id} AS id FROM install_tasks WHERE tenant_id = ?u"))
+            .bind(tenant_id)
+            .fetch_all(self.pool())
+            .await?;
+        sqlx::query(&self.sql("DELETE FROM install_tasks WHERE tenant_id = ?u"))
             .bind(tenant_id)
             .execute(self.pool())
             .await?;
+        for row in &rows {
+            self.delete_task_lease(&text(row, "id")?).await?;
+        }
         Ok(())
     }
 
     /// Removes one plugin entry of a task; deletes the task when the remaining entries all succeeded
     /// (or none remain). A missing task is not an error.
     pub async fn delete_task_entry(&self, tenant_id: &str, task_id: &str, uid: &str) -> Result<(), StoreError> {
+        self.check_tenant_id(tenant_id)?;
+        let tenant_id = &self.tenant_key(tenant_id);
+        if !self.row_id_possible(task_id) {
+            return Ok(());
+        }
         let mut tx = self.pool().begin().await?;
         let row = sqlx::query(&self.sql(&format!(
-            "SELECT id, created_at, updated_at, status, tenant_id, total_plugins, completed_plugins, plugins \
-             FROM install_tasks WHERE id = ? AND tenant_id = ?{}",
+            "SELECT {TASK_COLUMNS} FROM install_tasks t WHERE t.id = ?u AND t.tenant_id = ?u{}",
             self.for_update()
         )))
         .bind(task_id)
@@ -804,10 +960,11 @@ impl Db {
         };
         let mut task = task_from_row(&row)?;
         task.plugins.retain(|p| p.plugin_unique_identifier != uid);
-        if task.plugins.iter().all(|p| p.status == task_status::SUCCESS) {
-            sqlx::query(&self.sql("DELETE FROM install_tasks WHERE id = ?")).bind(task_id).execute(&mut *tx).await?;
+        let deleted = task.plugins.iter().all(|p| p.status == task_status::SUCCESS);
+        if deleted {
+            sqlx::query(&self.sql("DELETE FROM install_tasks WHERE id = ?u")).bind(task_id).execute(&mut *tx).await?;
         } else {
-            sqlx::query(&self.sql("UPDATE install_tasks SET plugins = ?, updated_at = ? WHERE id = ?"))
+            sqlx::query(&self.sql("UPDATE install_tasks SET plugins = ?, updated_at = ?t WHERE id = ?u"))
                 .bind(serde_json::to_string(&task.plugins).unwrap_or_else(|_| "[]".into()))
                 .bind(now_timestamp())
                 .bind(task_id)
@@ -815,6 +972,9 @@ impl Db {
                 .await?;
         }
         tx.commit().await?;
+        if deleted {
+            self.delete_task_lease(task_id).await?;
+        }
         Ok(())
     }
 
@@ -830,10 +990,12 @@ impl Db {
         message: &str,
         success_retention_secs: i64,
     ) -> Result<(), StoreError> {
+        if !self.row_id_possible(task_id) {
+            return Ok(());
+        }
         let mut tx = self.pool().begin().await?;
         let row = sqlx::query(&self.sql(&format!(
-            "SELECT id, created_at, updated_at, status, tenant_id, total_plugins, completed_plugins, plugins \
-             FROM install_tasks WHERE id = ?{}",
+            "SELECT {TASK_COLUMNS} FROM install_tasks t WHERE t.id = ?u{}",
             self.for_update()
         )))
         .bind(task_id)
@@ -875,17 +1037,20 @@ impl Db {
             ));
         }
         sqlx::query(&self.sql(
-            "UPDATE install_tasks SET status = ?, completed_plugins = ?, plugins = ?, updated_at = ?, expires_at = ? \
-             WHERE id = ?",
+            "UPDATE install_tasks SET status = ?, completed_plugins = ?, plugins = ?, updated_at = ?t WHERE id = ?u",
         ))
         .bind(&task.status)
         .bind(task.completed_plugins)
         .bind(serde_json::to_string(&task.plugins).unwrap_or_else(|_| "[]".into()))
         .bind(now_timestamp())
-        .bind(expires_at)
         .bind(task_id)
         .execute(&mut *tx)
         .await?;
+        sqlx::query(&self.sql("UPDATE install_task_leases SET expires_at = ? WHERE task_id = ?"))
+            .bind(expires_at)
+            .bind(task_id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -893,20 +1058,31 @@ impl Db {
     /// Extends the lease of this node's unfinished tasks.
     pub async fn renew_task_leases(&self, owner_node: &str, lease_secs: i64) -> Result<(), StoreError> {
         let lease = super::timestamp_of(chrono::Utc::now() + chrono::Duration::seconds(lease_secs));
-        sqlx::query(&self.sql(
-            "UPDATE install_tasks SET lease_until = ? WHERE owner_node = ? AND status IN ('pending', 'running')",
+        let rows = sqlx::query(&self.sql(
+            "SELECT l.task_id FROM install_task_leases l JOIN install_tasks t ON l.task_id = {u:t.id} \
+             WHERE l.owner_node = ? AND t.status IN ('pending', 'running')",
         ))
-        .bind(lease)
         .bind(owner_node)
-        .execute(self.pool())
+        .fetch_all(self.pool())
         .await?;
+        for row in &rows {
+            sqlx::query(&self.sql("UPDATE install_task_leases SET lease_until = ? WHERE task_id = ?"))
+                .bind(&lease)
+                .bind(text(row, "task_id")?)
+                .execute(self.pool())
+                .await?;
+        }
         Ok(())
     }
 
-    /// Fails every unfinished entry of the tasks selected by `condition` (a WHERE fragment with `?`
-    /// parameters bound from `params`), with `message`. Returns how many tasks were failed.
+    /// Fails every unfinished entry of the tasks selected by `condition` (a WHERE fragment on the
+    /// lease row `l` with `?` parameters bound from `params`), with `message`. Returns how many tasks
+    /// were failed.
     async fn fail_tasks_where(&self, condition: &str, params: &[String], message: &str) -> Result<usize, StoreError> {
-        let mut stmt = String::from("SELECT id FROM install_tasks WHERE status IN ('pending', 'running') AND ");
+        let mut stmt = String::from(
+            "SELECT l.task_id FROM install_task_leases l JOIN install_tasks t ON l.task_id = {u:t.id} \
+             WHERE t.status IN ('pending', 'running') AND ",
+        );
         stmt.push_str(condition);
         let stmt = self.sql(&stmt);
         let mut q = sqlx::query(&stmt);
@@ -914,7 +1090,7 @@ impl Db {
             q = q.bind(p.clone());
         }
         let rows = q.fetch_all(self.pool()).await?;
-        let ids: Vec<String> = rows.iter().map(|r| text(r, "id")).collect::<Result<_, _>>()?;
+        let ids: Vec<String> = rows.iter().map(|r| text(r, "task_id")).collect::<Result<_, _>>()?;
         for id in &ids {
             self.fail_unfinished_entries(id, message).await?;
         }
@@ -924,8 +1100,7 @@ impl Db {
     async fn fail_unfinished_entries(&self, task_id: &str, message: &str) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;
         let row = sqlx::query(&self.sql(&format!(
-            "SELECT id, created_at, updated_at, status, tenant_id, total_plugins, completed_plugins, plugins \
-             FROM install_tasks WHERE id = ?{}",
+            "SELECT {TASK_COLUMNS} FROM install_tasks t WHERE t.id = ?u{}",
             self.for_update()
         )))
         .bind(task_id)
@@ -946,7 +1121,7 @@ impl Db {
                 entry.message = message.to_string();
             }
         }
-        sqlx::query(&self.sql("UPDATE install_tasks SET status = ?, plugins = ?, updated_at = ? WHERE id = ?"))
+        sqlx::query(&self.sql("UPDATE install_tasks SET status = ?, plugins = ?, updated_at = ?t WHERE id = ?u"))
             .bind(task_status::FAILED)
             .bind(serde_json::to_string(&task.plugins).unwrap_or_else(|_| "[]".into()))
             .bind(now_timestamp())
@@ -959,21 +1134,33 @@ impl Db {
 
     /// Fails the unfinished tasks of a node that is known to be gone (e.g. this node's previous run).
     pub async fn fail_tasks_of_node(&self, owner_node: &str, message: &str) -> Result<usize, StoreError> {
-        self.fail_tasks_where("owner_node = ?", &[owner_node.to_string()], message).await
+        self.fail_tasks_where("l.owner_node = ?", &[owner_node.to_string()], message).await
     }
 
     /// Fails unfinished tasks whose owner stopped renewing its lease or whose install budget ran out.
     pub async fn fail_stale_tasks(&self, message: &str) -> Result<usize, StoreError> {
         let now = now_timestamp();
-        self.fail_tasks_where("(lease_until < ? OR deadline_at < ?)", &[now.clone(), now], message).await
+        self.fail_tasks_where("(l.lease_until < ? OR l.deadline_at < ?)", &[now.clone(), now], message).await
     }
 
     /// Deletes tasks past their retention.
     pub async fn delete_expired_tasks(&self) -> Result<(), StoreError> {
-        sqlx::query(&self.sql("DELETE FROM install_tasks WHERE expires_at IS NOT NULL AND expires_at < ?"))
-            .bind(now_timestamp())
-            .execute(self.pool())
-            .await?;
+        let rows = sqlx::query(&self.sql(
+            "SELECT task_id FROM install_task_leases WHERE expires_at IS NOT NULL AND expires_at < ?",
+        ))
+        .bind(now_timestamp())
+        .fetch_all(self.pool())
+        .await?;
+        for row in &rows {
+            let task_id = text(row, "task_id")?;
+            if self.row_id_possible(&task_id) {
+                sqlx::query(&self.sql("DELETE FROM install_tasks WHERE id = ?u"))
+                    .bind(&task_id)
+                    .execute(self.pool())
+                    .await?;
+            }
+            self.delete_task_lease(&task_id).await?;
+        }
         Ok(())
     }
 
@@ -990,13 +1177,17 @@ impl Db {
         rows.iter().map(|r| Ok((text(r, "language")?, text(r, "content")?))).collect()
     }
 
-    /// Caches readmes of a version (idempotent).
+    /// Caches readmes of a version (idempotent: languages already stored are kept).
     pub async fn save_readmes(&self, uid: &str, readmes: &[(String, String)]) -> Result<(), StoreError> {
         let now = now_timestamp();
+        let stored: Vec<String> = self.readmes(uid).await?.into_iter().map(|(language, _)| language).collect();
         for (language, content) in readmes {
-            sqlx::query(&self.insert_ignore(
-                "plugin_readme_records (id, created_at, updated_at, plugin_unique_identifier, language, content)",
-                "(?, ?, ?, ?, ?, ?)",
+            if stored.contains(language) {
+                continue;
+            }
+            sqlx::query(&self.sql(
+                "INSERT INTO plugin_readme_records (id, created_at, updated_at, plugin_unique_identifier, language, \
+                 content) VALUES (?u, ?t, ?t, ?, ?, ?)",
             ))
             .bind(new_row_id())
             .bind(&now)

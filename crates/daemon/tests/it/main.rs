@@ -34,4 +34,5 @@ mod serverless_runtime;
 mod slim_invoker;
 mod state_resilience;
 mod store_kv;
+mod store_upstream;
 mod v2_invoke;

@@ -7,7 +7,7 @@ use crate::common;
 
 use std::time::{Duration, Instant};
 
-use common::{assert_consistent_state, assert_ok, dummy_variant, Daemon, DaemonOptions, TestDb};
+use common::{assert_consistent_state, assert_ok, dummy_variant, Backend, Daemon, DaemonOptions, TestDb};
 use serde_json::{json, Value};
 
 fn m(tenant: &str, rest: &str) -> String {
@@ -161,24 +161,43 @@ async fn stale_tasks_and_retention(db: &TestDb) {
     let pool = sqlx::any::AnyPoolOptions::new().max_connections(1).connect(&db.url(&d.workdir)).await.unwrap();
     let entry = json!([{"plugin_unique_identifier": "x/y:1.0.0@0123456789abcdef0123456789abcdef", "labels": {},
         "icon": "", "icon_dark": "", "plugin_id": "x/y", "status": "running", "message": "starting", "source": "package"}]);
-    let stmt = format!(
-        "INSERT INTO install_tasks (id, created_at, updated_at, status, tenant_id, total_plugins, completed_plugins, \
-         plugins, owner_node, lease_until, deadline_at, expires_at) VALUES ('stale-task', '2020-01-01T00:00:00.000000000Z', \
-         '2020-01-01T00:00:00.000000000Z', 'running', 't1', 1, 0, '{}', 'gone-node', '2020-01-01T00:00:00.000000000Z', \
-         '2999-01-01T00:00:00.000000000Z', NULL)",
-        entry
-    );
-    sqlx::query(&stmt).execute(&pool).await.unwrap();
-    // A task whose owner is alive (lease far in the future) but whose install budget ran out.
-    let stmt = stmt
-        .replace("'stale-task'", "'overdue-task'")
-        .replace("'gone-node', '2020-01-01T00:00:00.000000000Z', '2999-01-01T00:00:00.000000000Z'", "'busy-node', '2999-01-01T00:00:00.000000000Z', '2020-01-01T00:00:00.000000000Z'");
-    sqlx::query(&stmt).execute(&pool).await.unwrap();
-    // A healthy task of another live node is left alone.
-    let stmt = stmt.replace("'overdue-task'", "'healthy-task'").replace("'2020-01-01T00:00:00.000000000Z', NULL)", "'2999-01-01T00:00:00.000000000Z', NULL)");
-    sqlx::query(&stmt).execute(&pool).await.unwrap();
+    // Upstream's task row plus this daemon's lease row (docs/upstream-schema.md §5); ids are UUIDs and the
+    // tenant column holds the stored form of "t1".
+    let kind = match db.backend {
+        Backend::Sqlite => dify_daemon::config::DbKind::Sqlite,
+        Backend::Postgres => dify_daemon::config::DbKind::Postgres,
+        Backend::Mysql => dify_daemon::config::DbKind::Mysql,
+    };
+    let store = dify_daemon::store::Db::connect_url(kind, &db.url(&d.workdir), 1, 5).await.unwrap();
+    let tenant = store.tenant_key("t1");
+    store.close().await;
+    let created = match db.backend {
+        Backend::Sqlite => "'2020-01-01T00:00:00.000000000Z'",
+        Backend::Postgres => "TIMESTAMPTZ '2020-01-01 00:00:00+00'",
+        Backend::Mysql => "'2020-01-01 00:00:00'",
+    };
+    let (past, future) = ("2020-01-01T00:00:00.000000000Z", "2999-01-01T00:00:00.000000000Z");
+    for (task_id, owner, lease, deadline) in [
+        // A running task owned by a node whose lease ran out.
+        (STALE_TASK, "gone-node", past, future),
+        // A task whose owner is alive (lease far in the future) but whose install budget ran out.
+        (OVERDUE_TASK, "busy-node", future, past),
+        // A healthy task of another live node is left alone.
+        (HEALTHY_TASK, "busy-node", future, future),
+    ] {
+        let stmt = format!(
+            "INSERT INTO install_tasks (id, created_at, updated_at, status, tenant_id, total_plugins, completed_plugins, \
+             plugins) VALUES ('{task_id}', {created}, {created}, 'running', '{tenant}', 1, 0, '{entry}')"
+        );
+        sqlx::query(&stmt).execute(&pool).await.unwrap();
+        let stmt = format!(
+            "INSERT INTO install_task_leases (task_id, owner_node, lease_until, deadline_at, expires_at) \
+             VALUES ('{task_id}', '{owner}', '{lease}', '{deadline}', NULL)"
+        );
+        sqlx::query(&stmt).execute(&pool).await.unwrap();
+    }
     pool.close().await;
-    for task_id in ["stale-task", "overdue-task"] {
+    for task_id in [STALE_TASK, OVERDUE_TASK] {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let task = assert_ok(&d.get(&m("t1", &format!("/install/tasks/{task_id}"))).await);
@@ -191,10 +210,14 @@ async fn stale_tasks_and_retention(db: &TestDb) {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    let healthy = assert_ok(&d.get(&m("t1", "/install/tasks/healthy-task")).await);
+    let healthy = assert_ok(&d.get(&m("t1", &format!("/install/tasks/{HEALTHY_TASK}"))).await);
     assert_eq!(healthy["status"], "running", "{healthy}");
 }
 on_every_backend!(stale_tasks_and_retention, stale_tasks_and_retention);
+
+const STALE_TASK: &str = "0190a3c1-0000-7000-8000-0000000000c1";
+const OVERDUE_TASK: &str = "0190a3c1-0000-7000-8000-0000000000c2";
+const HEALTHY_TASK: &str = "0190a3c1-0000-7000-8000-0000000000c3";
 
 #[tokio::test]
 async fn starts_in_an_empty_directory_with_no_configuration() {

@@ -597,16 +597,34 @@ pub async fn assert_consistent_state(db: &TestDb, workdir: &Path) {
         .iter()
         .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1)))
         .collect();
+    // Tenant ids are UUID columns on PostgreSQL: read them as text everywhere.
+    let tenant = match db.backend {
+        Backend::Sqlite => "tenant_id",
+        Backend::Postgres => "CAST(tenant_id AS TEXT)",
+        Backend::Mysql => "CAST(tenant_id AS CHAR(36))",
+    };
     let installations: Vec<(String, String, String)> =
-        sqlx::query("SELECT tenant_id, plugin_id, plugin_unique_identifier FROM plugin_installations")
+        sqlx::query(&format!("SELECT {tenant}, plugin_id, plugin_unique_identifier FROM plugin_installations"))
             .fetch_all(&pool)
             .await
             .expect("installations")
             .iter()
             .map(|r| (r.get::<String, _>(0), r.get::<String, _>(1), r.get::<String, _>(2)))
             .collect();
+    let provider_tables = [
+        "tool_installations",
+        "ai_model_installations",
+        "agent_strategy_installations",
+        "datasource_installations",
+        "trigger_installations",
+    ];
+    let providers_sql = provider_tables
+        .iter()
+        .map(|t| format!("SELECT {tenant}, plugin_id, plugin_unique_identifier FROM {t}"))
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
     let providers: Vec<(String, String, String)> =
-        sqlx::query("SELECT tenant_id, plugin_id, plugin_unique_identifier FROM provider_installations")
+        sqlx::query(&providers_sql)
             .fetch_all(&pool)
             .await
             .expect("providers")

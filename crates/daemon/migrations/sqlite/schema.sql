@@ -1,0 +1,53 @@
+-- The upstream daemon's tables in SQLite: the same tables, columns, defaults and index names as on
+-- PostgreSQL and MySQL (docs/upstream-schema.md), with SQLite's types: ids, tenant ids and
+-- timestamps are TEXT (timestamps as RFC 3339, UTC, nine fractional digits), numbers and booleans
+-- INTEGER. Every statement is idempotent.
+CREATE TABLE IF NOT EXISTS "plugins" ("id" TEXT,"created_at" TEXT,"updated_at" TEXT,"plugin_unique_identifier" TEXT,"plugin_id" TEXT,"refers" INTEGER DEFAULT 0,"install_type" TEXT,"manifest_type" TEXT,"remote_declaration" TEXT,"source" TEXT DEFAULT '',PRIMARY KEY ("id"));
+CREATE UNIQUE INDEX IF NOT EXISTS "idx_plugin_unique_identifier" ON "plugins" ("plugin_unique_identifier");
+CREATE INDEX IF NOT EXISTS "idx_plugins_plugin_id" ON "plugins" ("plugin_id");
+CREATE INDEX IF NOT EXISTS "idx_plugins_install_type" ON "plugins" ("install_type");
+CREATE TABLE IF NOT EXISTS "plugin_installations" ("id" TEXT,"created_at" TEXT,"updated_at" TEXT,"tenant_id" TEXT,"plugin_id" TEXT,"plugin_unique_identifier" TEXT,"runtime_type" TEXT,"endpoints_setups" INTEGER,"endpoints_active" INTEGER,"source" TEXT,"meta" TEXT,PRIMARY KEY ("id"));
+CREATE INDEX IF NOT EXISTS "idx_plugin_installations_tenant_id" ON "plugin_installations" ("tenant_id");
+CREATE UNIQUE INDEX IF NOT EXISTS "idx_tenant_plugin" ON "plugin_installations" ("tenant_id","plugin_id");
+CREATE INDEX IF NOT EXISTS "idx_plugin_installations_plugin_id" ON "plugin_installations" ("plugin_id");
+CREATE INDEX IF NOT EXISTS "idx_plugin_installations_plugin_unique_identifier" ON "plugin_installations" ("plugin_unique_identifier");
+CREATE TABLE IF NOT EXISTS "plugin_declarations" ("id" TEXT,"created_at" TEXT,"updated_at" TEXT,"plugin_unique_identifier" TEXT,"plugin_id" TEXT,"declaration" TEXT,PRIMARY KEY ("id"),CONSTRAINT "uni_plugin_declarations_plugin_unique_identifier" UNIQUE ("plugin_unique_identifier"));
+CREATE INDEX IF NOT EXISTS "idx_plugin_declarations_plugin_id" ON "plugin_declarations" ("plugin_id");
+CREATE TABLE IF NOT EXISTS "endpoints" ("id" TEXT,"created_at" TEXT,"updated_at" TEXT,"name" TEXT DEFAULT 'default',"hook_id" TEXT,"tenant_id" TEXT,"user_id" TEXT,"plugin_id" TEXT,"expired_at" TEXT,"enabled" INTEGER,"settings" TEXT,PRIMARY KEY ("id"),CONSTRAINT "uni_endpoints_hook_id" UNIQUE ("hook_id"));
+CREATE INDEX IF NOT EXISTS "idx_endpoints_tenant_id" ON "endpoints" ("tenant_id");
+CREATE INDEX IF NOT EXISTS "idx_endpoints_user_id" ON "endpoints" ("user_id");
+CREATE INDEX IF NOT EXISTS "idx_endpoints_plugin_id" ON "endpoints" ("plugin_id");
+CREATE TABLE IF NOT EXISTS "serverless_runtimes" ("id" TEXT,"created_at" TEXT,"updated_at" TEXT,"plugin_unique_identifier" TEXT,"function_url" TEXT,"function_name" TEXT,"type" TEXT,"checksum" TEXT,PRIMARY KEY ("id"),CONSTRAINT "uni_serverless_runtimes_plugin_unique_identifier" UNIQUE ("plugin_unique_identifier"));
+CREATE INDEX IF NOT EXISTS "idx_serverless_runtimes_checksum" ON "serverless_runtimes" ("checksum");
+CREATE TABLE IF NOT EXISTS "datasource_installations" ("id" TEXT,"created_at" TEXT,"updated_at" TEXT,"tenant_id" TEXT NOT NULL,"provider" TEXT NOT NULL,"plugin_unique_identifier" TEXT,"plugin_id" TEXT,PRIMARY KEY ("id"));
+CREATE INDEX IF NOT EXISTS "idx_datasource_installations_tenant_id" ON "datasource_installations" ("tenant_id");
+CREATE INDEX IF NOT EXISTS "idx_datasource_installations_provider" ON "datasource_installations" ("provider");
+CREATE INDEX IF NOT EXISTS "idx_datasource_installations_plugin_unique_identifier" ON "datasource_installations" ("plugin_unique_identifier");
+CREATE INDEX IF NOT EXISTS "idx_datasource_installations_plugin_id" ON "datasource_installations" ("plugin_id");
+CREATE TABLE IF NOT EXISTS "tool_installations" ("id" TEXT,"created_at" TEXT,"updated_at" TEXT,"tenant_id" TEXT NOT NULL,"provider" TEXT NOT NULL,"plugin_unique_identifier" TEXT,"plugin_id" TEXT,PRIMARY KEY ("id"));
+CREATE INDEX IF NOT EXISTS "idx_tool_installations_tenant_id" ON "tool_installations" ("tenant_id");
+CREATE INDEX IF NOT EXISTS "idx_tool_installations_provider" ON "tool_installations" ("provider");
+CREATE INDEX IF NOT EXISTS "idx_tool_installations_plugin_unique_identifier" ON "tool_installations" ("plugin_unique_identifier");
+CREATE INDEX IF NOT EXISTS "idx_tool_installations_plugin_id" ON "tool_installations" ("plugin_id");
+CREATE TABLE IF NOT EXISTS "ai_model_installations" ("id" TEXT,"created_at" TEXT,"updated_at" TEXT,"provider" TEXT NOT NULL,"tenant_id" TEXT NOT NULL,"plugin_unique_identifier" TEXT,"plugin_id" TEXT,PRIMARY KEY ("id"));
+CREATE INDEX IF NOT EXISTS "idx_ai_model_installations_provider" ON "ai_model_installations" ("provider");
+CREATE INDEX IF NOT EXISTS "idx_ai_model_installations_tenant_id" ON "ai_model_installations" ("tenant_id");
+CREATE INDEX IF NOT EXISTS "idx_ai_model_installations_plugin_unique_identifier" ON "ai_model_installations" ("plugin_unique_identifier");
+CREATE INDEX IF NOT EXISTS "idx_ai_model_installations_plugin_id" ON "ai_model_installations" ("plugin_id");
+CREATE TABLE IF NOT EXISTS "install_tasks" ("id" TEXT,"created_at" TEXT,"updated_at" TEXT,"status" TEXT NOT NULL,"tenant_id" TEXT NOT NULL,"total_plugins" INTEGER NOT NULL,"completed_plugins" INTEGER NOT NULL,"plugins" TEXT,PRIMARY KEY ("id"));
+CREATE INDEX IF NOT EXISTS "idx_install_tasks_status" ON "install_tasks" ("status");
+CREATE TABLE IF NOT EXISTS "tenant_storages" ("id" TEXT,"created_at" TEXT,"updated_at" TEXT,"tenant_id" TEXT NOT NULL,"plugin_id" TEXT NOT NULL,"size" INTEGER NOT NULL,PRIMARY KEY ("id"));
+CREATE INDEX IF NOT EXISTS "idx_tenant_storages_tenant_id" ON "tenant_storages" ("tenant_id");
+CREATE INDEX IF NOT EXISTS "idx_tenant_storages_plugin_id" ON "tenant_storages" ("plugin_id");
+CREATE TABLE IF NOT EXISTS "agent_strategy_installations" ("id" TEXT,"created_at" TEXT,"updated_at" TEXT,"tenant_id" TEXT NOT NULL,"provider" TEXT NOT NULL,"plugin_unique_identifier" TEXT,"plugin_id" TEXT,PRIMARY KEY ("id"));
+CREATE INDEX IF NOT EXISTS "idx_agent_strategy_installations_tenant_id" ON "agent_strategy_installations" ("tenant_id");
+CREATE INDEX IF NOT EXISTS "idx_agent_strategy_installations_provider" ON "agent_strategy_installations" ("provider");
+CREATE INDEX IF NOT EXISTS "idx_agent_strategy_installations_plugin_unique_identifier" ON "agent_strategy_installations" ("plugin_unique_identifier");
+CREATE INDEX IF NOT EXISTS "idx_agent_strategy_installations_plugin_id" ON "agent_strategy_installations" ("plugin_id");
+CREATE TABLE IF NOT EXISTS "trigger_installations" ("id" TEXT,"created_at" TEXT,"updated_at" TEXT,"tenant_id" TEXT NOT NULL,"provider" TEXT NOT NULL,"plugin_unique_identifier" TEXT,"plugin_id" TEXT,PRIMARY KEY ("id"));
+CREATE INDEX IF NOT EXISTS "idx_trigger_installations_tenant_id" ON "trigger_installations" ("tenant_id");
+CREATE INDEX IF NOT EXISTS "idx_trigger_installations_provider" ON "trigger_installations" ("provider");
+CREATE INDEX IF NOT EXISTS "idx_trigger_installations_plugin_unique_identifier" ON "trigger_installations" ("plugin_unique_identifier");
+CREATE INDEX IF NOT EXISTS "idx_trigger_installations_plugin_id" ON "trigger_installations" ("plugin_id");
+CREATE TABLE IF NOT EXISTS "plugin_readme_records" ("id" TEXT,"created_at" TEXT,"updated_at" TEXT,"plugin_unique_identifier" TEXT NOT NULL,"language" TEXT NOT NULL,"content" TEXT NOT NULL,PRIMARY KEY ("id"));
+CREATE INDEX IF NOT EXISTS "idx_plugin_readme_records_plugin_unique_identifier" ON "plugin_readme_records" ("plugin_unique_identifier");
