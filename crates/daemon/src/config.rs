@@ -333,6 +333,7 @@ settings! {
         sentry_tracing_enabled: bool = "SENTRY_TRACING_ENABLED", "false", "Sentry tracing.";
         sentry_traces_sample_rate: f64 = "SENTRY_TRACES_SAMPLE_RATE", "0", "Sentry trace sample rate.";
         sentry_sample_rate: f64 = "SENTRY_SAMPLE_RATE", "0", "Sentry sample rate.";
+        plugin_log_ring_size: usize = "PLUGIN_LOG_RING_SIZE", "1000", "Lines of stderr, `log` events and process notes kept in memory per plugin, readable through `GET /plugin/{tenant_id}/management/logs` (not an upstream variable).";
     }
     "Testing aids" {
         install_commit_delay_ms: u64 = "DIFY_TEST_INSTALL_COMMIT_DELAY_MS", "0", "Testing aid: pause between preparing a plugin and committing its installation, milliseconds (0 in production).";

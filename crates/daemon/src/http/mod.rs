@@ -7,6 +7,7 @@ mod bind;
 mod dispatch;
 mod endpoint;
 mod endpoint_proxy;
+mod logs;
 mod management;
 mod serverless;
 mod system;
@@ -121,7 +122,7 @@ fn route_family(path: &str) -> &'static str {
 
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {
-    let tenant = management::routes(&state).merge(endpoint::routes()).merge(dispatch_routes());
+    let tenant = management::routes(&state).merge(endpoint::routes()).merge(dispatch_routes()).merge(logs::routes());
     let tenant = tenant.route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
 
     Router::new()

@@ -67,6 +67,8 @@ pub struct RuntimeConfig {
     pub response_max_buffer_size: usize,
     /// `PERSISTENCE_STORAGE_MAX_SIZE`.
     pub persistence_storage_max_size: u64,
+    /// `PLUGIN_LOG_RING_SIZE`: lines kept per plugin (see `runtime::logs`).
+    pub log_ring_size: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -129,6 +131,7 @@ impl RuntimeConfig {
             backwards_read_timeout: Duration::from_millis(settings.dify_backwards_invocation_read_timeout),
             response_max_buffer_size: settings.response_max_buffer_size,
             persistence_storage_max_size: settings.persistence_storage_max_size,
+            log_ring_size: settings.plugin_log_ring_size,
         }
     }
 

@@ -19,6 +19,7 @@ pub mod connection;
 pub mod debug;
 pub mod environment;
 pub mod local;
+pub mod logs;
 pub mod serverless;
 
 use std::collections::HashMap;
@@ -174,6 +175,8 @@ pub struct RuntimeManager {
     debug_server_address: std::sync::Mutex<Option<std::net::SocketAddr>>,
     /// Set on `PLATFORM=serverless`: launches go to the serverless connector instead of local processes.
     serverless: std::sync::OnceLock<Arc<ServerlessRuntime>>,
+    /// Each plugin's recent stderr, `log` events and process notes.
+    logs: Arc<logs::PluginLogs>,
 }
 
 impl RuntimeManager {
@@ -198,6 +201,7 @@ impl RuntimeManager {
             }
         }
         let permits = config.launching_concurrency.max(1);
+        let logs = Arc::new(logs::PluginLogs::new(config.log_ring_size));
         Arc::new(Self {
             config: Arc::new(config),
             plugins: Default::default(),
@@ -206,7 +210,13 @@ impl RuntimeManager {
             extra_plugin_env,
             debug_server_address: std::sync::Mutex::new(None),
             serverless: std::sync::OnceLock::new(),
+            logs,
         })
+    }
+
+    /// The log rings of the plugins launched here.
+    pub fn logs(&self) -> &Arc<logs::PluginLogs> {
+        &self.logs
     }
 
     pub fn config(&self) -> &RuntimeConfig {
@@ -268,6 +278,7 @@ impl RuntimeManager {
             python,
             entrypoint,
             extra_env: self.extra_plugin_env.clone(),
+            logs: Some(self.logs.ring(identifier.as_str())),
         };
         let process = match LocalPlugin::start(spec, self.config.clone()).await {
             Ok(process) => process,

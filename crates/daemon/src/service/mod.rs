@@ -14,6 +14,7 @@ pub mod install;
 pub mod installation_cache;
 pub mod invocation;
 pub mod launch;
+pub mod logs;
 pub mod metrics;
 pub mod packages;
 pub mod plugins;

@@ -383,7 +383,7 @@ async fn launch(opts: &RunOptions, temp_dir: &Path) -> Result<Arc<LaunchedPlugin
     });
     let python = daemon_runtime::prepare_environment(&working_dir, &config, &progress).await?;
     drop(progress);
-    let spec = LaunchSpec { identifier, working_dir, python, entrypoint, extra_env: Vec::new() };
+    let spec = LaunchSpec { identifier, working_dir, python, entrypoint, extra_env: Vec::new(), logs: None };
     let process = LocalPlugin::start(spec, config.clone()).await?;
     Ok(Arc::new(LaunchedPlugin {
         process,
