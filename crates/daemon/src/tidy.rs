@@ -21,6 +21,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("service", 5),
     ("http", 6),
     ("server", 7),
+    ("doctor", 7),
 ];
 
 /// Top-level modules that may mention `sqlx` / `axum`.
