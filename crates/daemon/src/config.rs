@@ -149,7 +149,7 @@ settings! {
         prometheus_enabled: bool = "PROMETHEUS_ENABLED", "true", "Serve Prometheus metrics at `/metrics`.";
         health_api_log_enabled: bool = "HEALTH_API_LOG_ENABLED", "true", "Log requests to `/health/check`.";
         log_level: String = "LOG_LEVEL", "INFO", "Log level (`DEBUG`, `INFO`, `WARN`, `ERROR`) unless `RUST_LOG` is set.";
-        log_output_format: String = "LOG_OUTPUT_FORMAT", "text", "Log format: `text` or `json`.";
+        log_output_format: String = "LOG_OUTPUT_FORMAT", "text", "Log format: `text` or `json` (one JSON object per line). Either way every line of a request names its `trace_id`: the caller's W3C `traceparent`, else a new one; it is passed on to plugin sessions and, as `traceparent`, to Dify's inner API.";
         log_file: Option<String> = "LOG_FILE", "", "Accepted for compatibility; logs go to stderr.";
         display_cluster_log: bool = "DISPLAY_CLUSTER_LOG", "false", "Log cluster coordination events.";
         http_proxy: Option<String> = "HTTP_PROXY" | "http_proxy", "", "Proxy for outgoing HTTP requests (uv and plugins).";
@@ -313,7 +313,7 @@ settings! {
         max_serverless_request_bytes: u64 = "MAX_SERVERLESS_REQUEST_BYTES", "5242880", "Largest request body sent to a serverless function, bytes; larger text-embedding requests are split by `texts`, others fail.";
     }
     "Observability" {
-        enable_otel: bool = "ENABLE_OTEL", "false", "Accepted for compatibility; OpenTelemetry export is not implemented.";
+        enable_otel: bool = "ENABLE_OTEL", "false", "Accepted for compatibility; OpenTelemetry (OTLP) export is not implemented: trace ids are logged and propagated, no spans are exported.";
         otlp_trace_endpoint: Option<String> = "OTLP_TRACE_ENDPOINT", "", "OTLP trace endpoint.";
         otlp_metric_endpoint: Option<String> = "OTLP_METRIC_ENDPOINT", "", "OTLP metric endpoint.";
         otlp_base_endpoint: String = "OTLP_BASE_ENDPOINT", "http://localhost:4318", "OTLP base endpoint.";

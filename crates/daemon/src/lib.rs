@@ -11,6 +11,7 @@ pub mod session;
 pub mod backwards;
 pub mod server;
 pub mod shutdown;
+pub mod trace;
 
 #[cfg(test)]
 mod tidy;

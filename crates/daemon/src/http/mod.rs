@@ -11,6 +11,7 @@ mod logs;
 mod management;
 mod serverless;
 mod system;
+mod trace;
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -133,6 +134,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), account_and_recover))
+        .layer(middleware::from_fn(trace::propagate))
         .with_state(state)
 }
 

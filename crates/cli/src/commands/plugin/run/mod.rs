@@ -540,6 +540,7 @@ async fn invoke(context: Arc<RunContext>, caller: Arc<ClientIdentity>, output: O
                 payload: request.payload,
                 invocation: InvocationContext::default(),
                 permissions: context.permissions.clone(),
+                trace: None,
             };
             match start_session(connection, session, context.backwards.clone(), context.execution_timeout).await {
                 Err(error) => output.send(RunMessage::error(&invoke_id, error.to_string())),
