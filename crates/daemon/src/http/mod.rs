@@ -9,6 +9,7 @@ mod endpoint;
 mod endpoint_proxy;
 mod logs;
 mod management;
+mod openapi;
 mod serverless;
 mod system;
 mod trace;
@@ -129,6 +130,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/plugin/{tenant_id}", tenant)
         .merge(system::routes(&state))
+        .merge(openapi::routes())
         .merge(serverless::routes(&state))
         .merge(endpoint_proxy::routes(&state))
         .fallback(not_found)
