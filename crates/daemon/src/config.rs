@@ -333,6 +333,7 @@ settings! {
         sentry_tracing_enabled: bool = "SENTRY_TRACING_ENABLED", "false", "Sentry tracing.";
         sentry_traces_sample_rate: f64 = "SENTRY_TRACES_SAMPLE_RATE", "0", "Sentry trace sample rate.";
         sentry_sample_rate: f64 = "SENTRY_SAMPLE_RATE", "0", "Sentry sample rate.";
+        status_page_enabled: bool = "STATUS_PAGE_ENABLED", "true", "Serve the operator's status page at `/status` (and `/status.json`), behind `SERVER_KEY` or `ADMIN_API_KEY` given as `X-Api-Key`, `X-Admin-Api-Key` or `?key=` (not an upstream variable).";
         plugin_log_ring_size: usize = "PLUGIN_LOG_RING_SIZE", "1000", "Lines of stderr, `log` events and process notes kept in memory per plugin, readable through `GET /plugin/{tenant_id}/management/logs` (not an upstream variable).";
     }
     "Testing aids" {

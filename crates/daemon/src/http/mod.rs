@@ -11,6 +11,7 @@ mod logs;
 mod management;
 mod openapi;
 mod serverless;
+mod status;
 mod system;
 mod trace;
 
@@ -131,6 +132,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/plugin/{tenant_id}", tenant)
         .merge(system::routes(&state))
         .merge(openapi::routes())
+        .merge(status::routes(&state))
         .merge(serverless::routes(&state))
         .merge(endpoint_proxy::routes(&state))
         .fallback(not_found)

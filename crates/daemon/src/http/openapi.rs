@@ -101,6 +101,8 @@ pub const ROUTES: &[RouteDoc] = &[
     open("any", "/e/{hook_id}/", "A plugin endpoint (when endpoints are enabled)", None, Raw),
     open("any", "/e/{hook_id}/{path}", "A plugin endpoint (when endpoints are enabled)", None, Raw),
     open("get", "/openapi.json", "This document", None, Answer::Json("object")),
+    open("get", "/status", "The operator's status page, HTML (when enabled; the server or admin key as `key` query parameter or header)", None, Text("text/html")),
+    open("get", "/status.json", "What the status page shows (when enabled; the server or admin key)", None, Envelope("object")),
 ];
 
 /// Methods `any` stands for (the endpoint proxy's filter).

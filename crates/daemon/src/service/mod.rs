@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod packages;
 pub mod plugins;
 pub mod state;
+pub mod status;
 pub mod tasks;
 
 use std::sync::Arc;

@@ -9,6 +9,7 @@ pub mod blob;
 mod db;
 pub mod endpoints;
 pub mod kv;
+pub mod overview;
 pub mod records;
 mod runtime_type;
 

@@ -147,11 +147,11 @@ pub mod task_status {
     pub const FAILED: &str = "failed";
 }
 
-const INSTALLATION_COLUMNS: &str = "i.id, i.created_at, i.updated_at, i.tenant_id, i.plugin_id, \
+pub(super) const INSTALLATION_COLUMNS: &str = "i.id, i.created_at, i.updated_at, i.tenant_id, i.plugin_id, \
      i.plugin_unique_identifier, i.runtime_type, i.endpoints_setups, i.endpoints_active, i.source, i.meta, \
      d.declaration";
 
-fn installation_from_row(row: &AnyRow) -> Result<InstallationRecord, StoreError> {
+pub(super) fn installation_from_row(row: &AnyRow) -> Result<InstallationRecord, StoreError> {
     let meta_text = text(row, "meta")?;
     Ok(InstallationRecord {
         id: text(row, "id")?,
@@ -182,7 +182,7 @@ fn provider_from_row(row: &AnyRow) -> Result<ProviderRecord, StoreError> {
     })
 }
 
-fn task_from_row(row: &AnyRow) -> Result<TaskRecord, StoreError> {
+pub(super) fn task_from_row(row: &AnyRow) -> Result<TaskRecord, StoreError> {
     let plugins_text = text(row, "plugins")?;
     let plugins = serde_json::from_str(&plugins_text)
         .map_err(|e| StoreError::Corrupt { what: "install_tasks.plugins", reason: e.to_string() })?;
