@@ -151,10 +151,12 @@ impl SessionDriver {
     async fn run(self, mut listener: crate::runtime::SessionListener, execution_timeout: Duration) {
         let deadline = tokio::time::Instant::now() + execution_timeout;
         let replies = self.spawn_reply_writer();
+        let mut outcome = Outcome { plugin_id: &self.caller.plugin_id, failed: false };
         loop {
             let event = tokio::select! {
                 event = listener.recv() => event,
                 _ = tokio::time::sleep_until(deadline) => {
+                    outcome.failed = true;
                     let _ = self.outputs.try_send(SessionOutput::TimedOut);
                     return;
                 }
@@ -172,6 +174,7 @@ impl SessionDriver {
                             Ok(Ok(())) => continue,
                             Ok(Err(_)) => return,
                             Err(_) => {
+                                outcome.failed = true;
                                 let _ = self.outputs.try_send(SessionOutput::TimedOut);
                                 return;
                             }
@@ -207,6 +210,7 @@ impl SessionDriver {
                     ))),
                 },
             };
+            outcome.failed = matches!(output, Some(SessionOutput::Failed(_)));
             if let Some(output) = output {
                 let _ = tokio::time::timeout_at(deadline, self.outputs.send(output)).await;
             }
@@ -230,6 +234,18 @@ impl SessionDriver {
             }
         });
         sender
+    }
+}
+
+/// Counts the session in the per-plugin invocation chart when the driver ends, however it ends.
+struct Outcome<'a> {
+    plugin_id: &'a str,
+    failed: bool,
+}
+
+impl Drop for Outcome<'_> {
+    fn drop(&mut self) {
+        crate::runtime::stats::record(self.plugin_id, self.failed);
     }
 }
 

@@ -73,7 +73,7 @@ async fn status_page_shows_plugins_failed_installs_and_restarts_in_a_browser() {
     let body = json!({"user_id": "u", "data": {"provider": "runtime_tools", "tool": "exercise", "credentials": {},
         "credential_type": "api-key", "tool_parameters": {"mode": "exit"}}});
     let _ = daemon.client.post(daemon.url(&format!("/plugin/{TENANT}/dispatch/tool/invoke")))
-        .header("X-Api-Key", &daemon.key).header("X-Plugin-ID", "testing/runtime_tools").json(&body).send().await.expect("invoke");
+        .header("X-Api-Key", &daemon.key).header("X-Plugin-ID", "testing/runtime_tools").json(&body).send().await.expect("invoke").text().await;
     let deadline = Instant::now() + Duration::from_secs(120);
     let report = loop {
         let response = daemon.client.get(daemon.url("/status.json")).header("X-Api-Key", &daemon.key).send().await.expect("status.json");
@@ -86,6 +86,9 @@ async fn status_page_shows_plugins_failed_installs_and_restarts_in_a_browser() {
     };
     let tools = report["data"]["runtimes"].as_array().unwrap().iter().find(|r| r["identifier"].as_str().unwrap().starts_with("testing/runtime_tools")).cloned().expect("runtime");
     assert_eq!((&tools["restarts"], &tools["status"]), (&json!(1), &json!("running")), "{report}");
+    let series = report["data"]["invocations_last_hour"].as_array().cloned().unwrap_or_default();
+    assert_eq!(series.len(), 1, "{report}");
+    assert_eq!(series[0]["minutes"].as_array().map(Vec::len), Some(60), "{report}");
     assert!(tools["last_error"].as_str().unwrap_or("").contains("plugin process exited unexpectedly"), "{tools}");
 
     // Without the key: refused.
@@ -104,6 +107,9 @@ async fn status_page_shows_plugins_failed_installs_and_restarts_in_a_browser() {
     assert!(dom.contains(r#"<td class="failed">failed</td>"#), "{dom}");
     assert!(dom.contains(r#"<td class="restarts">1</td>"#), "the restart is not shown: {dom}");
     assert!(dom.contains("plugin process exited unexpectedly"), "{dom}");
+    // The chart: the crashing invocation counted, as an error.
+    assert!(dom.contains("testing/runtime_tools: 1 invocations, 1 errors"), "the chart is missing: {dom}");
+    assert!(dom.contains("<svg"), "{dom}");
 
     let shot = profile.path().join("status.png");
     let output = run_chromium(profile.path(), &url, &[&format!("--screenshot={}", shot.display())]);

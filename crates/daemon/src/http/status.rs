@@ -53,7 +53,7 @@ async fn page(RawQuery(_): RawQuery) -> Response {
     response
 }
 
-const PAGE: &str = r#"<!doctype html>
+const PAGE: &str = r##"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>dify-plugin-daemon status</title>
 <style>
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}h1{font-size:1.4em}h2{font-size:1.1em;margin-top:1.6em}
@@ -64,6 +64,7 @@ th{background:#f3f3f3}.running,.success{color:#17702b}.crashed,.failed{color:#b0
 <h1>dify-plugin-daemon status</h1>
 <p id="updated">loading…</p>
 <h2>Node</h2><table class="kv" id="node"></table>
+<h2>Invocations in the last hour (per minute; red: errors)</h2><div id="charts"></div>
 <h2>Runtimes on this node</h2><table id="runtimes"><tr><th>Plugin</th><th>Type</th><th>State</th><th>Restarts</th><th>Last error</th><th>Recent log</th></tr></table>
 <h2>Install tasks</h2><table id="tasks"><tr><th>Task</th><th>Tenant</th><th>Status</th><th>Plugin</th><th>Plugin status</th><th>Message</th></tr></table>
 <h2>Installed plugins</h2><table id="installations"><tr><th>Tenant</th><th>Plugin</th><th>Unique identifier</th><th>Runtime</th><th>Source</th></tr></table>
@@ -93,8 +94,24 @@ async function refresh() {
   }
   const installations = document.getElementById("installations"); clear(installations);
   for (const i of s.installations) { const r = installations.insertRow(); cell(r, i.tenant_id); cell(r, i.plugin_id); cell(r, i.plugin_unique_identifier); cell(r, i.runtime_type); cell(r, i.source); }
+  const charts = document.getElementById("charts"); charts.innerHTML = "";
+  if (!s.invocations_last_hour.length) charts.textContent = "no invocations in the last hour";
+  for (const series of s.invocations_last_hour) {
+    const max = Math.max(1, ...series.minutes.map(m => m[0]));
+    const total = series.minutes.reduce((a, m) => a + m[0], 0), errors = series.minutes.reduce((a, m) => a + m[1], 0);
+    let bars = "";
+    series.minutes.forEach((m, i) => {
+      const h = 40 * m[0] / max, e = 40 * m[1] / max;
+      bars += `<rect x="${i * 6}" y="${40 - h}" width="5" height="${h}" fill="#4a7bd0"/><rect x="${i * 6}" y="${40 - e}" width="5" height="${e}" fill="#c62828"/>`;
+    });
+    const div = document.createElement("div"); div.className = "chart";
+    div.innerHTML = `<svg width="360" height="42" style="border-bottom:1px solid #999">${bars}</svg> `;
+    const label = document.createElement("span"); label.className = "chart-label";
+    label.textContent = `${series.plugin_id}: ${total} invocations, ${errors} errors`;
+    div.appendChild(label); charts.appendChild(div);
+  }
   document.getElementById("updated").textContent = "updated " + new Date().toISOString();
 }
 refresh(); setInterval(refresh, 5000);
 </script></body></html>
-"#;
+"##;

@@ -21,6 +21,7 @@ pub mod environment;
 pub mod local;
 pub mod logs;
 pub mod serverless;
+pub mod stats;
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};

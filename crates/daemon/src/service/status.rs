@@ -83,5 +83,8 @@ pub async fn report(state: &AppState) -> ServiceResult<Value> {
         "runtimes": runtimes,
         "installations": installations,
         "tasks": tasks,
+        "invocations_last_hour": crate::runtime::stats::last_hour().into_iter()
+            .map(|(plugin, minutes)| json!({"plugin_id": plugin, "minutes": minutes.iter().map(|(calls, errors)| json!([calls, errors])).collect::<Vec<_>>()}))
+            .collect::<Vec<_>>(),
     }))
 }
