@@ -12,6 +12,7 @@ pub mod cli;
 mod config;
 mod error;
 mod installer;
+mod logs;
 mod parameters;
 mod provider_id;
 pub mod schema_refs;

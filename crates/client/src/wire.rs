@@ -3,3 +3,4 @@
 //! paths working for callers.
 
 pub use dify_protocol::api::*;
+pub use dify_protocol::observe::*;

@@ -251,11 +251,17 @@ impl DifyBackwards {
     }
 
     fn post(&self, path: &str, body: &Map<String, Value>) -> reqwest::RequestBuilder {
-        self.http
+        let request = self
+            .http
             .post(format!("{}/inner/api/{path}", self.inner_api_url))
             .header("X-Inner-Api-Key", &self.inner_api_key)
             .timeout(self.read_timeout)
-            .json(body)
+            .json(body);
+        // The session's trace (see `crate::trace`), so Dify's side joins the caller's trace.
+        match crate::trace::current() {
+            Some(trace) => request.header("traceparent", trace.to_traceparent()),
+            None => request,
+        }
     }
 
     async fn call_single(&self, path: &str, body: &Map<String, Value>) -> Result<Value, BackwardsError> {

@@ -196,7 +196,7 @@ settings! {
         prometheus_enabled: bool = "PROMETHEUS_ENABLED", "true", "Serve Prometheus metrics at `/metrics`.";
         health_api_log_enabled: bool = "HEALTH_API_LOG_ENABLED", "true", "Log requests to `/health/check`.";
         log_level: String = "LOG_LEVEL", "INFO", "Log level (`DEBUG`, `INFO`, `WARN`, `ERROR`) unless `RUST_LOG` is set.";
-        log_output_format: String = "LOG_OUTPUT_FORMAT", "text", "Log format: `text` or `json`.";
+        log_output_format: String = "LOG_OUTPUT_FORMAT", "text", "Log format: `text` or `json` (one JSON object per line). Either way every line of a request names its `trace_id`: the caller's W3C `traceparent`, else a new one; it is passed on to plugin sessions and, as `traceparent`, to Dify's inner API.";
         log_file: Option<String> = "LOG_FILE", "", "Accepted for compatibility; logs go to stderr.";
         display_cluster_log: bool = "DISPLAY_CLUSTER_LOG", "false", "Log cluster coordination events.";
         http_proxy: Option<String> = "HTTP_PROXY" | "http_proxy", "", "Proxy for outgoing HTTP requests (uv and plugins).";
@@ -368,7 +368,7 @@ settings! {
         max_serverless_request_bytes: u64 = "MAX_SERVERLESS_REQUEST_BYTES", "5242880", "Largest request body sent to a serverless function, bytes; larger text-embedding requests are split by `texts`, others fail.";
     }
     "Observability" {
-        enable_otel: bool = "ENABLE_OTEL", "false", "Accepted for compatibility; OpenTelemetry export is not implemented.";
+        enable_otel: bool = "ENABLE_OTEL", "false", "Accepted for compatibility; OpenTelemetry (OTLP) export is not implemented: trace ids are logged and propagated, no spans are exported.";
         otlp_trace_endpoint: Option<String> = "OTLP_TRACE_ENDPOINT", "", "OTLP trace endpoint.";
         otlp_metric_endpoint: Option<String> = "OTLP_METRIC_ENDPOINT", "", "OTLP metric endpoint.";
         otlp_base_endpoint: String = "OTLP_BASE_ENDPOINT", "http://localhost:4318", "OTLP base endpoint.";
@@ -388,6 +388,8 @@ settings! {
         sentry_tracing_enabled: bool = "SENTRY_TRACING_ENABLED", "false", "Sentry tracing.";
         sentry_traces_sample_rate: f64 = "SENTRY_TRACES_SAMPLE_RATE", "0", "Sentry trace sample rate.";
         sentry_sample_rate: f64 = "SENTRY_SAMPLE_RATE", "0", "Sentry sample rate.";
+        status_page_enabled: bool = "STATUS_PAGE_ENABLED", "true", "Serve the operator's status page at `/status` (and `/status.json`), behind `SERVER_KEY` or `ADMIN_API_KEY` given as `X-Api-Key`, `X-Admin-Api-Key` or `?key=` (not an upstream variable).";
+        plugin_log_ring_size: usize = "PLUGIN_LOG_RING_SIZE", "1000", "Lines of stderr, `log` events and process notes kept in memory per plugin, readable through `GET /plugin/{tenant_id}/management/logs` (not an upstream variable).";
     }
     "Testing aids" {
         install_commit_delay_ms: u64 = "DIFY_TEST_INSTALL_COMMIT_DELAY_MS", "0", "Testing aid: pause between preparing a plugin and committing its installation, milliseconds (0 in production).";

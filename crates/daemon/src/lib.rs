@@ -2,6 +2,7 @@
 //! [`server::run`]. Data flows http → service → session → runtime → plugin process (see ARCHITECTURE.md).
 
 pub mod config;
+pub mod doctor;
 pub mod http;
 pub mod service;
 pub mod store;
@@ -10,6 +11,7 @@ pub mod session;
 pub mod backwards;
 pub mod server;
 pub mod shutdown;
+pub mod trace;
 
 #[cfg(test)]
 mod tidy;

@@ -1,7 +1,11 @@
-//! The `dify-plugin-daemon` binary: reads configuration (environment and `.env`) and runs the server.
+//! The `dify-plugin-daemon` binary: reads configuration (environment and `.env`) and runs the server;
+//! `dify-plugin-daemon doctor` checks the configuration and what start-up needs instead.
 //! Everything else lives in the library (`dify_daemon`).
 
 fn main() -> std::process::ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|arg| arg == "doctor") {
+        return dify_daemon::doctor::main();
+    }
     let settings = match dify_daemon::config::Settings::from_env() {
         Ok(s) => s,
         Err(e) => {

@@ -19,10 +19,12 @@ use dify_protocol::manifest::PluginPermissions;
 use dify_protocol::message::{BackwardsReply, InvocationContext, PluginInStream, PluginSessionError, SessionMessage};
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::backwards::{BackwardsHandler, CallerContext};
 use crate::runtime::{PluginConnection, SessionEvent};
 use crate::shutdown::Shutdown;
+use crate::trace::TraceContext;
 
 /// What one invocation asks the plugin to do.
 #[derive(Debug, Clone)]
@@ -38,6 +40,8 @@ pub struct SessionRequest {
     pub invocation: InvocationContext,
     /// `resource.permission` of the plugin, for backwards invocations.
     pub permissions: PluginPermissions,
+    /// The caller's trace: the session's log lines carry its id, backwards calls send it on.
+    pub trace: Option<TraceContext>,
 }
 
 /// One item of a session as the caller sees it.
@@ -95,6 +99,9 @@ pub async fn start_tracked_session(
     shutdown: &Shutdown,
 ) -> Result<SessionStream, SessionStartError> {
     let session_id = uuid::Uuid::new_v4().to_string();
+    let trace_id = request.trace.as_ref().map(|t| t.trace_id.as_str()).unwrap_or("");
+    let span = tracing::info_span!("session", trace_id = %trace_id, %session_id, plugin = %request.plugin_id);
+    span.in_scope(|| tracing::info!(action = %request.action, "plugin session started"));
     let listener = connection.open_session(&session_id).map_err(|e| SessionStartError::Write(e.to_string()))?;
     let line = PluginInStream::request(
         &session_id,
@@ -123,8 +130,9 @@ pub async fn start_tracked_session(
         backwards,
         outputs: outputs_tx,
         tasks: shutdown.clone(),
+        trace: request.trace,
     };
-    shutdown.spawn(driver.run(listener, execution_timeout));
+    shutdown.spawn(driver.run(listener, execution_timeout).instrument(span));
     Ok(SessionStream { session_id, outputs })
 }
 
@@ -136,16 +144,19 @@ struct SessionDriver {
     outputs: mpsc::Sender<SessionOutput>,
     /// Tracks the tasks this session spawns.
     tasks: Shutdown,
+    trace: Option<TraceContext>,
 }
 
 impl SessionDriver {
     async fn run(self, mut listener: crate::runtime::SessionListener, execution_timeout: Duration) {
         let deadline = tokio::time::Instant::now() + execution_timeout;
         let replies = self.spawn_reply_writer();
+        let mut outcome = Outcome { plugin_id: &self.caller.plugin_id, failed: false };
         loop {
             let event = tokio::select! {
                 event = listener.recv() => event,
                 _ = tokio::time::sleep_until(deadline) => {
+                    outcome.failed = true;
                     let _ = self.outputs.try_send(SessionOutput::TimedOut);
                     return;
                 }
@@ -163,6 +174,7 @@ impl SessionDriver {
                             Ok(Ok(())) => continue,
                             Ok(Err(_)) => return,
                             Err(_) => {
+                                outcome.failed = true;
                                 let _ = self.outputs.try_send(SessionOutput::TimedOut);
                                 return;
                             }
@@ -172,11 +184,18 @@ impl SessionDriver {
                         let handler = self.backwards.clone();
                         let caller = self.caller.clone();
                         let replies = replies.clone();
-                        self.tasks.spawn(async move {
+                        let trace = self.trace.as_ref().map(TraceContext::child);
+                        let call = async move {
                             let request_id = request.backwards_request_id.clone();
+                            tracing::info!(%request_id, "backwards invocation");
                             handler.handle(&caller, request, &replies).await;
                             let _ = replies.send(BackwardsReply::end(&request_id));
-                        });
+                        }
+                        .in_current_span();
+                        match trace {
+                            Some(trace) => self.tasks.spawn(crate::trace::scope(trace, call)),
+                            None => self.tasks.spawn(call),
+                        };
                         continue;
                     }
                     SessionMessage::Invoke(Err(reason)) => Some(SessionOutput::Failed(PluginSessionError::new(
@@ -191,6 +210,7 @@ impl SessionDriver {
                     ))),
                 },
             };
+            outcome.failed = matches!(output, Some(SessionOutput::Failed(_)));
             if let Some(output) = output {
                 let _ = tokio::time::timeout_at(deadline, self.outputs.send(output)).await;
             }
@@ -214,6 +234,18 @@ impl SessionDriver {
             }
         });
         sender
+    }
+}
+
+/// Counts the session in the per-plugin invocation chart when the driver ends, however it ends.
+struct Outcome<'a> {
+    plugin_id: &'a str,
+    failed: bool,
+}
+
+impl Drop for Outcome<'_> {
+    fn drop(&mut self) {
+        crate::runtime::stats::record(self.plugin_id, self.failed);
     }
 }
 

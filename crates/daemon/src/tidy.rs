@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, u8)] = &[
     ("config", 0),
     ("shutdown", 0),
+    ("trace", 0),
     ("store", 1),
     ("runtime", 2),
     ("backwards", 3),
@@ -21,6 +22,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("service", 5),
     ("http", 6),
     ("server", 7),
+    ("doctor", 7),
 ];
 
 /// Top-level modules that may mention `sqlx` / `axum`.

@@ -8,6 +8,7 @@ pub mod envelope;
 pub mod identifier;
 pub mod manifest;
 pub mod message;
+pub mod observe;
 
 pub use envelope::{Envelope, ErrorType, DaemonError};
 pub use identifier::{PluginUniqueIdentifier, IdentifierError};

@@ -153,6 +153,7 @@ pub async fn run_local(context: &InvokeContext, local: &LocalConfig, out: &mut O
         entrypoint,
         extra_env: Vec::new(),
         memory_limit: u64::try_from(declaration.resource.memory).ok().filter(|m| *m > 0),
+        logs: None,
     };
     let plugin = LocalPlugin::start(spec, config.clone())
         .await
@@ -184,6 +185,7 @@ async fn invoke_once(
         payload,
         invocation: InvocationContext::default(),
         permissions: declaration.permissions(),
+        trace: None,
     };
     let backwards = Arc::new(MockBackwards::new(config));
     let mut stream = start_session(connection, request, backwards, config.max_execution_timeout)

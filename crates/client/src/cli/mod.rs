@@ -5,6 +5,7 @@
 
 pub mod commands;
 pub mod error;
+pub mod logs;
 pub mod output;
 pub mod settings;
 
@@ -162,6 +163,17 @@ pub enum Command {
         /// Only this provider (author/plugin/provider)
         #[arg(long)]
         provider: Option<String>,
+    },
+    /// Print an installed plugin's recent stderr, log messages and process notes
+    Logs {
+        /// author/name (or a unique identifier)
+        plugin: String,
+        /// How many of the newest lines to print
+        #[arg(long, default_value_t = 200)]
+        tail: u32,
+        /// Keep printing new lines (polls every second) until interrupted
+        #[arg(short, long)]
+        follow: bool,
     },
 }
 
@@ -349,6 +361,28 @@ async fn execute(cli: Cli) -> Result<(), CliError> {
             format,
             &commands::tools(&client, &tenant, provider.as_deref()).await?,
         ),
+        Command::Logs {
+            plugin,
+            tail,
+            follow,
+        } => {
+            let first = logs::logs(&client, &tenant, &plugin, tail).await?;
+            let mut after = first.0.last_seq;
+            emit(format, &first)?;
+            if !follow {
+                return Ok(());
+            }
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let next = client
+                    .fetch_plugin_logs(&tenant, &plugin, after, None)
+                    .await?;
+                after = next.last_seq;
+                if !next.entries.is_empty() {
+                    emit(format, &logs::PluginLogs(next))?;
+                }
+            }
+        }
     }
 }
 

@@ -9,10 +9,14 @@ mod dispatch;
 mod endpoint;
 mod endpoint_proxy;
 mod invoke_v2;
+mod logs;
 mod management;
+mod openapi;
 mod plugin_errors;
 mod serverless;
+mod status;
 mod system;
+mod trace;
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -158,13 +162,15 @@ fn route_family(path: &str) -> &'static str {
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {
     plugin_errors::remember_host_paths(&state.settings);
-    let tenant = management::routes(&state).merge(endpoint::routes()).merge(dispatch_routes());
+    let tenant = management::routes(&state).merge(endpoint::routes()).merge(dispatch_routes()).merge(logs::routes());
     let tenant = tenant.route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
 
     Router::new()
         .nest("/plugin/{tenant_id}", tenant)
         .nest("/v2/invoke", invoke_v2::routes())
         .merge(system::routes(&state))
+        .merge(openapi::routes())
+        .merge(status::routes(&state))
         .merge(serverless::routes(&state))
         .merge(admin::routes(&state))
         .merge(endpoint_proxy::routes(&state))
@@ -172,6 +178,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(not_found)
         .layer(middleware::from_fn(envelope_rejections))
         .layer(middleware::from_fn_with_state(state.clone(), account_and_recover))
+        .layer(middleware::from_fn(trace::propagate))
         .with_state(state)
 }
 

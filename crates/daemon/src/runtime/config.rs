@@ -69,6 +69,8 @@ pub struct RuntimeConfig {
     pub persistence_storage_max_size: u64,
     /// `PLUGIN_SANDBOX*`: isolation of plugin processes, shared by every clone of this configuration.
     pub sandbox: std::sync::Arc<super::sandbox::Sandbox>,
+    /// `PLUGIN_LOG_RING_SIZE`: lines kept per plugin (see `runtime::logs`).
+    pub log_ring_size: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -132,6 +134,7 @@ impl RuntimeConfig {
             response_max_buffer_size: settings.response_max_buffer_size,
             persistence_storage_max_size: settings.persistence_storage_max_size,
             sandbox: super::sandbox::Sandbox::new(super::sandbox::SandboxSettings::from_settings(settings)),
+            log_ring_size: settings.plugin_log_ring_size,
         }
     }
 

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use dify_protocol::message::{parse_plugin_line, peek_session_id, PluginEvent, PluginSessionError, SessionMessage};
+use dify_protocol::observe::PluginLogSource;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, watch};
 
@@ -46,11 +47,18 @@ pub struct ConnectionOptions {
     pub write_timeout: Duration,
     /// A label for log lines (the plugin identifier).
     pub label: String,
+    /// Where the plugin's `log` and `error` events are also kept for operators.
+    pub logs: Option<Arc<super::logs::LogRing>>,
 }
 
 impl Default for ConnectionOptions {
     fn default() -> Self {
-        Self { max_line_bytes: 64 * 1024 * 1024, write_timeout: Duration::from_secs(30), label: String::new() }
+        Self {
+            max_line_bytes: 64 * 1024 * 1024,
+            write_timeout: Duration::from_secs(30),
+            label: String::new(),
+            logs: None,
+        }
     }
 }
 
@@ -271,9 +279,15 @@ impl PluginConnection {
             }
             PluginEvent::Log(log) => {
                 tracing::info!(plugin = %self.options.label, level = %log.level, "{}", log.message);
+                if let Some(ring) = &self.options.logs {
+                    ring.push(PluginLogSource::Log, &log.level, &log.message);
+                }
             }
             PluginEvent::Error(text) => {
                 tracing::warn!(plugin = %self.options.label, "plugin reported an error: {text}");
+                if let Some(ring) = &self.options.logs {
+                    ring.push(PluginLogSource::Error, "ERROR", &text);
+                }
             }
             PluginEvent::Unknown(event) => {
                 tracing::warn!(plugin = %self.options.label, event, "ignoring an unknown plugin event");

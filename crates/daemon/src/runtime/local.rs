@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dify_protocol::message::PluginSessionError;
+use dify_protocol::observe::PluginLogSource;
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +35,8 @@ pub struct LaunchSpec {
     pub extra_env: Vec<(String, String)>,
     /// `resource.memory` of the manifest, enforced by the sandbox.
     pub memory_limit: Option<u64>,
+    /// Where stderr, `log` events and process notes are kept for operators (`runtime::logs`).
+    pub logs: Option<Arc<super::logs::LogRing>>,
 }
 
 /// The state of a supervised plugin.
@@ -229,6 +232,7 @@ impl LocalPlugin {
         let options = ConnectionOptions {
             max_line_bytes: config.max_line_bytes,
             label: self.spec.identifier.clone(),
+            logs: self.spec.logs.clone(),
             ..Default::default()
         };
         let (connection, reader) = PluginConnection::start(stdout, stdin, options);
@@ -236,6 +240,7 @@ impl LocalPlugin {
         let tail = stderr_tail.clone();
         let touched = Arc::downgrade(&connection);
         let label = self.spec.identifier.clone();
+        let ring = self.spec.logs.clone();
         let stderr_reader = tokio::spawn(async move {
             let mut lines = CappedLines::new(stderr);
             while let Some(line) = lines.next_line().await {
@@ -243,6 +248,9 @@ impl LocalPlugin {
                     connection.touch();
                 }
                 tracing::warn!(plugin = %label, "plugin stderr: {line}");
+                if let Some(ring) = &ring {
+                    ring.push(PluginLogSource::Stderr, "STDERR", &line);
+                }
                 if let Ok(mut tail) = tail.lock() {
                     tail.push(line);
                 }
@@ -274,6 +282,7 @@ impl LocalPlugin {
                 return;
             }
             tracing::warn!(plugin = %self.spec.identifier, "{message}");
+            self.note("WARNING", &message);
             if started.elapsed() > Duration::from_secs(60) {
                 failures_in_a_row = 0;
             }
@@ -282,6 +291,7 @@ impl LocalPlugin {
                 if failures_in_a_row >= config.max_restarts {
                     let reason = format!("plugin gave up after {failures_in_a_row} restarts: {message}");
                     tracing::error!(plugin = %self.spec.identifier, "{reason}");
+                    self.note("ERROR", &reason);
                     self.state.send_replace(InstanceState::Down(reason));
                     return;
                 }
@@ -300,11 +310,19 @@ impl LocalPlugin {
                     Ok(next) => {
                         instance = next;
                         tracing::info!(plugin = %self.spec.identifier, "plugin restarted");
+                        self.note("INFO", &format!("plugin restarted (restart {})", self.restart_count()));
                         break;
                     }
                     Err(error) => tracing::warn!(plugin = %self.spec.identifier, %error, "plugin restart failed"),
                 }
             }
+        }
+    }
+
+    /// Records the daemon's own note about the process in the plugin's log ring.
+    fn note(&self, level: &str, message: &str) {
+        if let Some(ring) = &self.spec.logs {
+            ring.push(PluginLogSource::Daemon, level, message);
         }
     }
 

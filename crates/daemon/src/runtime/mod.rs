@@ -19,10 +19,12 @@ pub mod connection;
 pub mod debug;
 pub mod environment;
 pub mod local;
+pub mod logs;
 pub mod sandbox;
 pub mod serverless;
-pub mod uv_provision;
 pub mod serverless_replace;
+pub mod stats;
+pub mod uv_provision;
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
@@ -177,6 +179,8 @@ pub struct RuntimeManager {
     debug_server_address: std::sync::Mutex<Option<std::net::SocketAddr>>,
     /// Set on `PLATFORM=serverless`: launches go to the serverless connector instead of local processes.
     serverless: std::sync::OnceLock<Arc<ServerlessRuntime>>,
+    /// Each plugin's recent stderr, `log` events and process notes.
+    logs: Arc<logs::PluginLogs>,
 }
 
 impl RuntimeManager {
@@ -201,6 +205,7 @@ impl RuntimeManager {
             }
         }
         let permits = config.launching_concurrency.max(1);
+        let logs = Arc::new(logs::PluginLogs::new(config.log_ring_size));
         Arc::new(Self {
             config: Arc::new(config),
             plugins: Default::default(),
@@ -209,7 +214,13 @@ impl RuntimeManager {
             extra_plugin_env,
             debug_server_address: std::sync::Mutex::new(None),
             serverless: std::sync::OnceLock::new(),
+            logs,
         })
+    }
+
+    /// The log rings of the plugins launched here.
+    pub fn logs(&self) -> &Arc<logs::PluginLogs> {
+        &self.logs
     }
 
     pub fn config(&self) -> &RuntimeConfig {
@@ -272,6 +283,7 @@ impl RuntimeManager {
             entrypoint,
             extra_env: self.extra_plugin_env.clone(),
             memory_limit: u64::try_from(declaration.resource.memory).ok().filter(|m| *m > 0),
+            logs: Some(self.logs.ring(identifier.as_str())),
         };
         let process = match LocalPlugin::start(spec, self.config.clone()).await {
             Ok(process) => process,

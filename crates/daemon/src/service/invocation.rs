@@ -97,6 +97,7 @@ impl PluginRuntime {
             payload: invocation.payload,
             invocation: invocation.context,
             permissions: self.plugin.permissions.clone(),
+            trace: crate::trace::current(),
         };
         let timeout = state.runtime.config().max_execution_timeout;
         Ok(start_tracked_session(connection, request, state.backwards.clone(), timeout, &state.shutdown).await?)

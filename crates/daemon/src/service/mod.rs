@@ -17,10 +17,12 @@ pub mod install;
 pub mod installation_cache;
 pub mod invocation;
 pub mod launch;
+pub mod logs;
 pub mod metrics;
 pub mod packages;
 pub mod plugins;
 pub mod state;
+pub mod status;
 pub mod tasks;
 
 use std::sync::Arc;

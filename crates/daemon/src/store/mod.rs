@@ -11,6 +11,7 @@ pub mod endpoints;
 pub mod kv;
 mod legacy;
 pub mod object;
+pub mod overview;
 pub mod records;
 mod runtime_type;
 

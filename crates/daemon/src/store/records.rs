@@ -158,14 +158,14 @@ pub mod task_status {
     pub const FAILED: &str = "failed";
 }
 
-const INSTALLATION_COLUMNS: &str = "{u:i.id} AS id, {t:i.created_at} AS created_at, {t:i.updated_at} AS updated_at, \
+pub(super) const INSTALLATION_COLUMNS: &str = "{u:i.id} AS id, {t:i.created_at} AS created_at, {t:i.updated_at} AS updated_at, \
      {u:i.tenant_id} AS tenant_id, i.plugin_id, i.plugin_unique_identifier, i.runtime_type, i.endpoints_setups, \
      i.endpoints_active, i.source, i.meta, d.declaration";
 
 const PROVIDER_COLUMNS: &str = "{u:p.id} AS id, {t:p.created_at} AS created_at, {t:p.updated_at} AS updated_at, \
      {u:p.tenant_id} AS tenant_id, p.provider, p.plugin_unique_identifier, p.plugin_id, d.declaration";
 
-const TASK_COLUMNS: &str = "{u:t.id} AS id, {t:t.created_at} AS created_at, {t:t.updated_at} AS updated_at, t.status, \
+pub(super) const TASK_COLUMNS: &str = "{u:t.id} AS id, {t:t.created_at} AS created_at, {t:t.updated_at} AS updated_at, t.status, \
      {u:t.tenant_id} AS tenant_id, t.total_plugins, t.completed_plugins, t.plugins";
 
 /// Columns upstream declares nullable: rows the upstream daemon wrote may hold NULL there.
@@ -206,7 +206,7 @@ impl ForCaller for TaskRecord {
     }
 }
 
-fn installation_from_row(row: &AnyRow) -> Result<InstallationRecord, StoreError> {
+pub(super) fn installation_from_row(row: &AnyRow) -> Result<InstallationRecord, StoreError> {
     let meta_text = nullable_text(row, "meta")?;
     Ok(InstallationRecord {
         id: text(row, "id")?,
@@ -237,7 +237,7 @@ fn provider_from_row(row: &AnyRow) -> Result<ProviderRecord, StoreError> {
     })
 }
 
-fn task_from_row(row: &AnyRow) -> Result<TaskRecord, StoreError> {
+pub(super) fn task_from_row(row: &AnyRow) -> Result<TaskRecord, StoreError> {
     let plugins_text = opt_text(row, "plugins")?.unwrap_or_else(|| "[]".into());
     let plugins = serde_json::from_str::<Option<Vec<TaskPluginEntry>>>(&plugins_text)
         .map_err(|e| StoreError::Corrupt { what: "install_tasks.plugins", reason: e.to_string() })?

@@ -76,6 +76,7 @@ impl Running {
             payload: payload.as_object().cloned().unwrap_or_else(Map::new),
             invocation: InvocationContext::default(),
             permissions: self.declaration.permissions(),
+            trace: None,
         };
         let timeout = self.manager.config().max_execution_timeout;
         let mut session = start_session(connection, request, self.backwards.clone(), timeout).await.expect("session starts");
@@ -344,6 +345,7 @@ async fn oversized_line_fails_only_its_session_and_a_dropped_caller_ends_its_ses
             .expect("object"),
         invocation: InvocationContext::default(),
         permissions: running.declaration.permissions(),
+        trace: None,
     };
     let mut session = start_session(connection.clone(), request, running.backwards.clone(), Duration::from_secs(60)).await.expect("start");
     let first = tokio::time::timeout(Duration::from_secs(30), session.next()).await.expect("first item in time");

@@ -155,6 +155,7 @@ async fn run_request(bridge: &Bridge, access_type: AccessType, action: &str, pay
         payload: payload.as_object().cloned().unwrap_or_default(),
         invocation: InvocationContext::default(),
         permissions: Default::default(),
+        trace: None,
     };
     let mut session = start_session(bridge.connection.clone(), request, Arc::new(NoBackwards), Duration::from_secs(30))
         .await

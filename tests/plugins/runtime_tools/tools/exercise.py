@@ -1,11 +1,14 @@
 import hashlib
 import json
+import logging
 import os
+import sys
 import time
 from collections.abc import Generator
 from typing import Any
 
 from dify_plugin import Tool
+from dify_plugin.config.logger_format import plugin_logger_handler
 from dify_plugin.entities.model.llm import LLMModelConfig
 from dify_plugin.entities.model.message import UserPromptMessage
 from dify_plugin.entities.model.text_embedding import TextEmbeddingModelConfig
@@ -78,6 +81,14 @@ class ExerciseTool(Tool):
                 yield self.create_text_message(f"refused: {error}")
         elif mode == "env":
             yield self.create_json_message({"env": dict(os.environ)})
+        elif mode == "log":
+            # One stderr line and one `log` event (the SDK's logger handler), for the daemon's log ring.
+            print(f"stderr says: {text}", file=sys.stderr, flush=True)
+            logger = logging.getLogger("runtime_tools.exercise")
+            if plugin_logger_handler not in logger.handlers:
+                logger.addHandler(plugin_logger_handler)
+            logger.warning("logger says: %s", text)
+            yield self.create_text_message("logged")
         elif mode == "exit":
             yield self.create_text_message("exiting")
             time.sleep(0.2)

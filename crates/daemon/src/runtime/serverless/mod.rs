@@ -544,6 +544,7 @@ impl ServerlessPlugin {
             max_line_bytes: runtime.config.max_line_bytes.max(1024) + 1024,
             write_timeout: Duration::from_secs(30),
             label: identifier.to_string(),
+            logs: None,
         };
         let (connection, reader) = PluginConnection::start(daemon_read, daemon_write, options);
         let (feed, mut feed_lines) = mpsc::unbounded_channel::<Vec<u8>>();

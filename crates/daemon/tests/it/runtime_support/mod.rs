@@ -96,6 +96,8 @@ impl PluginStorage for MemoryStorage {
 pub struct FakeInnerApi {
     pub url: String,
     pub requests: Arc<Mutex<Vec<(String, String, Value)>>>,
+    /// `(path, traceparent header)` of every request that carried one.
+    pub traceparents: Arc<Mutex<Vec<(String, String)>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -111,15 +113,17 @@ impl FakeInnerApi {
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let requests: Arc<Mutex<Vec<(String, String, Value)>>> = Arc::default();
         let recorded = requests.clone();
+        let traceparents: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let traces = traceparents.clone();
         let task = tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
-                let recorded = recorded.clone();
+                let (recorded, traces) = (recorded.clone(), traces.clone());
                 tokio::spawn(async move {
-                    let _ = tokio::time::timeout(Duration::from_secs(30), serve_inner_api(socket, recorded)).await;
+                    let _ = tokio::time::timeout(Duration::from_secs(30), serve_inner_api(socket, recorded, traces)).await;
                 });
             }
         });
-        FakeInnerApi { url, requests, task }
+        FakeInnerApi { url, requests, traceparents, task }
     }
 
     pub fn recorded(&self) -> Vec<(String, String, Value)> {
@@ -127,7 +131,11 @@ impl FakeInnerApi {
     }
 }
 
-async fn serve_inner_api(mut socket: tokio::net::TcpStream, recorded: Arc<Mutex<Vec<(String, String, Value)>>>) {
+async fn serve_inner_api(
+    mut socket: tokio::net::TcpStream,
+    recorded: Arc<Mutex<Vec<(String, String, Value)>>>,
+    traces: Arc<Mutex<Vec<(String, String)>>>,
+) {
     let mut buffer = Vec::new();
     let mut chunk = [0u8; 8192];
     let (head_end, head) = loop {
@@ -149,6 +157,11 @@ async fn serve_inner_api(mut socket: tokio::net::TcpStream, recorded: Arc<Mutex<
             match name.trim().to_ascii_lowercase().as_str() {
                 "content-length" => content_length = value.trim().parse().unwrap_or(0),
                 "x-inner-api-key" => key = value.trim().to_string(),
+                "traceparent" => {
+                    if let Ok(mut t) = traces.lock() {
+                        t.push((path.clone(), value.trim().to_string()));
+                    }
+                }
                 _ => {}
             }
         }

@@ -386,7 +386,7 @@ async fn launch(opts: &RunOptions, temp_dir: &Path) -> Result<Arc<LaunchedPlugin
     // The same isolation as in the daemon: this process non-dumpable, the plugin confined.
     config.sandbox.protect_this_process();
     let memory_limit = u64::try_from(declaration.resource.memory).ok().filter(|m| *m > 0);
-    let spec = LaunchSpec { identifier, working_dir, python, entrypoint, extra_env: Vec::new(), memory_limit };
+    let spec = LaunchSpec { identifier, working_dir, python, entrypoint, extra_env: Vec::new(), memory_limit, logs: None };
     let process = LocalPlugin::start(spec, config.clone()).await?;
     Ok(Arc::new(LaunchedPlugin {
         process,
@@ -543,6 +543,7 @@ async fn invoke(context: Arc<RunContext>, caller: Arc<ClientIdentity>, output: O
                 payload: request.payload,
                 invocation: InvocationContext::default(),
                 permissions: context.permissions.clone(),
+                trace: None,
             };
             match start_session(connection, session, context.backwards.clone(), context.execution_timeout).await {
                 Err(error) => output.send(RunMessage::error(&invoke_id, error.to_string())),
