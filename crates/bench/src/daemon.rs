@@ -23,24 +23,20 @@ impl PostgresDb {
     pub async fn create() -> Result<Self> {
         sqlx::any::install_default_drivers();
         let name = format!("bench_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let pool = tokio::time::timeout(
-            Duration::from_secs(10),
-            sqlx::any::AnyPoolOptions::new().max_connections(1).connect(POSTGRES_ADMIN_URL),
-        )
-        .await
-        .map_err(|_| anyhow!("connecting to {POSTGRES_ADMIN_URL} timed out"))?
-        .with_context(|| format!("connecting to {POSTGRES_ADMIN_URL}"))?;
+        let pool =
+            tokio::time::timeout(Duration::from_secs(10), sqlx::any::AnyPoolOptions::new().max_connections(1).connect(POSTGRES_ADMIN_URL))
+                .await
+                .map_err(|_| anyhow!("connecting to {POSTGRES_ADMIN_URL} timed out"))?
+                .with_context(|| format!("connecting to {POSTGRES_ADMIN_URL}"))?;
         sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&pool).await.context("CREATE DATABASE")?;
         pool.close().await;
         Ok(Self { name })
     }
 
     pub async fn drop_now(self) {
-        if let Ok(Ok(pool)) = tokio::time::timeout(
-            Duration::from_secs(10),
-            sqlx::any::AnyPoolOptions::new().max_connections(1).connect(POSTGRES_ADMIN_URL),
-        )
-        .await
+        if let Ok(Ok(pool)) =
+            tokio::time::timeout(Duration::from_secs(10), sqlx::any::AnyPoolOptions::new().max_connections(1).connect(POSTGRES_ADMIN_URL))
+                .await
         {
             let statement = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
             let _ = tokio::time::timeout(Duration::from_secs(30), sqlx::query(&statement).execute(&pool)).await;
@@ -198,7 +194,10 @@ impl Daemon {
             .send()
             .await?;
         let data = envelope(response).await?;
-        data["unique_identifier"].as_str().map(str::to_string).ok_or_else(|| anyhow!("upload answered without unique_identifier: {data}"))
+        data["unique_identifier"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("upload answered without unique_identifier: {data}"))
     }
 
     /// Installs uploaded identifiers (≤ 64) for a tenant and waits for the task to succeed.

@@ -66,7 +66,11 @@ impl ThroughDaemon {
             "data": {"provider": self.tool.provider, "tool": self.tool.tool, "credentials": {},
                      "credential_type": "api-key", "tool_parameters": parameters}
         });
-        self.client.post(&self.url).header("X-Api-Key", SERVER_KEY).header("X-Plugin-ID", &self.tool.plugin_id).json(&body)
+        self.client
+            .post(&self.url)
+            .header("X-Api-Key", SERVER_KEY)
+            .header("X-Plugin-ID", &self.tool.plugin_id)
+            .json(&body)
     }
 
     /// Starts an invocation and returns its body once the first SSE bytes arrived (the stream stays
@@ -141,7 +145,13 @@ impl DirectPlugin {
     /// Starts `program args…` in `cwd` and waits (bounded) for its first heartbeat.
     pub async fn start(program: &Path, args: &[&str], cwd: &Path, env: &[(&str, &str)], tool: ToolRef) -> Result<Self> {
         let mut command = tokio::process::Command::new(program);
-        command.args(args).current_dir(cwd).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).kill_on_drop(true);
+        command
+            .args(args)
+            .current_dir(cwd)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
         for (k, v) in env {
             command.env(k, v);
         }
@@ -234,7 +244,6 @@ impl DirectPlugin {
         }
         bail!("plugin closed the session without `end`")
     }
-
 }
 
 /// Either way of invoking, for code that runs the same load against both.

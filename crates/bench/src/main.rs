@@ -149,10 +149,19 @@ fn main() {
 pub fn machine_description() -> String {
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).unwrap_or("unknown").trim();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("unknown")
+        .trim();
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let mem_kib: f64 =
-        meminfo.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let mem_kib: f64 = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
     format!(
         "machine: {cpus} CPUs (nproc), {model}, {:.1} GiB memory; the bench, the daemon and the plugins share these CPUs",
         mem_kib / 1024.0 / 1024.0
@@ -202,7 +211,10 @@ fn find_tools(args: &Args) -> Result<Tools> {
             bail!("{} not found; build it (cargo build [--release] -p dify-daemon -p bench) or run through cargo", path.display());
         }
     }
-    let uv = std::env::var_os("UV_PATH").map(PathBuf::from).or_else(|| find_on_path("uv")).ok_or_else(|| anyhow!("uv not found (set UV_PATH)"))?;
+    let uv = std::env::var_os("UV_PATH")
+        .map(PathBuf::from)
+        .or_else(|| find_on_path("uv"))
+        .ok_or_else(|| anyhow!("uv not found (set UV_PATH)"))?;
     let python = find_python().ok_or_else(|| anyhow!("no Python >= 3.12 found (set PYTHON_INTERPRETER_PATH)"))?;
     let uv_cache = match std::env::var_os("UV_CACHE_DIR") {
         Some(dir) => PathBuf::from(dir),

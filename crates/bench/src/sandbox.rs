@@ -25,13 +25,7 @@ fn rows() -> Vec<Row> {
     vec![
         Row::new("7.1", "SDK echo tool, concurrency 1, sandbox on: p50", "ms", BASELINE, Target::RatioAtMost(1.2)),
         Row::new("7.2", "SDK echo tool, concurrency 1, sandbox on: p99", "ms", BASELINE, Target::None),
-        Row::new(
-            "7.3",
-            "plugin start (process killed → answering again), sandbox on: median",
-            "s",
-            BASELINE,
-            Target::RatioAtMost(1.5),
-        ),
+        Row::new("7.3", "plugin start (process killed → answering again), sandbox on: median", "s", BASELINE, Target::RatioAtMost(1.5)),
     ]
 }
 
@@ -49,19 +43,12 @@ pub async fn section(tools: &Tools, plan: &Plan) -> Vec<Row> {
 }
 
 async fn start(tools: &Tools, level: &str) -> Result<(Daemon, Invoker)> {
-    let env = vec![
-        ("PLUGIN_SANDBOX".to_string(), level.to_string()),
-        ("PLUGIN_RESTART_BACKOFF_MS".to_string(), "1".to_string()),
-    ];
+    let env = vec![("PLUGIN_SANDBOX".to_string(), level.to_string()), ("PLUGIN_RESTART_BACKOFF_MS".to_string(), "1".to_string())];
     let daemon = Daemon::start(tools, DaemonOptions { env, ..Default::default() }).await?;
     let package = packages::runtime_tools_package("runtime_tools")?;
     let uid = daemon.upload(TENANT, &package).await?;
     daemon.install(TENANT, &[uid], Duration::from_secs(600)).await.with_context(|| daemon.log_tail())?;
-    let tool = ToolRef {
-        plugin_id: "testing/runtime_tools".into(),
-        provider: "runtime_tools".into(),
-        tool: "exercise".into(),
-    };
+    let tool = ToolRef { plugin_id: "testing/runtime_tools".into(), provider: "runtime_tools".into(), tool: "exercise".into() };
     let invoker = Invoker::Daemon(ThroughDaemon::new(&daemon, TENANT, tool));
     Ok((daemon, invoker))
 }
@@ -151,9 +138,10 @@ fn children_of(parent: u32) -> Vec<u32> {
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|stat| {
-                stat.rfind(')').and_then(|i| stat[i + 2..].split_whitespace().nth(1)?.parse::<u32>().ok())
-            }) == Some(parent)
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| stat.rfind(')').and_then(|i| stat[i + 2..].split_whitespace().nth(1)?.parse::<u32>().ok()))
+                == Some(parent)
         })
         .collect()
 }

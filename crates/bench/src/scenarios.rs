@@ -130,9 +130,12 @@ async fn memory_measure(tools: &Tools, plan: &Plan, rows: &mut [Row]) -> Result<
     }
     // Each plugin answers once, so all of them are really running.
     for i in 0..plan.memory_plugins {
-        let tool = ToolRef { plugin_id: format!("{NATIVE_AUTHOR}/native_mem_{i}"), provider: NATIVE_PROVIDER.into(), tool: NATIVE_TOOL.into() };
+        let tool =
+            ToolRef { plugin_id: format!("{NATIVE_AUTHOR}/native_mem_{i}"), provider: NATIVE_PROVIDER.into(), tool: NATIVE_TOOL.into() };
         let invoker = Invoker::Daemon(ThroughDaemon::new(&daemon, TENANT, tool));
-        timed_once(&invoker, &json!({"mode": "echo", "text": "hi"}), Duration::from_secs(120)).await.with_context(|| format!("plugin {i}"))?;
+        timed_once(&invoker, &json!({"mode": "echo", "text": "hi"}), Duration::from_secs(120))
+            .await
+            .with_context(|| format!("plugin {i}"))?;
     }
     settle().await;
     rows[1].daemon = daemon.rss_mib().map_err(|e| format!("{e:#}"));
@@ -197,7 +200,13 @@ fn sdk_rows() -> Vec<Row> {
     let mut rows = Vec::new();
     for (i, c) in SDK_LEVELS.iter().enumerate() {
         let base = "SDK plugin driven directly over stdio";
-        rows.push(Row::new(&format!("1.{}.1", i + 1), format!("SDK echo tool, concurrency {c}: p50"), "ms", base, Target::RatioAtMost(1.2)));
+        rows.push(Row::new(
+            &format!("1.{}.1", i + 1),
+            format!("SDK echo tool, concurrency {c}: p50"),
+            "ms",
+            base,
+            Target::RatioAtMost(1.2),
+        ));
         rows.push(Row::new(&format!("1.{}.2", i + 1), format!("SDK echo tool, concurrency {c}: p99"), "ms", base, Target::None));
         rows.push(Row::new(&format!("1.{}.3", i + 1), format!("SDK echo tool, concurrency {c}: throughput"), "inv/s", base, Target::None));
     }
@@ -216,7 +225,12 @@ fn fill_latency_rows(rows: &mut [Row], daemon: &Samples, direct: &Samples) {
 /// Runs `args` with uv's cache and a bounded time; fails with its output.
 async fn run_uv(tools: &Tools, cwd: &Path, args: &[&str]) -> Result<()> {
     let mut command = tokio::process::Command::new(&tools.uv);
-    command.args(args).current_dir(cwd).env("UV_CACHE_DIR", &tools.uv_cache).env("VIRTUAL_ENV", cwd.join(".venv")).kill_on_drop(true);
+    command
+        .args(args)
+        .current_dir(cwd)
+        .env("UV_CACHE_DIR", &tools.uv_cache)
+        .env("VIRTUAL_ENV", cwd.join(".venv"))
+        .kill_on_drop(true);
     let output = tokio::time::timeout(Duration::from_secs(600), command.output())
         .await
         .map_err(|_| anyhow!("uv {args:?} did not finish within 600 s"))??;
@@ -384,8 +398,12 @@ async fn attach_debug(tools: &Tools, daemon: &Daemon, scratch: &Path) -> Result<
 async fn measure_native(plan: &Plan, through: &Invoker, direct: &Invoker, rows: &mut [Row]) -> Result<()> {
     let parameters = json!({"mode": "echo", "text": "hello"});
     let limit = Duration::from_secs(600);
-    closed_loop(through, &parameters, 64, 2000.min(plan.native_invocations[0]), limit).await.context("warm-up through daemon")?;
-    closed_loop(direct, &parameters, 64, 2000.min(plan.native_invocations[0]), limit).await.context("warm-up direct")?;
+    closed_loop(through, &parameters, 64, 2000.min(plan.native_invocations[0]), limit)
+        .await
+        .context("warm-up through daemon")?;
+    closed_loop(direct, &parameters, 64, 2000.min(plan.native_invocations[0]), limit)
+        .await
+        .context("warm-up direct")?;
     for (i, c) in NATIVE_LEVELS.iter().enumerate() {
         let total = plan.native_invocations[i];
         log(format!("2: concurrency {c}, {total} invocations each side"));
@@ -492,27 +510,29 @@ async fn held_baseline_kib(server: &BaselineServer, count: usize, hold_ms: u64) 
 }
 
 fn install_rows() -> Vec<Row> {
-    vec![Row::new(
-        "4.1",
-        "install SDK plugin: upload → task success → first invocation (uv cache warm)",
-        "s",
-        "`uv venv` + `uv pip install -r requirements.txt` alone",
-        Target::RatioAtMost(1.3),
-    ),
-    Row::new(
-        "4.2",
-        "install SDK plugin: upload → task success → first invocation (uv cache warm)",
-        "s",
-        "`uv venv` + `uv pip install` + plugin start + first invocation, directly",
-        Target::None,
-    ),
-    Row::new(
-        "4.3",
-        "install SDK plugin with `PLUGIN_STORAGE_TYPE=aws_s3` (moto's S3 server): upload → task success → first invocation",
-        "s",
-        "the same with local storage (4.2's daemon figure)",
-        Target::None,
-    )]
+    vec![
+        Row::new(
+            "4.1",
+            "install SDK plugin: upload → task success → first invocation (uv cache warm)",
+            "s",
+            "`uv venv` + `uv pip install -r requirements.txt` alone",
+            Target::RatioAtMost(1.3),
+        ),
+        Row::new(
+            "4.2",
+            "install SDK plugin: upload → task success → first invocation (uv cache warm)",
+            "s",
+            "`uv venv` + `uv pip install` + plugin start + first invocation, directly",
+            Target::None,
+        ),
+        Row::new(
+            "4.3",
+            "install SDK plugin with `PLUGIN_STORAGE_TYPE=aws_s3` (moto's S3 server): upload → task success → first invocation",
+            "s",
+            "the same with local storage (4.2's daemon figure)",
+            Target::None,
+        ),
+    ]
 }
 
 /// A moto S3 server (`DIFY_TEST_MOTO_SERVER`) on a free port with one bucket, killed on drop.

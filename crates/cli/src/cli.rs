@@ -409,7 +409,11 @@ fn report_parse_error(e: clap::Error, args: &[OsString]) -> i32 {
     match e.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             let _ = e.print();
-            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand { 2 } else { 0 }
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                2
+            } else {
+                0
+            }
         }
         _ => {
             let format = requested_format(args);
@@ -431,11 +435,7 @@ fn report_parse_error(e: clap::Error, args: &[OsString]) -> i32 {
 fn requested_format(args: &[OsString]) -> OutputFormat {
     let words: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
     for (i, w) in words.iter().enumerate() {
-        let value = if w == "--output" || w == "-o" {
-            words.get(i + 1).map(String::as_str)
-        } else {
-            w.strip_prefix("--output=")
-        };
+        let value = if w == "--output" || w == "-o" { words.get(i + 1).map(String::as_str) } else { w.strip_prefix("--output=") };
         match value {
             Some("json") => return OutputFormat::Json,
             Some("yaml") => return OutputFormat::Yaml,
@@ -466,9 +466,7 @@ impl Command {
                 PluginCommand::Run(_) => OutputFormat::Text,
             },
             Command::Signature(
-                SignatureCommand::Generate { format, .. }
-                | SignatureCommand::Sign { format, .. }
-                | SignatureCommand::Verify { format, .. },
+                SignatureCommand::Generate { format, .. } | SignatureCommand::Sign { format, .. } | SignatureCommand::Verify { format, .. },
             ) => format.output,
             Command::Bundle(b) => match b {
                 BundleCommand::Init(a) => a.format.output,
@@ -526,7 +524,9 @@ fn boxed<T: Render + 'static>(r: CliResult<T>) -> CliResult<Output> {
 }
 
 fn cwd() -> CliResult<PathBuf> {
-    std::env::current_dir().map_err(|e| CliError::generic(format!("failed to get current working directory: {e}"), "run the command from an existing directory"))
+    std::env::current_dir().map_err(|e| {
+        CliError::generic(format!("failed to get current working directory: {e}"), "run the command from an existing directory")
+    })
 }
 
 fn stdin_is_interactive() -> bool {
@@ -578,9 +578,7 @@ fn dispatch_plugin(command: PluginCommand) -> CliResult<Output> {
         PluginCommand::Permission(p) => match p {
             PermissionCommand::List { plugin_path, .. } => boxed(plugin::permission::list(&plugin_path)),
             PermissionCommand::Add { plugin_path, permissions, .. } => boxed(plugin::permission::add(&plugin_path, &permissions)),
-            PermissionCommand::Remove { plugin_path, permissions, .. } => {
-                boxed(plugin::permission::remove(&plugin_path, &permissions))
-            }
+            PermissionCommand::Remove { plugin_path, permissions, .. } => boxed(plugin::permission::remove(&plugin_path, &permissions)),
         },
         PluginCommand::Module(m) => match m {
             ModuleCommand::List { plugin_path, .. } => boxed(plugin::module::list(&plugin_path)),

@@ -93,8 +93,7 @@ impl LogLine {
 
 /// Quote a value the way Go's slog text handler does when it contains spaces, quotes or `=`.
 fn quote_log_value(v: &str) -> String {
-    let needs_quotes = v.is_empty()
-        || v.chars().any(|c| c.is_whitespace() || c == '"' || c == '=' || c.is_control());
+    let needs_quotes = v.is_empty() || v.chars().any(|c| c.is_whitespace() || c == '"' || c == '=' || c.is_control());
     if needs_quotes {
         serde_json::to_string(v).unwrap_or_else(|_| format!("\"{v}\""))
     } else {

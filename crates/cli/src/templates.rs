@@ -121,10 +121,8 @@ const MODEL_PROVIDER: &[(&str, &str)] = &[
     ("provider/{{plugin_name}}.py", template!("python/model/provider.py")),
 ];
 
-const LLM: &[(&str, &str)] = &[
-    ("models/llm/llm.yaml", template!("python/llm/llm.yaml")),
-    ("models/llm/llm.py", template!("python/llm/llm.py")),
-];
+const LLM: &[(&str, &str)] =
+    &[("models/llm/llm.yaml", template!("python/llm/llm.yaml")), ("models/llm/llm.py", template!("python/llm/llm.py"))];
 
 const TEXT_EMBEDDING: &[(&str, &str)] = &[
     ("models/text_embedding/text_embedding.yaml", template!("python/text_embedding/text_embedding.yaml")),
@@ -136,10 +134,8 @@ const RERANK: &[(&str, &str)] = &[
     ("models/rerank/rerank.py", template!("python/rerank/rerank.py")),
 ];
 
-const TTS: &[(&str, &str)] = &[
-    ("models/tts/tts.yaml", template!("python/tts/tts.yaml")),
-    ("models/tts/tts.py", template!("python/tts/tts.py")),
-];
+const TTS: &[(&str, &str)] =
+    &[("models/tts/tts.yaml", template!("python/tts/tts.yaml")), ("models/tts/tts.py", template!("python/tts/tts.py"))];
 
 const SPEECH2TEXT: &[(&str, &str)] = &[
     ("models/speech2text/speech2text.yaml", template!("python/speech2text/speech2text.yaml")),

@@ -64,7 +64,10 @@ fn usage_errors_exit_2_with_json_when_asked() {
     assert_eq!(code(&out), 2);
     settings.bind(|| insta::assert_snapshot!("init_bad_category", transcript(&out)));
     // A known but unsupported runner language is a compatibility error (exit 6).
-    let out = dify(tmp.path(), &["plugin", "init", "--quick", "--name", "p", "--author", "a", "--description", "d", "--language", "go", "-o", "json"]);
+    let out = dify(
+        tmp.path(),
+        &["plugin", "init", "--quick", "--name", "p", "--author", "a", "--description", "d", "--language", "go", "-o", "json"],
+    );
     assert_eq!(code(&out), 6);
     assert_eq!(stderr_json(&out)["error"]["code"], "version_compat");
     // Packaging the current directory without -o is refused like upstream.
@@ -88,11 +91,38 @@ fn init_package_checksum_sign_verify_end_to_end() {
     // Package checksums include the creation date written by init, so they vary between runs.
     let settings = snapshot_settings(cwd, true);
     let mut package_logs = String::new();
-    for category in ["tool", "llm", "extension", "agent-strategy", "datasource", "trigger", "text-embedding", "rerank", "tts", "speech2text", "moderation"] {
+    for category in [
+        "tool",
+        "llm",
+        "extension",
+        "agent-strategy",
+        "datasource",
+        "trigger",
+        "text-embedding",
+        "rerank",
+        "tts",
+        "speech2text",
+        "moderation",
+    ] {
         let name = format!("e2e_{}", category.replace('-', "_"));
         let out = dify(
             cwd,
-            &["plugin", "init", "--quick", "--name", &name, "--author", "acme", "--description", "End to end", "--category", category, "--allow-storage", "-o", "json"],
+            &[
+                "plugin",
+                "init",
+                "--quick",
+                "--name",
+                &name,
+                "--author",
+                "acme",
+                "--description",
+                "End to end",
+                "--category",
+                category,
+                "--allow-storage",
+                "-o",
+                "json",
+            ],
         );
         ok(&out);
         let init = stdout_json(&out);
@@ -218,8 +248,12 @@ fn package_generates_requirements_from_uv_lock() {
     ok(&out);
     assert_eq!(stdout_json(&out)["generated_requirements"], true);
     let args = std::fs::read_to_string(cwd.join("uv-args")).unwrap();
-    assert_eq!(args.trim(), "export --frozen --format requirements.txt --no-group dev --no-emit-project --no-hashes --no-header --no-annotate");
-    let pkg = dify_package::Package::from_bytes(std::fs::read(cwd.join("locked.difypkg")).unwrap(), &dify_package::DecodeLimits::default()).unwrap();
+    assert_eq!(
+        args.trim(),
+        "export --frozen --format requirements.txt --no-group dev --no-emit-project --no-hashes --no-header --no-annotate"
+    );
+    let pkg = dify_package::Package::from_bytes(std::fs::read(cwd.join("locked.difypkg")).unwrap(), &dify_package::DecodeLimits::default())
+        .unwrap();
     assert_eq!(pkg.read_file("requirements.txt"), Some(&b"dify-plugin==0.10.2\n"[..]));
     assert!(pkg.read_file("uv.lock").is_some(), "uv.lock is packaged");
     assert!(!cwd.join("locked/requirements.txt").exists(), "the source directory is not modified");
@@ -229,11 +263,33 @@ fn package_generates_requirements_from_uv_lock() {
 fn readme_module_and_permission_commands() {
     let tmp = tempfile::tempdir().unwrap();
     let cwd = tmp.path();
-    ok(&dify(cwd, &["plugin", "init", "--quick", "--name", "mods", "--author", "acme", "--description", "d", "--category", "extension", "--readme-language", "zh_Hans"]));
+    ok(&dify(
+        cwd,
+        &[
+            "plugin",
+            "init",
+            "--quick",
+            "--name",
+            "mods",
+            "--author",
+            "acme",
+            "--description",
+            "d",
+            "--category",
+            "extension",
+            "--readme-language",
+            "zh_Hans",
+        ],
+    ));
 
     let out = dify(cwd, &["plugin", "readme", "list", "mods", "-o", "json"]);
     ok(&out);
-    let codes: Vec<String> = stdout_json(&out)["readmes"].as_array().unwrap().iter().map(|r| r["language_code"].as_str().unwrap().to_string()).collect();
+    let codes: Vec<String> = stdout_json(&out)["readmes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["language_code"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(codes, ["en_US", "zh_Hans"]);
     let settings = snapshot_settings(cwd, false);
     let out = dify(cwd, &["plugin", "readme", "list", "mods"]);
@@ -254,7 +310,10 @@ fn readme_module_and_permission_commands() {
     ok(&out);
     settings.bind(|| insta::assert_snapshot!("module_list", transcript(&out)));
 
-    let out = dify(cwd, &["plugin", "permission", "add", "mods", "--allow-model", "--allow-llm", "--allow-storage", "--storage-size", "2048", "-o", "json"]);
+    let out = dify(
+        cwd,
+        &["plugin", "permission", "add", "mods", "--allow-model", "--allow-llm", "--allow-storage", "--storage-size", "2048", "-o", "json"],
+    );
     ok(&out);
     let p = stdout_json(&out);
     assert_eq!(p["changed"], true);
@@ -287,7 +346,10 @@ fn bundle_round_trip() {
     assert_eq!(stdout_json(&out)["name"], "kit_json");
     let out = dify(cwd, &["bundle", "append", "github", "kit_json", "-r", "acme/tool:1.0.0/tool.difypkg", "-o", "json"]);
     ok(&out);
-    assert_eq!(stdout_json(&out)["dependencies"][0], serde_json::json!({"type": "github", "value": {"repo_pattern": "acme/tool:1.0.0/tool.difypkg"}}));
+    assert_eq!(
+        stdout_json(&out)["dependencies"][0],
+        serde_json::json!({"type": "github", "value": {"repo_pattern": "acme/tool:1.0.0/tool.difypkg"}})
+    );
     let out = dify(cwd, &["bundle", "append", "marketplace", "kit_json", "-m", "nope", "-o", "json"]);
     assert_eq!(code(&out), 2);
     settings.bind(|| insta::assert_snapshot!("bundle_bad_marketplace_json", pretty(&stderr_json(&out))));

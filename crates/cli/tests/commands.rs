@@ -229,7 +229,8 @@ fn signature_sign_and_verify_with_fixture_keys() {
     assert_eq!(ok.authorized_category, "community");
 
     for key in [Some(fixture("keys/test_key_pair_2.public.pem")), None] {
-        let e = signature::verify(&signature::VerifyOptions { package_path: signed.output_path.clone(), public_key_path: key }).unwrap_err();
+        let e =
+            signature::verify(&signature::VerifyOptions { package_path: signed.output_path.clone(), public_key_path: key }).unwrap_err();
         assert_eq!(e.exit_status(), 4, "{}", e.message);
     }
     let e = signature::verify(&signature::VerifyOptions {
@@ -240,7 +241,9 @@ fn signature_sign_and_verify_with_fixture_keys() {
     assert_eq!(e.exit_status(), 4);
 
     // The official key verifies the official package.
-    let official = signature::verify(&signature::VerifyOptions { package_path: fixture("langgenius-agent_0.0.14.difypkg"), public_key_path: None }).unwrap();
+    let official =
+        signature::verify(&signature::VerifyOptions { package_path: fixture("langgenius-agent_0.0.14.difypkg"), public_key_path: None })
+            .unwrap();
     assert_eq!(official.authorized_category, "langgenius");
 
     // A public key is not a private key.
@@ -259,7 +262,9 @@ fn signature_sign_and_verify_with_fixture_keys() {
 fn signature_generate_writes_a_usable_key_pair() {
     let tmp = tempfile::tempdir().unwrap();
     // A smaller key than the CLI default keeps this fast; the binary test generates a 4096-bit one.
-    let keys = signature::generate_with_bits(&signature::GenerateOptions { filename: tmp.path().join("k"), format: OutputFormat::Json }, 2048).unwrap();
+    let keys =
+        signature::generate_with_bits(&signature::GenerateOptions { filename: tmp.path().join("k"), format: OutputFormat::Json }, 2048)
+            .unwrap();
     assert_eq!(keys.private_key, tmp.path().join("k.private.pem"));
     let private = std::fs::read_to_string(&keys.private_key).unwrap();
     let public = std::fs::read_to_string(&keys.public_key).unwrap();
@@ -267,14 +272,21 @@ fn signature_generate_writes_a_usable_key_pair() {
     assert!(public.starts_with("-----BEGIN RSA PUBLIC KEY-----"));
     let pkg = tmp.path().join("dummy.difypkg");
     std::fs::copy(fixture("dummy_plugin.difypkg"), &pkg).unwrap();
-    let signed = signature::sign(&signature::SignOptions { package_path: pkg, private_key_path: keys.private_key, authorized_category: String::new() }).unwrap();
+    let signed = signature::sign(&signature::SignOptions {
+        package_path: pkg,
+        private_key_path: keys.private_key,
+        authorized_category: String::new(),
+    })
+    .unwrap();
     signature::verify(&signature::VerifyOptions { package_path: signed.output_path, public_key_path: Some(keys.public_key) }).unwrap();
 }
 
 #[test]
 fn bundle_commands_round_trip_in_directory_and_zip_form() {
     let tmp = tempfile::tempdir().unwrap();
-    let profile = bundle::ProfileInput { name: Some("kit".into()), author: Some("acme".into()), description: Some("A kit".into()) }.resolve().unwrap();
+    let profile = bundle::ProfileInput { name: Some("kit".into()), author: Some("acme".into()), description: Some("A kit".into()) }
+        .resolve()
+        .unwrap();
     let created = bundle::init(tmp.path(), &profile).unwrap();
     let dir = created.directory;
     assert!(dir.join(".github/workflows").is_dir());
@@ -297,7 +309,13 @@ fn bundle_commands_round_trip_in_directory_and_zip_form() {
 
     bundle::bump(&dir, "1.2.3").unwrap();
     assert_eq!(bundle::bump(&dir, "1.2").unwrap_err().exit_status(), 2);
-    let regenerated = bundle::regenerate(&dir, &bundle::ProfileInput { name: Some("kit2".into()), author: Some("bob".into()), description: Some("New".into()) }.resolve().unwrap()).unwrap();
+    let regenerated = bundle::regenerate(
+        &dir,
+        &bundle::ProfileInput { name: Some("kit2".into()), author: Some("bob".into()), description: Some("New".into()) }
+            .resolve()
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(regenerated.version, "1.2.3");
 
     let out = tmp.path().join("kit.difybndl");

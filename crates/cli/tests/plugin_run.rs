@@ -203,7 +203,9 @@ fn stdio_session_pipelines_invocations_and_shows_plugin_logs() {
     assert!(between.is_empty(), "lines of boom between its error and its end: {between:?}");
 
     // Storage through the mock works across invocations.
-    stdin.write_all(invoke("set", json!({"mode": "storage_set", "key": "color", "text": "blue"})).as_bytes()).unwrap();
+    stdin
+        .write_all(invoke("set", json!({"mode": "storage_set", "key": "color", "text": "blue"})).as_bytes())
+        .unwrap();
     let stored = out.until(STEP_TIMEOUT, "storage set", |l| is(l, "plugin_response", "set"));
     assert_eq!(stored["response"]["message"]["text"], "stored");
     out.until(STEP_TIMEOUT, "end of storage set", |l| is(l, "plugin_invoke_end", "set"));

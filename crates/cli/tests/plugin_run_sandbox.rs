@@ -83,8 +83,7 @@ fn plugin_run_applies_the_sandbox() {
         let line = until(id, STEP_TIMEOUT, &|l| l["type"] == "plugin_response" && l["invoke_id"] == id);
         line["response"]["message"]["json_object"]["results"].as_array().cloned().unwrap_or_else(|| panic!("{line}"))
     };
-    let reads =
-        json!([format!("/proc/{dify_pid}/environ"), format!("/proc/{dify_pid}/mem"), secret.display().to_string()]);
+    let reads = json!([format!("/proc/{dify_pid}/environ"), format!("/proc/{dify_pid}/mem"), secret.display().to_string()]);
     stdin.write_all(attack("read", "read", reads).as_bytes()).unwrap();
     let results = report("read");
     assert_eq!(results.len(), 3, "{results:#?}");

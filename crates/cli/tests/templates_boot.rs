@@ -39,8 +39,13 @@ fn generate(dir: &Path, name: &str, category: Category) -> std::path::PathBuf {
 fn packaged_and_extracted(dir: &Path, name: &str, category: Category) -> std::path::PathBuf {
     let source = generate(dir, name, category);
     let pkg = dir.join(format!("{name}.difypkg"));
-    package::run(&package::PackageOptions { plugin_path: source, output_path: Some(pkg.clone()), max_size_mb: 50, format: OutputFormat::Json })
-        .expect("package");
+    package::run(&package::PackageOptions {
+        plugin_path: source,
+        output_path: Some(pkg.clone()),
+        max_size_mb: 50,
+        format: OutputFormat::Json,
+    })
+    .expect("package");
     let decoded = dify_package::Package::from_bytes(std::fs::read(&pkg).unwrap(), &dify_package::DecodeLimits::default()).unwrap();
     let work = dir.join("work").join(name);
     decoded.extract_to(&work).expect("extract");

@@ -29,49 +29,23 @@ pub struct BlobAssembler {
 impl BlobAssembler {
     /// Feeds one message: `Ok(Some(_))` is a message to hand on (the input itself, or the merged
     /// blob when this chunk ended a file), `Ok(None)` a chunk that was buffered.
-    pub fn push(
-        &mut self,
-        message: ToolInvokeMessage,
-    ) -> Result<Option<ToolInvokeMessage>, ClientError> {
+    pub fn push(&mut self, message: ToolInvokeMessage) -> Result<Option<ToolInvokeMessage>, ClientError> {
         if message.message_type != "blob_chunk" {
             return Ok(Some(message));
         }
-        let malformed = |why: &str| ClientError::MalformedResponse {
-            url: String::new(),
-            message: format!("blob_chunk {why}"),
-        };
-        let id = message
-            .message
-            .get("id")
-            .and_then(Value::as_str)
-            .ok_or_else(|| malformed("without id"))?
-            .to_string();
-        let encoded = message
-            .message
-            .get("blob")
-            .and_then(Value::as_str)
-            .ok_or_else(|| malformed("without blob"))?;
-        let bytes = STANDARD
-            .decode(encoded)
-            .map_err(|err| malformed(&format!("with invalid base64: {err}")))?;
-        let end = message
-            .message
-            .get("end")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
+        let malformed = |why: &str| ClientError::MalformedResponse { url: String::new(), message: format!("blob_chunk {why}") };
+        let id = message.message.get("id").and_then(Value::as_str).ok_or_else(|| malformed("without id"))?.to_string();
+        let encoded = message.message.get("blob").and_then(Value::as_str).ok_or_else(|| malformed("without blob"))?;
+        let bytes = STANDARD.decode(encoded).map_err(|err| malformed(&format!("with invalid base64: {err}")))?;
+        let end = message.message.get("end").and_then(Value::as_bool).unwrap_or(false);
         if bytes.len() > MAX_BLOB_CHUNK_BYTES {
             self.files.remove(&id);
-            return Err(malformed(&format!(
-                "of {} bytes exceeds the {MAX_BLOB_CHUNK_BYTES}-byte limit",
-                bytes.len()
-            )));
+            return Err(malformed(&format!("of {} bytes exceeds the {MAX_BLOB_CHUNK_BYTES}-byte limit", bytes.len())));
         }
         let buffer = self.files.entry(id.clone()).or_default();
         if buffer.len() + bytes.len() > MAX_BLOB_FILE_BYTES {
             self.files.remove(&id);
-            return Err(malformed(&format!(
-                "file exceeds the {MAX_BLOB_FILE_BYTES}-byte limit"
-            )));
+            return Err(malformed(&format!("file exceeds the {MAX_BLOB_FILE_BYTES}-byte limit")));
         }
         buffer.extend_from_slice(&bytes);
         if !end {
@@ -88,24 +62,21 @@ impl BlobAssembler {
 
 /// Applies a [`BlobAssembler`] to a message stream; the stream ends after the first error.
 pub fn merge_blob_chunks(stream: ItemStream<ToolInvokeMessage>) -> ItemStream<ToolInvokeMessage> {
-    futures::stream::unfold(
-        (stream, BlobAssembler::default(), false),
-        |(mut stream, mut assembler, done)| async move {
-            if done {
-                return None;
-            }
-            loop {
-                match stream.next().await? {
-                    Ok(message) => match assembler.push(message) {
-                        Ok(Some(out)) => return Some((Ok(out), (stream, assembler, false))),
-                        Ok(None) => continue,
-                        Err(error) => return Some((Err(error), (stream, assembler, true))),
-                    },
+    futures::stream::unfold((stream, BlobAssembler::default(), false), |(mut stream, mut assembler, done)| async move {
+        if done {
+            return None;
+        }
+        loop {
+            match stream.next().await? {
+                Ok(message) => match assembler.push(message) {
+                    Ok(Some(out)) => return Some((Ok(out), (stream, assembler, false))),
+                    Ok(None) => continue,
                     Err(error) => return Some((Err(error), (stream, assembler, true))),
-                }
+                },
+                Err(error) => return Some((Err(error), (stream, assembler, true))),
             }
-        },
-    )
+        }
+    })
     .boxed()
 }
 
@@ -127,8 +98,7 @@ mod tests {
         let mut assembler = BlobAssembler::default();
         assert!(assembler.push(chunk("a", b"hel", false)).unwrap().is_none());
         assert!(assembler.push(chunk("b", b"xy", false)).unwrap().is_none());
-        let text: ToolInvokeMessage =
-            serde_json::from_value(json!({"type": "text", "message": {"text": "t"}})).unwrap();
+        let text: ToolInvokeMessage = serde_json::from_value(json!({"type": "text", "message": {"text": "t"}})).unwrap();
         assert_eq!(assembler.push(text.clone()).unwrap(), Some(text));
         let merged = assembler.push(chunk("a", b"lo", true)).unwrap().unwrap();
         assert_eq!(merged.message_type, "blob");
@@ -141,13 +111,8 @@ mod tests {
     #[test]
     fn oversized_or_malformed_chunks_fail() {
         let mut assembler = BlobAssembler::default();
-        assert!(assembler
-            .push(chunk("a", &[0u8; MAX_BLOB_CHUNK_BYTES + 1], false))
-            .is_err());
-        let bad: ToolInvokeMessage = serde_json::from_value(
-            json!({"type": "blob_chunk", "message": {"id": "a", "blob": "!!"}}),
-        )
-        .unwrap();
+        assert!(assembler.push(chunk("a", &[0u8; MAX_BLOB_CHUNK_BYTES + 1], false)).is_err());
+        let bad: ToolInvokeMessage = serde_json::from_value(json!({"type": "blob_chunk", "message": {"id": "a", "blob": "!!"}})).unwrap();
         assert!(assembler.push(bad).is_err());
     }
 
@@ -156,19 +121,12 @@ mod tests {
         let items = vec![
             Ok(chunk("f", b"ab", false)),
             Ok(chunk("f", b"cd", true)),
-            Err(ClientError::PluginDaemonInternalServerError {
-                message: "killed by timeout".into(),
-            }),
+            Err(ClientError::PluginDaemonInternalServerError { message: "killed by timeout".into() }),
             Ok(chunk("g", b"never", true)),
         ];
-        let merged: Vec<_> = merge_blob_chunks(futures::stream::iter(items).boxed())
-            .collect()
-            .await;
+        let merged: Vec<_> = merge_blob_chunks(futures::stream::iter(items).boxed()).collect().await;
         assert_eq!(merged.len(), 2);
-        assert_eq!(
-            merged[0].as_ref().unwrap().message["blob"],
-            STANDARD.encode(b"abcd")
-        );
+        assert_eq!(merged[0].as_ref().unwrap().message["blob"], STANDARD.encode(b"abcd"));
         assert!(merged[1].is_err());
     }
 }

@@ -24,11 +24,7 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy {
-            max_retries: 3,
-            base_delay: Duration::from_millis(200),
-            max_delay: Duration::from_secs(10),
-        }
+        RetryPolicy { max_retries: 3, base_delay: Duration::from_millis(200), max_delay: Duration::from_secs(10) }
     }
 }
 
@@ -57,11 +53,7 @@ impl Default for ClientConfig {
 
 impl ClientConfig {
     pub fn new(base_url: impl Into<String>, api_key: impl Into<String>) -> Self {
-        ClientConfig {
-            base_url: base_url.into(),
-            api_key: api_key.into(),
-            ..ClientConfig::default()
-        }
+        ClientConfig { base_url: base_url.into(), api_key: api_key.into(), ..ClientConfig::default() }
     }
 
     pub fn with_timeout(mut self, timeout: Duration) -> Self {

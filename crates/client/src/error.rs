@@ -27,10 +27,7 @@ pub enum ClientError {
     /// The plugin failed while handling an invocation. `inner` is the plugin's error when the
     /// daemon sent it as JSON; `description` is the raw inner text either way.
     #[error("PluginInvokeError: {}", describe_invoke(.inner, .description))]
-    PluginInvokeError {
-        inner: Option<Box<PluginInnerError>>,
-        description: String,
-    },
+    PluginInvokeError { inner: Option<Box<PluginInnerError>>, description: String },
 
     #[error("PluginDaemonBadRequestError: {message}")]
     PluginDaemonBadRequestError { message: String },
@@ -55,19 +52,11 @@ pub enum ClientError {
 
     /// An error envelope whose `error_type` this client does not know.
     #[error("got unknown error from plugin daemon: {error_type}: {message} (code {code})")]
-    UnknownDaemonError {
-        code: i64,
-        error_type: String,
-        message: String,
-    },
+    UnknownDaemonError { code: i64, error_type: String, message: String },
 
     /// A non-success HTTP status whose body is not a daemon envelope (4xx: client side, 5xx: server).
     #[error("HTTP {status} from {url}: {body}")]
-    HttpStatus {
-        status: u16,
-        url: String,
-        body: String,
-    },
+    HttpStatus { status: u16, url: String, body: String },
 
     /// The daemon answered with the router's "route not found": it does not serve this API.
     #[error("the daemon at {url} does not serve this route (route not found); is it a plugin daemon of a compatible version?")]
@@ -105,14 +94,10 @@ impl ClientError {
             ClientError::PluginUniqueIdentifierError { .. } => "PluginUniqueIdentifierError",
             ClientError::PluginPermissionDeniedError { .. } => "PluginPermissionDeniedError",
             ClientError::PluginDaemonUnauthorizedError { .. } => "PluginDaemonUnauthorizedError",
-            ClientError::PluginDaemonInternalServerError { .. } => {
-                "PluginDaemonInternalServerError"
-            }
+            ClientError::PluginDaemonInternalServerError { .. } => "PluginDaemonInternalServerError",
             ClientError::PluginNotFoundError { .. } => "PluginNotFoundError",
             ClientError::UnknownDaemonError { .. } => "UnknownDaemonError",
-            ClientError::HttpStatus { status, .. } if *status >= 500 => {
-                "PluginDaemonServerSideError"
-            }
+            ClientError::HttpStatus { status, .. } if *status >= 500 => "PluginDaemonServerSideError",
             ClientError::HttpStatus { .. } => "PluginDaemonClientSideError",
             ClientError::RouteNotFound { .. } => "RouteNotFound",
             ClientError::MalformedResponse { .. } => "MalformedResponse",
@@ -125,12 +110,7 @@ impl ClientError {
     pub(crate) fn from_error_envelope(code: i64, message: &str, url: &str) -> ClientError {
         let object: ErrorObject = match serde_json::from_str(message) {
             Ok(object) => object,
-            Err(_) => {
-                return ClientError::MalformedResponse {
-                    url: url.to_string(),
-                    message: format!("{message}, code: {code}"),
-                }
-            }
+            Err(_) => return ClientError::MalformedResponse { url: url.to_string(), message: format!("{message}, code: {code}") },
         };
         let message = object.message;
         match object.error_type.as_str() {
@@ -140,37 +120,27 @@ impl ClientError {
             "PluginDaemonNotFoundError" => ClientError::PluginDaemonNotFoundError { message },
             "PluginUniqueIdentifierError" => ClientError::PluginUniqueIdentifierError { message },
             "PluginPermissionDeniedError" => ClientError::PluginPermissionDeniedError { message },
-            "PluginDaemonUnauthorizedError" => {
-                ClientError::PluginDaemonUnauthorizedError { message }
-            }
-            "PluginDaemonInternalServerError" => {
-                ClientError::PluginDaemonInternalServerError { message }
-            }
+            "PluginDaemonUnauthorizedError" => ClientError::PluginDaemonUnauthorizedError { message },
+            "PluginDaemonInternalServerError" => ClientError::PluginDaemonInternalServerError { message },
             "PluginNotFoundError" => ClientError::PluginNotFoundError { message },
-            other => ClientError::UnknownDaemonError {
-                code,
-                error_type: other.to_string(),
-                message,
-            },
+            other => ClientError::UnknownDaemonError { code, error_type: other.to_string(), message },
         }
     }
 
     /// A `PluginInvokeError` whose message is itself the JSON of the plugin's error (§2.4).
     fn invoke_error(description: String) -> ClientError {
-        let inner = serde_json::from_str::<Value>(&description)
-            .ok()
-            .and_then(|value| {
-                let object = value.as_object()?;
-                Some(Box::new(PluginInnerError {
-                    error_type: object.get("error_type")?.as_str()?.to_string(),
-                    message: match object.get("message") {
-                        Some(Value::String(text)) => text.clone(),
-                        Some(other) => other.to_string(),
-                        None => String::new(),
-                    },
-                    args: object.get("args").cloned().unwrap_or(Value::Null),
-                }))
-            });
+        let inner = serde_json::from_str::<Value>(&description).ok().and_then(|value| {
+            let object = value.as_object()?;
+            Some(Box::new(PluginInnerError {
+                error_type: object.get("error_type")?.as_str()?.to_string(),
+                message: match object.get("message") {
+                    Some(Value::String(text)) => text.clone(),
+                    Some(other) => other.to_string(),
+                    None => String::new(),
+                },
+                args: object.get("args").cloned().unwrap_or(Value::Null),
+            }))
+        });
         ClientError::PluginInvokeError { inner, description }
     }
 }
@@ -186,14 +156,8 @@ mod tests {
             ("PluginDaemonNotFoundError", "PluginDaemonNotFoundError"),
             ("PluginUniqueIdentifierError", "PluginUniqueIdentifierError"),
             ("PluginPermissionDeniedError", "PluginPermissionDeniedError"),
-            (
-                "PluginDaemonUnauthorizedError",
-                "PluginDaemonUnauthorizedError",
-            ),
-            (
-                "PluginDaemonInternalServerError",
-                "PluginDaemonInternalServerError",
-            ),
+            ("PluginDaemonUnauthorizedError", "PluginDaemonUnauthorizedError"),
+            ("PluginDaemonInternalServerError", "PluginDaemonInternalServerError"),
             ("PluginNotFoundError", "PluginNotFoundError"),
             ("PluginDaemonInnerError", "PluginDaemonInnerError"),
             ("SomethingElse", "UnknownDaemonError"),
@@ -209,9 +173,7 @@ mod tests {
     fn invoke_error_keeps_plugin_inner_error() {
         let message = r#"{"message":"{\"args\":{},\"error_type\":\"InvokeRateLimitError\",\"message\":\"429 too many\"}","error_type":"PluginInvokeError","args":null}"#;
         match ClientError::from_error_envelope(-500, message, "u") {
-            ClientError::PluginInvokeError {
-                inner: Some(inner), ..
-            } => {
+            ClientError::PluginInvokeError { inner: Some(inner), .. } => {
                 assert_eq!(inner.error_type, "InvokeRateLimitError");
                 assert_eq!(inner.message, "429 too many");
                 assert_eq!(inner.args, serde_json::json!({}));
@@ -222,13 +184,9 @@ mod tests {
 
     #[test]
     fn invoke_error_with_plain_text_inner_message() {
-        let message =
-            r#"{"message":"runtime crashed","error_type":"PluginInvokeError","args":null}"#;
+        let message = r#"{"message":"runtime crashed","error_type":"PluginInvokeError","args":null}"#;
         match ClientError::from_error_envelope(-500, message, "u") {
-            ClientError::PluginInvokeError {
-                inner: None,
-                description,
-            } => {
+            ClientError::PluginInvokeError { inner: None, description } => {
                 assert_eq!(description, "runtime crashed")
             }
             other => panic!("unexpected {other:?}"),

@@ -14,11 +14,9 @@ use serde_json::Value;
 use crate::error::ClientError;
 use crate::transport::PluginDaemonClient;
 use crate::wire::{
-    BatchFetchPluginInstallationsRequest, FetchMissingPluginInstallationsRequest,
-    InstallPluginFromIdentifiersRequest, MissingPluginDependency, PluginBundleDependency,
-    PluginDecodeResponse, PluginEntity, PluginInstallTask, PluginInstallTaskStartResponse,
-    PluginInstallation, PluginListResponse, PluginReadmeResponse, UninstallPluginRequest,
-    UpgradePluginRequest,
+    BatchFetchPluginInstallationsRequest, FetchMissingPluginInstallationsRequest, InstallPluginFromIdentifiersRequest,
+    MissingPluginDependency, PluginBundleDependency, PluginDecodeResponse, PluginEntity, PluginInstallTask, PluginInstallTaskStartResponse,
+    PluginInstallation, PluginListResponse, PluginReadmeResponse, UninstallPluginRequest, UpgradePluginRequest,
 };
 
 /// Where installed plugins come from (`source` of install and upgrade).
@@ -26,9 +24,7 @@ pub const INSTALLATION_SOURCES: [&str; 4] = ["marketplace", "github", "package",
 
 fn management(tenant_id: &str, route: &str) -> Result<String, ClientError> {
     if tenant_id.is_empty() || tenant_id.contains(['/', '?', '#']) {
-        return Err(ClientError::Validation(format!(
-            "invalid tenant id `{tenant_id}`"
-        )));
+        return Err(ClientError::Validation(format!("invalid tenant id `{tenant_id}`")));
     }
     Ok(format!("plugin/{tenant_id}/management/{route}"))
 }
@@ -37,34 +33,23 @@ fn check_source(source: &str) -> Result<(), ClientError> {
     if INSTALLATION_SOURCES.contains(&source) {
         Ok(())
     } else {
-        Err(ClientError::Validation(format!(
-            "invalid installation source `{source}`: expected one of {}",
-            INSTALLATION_SOURCES.join(", ")
-        )))
+        Err(ClientError::Validation(format!("invalid installation source `{source}`: expected one of {}", INSTALLATION_SOURCES.join(", "))))
     }
 }
 
-fn package_form(
-    field: &'static str,
-    bytes: Vec<u8>,
-    verify_signature: bool,
-) -> Result<Form, ClientError> {
+fn package_form(field: &'static str, bytes: Vec<u8>, verify_signature: bool) -> Result<Form, ClientError> {
     let part = Part::bytes(bytes)
         .file_name(field)
         .mime_str("application/octet-stream")
         .map_err(|err| ClientError::Validation(err.to_string()))?;
-    Ok(Form::new().part(field, part).text(
-        "verify_signature",
-        if verify_signature { "true" } else { "false" },
-    ))
+    Ok(Form::new().part(field, part).text("verify_signature", if verify_signature { "true" } else { "false" }))
 }
 
 /// Parses an identifier; one the daemon would refuse (docs/http-api.md §A.1) is a validation error,
 /// reported before anything is sent.
 fn parse_identifier(identifier: &str) -> Result<PluginUniqueIdentifier, ClientError> {
-    PluginUniqueIdentifier::parse(identifier).map_err(|err| {
-        ClientError::Validation(format!("{err} (expected author/name:version@checksum)"))
-    })
+    PluginUniqueIdentifier::parse(identifier)
+        .map_err(|err| ClientError::Validation(format!("{err} (expected author/name:version@checksum)")))
 }
 
 fn parse_identifiers(identifiers: &[String]) -> Result<Vec<PluginUniqueIdentifier>, ClientError> {
@@ -77,10 +62,7 @@ fn pagination(page: u32, page_size: u32) -> Result<Vec<(&'static str, String)>, 
             "invalid page {page} / page size {page_size}: page starts at 1, page size is 1..=256"
         )));
     }
-    Ok(vec![
-        ("page", page.to_string()),
-        ("page_size", page_size.to_string()),
-    ])
+    Ok(vec![("page", page.to_string()), ("page_size", page_size.to_string())])
 }
 
 impl PluginDaemonClient {
@@ -92,11 +74,7 @@ impl PluginDaemonClient {
         verify_signature: bool,
     ) -> Result<PluginDecodeResponse, ClientError> {
         let path = management(tenant_id, "install/upload/package")?;
-        self.post_multipart(
-            &path,
-            package_form("dify_pkg", pkg_bytes, verify_signature)?,
-        )
-        .await
+        self.post_multipart(&path, package_form("dify_pkg", pkg_bytes, verify_signature)?).await
     }
 
     /// Uploads a `.difybndl`; returns its dependencies.
@@ -107,11 +85,7 @@ impl PluginDaemonClient {
         verify_signature: bool,
     ) -> Result<Vec<PluginBundleDependency>, ClientError> {
         let path = management(tenant_id, "install/upload/bundle")?;
-        self.post_multipart(
-            &path,
-            package_form("dify_bundle", bundle_bytes, verify_signature)?,
-        )
-        .await
+        self.post_multipart(&path, package_form("dify_bundle", bundle_bytes, verify_signature)?).await
     }
 
     /// Starts installing uploaded packages. `metas` must have one entry per identifier.
@@ -123,9 +97,7 @@ impl PluginDaemonClient {
         metas: &[Value],
     ) -> Result<PluginInstallTaskStartResponse, ClientError> {
         if identifiers.is_empty() {
-            return Err(ClientError::Validation(
-                "at least one plugin unique identifier is required".into(),
-            ));
+            return Err(ClientError::Validation("at least one plugin unique identifier is required".into()));
         }
         if identifiers.len() != metas.len() {
             return Err(ClientError::Validation(format!(
@@ -144,15 +116,8 @@ impl PluginDaemonClient {
         self.post_json(&path, &body, HeaderMap::new()).await
     }
 
-    pub async fn fetch_plugin_installation_task(
-        &self,
-        tenant_id: &str,
-        task_id: &str,
-    ) -> Result<PluginInstallTask, ClientError> {
-        let path = management(
-            tenant_id,
-            &format!("install/tasks/{}", path_segment(task_id)?),
-        )?;
+    pub async fn fetch_plugin_installation_task(&self, tenant_id: &str, task_id: &str) -> Result<PluginInstallTask, ClientError> {
+        let path = management(tenant_id, &format!("install/tasks/{}", path_segment(task_id)?))?;
         self.get(&path, &[]).await
     }
 
@@ -166,22 +131,12 @@ impl PluginDaemonClient {
         self.get(&path, &pagination(page, page_size)?).await
     }
 
-    pub async fn delete_plugin_installation_task(
-        &self,
-        tenant_id: &str,
-        task_id: &str,
-    ) -> Result<bool, ClientError> {
-        let path = management(
-            tenant_id,
-            &format!("install/tasks/{}/delete", path_segment(task_id)?),
-        )?;
+    pub async fn delete_plugin_installation_task(&self, tenant_id: &str, task_id: &str) -> Result<bool, ClientError> {
+        let path = management(tenant_id, &format!("install/tasks/{}/delete", path_segment(task_id)?))?;
         self.post_empty(&path).await
     }
 
-    pub async fn delete_all_plugin_installation_task_items(
-        &self,
-        tenant_id: &str,
-    ) -> Result<bool, ClientError> {
+    pub async fn delete_all_plugin_installation_task_items(&self, tenant_id: &str) -> Result<bool, ClientError> {
         let path = management(tenant_id, "install/tasks/delete_all")?;
         self.post_empty(&path).await
     }
@@ -194,13 +149,7 @@ impl PluginDaemonClient {
         identifier: &str,
     ) -> Result<bool, ClientError> {
         parse_identifier(identifier)?;
-        let path = management(
-            tenant_id,
-            &format!(
-                "install/tasks/{}/delete/{identifier}",
-                path_segment(task_id)?
-            ),
-        )?;
+        let path = management(tenant_id, &format!("install/tasks/{}/delete/{identifier}", path_segment(task_id)?))?;
         self.post_empty(&path).await
     }
 
@@ -210,28 +159,18 @@ impl PluginDaemonClient {
         tenant_id: &str,
         identifiers: &[String],
     ) -> Result<Vec<MissingPluginDependency>, ClientError> {
-        let body = FetchMissingPluginInstallationsRequest {
-            plugin_unique_identifiers: parse_identifiers(identifiers)?,
-        };
+        let body = FetchMissingPluginInstallationsRequest { plugin_unique_identifiers: parse_identifiers(identifiers)? };
         let path = management(tenant_id, "installation/missing")?;
         self.post_json(&path, &body, HeaderMap::new()).await
     }
 
     /// Removes an installation by its id (`installation_id` of [`PluginEntity`]).
-    pub async fn uninstall(
-        &self,
-        tenant_id: &str,
-        installation_id: &str,
-    ) -> Result<bool, ClientError> {
+    pub async fn uninstall(&self, tenant_id: &str, installation_id: &str) -> Result<bool, ClientError> {
         if installation_id.is_empty() {
-            return Err(ClientError::Validation(
-                "the plugin installation id is required".into(),
-            ));
+            return Err(ClientError::Validation("the plugin installation id is required".into()));
         }
         let path = management(tenant_id, "uninstall")?;
-        let body = UninstallPluginRequest {
-            plugin_installation_id: installation_id.to_string(),
-        };
+        let body = UninstallPluginRequest { plugin_installation_id: installation_id.to_string() };
         self.post_json(&path, &body, HeaderMap::new()).await
     }
 
@@ -260,9 +199,7 @@ impl PluginDaemonClient {
         plugin_ids: &[String],
     ) -> Result<Vec<PluginInstallation>, ClientError> {
         let path = management(tenant_id, "installation/fetch/batch")?;
-        let body = BatchFetchPluginInstallationsRequest {
-            plugin_ids: plugin_ids.to_vec(),
-        };
+        let body = BatchFetchPluginInstallationsRequest { plugin_ids: plugin_ids.to_vec() };
         self.post_json(&path, &body, HeaderMap::new()).await
     }
 
@@ -271,32 +208,16 @@ impl PluginDaemonClient {
         Ok(self.list_plugins_with_total(tenant_id, 1, 256).await?.list)
     }
 
-    pub async fn list_plugins_with_total(
-        &self,
-        tenant_id: &str,
-        page: u32,
-        page_size: u32,
-    ) -> Result<PluginListResponse, ClientError> {
+    pub async fn list_plugins_with_total(&self, tenant_id: &str, page: u32, page_size: u32) -> Result<PluginListResponse, ClientError> {
         let path = management(tenant_id, "list")?;
         let mut query = pagination(page, page_size)?;
         query.push(("response_type", "paged".to_string()));
         self.get(&path, &query).await
     }
 
-    pub async fn fetch_plugin_manifest(
-        &self,
-        tenant_id: &str,
-        plugin_unique_identifier: &str,
-    ) -> Result<PluginDeclaration, ClientError> {
+    pub async fn fetch_plugin_manifest(&self, tenant_id: &str, plugin_unique_identifier: &str) -> Result<PluginDeclaration, ClientError> {
         let path = management(tenant_id, "fetch/manifest")?;
-        self.get(
-            &path,
-            &[(
-                "plugin_unique_identifier",
-                plugin_unique_identifier.to_string(),
-            )],
-        )
-        .await
+        self.get(&path, &[("plugin_unique_identifier", plugin_unique_identifier.to_string())]).await
     }
 
     pub async fn decode_plugin_from_identifier(
@@ -305,14 +226,7 @@ impl PluginDaemonClient {
         plugin_unique_identifier: &str,
     ) -> Result<PluginDecodeResponse, ClientError> {
         let path = management(tenant_id, "decode/from_identifier")?;
-        self.get(
-            &path,
-            &[(
-                "plugin_unique_identifier",
-                plugin_unique_identifier.to_string(),
-            )],
-        )
-        .await
+        self.get(&path, &[("plugin_unique_identifier", plugin_unique_identifier.to_string())]).await
     }
 
     /// The readme in `language` (or the daemon's fallback language); an empty string when the
@@ -326,10 +240,7 @@ impl PluginDaemonClient {
         let path = management(tenant_id, "fetch/readme")?;
         let query = [
             ("tenant_id", tenant_id.to_string()),
-            (
-                "plugin_unique_identifier",
-                plugin_unique_identifier.to_string(),
-            ),
+            ("plugin_unique_identifier", plugin_unique_identifier.to_string()),
             ("language", language.to_string()),
         ];
         match self.get::<PluginReadmeResponse>(&path, &query).await {
@@ -341,17 +252,9 @@ impl PluginDaemonClient {
     }
 
     /// Whether some tenant has this exact package installed.
-    pub async fn fetch_plugin_by_identifier(
-        &self,
-        tenant_id: &str,
-        identifier: &str,
-    ) -> Result<bool, ClientError> {
+    pub async fn fetch_plugin_by_identifier(&self, tenant_id: &str, identifier: &str) -> Result<bool, ClientError> {
         let path = management(tenant_id, "fetch/identifier")?;
-        self.get(
-            &path,
-            &[("plugin_unique_identifier", identifier.to_string())],
-        )
-        .await
+        self.get(&path, &[("plugin_unique_identifier", identifier.to_string())]).await
     }
 
     /// Polls an install task until it is `success` or `failed`, calling `on_update` with each
@@ -366,9 +269,7 @@ impl PluginDaemonClient {
     ) -> Result<PluginInstallTask, ClientError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let task = self
-                .fetch_plugin_installation_task(tenant_id, task_id)
-                .await?;
+            let task = self.fetch_plugin_installation_task(tenant_id, task_id).await?;
             on_update(&task);
             if task.status.is_finished() {
                 return Ok(task);
@@ -388,9 +289,7 @@ impl PluginDaemonClient {
 /// A task id goes into the path as one segment.
 fn path_segment(value: &str) -> Result<&str, ClientError> {
     if value.is_empty() || value.contains(['/', '?', '#']) {
-        return Err(ClientError::Validation(format!(
-            "invalid task id `{value}`"
-        )));
+        return Err(ClientError::Validation(format!("invalid task id `{value}`")));
     }
     Ok(value)
 }

@@ -16,14 +16,10 @@ impl PluginDaemonClient {
         limit: Option<u32>,
     ) -> Result<PluginLogsResponse, ClientError> {
         if tenant_id.is_empty() || tenant_id.contains(['/', '?', '#']) {
-            return Err(ClientError::Validation(format!(
-                "invalid tenant id `{tenant_id}`"
-            )));
+            return Err(ClientError::Validation(format!("invalid tenant id `{tenant_id}`")));
         }
         if !plugin_id.contains('/') {
-            return Err(ClientError::Validation(format!(
-                "invalid plugin id `{plugin_id}`: expected author/name"
-            )));
+            return Err(ClientError::Validation(format!("invalid plugin id `{plugin_id}`: expected author/name")));
         }
         let mut query = vec![("plugin_id", plugin_id.to_string())];
         if after > 0 {
@@ -32,7 +28,6 @@ impl PluginDaemonClient {
         if let Some(limit) = limit {
             query.push(("limit", limit.to_string()));
         }
-        self.get(&format!("plugin/{tenant_id}/management/logs"), &query)
-            .await
+        self.get(&format!("plugin/{tenant_id}/management/logs"), &query).await
     }
 }

@@ -25,15 +25,8 @@ impl ParameterRule {
     /// Reads a rule from a declared parameter object (`{name, type, required, default, options}`).
     pub fn from_declaration(parameter: &Value) -> Option<ParameterRule> {
         let name = parameter.get("name")?.as_str()?.to_string();
-        let kind = parameter
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or("string")
-            .to_string();
-        let required = parameter
-            .get("required")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
+        let kind = parameter.get("type").and_then(Value::as_str).unwrap_or("string").to_string();
+        let required = parameter.get("required").and_then(Value::as_bool).unwrap_or(false);
         let default = parameter.get("default").filter(|v| !v.is_null()).cloned();
         let options = parameter
             .get("options")
@@ -48,23 +41,14 @@ impl ParameterRule {
                     .collect()
             })
             .unwrap_or_default();
-        Some(ParameterRule {
-            name,
-            kind,
-            required,
-            default,
-            options,
-        })
+        Some(ParameterRule { name, kind, required, default, options })
     }
 }
 
 /// Casts `given` by `rules`. Missing parameters take their default; a missing required parameter
 /// without default is an error. Parameters not declared are passed through unchanged. Every
 /// problem is reported at once.
-pub fn cast_tool_parameters(
-    rules: &[ParameterRule],
-    given: &Map<String, Value>,
-) -> Result<Map<String, Value>, ClientError> {
+pub fn cast_tool_parameters(rules: &[ParameterRule], given: &Map<String, Value>) -> Result<Map<String, Value>, ClientError> {
     let mut problems = Vec::new();
     let mut cast = Map::new();
     for rule in rules {
@@ -113,10 +97,7 @@ fn cast_value(rule: &ParameterRule, value: Value) -> Result<Value, String> {
             let text = as_string(value)?;
             let chosen = text.as_str().unwrap_or_default();
             if !rule.options.is_empty() && !rule.options.iter().any(|option| option == chosen) {
-                return Err(format!(
-                    "`{chosen}` is not one of the options [{}]",
-                    rule.options.join(", ")
-                ));
+                return Err(format!("`{chosen}` is not one of the options [{}]", rule.options.join(", ")));
             }
             Ok(text)
         }
@@ -131,10 +112,7 @@ fn cast_value(rule: &ParameterRule, value: Value) -> Result<Value, String> {
         "files" | "system-files" => match value {
             Value::Array(_) => Ok(value),
             Value::Object(_) | Value::String(_) => Ok(Value::Array(vec![value])),
-            other => Err(format!(
-                "expects a list of files, got {}",
-                type_name(&other)
-            )),
+            other => Err(format!("expects a list of files, got {}", type_name(&other))),
         },
         "array" => match value {
             Value::Array(_) => Ok(value),
@@ -177,9 +155,7 @@ fn as_number(value: Value) -> Result<Value, String> {
             } else {
                 trimmed.parse::<i64>().ok().map(Number::from)
             };
-            parsed
-                .map(Value::Number)
-                .ok_or_else(|| format!("`{text}` is not a number"))
+            parsed.map(Value::Number).ok_or_else(|| format!("`{text}` is not a number"))
         }
         other => Err(format!("expects a number, got {}", type_name(&other))),
     }
@@ -191,9 +167,7 @@ fn as_boolean(value: Value) -> Result<Value, String> {
         Value::String(text) => match text.to_ascii_lowercase().as_str() {
             "true" | "yes" | "y" | "1" => Ok(Value::Bool(true)),
             "false" | "no" | "n" | "0" => Ok(Value::Bool(false)),
-            _ => Err(format!(
-                "`{text}` is not a boolean (true/false, yes/no, 1/0)"
-            )),
+            _ => Err(format!("`{text}` is not a boolean (true/false, yes/no, 1/0)")),
         },
         Value::Number(number) => match number.as_f64() {
             Some(0.0) => Ok(Value::Bool(false)),
@@ -230,12 +204,7 @@ mod tests {
             {"name": "doc", "type": "file"},
             {"name": "docs", "type": "files"}
         ]);
-        declared
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(ParameterRule::from_declaration)
-            .collect()
+        declared.as_array().unwrap().iter().filter_map(ParameterRule::from_declaration).collect()
     }
 
     fn object(value: Value) -> Map<String, Value> {
@@ -261,21 +230,16 @@ mod tests {
 
     #[test]
     fn numbers_from_strings() {
-        let cast =
-            cast_tool_parameters(&rules(), &object(json!({"text": "t", "count": "2.5"}))).unwrap();
+        let cast = cast_tool_parameters(&rules(), &object(json!({"text": "t", "count": "2.5"}))).unwrap();
         assert_eq!(cast["count"], 2.5);
-        let cast =
-            cast_tool_parameters(&rules(), &object(json!({"text": "t", "count": "7"}))).unwrap();
+        let cast = cast_tool_parameters(&rules(), &object(json!({"text": "t", "count": "7"}))).unwrap();
         assert_eq!(cast["count"], 7);
     }
 
     #[test]
     fn reports_every_problem() {
-        let error = cast_tool_parameters(
-            &rules(),
-            &object(json!({"count": "many", "loud": "perhaps", "mode": "medium", "doc": [{}, {}]})),
-        )
-        .unwrap_err();
+        let error = cast_tool_parameters(&rules(), &object(json!({"count": "many", "loud": "perhaps", "mode": "medium", "doc": [{}, {}]})))
+            .unwrap_err();
         let text = error.to_string();
         for expected in [
             "`text` is required",
@@ -291,8 +255,6 @@ mod tests {
     #[test]
     fn string_rejects_objects() {
         let error = cast_tool_parameters(&rules(), &object(json!({"text": {"a": 1}}))).unwrap_err();
-        assert!(error
-            .to_string()
-            .contains("expects a string, got an object"));
+        assert!(error.to_string().contains("expects a string, got an object"));
     }
 }

@@ -17,10 +17,7 @@ pub struct ToolProviderId {
 }
 
 fn is_segment(text: &str) -> bool {
-    !text.is_empty()
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 impl ToolProviderId {
@@ -28,11 +25,9 @@ impl ToolProviderId {
     pub fn parse(value: &str) -> Result<Self, ClientError> {
         let parts: Vec<&str> = value.split('/').collect();
         match parts.as_slice() {
-            [org, plugin, provider] if [org, plugin, provider].iter().all(|p| is_segment(p)) => Ok(ToolProviderId {
-                organization: org.to_string(),
-                plugin_name: plugin.to_string(),
-                provider_name: provider.to_string(),
-            }),
+            [org, plugin, provider] if [org, plugin, provider].iter().all(|p| is_segment(p)) => {
+                Ok(ToolProviderId { organization: org.to_string(), plugin_name: plugin.to_string(), provider_name: provider.to_string() })
+            }
             [name] if is_segment(name) => Ok(ToolProviderId {
                 organization: "langgenius".to_string(),
                 plugin_name: name.to_string(),
@@ -52,11 +47,7 @@ impl ToolProviderId {
 
 impl fmt::Display for ToolProviderId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}/{}/{}",
-            self.organization, self.plugin_name, self.provider_name
-        )
+        write!(f, "{}/{}/{}", self.organization, self.plugin_name, self.provider_name)
     }
 }
 

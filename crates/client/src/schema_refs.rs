@@ -29,9 +29,7 @@ impl Default for SchemaRegistry {
 impl SchemaRegistry {
     /// The schemas Dify ships: currently the v1 file object.
     pub fn builtin() -> Self {
-        let mut registry = SchemaRegistry {
-            schemas: HashMap::new(),
-        };
+        let mut registry = SchemaRegistry { schemas: HashMap::new() };
         let text = |description: &str| json!({"type": "string", "description": description});
         registry.insert(
             "https://dify.ai/schemas/v1/file.json",
@@ -72,15 +70,13 @@ impl SchemaRegistry {
 }
 
 fn is_dify_ref(uri: &str) -> bool {
-    uri.strip_prefix(DIFY_SCHEMA_PREFIX)
-        .and_then(|rest| rest.split_once('/'))
-        .is_some_and(|(version, name)| {
-            version.len() > 1
-                && version.starts_with('v')
-                && version[1..].bytes().all(|b| b.is_ascii_digit())
-                && name.len() > ".json".len()
-                && name.ends_with(".json")
-        })
+    uri.strip_prefix(DIFY_SCHEMA_PREFIX).and_then(|rest| rest.split_once('/')).is_some_and(|(version, name)| {
+        version.len() > 1
+            && version.starts_with('v')
+            && version[1..].bytes().all(|b| b.is_ascii_digit())
+            && name.len() > ".json".len()
+            && name.ends_with(".json")
+    })
 }
 
 /// Replaces every Dify `$ref` in `schema` by the referenced schema, recursively.
@@ -117,13 +113,7 @@ fn walk(value: &mut Value, registry: &SchemaRegistry, path: &mut Vec<String>, de
     }
 }
 
-fn expand(
-    value: &mut Value,
-    uri: &str,
-    registry: &SchemaRegistry,
-    path: &mut Vec<String>,
-    depth: usize,
-) {
+fn expand(value: &mut Value, uri: &str, registry: &SchemaRegistry, path: &mut Vec<String>, depth: usize) {
     if path.iter().any(|seen| seen == uri) {
         if let Value::Object(map) = value {
             map.insert("$circular_ref".to_string(), Value::Bool(true));
@@ -140,10 +130,7 @@ fn expand(
 }
 
 /// Convenience for a declaration object: resolves `output_schema` of each tool in `tools`.
-pub(crate) fn resolve_tool_output_schemas(
-    declaration: &mut Map<String, Value>,
-    registry: &SchemaRegistry,
-) {
+pub(crate) fn resolve_tool_output_schemas(declaration: &mut Map<String, Value>, registry: &SchemaRegistry) {
     if let Some(Value::Array(tools)) = declaration.get_mut("tools") {
         for tool in tools {
             if let Some(schema) = tool.get_mut("output_schema") {
@@ -170,14 +157,8 @@ mod tests {
         resolve_schema_refs(&mut schema, &SchemaRegistry::builtin());
         assert_eq!(schema["properties"]["report"]["type"], "object");
         assert_eq!(schema["properties"]["report"]["required"], json!(["name"]));
-        assert_eq!(
-            schema["properties"]["list"]["items"]["properties"]["url"]["type"],
-            "string"
-        );
-        assert_eq!(
-            schema["properties"]["other"],
-            json!({"$ref": "#/definitions/local"})
-        );
+        assert_eq!(schema["properties"]["list"]["items"]["properties"]["url"]["type"], "string");
+        assert_eq!(schema["properties"]["other"], json!({"$ref": "#/definitions/local"}));
         assert!(schema["properties"]["report"].get("$ref").is_none());
     }
 
@@ -188,12 +169,10 @@ mod tests {
             "https://dify.ai/schemas/v1/loop.json",
             json!({"$id": "x", "type": "object", "properties": {"next": {"$ref": "https://dify.ai/schemas/v1/loop.json"}}}),
         );
-        let mut schema = json!({"a": {"$ref": "https://dify.ai/schemas/v9/missing.json"}, "b": {"$ref": "https://dify.ai/schemas/v1/loop.json"}});
+        let mut schema =
+            json!({"a": {"$ref": "https://dify.ai/schemas/v9/missing.json"}, "b": {"$ref": "https://dify.ai/schemas/v1/loop.json"}});
         resolve_schema_refs(&mut schema, &registry);
-        assert_eq!(
-            schema["a"],
-            json!({"$ref": "https://dify.ai/schemas/v9/missing.json"})
-        );
+        assert_eq!(schema["a"], json!({"$ref": "https://dify.ai/schemas/v9/missing.json"}));
         assert!(schema["b"].get("$id").is_none());
         assert_eq!(schema["b"]["properties"]["next"]["$circular_ref"], true);
     }

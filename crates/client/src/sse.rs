@@ -68,10 +68,7 @@ impl SseLineDecoder {
 fn payload_of(line: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(line);
     let text = text.trim();
-    let text = text
-        .strip_prefix("data:")
-        .map(str::trim_start)
-        .unwrap_or(text);
+    let text = text.strip_prefix("data:").map(str::trim_start).unwrap_or(text);
     if text.is_empty() {
         None
     } else {
@@ -98,9 +95,7 @@ mod tests {
     #[test]
     fn accepts_bare_json_and_crlf_and_unterminated_tail() {
         let mut decoder = SseLineDecoder::new();
-        decoder
-            .push(b"{\"code\":-401}\r\n\r\ndata:{\"x\":1}")
-            .unwrap();
+        decoder.push(b"{\"code\":-401}\r\n\r\ndata:{\"x\":1}").unwrap();
         assert_eq!(decoder.next_payload().as_deref(), Some("{\"code\":-401}"));
         assert_eq!(decoder.next_payload(), None);
         assert_eq!(decoder.finish().as_deref(), Some("{\"x\":1}"));

@@ -14,9 +14,7 @@ use crate::parameters::{cast_tool_parameters, ParameterRule};
 use crate::provider_id::ToolProviderId;
 use crate::schema_refs::{resolve_tool_output_schemas, SchemaRegistry};
 use crate::transport::{ItemStream, PluginDaemonClient};
-use crate::wire::{
-    CheckToolExistenceRequest, PluginToolProviderEntity, ToolInvokeMessage, ToolProviderRef,
-};
+use crate::wire::{CheckToolExistenceRequest, PluginToolProviderEntity, ToolInvokeMessage, ToolProviderRef};
 
 /// Everything `dispatch/tool/invoke` carries besides the tenant.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,24 +50,14 @@ impl ToolInvocation {
 
 fn tenant_path(tenant_id: &str, route: &str) -> Result<String, ClientError> {
     if tenant_id.is_empty() || tenant_id.contains(['/', '?', '#']) {
-        return Err(ClientError::Validation(format!(
-            "invalid tenant id `{tenant_id}`"
-        )));
+        return Err(ClientError::Validation(format!("invalid tenant id `{tenant_id}`")));
     }
     Ok(format!("plugin/{tenant_id}/{route}"))
 }
 
 /// Applies Dify's provider transformer to one raw provider object and decodes it.
-fn transform_provider(
-    mut raw: Value,
-    registry: &SchemaRegistry,
-    url: &str,
-) -> Result<PluginToolProviderEntity, ClientError> {
-    let plugin_id = raw
-        .get("plugin_id")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+fn transform_provider(mut raw: Value, registry: &SchemaRegistry, url: &str) -> Result<PluginToolProviderEntity, ClientError> {
+    let plugin_id = raw.get("plugin_id").and_then(Value::as_str).unwrap_or_default().to_string();
     if let Some(Value::Object(declaration)) = raw.get_mut("declaration") {
         resolve_tool_output_schemas(declaration, registry);
         if let Some(Value::Object(identity)) = declaration.get_mut("identity") {
@@ -78,58 +66,33 @@ fn transform_provider(
             }
         }
     }
-    serde_json::from_value(raw).map_err(|err| ClientError::MalformedResponse {
-        url: url.to_string(),
-        message: format!("unexpected tool provider shape: {err}"),
-    })
+    serde_json::from_value(raw)
+        .map_err(|err| ClientError::MalformedResponse { url: url.to_string(), message: format!("unexpected tool provider shape: {err}") })
 }
 
 impl PluginDaemonClient {
     /// Every tool provider of the tenant, named `plugin_id/provider`, with `$ref`s expanded.
-    pub async fn fetch_tool_providers(
-        &self,
-        tenant_id: &str,
-    ) -> Result<Vec<PluginToolProviderEntity>, ClientError> {
+    pub async fn fetch_tool_providers(&self, tenant_id: &str) -> Result<Vec<PluginToolProviderEntity>, ClientError> {
         let path = tenant_path(tenant_id, "management/tools")?;
-        let raw: Vec<Value> = self
-            .get(
-                &path,
-                &[("page", "1".to_string()), ("page_size", "256".to_string())],
-            )
-            .await?;
+        let raw: Vec<Value> = self.get(&path, &[("page", "1".to_string()), ("page_size", "256".to_string())]).await?;
         let registry = SchemaRegistry::builtin();
         let url = self.url(&path);
-        raw.into_iter()
-            .map(|provider| transform_provider(provider, &registry, &url))
-            .collect()
+        raw.into_iter().map(|provider| transform_provider(provider, &registry, &url)).collect()
     }
 
     /// One tool provider by `author/plugin/provider` (or a bare builtin name).
-    pub async fn fetch_tool_provider(
-        &self,
-        tenant_id: &str,
-        provider: &str,
-    ) -> Result<PluginToolProviderEntity, ClientError> {
+    pub async fn fetch_tool_provider(&self, tenant_id: &str, provider: &str) -> Result<PluginToolProviderEntity, ClientError> {
         let id = ToolProviderId::parse(provider)?;
         let path = tenant_path(tenant_id, "management/tool")?;
-        let query = [
-            ("provider", id.provider_name.clone()),
-            ("plugin_id", id.plugin_id()),
-        ];
+        let query = [("provider", id.provider_name.clone()), ("plugin_id", id.plugin_id())];
         let raw: Value = self.get(&path, &query).await?;
         transform_provider(raw, &SchemaRegistry::builtin(), &self.url(&path))
     }
 
     /// Whether each `{plugin_id, provider_name}` exists, in input order.
-    pub async fn check_tools_existence(
-        &self,
-        tenant_id: &str,
-        provider_ids: &[ToolProviderRef],
-    ) -> Result<Vec<bool>, ClientError> {
+    pub async fn check_tools_existence(&self, tenant_id: &str, provider_ids: &[ToolProviderRef]) -> Result<Vec<bool>, ClientError> {
         let path = tenant_path(tenant_id, "management/tools/check_existence")?;
-        let body = CheckToolExistenceRequest {
-            provider_ids: provider_ids.to_vec(),
-        };
+        let body = CheckToolExistenceRequest { provider_ids: provider_ids.to_vec() };
         self.post_json(&path, &body, HeaderMap::new()).await
     }
 
@@ -151,34 +114,18 @@ impl PluginDaemonClient {
     }
 
     /// [`Self::invoke`] with every field of the request.
-    pub async fn invoke_tool(
-        &self,
-        tenant_id: &str,
-        mut invocation: ToolInvocation,
-    ) -> Result<ItemStream<ToolInvokeMessage>, ClientError> {
+    pub async fn invoke_tool(&self, tenant_id: &str, mut invocation: ToolInvocation) -> Result<ItemStream<ToolInvokeMessage>, ClientError> {
         ToolProviderId::parse(&invocation.tool_provider)?;
-        let provider = self
-            .fetch_tool_provider(tenant_id, &invocation.tool_provider)
-            .await?;
-        let tool = provider
-            .declaration
-            .tools
-            .iter()
-            .find(|tool| tool.identity.name == invocation.tool_name)
-            .ok_or_else(|| {
-                let known: Vec<&str> = provider
-                    .declaration
-                    .tools
-                    .iter()
-                    .map(|t| t.identity.name.as_str())
-                    .collect();
-                ClientError::Validation(format!(
-                    "provider `{}` has no tool `{}` (tools: {})",
-                    invocation.tool_provider,
-                    invocation.tool_name,
-                    known.join(", ")
-                ))
-            })?;
+        let provider = self.fetch_tool_provider(tenant_id, &invocation.tool_provider).await?;
+        let tool = provider.declaration.tools.iter().find(|tool| tool.identity.name == invocation.tool_name).ok_or_else(|| {
+            let known: Vec<&str> = provider.declaration.tools.iter().map(|t| t.identity.name.as_str()).collect();
+            ClientError::Validation(format!(
+                "provider `{}` has no tool `{}` (tools: {})",
+                invocation.tool_provider,
+                invocation.tool_name,
+                known.join(", ")
+            ))
+        })?;
         let rules: Vec<ParameterRule> = tool
             .parameters
             .iter()
@@ -212,13 +159,10 @@ impl PluginDaemonClient {
             }
         });
         let mut headers = HeaderMap::new();
-        let plugin_id = HeaderValue::from_str(&id.plugin_id()).map_err(|_| {
-            ClientError::Validation(format!("invalid plugin id `{}`", id.plugin_id()))
-        })?;
+        let plugin_id = HeaderValue::from_str(&id.plugin_id())
+            .map_err(|_| ClientError::Validation(format!("invalid plugin id `{}`", id.plugin_id())))?;
         headers.insert("X-Plugin-ID", plugin_id);
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        Ok(merge_blob_chunks(
-            self.post_stream(&path, &body, headers).await?,
-        ))
+        Ok(merge_blob_chunks(self.post_stream(&path, &body, headers).await?))
     }
 }

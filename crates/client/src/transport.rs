@@ -37,9 +37,7 @@ impl PluginDaemonClient {
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(30)))
             .build()
-            .map_err(|err| ClientError::PluginDaemonInnerError {
-                message: format!("cannot build the HTTP client: {err}"),
-            })?;
+            .map_err(|err| ClientError::PluginDaemonInnerError { message: format!("cannot build the HTTP client: {err}") })?;
         Ok(PluginDaemonClient { http, config })
     }
 
@@ -48,25 +46,15 @@ impl PluginDaemonClient {
     }
 
     pub(crate) fn url(&self, path: &str) -> String {
-        format!(
-            "{}/{}",
-            self.config.base_url.trim_end_matches('/'),
-            path.trim_start_matches('/')
-        )
+        format!("{}/{}", self.config.base_url.trim_end_matches('/'), path.trim_start_matches('/'))
     }
 
     fn request(&self, method: Method, url: &str) -> RequestBuilder {
-        self.http
-            .request(method, url)
-            .header("X-Api-Key", &self.config.api_key)
+        self.http.request(method, url).header("X-Api-Key", &self.config.api_key)
     }
 
     /// GET with query parameters; retried on connect errors and HTTP 429/503.
-    pub(crate) async fn get<T: DeserializeOwned>(
-        &self,
-        path: &str,
-        query: &[(&str, String)],
-    ) -> Result<T, ClientError> {
+    pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<T, ClientError> {
         let url = self.url(path);
         let policy = &self.config.retry;
         let mut attempt: u32 = 0;
@@ -79,15 +67,9 @@ impl PluginDaemonClient {
                 }
                 Err(err) => return Err(transport_error(&url, err)),
                 Ok(response)
-                    if retries_left
-                        && matches!(
-                            response.status(),
-                            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-                        ) =>
+                    if retries_left && matches!(response.status(), StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) =>
                 {
-                    let wait = retry_after(response.headers())
-                        .unwrap_or_else(|| self.backoff(attempt))
-                        .min(policy.max_delay);
+                    let wait = retry_after(response.headers()).unwrap_or_else(|| self.backoff(attempt)).min(policy.max_delay);
                     drop(response);
                     tokio::time::sleep(wait).await;
                 }
@@ -99,10 +81,7 @@ impl PluginDaemonClient {
 
     fn backoff(&self, attempt: u32) -> Duration {
         let policy = &self.config.retry;
-        policy
-            .base_delay
-            .saturating_mul(1u32 << attempt.min(16))
-            .min(policy.max_delay)
+        policy.base_delay.saturating_mul(1u32 << attempt.min(16)).min(policy.max_delay)
     }
 
     /// POST with a JSON body; never retried (it may not be idempotent).
@@ -124,32 +103,16 @@ impl PluginDaemonClient {
     }
 
     /// POST without a body.
-    pub(crate) async fn post_empty<T: DeserializeOwned>(
-        &self,
-        path: &str,
-    ) -> Result<T, ClientError> {
+    pub(crate) async fn post_empty<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let url = self.url(path);
-        let response = self
-            .request(Method::POST, &url)
-            .send()
-            .await
-            .map_err(|err| transport_error(&url, err))?;
+        let response = self.request(Method::POST, &url).send().await.map_err(|err| transport_error(&url, err))?;
         decode_envelope(response, &url).await
     }
 
     /// POST a multipart form (package uploads).
-    pub(crate) async fn post_multipart<T: DeserializeOwned>(
-        &self,
-        path: &str,
-        form: reqwest::multipart::Form,
-    ) -> Result<T, ClientError> {
+    pub(crate) async fn post_multipart<T: DeserializeOwned>(&self, path: &str, form: reqwest::multipart::Form) -> Result<T, ClientError> {
         let url = self.url(path);
-        let response = self
-            .request(Method::POST, &url)
-            .multipart(form)
-            .send()
-            .await
-            .map_err(|err| transport_error(&url, err))?;
+        let response = self.request(Method::POST, &url).multipart(form).send().await.map_err(|err| transport_error(&url, err))?;
         decode_envelope(response, &url).await
     }
 
@@ -193,74 +156,47 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// Reads a whole response and decodes its envelope.
-async fn decode_envelope<T: DeserializeOwned>(
-    response: Response,
-    url: &str,
-) -> Result<T, ClientError> {
+async fn decode_envelope<T: DeserializeOwned>(response: Response, url: &str) -> Result<T, ClientError> {
     let status = response.status();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|err| transport_error(url, err))?;
+    let body = response.bytes().await.map_err(|err| transport_error(url, err))?;
     decode_envelope_body(status, &body, url)
 }
 
 /// Decodes one response body. An error envelope wins over the HTTP status (the 401 of the auth
 /// middleware carries a typed error); a non-envelope body falls back to the status.
-pub(crate) fn decode_envelope_body<T: DeserializeOwned>(
-    status: StatusCode,
-    body: &[u8],
-    url: &str,
-) -> Result<T, ClientError> {
+pub(crate) fn decode_envelope_body<T: DeserializeOwned>(status: StatusCode, body: &[u8], url: &str) -> Result<T, ClientError> {
     let envelope: Envelope<Value> = match serde_json::from_slice(body) {
         Ok(envelope) => envelope,
         Err(err) => return Err(non_envelope_error(status, body, url, &err.to_string())),
     };
     if envelope.code != 0 {
-        return Err(ClientError::from_error_envelope(
-            envelope.code,
-            &envelope.message,
-            url,
-        ));
+        return Err(ClientError::from_error_envelope(envelope.code, &envelope.message, url));
     }
     if !status.is_success() {
         return Err(http_status_error(status, body, url));
     }
     match envelope.data {
-        None | Some(Value::Null) => Err(ClientError::MalformedResponse {
-            url: url.to_string(),
-            message: "got empty data from plugin daemon".to_string(),
-        }),
-        Some(data) => serde_json::from_value(data).map_err(|err| ClientError::MalformedResponse {
-            url: url.to_string(),
-            message: format!("unexpected response shape: {err}"),
-        }),
+        None | Some(Value::Null) => {
+            Err(ClientError::MalformedResponse { url: url.to_string(), message: "got empty data from plugin daemon".to_string() })
+        }
+        Some(data) => serde_json::from_value(data)
+            .map_err(|err| ClientError::MalformedResponse { url: url.to_string(), message: format!("unexpected response shape: {err}") }),
     }
 }
 
-fn non_envelope_error(
-    status: StatusCode,
-    body: &[u8],
-    url: &str,
-    parse_error: &str,
-) -> ClientError {
+fn non_envelope_error(status: StatusCode, body: &[u8], url: &str, parse_error: &str) -> ClientError {
     if status == StatusCode::NOT_FOUND {
         // The daemon's router answers unknown routes with {"code":"not_found",...}.
         if let Ok(value) = serde_json::from_slice::<Value>(body) {
             if value.get("code").and_then(Value::as_str) == Some("not_found") {
-                return ClientError::RouteNotFound {
-                    url: url.to_string(),
-                };
+                return ClientError::RouteNotFound { url: url.to_string() };
             }
         }
     }
     if !status.is_success() {
         return http_status_error(status, body, url);
     }
-    ClientError::MalformedResponse {
-        url: url.to_string(),
-        message: format!("not a daemon envelope: {parse_error}"),
-    }
+    ClientError::MalformedResponse { url: url.to_string(), message: format!("not a daemon envelope: {parse_error}") }
 }
 
 fn http_status_error(status: StatusCode, body: &[u8], url: &str) -> ClientError {
@@ -273,42 +209,21 @@ fn http_status_error(status: StatusCode, body: &[u8], url: &str) -> ClientError 
         text.truncate(cut);
         text.push('…');
     }
-    ClientError::HttpStatus {
-        status: status.as_u16(),
-        url: url.to_string(),
-        body: text,
-    }
+    ClientError::HttpStatus { status: status.as_u16(), url: url.to_string(), body: text }
 }
 
 /// Decodes one SSE payload line into an item.
-fn decode_stream_line<T: DeserializeOwned>(
-    status: StatusCode,
-    payload: &str,
-    url: &str,
-) -> Result<T, ClientError> {
+fn decode_stream_line<T: DeserializeOwned>(status: StatusCode, payload: &str, url: &str) -> Result<T, ClientError> {
     let envelope: Envelope<Value> = match serde_json::from_str(payload) {
         Ok(envelope) => envelope,
-        Err(err) => {
-            return Err(non_envelope_error(
-                status,
-                payload.as_bytes(),
-                url,
-                &err.to_string(),
-            ))
-        }
+        Err(err) => return Err(non_envelope_error(status, payload.as_bytes(), url, &err.to_string())),
     };
     if envelope.code != 0 {
-        return Err(ClientError::from_error_envelope(
-            envelope.code,
-            &envelope.message,
-            url,
-        ));
+        return Err(ClientError::from_error_envelope(envelope.code, &envelope.message, url));
     }
     let data = envelope.data.unwrap_or(Value::Null);
-    serde_json::from_value(data).map_err(|err| ClientError::MalformedResponse {
-        url: url.to_string(),
-        message: format!("unexpected stream item: {err}"),
-    })
+    serde_json::from_value(data)
+        .map_err(|err| ClientError::MalformedResponse { url: url.to_string(), message: format!("unexpected stream item: {err}") })
 }
 
 struct StreamState {
@@ -319,10 +234,7 @@ struct StreamState {
     finished: bool,
 }
 
-fn envelope_stream<T: DeserializeOwned + Send + 'static>(
-    response: Response,
-    url: String,
-) -> ItemStream<T> {
+fn envelope_stream<T: DeserializeOwned + Send + 'static>(response: Response, url: String) -> ItemStream<T> {
     let state = StreamState {
         status: response.status(),
         url,
@@ -344,10 +256,7 @@ fn envelope_stream<T: DeserializeOwned + Send + 'static>(
                 Some(Ok(chunk)) => {
                     if let Err(err) = state.decoder.push(&chunk) {
                         state.finished = true;
-                        let error = ClientError::MalformedResponse {
-                            url: state.url.clone(),
-                            message: err.to_string(),
-                        };
+                        let error = ClientError::MalformedResponse { url: state.url.clone(), message: err.to_string() };
                         return Some((Err(error), state));
                     }
                 }
@@ -363,10 +272,7 @@ fn envelope_stream<T: DeserializeOwned + Send + 'static>(
                         return Some((item, state));
                     }
                     if !state.status.is_success() {
-                        return Some((
-                            Err(http_status_error(state.status, b"", &state.url)),
-                            state,
-                        ));
+                        return Some((Err(http_status_error(state.status, b"", &state.url)), state));
                     }
                     return None;
                 }
@@ -385,20 +291,13 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(RETRY_AFTER, HeaderValue::from_static("2"));
         assert_eq!(retry_after(&headers), Some(Duration::from_secs(2)));
-        headers.insert(
-            RETRY_AFTER,
-            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
-        );
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
         assert_eq!(retry_after(&headers), None);
     }
 
     #[test]
     fn success_envelope_with_null_data_is_an_error() {
-        let result: Result<bool, _> = decode_envelope_body(
-            StatusCode::OK,
-            br#"{"code":0,"message":"success","data":null}"#,
-            "u",
-        );
+        let result: Result<bool, _> = decode_envelope_body(StatusCode::OK, br#"{"code":0,"message":"success","data":null}"#, "u");
         assert!(matches!(result, Err(ClientError::MalformedResponse { .. })));
     }
 
@@ -406,26 +305,19 @@ mod tests {
     fn unauthorized_status_with_envelope_is_typed() {
         let body = br#"{"code":-401,"message":"{\"message\":\"unauthorized\",\"error_type\":\"PluginDaemonUnauthorizedError\",\"args\":null}","data":null}"#;
         let result: Result<bool, _> = decode_envelope_body(StatusCode::UNAUTHORIZED, body, "u");
-        assert!(matches!(
-            result,
-            Err(ClientError::PluginDaemonUnauthorizedError { .. })
-        ));
+        assert!(matches!(result, Err(ClientError::PluginDaemonUnauthorizedError { .. })));
     }
 
     #[test]
     fn router_not_found_is_route_not_found() {
-        let result: Result<bool, _> = decode_envelope_body(
-            StatusCode::NOT_FOUND,
-            br#"{"code":"not_found","message":"route not found"}"#,
-            "u",
-        );
+        let result: Result<bool, _> =
+            decode_envelope_body(StatusCode::NOT_FOUND, br#"{"code":"not_found","message":"route not found"}"#, "u");
         assert!(matches!(result, Err(ClientError::RouteNotFound { .. })));
     }
 
     #[test]
     fn bare_500_is_http_status() {
-        let result: Result<bool, _> =
-            decode_envelope_body(StatusCode::INTERNAL_SERVER_ERROR, b"", "u");
+        let result: Result<bool, _> = decode_envelope_body(StatusCode::INTERNAL_SERVER_ERROR, b"", "u");
         match result {
             Err(ClientError::HttpStatus { status: 500, .. }) => {}
             other => panic!("unexpected {other:?}"),

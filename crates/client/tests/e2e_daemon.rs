@@ -26,44 +26,24 @@ const INSTALL: Duration = Duration::from_secs(480);
 const WHOLE_TEST: Duration = Duration::from_secs(840);
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("workspace root")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
 }
 
 fn daemon_binary() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    let target = if target.is_absolute() {
-        target
-    } else {
-        workspace_root().join(target)
-    };
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
+    let target = if target.is_absolute() { target } else { workspace_root().join(target) };
     let binary = target.join("debug").join("dify-plugin-daemon");
-    assert!(
-        binary.exists(),
-        "daemon binary {} is missing: run `cargo build -p dify-daemon` or ./scripts/test",
-        binary.display()
-    );
+    assert!(binary.exists(), "daemon binary {} is missing: run `cargo build -p dify-daemon` or ./scripts/test", binary.display());
     binary
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 fn is_usable_python(candidate: &Path) -> bool {
     std::process::Command::new(candidate)
-        .args([
-            "-c",
-            "import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)",
-        ])
+        .args(["-c", "import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -87,11 +67,7 @@ fn plugin_python() -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".pyenv")));
     if let Some(versions) = pyenv.map(|root| root.join("versions")) {
         let mut found: Vec<PathBuf> = std::fs::read_dir(versions)
-            .map(|dir| {
-                dir.filter_map(|e| e.ok())
-                    .map(|e| e.path().join("bin/python3"))
-                    .collect()
-            })
+            .map(|dir| dir.filter_map(|e| e.ok()).map(|e| e.path().join("bin/python3")).collect())
             .unwrap_or_default();
         found.sort();
         found.reverse();
@@ -101,24 +77,15 @@ fn plugin_python() -> PathBuf {
         .iter()
         .find(|candidate| candidate.exists() && is_usable_python(candidate))
         .cloned()
-        .unwrap_or_else(|| {
-            panic!("no usable Python >= 3.12 (tried {candidates:?}): set PYTHON_INTERPRETER_PATH")
-        })
+        .unwrap_or_else(|| panic!("no usable Python >= 3.12 (tried {candidates:?}): set PYTHON_INTERPRETER_PATH"))
 }
 
 fn uv_path() -> PathBuf {
-    if let Some(configured) = std::env::var_os("UV_PATH")
-        .map(PathBuf::from)
-        .filter(|p| p.exists())
-    {
+    if let Some(configured) = std::env::var_os("UV_PATH").map(PathBuf::from).filter(|p| p.exists()) {
         return configured;
     }
     std::env::var_os("PATH")
-        .and_then(|path| {
-            std::env::split_paths(&path)
-                .map(|dir| dir.join("uv"))
-                .find(|p| p.exists())
-        })
+        .and_then(|path| std::env::split_paths(&path).map(|dir| dir.join("uv")).find(|p| p.exists()))
         .expect("uv not found: set UV_PATH or put uv on PATH")
 }
 
@@ -128,11 +95,7 @@ fn plugin_dir() -> PathBuf {
     let dir = std::env::var_os("DIFY_CLIENT_E2E_PLUGIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("tests/plugins/runtime_tools"));
-    assert!(
-        dir.join("manifest.yaml").exists(),
-        "test plugin {} is missing",
-        dir.display()
-    );
+    assert!(dir.join("manifest.yaml").exists(), "test plugin {} is missing", dir.display());
     dir
 }
 
@@ -162,42 +125,22 @@ impl Daemon {
                 ("SERVER_KEY", key.clone()),
                 ("PLATFORM", "local".to_string()),
                 ("DB_TYPE", "sqlite".to_string()),
-                (
-                    "DB_SQLITE_PATH",
-                    workdir.join("daemon.db").display().to_string(),
-                ),
-                (
-                    "PLUGIN_STORAGE_LOCAL_ROOT",
-                    workdir.join("storage").display().to_string(),
-                ),
-                (
-                    "PLUGIN_WORKING_PATH",
-                    workdir.join("cwd").display().to_string(),
-                ),
-                (
-                    "PYTHON_INTERPRETER_PATH",
-                    plugin_python().display().to_string(),
-                ),
+                ("DB_SQLITE_PATH", workdir.join("daemon.db").display().to_string()),
+                ("PLUGIN_STORAGE_LOCAL_ROOT", workdir.join("storage").display().to_string()),
+                ("PLUGIN_WORKING_PATH", workdir.join("cwd").display().to_string()),
+                ("PYTHON_INTERPRETER_PATH", plugin_python().display().to_string()),
                 ("UV_PATH", uv_path().display().to_string()),
                 ("FORCE_VERIFYING_SIGNATURE", "false".to_string()),
                 ("PLUGIN_REMOTE_INSTALLING_ENABLED", "false".to_string()),
                 ("PLUGIN_REMOTE_INSTALLING_PORT", "0".to_string()),
-                (
-                    "DIFY_INNER_API_URL",
-                    format!("http://127.0.0.1:{}", free_port()),
-                ),
+                ("DIFY_INNER_API_URL", format!("http://127.0.0.1:{}", free_port())),
                 ("DIFY_INNER_API_KEY", "e2e-inner-key".to_string()),
             ])
             .stdout(log_file.try_clone().expect("log handle"))
             .stderr(log_file)
             .process_group(0);
         let child = command.spawn().expect("start the daemon");
-        let mut daemon = Daemon {
-            child,
-            url: String::new(),
-            key,
-            log,
-        };
+        let mut daemon = Daemon { child, url: String::new(), key, log };
         daemon.wait_healthy().await;
         daemon
     }
@@ -207,38 +150,23 @@ impl Daemon {
         let http = reqwest::Client::new();
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "daemon exited with {status} during start-up:\n{}",
-                    self.log_tail()
-                );
+                panic!("daemon exited with {status} during start-up:\n{}", self.log_tail());
             }
             if self.url.is_empty() {
                 match self.listening_port() {
                     Some(port) => self.url = format!("http://127.0.0.1:{port}"),
                     None => {
-                        assert!(
-                            Instant::now() < deadline,
-                            "daemon did not listen within {STARTUP:?}:\n{}",
-                            self.log_tail()
-                        );
+                        assert!(Instant::now() < deadline, "daemon did not listen within {STARTUP:?}:\n{}", self.log_tail());
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
                 }
             }
-            let health = http
-                .get(format!("{}/health/check", self.url))
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await;
+            let health = http.get(format!("{}/health/check", self.url)).timeout(Duration::from_secs(2)).send().await;
             if matches!(health, Ok(ref response) if response.status().is_success()) {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "daemon not healthy within {STARTUP:?}:\n{}",
-                self.log_tail()
-            );
+            assert!(Instant::now() < deadline, "daemon not healthy within {STARTUP:?}:\n{}", self.log_tail());
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -247,16 +175,8 @@ impl Daemon {
     fn listening_port(&self) -> Option<u16> {
         let text = std::fs::read_to_string(&self.log).ok()?;
         let (_, after) = text.split_once("dify-plugin-daemon listening on ")?;
-        let address: String = after
-            .chars()
-            .take_while(|c| c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '[' | ']'))
-            .collect();
-        let port: String = address
-            .rsplit_once(':')?
-            .1
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
+        let address: String = after.chars().take_while(|c| c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '[' | ']')).collect();
+        let port: String = address.rsplit_once(':')?.1.chars().take_while(char::is_ascii_digit).collect();
         port.parse().ok().filter(|port| *port != 0)
     }
 
@@ -267,10 +187,7 @@ impl Daemon {
     }
 
     fn client(&self) -> PluginDaemonClient {
-        PluginDaemonClient::new(
-            ClientConfig::new(&self.url, &self.key).with_timeout(Duration::from_secs(120)),
-        )
-        .expect("client")
+        PluginDaemonClient::new(ClientConfig::new(&self.url, &self.key).with_timeout(Duration::from_secs(120))).expect("client")
     }
 }
 
@@ -315,10 +232,7 @@ async fn cli(daemon: &Daemon, home: &Path, args: &[&str]) -> (i32, String, Strin
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -330,16 +244,9 @@ async fn library_and_cli_against_the_real_daemon() {
     let readme_on_disk = std::fs::read_to_string(plugin.join("README.md")).ok();
 
     let daemon = Daemon::start(workdir.path()).await;
-    let outcome = tokio::time::timeout(
-        WHOLE_TEST,
-        scenario(&daemon, home.path(), package, readme_on_disk),
-    )
-    .await;
+    let outcome = tokio::time::timeout(WHOLE_TEST, scenario(&daemon, home.path(), package, readme_on_disk)).await;
     if outcome.is_err() {
-        panic!(
-            "end-to-end scenario exceeded {WHOLE_TEST:?}; daemon log:\n{}",
-            daemon.log_tail()
-        );
+        panic!("end-to-end scenario exceeded {WHOLE_TEST:?}; daemon log:\n{}", daemon.log_tail());
     }
 }
 
@@ -348,99 +255,45 @@ async fn scenario(daemon: &Daemon, home: &Path, package: Vec<u8>, readme_on_disk
     let log = || daemon.log_tail();
 
     // Upload and install, polling the task to success.
-    let uploaded = client
-        .upload_pkg(TENANT, package, false)
-        .await
-        .unwrap_or_else(|e| panic!("upload: {e}\n{}", log()));
+    let uploaded = client.upload_pkg(TENANT, package, false).await.unwrap_or_else(|e| panic!("upload: {e}\n{}", log()));
     let identifier = uploaded.unique_identifier.to_string();
     let plugin_id = uploaded.manifest.plugin_id();
-    assert!(
-        identifier.starts_with(&format!("{plugin_id}:")),
-        "{identifier}"
-    );
+    assert!(identifier.starts_with(&format!("{plugin_id}:")), "{identifier}");
     let started = client
-        .install_from_identifiers(
-            TENANT,
-            std::slice::from_ref(&identifier),
-            "package",
-            &[json!({})],
-        )
+        .install_from_identifiers(TENANT, std::slice::from_ref(&identifier), "package", &[json!({})])
         .await
         .unwrap_or_else(|e| panic!("install: {e}\n{}", log()));
     assert!(!started.all_installed);
     let task = client
-        .wait_for_installation_task(
-            TENANT,
-            &started.task_id,
-            Duration::from_secs(1),
-            INSTALL,
-            |_| {},
-        )
+        .wait_for_installation_task(TENANT, &started.task_id, Duration::from_secs(1), INSTALL, |_| {})
         .await
         .unwrap_or_else(|e| panic!("install task: {e}\n{}", log()));
-    assert_eq!(
-        task.status,
-        PluginInstallTaskStatus::Success,
-        "task {task:?}\n{}",
-        log()
-    );
+    assert_eq!(task.status, PluginInstallTaskStatus::Success, "task {task:?}\n{}", log());
 
     // Discovery.
     let plugins = client.list_plugins(TENANT).await.expect("list");
-    let installed = plugins
-        .iter()
-        .find(|p| p.plugin_unique_identifier == identifier)
-        .expect("installed plugin listed");
+    let installed = plugins.iter().find(|p| p.plugin_unique_identifier == identifier).expect("installed plugin listed");
     assert_eq!(installed.plugin_id, plugin_id);
-    let manifest = client
-        .fetch_plugin_manifest(TENANT, &identifier)
-        .await
-        .expect("manifest");
+    let manifest = client.fetch_plugin_manifest(TENANT, &identifier).await.expect("manifest");
     assert_eq!(manifest.name, uploaded.manifest.name);
-    assert!(client
-        .fetch_plugin_by_identifier(TENANT, &identifier)
-        .await
-        .expect("fetch identifier"));
-    let readme = client
-        .fetch_plugin_readme(TENANT, &identifier, "en_US")
-        .await
-        .expect("readme");
+    assert!(client.fetch_plugin_by_identifier(TENANT, &identifier).await.expect("fetch identifier"));
+    let readme = client.fetch_plugin_readme(TENANT, &identifier, "en_US").await.expect("readme");
     match &readme_on_disk {
         Some(text) => assert_eq!(readme.trim(), text.trim()),
         None => assert_eq!(readme, ""),
     }
 
     // Tool providers.
-    let providers = client
-        .fetch_tool_providers(TENANT)
-        .await
-        .expect("tool providers");
-    let provider = providers
-        .iter()
-        .find(|p| p.plugin_id == plugin_id)
-        .expect("the plugin's tool provider");
+    let providers = client.fetch_tool_providers(TENANT).await.expect("tool providers");
+    let provider = providers.iter().find(|p| p.plugin_id == plugin_id).expect("the plugin's tool provider");
     let provider_name = provider.declaration.identity.name.clone();
     assert_eq!(provider_name, format!("{plugin_id}/{}", provider.provider));
-    let tool = provider
-        .declaration
-        .tools
-        .iter()
-        .find(|t| t.identity.name == "exercise")
-        .expect("tool `exercise`");
+    let tool = provider.declaration.tools.iter().find(|t| t.identity.name == "exercise").expect("tool `exercise`");
     assert!(tool.parameters.iter().any(|p| p.name == "mode"));
-    let one = client
-        .fetch_tool_provider(TENANT, &provider_name)
-        .await
-        .expect("one tool provider");
+    let one = client.fetch_tool_provider(TENANT, &provider_name).await.expect("one tool provider");
     assert_eq!(one.declaration.identity.name, provider_name);
     let exists = client
-        .check_tools_existence(
-            TENANT,
-            &[ToolProviderRef {
-                plugin_id: plugin_id.clone(),
-                provider_name: provider.provider.clone(),
-            }],
-        )
+        .check_tools_existence(TENANT, &[ToolProviderRef { plugin_id: plugin_id.clone(), provider_name: provider.provider.clone() }])
         .await
         .expect("check existence");
     assert_eq!(exists, vec![true]);
@@ -451,64 +304,33 @@ async fn scenario(daemon: &Daemon, home: &Path, package: Vec<u8>, readme_on_disk
         invocation.tool_parameters = parameters.as_object().expect("object").clone();
         let client = client.clone();
         async move {
-            let stream = client
-                .invoke_tool(TENANT, invocation)
-                .await
-                .expect("invocation starts");
+            let stream = client.invoke_tool(TENANT, invocation).await.expect("invocation starts");
             stream.collect::<Vec<_>>().await
         }
     };
     let messages = invoke(json!({"mode": "stream", "count": "4"})).await;
-    let texts: Vec<&str> = messages
-        .iter()
-        .map(|m| m.as_ref().expect("message").text().expect("text"))
-        .collect();
-    assert_eq!(
-        texts,
-        ["chunk 0", "chunk 1", "chunk 2", "chunk 3"],
-        "{}",
-        log()
-    );
+    let texts: Vec<&str> = messages.iter().map(|m| m.as_ref().expect("message").text().expect("text")).collect();
+    assert_eq!(texts, ["chunk 0", "chunk 1", "chunk 2", "chunk 3"], "{}", log());
 
     let messages = invoke(json!({"mode": "kinds", "text": "hi"})).await;
-    let kinds: Vec<&str> = messages
-        .iter()
-        .map(|m| m.as_ref().expect("message").message_type.as_str())
-        .collect();
+    let kinds: Vec<&str> = messages.iter().map(|m| m.as_ref().expect("message").message_type.as_str()).collect();
     assert_eq!(kinds, ["text", "json", "link", "image", "variable", "log"]);
 
     // 20000 bytes arrive as 8 KiB blob_chunks from the SDK and are merged into one blob.
     let messages = invoke(json!({"mode": "blob", "count": 20000})).await;
-    let messages: Vec<ToolInvokeMessage> =
-        messages.into_iter().map(|m| m.expect("message")).collect();
+    let messages: Vec<ToolInvokeMessage> = messages.into_iter().map(|m| m.expect("message")).collect();
     let digest = messages[0].text().expect("digest text").to_string();
-    let blobs: Vec<&ToolInvokeMessage> = messages
-        .iter()
-        .filter(|m| m.message_type == "blob")
-        .collect();
-    assert_eq!(
-        blobs.len(),
-        1,
-        "{:?}",
-        messages.iter().map(|m| &m.message_type).collect::<Vec<_>>()
-    );
-    let bytes = STANDARD
-        .decode(blobs[0].message["blob"].as_str().expect("base64"))
-        .expect("decode");
+    let blobs: Vec<&ToolInvokeMessage> = messages.iter().filter(|m| m.message_type == "blob").collect();
+    assert_eq!(blobs.len(), 1, "{:?}", messages.iter().map(|m| &m.message_type).collect::<Vec<_>>());
+    let bytes = STANDARD.decode(blobs[0].message["blob"].as_str().expect("base64")).expect("decode");
     assert_eq!(bytes.len(), 20000);
     assert_eq!(hex_sha256(&bytes), digest);
 
     let messages = invoke(json!({"mode": "raise", "text": "on purpose"})).await;
-    assert_eq!(
-        messages[0].as_ref().expect("first message").text(),
-        Some("about to fail")
-    );
+    assert_eq!(messages[0].as_ref().expect("first message").text(), Some("about to fail"));
     match messages.last() {
         Some(Err(ClientError::PluginInvokeError { description, .. })) => {
-            assert!(
-                description.contains("requested failure: on purpose"),
-                "{description}"
-            )
+            assert!(description.contains("requested failure: on purpose"), "{description}")
         }
         other => panic!("expected a PluginInvokeError, got {other:?}"),
     }
@@ -519,16 +341,10 @@ async fn scenario(daemon: &Daemon, home: &Path, package: Vec<u8>, readme_on_disk
             &provider_name,
             "exercise",
             Map::new(),
-            json!({"count": "many"})
-                .as_object()
-                .cloned()
-                .unwrap_or_default(),
+            json!({"count": "many"}).as_object().cloned().unwrap_or_default(),
         )
         .await;
-    assert!(
-        matches!(rejected, Err(ClientError::Validation(_))),
-        "a bad number is rejected before dispatch"
-    );
+    assert!(matches!(rejected, Err(ClientError::Validation(_))), "a bad number is rejected before dispatch");
 
     // The same through the CLI (settings from the environment).
     let (status, stdout, stderr) = cli(daemon, home, &["list", "-o", "name"]).await;
@@ -536,72 +352,31 @@ async fn scenario(daemon: &Daemon, home: &Path, package: Vec<u8>, readme_on_disk
     assert!(stdout.lines().any(|line| line == identifier), "{stdout}");
     let (status, stdout, stderr) = cli(daemon, home, &["tools"]).await;
     assert_eq!(status, 0, "{stderr}");
-    assert!(
-        stdout.contains(&format!("{provider_name}  exercise")),
-        "{stdout}"
-    );
-    let (status, stdout, stderr) =
-        cli(daemon, home, &["manifest", &identifier, "-o", "json"]).await;
+    assert!(stdout.contains(&format!("{provider_name}  exercise")), "{stdout}");
+    let (status, stdout, stderr) = cli(daemon, home, &["manifest", &identifier, "-o", "json"]).await;
     assert_eq!(status, 0, "{stderr}");
-    assert_eq!(
-        serde_json::from_str::<Value>(&stdout).expect("manifest json")["name"],
-        json!(manifest.name)
-    );
+    assert_eq!(serde_json::from_str::<Value>(&stdout).expect("manifest json")["name"], json!(manifest.name));
     let (status, stdout, stderr) = cli(daemon, home, &["readme", &identifier]).await;
     assert_eq!((status, stdout.trim()), (0, readme.trim()), "{stderr}");
     let invoke_args = |params: &'static str| -> Vec<String> {
-        [
-            "invoke",
-            "--user",
-            "e2e-user",
-            "--provider",
-            &provider_name,
-            "--tool",
-            "exercise",
-            "--params",
-            params,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+        ["invoke", "--user", "e2e-user", "--provider", &provider_name, "--tool", "exercise", "--params", params]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     };
     let args = invoke_args(r#"{"mode":"stream","count":3}"#);
-    let (status, stdout, stderr) = cli(
-        daemon,
-        home,
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-    )
-    .await;
+    let (status, stdout, stderr) = cli(daemon, home, &args.iter().map(String::as_str).collect::<Vec<_>>()).await;
     assert_eq!(status, 0, "{stderr}\n{}", log());
-    assert_eq!(
-        stdout, "chunk 0chunk 1chunk 2\n",
-        "text streams without separators, as Dify shows it"
-    );
+    assert_eq!(stdout, "chunk 0chunk 1chunk 2\n", "text streams without separators, as Dify shows it");
     let mut args = invoke_args(r#"{"mode":"kinds","text":"hi"}"#);
     args.extend(["-o".to_string(), "json".to_string()]);
-    let (status, stdout, stderr) = cli(
-        daemon,
-        home,
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-    )
-    .await;
+    let (status, stdout, stderr) = cli(daemon, home, &args.iter().map(String::as_str).collect::<Vec<_>>()).await;
     assert_eq!(status, 0, "{stderr}");
-    let streamed: Vec<Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON message per line"))
-        .collect();
+    let streamed: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("one JSON message per line")).collect();
     assert_eq!(streamed.len(), 6, "{stdout}");
-    assert_eq!(
-        streamed[1]["message"]["json_object"],
-        json!({"text": "hi", "length": 2})
-    );
+    assert_eq!(streamed[1]["message"]["json_object"], json!({"text": "hi", "length": 2}));
     let args = invoke_args(r#"{"mode":"raise","text":"on purpose"}"#);
-    let (status, stdout, stderr) = cli(
-        daemon,
-        home,
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-    )
-    .await;
+    let (status, stdout, stderr) = cli(daemon, home, &args.iter().map(String::as_str).collect::<Vec<_>>()).await;
     assert_eq!(status, 1, "{stderr}");
     assert_eq!(stdout, "about to fail\n");
     assert!(stderr.contains("requested failure: on purpose"), "{stderr}");
@@ -609,14 +384,8 @@ async fn scenario(daemon: &Daemon, home: &Path, package: Vec<u8>, readme_on_disk
     // Uninstall through the CLI; the plugin is gone from the list.
     let (status, _, stderr) = cli(daemon, home, &["uninstall", &plugin_id]).await;
     assert_eq!(status, 0, "{stderr}");
-    let after = client
-        .list_plugins(TENANT)
-        .await
-        .expect("list after uninstall");
-    assert!(
-        after.iter().all(|p| p.plugin_id != plugin_id),
-        "still installed: {after:?}"
-    );
+    let after = client.list_plugins(TENANT).await.expect("list after uninstall");
+    assert!(after.iter().all(|p| p.plugin_id != plugin_id), "still installed: {after:?}");
     let (status, _, stderr) = cli(daemon, home, &["tools", "--provider", &provider_name]).await;
     assert_eq!(status, 1, "the provider is gone: {stderr}");
 }

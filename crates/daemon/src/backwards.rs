@@ -158,16 +158,46 @@ struct InvokeRoute {
 const INVOKE_ROUTES: &[InvokeRoute] = &[
     InvokeRoute { invoke_type: "tool", path: "invoke/tool", streamed: true, allowed: PluginPermissions::allows_tool },
     InvokeRoute { invoke_type: "llm", path: "invoke/llm", streamed: true, allowed: PluginPermissions::allows_llm },
-    InvokeRoute { invoke_type: "llm_structured_output", path: "invoke/llm/structured-output", streamed: true, allowed: PluginPermissions::allows_llm },
-    InvokeRoute { invoke_type: "text_embedding", path: "invoke/text-embedding", streamed: false, allowed: PluginPermissions::allows_text_embedding },
-    InvokeRoute { invoke_type: "multimodal_embedding", path: "invoke/multimodal-embedding", streamed: false, allowed: PluginPermissions::allows_text_embedding },
+    InvokeRoute {
+        invoke_type: "llm_structured_output",
+        path: "invoke/llm/structured-output",
+        streamed: true,
+        allowed: PluginPermissions::allows_llm,
+    },
+    InvokeRoute {
+        invoke_type: "text_embedding",
+        path: "invoke/text-embedding",
+        streamed: false,
+        allowed: PluginPermissions::allows_text_embedding,
+    },
+    InvokeRoute {
+        invoke_type: "multimodal_embedding",
+        path: "invoke/multimodal-embedding",
+        streamed: false,
+        allowed: PluginPermissions::allows_text_embedding,
+    },
     InvokeRoute { invoke_type: "rerank", path: "invoke/rerank", streamed: false, allowed: PluginPermissions::allows_rerank },
-    InvokeRoute { invoke_type: "multimodal_rerank", path: "invoke/multimodal-rerank", streamed: false, allowed: PluginPermissions::allows_rerank },
+    InvokeRoute {
+        invoke_type: "multimodal_rerank",
+        path: "invoke/multimodal-rerank",
+        streamed: false,
+        allowed: PluginPermissions::allows_rerank,
+    },
     InvokeRoute { invoke_type: "tts", path: "invoke/tts", streamed: true, allowed: PluginPermissions::allows_tts },
     InvokeRoute { invoke_type: "speech2text", path: "invoke/speech2text", streamed: false, allowed: PluginPermissions::allows_speech2text },
     InvokeRoute { invoke_type: "moderation", path: "invoke/moderation", streamed: false, allowed: PluginPermissions::allows_moderation },
-    InvokeRoute { invoke_type: "node_parameter_extractor", path: "invoke/parameter-extractor", streamed: false, allowed: PluginPermissions::allows_node },
-    InvokeRoute { invoke_type: "node_question_classifier", path: "invoke/question-classifier", streamed: false, allowed: PluginPermissions::allows_node },
+    InvokeRoute {
+        invoke_type: "node_parameter_extractor",
+        path: "invoke/parameter-extractor",
+        streamed: false,
+        allowed: PluginPermissions::allows_node,
+    },
+    InvokeRoute {
+        invoke_type: "node_question_classifier",
+        path: "invoke/question-classifier",
+        streamed: false,
+        allowed: PluginPermissions::allows_node,
+    },
     InvokeRoute { invoke_type: "app", path: "invoke/app", streamed: true, allowed: PluginPermissions::allows_app },
     InvokeRoute { invoke_type: "fetch_app", path: "fetch/app/info", streamed: false, allowed: PluginPermissions::allows_app },
     InvokeRoute { invoke_type: "system_summary", path: "invoke/summary", streamed: false, allowed: PluginPermissions::allows_llm },
@@ -265,8 +295,7 @@ impl DifyBackwards {
     }
 
     async fn call_single(&self, path: &str, body: &Map<String, Value>) -> Result<Value, BackwardsError> {
-        let response =
-            self.post(path, body).send().await.map_err(|source| BackwardsError::Call { path: path.to_string(), source })?;
+        let response = self.post(path, body).send().await.map_err(|source| BackwardsError::Call { path: path.to_string(), source })?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(BackwardsError::ReadReply)?;
         if !status.is_success() {
@@ -278,8 +307,7 @@ impl DifyBackwards {
     }
 
     async fn call_streamed(&self, path: &str, body: &Map<String, Value>, mut emit: impl FnMut(Value)) -> Result<(), BackwardsError> {
-        let response =
-            self.post(path, body).send().await.map_err(|source| BackwardsError::Call { path: path.to_string(), source })?;
+        let response = self.post(path, body).send().await.map_err(|source| BackwardsError::Call { path: path.to_string(), source })?;
         let status = response.status();
         if !status.is_success() {
             let text = response.text().await.unwrap_or_default();
@@ -448,7 +476,11 @@ impl FrameDecoder {
 
     /// Checks the stream ended between frames.
     pub fn finish(&self) -> Result<(), FrameError> {
-        if self.buffer.is_empty() { Ok(()) } else { Err(FrameError::Truncated) }
+        if self.buffer.is_empty() {
+            Ok(())
+        } else {
+            Err(FrameError::Truncated)
+        }
     }
 }
 

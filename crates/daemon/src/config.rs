@@ -11,17 +11,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 /// Every `PLUGIN_STORAGE_TYPE` value (upstream's names).
-pub const STORAGE_TYPES: &[&str] = &[
-    "local",
-    "aws_s3",
-    "tencent_cos",
-    "azure_blob",
-    "gcs",
-    "aliyun_oss",
-    "huawei_obs",
-    "volcengine_tos",
-    "baidu_bos",
-];
+pub const STORAGE_TYPES: &[&str] =
+    &["local", "aws_s3", "tencent_cos", "azure_blob", "gcs", "aliyun_oss", "huawei_obs", "volcengine_tos", "baidu_bos"];
 
 /// How much isolation plugins get (`PLUGIN_SANDBOX`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -126,11 +117,7 @@ impl FromSetting for Option<u16> {
 
 /// Reads one setting: the first non-empty value of `doc.name` and its fallbacks, else the default.
 /// A value that does not parse is recorded in `invalid` and the default is used instead.
-fn read_setting<T: FromSetting>(
-    doc: &SettingDoc,
-    lookup: &dyn Fn(&str) -> Option<String>,
-    invalid: &mut Vec<ConfigError>,
-) -> T {
+fn read_setting<T: FromSetting>(doc: &SettingDoc, lookup: &dyn Fn(&str) -> Option<String>, invalid: &mut Vec<ConfigError>) -> T {
     let given = std::iter::once(doc.name)
         .chain(doc.fallbacks.iter().copied())
         .find_map(|name| lookup(name).filter(|value| !value.is_empty()));
@@ -141,8 +128,7 @@ fn read_setting<T: FromSetting>(
         }
     }
     // The defaults of the table are checked by `defaults_parse_and_validate`.
-    T::from_setting(doc.default)
-        .unwrap_or_else(|reason| panic!("the default {:?} of {} does not parse: {reason}", doc.default, doc.name))
+    T::from_setting(doc.default).unwrap_or_else(|reason| panic!("the default {:?} of {} does not parse: {reason}", doc.default, doc.name))
 }
 
 macro_rules! settings {
@@ -398,8 +384,7 @@ settings! {
 }
 
 /// `.env.example`'s sample `SERVER_KEY` and Dify's default `PLUGIN_DAEMON_KEY`: public, never safe.
-pub const WELL_KNOWN_PUBLIC_KEYS: &[&str] =
-    &["lYkiYYT6owG+71oLerGzA7GXCgOT++6ovaezWAjpCjf+Sjc3ZtU+qUEi", "plugin-api-key"];
+pub const WELL_KNOWN_PUBLIC_KEYS: &[&str] = &["lYkiYYT6owG+71oLerGzA7GXCgOT++6ovaezWAjpCjf+Sjc3ZtU+qUEi", "plugin-api-key"];
 
 /// Which SQL engine the daemon stores its state in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -554,7 +539,6 @@ impl Settings {
         Ok(())
     }
 }
-
 
 /// Marks the start of the generated settings tables in `README.md`.
 pub const README_CONFIG_BEGIN: &str = "<!-- config:begin -->";

@@ -128,9 +128,37 @@ pub fn render(checks: &[Check]) -> String {
 const OWN_PREFIXES: &[&str] = &["DB_", "REDIS_", "PLUGIN_", "SERVER_", "DIFY_PLUGIN_DAEMON_", "OTEL_", "OTLP_"];
 /// Prefixes of names that may be ours: reported only when close to a known name.
 const NEAR_PREFIXES: &[&str] = &[
-    "DIFY_", "PYTHON_", "UV_", "PIP_", "S3_", "AWS_", "ALIYUN_", "TENCENT_", "AZURE_", "GCS_", "HUAWEI_", "VOLCENGINE_",
-    "BAIDU_", "SENTRY_", "ADMIN_", "LOG_", "MAX_", "PERSISTENCE_", "THIRD_PARTY_", "FORCE_", "ENFORCE_", "ROUTINE_",
-    "LIFETIME_", "INSTALL_", "HEALTH_", "PROMETHEUS_", "PPROF_", "GIN_", "ENABLE_", "DEBUGGING_", "PLATFORM",
+    "DIFY_",
+    "PYTHON_",
+    "UV_",
+    "PIP_",
+    "S3_",
+    "AWS_",
+    "ALIYUN_",
+    "TENCENT_",
+    "AZURE_",
+    "GCS_",
+    "HUAWEI_",
+    "VOLCENGINE_",
+    "BAIDU_",
+    "SENTRY_",
+    "ADMIN_",
+    "LOG_",
+    "MAX_",
+    "PERSISTENCE_",
+    "THIRD_PARTY_",
+    "FORCE_",
+    "ENFORCE_",
+    "ROUTINE_",
+    "LIFETIME_",
+    "INSTALL_",
+    "HEALTH_",
+    "PROMETHEUS_",
+    "PPROF_",
+    "GIN_",
+    "ENABLE_",
+    "DEBUGGING_",
+    "PLATFORM",
 ];
 /// Names read by the tools around the daemon (the clients, the test runner), not by the daemon.
 const OTHER_KNOWN: &[&str] = &[
@@ -227,26 +255,18 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 /// Runs `program args` bounded by [`PROBE_TIMEOUT`]; stdout (trimmed) on success, else why not.
 async fn probe(program: &Path, args: &[&str]) -> Result<String, String> {
-    let output = tokio::process::Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
+    let output = tokio::process::Command::new(program).args(args).stdin(Stdio::null()).kill_on_drop(true).output();
     match tokio::time::timeout(PROBE_TIMEOUT, output).await {
         Err(_) => Err(format!("{} did not answer within {} s", program.display(), PROBE_TIMEOUT.as_secs())),
         Ok(Err(error)) => Err(format!("cannot run {}: {error}", program.display())),
-        Ok(Ok(output)) if !output.status.success() => Err(format!(
-            "{} failed ({}): {}",
-            program.display(),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        )),
+        Ok(Ok(output)) if !output.status.success() => {
+            Err(format!("{} failed ({}): {}", program.display(), output.status, String::from_utf8_lossy(&output.stderr).trim()))
+        }
         Ok(Ok(output)) => Ok(String::from_utf8_lossy(&output.stdout).trim().to_string()),
     }
 }
 
-const PYTHON_FIX: &str =
-    "install Python 3.12 or newer (e.g. `uv python install 3.12`) and set PYTHON_INTERPRETER_PATH to its interpreter";
+const PYTHON_FIX: &str = "install Python 3.12 or newer (e.g. `uv python install 3.12`) and set PYTHON_INTERPRETER_PATH to its interpreter";
 
 async fn python_check(runtime: &RuntimeConfig) -> Check {
     let python = match &runtime.python_interpreter_path {
@@ -272,11 +292,7 @@ async fn python_check(runtime: &RuntimeConfig) -> Check {
     let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
     let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
     if (major, minor) < (3, 12) {
-        return Check::fail(
-            "python",
-            format!("{} is Python {version}; plugins need Python >= 3.12", python.display()),
-            PYTHON_FIX,
-        );
+        return Check::fail("python", format!("{} is Python {version}; plugins need Python >= 3.12", python.display()), PYTHON_FIX);
     }
     Check::ok("python", format!("{} (Python {version})", python.display()))
 }
@@ -460,25 +476,24 @@ mod tests {
 
     #[test]
     fn misspelled_and_unknown_names_are_reported_with_a_suggestion() {
-        let names: Vec<String> =
-            ["PLUGIN_WORKNG_PATH", "DB_HOSTNAME_X", "REDIS_HOST", "HOME", "PYTHON_INTERPETER_PATH", "UNRELATED_THING"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
+        let names: Vec<String> = ["PLUGIN_WORKNG_PATH", "DB_HOSTNAME_X", "REDIS_HOST", "HOME", "PYTHON_INTERPETER_PATH", "UNRELATED_THING"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let checks = configuration_checks(&Settings::default(), &[], &names);
         let warnings: Vec<&Check> = checks.iter().filter(|c| c.status == Status::Warn).collect();
         assert_eq!(warnings.len(), 3, "{warnings:?}");
         assert!(warnings.iter().any(|c| c.detail.starts_with("PLUGIN_WORKNG_PATH")
             && c.fix.as_deref() == Some("did you mean PLUGIN_WORKING_PATH? Rename the variable")));
-        assert!(warnings.iter().any(|c| c.detail.starts_with("PYTHON_INTERPETER_PATH")
-            && c.fix.as_deref().unwrap_or("").contains("PYTHON_INTERPRETER_PATH")));
+        assert!(warnings
+            .iter()
+            .any(|c| c.detail.starts_with("PYTHON_INTERPETER_PATH") && c.fix.as_deref().unwrap_or("").contains("PYTHON_INTERPRETER_PATH")));
         assert!(warnings.iter().any(|c| c.detail.starts_with("DB_HOSTNAME_X")));
     }
 
     #[test]
     fn invalid_values_fail_and_the_report_counts() {
-        let (settings, invalid) =
-            Settings::from_lookup_lenient(&|name| (name == "SERVER_PORT").then(|| "not-a-port".to_string()));
+        let (settings, invalid) = Settings::from_lookup_lenient(&|name| (name == "SERVER_PORT").then(|| "not-a-port".to_string()));
         let checks = configuration_checks(&settings, &invalid, &[]);
         assert!(checks.iter().any(|c| c.status == Status::Fail && c.detail.starts_with("SERVER_PORT=\"not-a-port\"")));
         let report = render(&checks);

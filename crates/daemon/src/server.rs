@@ -26,9 +26,7 @@ const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 pub fn resolve_server_key(settings: &Settings) -> anyhow::Result<String> {
     if let Some(key) = settings.server_key.clone() {
         if WELL_KNOWN_PUBLIC_KEYS.contains(&key.as_str()) {
-            tracing::warn!(
-                "SERVER_KEY is a publicly known sample value; anyone can call this daemon. Set a secret SERVER_KEY."
-            );
+            tracing::warn!("SERVER_KEY is a publicly known sample value; anyone can call this daemon. Set a secret SERVER_KEY.");
             eprintln!(
                 "WARNING: SERVER_KEY is a publicly known sample value; anyone can manage plugins on this daemon. \
                  Set a secret SERVER_KEY."
@@ -97,16 +95,11 @@ fn write_private_file(path: &Path, content: &str) -> std::io::Result<()> {
 
 fn init_tracing(settings: &Settings) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(settings.log_level.to_ascii_lowercase()));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(settings.log_level.to_ascii_lowercase()));
     // Colours only for a terminal: log files and collectors get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    let _ = if settings.log_output_format.eq_ignore_ascii_case("json") {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
+    let _ = if settings.log_output_format.eq_ignore_ascii_case("json") { builder.json().try_init() } else { builder.try_init() };
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.

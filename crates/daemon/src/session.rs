@@ -285,15 +285,16 @@ impl ChunkShaper {
 
     fn merge_blob_chunk(&mut self, message: Value) -> Result<Option<Value>, PluginSessionError> {
         let body = &message["message"];
-        let (Some(id), Some(encoded), Some(end)) =
-            (body["id"].as_str(), body["blob"].as_str(), body["end"].as_bool())
-        else {
+        let (Some(id), Some(encoded), Some(end)) = (body["id"].as_str(), body["blob"].as_str(), body["end"].as_bool()) else {
             // Malformed chunks are skipped, as upstream does.
             return Ok(None);
         };
         let Ok(piece) = base64::engine::general_purpose::STANDARD.decode(encoded) else { return Ok(None) };
         if piece.len() > MAX_BLOB_CHUNK_BYTES {
-            return Err(PluginSessionError::new("unmarshal_error", format!("blob chunk of {} bytes exceeds {MAX_BLOB_CHUNK_BYTES} bytes", piece.len())));
+            return Err(PluginSessionError::new(
+                "unmarshal_error",
+                format!("blob chunk of {} bytes exceeds {MAX_BLOB_CHUNK_BYTES} bytes", piece.len()),
+            ));
         }
         let buffer = self.blobs.entry(id.to_string()).or_default();
         buffer.extend_from_slice(&piece);
@@ -341,9 +342,7 @@ mod tests {
     #[test]
     fn merges_agent_blob_chunks() {
         let mut shaper = ChunkShaper::new(ChunkHandling::AgentMessage);
-        let chunk = |seq: u64, data: &[u8], end: bool| {
-            json!({"type": "blob_chunk", "message": {"id": "b", "sequence": seq, "total_length": 6, "blob": base64::engine::general_purpose::STANDARD.encode(data), "end": end}, "meta": {"mime_type": "text/plain"}})
-        };
+        let chunk = |seq: u64, data: &[u8], end: bool| json!({"type": "blob_chunk", "message": {"id": "b", "sequence": seq, "total_length": 6, "blob": base64::engine::general_purpose::STANDARD.encode(data), "end": end}, "meta": {"mime_type": "text/plain"}});
         assert_eq!(shaper.shape(chunk(0, b"abc", false)).unwrap(), None);
         assert_eq!(shaper.shape(chunk(1, b"def", false)).unwrap(), None);
         let merged = shaper.shape(chunk(2, b"", true)).unwrap().unwrap();

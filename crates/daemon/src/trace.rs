@@ -25,9 +25,7 @@ tokio::task_local! {
 }
 
 fn is_hex_id(text: &str, len: usize) -> bool {
-    text.len() == len
-        && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        && text.bytes().any(|b| b != b'0')
+    text.len() == len && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) && text.bytes().any(|b| b != b'0')
 }
 
 fn random_hex(bytes: usize) -> String {

@@ -101,9 +101,7 @@ struct CentralRecord {
 
 /// Checks an entry name: UTF-8, relative, no `..`, no backslashes or NUL.
 fn checked_name(raw: &[u8]) -> Result<String, PackageError> {
-    let name = std::str::from_utf8(raw)
-        .map_err(|_| PackageError::NonUtf8Name { raw: raw.to_vec() })?
-        .to_owned();
+    let name = std::str::from_utf8(raw).map_err(|_| PackageError::NonUtf8Name { raw: raw.to_vec() })?.to_owned();
     if name.is_empty() {
         return Err(PackageError::InvalidName { name, reason: "empty name".into() });
     }
@@ -146,10 +144,7 @@ fn read_central_directory(bytes: &[u8], limits: &DecodeLimits) -> Result<(Vec<Ce
         return Err(PackageError::TooManyEntries { count: total_entries as usize, limit: limits.max_entries });
     }
     let start = directory_offset as usize;
-    let end = start
-        .checked_add(directory_size as usize)
-        .filter(|end| *end <= eocd)
-        .ok_or(PackageError::Truncated)?;
+    let end = start.checked_add(directory_size as usize).filter(|end| *end <= eocd).ok_or(PackageError::Truncated)?;
     let directory = &bytes[start..end];
 
     let mut records = Vec::with_capacity(total_entries as usize);
@@ -357,7 +352,8 @@ where
     let count = u16::try_from(count).map_err(|_| PackageError::InvalidArchive("too many entries for a ZIP without ZIP64".into()))?;
     let directory_offset = u32::try_from(out.len()).map_err(|_| PackageError::InvalidArchive("archive too large".into()))?;
     let directory_size = u32::try_from(central.len()).map_err(|_| PackageError::InvalidArchive("archive too large".into()))?;
-    let comment_len = u16::try_from(comment.len()).map_err(|_| PackageError::InvalidArchive("archive comment longer than 65535 bytes".into()))?;
+    let comment_len =
+        u16::try_from(comment.len()).map_err(|_| PackageError::InvalidArchive("archive comment longer than 65535 bytes".into()))?;
     out.extend_from_slice(&central);
     out.extend_from_slice(&EOCD_SIGNATURE.to_le_bytes());
     out.extend_from_slice(&0u16.to_le_bytes());

@@ -29,13 +29,10 @@ fn dependency_version_pattern() -> String {
 }
 
 static GITHUB_PATTERN: Lazy<Regex> = Lazy::new(|| {
-    Regex::new(&format!(r"^[a-z0-9_-]{{1,64}}/[a-z0-9_-]{{1,128}}:{}/[^/]+$", dependency_version_pattern()))
-        .expect("valid regex")
+    Regex::new(&format!(r"^[a-z0-9_-]{{1,64}}/[a-z0-9_-]{{1,128}}:{}/[^/]+$", dependency_version_pattern())).expect("valid regex")
 });
-static MARKETPLACE_PATTERN: Lazy<Regex> = Lazy::new(|| {
-    Regex::new(&format!(r"^[a-z0-9_-]{{1,64}}/[a-z0-9_-]{{1,128}}:{}$", dependency_version_pattern()))
-        .expect("valid regex")
-});
+static MARKETPLACE_PATTERN: Lazy<Regex> =
+    Lazy::new(|| Regex::new(&format!(r"^[a-z0-9_-]{{1,64}}/[a-z0-9_-]{{1,128}}:{}$", dependency_version_pattern())).expect("valid regex"));
 static BUNDLE_NAME: Lazy<Regex> = Lazy::new(|| Regex::new(r"^[a-z0-9_-]{1,128}$").expect("valid regex"));
 static BUNDLE_AUTHOR: Lazy<Regex> = Lazy::new(|| Regex::new(r"^[a-z0-9_-]{1,64}$").expect("valid regex"));
 
@@ -208,11 +205,12 @@ impl BundleManifest {
         }
         for (index, dependency) in self.dependencies.iter().enumerate() {
             match dependency {
-                Dependency::Github(github) if !is_valid_github_pattern(&github.repo_pattern) => problems
-                    .push(Problem::new(format!("dependencies[{index}].value.repo_pattern"), "invalid github repo pattern")),
-                Dependency::Marketplace(market) if !is_valid_marketplace_pattern(&market.marketplace_pattern) => problems.push(
-                    Problem::new(format!("dependencies[{index}].value.marketplace_pattern"), "invalid marketplace pattern"),
-                ),
+                Dependency::Github(github) if !is_valid_github_pattern(&github.repo_pattern) => {
+                    problems.push(Problem::new(format!("dependencies[{index}].value.repo_pattern"), "invalid github repo pattern"))
+                }
+                Dependency::Marketplace(market) if !is_valid_marketplace_pattern(&market.marketplace_pattern) => {
+                    problems.push(Problem::new(format!("dependencies[{index}].value.marketplace_pattern"), "invalid marketplace pattern"))
+                }
                 Dependency::Package(package) if package.path.is_empty() => {
                     problems.push(Problem::new(format!("dependencies[{index}].value.path"), "is required"))
                 }
@@ -312,7 +310,8 @@ impl Bundle {
 
     /// The manifest as YAML.
     pub fn manifest_yaml(&self) -> Result<String, PackageError> {
-        serde_yaml_ng::to_string(&self.manifest).map_err(|e| PackageError::InvalidYaml { path: MANIFEST_PATH.into(), message: e.to_string() })
+        serde_yaml_ng::to_string(&self.manifest)
+            .map_err(|e| PackageError::InvalidYaml { path: MANIFEST_PATH.into(), message: e.to_string() })
     }
 
     /// The `.difybndl` bytes: manifest first, then assets, then READMEs.

@@ -10,10 +10,7 @@ pub fn checksum_files<'a, I>(files: I) -> String
 where
     I: IntoIterator<Item = (&'a str, &'a [u8])>,
 {
-    let hashed: Vec<(&str, [u8; 32])> = files
-        .into_iter()
-        .map(|(path, content)| (path, Sha256::digest(content).into()))
-        .collect();
+    let hashed: Vec<(&str, [u8; 32])> = files.into_iter().map(|(path, content)| (path, Sha256::digest(content).into())).collect();
     // `str` ordering is byte-wise, like Go's sort.Strings.
     checksum_from_hashes(hashed.iter().map(|(path, hash)| (*path, hash)))
 }
@@ -55,9 +52,6 @@ mod tests {
         assert_ne!(a, renamed);
         assert_eq!(a.len(), 64);
         // Empty set: SHA-256 of the empty string.
-        assert_eq!(
-            checksum_files(std::iter::empty()),
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
+        assert_eq!(checksum_files(std::iter::empty()), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
     }
 }

@@ -6,10 +6,9 @@
 use std::collections::BTreeMap;
 
 use dify_protocol::manifest::{
-    AgentStrategyDeclaration, AgentStrategyProviderDeclaration, DatasourceDeclaration,
-    DatasourceProviderDeclaration, EndpointDeclaration, EndpointProviderDeclaration,
-    EventDeclaration, ModelDeclaration, ModelProviderDeclaration, PluginDeclaration,
-    ToolDeclaration, ToolProviderDeclaration, TriggerProviderDeclaration,
+    AgentStrategyDeclaration, AgentStrategyProviderDeclaration, DatasourceDeclaration, DatasourceProviderDeclaration, EndpointDeclaration,
+    EndpointProviderDeclaration, EventDeclaration, ModelDeclaration, ModelProviderDeclaration, PluginDeclaration, ToolDeclaration,
+    ToolProviderDeclaration, TriggerProviderDeclaration,
 };
 use serde::de::DeserializeOwned;
 
@@ -32,10 +31,8 @@ impl FileView<'_> {
     }
 
     fn read(&self, path: &str, referenced_by: &str) -> Result<&[u8], PackageError> {
-        self.get(path).ok_or_else(|| PackageError::MissingReferencedFile {
-            path: path.to_owned(),
-            referenced_by: referenced_by.to_owned(),
-        })
+        self.get(path)
+            .ok_or_else(|| PackageError::MissingReferencedFile { path: path.to_owned(), referenced_by: referenced_by.to_owned() })
     }
 
     fn decode<T: DeserializeOwned>(&self, path: &str, referenced_by: &str) -> Result<T, PackageError> {

@@ -158,7 +158,11 @@ impl Package {
         let english = self.read_file("README.md").ok_or(PackageError::ReadmeNotFound)?;
         let mut readmes = BTreeMap::new();
         readmes.insert("en_US".to_owned(), String::from_utf8_lossy(english).into_owned());
-        for (name, &i) in self.index.range::<str, _>((std::ops::Bound::Included("readme/"), std::ops::Bound::Unbounded)).take_while(|(n, _)| n.starts_with("readme/")) {
+        for (name, &i) in self
+            .index
+            .range::<str, _>((std::ops::Bound::Included("readme/"), std::ops::Bound::Unbounded))
+            .take_while(|(n, _)| n.starts_with("readme/"))
+        {
             let file = &name["readme/".len()..];
             if let Some(captures) = I18N_README.captures(file) {
                 readmes.insert(captures[1].to_owned(), String::from_utf8_lossy(&self.entries[i].data).into_owned());
@@ -252,9 +256,7 @@ fn create_dirs_without_symlinks(root: &Path, parent: &Path) -> Result<(), Packag
     for component in relative.components() {
         current.push(component);
         match std::fs::symlink_metadata(&current) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                return Err(PackageError::Symlink { name: current.display().to_string() })
-            }
+            Ok(meta) if meta.file_type().is_symlink() => return Err(PackageError::Symlink { name: current.display().to_string() }),
             Ok(meta) if meta.is_dir() => {}
             Ok(_) => return Err(PackageError::Io(format!("{} exists and is not a directory", current.display()))),
             Err(_) => {

@@ -124,14 +124,8 @@ struct SignatureComment {
 pub fn generate_keypair(bits: usize) -> Result<(String, String), SignatureError> {
     let mut rng = rand::thread_rng();
     let private = RsaPrivateKey::new(&mut rng, bits).map_err(|e| SignatureError::InvalidKey(e.to_string()))?;
-    let private_pem = private
-        .to_pkcs1_pem(LineEnding::LF)
-        .map_err(|e| SignatureError::InvalidKey(e.to_string()))?
-        .to_string();
-    let public_pem = private
-        .to_public_key()
-        .to_pkcs1_pem(LineEnding::LF)
-        .map_err(|e| SignatureError::InvalidKey(e.to_string()))?;
+    let private_pem = private.to_pkcs1_pem(LineEnding::LF).map_err(|e| SignatureError::InvalidKey(e.to_string()))?.to_string();
+    let public_pem = private.to_public_key().to_pkcs1_pem(LineEnding::LF).map_err(|e| SignatureError::InvalidKey(e.to_string()))?;
     Ok((private_pem, public_pem))
 }
 
@@ -164,22 +158,19 @@ pub(crate) fn verify_hashed_entries(
     if comment.is_empty() {
         return Err(SignatureError::NotSigned);
     }
-    let parsed: SignatureComment =
-        serde_json::from_slice(comment).map_err(|e| SignatureError::MalformedSignature(e.to_string()))?;
+    let parsed: SignatureComment = serde_json::from_slice(comment).map_err(|e| SignatureError::MalformedSignature(e.to_string()))?;
     let signature = base64::engine::general_purpose::STANDARD
         .decode(parsed.signature.as_bytes())
         .map_err(|e| SignatureError::MalformedSignature(e.to_string()))?;
     let digest = signed_digest(hashes, parsed.time);
-    let trusted = keys
-        .iter()
-        .any(|key| key.0.verify(Pkcs1v15Sign::new::<Sha256>(), &digest, &signature).is_ok());
+    let trusted = keys.iter().any(|key| key.0.verify(Pkcs1v15Sign::new::<Sha256>(), &digest, &signature).is_ok());
     if !trusted {
         return Err(SignatureError::BadSignature);
     }
     match entries.iter().find(|e| e.name == VERIFICATION_FILE) {
         Some(entry) => {
-            let file: VerificationFile = serde_json::from_slice(&entry.data)
-                .map_err(|e| SignatureError::InvalidVerificationFile(e.to_string()))?;
+            let file: VerificationFile =
+                serde_json::from_slice(&entry.data).map_err(|e| SignatureError::InvalidVerificationFile(e.to_string()))?;
             if let Some(expected) = file.files_checksum {
                 if files_checksum(entries, hashes) != expected {
                     return Err(SignatureError::FilesChanged);
@@ -208,7 +199,11 @@ fn looks_like_verification_file(data: &[u8]) -> bool {
 /// Checksum (names and contents) of every entry except the verification file.
 fn files_checksum(entries: &[ArchiveEntry], hashes: &[[u8; 32]]) -> String {
     checksum_from_hashes(
-        entries.iter().zip(hashes).filter(|(e, _)| e.name != VERIFICATION_FILE).map(|(e, hash)| (e.name.as_str(), hash)),
+        entries
+            .iter()
+            .zip(hashes)
+            .filter(|(e, _)| e.name != VERIFICATION_FILE)
+            .map(|(e, hash)| (e.name.as_str(), hash)),
     )
 }
 
@@ -251,19 +246,14 @@ pub fn sign_at(bytes: &[u8], key: &PrivateKey, category: Option<&str>, time: i64
     let mut entries: Vec<ArchiveEntry> = archive.entries.into_iter().filter(|e| e.name != VERIFICATION_FILE).collect();
     if let Some(category) = category {
         let hashes = content_hashes(entries.iter().map(|e| e.data.as_slice()));
-        let verification = VerificationFile {
-            authorized_category: category.to_owned(),
-            files_checksum: Some(files_checksum(&entries, &hashes)),
-        };
+        let verification =
+            VerificationFile { authorized_category: category.to_owned(), files_checksum: Some(files_checksum(&entries, &hashes)) };
         let data = serde_json::to_vec(&verification).map_err(|e| SignatureError::Signing(e.to_string()))?;
         entries.push(ArchiveEntry { name: VERIFICATION_FILE.to_owned(), data });
     }
     let hashes = content_hashes(entries.iter().map(|e| e.data.as_slice()));
     let digest = signed_digest(&hashes, time);
-    let signature = key
-        .0
-        .sign(Pkcs1v15Sign::new::<Sha256>(), &digest)
-        .map_err(|e| SignatureError::Signing(e.to_string()))?;
+    let signature = key.0.sign(Pkcs1v15Sign::new::<Sha256>(), &digest).map_err(|e| SignatureError::Signing(e.to_string()))?;
     let comment = SignatureComment { signature: base64::engine::general_purpose::STANDARD.encode(signature), time };
     let comment = serde_json::to_vec(&comment).map_err(|e| SignatureError::Signing(e.to_string()))?;
     Ok(write_archive(entries.iter().map(|e| (e.name.as_str(), e.data.as_slice())), &comment)?)

@@ -37,12 +37,18 @@ fn example_manifest_parses() {
     }
     match &manifest.dependencies[1] {
         Dependency::Marketplace(market) => {
-            assert_eq!((market.organization().as_str(), market.plugin().as_str(), market.version().as_str()), ("langgenius", "openai", "0.0.19"));
+            assert_eq!(
+                (market.organization().as_str(), market.plugin().as_str(), market.version().as_str()),
+                ("langgenius", "openai", "0.0.19")
+            );
         }
         other => panic!("{other:?}"),
     }
     let json = serde_json::to_value(&manifest).unwrap();
-    assert_eq!(json["dependencies"][2], serde_json::json!({"type": "package", "value": {"path": "ee25cddb7264169044e305955abbf97eff0876a151ced2bf20c5907430ad5727"}}));
+    assert_eq!(
+        json["dependencies"][2],
+        serde_json::json!({"type": "package", "value": {"path": "ee25cddb7264169044e305955abbf97eff0876a151ced2bf20c5907430ad5727"}})
+    );
     assert_eq!(json["tags"], serde_json::json!([]));
 }
 

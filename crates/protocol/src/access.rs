@@ -89,10 +89,8 @@ pub const MODEL_TYPES: &[&str] =
     &["llm", "text-embedding", "rerank", "speech2text", "moderation", "tts", "text2img", "multimodal-embedding", "multimodal-rerank"];
 
 /// Tool/agent chunk `type` values the daemon accepts (docs/http-api.md §6.3).
-pub const TOOL_MESSAGE_TYPES: &[&str] = &[
-    "text", "file", "blob", "blob_chunk", "json", "link", "image", "image_link", "binary_link", "variable", "log",
-    "retriever_resources",
-];
+pub const TOOL_MESSAGE_TYPES: &[&str] =
+    &["text", "file", "blob", "blob_chunk", "json", "link", "image", "image_link", "binary_link", "variable", "log", "retriever_resources"];
 
 /// How `data.model_type` is checked for a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,36 +158,189 @@ pub const DISPATCH_ROUTES: &[DispatchRoute] = &[
     route("/tool/invoke", T::Tool, "invoke_tool", &["provider", "tool"], M::None, C::ToolMessage),
     route("/tool/validate_credentials", T::Tool, "validate_tool_credentials", &["provider"], M::None, C::PassThrough),
     route("/tool/get_runtime_parameters", T::Tool, "get_tool_runtime_parameters", &["provider", "tool"], M::None, C::PassThrough),
-    route("/agent_strategy/invoke", T::AgentStrategy, "invoke_agent_strategy", &["agent_strategy_provider", "agent_strategy"], M::None, C::AgentMessage),
+    route(
+        "/agent_strategy/invoke",
+        T::AgentStrategy,
+        "invoke_agent_strategy",
+        &["agent_strategy_provider", "agent_strategy"],
+        M::None,
+        C::AgentMessage,
+    ),
     route("/llm/invoke", T::Model, "invoke_llm", &["provider", "model", "model_type"], M::Exactly("llm"), C::PassThrough),
     route("/llm/num_tokens", T::Model, "get_llm_num_tokens", &["provider", "model", "model_type"], M::Exactly("llm"), C::PassThrough),
-    route("/text_embedding/invoke", T::Model, "invoke_text_embedding", &["provider", "model", "model_type", "texts", "input_type"], M::Exactly("text-embedding"), C::PassThrough),
-    route("/multimodal_embedding/invoke", T::Model, "invoke_multimodal_embedding", &["provider", "model", "model_type", "documents", "input_type"], M::NonEmpty, C::PassThrough),
-    route("/text_embedding/num_tokens", T::Model, "get_text_embedding_num_tokens", &["provider", "model", "model_type", "texts"], M::Exactly("text-embedding"), C::PassThrough),
-    route("/rerank/invoke", T::Model, "invoke_rerank", &["provider", "model", "model_type", "query", "docs"], M::Exactly("rerank"), C::PassThrough),
-    route("/multimodal_rerank/invoke", T::Model, "invoke_multimodal_rerank", &["provider", "model", "model_type", "query", "docs"], M::NonEmpty, C::PassThrough),
-    route("/tts/invoke", T::Model, "invoke_tts", &["provider", "model", "model_type", "content_text", "voice", "tenant_id"], M::Exactly("tts"), C::PassThrough),
+    route(
+        "/text_embedding/invoke",
+        T::Model,
+        "invoke_text_embedding",
+        &["provider", "model", "model_type", "texts", "input_type"],
+        M::Exactly("text-embedding"),
+        C::PassThrough,
+    ),
+    route(
+        "/multimodal_embedding/invoke",
+        T::Model,
+        "invoke_multimodal_embedding",
+        &["provider", "model", "model_type", "documents", "input_type"],
+        M::NonEmpty,
+        C::PassThrough,
+    ),
+    route(
+        "/text_embedding/num_tokens",
+        T::Model,
+        "get_text_embedding_num_tokens",
+        &["provider", "model", "model_type", "texts"],
+        M::Exactly("text-embedding"),
+        C::PassThrough,
+    ),
+    route(
+        "/rerank/invoke",
+        T::Model,
+        "invoke_rerank",
+        &["provider", "model", "model_type", "query", "docs"],
+        M::Exactly("rerank"),
+        C::PassThrough,
+    ),
+    route(
+        "/multimodal_rerank/invoke",
+        T::Model,
+        "invoke_multimodal_rerank",
+        &["provider", "model", "model_type", "query", "docs"],
+        M::NonEmpty,
+        C::PassThrough,
+    ),
+    route(
+        "/tts/invoke",
+        T::Model,
+        "invoke_tts",
+        &["provider", "model", "model_type", "content_text", "voice", "tenant_id"],
+        M::Exactly("tts"),
+        C::PassThrough,
+    ),
     route("/tts/model/voices", T::Model, "get_tts_model_voices", &["provider", "model", "model_type"], M::Exactly("tts"), C::PassThrough),
-    route("/speech2text/invoke", T::Model, "invoke_speech2text", &["provider", "model", "model_type", "file"], M::Exactly("speech2text"), C::PassThrough),
-    route("/moderation/invoke", T::Model, "invoke_moderation", &["provider", "model", "model_type", "text"], M::Exactly("moderation"), C::PassThrough),
+    route(
+        "/speech2text/invoke",
+        T::Model,
+        "invoke_speech2text",
+        &["provider", "model", "model_type", "file"],
+        M::Exactly("speech2text"),
+        C::PassThrough,
+    ),
+    route(
+        "/moderation/invoke",
+        T::Model,
+        "invoke_moderation",
+        &["provider", "model", "model_type", "text"],
+        M::Exactly("moderation"),
+        C::PassThrough,
+    ),
     route("/model/validate_provider_credentials", T::Model, "validate_provider_credentials", &["provider"], M::None, C::PassThrough),
-    route("/model/validate_model_credentials", T::Model, "validate_model_credentials", &["provider", "model", "model_type"], M::Valid, C::PassThrough),
+    route(
+        "/model/validate_model_credentials",
+        T::Model,
+        "validate_model_credentials",
+        &["provider", "model", "model_type"],
+        M::Valid,
+        C::PassThrough,
+    ),
     route("/model/schema", T::Model, "get_ai_model_schemas", &["provider", "model", "model_type"], M::Valid, C::PassThrough),
-    DispatchRoute { response: ResponseMode::SingleJson, ..route("/model/polling/start", T::Model, "start_polling", &["provider", "model", "model_type"], M::Exactly("llm"), C::PassThrough) },
-    DispatchRoute { response: ResponseMode::SingleJson, ..route("/model/polling/check", T::Model, "check_polling", &["provider", "model", "model_type", "plugin_state"], M::Exactly("llm"), C::PassThrough) },
+    DispatchRoute {
+        response: ResponseMode::SingleJson,
+        ..route("/model/polling/start", T::Model, "start_polling", &["provider", "model", "model_type"], M::Exactly("llm"), C::PassThrough)
+    },
+    DispatchRoute {
+        response: ResponseMode::SingleJson,
+        ..route(
+            "/model/polling/check",
+            T::Model,
+            "check_polling",
+            &["provider", "model", "model_type", "plugin_state"],
+            M::Exactly("llm"),
+            C::PassThrough,
+        )
+    },
     route("/oauth/get_authorization_url", T::Oauth, "get_authorization_url", &["provider", "redirect_uri"], M::None, C::PassThrough),
-    route("/oauth/get_credentials", T::Oauth, "get_credentials", &["provider", "redirect_uri", "raw_http_request"], M::None, C::PassThrough),
-    route("/oauth/refresh_credentials", T::Oauth, "refresh_credentials", &["provider", "redirect_uri", "credentials"], M::None, C::PassThrough),
-    route("/dynamic_select/fetch_parameter_options", T::DynamicParameter, "fetch_parameter_options", &["credentials", "provider", "provider_action", "parameter"], M::None, C::PassThrough),
+    route(
+        "/oauth/get_credentials",
+        T::Oauth,
+        "get_credentials",
+        &["provider", "redirect_uri", "raw_http_request"],
+        M::None,
+        C::PassThrough,
+    ),
+    route(
+        "/oauth/refresh_credentials",
+        T::Oauth,
+        "refresh_credentials",
+        &["provider", "redirect_uri", "credentials"],
+        M::None,
+        C::PassThrough,
+    ),
+    route(
+        "/dynamic_select/fetch_parameter_options",
+        T::DynamicParameter,
+        "fetch_parameter_options",
+        &["credentials", "provider", "provider_action", "parameter"],
+        M::None,
+        C::PassThrough,
+    ),
     route("/datasource/validate_credentials", T::Datasource, "validate_datasource_credentials", &["provider"], M::None, C::PassThrough),
-    route("/datasource/get_website_crawl", T::Datasource, "invoke_website_datasource_get_crawl", &["provider", "datasource", "datasource_parameters"], M::None, C::PassThrough),
-    route("/datasource/get_online_document_pages", T::Datasource, "invoke_online_document_datasource_get_pages", &["provider", "datasource", "datasource_parameters"], M::None, C::PassThrough),
-    route("/datasource/get_online_document_page_content", T::Datasource, "invoke_online_document_datasource_get_page_content", &["provider", "datasource", "page"], M::None, C::PassThrough),
-    route("/datasource/online_drive_browse_files", T::Datasource, "invoke_online_drive_browse_files", &["provider", "datasource", "request"], M::None, C::PassThrough),
-    route("/datasource/online_drive_download_file", T::Datasource, "invoke_online_drive_download_file", &["provider", "datasource", "request"], M::None, C::PassThrough),
-    route("/trigger/invoke_event", T::Trigger, "invoke_trigger_event", &["provider", "event", "raw_http_request", "subscription"], M::None, C::PassThrough),
+    route(
+        "/datasource/get_website_crawl",
+        T::Datasource,
+        "invoke_website_datasource_get_crawl",
+        &["provider", "datasource", "datasource_parameters"],
+        M::None,
+        C::PassThrough,
+    ),
+    route(
+        "/datasource/get_online_document_pages",
+        T::Datasource,
+        "invoke_online_document_datasource_get_pages",
+        &["provider", "datasource", "datasource_parameters"],
+        M::None,
+        C::PassThrough,
+    ),
+    route(
+        "/datasource/get_online_document_page_content",
+        T::Datasource,
+        "invoke_online_document_datasource_get_page_content",
+        &["provider", "datasource", "page"],
+        M::None,
+        C::PassThrough,
+    ),
+    route(
+        "/datasource/online_drive_browse_files",
+        T::Datasource,
+        "invoke_online_drive_browse_files",
+        &["provider", "datasource", "request"],
+        M::None,
+        C::PassThrough,
+    ),
+    route(
+        "/datasource/online_drive_download_file",
+        T::Datasource,
+        "invoke_online_drive_download_file",
+        &["provider", "datasource", "request"],
+        M::None,
+        C::PassThrough,
+    ),
+    route(
+        "/trigger/invoke_event",
+        T::Trigger,
+        "invoke_trigger_event",
+        &["provider", "event", "raw_http_request", "subscription"],
+        M::None,
+        C::PassThrough,
+    ),
     route("/trigger/validate_credentials", T::Trigger, "validate_trigger_credentials", &["provider"], M::None, C::PassThrough),
-    route("/trigger/dispatch_event", T::Trigger, "dispatch_trigger_event", &["provider", "subscription", "raw_http_request"], M::None, C::PassThrough),
+    route(
+        "/trigger/dispatch_event",
+        T::Trigger,
+        "dispatch_trigger_event",
+        &["provider", "subscription", "raw_http_request"],
+        M::None,
+        C::PassThrough,
+    ),
     route("/trigger/subscribe", T::Trigger, "subscribe_trigger", &["provider", "endpoint"], M::None, C::PassThrough),
     route("/trigger/unsubscribe", T::Trigger, "unsubscribe_trigger", &["provider", "subscription"], M::None, C::PassThrough),
     route("/trigger/refresh", T::Trigger, "refresh_trigger", &["provider", "subscription"], M::None, C::PassThrough),
@@ -276,7 +427,11 @@ impl DispatchRoute {
                 }
             }
         }
-        if problems.is_empty() { Ok(()) } else { Err(problems.join("\n")) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("\n"))
+        }
     }
 }
 
@@ -299,9 +454,15 @@ mod tests {
         let llm = find_dispatch_route("/llm/invoke").unwrap();
         let mut data = json!({"provider": "p", "model": "m", "model_type": "llm", "credentials": null}).as_object().unwrap().clone();
         llm.complete_payload(&mut data);
-        assert_eq!(Value::Object(data), json!({"provider": "p", "model": "m", "model_type": "llm", "credentials": {}, "stop": null, "tools": null, "model_parameters": {}}));
+        assert_eq!(
+            Value::Object(data),
+            json!({"provider": "p", "model": "m", "model_type": "llm", "credentials": {}, "stop": null, "tools": null, "model_parameters": {}})
+        );
         let tool = find_dispatch_route("/tool/invoke").unwrap();
-        let mut data = json!({"provider": "p", "tool": "t", "credential_type": "", "tool_parameters": {"a": 1}}).as_object().unwrap().clone();
+        let mut data = json!({"provider": "p", "tool": "t", "credential_type": "", "tool_parameters": {"a": 1}})
+            .as_object()
+            .unwrap()
+            .clone();
         tool.complete_payload(&mut data);
         assert_eq!(Value::Object(data), json!({"provider": "p", "tool": "t", "tool_parameters": {"a": 1}, "credentials": {}}));
         let dispatch_event = find_dispatch_route("/trigger/dispatch_event").unwrap();

@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::manifest::{
-    AgentStrategyProviderDeclaration, DatasourceProviderDeclaration, ModelProviderDeclaration, PluginMeta,
-    ToolProviderDeclaration, TriggerProviderDeclaration,
+    AgentStrategyProviderDeclaration, DatasourceProviderDeclaration, ModelProviderDeclaration, PluginMeta, ToolProviderDeclaration,
+    TriggerProviderDeclaration,
 };
 use crate::{PluginDeclaration, PluginUniqueIdentifier};
 
@@ -535,8 +535,24 @@ mod tests {
         assert_eq!(first.declaration.as_ref().unwrap().name, "openai");
         assert_eq!(
             keys(first),
-            ["id", "name", "plugin_id", "tenant_id", "plugin_unique_identifier", "endpoints_active", "endpoints_setups",
-             "installation_id", "declaration", "runtime_type", "version", "created_at", "updated_at", "source", "checksum", "meta"]
+            [
+                "id",
+                "name",
+                "plugin_id",
+                "tenant_id",
+                "plugin_unique_identifier",
+                "endpoints_active",
+                "endpoints_setups",
+                "installation_id",
+                "declaration",
+                "runtime_type",
+                "version",
+                "created_at",
+                "updated_at",
+                "source",
+                "checksum",
+                "meta"
+            ]
         );
         let by_category: PluginListByCategoryResponse = round_trip(&format!(r#"{{"list":[{entity}],"has_more":false}}"#));
         assert_eq!(&by_category.list[0], first);
@@ -570,7 +586,8 @@ mod tests {
     fn decode_response_matches_the_spec_example() {
         // §7.1: `verification` is an object when signed and null when not.
         let manifest = declaration_value();
-        let signed = format!(r#"{{"unique_identifier":"{UID}","manifest":{manifest},"verification":{{"authorized_category":"langgenius"}}}}"#);
+        let signed =
+            format!(r#"{{"unique_identifier":"{UID}","manifest":{manifest},"verification":{{"authorized_category":"langgenius"}}}}"#);
         let decoded: PluginDecodeResponse = round_trip(&signed);
         assert_eq!(decoded.unique_identifier.plugin_id(), "langgenius/openai");
         assert_eq!(decoded.verification.unwrap().authorized_category, "langgenius");
@@ -614,8 +631,7 @@ mod tests {
         assert_eq!(upgrade.new_plugin_unique_identifier.version(), "0.0.20");
         let uninstall: UninstallPluginRequest = round_trip(r#"{"plugin_installation_id":"inst-1"}"#);
         assert_eq!(uninstall.plugin_installation_id, "inst-1");
-        let missing: FetchMissingPluginInstallationsRequest =
-            round_trip(&format!(r#"{{"plugin_unique_identifiers":["{UID}"]}}"#));
+        let missing: FetchMissingPluginInstallationsRequest = round_trip(&format!(r#"{{"plugin_unique_identifiers":["{UID}"]}}"#));
         assert_eq!(missing.plugin_unique_identifiers.len(), 1);
         let batch: BatchFetchPluginInstallationsRequest = round_trip(r#"{"plugin_ids":["langgenius/openai"]}"#);
         assert_eq!(batch.plugin_ids, ["langgenius/openai"]);
@@ -672,8 +688,7 @@ mod tests {
         assert_eq!(text.text(), Some("hello"));
         let json_message: ToolInvokeMessage = round_trip(r#"{"type":"json","message":{"json_object":{"a":1}},"meta":null}"#);
         assert_eq!(json_message.text(), None);
-        let blob: ToolInvokeMessage =
-            round_trip(r#"{"type":"blob","message":{"blob":"aGk="},"meta":{"mime_type":"text/plain"}}"#);
+        let blob: ToolInvokeMessage = round_trip(r#"{"type":"blob","message":{"blob":"aGk="},"meta":{"mime_type":"text/plain"}}"#);
         assert_eq!(blob.meta.unwrap()["mime_type"], "text/plain");
         let bare: ToolInvokeMessage = serde_json::from_str(r#"{"type":"link","message":{"text":"https://x"}}"#).unwrap();
         assert_eq!(bare.text(), Some("https://x"));

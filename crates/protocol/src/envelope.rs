@@ -180,11 +180,8 @@ impl DaemonError {
 
     /// The error object `{"message":..,"error_type":..,"args":..}` as a compact JSON string.
     pub fn to_error_object_json(&self) -> String {
-        let object = ErrorObject {
-            message: self.message.clone(),
-            error_type: self.error_type.as_str().to_string(),
-            args: self.args.clone(),
-        };
+        let object =
+            ErrorObject { message: self.message.clone(), error_type: self.error_type.as_str().to_string(), args: self.args.clone() };
         // Serialising a struct of strings and a JSON value cannot fail.
         serde_json::to_string(&object).unwrap_or_default()
     }

@@ -14,10 +14,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// The daemon's identifier regex. `\w` is spelled out as ASCII because Go's `\w` is ASCII-only
 /// while Rust's is Unicode-aware.
 static IDENTIFIER_REGEX: Lazy<Regex> = Lazy::new(|| {
-    Regex::new(
-        r"^(?:([a-z0-9_-]{1,64})/)?([a-z0-9_-]{1,255}):([0-9]{1,4})(\.[0-9]{1,4}){1,3}(-[0-9A-Za-z_]{1,16})?@[a-f0-9]{32,64}$",
-    )
-    .expect("identifier regex is valid")
+    Regex::new(r"^(?:([a-z0-9_-]{1,64})/)?([a-z0-9_-]{1,255}):([0-9]{1,4})(\.[0-9]{1,4}){1,3}(-[0-9A-Za-z_]{1,16})?@[a-f0-9]{32,64}$")
+        .expect("identifier regex is valid")
 });
 
 /// Why a string is not a plugin unique identifier.
@@ -62,17 +60,8 @@ impl PluginUniqueIdentifier {
 
     /// Builds `author/name:version@checksum` (or `name:version@checksum` when `author` is empty)
     /// and validates the result.
-    pub fn from_parts(
-        author: &str,
-        name: &str,
-        version: &str,
-        checksum: &str,
-    ) -> Result<Self, IdentifierError> {
-        let raw = if author.is_empty() {
-            format!("{name}:{version}@{checksum}")
-        } else {
-            format!("{author}/{name}:{version}@{checksum}")
-        };
+    pub fn from_parts(author: &str, name: &str, version: &str, checksum: &str) -> Result<Self, IdentifierError> {
+        let raw = if author.is_empty() { format!("{name}:{version}@{checksum}") } else { format!("{author}/{name}:{version}@{checksum}") };
         Self::parse(&raw)
     }
 
@@ -194,8 +183,7 @@ impl<'de> Deserialize<'de> for PluginUniqueIdentifier {
 mod tests {
     use super::*;
 
-    const AGENT: &str =
-        "langgenius/agent:0.0.14@26958a0e80a10655ce73812bdb7c35a66ce7b16f5ac346d298bda17ff85efd1e";
+    const AGENT: &str = "langgenius/agent:0.0.14@26958a0e80a10655ce73812bdb7c35a66ce7b16f5ac346d298bda17ff85efd1e";
 
     #[test]
     fn splits_a_full_identifier() {
@@ -205,10 +193,7 @@ mod tests {
         assert_eq!(id.plugin_id(), "langgenius/agent");
         assert_eq!(id.version(), "0.0.14");
         assert_eq!(id.identity(), "langgenius/agent:0.0.14");
-        assert_eq!(
-            id.checksum(),
-            "26958a0e80a10655ce73812bdb7c35a66ce7b16f5ac346d298bda17ff85efd1e"
-        );
+        assert_eq!(id.checksum(), "26958a0e80a10655ce73812bdb7c35a66ce7b16f5ac346d298bda17ff85efd1e");
         assert!(!id.is_remote());
         assert_eq!(id.to_string(), AGENT);
     }
@@ -282,10 +267,7 @@ mod tests {
 
     #[test]
     fn uuid_author_is_remote() {
-        let id = PluginUniqueIdentifier::parse(
-            "2e6c2d0c-95c5-4a4a-9a8a-8f2f1d3c9b10/tool:0.0.1@0123456789abcdef0123456789abcdef",
-        )
-        .unwrap();
+        let id = PluginUniqueIdentifier::parse("2e6c2d0c-95c5-4a4a-9a8a-8f2f1d3c9b10/tool:0.0.1@0123456789abcdef0123456789abcdef").unwrap();
         assert!(id.is_remote());
         assert_eq!(id.author(), "2e6c2d0c-95c5-4a4a-9a8a-8f2f1d3c9b10");
     }

@@ -10,6 +10,6 @@ pub mod manifest;
 pub mod message;
 pub mod observe;
 
-pub use envelope::{Envelope, ErrorType, DaemonError};
-pub use identifier::{PluginUniqueIdentifier, IdentifierError};
+pub use envelope::{DaemonError, Envelope, ErrorType};
+pub use identifier::{IdentifierError, PluginUniqueIdentifier};
 pub use manifest::PluginDeclaration;

@@ -15,21 +15,18 @@ use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 
 pub use common::{
-    format_go_time, parse_go_time, zero_time, ConfigOption, I18nObject, OAuthSchema,
-    ParameterAutoGenerate, ParameterOption, ParameterTemplate, ProviderConfig,
+    format_go_time, parse_go_time, zero_time, ConfigOption, I18nObject, OAuthSchema, ParameterAutoGenerate, ParameterOption,
+    ParameterTemplate, ProviderConfig,
 };
 pub use model::{
-    CredentialFormSchema, FieldModelSchema, FormOption, FormShowOn, ModelCredentialSchema, ProviderCredentialSchema,
-    ModelDeclaration, ModelParameterRule, ModelPosition, ModelProviderDeclaration, ModelProviderHelp,
-    MODEL_SOURCE_TYPES, PARAMETER_RULE_TEMPLATES,
+    CredentialFormSchema, FieldModelSchema, FormOption, FormShowOn, ModelCredentialSchema, ModelDeclaration, ModelParameterRule,
+    ModelPosition, ModelProviderDeclaration, ModelProviderHelp, ProviderCredentialSchema, MODEL_SOURCE_TYPES, PARAMETER_RULE_TEMPLATES,
 };
 pub use providers::{
-    AgentStrategyDeclaration, AgentStrategyParameter, AgentStrategyProviderDeclaration,
-    DatasourceDeclaration, DatasourceIdentity, DatasourceParameter, DatasourceProviderDeclaration,
-    DatasourceProviderIdentity, EndpointDeclaration, EndpointProviderDeclaration, EventDeclaration,
-    EventParameter, EventParameterOption, SubscriptionConstructor, ToolDeclaration, ToolDescription,
-    ToolIdentity, ToolParameter, ToolProviderDeclaration, ToolProviderIdentity,
-    TriggerProviderDeclaration,
+    AgentStrategyDeclaration, AgentStrategyParameter, AgentStrategyProviderDeclaration, DatasourceDeclaration, DatasourceIdentity,
+    DatasourceParameter, DatasourceProviderDeclaration, DatasourceProviderIdentity, EndpointDeclaration, EndpointProviderDeclaration,
+    EventDeclaration, EventParameter, EventParameterOption, SubscriptionConstructor, ToolDeclaration, ToolDescription, ToolIdentity,
+    ToolParameter, ToolProviderDeclaration, ToolProviderIdentity, TriggerProviderDeclaration,
 };
 pub use validate::{Problem, AUTHOR_REGEX, PLUGIN_NAME_REGEX, VERSION_REGEX};
 
@@ -37,8 +34,25 @@ use common::{go_time, null_if_empty, opt_scalar_string, scalar_string, string_ve
 
 /// Tags a plugin (or tool provider) may carry.
 pub const PLUGIN_TAGS: [&str; 19] = [
-    "search", "image", "videos", "weather", "finance", "design", "travel", "social", "news", "medical",
-    "productivity", "education", "business", "entertainment", "utilities", "agent", "rag", "other", "trigger",
+    "search",
+    "image",
+    "videos",
+    "weather",
+    "finance",
+    "design",
+    "travel",
+    "social",
+    "news",
+    "medical",
+    "productivity",
+    "education",
+    "business",
+    "entertainment",
+    "utilities",
+    "agent",
+    "rag",
+    "other",
+    "trigger",
 ];
 
 /// What kind of plugin this is, derived from what it declares.

@@ -69,11 +69,7 @@ impl PluginInStream {
     }
 
     /// A `backwards_response` line answering `backwards_request_id`.
-    pub fn backwards_response(
-        session_id: &str,
-        invocation: &InvocationContext,
-        reply: &BackwardsReply,
-    ) -> Self {
+    pub fn backwards_response(session_id: &str, invocation: &InvocationContext, reply: &BackwardsReply) -> Self {
         let data = serde_json::to_value(reply).unwrap_or(Value::Null);
         Self::with_event(session_id, invocation, InStreamEvent::BackwardsResponse, data)
     }
@@ -217,7 +213,10 @@ pub enum PluginEvent {
     Log(PluginLog),
     /// An out-of-band problem reported by the plugin's reader; the raw `data` as text.
     Error(String),
-    Session { session_id: String, message: SessionMessage },
+    Session {
+        session_id: String,
+        message: SessionMessage,
+    },
     /// An `event` value this daemon does not know.
     Unknown(String),
 }
@@ -270,12 +269,9 @@ pub fn parse_plugin_line(line: &[u8]) -> Result<Option<PluginEvent>, LineError> 
                 "stream" => SessionMessage::Stream(payload),
                 "end" => SessionMessage::End(payload),
                 "error" => SessionMessage::Error(
-                    serde_json::from_value(payload.clone())
-                        .unwrap_or_else(|_| PluginSessionError::new("unknown", payload.to_string())),
+                    serde_json::from_value(payload.clone()).unwrap_or_else(|_| PluginSessionError::new("unknown", payload.to_string())),
                 ),
-                "invoke" => SessionMessage::Invoke(
-                    serde_json::from_value::<BackwardsRequest>(payload).map_err(|e| e.to_string()),
-                ),
+                "invoke" => SessionMessage::Invoke(serde_json::from_value::<BackwardsRequest>(payload).map_err(|e| e.to_string())),
                 other => SessionMessage::Unknown(other.to_owned()),
             };
             PluginEvent::Session { session_id, message }
@@ -303,15 +299,9 @@ mod tests {
     #[test]
     fn request_line_matches_the_go_daemon_layout() {
         let payload = json!({"tool": "echo", "provider": "demo", "credentials": {}, "tool_parameters": {"text": "hi"}});
-        let line = PluginInStream::request(
-            "s-1",
-            &InvocationContext::default(),
-            "user-1",
-            "tool",
-            "invoke_tool",
-            payload.as_object().unwrap(),
-        )
-        .to_line();
+        let line =
+            PluginInStream::request("s-1", &InvocationContext::default(), "user-1", "tool", "invoke_tool", payload.as_object().unwrap())
+                .to_line();
         assert_eq!(
             String::from_utf8(line).unwrap(),
             "{\"session_id\":\"s-1\",\"conversation_id\":null,\"message_id\":null,\"app_id\":null,\"endpoint_id\":null,\"context\":null,\"event\":\"request\",\"data\":{\"action\":\"invoke_tool\",\"credentials\":{},\"provider\":\"demo\",\"tool\":\"echo\",\"tool_parameters\":{\"text\":\"hi\"},\"type\":\"tool\",\"user_id\":\"user-1\"}}\n"
@@ -324,7 +314,10 @@ mod tests {
         let text = String::from_utf8(line.to_line()).unwrap();
         assert!(text.ends_with("\"event\":\"backwards_response\",\"data\":{\"backwards_request_id\":\"abc\",\"event\":\"end\",\"message\":\"\",\"data\":null}}\n"), "{text}");
         let reply = BackwardsReply::structure("abc", json!({"data": "ok"}));
-        assert_eq!(serde_json::to_string(&reply).unwrap(), r#"{"backwards_request_id":"abc","event":"response","message":"struct","data":{"data":"ok"}}"#);
+        assert_eq!(
+            serde_json::to_string(&reply).unwrap(),
+            r#"{"backwards_request_id":"abc","event":"response","message":"struct","data":{"data":"ok"}}"#
+        );
     }
 
     #[test]
@@ -348,7 +341,8 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
-        let bad_invoke = parse_plugin_line(br#"{"event":"session","session_id":"s","data":{"type":"invoke","data":{"type":"storage"}}}"#).unwrap();
+        let bad_invoke =
+            parse_plugin_line(br#"{"event":"session","session_id":"s","data":{"type":"invoke","data":{"type":"storage"}}}"#).unwrap();
         assert!(matches!(bad_invoke, Some(PluginEvent::Session { message: SessionMessage::Invoke(Err(_)), .. })));
         let error = parse_plugin_line(br#"{"event":"session","session_id":"s","data":{"type":"error","data":{"error_type":"ValueError","message":"boom","args":{"z":1,"a":2}}}}"#).unwrap();
         match error {
@@ -364,7 +358,10 @@ mod tests {
 
     #[test]
     fn peeks_session_ids_of_truncated_lines() {
-        assert_eq!(peek_session_id(br#"{"event":"session","session_id":"abc-1","data":{"type":"stream","data":{"te"#), Some("abc-1".into()));
+        assert_eq!(
+            peek_session_id(br#"{"event":"session","session_id":"abc-1","data":{"type":"stream","data":{"te"#),
+            Some("abc-1".into())
+        );
         assert_eq!(peek_session_id(br#"{"event": "session", "session_id" : "x", "#), Some("x".into()));
         assert_eq!(peek_session_id(br#"{"event":"heartbeat"}"#), None);
     }

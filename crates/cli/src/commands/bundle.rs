@@ -40,7 +40,8 @@ impl ProfileInput {
         let name = self.name.clone().unwrap_or_default();
         let author = self.author.clone().unwrap_or_default();
         let description = self.description.clone().unwrap_or_default();
-        validate_name(&name).map_err(|e| CliError::usage(e.message.replace("plugin name", "bundle name"), "pass --name, e.g. --name my_bundle"))?;
+        validate_name(&name)
+            .map_err(|e| CliError::usage(e.message.replace("plugin name", "bundle name"), "pass --name, e.g. --name my_bundle"))?;
         validate_author(&author)?;
         if description.trim().is_empty() {
             return Err(CliError::usage("description cannot be empty", "pass --description \"what the bundle contains\""));
@@ -57,7 +58,10 @@ pub fn ask_profile<R: BufRead, W: Write>(mut input: R, mut output: W, defaults: 
         write!(output, "{question}{shown}: ").and_then(|_| output.flush()).map_err(prompt_io)?;
         let mut line = String::new();
         if input.read_line(&mut line).map_err(prompt_io)? == 0 {
-            return Err(CliError::usage("input ended before all questions were answered", "pass --name, --author and --description instead"));
+            return Err(CliError::usage(
+                "input ended before all questions were answered",
+                "pass --name, --author and --description instead",
+            ));
         }
         let answer = line.trim();
         Ok(if answer.is_empty() { default } else { Some(answer.to_string()) })
@@ -121,7 +125,8 @@ fn load(path: &Path) -> CliResult<OpenBundle> {
         Ok(OpenBundle { location: Location::Dir(path.to_path_buf()), bundle, original_assets })
     } else {
         let bytes = std::fs::read(path).map_err(|e| CliError::io("read", path, e))?;
-        let bundle = Bundle::from_bytes(&bytes, &DecodeLimits::for_bundle()).map_err(|e| package_error("failed to load bundle packager", &e))?;
+        let bundle =
+            Bundle::from_bytes(&bytes, &DecodeLimits::for_bundle()).map_err(|e| package_error("failed to load bundle packager", &e))?;
         Ok(OpenBundle { location: Location::Zip(path.to_path_buf()), bundle, original_assets: BTreeSet::new() })
     }
 }
@@ -191,7 +196,10 @@ impl Render for InitResult {
 pub fn init(parent: &Path, profile: &Profile) -> CliResult<InitResult> {
     let dir = parent.join(&profile.name);
     if dir.exists() {
-        return Err(CliError::generic(format!("directory {} already exists", dir.display()), "choose another --name or remove the directory"));
+        return Err(CliError::generic(
+            format!("directory {} already exists", dir.display()),
+            "choose another --name or remove the directory",
+        ));
     }
     let mut bundle = Bundle::new(BundleManifest::new(&profile.name, &profile.author, &profile.description));
     let readme = templates::BUNDLE_README
@@ -397,16 +405,12 @@ pub fn analyze(path: &Path) -> CliResult<Analysis> {
         .enumerate()
         .map(|(index, d)| {
             let (parts, size, missing) = match d {
-                Dependency::Github(g) => (
-                    BTreeMap::from([("repo", g.repo_url()), ("release", g.release()), ("asset", g.asset())]),
-                    None,
-                    false,
-                ),
-                Dependency::Marketplace(m) => (
-                    BTreeMap::from([("organization", m.organization()), ("plugin", m.plugin()), ("version", m.version())]),
-                    None,
-                    false,
-                ),
+                Dependency::Github(g) => {
+                    (BTreeMap::from([("repo", g.repo_url()), ("release", g.release()), ("asset", g.asset())]), None, false)
+                }
+                Dependency::Marketplace(m) => {
+                    (BTreeMap::from([("organization", m.organization()), ("plugin", m.plugin()), ("version", m.version())]), None, false)
+                }
                 Dependency::Package(p) => {
                     let size = open.bundle.package_bytes(p).map(|b| b.len() as u64);
                     (BTreeMap::new(), size, size.is_none())
@@ -430,7 +434,8 @@ mod tests {
         assert_eq!(bad.resolve().unwrap_err().exit_status(), 2);
         let none = ProfileInput { description: Some(" ".into()), ..p };
         assert_eq!(none.resolve().unwrap_err().exit_status(), 2);
-        let asked = ask_profile("\nme\nstuff\n".as_bytes(), Vec::new(), ProfileInput { name: Some("x".into()), ..Default::default() }).unwrap();
+        let asked =
+            ask_profile("\nme\nstuff\n".as_bytes(), Vec::new(), ProfileInput { name: Some("x".into()), ..Default::default() }).unwrap();
         assert_eq!(asked.resolve().unwrap(), Profile { name: "x".into(), author: "me".into(), description: "stuff".into() });
         assert_eq!(ask_profile("".as_bytes(), Vec::new(), ProfileInput::default()).unwrap_err().exit_status(), 2);
     }

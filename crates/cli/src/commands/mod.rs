@@ -3,7 +3,7 @@
 //! [`crate::error::CliError`]. Nothing here parses argv or prints.
 
 pub mod bundle;
-pub mod source;
 pub mod plugin;
 pub mod signature;
+pub mod source;
 pub mod version;

@@ -117,9 +117,8 @@ pub fn parse_category(category: &str) -> CliResult<String> {
 }
 
 fn read_text(path: &Path, what: &str) -> CliResult<String> {
-    std::fs::read_to_string(path).map_err(|e| {
-        CliError::generic(format!("failed to read {what} {}: {e}", path.display()), format!("check the path of the {what}"))
-    })
+    std::fs::read_to_string(path)
+        .map_err(|e| CliError::generic(format!("failed to read {what} {}: {e}", path.display()), format!("check the path of the {what}")))
 }
 
 fn signature_error(context: &str, e: SignatureError) -> CliError {
@@ -130,9 +129,13 @@ fn signature_error(context: &str, e: SignatureError) -> CliError {
         ),
         SignatureError::Package(p) => crate::commands::source::package_error(context, &p),
         SignatureError::NotSigned => CliError::auth(format!("{context}: {e}"), "sign the package with `dify signature sign` first"),
-        SignatureError::BadSignature | SignatureError::FilesChanged | SignatureError::MalformedSignature(_) | SignatureError::InvalidVerificationFile(_) => {
-            CliError::auth(format!("{context}: {e}"), "pass the public key matching the signer's private key with -p, or re-sign the package")
-        }
+        SignatureError::BadSignature
+        | SignatureError::FilesChanged
+        | SignatureError::MalformedSignature(_)
+        | SignatureError::InvalidVerificationFile(_) => CliError::auth(
+            format!("{context}: {e}"),
+            "pass the public key matching the signer's private key with -p, or re-sign the package",
+        ),
         SignatureError::Signing(_) => CliError::generic(format!("{context}: {e}"), "check that the private key is a valid RSA key"),
     }
 }
@@ -181,7 +184,8 @@ pub fn verify(opts: &VerifyOptions) -> CliResult<VerifyResult> {
             (v, path.display().to_string())
         }
         None => {
-            let v = sig::verify_with_keys(&bytes, &[sig::official_public_key()]).map_err(|e| signature_error("failed to verify plugin", e))?;
+            let v =
+                sig::verify_with_keys(&bytes, &[sig::official_public_key()]).map_err(|e| signature_error("failed to verify plugin", e))?;
             (v, "official".to_string())
         }
     };

@@ -15,9 +15,25 @@ use super::{local, remote, ErrorCode, Flags, SlimError, NIL_TENANT};
 
 /// Keys dropped from the extracted schema (display text, icons, signature details).
 const CLEANUP_KEYS: &[&str] = &[
-    "background", "created_at", "description", "help", "human_description", "icon", "icon_dark", "icon_large",
-    "icon_large_dark", "icon_small", "icon_small_dark", "label", "llm_description", "placeholder", "privacy", "repo",
-    "tags", "verified", "verification",
+    "background",
+    "created_at",
+    "description",
+    "help",
+    "human_description",
+    "icon",
+    "icon_dark",
+    "icon_large",
+    "icon_large_dark",
+    "icon_small",
+    "icon_small_dark",
+    "label",
+    "llm_description",
+    "placeholder",
+    "privacy",
+    "repo",
+    "tags",
+    "verified",
+    "verification",
 ];
 
 const EXTRACT_USAGE: &str = "Usage:
@@ -96,7 +112,8 @@ fn extract_path(path: &Path, id: &str) -> Result<Value, SlimError> {
         }
     })?;
     let package = if metadata.is_dir() {
-        local::read_plugin_dir(path).map_err(|e| SlimError::new(ErrorCode::PluginPackageInvalid, format!("decode plugin directory: {e}")))?
+        local::read_plugin_dir(path)
+            .map_err(|e| SlimError::new(ErrorCode::PluginPackageInvalid, format!("decode plugin directory: {e}")))?
     } else {
         let bytes = std::fs::read(path).map_err(|e| SlimError::new(ErrorCode::InvalidInput, format!("read plugin package: {e}")))?;
         dify_package::Package::from_bytes(bytes, &dify_package::DecodeLimits::default())
@@ -106,11 +123,8 @@ fn extract_path(path: &Path, id: &str) -> Result<Value, SlimError> {
 }
 
 fn result_of(package: &dify_package::Package, id: &str) -> Value {
-    let unique_identifier = if id.is_empty() {
-        package.unique_identifier().map(|uid| uid.as_str().to_string()).unwrap_or_default()
-    } else {
-        id.to_string()
-    };
+    let unique_identifier =
+        if id.is_empty() { package.unique_identifier().map(|uid| uid.as_str().to_string()).unwrap_or_default() } else { id.to_string() };
     let mut result = Map::new();
     if !unique_identifier.is_empty() {
         result.insert("unique_identifier".into(), Value::String(unique_identifier));
@@ -203,7 +217,11 @@ pub fn action_args(manifest: &Value, action: &str) -> Result<Value, SlimError> {
     let tool_provider = manifest.get("tool").filter(|t| !t.is_null());
     let first_tool = || -> Result<&Value, SlimError> {
         let provider = tool_provider.ok_or_else(|| invalid("plugin has no tool provider"))?;
-        provider.get("tools").and_then(Value::as_array).and_then(|t| t.first()).ok_or_else(|| invalid("tool provider has no tools"))
+        provider
+            .get("tools")
+            .and_then(Value::as_array)
+            .and_then(|t| t.first())
+            .ok_or_else(|| invalid("tool provider has no tools"))
     };
     let provider_name = || tool_provider.map(|p| text(p, "/identity/name").to_string()).unwrap_or_default();
     match action {
@@ -220,11 +238,20 @@ pub fn action_args(manifest: &Value, action: &str) -> Result<Value, SlimError> {
             let tool = first_tool()?;
             Ok(json!({"provider": provider_name(), "tool": text(tool, "/identity/name"), "credentials": {}}))
         }
-        "get_ai_model_schemas" | "invoke_llm" | "get_llm_num_tokens" | "invoke_text_embedding" | "invoke_multimodal_embedding"
-        | "get_text_embedding_num_tokens" | "invoke_rerank" | "invoke_multimodal_rerank" | "invoke_tts" | "get_tts_model_voices"
-        | "invoke_speech2text" | "invoke_moderation" | "validate_provider_credentials" | "validate_model_credentials" => {
-            model_args(manifest, action)
-        }
+        "get_ai_model_schemas"
+        | "invoke_llm"
+        | "get_llm_num_tokens"
+        | "invoke_text_embedding"
+        | "invoke_multimodal_embedding"
+        | "get_text_embedding_num_tokens"
+        | "invoke_rerank"
+        | "invoke_multimodal_rerank"
+        | "invoke_tts"
+        | "get_tts_model_voices"
+        | "invoke_speech2text"
+        | "invoke_moderation"
+        | "validate_provider_credentials"
+        | "validate_model_credentials" => model_args(manifest, action),
         "invoke_agent_strategy" => {
             let provider = manifest.get("agent_strategy").filter(|a| !a.is_null());
             let strategy = provider

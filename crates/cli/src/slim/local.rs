@@ -82,7 +82,10 @@ pub async fn download(marketplace_url: &str, plugin_id: &str) -> Result<Vec<u8>,
         let body: String = body.chars().take(1024).collect();
         return Err(SlimError::new(ErrorCode::PluginDownload, format!("marketplace returned status {status} for {plugin_id}: {body}")));
     }
-    let bytes = response.bytes().await.map_err(|e| SlimError::new(ErrorCode::PluginDownload, format!("read response body: {e}")))?;
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| SlimError::new(ErrorCode::PluginDownload, format!("read response body: {e}")))?;
     if bytes.len() > MAX_DOWNLOAD_BYTES {
         return Err(SlimError::new(ErrorCode::PluginPackageTooLarge, format!("plugin package {plugin_id} exceeds 15 MiB size limit")));
     }
@@ -172,10 +175,7 @@ async fn invoke_once(
     config: &Arc<RuntimeConfig>,
     out: &mut OutputWriter,
 ) -> Result<(), SlimError> {
-    let connection = plugin
-        .connection(CONNECTION_WAIT)
-        .await
-        .map_err(|e| SlimError::new(ErrorCode::PluginExec, e.to_string()))?;
+    let connection = plugin.connection(CONNECTION_WAIT).await.map_err(|e| SlimError::new(ErrorCode::PluginExec, e.to_string()))?;
     let request = SessionRequest {
         tenant_id: context.tenant_id.clone(),
         user_id: context.user_id.clone(),

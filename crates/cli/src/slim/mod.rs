@@ -231,7 +231,9 @@ impl Flags {
                 Some(value) => value,
                 None => {
                     index += 1;
-                    args.get(index).cloned().ok_or_else(|| SlimError::new(ErrorCode::InvalidInput, format!("flag needs an argument: -{name}")))?
+                    args.get(index)
+                        .cloned()
+                        .ok_or_else(|| SlimError::new(ErrorCode::InvalidInput, format!("flag needs an argument: -{name}")))?
                 }
             };
             flags.values.push((name, value));
@@ -287,7 +289,8 @@ pub fn run(args: Vec<OsString>) -> i32 {
 
 /// Prints the error line on stderr and returns its exit status.
 pub fn fail(error: &SlimError) -> i32 {
-    let line = serde_json::to_string(error).unwrap_or_else(|_| r#"{"code":"INTERNAL_ERROR","message":"failed to marshal error to JSON"}"#.into());
+    let line =
+        serde_json::to_string(error).unwrap_or_else(|_| r#"{"code":"INTERNAL_ERROR","message":"failed to marshal error to JSON"}"#.into());
     eprintln!("{}", output::go_html_escape(&line));
     error.code.exit_code()
 }
@@ -300,10 +303,7 @@ async fn run_invoke(args: &[String]) -> Result<(), SlimError> {
     }
     let (id, action) = (flags.get("id"), flags.get("action"));
     if id.is_empty() || action.is_empty() {
-        return Err(SlimError::new(
-            ErrorCode::InvalidInput,
-            "usage: slim -id <id> -action <action> [-args '<json>'] [-config <path>]",
-        ));
+        return Err(SlimError::new(ErrorCode::InvalidInput, "usage: slim -id <id> -action <action> [-args '<json>'] [-config <path>]"));
     }
     let mut args_json = flags.get("args");
     if args_json.is_empty() {

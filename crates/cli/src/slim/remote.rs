@@ -14,7 +14,10 @@ use super::{lookup_route, ErrorCode, InvokeContext, OutputWriter, RemoteConfig, 
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(600);
 
 fn client() -> Result<reqwest::Client, SlimError> {
-    reqwest::Client::builder().timeout(CLIENT_TIMEOUT).build().map_err(|e| SlimError::new(ErrorCode::Network, e.to_string()))
+    reqwest::Client::builder()
+        .timeout(CLIENT_TIMEOUT)
+        .build()
+        .map_err(|e| SlimError::new(ErrorCode::Network, e.to_string()))
 }
 
 fn base(remote: &RemoteConfig) -> String {
@@ -80,7 +83,8 @@ fn handle_line(line: &[u8], out: &mut OutputWriter) -> Result<(), Result<SlimErr
     let line = String::from_utf8_lossy(line);
     let line = line.trim_end_matches(['\n', '\r']);
     let Some(payload) = line.strip_prefix("data: ") else { return Ok(()) };
-    let value: Value = serde_json::from_str(payload).map_err(|_| Ok(SlimError::new(ErrorCode::StreamParse, "invalid JSON in SSE frame")))?;
+    let value: Value =
+        serde_json::from_str(payload).map_err(|_| Ok(SlimError::new(ErrorCode::StreamParse, "invalid JSON in SSE frame")))?;
     out.chunk(value).map_err(Err)
 }
 

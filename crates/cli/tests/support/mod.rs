@@ -22,17 +22,12 @@ pub fn dify(cwd: &Path, args: &[&str]) -> Output {
 
 pub fn stdout_json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}): {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
+        panic!("stdout is not JSON ({e}): {}\nstderr: {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
     })
 }
 
 pub fn stderr_json(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stderr)
-        .unwrap_or_else(|e| panic!("stderr is not JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)))
+    serde_json::from_slice(&out.stderr).unwrap_or_else(|e| panic!("stderr is not JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)))
 }
 
 /// A command's exit code, stdout and stderr as one text, for snapshots.
@@ -113,12 +108,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 fn run_checked(cmd: &mut Command, what: &str) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{what} failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
 
 /// A venv with `requirements.txt` of `plugin_dir` installed. Venvs are keyed by the file's
@@ -135,10 +125,7 @@ pub fn venv_for(plugin_dir: &Path) -> PathBuf {
     }
     let staging = root.join(format!("staging-{}-{:?}", std::process::id(), std::thread::current().id()).replace(['(', ')'], ""));
     let _ = std::fs::remove_dir_all(&staging);
-    run_checked(
-        Command::new(uv()).arg("venv").arg("-q").arg(&staging).arg("--python").arg(python312()),
-        "uv venv",
-    );
+    run_checked(Command::new(uv()).arg("venv").arg("-q").arg(&staging).arg("--python").arg(python312()), "uv venv");
     let install = |extra: &[&str]| {
         Command::new(uv())
             .args(["pip", "install", "-q"])
@@ -233,11 +220,9 @@ impl PluginProcess {
                         }
                     }
                 }
-                Err(_) => panic!(
-                    "no matching line within {timeout:?}; stdout so far:\n{}\nstderr:\n{}",
-                    self.seen.join("\n"),
-                    self.stderr_text()
-                ),
+                Err(_) => {
+                    panic!("no matching line within {timeout:?}; stdout so far:\n{}\nstderr:\n{}", self.seen.join("\n"), self.stderr_text())
+                }
             }
         }
     }

@@ -14,8 +14,8 @@ use super::output::{table, Plain, Render};
 use crate::error::ClientError;
 use crate::transport::PluginDaemonClient;
 use crate::wire::{
-    PluginDecodeResponse, PluginEntity, PluginInstallTask, PluginInstallTaskStatus,
-    PluginListResponse, PluginToolProviderEntity, ToolInvokeMessage,
+    PluginDecodeResponse, PluginEntity, PluginInstallTask, PluginInstallTaskStatus, PluginListResponse, PluginToolProviderEntity,
+    ToolInvokeMessage,
 };
 
 fn to_value<T: serde::Serialize>(value: &T) -> Value {
@@ -45,59 +45,24 @@ impl Render for PluginList {
                     ]
                 })
                 .collect();
-            table(
-                &[
-                    "PLUGIN ID",
-                    "VERSION",
-                    "INSTALLATION ID",
-                    "SOURCE",
-                    "RUNTIME",
-                    "UNIQUE IDENTIFIER",
-                ],
-                &rows,
-            )
+            table(&["PLUGIN ID", "VERSION", "INSTALLATION ID", "SOURCE", "RUNTIME", "UNIQUE IDENTIFIER"], &rows)
         } else {
-            let rows: Vec<Vec<String>> = plugins
-                .iter()
-                .map(|p| {
-                    vec![
-                        p.plugin_id.clone(),
-                        p.version.clone(),
-                        p.installation_id.clone(),
-                    ]
-                })
-                .collect();
+            let rows: Vec<Vec<String>> =
+                plugins.iter().map(|p| vec![p.plugin_id.clone(), p.version.clone(), p.installation_id.clone()]).collect();
             let mut text = table(&["PLUGIN ID", "VERSION", "INSTALLATION ID"], &rows);
             if self.0.total > plugins.len() as i64 {
-                text.push_str(&format!(
-                    "({} of {} shown; use --page/--page-size)\n",
-                    plugins.len(),
-                    self.0.total
-                ));
+                text.push_str(&format!("({} of {} shown; use --page/--page-size)\n", plugins.len(), self.0.total));
             }
             text
         }
     }
     fn names(&self) -> Vec<String> {
-        self.0
-            .list
-            .iter()
-            .map(|p| p.plugin_unique_identifier.clone())
-            .collect()
+        self.0.list.iter().map(|p| p.plugin_unique_identifier.clone()).collect()
     }
 }
 
-pub async fn list(
-    client: &PluginDaemonClient,
-    tenant: &str,
-    page: u32,
-    page_size: u32,
-) -> Result<PluginList, CliError> {
-    Ok(PluginList(
-        client
-            .list_plugins_with_total(tenant, page, page_size)
-            .await?,
-    ))
+pub async fn list(client: &PluginDaemonClient, tenant: &str, page: u32, page_size: u32) -> Result<PluginList, CliError> {
+    Ok(PluginList(client.list_plugins_with_total(tenant, page, page_size).await?))
 }
 
 /// `upload-pkg`: the decoded package.
@@ -114,10 +79,7 @@ impl Render for Uploaded {
                 Some(v) => format!("signed ({})", v.authorized_category),
                 None => "unsigned".to_string(),
             };
-            text.push_str(&format!(
-                "  {} {} by {}, {signed}\n",
-                self.0.manifest.name, self.0.manifest.version, self.0.manifest.author
-            ));
+            text.push_str(&format!("  {} {} by {}, {signed}\n", self.0.manifest.name, self.0.manifest.version, self.0.manifest.author));
         }
         text
     }
@@ -127,24 +89,12 @@ impl Render for Uploaded {
 }
 
 fn read_package(path: &Path) -> Result<Vec<u8>, CliError> {
-    std::fs::read(path).map_err(|err| {
-        CliError::new(
-            ErrorCode::Io,
-            format!("cannot read package {}: {err}", path.display()),
-        )
-    })
+    std::fs::read(path).map_err(|err| CliError::new(ErrorCode::Io, format!("cannot read package {}: {err}", path.display())))
 }
 
-pub async fn upload_pkg(
-    client: &PluginDaemonClient,
-    tenant: &str,
-    file: &Path,
-    verify_signature: bool,
-) -> Result<Uploaded, CliError> {
+pub async fn upload_pkg(client: &PluginDaemonClient, tenant: &str, file: &Path, verify_signature: bool) -> Result<Uploaded, CliError> {
     let bytes = read_package(file)?;
-    Ok(Uploaded(
-        client.upload_pkg(tenant, bytes, verify_signature).await?,
-    ))
+    Ok(Uploaded(client.upload_pkg(tenant, bytes, verify_signature).await?))
 }
 
 /// `install`, `upgrade`, `task`: the state of an install task (or "already installed").
@@ -162,22 +112,11 @@ impl Render for TaskOutcome {
     }
     fn to_text(&self, wide: bool) -> String {
         match &self.task {
-            None => self
-                .identifiers
-                .iter()
-                .map(|id| format!("{id}: already installed\n"))
-                .collect(),
+            None => self.identifiers.iter().map(|id| format!("{id}: already installed\n")).collect(),
             Some(task) => {
-                let mut text = format!(
-                    "task {}: {} ({}/{} plugins)\n",
-                    task.id, task.status, task.completed_plugins, task.total_plugins
-                );
+                let mut text = format!("task {}: {} ({}/{} plugins)\n", task.id, task.status, task.completed_plugins, task.total_plugins);
                 for plugin in &task.plugins {
-                    let id = if wide {
-                        &plugin.plugin_unique_identifier
-                    } else {
-                        &plugin.plugin_id
-                    };
+                    let id = if wide { &plugin.plugin_unique_identifier } else { &plugin.plugin_id };
                     text.push_str(&format!("  {id}: {}", plugin.status));
                     if !plugin.message.is_empty() {
                         text.push_str(&format!(" - {}", plugin.message));
@@ -221,10 +160,7 @@ impl Progress for NoProgress {
 /// Fails with every plugin's message when the task failed.
 fn check_task(task: PluginInstallTask, identifiers: Vec<String>) -> Result<TaskOutcome, CliError> {
     if task.status == PluginInstallTaskStatus::Failed {
-        let mut error = CliError::new(
-            ErrorCode::InstallFailed,
-            format!("install task {} failed", task.id),
-        );
+        let mut error = CliError::new(ErrorCode::InstallFailed, format!("install task {} failed", task.id));
         error.details = task
             .plugins
             .iter()
@@ -233,24 +169,14 @@ fn check_task(task: PluginInstallTask, identifiers: Vec<String>) -> Result<TaskO
                     "{}: {}{}",
                     p.plugin_unique_identifier,
                     p.status,
-                    if p.message.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" - {}", p.message)
-                    }
+                    if p.message.is_empty() { String::new() } else { format!(" - {}", p.message) }
                 )
             })
             .collect();
-        error.hint = Some(format!(
-            "inspect it with `dify-plugin-client task {}`",
-            task.id
-        ));
+        error.hint = Some(format!("inspect it with `dify-plugin-client task {}`", task.id));
         return Err(error);
     }
-    Ok(TaskOutcome {
-        identifiers,
-        task: Some(task),
-    })
+    Ok(TaskOutcome { identifiers, task: Some(task) })
 }
 
 async fn follow_task(
@@ -262,18 +188,11 @@ async fn follow_task(
     progress: &mut dyn Progress,
 ) -> Result<TaskOutcome, CliError> {
     if !wait.wait {
-        let task = client
-            .fetch_plugin_installation_task(tenant, task_id)
-            .await?;
-        return Ok(TaskOutcome {
-            identifiers,
-            task: Some(task),
-        });
+        let task = client.fetch_plugin_installation_task(tenant, task_id).await?;
+        return Ok(TaskOutcome { identifiers, task: Some(task) });
     }
     let result = client
-        .wait_for_installation_task(tenant, task_id, wait.poll_interval, wait.timeout, |task| {
-            progress.update(task)
-        })
+        .wait_for_installation_task(tenant, task_id, wait.poll_interval, wait.timeout, |task| progress.update(task))
         .await;
     progress.finish();
     check_task(result?, identifiers)
@@ -302,36 +221,17 @@ pub async fn install(
             let mut identifiers = Vec::new();
             for file in files {
                 let bytes = read_package(&file)?;
-                identifiers.push(
-                    client
-                        .upload_pkg(tenant, bytes, verify_signature)
-                        .await?
-                        .unique_identifier
-                        .into(),
-                );
+                identifiers.push(client.upload_pkg(tenant, bytes, verify_signature).await?.unique_identifier.into());
             }
             identifiers
         }
     };
     let metas: Vec<Value> = identifiers.iter().map(|_| json!({})).collect();
-    let started = client
-        .install_from_identifiers(tenant, &identifiers, source, &metas)
-        .await?;
+    let started = client.install_from_identifiers(tenant, &identifiers, source, &metas).await?;
     if started.all_installed {
-        return Ok(TaskOutcome {
-            identifiers,
-            task: None,
-        });
+        return Ok(TaskOutcome { identifiers, task: None });
     }
-    follow_task(
-        client,
-        tenant,
-        &started.task_id,
-        identifiers,
-        wait,
-        progress,
-    )
-    .await
+    follow_task(client, tenant, &started.task_id, identifiers, wait, progress).await
 }
 
 pub async fn upgrade(
@@ -343,38 +243,16 @@ pub async fn upgrade(
     wait: &WaitOptions,
     progress: &mut dyn Progress,
 ) -> Result<TaskOutcome, CliError> {
-    let started = client
-        .upgrade_plugin(tenant, original, new, source, json!({}))
-        .await?;
+    let started = client.upgrade_plugin(tenant, original, new, source, json!({})).await?;
     if started.all_installed {
-        return Ok(TaskOutcome {
-            identifiers: vec![new.to_string()],
-            task: None,
-        });
+        return Ok(TaskOutcome { identifiers: vec![new.to_string()], task: None });
     }
-    follow_task(
-        client,
-        tenant,
-        &started.task_id,
-        vec![new.to_string()],
-        wait,
-        progress,
-    )
-    .await
+    follow_task(client, tenant, &started.task_id, vec![new.to_string()], wait, progress).await
 }
 
-pub async fn task(
-    client: &PluginDaemonClient,
-    tenant: &str,
-    task_id: &str,
-) -> Result<TaskOutcome, CliError> {
-    let task = client
-        .fetch_plugin_installation_task(tenant, task_id)
-        .await?;
-    Ok(TaskOutcome {
-        identifiers: Vec::new(),
-        task: Some(task),
-    })
+pub async fn task(client: &PluginDaemonClient, tenant: &str, task_id: &str) -> Result<TaskOutcome, CliError> {
+    let task = client.fetch_plugin_installation_task(tenant, task_id).await?;
+    Ok(TaskOutcome { identifiers: Vec::new(), task: Some(task) })
 }
 
 /// `tasks`: install tasks, newest first.
@@ -389,20 +267,10 @@ impl Render for TaskList {
             .0
             .iter()
             .map(|t| {
-                let mut row = vec![
-                    t.id.clone(),
-                    t.status.to_string(),
-                    format!("{}/{}", t.completed_plugins, t.total_plugins),
-                ];
+                let mut row = vec![t.id.clone(), t.status.to_string(), format!("{}/{}", t.completed_plugins, t.total_plugins)];
                 if wide {
                     row.push(t.created_at.clone());
-                    row.push(
-                        t.plugins
-                            .iter()
-                            .map(|p| p.plugin_id.as_str())
-                            .collect::<Vec<_>>()
-                            .join(","),
-                    );
+                    row.push(t.plugins.iter().map(|p| p.plugin_id.as_str()).collect::<Vec<_>>().join(","));
                 }
                 row
             })
@@ -418,38 +286,20 @@ impl Render for TaskList {
     }
 }
 
-pub async fn tasks(
-    client: &PluginDaemonClient,
-    tenant: &str,
-    page: u32,
-    page_size: u32,
-) -> Result<TaskList, CliError> {
-    Ok(TaskList(
-        client
-            .fetch_plugin_installation_tasks(tenant, page, page_size)
-            .await?,
-    ))
+pub async fn tasks(client: &PluginDaemonClient, tenant: &str, page: u32, page_size: u32) -> Result<TaskList, CliError> {
+    Ok(TaskList(client.fetch_plugin_installation_tasks(tenant, page, page_size).await?))
 }
 
 /// `uninstall`: accepts an installation id, or a plugin id (`author/name`) looked up in `list`.
-pub async fn uninstall(
-    client: &PluginDaemonClient,
-    tenant: &str,
-    target: &str,
-) -> Result<Plain, CliError> {
+pub async fn uninstall(client: &PluginDaemonClient, tenant: &str, target: &str) -> Result<Plain, CliError> {
     let installation_id = if target.contains('/') {
         let plugins = client.list_plugins(tenant).await?;
-        let found = plugins
-            .iter()
-            .find(|p| p.plugin_id == target || p.plugin_unique_identifier == target);
+        let found = plugins.iter().find(|p| p.plugin_id == target || p.plugin_unique_identifier == target);
         match found {
             Some(plugin) => plugin.installation_id.clone(),
             None => {
-                return Err(CliError::new(
-                    ErrorCode::NotFound,
-                    format!("plugin {target} is not installed for this tenant"),
-                )
-                .with_hint("see `dify-plugin-client list`"))
+                return Err(CliError::new(ErrorCode::NotFound, format!("plugin {target} is not installed for this tenant"))
+                    .with_hint("see `dify-plugin-client list`"))
             }
         }
     } else {
@@ -463,67 +313,31 @@ pub async fn uninstall(
     })
 }
 
-pub async fn manifest(
-    client: &PluginDaemonClient,
-    tenant: &str,
-    identifier: &str,
-) -> Result<Plain, CliError> {
+pub async fn manifest(client: &PluginDaemonClient, tenant: &str, identifier: &str) -> Result<Plain, CliError> {
     let declaration = client.fetch_plugin_manifest(tenant, identifier).await?;
     let value = to_value(&declaration);
     let text = super::output::to_yaml(&value);
-    Ok(Plain {
-        value,
-        text,
-        names: vec![identifier.to_string()],
-    })
+    Ok(Plain { value, text, names: vec![identifier.to_string()] })
 }
 
-pub async fn readme(
-    client: &PluginDaemonClient,
-    tenant: &str,
-    identifier: &str,
-    language: &str,
-) -> Result<Plain, CliError> {
-    let content = client
-        .fetch_plugin_readme(tenant, identifier, language)
-        .await?;
-    Ok(Plain {
-        value: json!({"content": content, "language": language}),
-        text: content,
-        names: vec![identifier.to_string()],
-    })
+pub async fn readme(client: &PluginDaemonClient, tenant: &str, identifier: &str, language: &str) -> Result<Plain, CliError> {
+    let content = client.fetch_plugin_readme(tenant, identifier, language).await?;
+    Ok(Plain { value: json!({"content": content, "language": language}), text: content, names: vec![identifier.to_string()] })
 }
 
-pub async fn missing(
-    client: &PluginDaemonClient,
-    tenant: &str,
-    identifiers: &[String],
-) -> Result<Plain, CliError> {
-    let missing = client
-        .fetch_missing_dependencies(tenant, identifiers)
-        .await?;
+pub async fn missing(client: &PluginDaemonClient, tenant: &str, identifiers: &[String]) -> Result<Plain, CliError> {
+    let missing = client.fetch_missing_dependencies(tenant, identifiers).await?;
     let rows: Vec<Vec<String>> = missing
         .iter()
         .map(|m| {
-            let current = if m.current_identifier.is_empty() {
-                "(not installed)".to_string()
-            } else {
-                m.current_identifier.clone()
-            };
+            let current = if m.current_identifier.is_empty() { "(not installed)".to_string() } else { m.current_identifier.clone() };
             vec![m.plugin_unique_identifier.to_string(), current]
         })
         .collect();
     Ok(Plain {
         value: to_value(&missing),
-        text: if rows.is_empty() {
-            "nothing missing".to_string()
-        } else {
-            table(&["REQUESTED", "INSTALLED"], &rows)
-        },
-        names: missing
-            .iter()
-            .map(|m| m.plugin_unique_identifier.to_string())
-            .collect(),
+        text: if rows.is_empty() { "nothing missing".to_string() } else { table(&["REQUESTED", "INSTALLED"], &rows) },
+        names: missing.iter().map(|m| m.plugin_unique_identifier.to_string()).collect(),
     })
 }
 
@@ -538,22 +352,12 @@ impl Render for ToolProviders {
         let mut rows = Vec::new();
         for provider in &self.0 {
             for tool in &provider.declaration.tools {
-                let mut row = vec![
-                    provider.declaration.identity.name.clone(),
-                    tool.identity.name.clone(),
-                ];
+                let mut row = vec![provider.declaration.identity.name.clone(), tool.identity.name.clone()];
                 if wide {
                     let parameters: Vec<String> = tool
                         .parameters
                         .iter()
-                        .map(|p| {
-                            format!(
-                                "{}:{}{}",
-                                p.name,
-                                p.parameter_type,
-                                if p.required { "" } else { "?" }
-                            )
-                        })
+                        .map(|p| format!("{}:{}{}", p.name, p.parameter_type, if p.required { "" } else { "?" }))
                         .collect();
                     row.push(parameters.join(" "));
                 }
@@ -567,18 +371,11 @@ impl Render for ToolProviders {
         }
     }
     fn names(&self) -> Vec<String> {
-        self.0
-            .iter()
-            .map(|p| p.declaration.identity.name.clone())
-            .collect()
+        self.0.iter().map(|p| p.declaration.identity.name.clone()).collect()
     }
 }
 
-pub async fn tools(
-    client: &PluginDaemonClient,
-    tenant: &str,
-    provider: Option<&str>,
-) -> Result<ToolProviders, CliError> {
+pub async fn tools(client: &PluginDaemonClient, tenant: &str, provider: Option<&str>) -> Result<ToolProviders, CliError> {
     Ok(ToolProviders(match provider {
         Some(provider) => vec![client.fetch_tool_provider(tenant, provider).await?],
         None => client.fetch_tool_providers(tenant).await?,
@@ -590,11 +387,8 @@ pub fn parse_json_object(text: &str, flag: &str) -> Result<Map<String, Value>, C
     match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(CliError::usage(format!("{flag} must be a JSON object"))),
-        Err(err) => Err(
-            CliError::usage(format!("{flag} is not valid JSON: {err}")).with_hint(format!(
-                r#"quote it for the shell, e.g. {flag} '{{"text": "hello"}}'"#
-            )),
-        ),
+        Err(err) => Err(CliError::usage(format!("{flag} is not valid JSON: {err}"))
+            .with_hint(format!(r#"quote it for the shell, e.g. {flag} '{{"text": "hello"}}'"#))),
     }
 }
 
@@ -616,8 +410,7 @@ pub async fn invoke(
             }
             error
         })?;
-        sink(&message)
-            .map_err(|err| CliError::new(ErrorCode::Io, format!("cannot write output: {err}")))?;
+        sink(&message).map_err(|err| CliError::new(ErrorCode::Io, format!("cannot write output: {err}")))?;
         count += 1;
     }
     Ok(count)

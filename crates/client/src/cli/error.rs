@@ -82,13 +82,7 @@ pub struct CliError {
 
 impl CliError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        CliError {
-            code,
-            error_type: None,
-            message: message.into(),
-            hint: None,
-            details: Vec::new(),
-        }
+        CliError { code, error_type: None, message: message.into(), hint: None, details: Vec::new() }
     }
 
     pub fn usage(message: impl Into<String>) -> Self {
@@ -124,14 +118,12 @@ impl From<ClientError> for CliError {
                 ErrorCode::Auth,
                 Some("check the API key: --key, DIFY_PLUGIN_DAEMON_KEY or `key` in the config file must equal the daemon's SERVER_KEY"),
             ),
-            ClientError::PluginDaemonInnerError { .. } => (
-                ErrorCode::Network,
-                Some("is the daemon running? set its address with --url or DIFY_PLUGIN_DAEMON_URL"),
-            ),
-            ClientError::PluginNotFoundError { .. } => (
-                ErrorCode::NotFound,
-                Some("the plugin is not installed for this tenant; see `dify-plugin-client list`"),
-            ),
+            ClientError::PluginDaemonInnerError { .. } => {
+                (ErrorCode::Network, Some("is the daemon running? set its address with --url or DIFY_PLUGIN_DAEMON_URL"))
+            }
+            ClientError::PluginNotFoundError { .. } => {
+                (ErrorCode::NotFound, Some("the plugin is not installed for this tenant; see `dify-plugin-client list`"))
+            }
             ClientError::PluginDaemonNotFoundError { .. } => (ErrorCode::NotFound, None),
             ClientError::PluginUniqueIdentifierError { .. } => {
                 (ErrorCode::Usage, Some("identifiers look like author/name:1.0.0@<sha256 hex>"))
@@ -142,10 +134,9 @@ impl From<ClientError> for CliError {
             | ClientError::PluginDaemonInternalServerError { .. }
             | ClientError::UnknownDaemonError { .. }
             | ClientError::HttpStatus { .. } => (ErrorCode::Daemon, None),
-            ClientError::RouteNotFound { .. } | ClientError::MalformedResponse { .. } => (
-                ErrorCode::Compat,
-                Some("the server at --url may not be a Dify plugin daemon, or runs an incompatible version"),
-            ),
+            ClientError::RouteNotFound { .. } | ClientError::MalformedResponse { .. } => {
+                (ErrorCode::Compat, Some("the server at --url may not be a Dify plugin daemon, or runs an incompatible version"))
+            }
             ClientError::Timeout(_) => (ErrorCode::Timeout, None),
             ClientError::Validation(_) => (ErrorCode::Usage, None),
         };
@@ -165,31 +156,10 @@ mod tests {
 
     #[test]
     fn exit_statuses() {
-        assert_eq!(
-            CliError::from(ClientError::PluginDaemonUnauthorizedError {
-                message: "unauthorized".into()
-            })
-            .exit_status(),
-            4
-        );
-        assert_eq!(
-            CliError::from(ClientError::RouteNotFound { url: "u".into() }).exit_status(),
-            6
-        );
-        assert_eq!(
-            CliError::from(ClientError::Validation("x".into())).exit_status(),
-            2
-        );
-        assert_eq!(
-            CliError::from(ClientError::PluginNotFoundError {
-                message: "plugin not found".into()
-            })
-            .exit_status(),
-            1
-        );
-        assert_eq!(
-            CliError::new(ErrorCode::Config, "bad file").exit_status(),
-            2
-        );
+        assert_eq!(CliError::from(ClientError::PluginDaemonUnauthorizedError { message: "unauthorized".into() }).exit_status(), 4);
+        assert_eq!(CliError::from(ClientError::RouteNotFound { url: "u".into() }).exit_status(), 6);
+        assert_eq!(CliError::from(ClientError::Validation("x".into())).exit_status(), 2);
+        assert_eq!(CliError::from(ClientError::PluginNotFoundError { message: "plugin not found".into() }).exit_status(), 1);
+        assert_eq!(CliError::new(ErrorCode::Config, "bad file").exit_status(), 2);
     }
 }

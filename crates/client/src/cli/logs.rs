@@ -20,10 +20,7 @@ pub fn entry_line(entry: &PluginLogEntry) -> String {
     };
     match entry.source {
         PluginLogSource::Stderr => format!("{} [{source}] {}", entry.time, entry.message),
-        _ => format!(
-            "{} [{source}] {} {}",
-            entry.time, entry.level, entry.message
-        ),
+        _ => format!("{} [{source}] {} {}", entry.time, entry.level, entry.message),
     }
 }
 
@@ -34,10 +31,7 @@ impl Render for PluginLogs {
     fn to_text(&self, _wide: bool) -> String {
         let mut out = String::new();
         if self.0.dropped > 0 && self.0.entries.first().is_some_and(|e| e.seq > 1) {
-            out.push_str(&format!(
-                "({} older lines were dropped)\n",
-                self.0.dropped
-            ));
+            out.push_str(&format!("({} older lines were dropped)\n", self.0.dropped));
         }
         for entry in &self.0.entries {
             out.push_str(&entry_line(entry));
@@ -51,15 +45,6 @@ impl Render for PluginLogs {
 }
 
 /// `logs`: the newest `tail` lines of `plugin`.
-pub async fn logs(
-    client: &PluginDaemonClient,
-    tenant: &str,
-    plugin: &str,
-    tail: u32,
-) -> Result<PluginLogs, CliError> {
-    Ok(PluginLogs(
-        client
-            .fetch_plugin_logs(tenant, plugin, 0, Some(tail))
-            .await?,
-    ))
+pub async fn logs(client: &PluginDaemonClient, tenant: &str, plugin: &str, tail: u32) -> Result<PluginLogs, CliError> {
+    Ok(PluginLogs(client.fetch_plugin_logs(tenant, plugin, 0, Some(tail)).await?))
 }

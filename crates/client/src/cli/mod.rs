@@ -28,11 +28,7 @@ use crate::transport::PluginDaemonClient;
 use crate::wire::{PluginInstallTask, ToolInvokeMessage};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "dify-plugin-client",
-    version,
-    about = "Manage and invoke plugins on a Dify plugin daemon"
-)]
+#[command(name = "dify-plugin-client", version, about = "Manage and invoke plugins on a Dify plugin daemon")]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -59,13 +55,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true)]
     pub tenant: Option<String>,
     /// Output format
-    #[arg(
-        short = 'o',
-        long = "output",
-        global = true,
-        value_enum,
-        default_value = "text"
-    )]
+    #[arg(short = 'o', long = "output", global = true, value_enum, default_value = "text")]
     pub output: OutputFormat,
 }
 
@@ -88,11 +78,7 @@ pub enum Command {
     },
     /// Install packages (uploading them first with --file) and wait for the task
     Install {
-        #[arg(
-            long,
-            required_unless_present = "identifier",
-            conflicts_with = "identifier"
-        )]
+        #[arg(long, required_unless_present = "identifier", conflicts_with = "identifier")]
         file: Vec<PathBuf>,
         #[arg(long)]
         identifier: Vec<String>,
@@ -189,11 +175,7 @@ pub struct WaitArgs {
 
 impl WaitArgs {
     fn options(&self) -> WaitOptions {
-        WaitOptions {
-            wait: !self.no_wait,
-            poll_interval: Duration::from_millis(500),
-            timeout: Duration::from_secs(self.wait_timeout),
-        }
+        WaitOptions { wait: !self.no_wait, poll_interval: Duration::from_millis(500), timeout: Duration::from_secs(self.wait_timeout) }
     }
 }
 
@@ -208,17 +190,10 @@ pub fn run(args: Vec<OsString>) -> i32 {
         }
     };
     let format = cli.global.output;
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
-            print_error(
-                format,
-                &CliError::new(error::ErrorCode::Io, format!("cannot start: {err}")),
-                &mut std::io::stderr(),
-            );
+            print_error(format, &CliError::new(error::ErrorCode::Io, format!("cannot start: {err}")), &mut std::io::stderr());
             return 1;
         }
     };
@@ -239,9 +214,7 @@ fn resolve_settings(global: &GlobalArgs) -> Result<Settings, CliError> {
         tenant: global.tenant.clone(),
         config: global.config.clone(),
     };
-    let home = std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .map(PathBuf::from);
+    let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from);
     settings::resolve(&flags, &|name| std::env::var(name).ok(), home.as_deref())
 }
 
@@ -260,112 +233,37 @@ async fn execute(cli: Cli) -> Result<(), CliError> {
     let client = PluginDaemonClient::new(config)?;
     let mut progress = progress_for(format);
     match cli.command {
-        Command::List { page, page_size } => emit(
-            format,
-            &commands::list(&client, &tenant, page, page_size).await?,
-        ),
-        Command::UploadPkg {
-            file,
-            verify_signature,
-        } => emit(
-            format,
-            &commands::upload_pkg(&client, &tenant, &file, verify_signature).await?,
-        ),
-        Command::Install {
-            file,
-            identifier,
-            source,
-            verify_signature,
-            wait,
-        } => {
-            let from = if file.is_empty() {
-                InstallFrom::Identifiers(identifier)
-            } else {
-                InstallFrom::Files(file)
-            };
-            let outcome = commands::install(
-                &client,
-                &tenant,
-                from,
-                &source,
-                verify_signature,
-                &wait.options(),
-                progress.as_mut(),
-            )
-            .await?;
+        Command::List { page, page_size } => emit(format, &commands::list(&client, &tenant, page, page_size).await?),
+        Command::UploadPkg { file, verify_signature } => {
+            emit(format, &commands::upload_pkg(&client, &tenant, &file, verify_signature).await?)
+        }
+        Command::Install { file, identifier, source, verify_signature, wait } => {
+            let from = if file.is_empty() { InstallFrom::Identifiers(identifier) } else { InstallFrom::Files(file) };
+            let outcome = commands::install(&client, &tenant, from, &source, verify_signature, &wait.options(), progress.as_mut()).await?;
             emit(format, &outcome)
         }
-        Command::Invoke {
-            user,
-            provider,
-            tool,
-            params,
-            credentials,
-            credential_type,
-        } => {
+        Command::Invoke { user, provider, tool, params, credentials, credential_type } => {
             let mut invocation = crate::ToolInvocation::new(&user, &provider, &tool);
             invocation.tool_parameters = commands::parse_json_object(&params, "--params")?;
             invocation.credentials = commands::parse_json_object(&credentials, "--credentials")?;
             invocation.credential_type = credential_type;
             let mut printer = StreamPrinter::new(format);
-            let result =
-                commands::invoke(&client, &tenant, invocation, &mut |m| printer.message(m)).await;
+            let result = commands::invoke(&client, &tenant, invocation, &mut |m| printer.message(m)).await;
             printer.finish();
             result.map(|_| ())
         }
-        Command::Tasks { page, page_size } => emit(
-            format,
-            &commands::tasks(&client, &tenant, page, page_size).await?,
-        ),
-        Command::Task { task_id } => {
-            emit(format, &commands::task(&client, &tenant, &task_id).await?)
-        }
-        Command::Uninstall { target } => emit(
-            format,
-            &commands::uninstall(&client, &tenant, &target).await?,
-        ),
-        Command::Upgrade {
-            from,
-            to,
-            source,
-            wait,
-        } => {
-            let outcome = commands::upgrade(
-                &client,
-                &tenant,
-                &from,
-                &to,
-                &source,
-                &wait.options(),
-                progress.as_mut(),
-            )
-            .await?;
+        Command::Tasks { page, page_size } => emit(format, &commands::tasks(&client, &tenant, page, page_size).await?),
+        Command::Task { task_id } => emit(format, &commands::task(&client, &tenant, &task_id).await?),
+        Command::Uninstall { target } => emit(format, &commands::uninstall(&client, &tenant, &target).await?),
+        Command::Upgrade { from, to, source, wait } => {
+            let outcome = commands::upgrade(&client, &tenant, &from, &to, &source, &wait.options(), progress.as_mut()).await?;
             emit(format, &outcome)
         }
-        Command::Manifest { identifier } => emit(
-            format,
-            &commands::manifest(&client, &tenant, &identifier).await?,
-        ),
-        Command::Readme {
-            identifier,
-            language,
-        } => emit(
-            format,
-            &commands::readme(&client, &tenant, &identifier, &language).await?,
-        ),
-        Command::Missing { identifiers } => emit(
-            format,
-            &commands::missing(&client, &tenant, &identifiers).await?,
-        ),
-        Command::Tools { provider } => emit(
-            format,
-            &commands::tools(&client, &tenant, provider.as_deref()).await?,
-        ),
-        Command::Logs {
-            plugin,
-            tail,
-            follow,
-        } => {
+        Command::Manifest { identifier } => emit(format, &commands::manifest(&client, &tenant, &identifier).await?),
+        Command::Readme { identifier, language } => emit(format, &commands::readme(&client, &tenant, &identifier, &language).await?),
+        Command::Missing { identifiers } => emit(format, &commands::missing(&client, &tenant, &identifiers).await?),
+        Command::Tools { provider } => emit(format, &commands::tools(&client, &tenant, provider.as_deref()).await?),
+        Command::Logs { plugin, tail, follow } => {
             let first = logs::logs(&client, &tenant, &plugin, tail).await?;
             let mut after = first.0.last_seq;
             emit(format, &first)?;
@@ -374,9 +272,7 @@ async fn execute(cli: Cli) -> Result<(), CliError> {
             }
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                let next = client
-                    .fetch_plugin_logs(&tenant, &plugin, after, None)
-                    .await?;
+                let next = client.fetch_plugin_logs(&tenant, &plugin, after, None).await?;
                 after = next.last_seq;
                 if !next.entries.is_empty() {
                     emit(format, &logs::PluginLogs(next))?;
@@ -398,22 +294,10 @@ impl Progress for SpinnerProgress {
             .iter()
             .find(|p| !p.status.is_finished())
             .map(|p| {
-                format!(
-                    " {} {}{}",
-                    p.plugin_id,
-                    p.status,
-                    if p.message.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {}", p.message)
-                    }
-                )
+                format!(" {} {}{}", p.plugin_id, p.status, if p.message.is_empty() { String::new() } else { format!(": {}", p.message) })
             })
             .unwrap_or_default();
-        self.bar.set_message(format!(
-            "installing [{}/{}]{current}",
-            task.completed_plugins, task.total_plugins
-        ));
+        self.bar.set_message(format!("installing [{}/{}]{current}", task.completed_plugins, task.total_plugins));
     }
     fn finish(&mut self) {
         self.bar.finish_and_clear();
@@ -438,10 +322,7 @@ struct StreamPrinter {
 
 impl StreamPrinter {
     fn new(format: OutputFormat) -> Self {
-        StreamPrinter {
-            format,
-            open_line: false,
-        }
+        StreamPrinter { format, open_line: false }
     }
 
     fn message(&mut self, message: &ToolInvokeMessage) -> std::io::Result<()> {
@@ -466,11 +347,7 @@ impl StreamPrinter {
                         .message
                         .get("blob")
                         .and_then(Value::as_str)
-                        .and_then(|encoded| {
-                            base64::engine::general_purpose::STANDARD
-                                .decode(encoded)
-                                .ok()
-                        })
+                        .and_then(|encoded| base64::engine::general_purpose::STANDARD.decode(encoded).ok())
                         .map_or(0, |bytes| bytes.len());
                     let mime = message
                         .meta
@@ -483,11 +360,7 @@ impl StreamPrinter {
                 None => {
                     self.close_line(&mut out)?;
                     let shown = if message.message_type == "json" {
-                        message
-                            .message
-                            .get("json_object")
-                            .cloned()
-                            .unwrap_or_else(|| message.message.clone())
+                        message.message.get("json_object").cloned().unwrap_or_else(|| message.message.clone())
                     } else {
                         message.message.clone()
                     };

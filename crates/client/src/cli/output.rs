@@ -38,11 +38,7 @@ pub trait Render {
 }
 
 /// Writes `result` to `out` in `format`.
-pub fn print(
-    format: OutputFormat,
-    result: &dyn Render,
-    out: &mut dyn Write,
-) -> std::io::Result<()> {
+pub fn print(format: OutputFormat, result: &dyn Render, out: &mut dyn Write) -> std::io::Result<()> {
     match format {
         OutputFormat::Text => write_text(out, &result.to_text(false)),
         OutputFormat::Wide => write_text(out, &result.to_text(true)),
@@ -151,23 +147,13 @@ mod tests {
 
     #[test]
     fn table_pads_columns() {
-        let text = table(
-            &["A", "BB"],
-            &[
-                vec!["long".into(), "x".into()],
-                vec!["s".into(), "y".into()],
-            ],
-        );
+        let text = table(&["A", "BB"], &[vec!["long".into(), "x".into()], vec!["s".into(), "y".into()]]);
         assert_eq!(text, "A     BB\nlong  x\ns     y\n");
     }
 
     #[test]
     fn every_format_prints() {
-        let plain = Plain {
-            value: json!({"a": 1}),
-            text: "one".into(),
-            names: vec!["n1".into(), "n2".into()],
-        };
+        let plain = Plain { value: json!({"a": 1}), text: "one".into(), names: vec!["n1".into(), "n2".into()] };
         let render = |format| {
             let mut out = Vec::new();
             print(format, &plain, &mut out).unwrap();
@@ -175,10 +161,7 @@ mod tests {
         };
         assert_eq!(render(OutputFormat::Text), "one\n");
         assert_eq!(render(OutputFormat::Name), "n1\nn2\n");
-        assert_eq!(
-            serde_json::from_str::<Value>(&render(OutputFormat::Json)).unwrap(),
-            json!({"a": 1})
-        );
+        assert_eq!(serde_json::from_str::<Value>(&render(OutputFormat::Json)).unwrap(), json!({"a": 1}));
         assert_eq!(render(OutputFormat::Yaml), "a: 1\n");
     }
 
@@ -192,9 +175,6 @@ mod tests {
         assert_eq!(value["error"]["exit_status"], 2);
         let mut out = Vec::new();
         print_error(OutputFormat::Text, &error, &mut out);
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "error: bad\nhint: fix it\n"
-        );
+        assert_eq!(String::from_utf8(out).unwrap(), "error: bad\nhint: fix it\n");
     }
 }

@@ -43,14 +43,10 @@ pub struct Settings {
 impl Settings {
     /// The tenant, or a usage error saying how to set one.
     pub fn require_tenant(&self) -> Result<&str, CliError> {
-        self.tenant
-            .as_deref()
-            .filter(|tenant| !tenant.is_empty())
-            .ok_or_else(|| {
-                CliError::usage("no tenant given").with_hint(format!(
-                    "pass --tenant ID, set {ENV_TENANT}, or add \"tenant\" to the config file"
-                ))
-            })
+        self.tenant.as_deref().filter(|tenant| !tenant.is_empty()).ok_or_else(|| {
+            CliError::usage("no tenant given")
+                .with_hint(format!("pass --tenant ID, set {ENV_TENANT}, or add \"tenant\" to the config file"))
+        })
     }
 }
 
@@ -64,11 +60,7 @@ struct FileSettings {
 
 /// Resolves settings from `flags`, `env` (a lookup such as `std::env::var`) and the config file
 /// (in `home` unless `flags.config` names one).
-pub fn resolve(
-    flags: &SettingFlags,
-    env: &dyn Fn(&str) -> Option<String>,
-    home: Option<&Path>,
-) -> Result<Settings, CliError> {
+pub fn resolve(flags: &SettingFlags, env: &dyn Fn(&str) -> Option<String>, home: Option<&Path>) -> Result<Settings, CliError> {
     let file = match (&flags.config, home) {
         (Some(path), _) => read_config_file(path, true)?,
         (None, Some(home)) => read_config_file(&home.join(CONFIG_FILE_NAME), false)?,
@@ -76,12 +68,9 @@ pub fn resolve(
     };
     let env = |name: &str| env(name).filter(|value| !value.is_empty());
 
-    let url =
-        pick(&flags.url, env(ENV_URL), file.url).unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
+    let url = pick(&flags.url, env(ENV_URL), file.url).unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
     if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(CliError::usage(format!(
-            "invalid daemon URL `{url}`: it must start with http:// or https://"
-        )));
+        return Err(CliError::usage(format!("invalid daemon URL `{url}`: it must start with http:// or https://")));
     }
     let key = pick(&flags.key, env(ENV_KEY), file.key).unwrap_or_default();
     let timeout = match (&flags.timeout, env(ENV_TIMEOUT), file.timeout) {
@@ -91,12 +80,7 @@ pub fn resolve(
         (None, None, None) => DEFAULT_TIMEOUT,
     };
     let tenant = pick(&flags.tenant, env(ENV_TENANT), file.tenant);
-    Ok(Settings {
-        url,
-        key,
-        timeout,
-        tenant,
-    })
+    Ok(Settings { url, key, timeout, tenant })
 }
 
 fn pick(flag: &Option<String>, env: Option<String>, file: Option<String>) -> Option<String> {
@@ -105,12 +89,8 @@ fn pick(flag: &Option<String>, env: Option<String>, file: Option<String>) -> Opt
 
 fn parse_timeout(text: &str, source: &str) -> Result<Duration, CliError> {
     match text.trim().parse::<f64>() {
-        Ok(seconds) if seconds.is_finite() && seconds > 0.0 && seconds < 1e9 => {
-            Ok(Duration::from_secs_f64(seconds))
-        }
-        _ => Err(CliError::usage(format!(
-            "invalid timeout `{text}` from {source}: expected a positive number of seconds"
-        ))),
+        Ok(seconds) if seconds.is_finite() && seconds > 0.0 && seconds < 1e9 => Ok(Duration::from_secs_f64(seconds)),
+        _ => Err(CliError::usage(format!("invalid timeout `{text}` from {source}: expected a positive number of seconds"))),
     }
 }
 
@@ -118,19 +98,13 @@ fn read_config_file(path: &Path, explicit: bool) -> Result<FileSettings, CliErro
     let shown = path.display();
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
-        Err(err) if !explicit && (err.kind() == std::io::ErrorKind::NotFound || path.is_dir()) => {
-            return Ok(FileSettings::default())
-        }
-        Err(err) => {
-            return Err(CliError::new(
-                ErrorCode::Config,
-                format!("cannot read config file {shown}: {err}"),
-            ))
-        }
+        Err(err) if !explicit && (err.kind() == std::io::ErrorKind::NotFound || path.is_dir()) => return Ok(FileSettings::default()),
+        Err(err) => return Err(CliError::new(ErrorCode::Config, format!("cannot read config file {shown}: {err}"))),
     };
     let bad = |why: String| {
-        CliError::new(ErrorCode::Config, format!("malformed config file {shown}: {why}"))
-            .with_hint(r#"the config file is a JSON object such as {"url": "http://localhost:5002", "key": "...", "timeout": 30, "tenant": "..."}"#)
+        CliError::new(ErrorCode::Config, format!("malformed config file {shown}: {why}")).with_hint(
+            r#"the config file is a JSON object such as {"url": "http://localhost:5002", "key": "...", "timeout": 30, "tenant": "..."}"#,
+        )
     };
     let value: Value = serde_json::from_slice(&bytes).map_err(|err| bad(err.to_string()))?;
     let Value::Object(map) = value else {
@@ -161,10 +135,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |name| map.get(name).cloned()
     }
 
@@ -174,8 +145,7 @@ mod tests {
         dir
     }
 
-    const FILE: &str =
-        r#"{"url":"http://file:1","key":"file-key","timeout":7,"tenant":"file-tenant"}"#;
+    const FILE: &str = r#"{"url":"http://file:1","key":"file-key","timeout":7,"tenant":"file-tenant"}"#;
 
     #[test]
     fn defaults_without_any_source() {
@@ -201,12 +171,7 @@ mod tests {
     #[test]
     fn env_overrides_file() {
         let home = home_with(FILE);
-        let env = env_of(&[
-            (ENV_URL, "http://env:2"),
-            (ENV_KEY, "env-key"),
-            (ENV_TIMEOUT, "8"),
-            (ENV_TENANT, "env-tenant"),
-        ]);
+        let env = env_of(&[(ENV_URL, "http://env:2"), (ENV_KEY, "env-key"), (ENV_TIMEOUT, "8"), (ENV_TENANT, "env-tenant")]);
         let settings = resolve(&SettingFlags::default(), &env, Some(home.path())).unwrap();
         assert_eq!(settings.url, "http://env:2");
         assert_eq!(settings.key, "env-key");
@@ -217,12 +182,7 @@ mod tests {
     #[test]
     fn flags_override_env() {
         let home = home_with(FILE);
-        let env = env_of(&[
-            (ENV_URL, "http://env:2"),
-            (ENV_KEY, "env-key"),
-            (ENV_TIMEOUT, "8"),
-            (ENV_TENANT, "env-tenant"),
-        ]);
+        let env = env_of(&[(ENV_URL, "http://env:2"), (ENV_KEY, "env-key"), (ENV_TIMEOUT, "8"), (ENV_TENANT, "env-tenant")]);
         let flags = SettingFlags {
             url: Some("http://flag:3".into()),
             key: Some("flag-key".into()),
@@ -243,10 +203,7 @@ mod tests {
         let other = tempfile::tempdir().unwrap();
         let path = other.path().join("client.json");
         std::fs::write(&path, r#"{"tenant":"other"}"#).unwrap();
-        let flags = SettingFlags {
-            config: Some(path),
-            ..SettingFlags::default()
-        };
+        let flags = SettingFlags { config: Some(path), ..SettingFlags::default() };
         let settings = resolve(&flags, &env_of(&[]), Some(home.path())).unwrap();
         assert_eq!(settings.tenant.as_deref(), Some("other"));
         assert_eq!(settings.url, DEFAULT_BASE_URL);
@@ -257,39 +214,22 @@ mod tests {
         let home = home_with("{not json");
         let error = resolve(&SettingFlags::default(), &env_of(&[]), Some(home.path())).unwrap_err();
         assert_eq!(error.exit_status(), 2);
-        assert!(
-            error
-                .message
-                .contains(&home.path().join(CONFIG_FILE_NAME).display().to_string()),
-            "{}",
-            error.message
-        );
+        assert!(error.message.contains(&home.path().join(CONFIG_FILE_NAME).display().to_string()), "{}", error.message);
 
         let home = home_with(r#"{"url": 5}"#);
         let error = resolve(&SettingFlags::default(), &env_of(&[]), Some(home.path())).unwrap_err();
         assert!(error.message.contains("`url` must be a string"));
 
-        let flags = SettingFlags {
-            config: Some(PathBuf::from("/nonexistent/dify.json")),
-            ..SettingFlags::default()
-        };
+        let flags = SettingFlags { config: Some(PathBuf::from("/nonexistent/dify.json")), ..SettingFlags::default() };
         let error = resolve(&flags, &env_of(&[]), None).unwrap_err();
         assert!(error.message.contains("/nonexistent/dify.json"));
     }
 
     #[test]
     fn bad_values_name_their_source() {
-        let error = resolve(
-            &SettingFlags::default(),
-            &env_of(&[(ENV_TIMEOUT, "soon")]),
-            None,
-        )
-        .unwrap_err();
+        let error = resolve(&SettingFlags::default(), &env_of(&[(ENV_TIMEOUT, "soon")]), None).unwrap_err();
         assert!(error.message.contains(ENV_TIMEOUT));
-        let flags = SettingFlags {
-            url: Some("localhost:5002".into()),
-            ..SettingFlags::default()
-        };
+        let flags = SettingFlags { url: Some("localhost:5002".into()), ..SettingFlags::default() };
         assert!(resolve(&flags, &env_of(&[]), None).is_err());
     }
 }

@@ -30,7 +30,8 @@ pub fn identifier() -> String {
 /// The daemon's error payloads, byte for byte (docs/http-api.md §2).
 pub mod payloads {
     pub const UNAUTHORIZED: &str = r#"{"code":-401,"message":"{\"message\":\"unauthorized\",\"error_type\":\"PluginDaemonUnauthorizedError\",\"args\":null}","data":null}"#;
-    pub const PLUGIN_NOT_FOUND: &str = r#"{"code":-404,"message":"{\"message\":\"plugin not found\",\"error_type\":\"PluginNotFoundError\",\"args\":null}","data":null}"#;
+    pub const PLUGIN_NOT_FOUND: &str =
+        r#"{"code":-404,"message":"{\"message\":\"plugin not found\",\"error_type\":\"PluginNotFoundError\",\"args\":null}","data":null}"#;
     pub const BAD_REQUEST: &str = r#"{"code":-400,"message":"{\"message\":\"plugin verification has been enabled, and the plugin you want to install has a bad signature\",\"error_type\":\"PluginDaemonBadRequestError\",\"args\":null}","data":null}"#;
     pub const NOT_FOUND: &str = r#"{"code":-404,"message":"{\"message\":\"plugin installation not found for this tenant\",\"error_type\":\"PluginDaemonNotFoundError\",\"args\":null}","data":null}"#;
     pub const README_NOT_FOUND: &str = r#"{"code":-404,"message":"{\"message\":\"no readme content available for this plugin\",\"error_type\":\"PluginDaemonNotFoundError\",\"args\":null}","data":null}"#;
@@ -107,24 +108,16 @@ impl Drop for FixtureServer {
 impl FixtureServer {
     /// Starts serving `scenario` on 127.0.0.1 with an OS-chosen port.
     pub async fn start(scenario: Scenario) -> FixtureServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind a local port");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a local port");
         Self::serve(listener, scenario)
     }
 
     /// Serves on an already bound listener.
     pub fn serve(listener: tokio::net::TcpListener, scenario: Scenario) -> FixtureServer {
         let url = format!("http://{}", listener.local_addr().expect("local addr"));
-        let fixture = Arc::new(Fixture {
-            scenario,
-            requests: Mutex::new(Vec::new()),
-            task_polls: AtomicUsize::new(0),
-            gets: AtomicUsize::new(0),
-        });
-        let app = axum::Router::new()
-            .fallback(handle)
-            .with_state(fixture.clone());
+        let fixture =
+            Arc::new(Fixture { scenario, requests: Mutex::new(Vec::new()), task_polls: AtomicUsize::new(0), gets: AtomicUsize::new(0) });
+        let app = axum::Router::new().fallback(handle).with_state(fixture.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -137,18 +130,12 @@ impl FixtureServer {
 
     /// Requests whose path ends with `suffix`.
     pub fn requests_to(&self, suffix: &str) -> Vec<Recorded> {
-        self.requests()
-            .into_iter()
-            .filter(|r| r.path.ends_with(suffix))
-            .collect()
+        self.requests().into_iter().filter(|r| r.path.ends_with(suffix)).collect()
     }
 }
 
 fn envelope(data: Value) -> Response {
-    raw(
-        StatusCode::OK,
-        json!({"code": 0, "message": "success", "data": data}).to_string(),
-    )
+    raw(StatusCode::OK, json!({"code": 0, "message": "success", "data": data}).to_string())
 }
 
 fn raw(status: StatusCode, body: impl Into<String>) -> Response {
@@ -200,11 +187,7 @@ fn tool_provider_entity() -> Value {
 }
 
 fn plugin_entity(index: usize) -> Value {
-    let plugin_id = if index == 0 {
-        PLUGIN_ID.to_string()
-    } else {
-        format!("fixture/echo{index}")
-    };
+    let plugin_id = if index == 0 { PLUGIN_ID.to_string() } else { format!("fixture/echo{index}") };
     let identifier = format!("{plugin_id}:0.0.1@{CHECKSUM}");
     json!({
         "id": format!("inst-{index}"), "created_at": "2025-01-02T03:04:05Z", "updated_at": "2025-01-02T03:04:05Z",
@@ -227,24 +210,18 @@ fn task(status: &str, plugin_status: &str, message: &str, completed: i64) -> Val
 fn query_value(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
         let (key, value) = pair.split_once('=')?;
-        (key == name).then(|| {
-            value
-                .replace("%2F", "/")
-                .replace("%3A", ":")
-                .replace("%40", "@")
-        })
+        (key == name).then(|| value.replace("%2F", "/").replace("%3A", ":").replace("%40", "@"))
     })
 }
 
 /// SSE body: each line is written and flushed separately, `delay` apart.
 fn sse(lines: Vec<String>, delay: Duration) -> Response {
-    let stream =
-        futures::stream::iter(lines.into_iter().enumerate()).then(move |(i, line)| async move {
-            if i > 0 {
-                tokio::time::sleep(delay).await;
-            }
-            Ok::<Bytes, std::io::Error>(Bytes::from(format!("data: {line}\n\n")))
-        });
+    let stream = futures::stream::iter(lines.into_iter().enumerate()).then(move |(i, line)| async move {
+        if i > 0 {
+            tokio::time::sleep(delay).await;
+        }
+        Ok::<Bytes, std::io::Error>(Bytes::from(format!("data: {line}\n\n")))
+    });
     Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "text/event-stream")
@@ -258,38 +235,18 @@ fn text_chunk(text: &str) -> String {
 
 use futures::StreamExt;
 
-async fn handle(
-    State(fixture): State<Arc<Fixture>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
+async fn handle(State(fixture): State<Arc<Fixture>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     let recorded = Recorded {
         method: method.to_string(),
         path: uri.path().to_string(),
         query: uri.query().unwrap_or_default().to_string(),
         api_key: header("x-api-key"),
         plugin_id: header("x-plugin-id"),
-        content_types: headers
-            .get_all("content-type")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(str::to_string)
-            .collect(),
+        content_types: headers.get_all("content-type").iter().filter_map(|v| v.to_str().ok()).map(str::to_string).collect(),
         body: body.to_vec(),
     };
-    fixture
-        .requests
-        .lock()
-        .expect("requests lock")
-        .push(recorded.clone());
+    fixture.requests.lock().expect("requests lock").push(recorded.clone());
 
     match &fixture.scenario {
         Scenario::NotADaemon => return raw(StatusCode::NOT_FOUND, payloads::ROUTE_NOT_FOUND),
@@ -300,16 +257,8 @@ async fn handle(
         Scenario::Slow { busy_answers } if method == Method::GET => {
             let seen = fixture.gets.fetch_add(1, Ordering::SeqCst);
             if seen < *busy_answers {
-                let status = if seen % 2 == 0 {
-                    StatusCode::SERVICE_UNAVAILABLE
-                } else {
-                    StatusCode::TOO_MANY_REQUESTS
-                };
-                return Response::builder()
-                    .status(status)
-                    .header("retry-after", "1")
-                    .body(Body::from("busy"))
-                    .expect("response");
+                let status = if seen % 2 == 0 { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::TOO_MANY_REQUESTS };
+                return Response::builder().status(status).header("retry-after", "1").body(Body::from("busy")).expect("response");
             }
         }
         _ => {}
@@ -330,9 +279,7 @@ async fn handle(
                     r#"{"code":-400,"message":"{\"message\":\"http: no such file\",\"error_type\":\"PluginDaemonBadRequestError\",\"args\":null}","data":null}"#,
                 );
             }
-            envelope(
-                json!({"unique_identifier": identifier(), "manifest": declaration(), "verification": null}),
-            )
+            envelope(json!({"unique_identifier": identifier(), "manifest": declaration(), "verification": null}))
         }
         ("POST", "management/install/upload/bundle") => {
             if !String::from_utf8_lossy(&body).contains("name=\"dify_bundle\"") {
@@ -347,10 +294,7 @@ async fn handle(
         }
         ("POST", "management/install/identifiers") => {
             let request = recorded.json();
-            let ids = request["plugin_unique_identifiers"]
-                .as_array()
-                .map(Vec::len)
-                .unwrap_or(0);
+            let ids = request["plugin_unique_identifiers"].as_array().map(Vec::len).unwrap_or(0);
             let metas = request["metas"].as_array().map(Vec::len).unwrap_or(0);
             if ids != metas {
                 return envelope_error(
@@ -365,42 +309,19 @@ async fn handle(
                 return envelope(task("running", "running", "starting", 0));
             }
             if fixture.scenario == Scenario::InstallFails {
-                envelope(task(
-                    "failed",
-                    "failed",
-                    "failed to init environment: no matching distribution for dify_plugin",
-                    0,
-                ))
+                envelope(task("failed", "failed", "failed to init environment: no matching distribution for dify_plugin", 0))
             } else {
                 envelope(task("success", "success", "installed", 1))
             }
         }
-        ("GET", "management/install/tasks") => {
-            envelope(json!([task("success", "success", "installed", 1)]))
-        }
-        ("GET", route) if route.starts_with("management/install/tasks/") => {
-            envelope_error(payloads::INTERNAL)
-        }
-        ("POST", "management/install/upgrade") => {
-            envelope(json!({"all_installed": true, "task_id": ""}))
-        }
+        ("GET", "management/install/tasks") => envelope(json!([task("success", "success", "installed", 1)])),
+        ("GET", route) if route.starts_with("management/install/tasks/") => envelope_error(payloads::INTERNAL),
+        ("POST", "management/install/upgrade") => envelope(json!({"all_installed": true, "task_id": ""})),
         ("GET", "management/list") => {
-            let page: usize = query_value(query, "page")
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(1);
-            let size: usize = query_value(query, "page_size")
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(256);
-            let total = if fixture.scenario == Scenario::Pagination {
-                5
-            } else {
-                1
-            };
-            let list: Vec<Value> = (0..total)
-                .skip((page - 1) * size)
-                .take(size)
-                .map(plugin_entity)
-                .collect();
+            let page: usize = query_value(query, "page").and_then(|p| p.parse().ok()).unwrap_or(1);
+            let size: usize = query_value(query, "page_size").and_then(|p| p.parse().ok()).unwrap_or(256);
+            let total = if fixture.scenario == Scenario::Pagination { 5 } else { 1 };
+            let list: Vec<Value> = (0..total).skip((page - 1) * size).take(size).map(plugin_entity).collect();
             envelope(json!({"list": list, "total": total}))
         }
         ("GET", "management/fetch/manifest") => {
@@ -422,9 +343,7 @@ async fn handle(
                 envelope(json!({"content": "# Echo\n\nRepeats text.\n", "language": "en_US"}))
             }
         }
-        ("GET", "management/fetch/identifier") => envelope(json!(
-            query_value(query, "plugin_unique_identifier") == Some(identifier())
-        )),
+        ("GET", "management/fetch/identifier") => envelope(json!(query_value(query, "plugin_unique_identifier") == Some(identifier()))),
         ("POST", "management/installation/missing") => {
             let wanted = recorded.json()["plugin_unique_identifiers"].clone();
             let missing: Vec<Value> = wanted
@@ -447,28 +366,18 @@ async fn handle(
         }
         ("POST", "management/uninstall") => envelope(json!(true)),
         ("POST", "management/install/tasks/delete_all") => envelope(json!(true)),
-        ("POST", route) if route.starts_with("management/install/tasks/task-1/delete") => {
-            envelope(json!(true))
-        }
+        ("POST", route) if route.starts_with("management/install/tasks/task-1/delete") => envelope(json!(true)),
         ("GET", "management/tools") => envelope(json!([tool_provider_entity()])),
         ("GET", "management/tool") => {
-            if query_value(query, "plugin_id").as_deref() == Some(PLUGIN_ID)
-                && query_value(query, "provider").as_deref() == Some("echo")
-            {
+            if query_value(query, "plugin_id").as_deref() == Some(PLUGIN_ID) && query_value(query, "provider").as_deref() == Some("echo") {
                 envelope(tool_provider_entity())
             } else {
                 envelope_error(payloads::PLUGIN_NOT_FOUND)
             }
         }
         ("POST", "management/tools/check_existence") => {
-            let ids = recorded.json()["provider_ids"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            let exists: Vec<bool> = ids
-                .iter()
-                .map(|id| id["plugin_id"] == PLUGIN_ID && id["provider_name"] == "echo")
-                .collect();
+            let ids = recorded.json()["provider_ids"].as_array().cloned().unwrap_or_default();
+            let exists: Vec<bool> = ids.iter().map(|id| id["plugin_id"] == PLUGIN_ID && id["provider_name"] == "echo").collect();
             envelope(json!(exists))
         }
         ("POST", "dispatch/tool/invoke") => {
@@ -476,19 +385,13 @@ async fn handle(
                 return raw(StatusCode::NOT_FOUND, payloads::PLUGIN_NOT_FOUND);
             }
             let request = recorded.json();
-            let text = request["data"]["tool_parameters"]["text"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
+            let text = request["data"]["tool_parameters"]["text"].as_str().unwrap_or_default().to_string();
             let mut lines = vec![text_chunk(&format!("{text} ")), text_chunk("again")];
             if fixture.scenario == Scenario::StreamCut {
                 let first = Bytes::from(format!("data: {}\n\n", text_chunk(&text)));
                 let stream = futures::stream::iter([
                     Ok::<Bytes, std::io::Error>(first),
-                    Err(std::io::Error::new(
-                        std::io::ErrorKind::BrokenPipe,
-                        "runtime crashed",
-                    )),
+                    Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "runtime crashed")),
                 ])
                 .then(|item| async move {
                     // Let the headers and the first chunk go out before the connection breaks.
@@ -508,12 +411,13 @@ async fn handle(
                 lines.push(payloads::INVOKE.to_string());
             } else {
                 // "hello!" as two base64 blob chunks, merged by the client into one blob.
-                for (sequence, (part, end)) in
-                    [("aGVs", false), ("bG8h", true)].into_iter().enumerate()
-                {
-                    lines.push(json!({"code": 0, "message": "success", "data": {"type": "blob_chunk",
+                for (sequence, (part, end)) in [("aGVs", false), ("bG8h", true)].into_iter().enumerate() {
+                    lines.push(
+                        json!({"code": 0, "message": "success", "data": {"type": "blob_chunk",
                         "message": {"id": "file-1", "sequence": sequence, "total_length": 6, "blob": part, "end": end},
-                        "meta": {"mime_type": "text/plain"}}}).to_string());
+                        "meta": {"mime_type": "text/plain"}}})
+                        .to_string(),
+                    );
                 }
                 lines.push(json!({"code": 0, "message": "success", "data": {"type": "json", "message": {"json_object": {"echoed": text}}, "meta": null}}).to_string());
             }

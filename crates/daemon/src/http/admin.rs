@@ -112,11 +112,8 @@ async fn reinstall(State(state): State<AppState>, body: Bytes) -> Response {
 }
 
 async fn switch_endpoint(State(state): State<AppState>, body: Bytes) -> Response {
-    let fields = [
-        ("plugin_unique_identifier", "PluginUniqueIdentifier"),
-        ("function_name", "FunctionName"),
-        ("function_url", "FunctionURL"),
-    ];
+    let fields =
+        [("plugin_unique_identifier", "PluginUniqueIdentifier"), ("function_name", "FunctionName"), ("function_url", "FunctionURL")];
     let (uid, values) = match bind(&json_body(&body), &fields) {
         Ok(bound) => bound,
         Err(error) => return error.into_response(),

@@ -50,15 +50,13 @@ pub fn percent_decode(text: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match (hex_value(bytes[i + 1]), hex_value(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push(h * 16 + l);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() => match (hex_value(bytes[i + 1]), hex_value(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 2;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b => out.push(b),
         }
         i += 1;
@@ -133,7 +131,10 @@ impl Query {
 
 /// A JSON body decoded leniently: invalid JSON is an empty object.
 pub fn json_body(bytes: &[u8]) -> Value {
-    serde_json::from_slice::<Value>(bytes).ok().filter(Value::is_object).unwrap_or_else(|| Value::Object(Default::default()))
+    serde_json::from_slice::<Value>(bytes)
+        .ok()
+        .filter(Value::is_object)
+        .unwrap_or_else(|| Value::Object(Default::default()))
 }
 
 /// A required non-empty string field of a JSON body.
@@ -145,13 +146,7 @@ pub fn required_str(body: &Value, key: &str, struct_name: &str, go_field: &str) 
 }
 
 /// A required (non-null) array of strings; `max` bounds its length.
-pub fn required_str_list(
-    body: &Value,
-    key: &str,
-    struct_name: &str,
-    go_field: &str,
-    max: usize,
-) -> Result<Vec<String>, BindError> {
+pub fn required_str_list(body: &Value, key: &str, struct_name: &str, go_field: &str, max: usize) -> Result<Vec<String>, BindError> {
     let Some(items) = body.get(key).and_then(Value::as_array) else {
         return Err(invalid(struct_name, go_field, "required"));
     };

@@ -30,12 +30,7 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/dispatch/{*route}", post(dispatch))
 }
 
-async fn dispatch(
-    State(state): State<AppState>,
-    Path(params): Path<HashMap<String, String>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn dispatch(State(state): State<AppState>, Path(params): Path<HashMap<String, String>>, headers: HeaderMap, body: Bytes) -> Response {
     let tenant_id = params.get("tenant_id").cloned().unwrap_or_default();
     let route_path = format!("/{}", params.get("route").map(String::as_str).unwrap_or_default());
     let Some(route) = find_dispatch_route(&route_path) else {
@@ -235,7 +230,9 @@ pub(super) fn event_stream(body: Body) -> Response {
 pub(super) fn plain_json(status: StatusCode, body: String) -> Response {
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
     response
 }
 
@@ -258,7 +255,8 @@ mod tests {
         ] {
             assert_eq!(success_sse_line(&chunk), sse_line(&success_json(&chunk)), "{chunk}");
         }
-        let error = PluginSessionError { error_type: "InvokeRateLimitError".into(), message: "429 too many".into(), args: serde_json::json!({}) };
+        let error =
+            PluginSessionError { error_type: "InvokeRateLimitError".into(), message: "429 too many".into(), args: serde_json::json!({}) };
         assert_eq!(
             sse_line(&plugin_invoke_error(&error).to_envelope_json()),
             Bytes::from_static(

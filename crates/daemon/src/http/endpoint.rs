@@ -101,9 +101,7 @@ async fn list_of_plugin(State(state): State<AppState>, Path(tenant_id): Path<Str
     let q = Query::parse(q.as_deref());
     let bound = q.required(S, "plugin_id", "PluginID").and_then(|p| q.page(S, 100).map(|pg| (p, pg)));
     match bound {
-        Ok((plugin_id, (page, page_size))) => {
-            respond(endpoints::list(&state, &tenant_id, Some(&plugin_id), page, page_size).await)
-        }
+        Ok((plugin_id, (page, page_size))) => respond(endpoints::list(&state, &tenant_id, Some(&plugin_id), page, page_size).await),
         Err(e) => e.into_response(),
     }
 }

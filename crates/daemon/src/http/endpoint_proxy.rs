@@ -74,9 +74,7 @@ fn invoke_error_response(error: EndpointInvokeError) -> Response {
         EndpointInvokeError::InstallationMissing => {
             fail_with_status(StatusCode::NOT_FOUND, DaemonError::bad_request("plugin installation not found"))
         }
-        EndpointInvokeError::BadIdentifier(message) => {
-            fail_with_status(StatusCode::BAD_REQUEST, DaemonError::unique_identifier(message))
-        }
+        EndpointInvokeError::BadIdentifier(message) => fail_with_status(StatusCode::BAD_REQUEST, DaemonError::unique_identifier(message)),
         EndpointInvokeError::Disabled => fail_with_status(StatusCode::NOT_FOUND, DaemonError::not_found("endpoint not found")),
         EndpointInvokeError::NoEndpointDeclaration => fail_with_status(StatusCode::NOT_FOUND, DaemonError::plugin_not_found()),
         EndpointInvokeError::Decrypt(message) => {
@@ -123,7 +121,12 @@ async fn proxy(State(state): State<AppState>, request: Request) -> Response {
         Some(query) if !query.is_empty() => format!("{path}?{query}"),
         _ => path.clone(),
     };
-    let host = parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()).map(str::to_owned).or_else(|| parts.uri.authority().map(|a| a.to_string()));
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| parts.uri.authority().map(|a| a.to_string()));
     let raw = raw_http_request(&RawRequestParts {
         method: &parts.method,
         request_target: &request_target,
@@ -284,10 +287,9 @@ fn parse_chunk(item: &Value) -> Result<EndpointChunk, String> {
         Some(value) => Some(value.as_u64().and_then(|s| u16::try_from(s).ok()).ok_or_else(|| format!("invalid endpoint status {value}"))?),
     };
     let headers = match object.get("headers") {
-        Some(Value::Object(map)) => map
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())))
-            .collect(),
+        Some(Value::Object(map)) => {
+            map.iter().map(|(k, v)| (k.clone(), v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))).collect()
+        }
         _ => Vec::new(),
     };
     let body = match object.get("result") {
@@ -375,7 +377,9 @@ fn body_stream(first: Bytes, session: SessionStream) -> impl futures::Stream<Ite
                     Ok(_) => continue,
                     Err(message) => return Some((Ok(Bytes::from(message)), None)),
                 },
-                SessionOutput::Failed(error) => return Some((Ok(Bytes::from(super::plugin_errors::for_caller(&error).to_sorted_json())), None)),
+                SessionOutput::Failed(error) => {
+                    return Some((Ok(Bytes::from(super::plugin_errors::for_caller(&error).to_sorted_json())), None))
+                }
                 SessionOutput::TimedOut => {
                     return Some((Ok(Bytes::from(DaemonError::internal("killed by timeout").to_envelope_json())), None))
                 }

@@ -47,8 +47,7 @@ pub fn routes() -> Router<AppState> {
 /// The `X-Api-Key` check of the `/v2/invoke` group (HTTP 401, fixed body).
 fn key_refused(state: &AppState, headers: &HeaderMap) -> Option<Response> {
     let given = headers.get("x-api-key").and_then(|v| v.to_str().ok()).unwrap_or("");
-    (given.as_bytes() != state.server_key.as_bytes())
-        .then(|| fail_with_status(StatusCode::UNAUTHORIZED, DaemonError::unauthorized()))
+    (given.as_bytes() != state.server_key.as_bytes()).then(|| fail_with_status(StatusCode::UNAUTHORIZED, DaemonError::unauthorized()))
 }
 
 /// The dispatch route a `/v2/invoke/dispatch{path}` request addresses, if it serves one.
@@ -61,13 +60,9 @@ pub fn v2_route(path: &str) -> Option<&'static DispatchRoute> {
 fn identifier_from(headers: &HeaderMap) -> Result<PluginUniqueIdentifier, Response> {
     let raw = headers.get(UNIQUE_IDENTIFIER_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
     if raw.is_empty() {
-        return Err(fail_with_status(
-            StatusCode::BAD_REQUEST,
-            DaemonError::bad_request("X-Plugin-Unique-Identifier header is required"),
-        ));
+        return Err(fail_with_status(StatusCode::BAD_REQUEST, DaemonError::bad_request("X-Plugin-Unique-Identifier header is required")));
     }
-    PluginUniqueIdentifier::parse(raw)
-        .map_err(|e| fail_with_status(StatusCode::BAD_REQUEST, DaemonError::unique_identifier(e.to_string())))
+    PluginUniqueIdentifier::parse(raw).map_err(|e| fail_with_status(StatusCode::BAD_REQUEST, DaemonError::unique_identifier(e.to_string())))
 }
 
 async fn extract(State(state): State<AppState>, headers: HeaderMap) -> Response {
@@ -81,12 +76,7 @@ async fn extract(State(state): State<AppState>, headers: HeaderMap) -> Response 
     respond(crate::service::extract::extract_schema(&state, &uid).await)
 }
 
-async fn dispatch(
-    State(state): State<AppState>,
-    Path(params): Path<HashMap<String, String>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn dispatch(State(state): State<AppState>, Path(params): Path<HashMap<String, String>>, headers: HeaderMap, body: Bytes) -> Response {
     let route_path = format!("/{}", params.get("route").map(String::as_str).unwrap_or_default());
     let Some(route) = v2_route(&route_path) else {
         return plain_json(StatusCode::NOT_FOUND, NOT_FOUND_BODY.to_string());
@@ -188,9 +178,7 @@ async fn dispatch_route(state: &AppState, route: &'static DispatchRoute, headers
         Some(runtime) => runtime,
         None => match find_runtime(state, &target).await {
             Ok(runtime) => runtime,
-            Err(error) => {
-                return fail_with_status(StatusCode::INTERNAL_SERVER_ERROR, DaemonError::internal(error.to_string()))
-            }
+            Err(error) => return fail_with_status(StatusCode::INTERNAL_SERVER_ERROR, DaemonError::internal(error.to_string())),
         },
     };
     let invocation = Invocation {

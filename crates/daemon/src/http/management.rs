@@ -10,7 +10,7 @@ use axum::Router;
 use dify_protocol::DaemonError;
 use serde_json::Value;
 
-use super::bind::{invalid, BindError, json_body, required_str, required_str_list, valid_identifiers, Query};
+use super::bind::{invalid, json_body, required_str, required_str_list, valid_identifiers, BindError, Query};
 use super::{fail, fail_with_status, ok, respond, AppState};
 use crate::service::{debugging, install, packages, plugins, tasks};
 use crate::store::ProviderKind;
@@ -134,11 +134,12 @@ async fn upload_bundle(State(state): State<AppState>, request: Request) -> Respo
 async fn install_identifiers(State(state): State<AppState>, Path(tenant_id): Path<String>, body: Bytes) -> Response {
     const S: &str = "InstallPluginFromIdentifiersRequest";
     let body = json_body(&body);
-    let ids = match required_str_list(&body, "plugin_unique_identifiers", S, "PluginUniqueIdentifiers", install::MAX_IDENTIFIERS_PER_INSTALL) {
-        Ok(ids) if ids.is_empty() => return invalid(S, "PluginUniqueIdentifiers", "min").into_response(),
-        Ok(ids) => ids,
-        Err(r) => return r.into_response(),
-    };
+    let ids =
+        match required_str_list(&body, "plugin_unique_identifiers", S, "PluginUniqueIdentifiers", install::MAX_IDENTIFIERS_PER_INSTALL) {
+            Ok(ids) if ids.is_empty() => return invalid(S, "PluginUniqueIdentifiers", "min").into_response(),
+            Ok(ids) => ids,
+            Err(r) => return r.into_response(),
+        };
     if let Err(r) = valid_identifiers(&ids, S, "PluginUniqueIdentifiers") {
         return r.into_response();
     }
@@ -275,9 +276,7 @@ async fn fetch_readme(State(state): State<AppState>, RawQuery(q): RawQuery) -> R
 
 fn octet_stream(bytes: Vec<u8>) -> Response {
     let mut response = Response::new(Body::from(bytes));
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     response
 }
 

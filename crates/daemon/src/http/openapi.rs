@@ -40,7 +40,13 @@ pub struct RouteDoc {
     pub answer: Answer,
 }
 
-const fn tenant(method: &'static str, path: &'static str, summary: &'static str, request: Option<&'static str>, answer: Answer) -> RouteDoc {
+const fn tenant(
+    method: &'static str,
+    path: &'static str,
+    summary: &'static str,
+    request: Option<&'static str>,
+    answer: Answer,
+) -> RouteDoc {
     RouteDoc { method, path, api_key: true, summary, request, answer }
 }
 
@@ -52,24 +58,78 @@ use Answer::{Envelope, EventStream, Raw, Text};
 
 /// Every route except the dispatch routes (those come from `DISPATCH_ROUTES`).
 pub const ROUTES: &[RouteDoc] = &[
-    tenant("post", "/plugin/{tenant_id}/management/install/upload/package", "Upload a .difypkg", Some("multipart:dify_pkg"), Envelope("PluginDecodeResponse")),
-    tenant("post", "/plugin/{tenant_id}/management/install/upload/bundle", "Upload a .difybndl", Some("multipart:dify_bundle"), Envelope("PluginBundleDependency[]")),
-    tenant("post", "/plugin/{tenant_id}/management/install/identifiers", "Install uploaded packages (starts a task)", Some("InstallPluginFromIdentifiersRequest"), Envelope("PluginInstallTaskStartResponse")),
-    tenant("post", "/plugin/{tenant_id}/management/install/upgrade", "Upgrade an installation (starts a task)", Some("UpgradePluginRequest"), Envelope("PluginInstallTaskStartResponse")),
+    tenant(
+        "post",
+        "/plugin/{tenant_id}/management/install/upload/package",
+        "Upload a .difypkg",
+        Some("multipart:dify_pkg"),
+        Envelope("PluginDecodeResponse"),
+    ),
+    tenant(
+        "post",
+        "/plugin/{tenant_id}/management/install/upload/bundle",
+        "Upload a .difybndl",
+        Some("multipart:dify_bundle"),
+        Envelope("PluginBundleDependency[]"),
+    ),
+    tenant(
+        "post",
+        "/plugin/{tenant_id}/management/install/identifiers",
+        "Install uploaded packages (starts a task)",
+        Some("InstallPluginFromIdentifiersRequest"),
+        Envelope("PluginInstallTaskStartResponse"),
+    ),
+    tenant(
+        "post",
+        "/plugin/{tenant_id}/management/install/upgrade",
+        "Upgrade an installation (starts a task)",
+        Some("UpgradePluginRequest"),
+        Envelope("PluginInstallTaskStartResponse"),
+    ),
     tenant("get", "/plugin/{tenant_id}/management/install/tasks", "List install tasks", None, Envelope("PluginInstallTask[]")),
     tenant("post", "/plugin/{tenant_id}/management/install/tasks/delete_all", "Delete every install task", None, Envelope("boolean")),
     tenant("get", "/plugin/{tenant_id}/management/install/tasks/{task_id}", "One install task", None, Envelope("PluginInstallTask")),
     tenant("post", "/plugin/{tenant_id}/management/install/tasks/{task_id}/delete", "Delete an install task", None, Envelope("boolean")),
-    tenant("post", "/plugin/{tenant_id}/management/install/tasks/{task_id}/delete/{identifier}", "Delete one plugin of an install task", None, Envelope("boolean")),
-    tenant("get", "/plugin/{tenant_id}/management/decode/from_identifier", "Decode an uploaded package", None, Envelope("PluginDecodeResponse")),
+    tenant(
+        "post",
+        "/plugin/{tenant_id}/management/install/tasks/{task_id}/delete/{identifier}",
+        "Delete one plugin of an install task",
+        None,
+        Envelope("boolean"),
+    ),
+    tenant(
+        "get",
+        "/plugin/{tenant_id}/management/decode/from_identifier",
+        "Decode an uploaded package",
+        None,
+        Envelope("PluginDecodeResponse"),
+    ),
     tenant("get", "/plugin/{tenant_id}/management/fetch/manifest", "Manifest of an uploaded package", None, Envelope("PluginDeclaration")),
-    tenant("get", "/plugin/{tenant_id}/management/fetch/identifier", "Installation of a unique identifier", None, Envelope("PluginInstallation")),
+    tenant(
+        "get",
+        "/plugin/{tenant_id}/management/fetch/identifier",
+        "Installation of a unique identifier",
+        None,
+        Envelope("PluginInstallation"),
+    ),
     tenant("get", "/plugin/{tenant_id}/management/fetch/readme", "Readme of an uploaded package", None, Envelope("PluginReadmeResponse")),
     tenant("post", "/plugin/{tenant_id}/management/uninstall", "Uninstall", Some("UninstallPluginRequest"), Envelope("boolean")),
     tenant("get", "/plugin/{tenant_id}/management/list", "Installed plugins", None, Envelope("PluginListResponse")),
     tenant("get", "/plugin/{tenant_id}/management/installation/ids", "Installation ids", None, Envelope("string[]")),
-    tenant("post", "/plugin/{tenant_id}/management/installation/fetch/batch", "Installations by plugin id", Some("BatchFetchPluginInstallationsRequest"), Envelope("PluginInstallation[]")),
-    tenant("post", "/plugin/{tenant_id}/management/installation/missing", "Missing dependencies", Some("FetchMissingPluginInstallationsRequest"), Envelope("MissingPluginDependency[]")),
+    tenant(
+        "post",
+        "/plugin/{tenant_id}/management/installation/fetch/batch",
+        "Installations by plugin id",
+        Some("BatchFetchPluginInstallationsRequest"),
+        Envelope("PluginInstallation[]"),
+    ),
+    tenant(
+        "post",
+        "/plugin/{tenant_id}/management/installation/missing",
+        "Missing dependencies",
+        Some("FetchMissingPluginInstallationsRequest"),
+        Envelope("MissingPluginDependency[]"),
+    ),
     tenant("get", "/plugin/{tenant_id}/management/{category}/list", "Providers of a category", None, Envelope("object[]")),
     tenant("get", "/plugin/{tenant_id}/management/models/bindings", "Model provider bindings", None, Envelope("PluginModelBinding[]")),
     tenant("get", "/plugin/{tenant_id}/management/models", "Model providers", None, Envelope("object[]")),
@@ -82,10 +142,22 @@ pub const ROUTES: &[RouteDoc] = &[
     tenant("get", "/plugin/{tenant_id}/management/datasource", "One datasource provider", None, Envelope("object")),
     tenant("get", "/plugin/{tenant_id}/management/triggers", "Trigger providers", None, Envelope("object[]")),
     tenant("get", "/plugin/{tenant_id}/management/trigger", "One trigger provider", None, Envelope("object")),
-    tenant("get", "/plugin/{tenant_id}/management/logs", "Recent stderr, log messages and process notes of an installed plugin", None, Envelope("PluginLogsResponse")),
+    tenant(
+        "get",
+        "/plugin/{tenant_id}/management/logs",
+        "Recent stderr, log messages and process notes of an installed plugin",
+        None,
+        Envelope("PluginLogsResponse"),
+    ),
     tenant("get", "/plugin/{tenant_id}/asset/{asset_id}", "A stored asset", None, Raw),
     tenant("get", "/plugin/{tenant_id}/extract-asset/", "A file of an uploaded package", None, Raw),
-    tenant("post", "/plugin/{tenant_id}/debugging/key", "The tenant's remote debugging key (when remote installing is enabled)", None, Envelope("object")),
+    tenant(
+        "post",
+        "/plugin/{tenant_id}/debugging/key",
+        "The tenant's remote debugging key (when remote installing is enabled)",
+        None,
+        Envelope("object"),
+    ),
     tenant("post", "/plugin/{tenant_id}/endpoint/setup", "Create an endpoint", Some("object"), Envelope("boolean")),
     tenant("post", "/plugin/{tenant_id}/endpoint/remove", "Remove an endpoint", Some("object"), Envelope("boolean")),
     tenant("post", "/plugin/{tenant_id}/endpoint/update", "Update an endpoint", Some("object"), Envelope("boolean")),
@@ -101,10 +173,34 @@ pub const ROUTES: &[RouteDoc] = &[
     open("any", "/e/{hook_id}/", "A plugin endpoint (when endpoints are enabled)", None, Raw),
     open("any", "/e/{hook_id}/{path}", "A plugin endpoint (when endpoints are enabled)", None, Raw),
     open("get", "/openapi.json", "This document", None, Answer::Json("object")),
-    open("get", "/status", "The operator's status page, HTML (when enabled; the server or admin key as `key` query parameter or header)", None, Text("text/html")),
-    tenant("get", "/v2/invoke/extract", "The manifest and verification of a stored package, by `X-Plugin-Unique-Identifier`", None, Envelope("object")),
-    open("post", "/admin/plugin/serverless/reinstall", "Launch a serverless plugin anew and replace its runtime (when ADMIN_API_ENABLED; `X-Admin-Api-Key`)", Some("object"), EventStream),
-    open("post", "/admin/plugin/serverless/switch-endpoint", "Point a serverless plugin at another function URL (when ADMIN_API_ENABLED; `X-Admin-Api-Key`)", Some("object"), Envelope("boolean")),
+    open(
+        "get",
+        "/status",
+        "The operator's status page, HTML (when enabled; the server or admin key as `key` query parameter or header)",
+        None,
+        Text("text/html"),
+    ),
+    tenant(
+        "get",
+        "/v2/invoke/extract",
+        "The manifest and verification of a stored package, by `X-Plugin-Unique-Identifier`",
+        None,
+        Envelope("object"),
+    ),
+    open(
+        "post",
+        "/admin/plugin/serverless/reinstall",
+        "Launch a serverless plugin anew and replace its runtime (when ADMIN_API_ENABLED; `X-Admin-Api-Key`)",
+        Some("object"),
+        EventStream,
+    ),
+    open(
+        "post",
+        "/admin/plugin/serverless/switch-endpoint",
+        "Point a serverless plugin at another function URL (when ADMIN_API_ENABLED; `X-Admin-Api-Key`)",
+        Some("object"),
+        Envelope("boolean"),
+    ),
     open("get", "/status.json", "What the status page shows (when enabled; the server or admin key)", None, Envelope("object")),
 ];
 
@@ -169,7 +265,9 @@ fn operation(route: &RouteDoc, method: &str, schemas: &mut Vec<&'static str>) ->
                    "content": {"application/json": {"schema": {"allOf": [{"$ref": "#/components/schemas/Envelope"},
                         {"type": "object", "properties": {"data": schema_ref(data)}}]}}}})
         }
-        EventStream => json!({"description": "`data: {envelope}` lines, one per item", "content": {"text/event-stream": {"schema": {"type": "string"}}}}),
+        EventStream => {
+            json!({"description": "`data: {envelope}` lines, one per item", "content": {"text/event-stream": {"schema": {"type": "string"}}}})
+        }
         Answer::Json(data) => json!({"description": "A JSON object", "content": {"application/json": {"schema": schema_ref(data)}}}),
         Text(media) => json!({"description": "Text", "content": {media: {"schema": {"type": "string"}}}}),
         Raw => json!({"description": "The bytes as stored or as the plugin answered"}),
@@ -289,14 +387,16 @@ mod tests {
     #[test]
     fn the_route_table_matches_the_router() {
         let source = routes_in_source();
-        let mut table: BTreeSet<(String, String)> =
-            ROUTES.iter().map(|r| (r.method.to_string(), r.path.to_string())).collect();
+        let mut table: BTreeSet<(String, String)> = ROUTES.iter().map(|r| (r.method.to_string(), r.path.to_string())).collect();
         // The dispatch handler serves the dispatch table behind one wildcard route.
         table.insert(("post".into(), "/plugin/{tenant_id}/dispatch/{route}".into()));
         table.insert(("post".into(), "/v2/invoke/dispatch/{route}".into()));
         let missing: Vec<_> = source.difference(&table).collect();
         let stale: Vec<_> = table.difference(&source).collect();
-        assert!(missing.is_empty() && stale.is_empty(), "routes served but not documented: {missing:?}; documented but not served: {stale:?} (edit ROUTES in http/openapi.rs)");
+        assert!(
+            missing.is_empty() && stale.is_empty(),
+            "routes served but not documented: {missing:?}; documented but not served: {stale:?} (edit ROUTES in http/openapi.rs)"
+        );
         let v2 = DISPATCH_ROUTES.iter().filter(|route| super::super::invoke_v2::v2_route(route.path).is_some()).count();
         assert_eq!(all_routes().len(), ROUTES.len() + DISPATCH_ROUTES.len() + v2);
     }
@@ -309,7 +409,10 @@ mod tests {
             std::fs::write(&file, &generated).expect("write docs/openapi.json");
         }
         let stored = std::fs::read_to_string(&file).unwrap_or_default();
-        assert!(stored == generated, "docs/openapi.json is out of date: run `DIFY_REGENERATE_DOCS=1 cargo test -p dify-daemon --lib openapi`");
+        assert!(
+            stored == generated,
+            "docs/openapi.json is out of date: run `DIFY_REGENERATE_DOCS=1 cargo test -p dify-daemon --lib openapi`"
+        );
     }
 
     #[test]

@@ -42,11 +42,7 @@ async fn health(State(state): State<AppState>) -> Response {
 async fn metrics(State(state): State<AppState>) -> Response {
     let gauges = [
         ("active_requests", "HTTP requests in flight.", state.active_requests.load(Ordering::Relaxed) as f64),
-        (
-            "active_dispatch_requests",
-            "Plugin invocations in flight.",
-            state.active_dispatch_requests.load(Ordering::Relaxed) as f64,
-        ),
+        ("active_dispatch_requests", "Plugin invocations in flight.", state.active_dispatch_requests.load(Ordering::Relaxed) as f64),
     ];
     let mut response = state.metrics.render(&gauges).into_response();
     response

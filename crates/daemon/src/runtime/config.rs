@@ -218,7 +218,8 @@ mod tests {
             None
         });
         let reads = reads.into_inner().unwrap();
-        for name in ["PLUGIN_WORKING_PATH", "PYTHON_INTERPRETER_PATH", "PLUGIN_RUNTIME_MAX_BUFFER_SIZE", "DIFY_INNER_API_URL", "HTTP_PROXY"] {
+        for name in ["PLUGIN_WORKING_PATH", "PYTHON_INTERPRETER_PATH", "PLUGIN_RUNTIME_MAX_BUFFER_SIZE", "DIFY_INNER_API_URL", "HTTP_PROXY"]
+        {
             assert_eq!(reads.get(name), Some(&1), "{name}");
         }
         assert!(reads.values().all(|count| *count == 1), "{reads:?}");

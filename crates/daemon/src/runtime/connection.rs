@@ -53,12 +53,7 @@ pub struct ConnectionOptions {
 
 impl Default for ConnectionOptions {
     fn default() -> Self {
-        Self {
-            max_line_bytes: 64 * 1024 * 1024,
-            write_timeout: Duration::from_secs(30),
-            label: String::new(),
-            logs: None,
-        }
+        Self { max_line_bytes: 64 * 1024 * 1024, write_timeout: Duration::from_secs(30), label: String::new(), logs: None }
     }
 }
 

@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use base64::Engine;
 use dify_protocol::manifest::{
-    AgentStrategyProviderDeclaration, DatasourceProviderDeclaration, EndpointProviderDeclaration,
-    ModelProviderDeclaration, ToolProviderDeclaration, TriggerProviderDeclaration,
+    AgentStrategyProviderDeclaration, DatasourceProviderDeclaration, EndpointProviderDeclaration, ModelProviderDeclaration,
+    ToolProviderDeclaration, TriggerProviderDeclaration,
 };
 use dify_protocol::message::PluginSessionError;
 use dify_protocol::{PluginDeclaration, PluginUniqueIdentifier};
@@ -506,8 +506,8 @@ async fn read_registration<R: AsyncRead + Unpin>(
                 if state.manifest.is_some() {
                     return Err("declaration already registered".into());
                 }
-                let manifest: PluginDeclaration = serde_json::from_value(data)
-                    .map_err(|e| Rejection(format!("handshake failed, invalid plugin declaration: {e}")))?;
+                let manifest: PluginDeclaration =
+                    serde_json::from_value(data).map_err(|e| Rejection(format!("handshake failed, invalid plugin declaration: {e}")))?;
                 state.manifest = Some(manifest);
             }
             "tool_declaration" => store_first(&mut state.tool, data, "tools", "tools")?,
@@ -576,15 +576,14 @@ fn store_first<T: serde::de::DeserializeOwned>(
     if slot.is_some() {
         return Err(format!("{singular} declaration already registered").into());
     }
-    let items: Vec<T> = serde_json::from_value(data)
-        .map_err(|e| Rejection(format!("{plural} register failed, invalid {plural} declaration: {e}")))?;
+    let items: Vec<T> =
+        serde_json::from_value(data).map_err(|e| Rejection(format!("{plural} register failed, invalid {plural} declaration: {e}")))?;
     *slot = Some(items.into_iter().next());
     Ok(())
 }
 
 fn add_asset_chunk(state: &mut Registration, data: &Value, max_bytes: usize) -> Result<(), Rejection> {
-    let (Some(filename), Some(encoded)) = (data.get("filename").and_then(Value::as_str), data.get("data").and_then(Value::as_str))
-    else {
+    let (Some(filename), Some(encoded)) = (data.get("filename").and_then(Value::as_str), data.get("data").and_then(Value::as_str)) else {
         return Err("transfer assets failed, error: asset chunk needs `filename` and `data`".into());
     };
     // Counted on the encoded text before decoding, as upstream does.
@@ -625,8 +624,8 @@ fn finish_registration(state: Registration) -> Result<RegisteredPlugin, Rejectio
     }
     let checksum = registration_checksum(&declaration, &tenant_id);
     let raw = format!("{tenant_id}/{}:{}@{checksum}", declaration.name, declaration.version);
-    let identifier = PluginUniqueIdentifier::parse(&raw)
-        .map_err(|e| Rejection(format!("register failed, invalid plugin identity {raw}: {e}")))?;
+    let identifier =
+        PluginUniqueIdentifier::parse(&raw).map_err(|e| Rejection(format!("register failed, invalid plugin identity {raw}: {e}")))?;
     Ok(RegisteredPlugin { tenant_id, identifier, declaration, assets: state.assets })
 }
 

@@ -236,8 +236,7 @@ async fn build_environment(
     run_step("installing dependencies", &toolchain.uv, &install_args, working_dir, &uv_env, config, progress).await?;
 
     let python = venv_python(working_dir);
-    let compile_args: Vec<String> =
-        ["-m", "compileall", "-q", "-x", r"\.venv|\.uv-cache", "."].iter().map(|s| s.to_string()).collect();
+    let compile_args: Vec<String> = ["-m", "compileall", "-q", "-x", r"\.venv|\.uv-cache", "."].iter().map(|s| s.to_string()).collect();
     if let Err(error) = run_step("compileall", &python, &compile_args, working_dir, &uv_env, config, progress).await {
         tracing::warn!(%error, "pre-compiling plugin sources failed");
     }
@@ -278,8 +277,16 @@ fn uv_environment(working_dir: &Path, config: &RuntimeConfig) -> Vec<(String, St
         ("UV_CACHE_DIR".to_string(), config.uv_cache_dir().display().to_string()),
     ];
     for name in [
-        "PATH", "HOME", "UV_INDEX_NEXUS_USERNAME", "UV_INDEX_NEXUS_PASSWORD", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
-        "UV_OFFLINE", "UV_NATIVE_TLS", "UV_SYSTEM_CERTS",
+        "PATH",
+        "HOME",
+        "UV_INDEX_NEXUS_USERNAME",
+        "UV_INDEX_NEXUS_PASSWORD",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "REQUESTS_CA_BUNDLE",
+        "UV_OFFLINE",
+        "UV_NATIVE_TLS",
+        "UV_SYSTEM_CERTS",
     ] {
         if let Ok(value) = std::env::var(name) {
             env.push((name.to_string(), value));
@@ -300,15 +307,31 @@ fn push_proxies(env: &mut Vec<(String, String)>, config: &RuntimeConfig) {
 /// Variables a plugin process may see from the daemon's environment. Everything else (the daemon's
 /// `SERVER_KEY`, database, Redis, storage and cloud credentials, the inner API key) is withheld.
 const PLUGIN_ENV_ALLOW_LIST: &[&str] = &[
-    "PATH", "HOME", "USER", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "TERM", "SSL_CERT_FILE", "SSL_CERT_DIR",
-    "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "PYTHONIOENCODING", "TIKTOKEN_CACHE_DIR",
+    "PATH",
+    "HOME",
+    "USER",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "TERM",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "PYTHONIOENCODING",
+    "TIKTOKEN_CACHE_DIR",
 ];
 
 /// The complete environment of a plugin process: the allow-listed daemon variables, the configured
 /// proxies, `INSTALL_METHOD` and `extra` (later entries win).
 pub fn plugin_process_environment(config: &RuntimeConfig, install_method: &str, extra: &[(String, String)]) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> =
-        PLUGIN_ENV_ALLOW_LIST.iter().filter_map(|name| std::env::var(name).ok().map(|v| (name.to_string(), v))).collect();
+    let mut env: Vec<(String, String)> = PLUGIN_ENV_ALLOW_LIST
+        .iter()
+        .filter_map(|name| std::env::var(name).ok().map(|v| (name.to_string(), v)))
+        .collect();
     push_proxies(&mut env, config);
     env.push(("INSTALL_METHOD".into(), install_method.into()));
     env.extend(extra.iter().cloned());
@@ -467,7 +490,10 @@ mod tests {
         // exist here, none may be passed through.
         let env = plugin_process_environment(&RuntimeConfig::default(), "local", &[]);
         for (name, _) in &env {
-            assert!(!name.contains("KEY") && !name.contains("PASSWORD") && !name.starts_with("DB_") && !name.starts_with("REDIS_"), "{name}");
+            assert!(
+                !name.contains("KEY") && !name.contains("PASSWORD") && !name.starts_with("DB_") && !name.starts_with("REDIS_"),
+                "{name}"
+            );
         }
         assert!(env.iter().any(|(k, v)| k == "INSTALL_METHOD" && v == "local"));
     }

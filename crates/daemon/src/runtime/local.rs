@@ -176,7 +176,9 @@ impl LocalPlugin {
                 }
                 let _ = tokio::time::timeout(Duration::from_secs(1), &mut instance.stderr_reader).await;
                 let stderr = render_tail(&instance.stderr_tail);
-                instance.connection.close(PluginSessionError::new("PluginDaemonInternalServerError", "plugin failed to start"));
+                instance
+                    .connection
+                    .close(PluginSessionError::new("PluginDaemonInternalServerError", "plugin failed to start"));
                 match timeout {
                     Some(waited) => Err(LaunchError::NoHeartbeat { seconds: waited.as_secs(), stderr }),
                     None => Err(LaunchError::ExitedEarly { status, stderr }),
@@ -220,9 +222,7 @@ impl LocalPlugin {
                 Ok(())
             });
         }
-        let mut child = command
-            .spawn()
-            .map_err(|e| LaunchError::Spawn(format!("{}: {e}", self.spec.python.display())))?;
+        let mut child = command.spawn().map_err(|e| LaunchError::Spawn(format!("{}: {e}", self.spec.python.display())))?;
         if let (Some(pid), Ok(mut pids)) = (child.id(), self.pids.lock()) {
             pids.push(pid);
         }
@@ -373,5 +373,9 @@ fn kill_group(pid: Option<u32>) {
 
 fn render_tail(tail: &Arc<Mutex<OutputTail>>) -> String {
     let text = tail.lock().map(|t| t.render()).unwrap_or_default();
-    if text.is_empty() { String::new() } else { format!("; stderr: {text}") }
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!("; stderr: {text}")
+    }
 }

@@ -66,11 +66,7 @@ impl LogRing {
         let state = self.lock();
         let newer: Vec<&PluginLogEntry> = state.entries.iter().filter(|e| e.seq > after).collect();
         let skip = newer.len().saturating_sub(limit);
-        LogSnapshot {
-            entries: newer.into_iter().skip(skip).cloned().collect(),
-            last_seq: state.last_seq,
-            dropped: state.dropped,
-        }
+        LogSnapshot { entries: newer.into_iter().skip(skip).cloned().collect(), last_seq: state.last_seq, dropped: state.dropped }
     }
 
     /// The newest line of `source`, if any (e.g. the last stderr line of a crashed plugin).

@@ -39,9 +39,9 @@ use crate::store::RuntimeType;
 
 pub use config::RuntimeConfig;
 pub use connection::{ConnectionError, ConnectionOptions, PluginConnection, SessionEvent, SessionListener};
+pub use debug::RegistryError;
 pub use debug::{DebugPlugin, DebugRegistry, DebugServer, DebugServerConfig, RegisteredPlugin};
 pub use environment::{plugin_process_environment, prepare_environment, EnvironmentError, Toolchain};
-pub use debug::RegistryError;
 pub use local::{InstanceState, LaunchError, LaunchSpec, LocalPlugin};
 pub use serverless::{ServerlessConfig, ServerlessError, ServerlessPlugin, ServerlessRuntime};
 

@@ -43,9 +43,23 @@ pub fn provisioned_uv(dir: &Path) -> PathBuf {
 
 /// Variables pip may see: its own configuration, certificates and proxies; nothing of the daemon's.
 const PIP_ENV_ALLOW_LIST: &[&str] = &[
-    "PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "PIP_CERT",
-    "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_TRUSTED_HOST", "PIP_DEFAULT_TIMEOUT", "PIP_CONFIG_FILE",
-    "PIP_NO_INDEX", "PIP_CLIENT_CERT",
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "TMPDIR",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "PIP_CERT",
+    "PIP_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+    "PIP_FIND_LINKS",
+    "PIP_TRUSTED_HOST",
+    "PIP_DEFAULT_TIMEOUT",
+    "PIP_CONFIG_FILE",
+    "PIP_NO_INDEX",
+    "PIP_CLIENT_CERT",
 ];
 
 fn pip_environment(config: &RuntimeConfig) -> Vec<(String, String)> {
@@ -74,7 +88,9 @@ pub async fn provision_uv(config: &RuntimeConfig, python: &Path) -> Result<PathB
     let fail = |reason: String| ProvisionError { dir: dir.display().to_string(), reason };
     tracing::info!(dir = %dir.display(), python = %python.display(), "no uv found: installing uv for plugin environments");
     let parent = dir.parent().ok_or_else(|| fail("no parent directory".into()))?;
-    tokio::fs::create_dir_all(parent).await.map_err(|e| fail(format!("cannot create {}: {e}", parent.display())))?;
+    tokio::fs::create_dir_all(parent)
+        .await
+        .map_err(|e| fail(format!("cannot create {}: {e}", parent.display())))?;
     let staging = parent.join(format!(".uv-{}", uuid::Uuid::new_v4().simple()));
     let result = tokio::time::timeout(PROVISION_TIMEOUT, install_into(&staging, python, config)).await;
     let outcome = match result {
@@ -105,7 +121,9 @@ pub async fn provision_uv(config: &RuntimeConfig, python: &Path) -> Result<PathB
 async fn install_into(dir: &Path, python: &Path, config: &RuntimeConfig) -> Result<(), String> {
     let env = pip_environment(config);
     let dir_text = dir.display().to_string();
-    run(python, &["-m", "venv", dir_text.as_str()], &env).await.map_err(|e| format!("creating a venv with {}: {e}", python.display()))?;
+    run(python, &["-m", "venv", dir_text.as_str()], &env)
+        .await
+        .map_err(|e| format!("creating a venv with {}: {e}", python.display()))?;
     let mut args: Vec<String> = ["-m", "pip", "install", "-q", "uv"].iter().map(|s| s.to_string()).collect();
     if let Some(mirror) = &config.pip_mirror_url {
         args.push("-i".into());

@@ -67,7 +67,9 @@ pub enum BundleDependency {
     Github(GithubBundleDependency),
     Marketplace(MarketplaceBundleDependency),
     /// An embedded package.
-    Package { bytes: Vec<u8> },
+    Package {
+        bytes: Vec<u8>,
+    },
 }
 
 /// Lists a bundle's dependencies, in order, loading embedded packages from `_assets/<path>`.
@@ -91,9 +93,7 @@ pub fn decode_bundle(bytes: &[u8]) -> Result<Vec<BundleDependency>, CodecError> 
                 version: marketplace.version(),
             })),
             Dependency::Package(package) => {
-                let bytes = bundle
-                    .package_bytes(package)
-                    .ok_or_else(|| CodecError::MissingBundlePackage(package.path.to_string()))?;
+                let bytes = bundle.package_bytes(package).ok_or_else(|| CodecError::MissingBundlePackage(package.path.to_string()))?;
                 out.push(BundleDependency::Package { bytes: bytes.to_vec() });
             }
         }

@@ -106,7 +106,10 @@ pub(crate) async fn dify_encrypt(
         "config": schema,
     });
     let timeout = std::time::Duration::from_millis(
-        state.settings.dify_backwards_invocation_read_timeout.max(state.settings.dify_backwards_invocation_write_timeout),
+        state
+            .settings
+            .dify_backwards_invocation_read_timeout
+            .max(state.settings.dify_backwards_invocation_write_timeout),
     );
     let client = reqwest::Client::builder().timeout(timeout).build().map_err(|e| e.to_string())?;
     let response = client
@@ -191,15 +194,13 @@ pub async fn setup(
     }
     let declaration = load_declaration(state, uid.as_str()).await?.ok_or_else(DaemonError::plugin_not_found)?;
     if !declaration.permissions().allows_endpoint() {
-        return Err(DaemonError::permission_denied(
-            "permission denied, you need to enable endpoint access in plugin manifest",
-        ));
+        return Err(DaemonError::permission_denied("permission denied, you need to enable endpoint access in plugin manifest"));
     }
     let Some(group) = declaration.endpoint.as_ref() else {
         return Err(DaemonError::bad_request("plugin does not have an endpoint"));
     };
-    let settings = validate_settings(&group.settings, &settings)
-        .map_err(|e| DaemonError::bad_request(format!("failed to validate settings: {e}")))?;
+    let settings =
+        validate_settings(&group.settings, &settings).map_err(|e| DaemonError::bad_request(format!("failed to validate settings: {e}")))?;
     let id = new_row_id();
     let encrypted = dify_encrypt(state, tenant_id, user_id, "encrypt", &id, &settings, &group.settings)
         .await
@@ -222,13 +223,7 @@ pub async fn setup(
 }
 
 /// `GET endpoint/list` (`plugin_id = None`) and `GET endpoint/list/plugin`.
-pub async fn list(
-    state: &AppState,
-    tenant_id: &str,
-    plugin_id: Option<&str>,
-    page: i64,
-    page_size: i64,
-) -> ServiceResult<Value> {
+pub async fn list(state: &AppState, tenant_id: &str, plugin_id: Option<&str>, page: i64, page_size: i64) -> ServiceResult<Value> {
     if let Some(plugin_id) = plugin_id {
         if state.db.installation_by_plugin_id(tenant_id, plugin_id).await?.is_none() {
             return Err(DaemonError::not_found("plugin not found"));
@@ -244,17 +239,10 @@ pub async fn list(
         let Some(group) = declaration.endpoint.as_ref() else {
             return Err(DaemonError::not_found("plugin does not have an endpoint"));
         };
-        let decrypted = dify_encrypt(
-            state,
-            tenant_id,
-            &endpoint.user_id,
-            "decrypt",
-            &endpoint.id,
-            &stored_settings(endpoint),
-            &group.settings,
-        )
-        .await
-        .map_err(|e| DaemonError::internal(format!("failed to decrypt settings: {e}")))?;
+        let decrypted =
+            dify_encrypt(state, tenant_id, &endpoint.user_id, "decrypt", &endpoint.id, &stored_settings(endpoint), &group.settings)
+                .await
+                .map_err(|e| DaemonError::internal(format!("failed to decrypt settings: {e}")))?;
         out.push(endpoint_json(endpoint, mask_settings(&decrypted, &group.settings), endpoint_declaration(Some(&declaration))));
     }
     Ok(Value::Array(out))
@@ -293,8 +281,8 @@ pub async fn update(
             }
         }
     }
-    let settings = validate_settings(&group.settings, &settings)
-        .map_err(|e| DaemonError::bad_request(format!("failed to validate settings: {e}")))?;
+    let settings =
+        validate_settings(&group.settings, &settings).map_err(|e| DaemonError::bad_request(format!("failed to validate settings: {e}")))?;
     let encrypted = dify_encrypt(state, tenant_id, user_id, "encrypt", &endpoint.id, &settings, &group.settings)
         .await
         .map_err(|e| DaemonError::internal(format!("failed to encrypt settings: {e}")))?;

@@ -16,12 +16,11 @@ use serde_json::{json, Value};
 
 use super::launch::{launch_stored_package, LaunchStoredError};
 use super::packages::declaration_for_install;
-use super::{parse_identifier, ServiceResult};
 use super::state::{AppState, SHUTDOWN_TASK_MESSAGE, TASK_LEASE_SECS};
+use super::{parse_identifier, ServiceResult};
 use crate::config::Platform;
 use crate::store::{
-    task_status, InstallOutcome, InstallationUpgrade, NewInstallation, ProviderKind, RuntimeType, StoreError,
-    TaskPluginEntry,
+    task_status, InstallOutcome, InstallationUpgrade, NewInstallation, ProviderKind, RuntimeType, StoreError, TaskPluginEntry,
 };
 
 /// Why an install job failed; the text becomes the task entry's message.
@@ -99,9 +98,7 @@ pub async fn install_from_identifiers(
     metas: Vec<Value>,
 ) -> ServiceResult<PluginInstallTaskStartResponse> {
     if metas.len() != identifiers.len() {
-        return Err(DaemonError::bad_request(
-            "the number of metas must be equal to the number of plugin unique identifiers",
-        ));
+        return Err(DaemonError::bad_request("the number of metas must be equal to the number of plugin unique identifiers"));
     }
     let mut parsed = Vec::with_capacity(identifiers.len());
     for raw in identifiers {
@@ -163,9 +160,7 @@ struct InstallJob<'a> {
 impl InstallJob<'_> {
     async fn set(&self, status: Option<&str>, message: &str) {
         let retention = self.state.settings.install_task_success_retention as i64;
-        if let Err(e) =
-            self.state.db.update_task_entry(self.task_id, self.uid.as_str(), status, message, retention).await
-        {
+        if let Err(e) = self.state.db.update_task_entry(self.task_id, self.uid.as_str(), status, message, retention).await {
             tracing::error!(task = self.task_id, error = %e, "cannot update install task");
         }
     }
@@ -350,11 +345,7 @@ async fn swap_installation(
         meta,
         providers: &providers,
     };
-    let released = state
-        .db
-        .upgrade_installation(&upgrade)
-        .await?
-        .ok_or(JobError::InstallationMissing)?;
+    let released = state.db.upgrade_installation(&upgrade).await?.ok_or(JobError::InstallationMissing)?;
     if upgrade.runtime_type == RuntimeType::Local {
         super::mark_installed(state, new.as_str()).await;
     }

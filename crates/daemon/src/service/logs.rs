@@ -12,13 +12,7 @@ pub const MAX_LOG_READ: usize = 10_000;
 
 /// The newest lines (after `after`, at most `limit`) of the tenant's installation of `plugin`, given as
 /// `author/name` or as a unique identifier (its `author/name` part selects the installation).
-pub async fn plugin_logs(
-    state: &AppState,
-    tenant_id: &str,
-    plugin: &str,
-    after: u64,
-    limit: usize,
-) -> ServiceResult<PluginLogsResponse> {
+pub async fn plugin_logs(state: &AppState, tenant_id: &str, plugin: &str, after: u64, limit: usize) -> ServiceResult<PluginLogsResponse> {
     let plugin_id = plugin.split(':').next().unwrap_or_default().trim();
     if plugin_id.is_empty() || !plugin_id.contains('/') {
         return Err(DaemonError::bad_request(format!("invalid plugin id {plugin:?}: expected author/name")));

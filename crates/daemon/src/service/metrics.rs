@@ -41,16 +41,9 @@ impl Metrics {
 
     /// Counts one HTTP request.
     pub fn observe_request(&self, method: &str, route: &str, status: u16, seconds: f64) {
-        let labels: Labels =
-            vec![("method", method.to_string()), ("route", route.to_string()), ("status", status.to_string())];
+        let labels: Labels = vec![("method", method.to_string()), ("route", route.to_string()), ("status", status.to_string())];
         self.add("http_requests_total", "counter", "HTTP requests served.", labels.clone(), 1.0);
-        self.add(
-            "http_request_duration_seconds_sum",
-            "counter",
-            "Total time spent serving HTTP requests.",
-            labels,
-            seconds,
-        );
+        self.add("http_request_duration_seconds_sum", "counter", "Total time spent serving HTTP requests.", labels, seconds);
     }
 
     /// Counts one finished plugin install (`status` = success or failed).

@@ -30,8 +30,8 @@ use std::sync::Arc;
 use dify_protocol::{DaemonError, PluginDeclaration, PluginUniqueIdentifier};
 use serde_json::Value;
 
-use state::AppState;
 use crate::store::{InstallationRecord, RuntimeType, StoreError};
+use state::AppState;
 
 /// Result of a service call.
 pub type ServiceResult<T> = Result<T, DaemonError>;
@@ -97,8 +97,8 @@ pub async fn find_installation(
 }
 
 fn installation_from_record(record: InstallationRecord) -> Result<Installation, FindInstallationError> {
-    let uid = PluginUniqueIdentifier::parse(&record.plugin_unique_identifier)
-        .map_err(|e| FindInstallationError::BadIdentifier(e.to_string()))?;
+    let uid =
+        PluginUniqueIdentifier::parse(&record.plugin_unique_identifier).map_err(|e| FindInstallationError::BadIdentifier(e.to_string()))?;
     let declaration = record.declaration.as_deref().and_then(|d| PluginDeclaration::from_json(d.as_bytes()).ok());
     Ok(Installation {
         id: record.id,
@@ -170,7 +170,5 @@ pub fn stored_declaration(stored: Option<&str>) -> Option<PluginDeclaration> {
 
 /// The declaration JSON as sent to Dify, from its stored text (`{}` when there is none).
 pub fn declaration_json(stored: Option<&str>) -> Value {
-    stored_declaration(stored)
-        .map(|d| d.to_json_value())
-        .unwrap_or_else(|| Value::Object(Default::default()))
+    stored_declaration(stored).map(|d| d.to_json_value()).unwrap_or_else(|| Value::Object(Default::default()))
 }

@@ -14,11 +14,9 @@ use super::{asset_key, load_declaration, package_key, parse_identifier, ServiceR
 use crate::service::state::AppState;
 
 /// Exact upstream text for a package that fails the signature requirement.
-pub const BAD_SIGNATURE_MESSAGE: &str =
-    "plugin verification has been enabled, and the plugin you want to install has a bad signature";
+pub const BAD_SIGNATURE_MESSAGE: &str = "plugin verification has been enabled, and the plugin you want to install has a bad signature";
 /// Text for an unsigned package that claims langgenius authorship.
-pub const LANGGENIUS_UNSIGNED_MESSAGE: &str =
-    "plugin claims to be authored by langgenius but is not signed by langgenius";
+pub const LANGGENIUS_UNSIGNED_MESSAGE: &str = "plugin claims to be authored by langgenius but is not signed by langgenius";
 pub const FILE_TOO_LARGE_MESSAGE: &str = "file size exceeds the maximum limit";
 
 /// Content-addressed asset id: sha256(bytes ‖ file name) in hex plus the file's extension.
@@ -88,10 +86,7 @@ fn check_package(
     }
     if let Err(problems) = decoded.declaration.validate_for_daemon() {
         let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-        return Err(DaemonError::bad_request(format!(
-            "{}\nillegal plugin manifest\nfailed to decode package",
-            text.join("\n")
-        )));
+        return Err(DaemonError::bad_request(format!("{}\nillegal plugin manifest\nfailed to decode package", text.join("\n"))));
     }
     if (state.settings.force_verifying_signature || verify_signature) && verification.is_none() {
         return Err(DaemonError::bad_request(BAD_SIGNATURE_MESSAGE));
@@ -147,11 +142,7 @@ async fn persist_package(
 }
 
 /// `POST install/upload/package`.
-pub async fn upload_package(
-    state: &AppState,
-    bytes: &[u8],
-    verify_signature: bool,
-) -> ServiceResult<PluginDecodeResponse> {
+pub async fn upload_package(state: &AppState, bytes: &[u8], verify_signature: bool) -> ServiceResult<PluginDecodeResponse> {
     if bytes.len() as u64 > state.settings.max_plugin_package_size {
         state.metrics.observe_upload("failed");
         return Err(DaemonError::bad_request(FILE_TOO_LARGE_MESSAGE));
@@ -168,21 +159,15 @@ pub async fn upload_package(
 }
 
 /// `POST install/upload/bundle`: every embedded package is checked before any is stored.
-pub async fn upload_bundle(
-    state: &AppState,
-    bytes: &[u8],
-    verify_signature: bool,
-) -> ServiceResult<Vec<PluginBundleDependency>> {
+pub async fn upload_bundle(state: &AppState, bytes: &[u8], verify_signature: bool) -> ServiceResult<Vec<PluginBundleDependency>> {
     if bytes.len() as u64 > state.settings.max_bundle_package_size {
         return Err(DaemonError::bad_request(FILE_TOO_LARGE_MESSAGE));
     }
-    let dependencies = codec::decode_bundle(bytes)
-        .map_err(|e| DaemonError::bad_request(format!("{e}\nfailed to decode bundle")))?;
+    let dependencies = codec::decode_bundle(bytes).map_err(|e| DaemonError::bad_request(format!("{e}\nfailed to decode bundle")))?;
     let mut checked = Vec::new();
     for dependency in &dependencies {
         if let BundleDependency::Package { bytes: pkg } = dependency {
-            let (decoded, verification) =
-                check_package(state, pkg, verify_signature, state.settings.enforce_langgenius_plugin_signatures)?;
+            let (decoded, verification) = check_package(state, pkg, verify_signature, state.settings.enforce_langgenius_plugin_signatures)?;
             checked.push(Some((pkg.clone(), decoded, verification)));
         } else {
             checked.push(None);
@@ -190,23 +175,23 @@ pub async fn upload_bundle(
     }
     // The bundle itself is kept by content hash, like packages are kept by identifier.
     let bundle_key = format!("bundles/{}.difybndl", hex::encode(Sha256::digest(bytes)));
-    state.blobs.put(&bundle_key, bytes).await.map_err(|e| DaemonError::internal(format!("{e}\nfailed to save bundle")))?;
+    state
+        .blobs
+        .put(&bundle_key, bytes)
+        .await
+        .map_err(|e| DaemonError::internal(format!("{e}\nfailed to save bundle")))?;
     let mut out = Vec::new();
     for (dependency, checked) in dependencies.into_iter().zip(checked) {
         match (dependency, checked) {
             (BundleDependency::Package { .. }, Some((pkg, decoded, verification))) => {
-                let uploaded = persist_package(state, &pkg, decoded, verification)
-                    .await
-                    .map_err(|e| DaemonError::internal(e.message))?;
+                let uploaded = persist_package(state, &pkg, decoded, verification).await.map_err(|e| DaemonError::internal(e.message))?;
                 out.push(PluginBundleDependency::Package(Box::new(PackageBundleDependency {
                     unique_identifier: uploaded.unique_identifier,
                     manifest: uploaded.manifest,
                 })));
             }
             (BundleDependency::Github(github), _) => out.push(PluginBundleDependency::Github(github)),
-            (BundleDependency::Marketplace(marketplace), _) => {
-                out.push(PluginBundleDependency::Marketplace(marketplace))
-            }
+            (BundleDependency::Marketplace(marketplace), _) => out.push(PluginBundleDependency::Marketplace(marketplace)),
             (BundleDependency::Package { .. }, None) => {}
         }
     }

@@ -2,8 +2,8 @@
 //! and provider lists/lookups (tools, models, agent strategies, datasources, triggers).
 
 use dify_protocol::api::{
-    MissingPluginDependency, PluginEntity, PluginInstallation, PluginInstallationIdsResponse,
-    PluginListByCategoryResponse, PluginListResponse, PluginModelBinding, PluginProviderEntity,
+    MissingPluginDependency, PluginEntity, PluginInstallation, PluginInstallationIdsResponse, PluginListByCategoryResponse,
+    PluginListResponse, PluginModelBinding, PluginProviderEntity,
 };
 use dify_protocol::{DaemonError, PluginDeclaration};
 use serde_json::Value;
@@ -138,20 +138,13 @@ pub async fn list_by_category(
     }
     let start = ((page.max(1) - 1) * page_size) as usize;
     let end = (start + page_size as usize).min(matching.len());
-    let list: Vec<PluginEntity> = if start < matching.len() {
-        matching[start..end].iter().map(|r| plugin_entity(r)).collect()
-    } else {
-        Vec::new()
-    };
+    let list: Vec<PluginEntity> =
+        if start < matching.len() { matching[start..end].iter().map(|r| plugin_entity(r)).collect() } else { Vec::new() };
     Ok(PluginListByCategoryResponse { list, has_more: end < matching.len() })
 }
 
 /// `GET installation/ids`.
-pub async fn installation_ids(
-    state: &AppState,
-    tenant_id: &str,
-    category: &str,
-) -> ServiceResult<PluginInstallationIdsResponse> {
+pub async fn installation_ids(state: &AppState, tenant_id: &str, category: &str) -> ServiceResult<PluginInstallationIdsResponse> {
     if !CATEGORIES.contains(&category) {
         return Err(DaemonError::bad_request(format!("invalid category: {category}")));
     }
@@ -165,11 +158,7 @@ pub async fn installation_ids(
 }
 
 /// `POST installation/fetch/batch`.
-pub async fn fetch_batch(
-    state: &AppState,
-    tenant_id: &str,
-    plugin_ids: &[String],
-) -> ServiceResult<Vec<PluginInstallation>> {
+pub async fn fetch_batch(state: &AppState, tenant_id: &str, plugin_ids: &[String]) -> ServiceResult<Vec<PluginInstallation>> {
     let mut out = Vec::new();
     for record in state.db.all_installations(tenant_id).await? {
         if plugin_ids.contains(&record.plugin_id) {
@@ -183,11 +172,7 @@ pub async fn fetch_batch(
 }
 
 /// `POST installation/missing`.
-pub async fn missing(
-    state: &AppState,
-    tenant_id: &str,
-    identifiers: &[String],
-) -> ServiceResult<Vec<MissingPluginDependency>> {
+pub async fn missing(state: &AppState, tenant_id: &str, identifiers: &[String]) -> ServiceResult<Vec<MissingPluginDependency>> {
     let mut out = Vec::new();
     for raw in identifiers {
         let uid = super::parse_identifier(raw)?;
@@ -204,9 +189,7 @@ pub async fn missing(
 /// A provider row with its provider declaration (as JSON: the declaration type depends on the
 /// kind). Agent strategy providers also carry the plugin's `meta`.
 fn provider_item(kind: ProviderKind, record: &ProviderRecord) -> ServiceResult<PluginProviderEntity<Value>> {
-    let missing = || {
-        DaemonError::internal(format!("declaration of {} has no {}", record.plugin_unique_identifier, kind.as_str()))
-    };
+    let missing = || DaemonError::internal(format!("declaration of {} has no {}", record.plugin_unique_identifier, kind.as_str()));
     let full = stored_declaration(record.declaration.as_deref()).ok_or_else(missing)?;
     let declaration = full.to_json_value().get(kind.declaration_field()).cloned().filter(|v| !v.is_null());
     Ok(PluginProviderEntity {
@@ -259,11 +242,7 @@ pub async fn get_provider(
 pub async fn tools_exist(state: &AppState, tenant_id: &str, ids: &[(String, String)]) -> ServiceResult<Vec<bool>> {
     let mut out = Vec::with_capacity(ids.len());
     for (plugin_id, provider) in ids {
-        let exists = state
-            .db
-            .provider(ProviderKind::Tool, tenant_id, plugin_id)
-            .await?
-            .is_some_and(|r| &r.provider == provider);
+        let exists = state.db.provider(ProviderKind::Tool, tenant_id, plugin_id).await?.is_some_and(|r| &r.provider == provider);
         out.push(exists);
     }
     Ok(out)
@@ -331,8 +310,24 @@ mod tests {
         let keys: Vec<&str> = entity.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(
             keys,
-            ["id", "name", "plugin_id", "tenant_id", "plugin_unique_identifier", "endpoints_active", "endpoints_setups",
-             "installation_id", "declaration", "runtime_type", "version", "created_at", "updated_at", "source", "checksum", "meta"]
+            [
+                "id",
+                "name",
+                "plugin_id",
+                "tenant_id",
+                "plugin_unique_identifier",
+                "endpoints_active",
+                "endpoints_setups",
+                "installation_id",
+                "declaration",
+                "runtime_type",
+                "version",
+                "created_at",
+                "updated_at",
+                "source",
+                "checksum",
+                "meta"
+            ]
         );
         assert_eq!(entity["name"], "echo");
         assert_eq!(entity["installation_id"], "inst-1");
@@ -354,8 +349,22 @@ mod tests {
         let keys: Vec<&str> = unreadable.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(
             keys,
-            ["id", "created_at", "updated_at", "tenant_id", "plugin_id", "plugin_unique_identifier", "runtime_type",
-             "endpoints_setups", "endpoints_active", "source", "meta", "version", "checksum", "declaration"]
+            [
+                "id",
+                "created_at",
+                "updated_at",
+                "tenant_id",
+                "plugin_id",
+                "plugin_unique_identifier",
+                "runtime_type",
+                "endpoints_setups",
+                "endpoints_active",
+                "source",
+                "meta",
+                "version",
+                "checksum",
+                "declaration"
+            ]
         );
     }
 

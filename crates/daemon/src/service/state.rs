@@ -64,8 +64,7 @@ impl AppState {
         let blobs: Arc<dyn BlobStore> = crate::store::open_blob_store(&settings).await?;
         let mut extra_public_keys = Vec::new();
         for path in settings.third_party_key_paths() {
-            let pem = std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read third-party public key {}", path.display()))?;
+            let pem = std::fs::read_to_string(&path).with_context(|| format!("cannot read third-party public key {}", path.display()))?;
             let key = dify_package::PublicKey::from_pem(&pem)
                 .with_context(|| format!("third-party public key {} is not a PEM RSA public key", path.display()))?;
             extra_public_keys.push(key);

@@ -42,7 +42,13 @@ pub async fn report(state: &AppState) -> ServiceResult<Value> {
         if last_error.is_none() && plugin.process.restart_count() > 0 {
             last_error = ring
                 .as_ref()
-                .and_then(|r| r.read(0, usize::MAX).entries.into_iter().rev().find(|e| e.level == "WARNING" && e.source == PluginLogSource::Daemon))
+                .and_then(|r| {
+                    r.read(0, usize::MAX)
+                        .entries
+                        .into_iter()
+                        .rev()
+                        .find(|e| e.level == "WARNING" && e.source == PluginLogSource::Daemon)
+                })
                 .map(|e| e.message);
         }
         let logs = ring.map(|r| r.read(0, LOG_TAIL).entries).unwrap_or_default();
@@ -61,17 +67,21 @@ pub async fn report(state: &AppState) -> ServiceResult<Value> {
         .recent_installations(LIST_LIMIT)
         .await?
         .into_iter()
-        .map(|i| json!({"tenant_id": i.tenant_id, "plugin_id": i.plugin_id, "plugin_unique_identifier": i.plugin_unique_identifier,
-                        "runtime_type": i.runtime_type, "source": i.source, "created_at": i.created_at}))
+        .map(|i| {
+            json!({"tenant_id": i.tenant_id, "plugin_id": i.plugin_id, "plugin_unique_identifier": i.plugin_unique_identifier,
+                        "runtime_type": i.runtime_type, "source": i.source, "created_at": i.created_at})
+        })
         .collect();
     let tasks: Vec<Value> = state
         .db
         .recent_tasks(LIST_LIMIT)
         .await?
         .into_iter()
-        .map(|t| json!({"id": t.id, "tenant_id": t.tenant_id, "status": t.status, "created_at": t.created_at,
+        .map(|t| {
+            json!({"id": t.id, "tenant_id": t.tenant_id, "status": t.status, "created_at": t.created_at,
                         "plugins": t.plugins.iter().map(|p| json!({"plugin_unique_identifier": p.plugin_unique_identifier,
-                            "status": p.status, "message": p.message})).collect::<Vec<_>>()}))
+                            "status": p.status, "message": p.message})).collect::<Vec<_>>()})
+        })
         .collect();
     Ok(json!({
         "node": {"id": &*state.node_id, "platform": settings.platform().as_str(), "version": env!("CARGO_PKG_VERSION")},

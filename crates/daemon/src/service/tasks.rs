@@ -4,8 +4,8 @@
 use dify_protocol::api::{PluginInstallTask, PluginInstallTaskPluginStatus, PluginInstallTaskStatus};
 use dify_protocol::DaemonError;
 
-use super::{parse_identifier, ServiceResult};
 use super::state::{AppState, STALE_TASK_MESSAGE, TASK_LEASE_SECS};
+use super::{parse_identifier, ServiceResult};
 use crate::store::{render_timestamp, StoreError, TaskPluginEntry, TaskRecord};
 
 fn parse_task_status(task_id: &str, stored: &str) -> ServiceResult<PluginInstallTaskStatus> {

@@ -106,9 +106,7 @@ impl Db {
     /// Connects according to the settings (creating the database when the server allows it) and
     /// applies pending migrations.
     pub async fn connect(settings: &Settings) -> Result<Db, StoreError> {
-        let kind = settings
-            .db_kind()
-            .map_err(|e| StoreError::Corrupt { what: "DB_TYPE", reason: e.to_string() })?;
+        let kind = settings.db_kind().map_err(|e| StoreError::Corrupt { what: "DB_TYPE", reason: e.to_string() })?;
         let url = match kind {
             DbKind::Sqlite => format!("sqlite://{}?mode=rwc", settings.db_sqlite_path),
             DbKind::Postgres | DbKind::Mysql => {
@@ -131,7 +129,11 @@ impl Db {
                     params.push("ssl-mode=required".to_string());
                 }
                 let default_db = settings.db_default_database.clone().unwrap_or_else(|| {
-                    if kind == DbKind::Postgres { "postgres".into() } else { "mysql".into() }
+                    if kind == DbKind::Postgres {
+                        "postgres".into()
+                    } else {
+                        "mysql".into()
+                    }
                 });
                 let query = if params.is_empty() { String::new() } else { format!("?{}", params.join("&")) };
                 Self::create_database_if_missing(
@@ -158,12 +160,7 @@ impl Db {
         Ok(db)
     }
 
-    async fn create_database_if_missing(
-        kind: DbKind,
-        admin_url: &str,
-        database: &str,
-        timeout_secs: u64,
-    ) -> Result<(), StoreError> {
+    async fn create_database_if_missing(kind: DbKind, admin_url: &str, database: &str, timeout_secs: u64) -> Result<(), StoreError> {
         if !database.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             // Names we cannot quote safely are expected to exist already.
             return Ok(());
@@ -204,11 +201,7 @@ impl Db {
 
     /// Connects to a database URL of the given dialect (no migrations).
     pub async fn connect_url(kind: DbKind, url: &str, max_conns: u32, connect_timeout: u64) -> Result<Db, StoreError> {
-        let limits = PoolLimits {
-            max_connections: max_conns,
-            max_lifetime_secs: 3600,
-            connect_timeout_secs: connect_timeout,
-        };
+        let limits = PoolLimits { max_connections: max_conns, max_lifetime_secs: 3600, connect_timeout_secs: connect_timeout };
         Self::connect_url_with(kind, url, limits).await
     }
 
@@ -265,9 +258,7 @@ impl Db {
                 "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = current_schema() \
                  AND table_name = $1"
             }
-            DbKind::Mysql => {
-                "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = ?"
-            }
+            DbKind::Mysql => "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = ?",
         };
         let row = sqlx::query(stmt).bind(table).fetch_one(&self.pool).await?;
         Ok(int(&row, "n")? > 0)

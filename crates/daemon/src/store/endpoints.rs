@@ -26,8 +26,7 @@ pub struct EndpointRecord {
     pub settings: String,
 }
 
-const COLUMNS: &str =
-    "id, created_at, updated_at, name, hook_id, tenant_id, user_id, plugin_id, expired_at, enabled, settings";
+const COLUMNS: &str = "id, created_at, updated_at, name, hook_id, tenant_id, user_id, plugin_id, expired_at, enabled, settings";
 
 /// [`COLUMNS`] as read back (UUID and timestamp columns as text).
 const SELECT_COLUMNS: &str = "{u:id} AS id, {t:created_at} AS created_at, {t:updated_at} AS updated_at, name, hook_id, \
@@ -71,22 +70,20 @@ impl Db {
         self.check_tenant_id(&endpoint.tenant_id)?;
         let now = now_timestamp();
         let mut tx = self.pool().begin().await?;
-        sqlx::query(&self.sql(&format!(
-            "INSERT INTO endpoints ({COLUMNS}) VALUES (?u, ?t, ?t, ?, ?, ?, ?, ?, ?t, ?, ?)"
-        )))
-        .bind(&endpoint.id)
-        .bind(&now)
-        .bind(&now)
-        .bind(&endpoint.name)
-        .bind(&endpoint.hook_id)
-        .bind(&endpoint.tenant_id)
-        .bind(&endpoint.user_id)
-        .bind(&endpoint.plugin_id)
-        .bind(ENDPOINT_EXPIRED_AT)
-        .bind(true)
-        .bind(&endpoint.settings)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(&self.sql(&format!("INSERT INTO endpoints ({COLUMNS}) VALUES (?u, ?t, ?t, ?, ?, ?, ?, ?, ?t, ?, ?)")))
+            .bind(&endpoint.id)
+            .bind(&now)
+            .bind(&now)
+            .bind(&endpoint.name)
+            .bind(&endpoint.hook_id)
+            .bind(&endpoint.tenant_id)
+            .bind(&endpoint.user_id)
+            .bind(&endpoint.plugin_id)
+            .bind(ENDPOINT_EXPIRED_AT)
+            .bind(true)
+            .bind(&endpoint.settings)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(&self.sql(
             "UPDATE plugin_installations SET endpoints_setups = endpoints_setups + 1, \
              endpoints_active = endpoints_active + 1 WHERE tenant_id = ?u AND plugin_id = ?",
@@ -181,14 +178,12 @@ impl Db {
             return Ok(None);
         }
         let mut tx = self.pool().begin().await?;
-        let row = sqlx::query(&self.sql(&format!(
-            "SELECT {SELECT_COLUMNS} FROM endpoints WHERE id = ?u AND tenant_id = ?{}",
-            self.for_update()
-        )))
-        .bind(id)
-        .bind(tenant_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let row =
+            sqlx::query(&self.sql(&format!("SELECT {SELECT_COLUMNS} FROM endpoints WHERE id = ?u AND tenant_id = ?{}", self.for_update())))
+                .bind(id)
+                .bind(tenant_id)
+                .fetch_optional(&mut *tx)
+                .await?;
         let Some(row) = row else {
             tx.commit().await?;
             return Ok(None);
@@ -222,14 +217,12 @@ impl Db {
             return Ok(None);
         }
         let mut tx = self.pool().begin().await?;
-        let row = sqlx::query(&self.sql(&format!(
-            "SELECT {SELECT_COLUMNS} FROM endpoints WHERE id = ?u AND tenant_id = ?{}",
-            self.for_update()
-        )))
-        .bind(id)
-        .bind(tenant_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let row =
+            sqlx::query(&self.sql(&format!("SELECT {SELECT_COLUMNS} FROM endpoints WHERE id = ?u AND tenant_id = ?{}", self.for_update())))
+                .bind(id)
+                .bind(tenant_id)
+                .fetch_optional(&mut *tx)
+                .await?;
         let Some(row) = row else {
             tx.commit().await?;
             return Ok(None);

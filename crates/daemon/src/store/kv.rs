@@ -72,9 +72,12 @@ impl PluginKv {
 
     /// Bytes counted for the plugin's values in the tenant (for the quota check).
     pub async fn usage_bytes(&self, tenant_id: &str, plugin_id: &str) -> Result<u64, StoreError> {
-        let row = sqlx::query(&self.db.sql(
-            "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) AS n FROM tenant_storages WHERE tenant_id = ? AND plugin_id = ?",
-        ).replace("AS BIGINT", if self.db.kind() == crate::config::DbKind::Mysql { "AS SIGNED" } else { "AS BIGINT" }))
+        let row = sqlx::query(
+            &self
+                .db
+                .sql("SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) AS n FROM tenant_storages WHERE tenant_id = ? AND plugin_id = ?")
+                .replace("AS BIGINT", if self.db.kind() == crate::config::DbKind::Mysql { "AS SIGNED" } else { "AS BIGINT" }),
+        )
         .bind(tenant_id)
         .bind(plugin_id)
         .fetch_one(self.db.pool())
@@ -86,14 +89,12 @@ impl PluginKv {
     /// row with the size difference; later writes and deletes add to `size` without touching
     /// `updated_at`.
     async fn add_size(&self, tenant_id: &str, plugin_id: &str, diff: i64) -> Result<(), StoreError> {
-        let updated = sqlx::query(&self.db.sql(
-            "UPDATE tenant_storages SET size = size + ? WHERE tenant_id = ? AND plugin_id = ?",
-        ))
-        .bind(diff)
-        .bind(tenant_id)
-        .bind(plugin_id)
-        .execute(self.db.pool())
-        .await?;
+        let updated = sqlx::query(&self.db.sql("UPDATE tenant_storages SET size = size + ? WHERE tenant_id = ? AND plugin_id = ?"))
+            .bind(diff)
+            .bind(tenant_id)
+            .bind(plugin_id)
+            .execute(self.db.pool())
+            .await?;
         if updated.rows_affected() > 0 {
             return Ok(());
         }
@@ -107,9 +108,11 @@ impl PluginKv {
             return Ok(());
         }
         let now = now_timestamp();
-        sqlx::query(&self.db.sql(
-            "INSERT INTO tenant_storages (id, created_at, updated_at, tenant_id, plugin_id, size) VALUES (?u, ?t, ?t, ?, ?, ?)",
-        ))
+        sqlx::query(
+            &self
+                .db
+                .sql("INSERT INTO tenant_storages (id, created_at, updated_at, tenant_id, plugin_id, size) VALUES (?u, ?t, ?t, ?, ?, ?)"),
+        )
         .bind(new_row_id())
         .bind(&now)
         .bind(&now)
@@ -124,20 +127,17 @@ impl PluginKv {
     /// Moves values an earlier version kept in the `plugin_storage` table to objects (a value already
     /// present as an object is kept), counting them in `tenant_storages`; returns how many moved.
     pub async fn move_table_values(&self) -> Result<usize, StoreError> {
-        let rows = sqlx::query("SELECT tenant_id, plugin_id, storage_key FROM plugin_storage")
-            .fetch_all(self.db.pool())
-            .await?;
+        let rows = sqlx::query("SELECT tenant_id, plugin_id, storage_key FROM plugin_storage").fetch_all(self.db.pool()).await?;
         let mut moved = 0;
         for row in &rows {
             let (tenant_id, plugin_id, key) = (text(row, "tenant_id")?, text(row, "plugin_id")?, text(row, "storage_key")?);
-            let value = sqlx::query(&self.db.sql(
-                "SELECT value FROM plugin_storage WHERE tenant_id = ? AND plugin_id = ? AND storage_key = ?",
-            ))
-            .bind(&tenant_id)
-            .bind(&plugin_id)
-            .bind(&key)
-            .fetch_optional(self.db.pool())
-            .await?;
+            let value =
+                sqlx::query(&self.db.sql("SELECT value FROM plugin_storage WHERE tenant_id = ? AND plugin_id = ? AND storage_key = ?"))
+                    .bind(&tenant_id)
+                    .bind(&plugin_id)
+                    .bind(&key)
+                    .fetch_optional(self.db.pool())
+                    .await?;
             if let Some(value) = value {
                 let value: Vec<u8> = value.try_get("value")?;
                 if !self.exists(&tenant_id, &plugin_id, &key).await? {

@@ -106,83 +106,80 @@ pub(super) async fn copy_if_pending(db: &Db) -> Result<(), StoreError> {
     let base = |c: &str| format!("{}, {}, {}", id("id"), ts("created_at"), ts("updated_at")) + c;
     let enabled = if kind == DbKind::Postgres { "(enabled <> 0)" } else { "enabled" };
     let statements = |tenant: &str, filter: &str| {
-    let mut statements = vec![
-        insert(
-            "plugins",
-            "id, created_at, updated_at, plugin_unique_identifier, plugin_id, refers, install_type, manifest_type, \
+        let mut statements = vec![
+            insert(
+                "plugins",
+                "id, created_at, updated_at, plugin_unique_identifier, plugin_id, refers, install_type, manifest_type, \
              remote_declaration, source",
-            format!(
-                "SELECT {} FROM legacy_plugins",
-                base(", plugin_unique_identifier, plugin_id, refers, install_type, manifest_type, remote_declaration, source")
+                format!(
+                    "SELECT {} FROM legacy_plugins",
+                    base(", plugin_unique_identifier, plugin_id, refers, install_type, manifest_type, remote_declaration, source")
+                ),
             ),
-        ),
-        insert(
-            "plugin_declarations",
-            "id, created_at, updated_at, plugin_unique_identifier, plugin_id, declaration",
-            format!("SELECT {} FROM legacy_plugin_declarations", base(", plugin_unique_identifier, plugin_id, declaration")),
-        ),
-        insert(
-            "plugin_installations",
-            "id, created_at, updated_at, tenant_id, plugin_id, plugin_unique_identifier, runtime_type, \
+            insert(
+                "plugin_declarations",
+                "id, created_at, updated_at, plugin_unique_identifier, plugin_id, declaration",
+                format!("SELECT {} FROM legacy_plugin_declarations", base(", plugin_unique_identifier, plugin_id, declaration")),
+            ),
+            insert(
+                "plugin_installations",
+                "id, created_at, updated_at, tenant_id, plugin_id, plugin_unique_identifier, runtime_type, \
              endpoints_setups, endpoints_active, source, meta",
-            format!(
-                "SELECT {} FROM legacy_plugin_installations WHERE {}",
-                base(&format!(
-                    ", {}, plugin_id, plugin_unique_identifier, runtime_type, endpoints_setups, endpoints_active, \
+                format!(
+                    "SELECT {} FROM legacy_plugin_installations WHERE {}",
+                    base(&format!(
+                        ", {}, plugin_id, plugin_unique_identifier, runtime_type, endpoints_setups, endpoints_active, \
                      source, meta",
-                    tenant
-                )),
-                filter
+                        tenant
+                    )),
+                    filter
+                ),
             ),
-        ),
-        insert(
-            "install_tasks",
-            "id, created_at, updated_at, status, tenant_id, total_plugins, completed_plugins, plugins",
-            format!(
-                "SELECT {} FROM legacy_install_tasks WHERE {}",
-                base(&format!(", status, {}, total_plugins, completed_plugins, plugins", tenant)),
-                filter
+            insert(
+                "install_tasks",
+                "id, created_at, updated_at, status, tenant_id, total_plugins, completed_plugins, plugins",
+                format!(
+                    "SELECT {} FROM legacy_install_tasks WHERE {}",
+                    base(&format!(", status, {}, total_plugins, completed_plugins, plugins", tenant)),
+                    filter
+                ),
             ),
-        ),
-        insert(
-            "install_task_leases",
-            "task_id, owner_node, lease_until, deadline_at, expires_at",
-            format!(
-                "SELECT id, owner_node, lease_until, deadline_at, expires_at FROM legacy_install_tasks WHERE {}",
-                filter
+            insert(
+                "install_task_leases",
+                "task_id, owner_node, lease_until, deadline_at, expires_at",
+                format!("SELECT id, owner_node, lease_until, deadline_at, expires_at FROM legacy_install_tasks WHERE {}", filter),
             ),
-        ),
-        insert(
-            "plugin_readme_records",
-            "id, created_at, updated_at, plugin_unique_identifier, language, content",
-            format!("SELECT {} FROM legacy_plugin_readme_records", base(", plugin_unique_identifier, language, content")),
-        ),
-        insert(
-            "endpoints",
-            "id, created_at, updated_at, name, hook_id, tenant_id, user_id, plugin_id, expired_at, enabled, settings",
-            format!(
-                "SELECT {} FROM legacy_endpoints",
-                base(&format!(", name, hook_id, tenant_id, user_id, plugin_id, {}, {enabled}, settings", ts("expired_at")))
+            insert(
+                "plugin_readme_records",
+                "id, created_at, updated_at, plugin_unique_identifier, language, content",
+                format!("SELECT {} FROM legacy_plugin_readme_records", base(", plugin_unique_identifier, language, content")),
             ),
-        ),
-    ];
-    for kind_name in ["tool", "model", "agent_strategy", "datasource", "trigger"] {
-        let table = super::ProviderKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == kind_name)
-            .map(|k| k.table())
-            .unwrap_or("tool_installations");
-        statements.push(insert(
-            table,
-            "id, created_at, updated_at, tenant_id, provider, plugin_unique_identifier, plugin_id",
-            format!(
-                "SELECT {} FROM legacy_provider_installations WHERE kind = '{kind_name}' AND {}",
-                base(&format!(", {}, provider, plugin_unique_identifier, plugin_id", tenant)),
-                filter
+            insert(
+                "endpoints",
+                "id, created_at, updated_at, name, hook_id, tenant_id, user_id, plugin_id, expired_at, enabled, settings",
+                format!(
+                    "SELECT {} FROM legacy_endpoints",
+                    base(&format!(", name, hook_id, tenant_id, user_id, plugin_id, {}, {enabled}, settings", ts("expired_at")))
+                ),
             ),
-        ));
-    }
-    statements
+        ];
+        for kind_name in ["tool", "model", "agent_strategy", "datasource", "trigger"] {
+            let table = super::ProviderKind::ALL
+                .into_iter()
+                .find(|k| k.as_str() == kind_name)
+                .map(|k| k.table())
+                .unwrap_or("tool_installations");
+            statements.push(insert(
+                table,
+                "id, created_at, updated_at, tenant_id, provider, plugin_unique_identifier, plugin_id",
+                format!(
+                    "SELECT {} FROM legacy_provider_installations WHERE kind = '{kind_name}' AND {}",
+                    base(&format!(", {}, provider, plugin_unique_identifier, plugin_id", tenant)),
+                    filter
+                ),
+            ));
+        }
+        statements
     };
     let mut tx = db.pool().begin().await?;
     for statement in statements(&id("tenant_id"), &is_uuid) {
@@ -220,10 +217,7 @@ pub(super) async fn copy_if_pending(db: &Db) -> Result<(), StoreError> {
     sqlx::query(&rename).execute(&mut *tx).await?;
     tx.commit().await?;
     if !others.is_empty() {
-        tracing::warn!(
-            tenants = others.len(),
-            "tenant ids that are not UUIDs are stored as name-based UUIDs in the upstream tables"
-        );
+        tracing::warn!(tenants = others.len(), "tenant ids that are not UUIDs are stored as name-based UUIDs in the upstream tables");
     }
     Ok(())
 }

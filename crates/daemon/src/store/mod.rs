@@ -16,13 +16,13 @@ pub mod records;
 mod runtime_type;
 
 pub use blob::{BlobError, BlobStore, LocalBlobStore};
-pub use object::{open_blob_store, StorageSetupError, STORAGE_TYPES};
-pub use db::{Db, PoolLimits, StoreError};
 pub use db::InstallationWriteListener;
-pub use runtime_type::RuntimeType;
+pub use db::{Db, PoolLimits, StoreError};
 pub use endpoints::{EndpointRecord, EndpointUpdate, ENDPOINT_EXPIRED_AT};
 pub use kv::PluginKv;
+pub use object::{open_blob_store, StorageSetupError, STORAGE_TYPES};
 pub use records::*;
+pub use runtime_type::RuntimeType;
 
 /// The current time as stored in the database: RFC 3339, UTC, always nine fractional digits, so that
 /// text order equals time order.

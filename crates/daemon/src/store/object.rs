@@ -138,156 +138,175 @@ impl ObjectBlobStore {
         let kind = s.plugin_storage_type.trim().to_string();
         let bucket_var = "PLUGIN_STORAGE_OSS_BUCKET";
         let mut prefix = String::new();
-        let (store, bucket, endpoint, variables): (Arc<dyn ObjectStore>, String, String, &'static str) =
-            match kind.as_str() {
-                "aws_s3" => {
-                    let bucket = required(&s.plugin_storage_oss_bucket, &kind, bucket_var)?;
-                    let custom = s.s3_endpoint.clone().filter(|e| !e.trim().is_empty());
-                    if !s.s3_use_aws && custom.is_none() {
-                        return Err(StorageSetupError::Missing { kind, variable: "S3_ENDPOINT" });
-                    }
-                    let region = match s.aws_region.clone().filter(|r| !r.trim().is_empty()) {
-                        Some(region) => region,
-                        None if custom.is_some() => "us-east-1".to_string(),
-                        None => return Err(StorageSetupError::Missing { kind, variable: "AWS_REGION" }),
-                    };
-                    let (access_key, secret_key) = if s.s3_use_aws_managed_iam {
-                        (None, None)
-                    } else {
-                        (
-                            Some(required(&s.aws_access_key, &kind, "AWS_ACCESS_KEY")?),
-                            Some(required(&s.aws_secret_key, &kind, "AWS_SECRET_KEY")?),
-                        )
-                    };
-                    let endpoint = custom.map(|e| with_scheme(&e));
-                    let opts = S3Options {
-                        bucket: bucket.clone(),
-                        region,
-                        path_style: s.s3_use_path_style,
-                        endpoint: endpoint.clone(),
-                        access_key,
-                        secret_key,
-                        ambient_credentials: s.s3_use_aws_managed_iam,
-                    };
-                    let shown = endpoint.unwrap_or_else(|| "AWS S3".to_string());
-                    (s3(&kind, opts)?, bucket, shown, "PLUGIN_STORAGE_OSS_BUCKET, S3_ENDPOINT, AWS_REGION, AWS_ACCESS_KEY, AWS_SECRET_KEY")
+        let (store, bucket, endpoint, variables): (Arc<dyn ObjectStore>, String, String, &'static str) = match kind.as_str() {
+            "aws_s3" => {
+                let bucket = required(&s.plugin_storage_oss_bucket, &kind, bucket_var)?;
+                let custom = s.s3_endpoint.clone().filter(|e| !e.trim().is_empty());
+                if !s.s3_use_aws && custom.is_none() {
+                    return Err(StorageSetupError::Missing { kind, variable: "S3_ENDPOINT" });
                 }
-                "tencent_cos" => {
-                    let bucket = required(&s.plugin_storage_oss_bucket, &kind, bucket_var)?;
-                    let region = required(&s.tencent_cos_region, &kind, "TENCENT_COS_REGION")?;
-                    let endpoint = match s.tencent_cos_endpoint.clone().filter(|e| !e.trim().is_empty()) {
-                        Some(e) => with_scheme(&e),
-                        None => format!("https://cos.{region}.myqcloud.com"),
-                    };
-                    let opts = S3Options {
-                        bucket: bucket.clone(),
-                        region,
-                        endpoint: Some(endpoint.clone()),
-                        path_style: false,
-                        access_key: Some(required(&s.tencent_cos_secret_id, &kind, "TENCENT_COS_SECRET_ID")?),
-                        secret_key: Some(required(&s.tencent_cos_secret_key, &kind, "TENCENT_COS_SECRET_KEY")?),
-                        ambient_credentials: false,
-                    };
-                    (s3(&kind, opts)?, bucket, endpoint, "PLUGIN_STORAGE_OSS_BUCKET, TENCENT_COS_REGION, TENCENT_COS_ENDPOINT, TENCENT_COS_SECRET_ID, TENCENT_COS_SECRET_KEY")
+                let region = match s.aws_region.clone().filter(|r| !r.trim().is_empty()) {
+                    Some(region) => region,
+                    None if custom.is_some() => "us-east-1".to_string(),
+                    None => return Err(StorageSetupError::Missing { kind, variable: "AWS_REGION" }),
+                };
+                let (access_key, secret_key) = if s.s3_use_aws_managed_iam {
+                    (None, None)
+                } else {
+                    (
+                        Some(required(&s.aws_access_key, &kind, "AWS_ACCESS_KEY")?),
+                        Some(required(&s.aws_secret_key, &kind, "AWS_SECRET_KEY")?),
+                    )
+                };
+                let endpoint = custom.map(|e| with_scheme(&e));
+                let opts = S3Options {
+                    bucket: bucket.clone(),
+                    region,
+                    path_style: s.s3_use_path_style,
+                    endpoint: endpoint.clone(),
+                    access_key,
+                    secret_key,
+                    ambient_credentials: s.s3_use_aws_managed_iam,
+                };
+                let shown = endpoint.unwrap_or_else(|| "AWS S3".to_string());
+                (s3(&kind, opts)?, bucket, shown, "PLUGIN_STORAGE_OSS_BUCKET, S3_ENDPOINT, AWS_REGION, AWS_ACCESS_KEY, AWS_SECRET_KEY")
+            }
+            "tencent_cos" => {
+                let bucket = required(&s.plugin_storage_oss_bucket, &kind, bucket_var)?;
+                let region = required(&s.tencent_cos_region, &kind, "TENCENT_COS_REGION")?;
+                let endpoint = match s.tencent_cos_endpoint.clone().filter(|e| !e.trim().is_empty()) {
+                    Some(e) => with_scheme(&e),
+                    None => format!("https://cos.{region}.myqcloud.com"),
+                };
+                let opts = S3Options {
+                    bucket: bucket.clone(),
+                    region,
+                    endpoint: Some(endpoint.clone()),
+                    path_style: false,
+                    access_key: Some(required(&s.tencent_cos_secret_id, &kind, "TENCENT_COS_SECRET_ID")?),
+                    secret_key: Some(required(&s.tencent_cos_secret_key, &kind, "TENCENT_COS_SECRET_KEY")?),
+                    ambient_credentials: false,
+                };
+                (
+                    s3(&kind, opts)?,
+                    bucket,
+                    endpoint,
+                    "PLUGIN_STORAGE_OSS_BUCKET, TENCENT_COS_REGION, TENCENT_COS_ENDPOINT, TENCENT_COS_SECRET_ID, TENCENT_COS_SECRET_KEY",
+                )
+            }
+            "huawei_obs" => {
+                let bucket = required(&s.plugin_storage_oss_bucket, &kind, bucket_var)?;
+                let endpoint = with_scheme(&required(&s.huawei_obs_server, &kind, "HUAWEI_OBS_SERVER")?);
+                let opts = S3Options {
+                    bucket: bucket.clone(),
+                    region: region_from_host(&endpoint, "obs.").unwrap_or_else(|| "us-east-1".into()),
+                    endpoint: Some(endpoint.clone()),
+                    path_style: s.huawei_obs_path_style,
+                    access_key: Some(required(&s.huawei_obs_access_key, &kind, "HUAWEI_OBS_ACCESS_KEY")?),
+                    secret_key: Some(required(&s.huawei_obs_secret_key, &kind, "HUAWEI_OBS_SECRET_KEY")?),
+                    ambient_credentials: false,
+                };
+                (
+                    s3(&kind, opts)?,
+                    bucket,
+                    endpoint,
+                    "PLUGIN_STORAGE_OSS_BUCKET, HUAWEI_OBS_SERVER, HUAWEI_OBS_ACCESS_KEY, HUAWEI_OBS_SECRET_KEY",
+                )
+            }
+            "volcengine_tos" => {
+                let bucket = required(&s.plugin_storage_oss_bucket, &kind, bucket_var)?;
+                let region = required(&s.volcengine_tos_region, &kind, "VOLCENGINE_TOS_REGION")?;
+                let native = with_scheme(&required(&s.volcengine_tos_endpoint, &kind, "VOLCENGINE_TOS_ENDPOINT")?);
+                // TOS answers the S3 protocol on `tos-s3-<region>...` beside its native `tos-<region>...`.
+                let endpoint = native.replacen("://tos-", "://tos-s3-", 1).replace("tos-s3-s3-", "tos-s3-");
+                let opts = S3Options {
+                    bucket: bucket.clone(),
+                    region,
+                    endpoint: Some(endpoint.clone()),
+                    path_style: false,
+                    access_key: Some(required(&s.volcengine_tos_access_key, &kind, "VOLCENGINE_TOS_ACCESS_KEY")?),
+                    secret_key: Some(required(&s.volcengine_tos_secret_key, &kind, "VOLCENGINE_TOS_SECRET_KEY")?),
+                    ambient_credentials: false,
+                };
+                (s3(&kind, opts)?, bucket, endpoint, "PLUGIN_STORAGE_OSS_BUCKET, VOLCENGINE_TOS_ENDPOINT, VOLCENGINE_TOS_REGION, VOLCENGINE_TOS_ACCESS_KEY, VOLCENGINE_TOS_SECRET_KEY")
+            }
+            "baidu_bos" => {
+                let bucket = required(&s.plugin_storage_oss_bucket, &kind, bucket_var)?;
+                let region = s.baidu_bos_region.clone().filter(|r| !r.trim().is_empty());
+                let endpoint = match (s.baidu_bos_endpoint.clone().filter(|e| !e.trim().is_empty()), &region) {
+                    (Some(e), _) => with_scheme(&e),
+                    (None, Some(region)) => format!("https://{region}.bcebos.com"),
+                    (None, None) => return Err(StorageSetupError::Missing { kind, variable: "BAIDU_BOS_ENDPOINT" }),
+                };
+                // BOS answers the S3 protocol on `s3.<region>.bcebos.com`.
+                let endpoint = if endpoint.contains("://s3.") || !endpoint.ends_with(".bcebos.com") {
+                    endpoint
+                } else {
+                    endpoint.replacen("://", "://s3.", 1)
+                };
+                let region = region.or_else(|| region_from_host(&endpoint, "s3.")).unwrap_or_else(|| "bj".into());
+                let opts = S3Options {
+                    bucket: bucket.clone(),
+                    region,
+                    endpoint: Some(endpoint.clone()),
+                    path_style: false,
+                    access_key: Some(required(&s.baidu_bos_access_key, &kind, "BAIDU_BOS_ACCESS_KEY")?),
+                    secret_key: Some(required(&s.baidu_bos_secret_key, &kind, "BAIDU_BOS_SECRET_KEY")?),
+                    ambient_credentials: false,
+                };
+                (
+                    s3(&kind, opts)?,
+                    bucket,
+                    endpoint,
+                    "PLUGIN_STORAGE_OSS_BUCKET, BAIDU_BOS_ENDPOINT, BAIDU_BOS_REGION, BAIDU_BOS_ACCESS_KEY, BAIDU_BOS_SECRET_KEY",
+                )
+            }
+            "aliyun_oss" => {
+                let bucket = required(&s.plugin_storage_oss_bucket, &kind, bucket_var)?;
+                if s.aliyun_oss_cloudbox_id.as_deref().is_some_and(|c| !c.trim().is_empty()) {
+                    return Err(StorageSetupError::Invalid {
+                        kind,
+                        variable: "ALIYUN_OSS_CLOUDBOX_ID",
+                        reason: "CloudBox buckets are not supported".into(),
+                    });
                 }
-                "huawei_obs" => {
-                    let bucket = required(&s.plugin_storage_oss_bucket, &kind, bucket_var)?;
-                    let endpoint = with_scheme(&required(&s.huawei_obs_server, &kind, "HUAWEI_OBS_SERVER")?);
-                    let opts = S3Options {
-                        bucket: bucket.clone(),
-                        region: region_from_host(&endpoint, "obs.").unwrap_or_else(|| "us-east-1".into()),
-                        endpoint: Some(endpoint.clone()),
-                        path_style: s.huawei_obs_path_style,
-                        access_key: Some(required(&s.huawei_obs_access_key, &kind, "HUAWEI_OBS_ACCESS_KEY")?),
-                        secret_key: Some(required(&s.huawei_obs_secret_key, &kind, "HUAWEI_OBS_SECRET_KEY")?),
-                        ambient_credentials: false,
-                    };
-                    (s3(&kind, opts)?, bucket, endpoint, "PLUGIN_STORAGE_OSS_BUCKET, HUAWEI_OBS_SERVER, HUAWEI_OBS_ACCESS_KEY, HUAWEI_OBS_SECRET_KEY")
-                }
-                "volcengine_tos" => {
-                    let bucket = required(&s.plugin_storage_oss_bucket, &kind, bucket_var)?;
-                    let region = required(&s.volcengine_tos_region, &kind, "VOLCENGINE_TOS_REGION")?;
-                    let native = with_scheme(&required(&s.volcengine_tos_endpoint, &kind, "VOLCENGINE_TOS_ENDPOINT")?);
-                    // TOS answers the S3 protocol on `tos-s3-<region>...` beside its native `tos-<region>...`.
-                    let endpoint = native.replacen("://tos-", "://tos-s3-", 1).replace("tos-s3-s3-", "tos-s3-");
-                    let opts = S3Options {
-                        bucket: bucket.clone(),
-                        region,
-                        endpoint: Some(endpoint.clone()),
-                        path_style: false,
-                        access_key: Some(required(&s.volcengine_tos_access_key, &kind, "VOLCENGINE_TOS_ACCESS_KEY")?),
-                        secret_key: Some(required(&s.volcengine_tos_secret_key, &kind, "VOLCENGINE_TOS_SECRET_KEY")?),
-                        ambient_credentials: false,
-                    };
-                    (s3(&kind, opts)?, bucket, endpoint, "PLUGIN_STORAGE_OSS_BUCKET, VOLCENGINE_TOS_ENDPOINT, VOLCENGINE_TOS_REGION, VOLCENGINE_TOS_ACCESS_KEY, VOLCENGINE_TOS_SECRET_KEY")
-                }
-                "baidu_bos" => {
-                    let bucket = required(&s.plugin_storage_oss_bucket, &kind, bucket_var)?;
-                    let region = s.baidu_bos_region.clone().filter(|r| !r.trim().is_empty());
-                    let endpoint = match (s.baidu_bos_endpoint.clone().filter(|e| !e.trim().is_empty()), &region) {
-                        (Some(e), _) => with_scheme(&e),
-                        (None, Some(region)) => format!("https://{region}.bcebos.com"),
-                        (None, None) => return Err(StorageSetupError::Missing { kind, variable: "BAIDU_BOS_ENDPOINT" }),
-                    };
-                    // BOS answers the S3 protocol on `s3.<region>.bcebos.com`.
-                    let endpoint = if endpoint.contains("://s3.") || !endpoint.ends_with(".bcebos.com") {
-                        endpoint
-                    } else {
-                        endpoint.replacen("://", "://s3.", 1)
-                    };
-                    let region = region.or_else(|| region_from_host(&endpoint, "s3.")).unwrap_or_else(|| "bj".into());
-                    let opts = S3Options {
-                        bucket: bucket.clone(),
-                        region,
-                        endpoint: Some(endpoint.clone()),
-                        path_style: false,
-                        access_key: Some(required(&s.baidu_bos_access_key, &kind, "BAIDU_BOS_ACCESS_KEY")?),
-                        secret_key: Some(required(&s.baidu_bos_secret_key, &kind, "BAIDU_BOS_SECRET_KEY")?),
-                        ambient_credentials: false,
-                    };
-                    (s3(&kind, opts)?, bucket, endpoint, "PLUGIN_STORAGE_OSS_BUCKET, BAIDU_BOS_ENDPOINT, BAIDU_BOS_REGION, BAIDU_BOS_ACCESS_KEY, BAIDU_BOS_SECRET_KEY")
-                }
-                "aliyun_oss" => {
-                    let bucket = required(&s.plugin_storage_oss_bucket, &kind, bucket_var)?;
-                    if s.aliyun_oss_cloudbox_id.as_deref().is_some_and(|c| !c.trim().is_empty()) {
-                        return Err(StorageSetupError::Invalid {
-                            kind,
-                            variable: "ALIYUN_OSS_CLOUDBOX_ID",
-                            reason: "CloudBox buckets are not supported".into(),
-                        });
-                    }
-                    let endpoint = with_scheme(&required(&s.aliyun_oss_endpoint, &kind, "ALIYUN_OSS_ENDPOINT")?);
-                    let region = s
-                        .aliyun_oss_region
-                        .clone()
-                        .filter(|r| !r.trim().is_empty())
-                        .or_else(|| region_from_host(&endpoint, "oss-"))
-                        .unwrap_or_else(|| "cn-hangzhou".into());
-                    let region = region.strip_prefix("oss-").map(str::to_string).unwrap_or(region);
-                    prefix = s.aliyun_oss_path.clone().unwrap_or_default().trim_matches('/').to_string();
-                    let opts = S3Options {
-                        bucket: bucket.clone(),
-                        region,
-                        endpoint: Some(endpoint.clone()),
-                        path_style: false,
-                        access_key: Some(required(&s.aliyun_oss_access_key_id, &kind, "ALIYUN_OSS_ACCESS_KEY_ID")?),
-                        secret_key: Some(required(&s.aliyun_oss_access_key_secret, &kind, "ALIYUN_OSS_ACCESS_KEY_SECRET")?),
-                        ambient_credentials: false,
-                    };
-                    (s3(&kind, opts)?, bucket, endpoint, "PLUGIN_STORAGE_OSS_BUCKET, ALIYUN_OSS_ENDPOINT, ALIYUN_OSS_REGION, ALIYUN_OSS_ACCESS_KEY_ID, ALIYUN_OSS_ACCESS_KEY_SECRET")
-                }
-                "azure_blob" => {
-                    let container = required(&s.azure_blob_storage_container_name, &kind, "AZURE_BLOB_STORAGE_CONTAINER_NAME")?;
-                    let (store, endpoint) = azure(s, &kind, &container)?;
-                    (store, container, endpoint, "AZURE_BLOB_STORAGE_CONTAINER_NAME, AZURE_BLOB_STORAGE_CONNECTION_STRING, AZURE_BLOB_STORAGE_ACCOUNT_URL")
-                }
-                "gcs" => {
-                    let bucket = required(&s.plugin_storage_oss_bucket, &kind, bucket_var)?;
-                    let (store, endpoint) = gcs(s, &kind, &bucket)?;
-                    (store, bucket, endpoint, "PLUGIN_STORAGE_OSS_BUCKET, GCS_CREDENTIALS")
-                }
-                _ => return Err(StorageSetupError::UnknownType(kind)),
-            };
+                let endpoint = with_scheme(&required(&s.aliyun_oss_endpoint, &kind, "ALIYUN_OSS_ENDPOINT")?);
+                let region = s
+                    .aliyun_oss_region
+                    .clone()
+                    .filter(|r| !r.trim().is_empty())
+                    .or_else(|| region_from_host(&endpoint, "oss-"))
+                    .unwrap_or_else(|| "cn-hangzhou".into());
+                let region = region.strip_prefix("oss-").map(str::to_string).unwrap_or(region);
+                prefix = s.aliyun_oss_path.clone().unwrap_or_default().trim_matches('/').to_string();
+                let opts = S3Options {
+                    bucket: bucket.clone(),
+                    region,
+                    endpoint: Some(endpoint.clone()),
+                    path_style: false,
+                    access_key: Some(required(&s.aliyun_oss_access_key_id, &kind, "ALIYUN_OSS_ACCESS_KEY_ID")?),
+                    secret_key: Some(required(&s.aliyun_oss_access_key_secret, &kind, "ALIYUN_OSS_ACCESS_KEY_SECRET")?),
+                    ambient_credentials: false,
+                };
+                (s3(&kind, opts)?, bucket, endpoint, "PLUGIN_STORAGE_OSS_BUCKET, ALIYUN_OSS_ENDPOINT, ALIYUN_OSS_REGION, ALIYUN_OSS_ACCESS_KEY_ID, ALIYUN_OSS_ACCESS_KEY_SECRET")
+            }
+            "azure_blob" => {
+                let container = required(&s.azure_blob_storage_container_name, &kind, "AZURE_BLOB_STORAGE_CONTAINER_NAME")?;
+                let (store, endpoint) = azure(s, &kind, &container)?;
+                (
+                    store,
+                    container,
+                    endpoint,
+                    "AZURE_BLOB_STORAGE_CONTAINER_NAME, AZURE_BLOB_STORAGE_CONNECTION_STRING, AZURE_BLOB_STORAGE_ACCOUNT_URL",
+                )
+            }
+            "gcs" => {
+                let bucket = required(&s.plugin_storage_oss_bucket, &kind, bucket_var)?;
+                let (store, endpoint) = gcs(s, &kind, &bucket)?;
+                (store, bucket, endpoint, "PLUGIN_STORAGE_OSS_BUCKET, GCS_CREDENTIALS")
+            }
+            _ => return Err(StorageSetupError::UnknownType(kind)),
+        };
         Ok(ObjectBlobStore { store, prefix, kind, bucket, endpoint, variables })
     }
 
@@ -402,11 +421,7 @@ const AZURITE_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UV
 
 fn azure(s: &Settings, kind: &str, container: &str) -> Result<(Arc<dyn ObjectStore>, String), StorageSetupError> {
     use object_store::azure::MicrosoftAzureBuilder;
-    let invalid = |variable: &'static str, reason: String| StorageSetupError::Invalid {
-        kind: kind.to_string(),
-        variable,
-        reason,
-    };
+    let invalid = |variable: &'static str, reason: String| StorageSetupError::Invalid { kind: kind.to_string(), variable, reason };
     let mut builder = MicrosoftAzureBuilder::new().with_container_name(container).with_retry(retry_config());
     let endpoint;
     if s.azure_blob_storage_use_managed_identity {
@@ -481,9 +496,11 @@ fn gcs(s: &Settings, kind: &str, bucket: &str) -> Result<(Arc<dyn ObjectStore>, 
     // GCS_CREDENTIALS is a base64-encoded service account key (upstream's format); without it the
     // client uses the environment's application default credentials.
     if let Some(encoded) = s.gcs_credentials.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(encoded)
-            .map_err(|e| StorageSetupError::Invalid { kind: kind.into(), variable: "GCS_CREDENTIALS", reason: format!("not base64: {e}") })?;
+        let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).map_err(|e| StorageSetupError::Invalid {
+            kind: kind.into(),
+            variable: "GCS_CREDENTIALS",
+            reason: format!("not base64: {e}"),
+        })?;
         let json = String::from_utf8(decoded).map_err(|_| StorageSetupError::Invalid {
             kind: kind.into(),
             variable: "GCS_CREDENTIALS",
@@ -513,9 +530,7 @@ impl BlobStore for ObjectBlobStore {
         Box::pin(async move {
             let path = self.checked_path(key)?;
             if bytes.len() >= MULTIPART_THRESHOLD {
-                let chunks = futures::stream::iter(
-                    bytes.chunks(PART_SIZE).map(|c| Ok::<_, std::io::Error>(Bytes::copy_from_slice(c))),
-                );
+                let chunks = futures::stream::iter(bytes.chunks(PART_SIZE).map(|c| Ok::<_, std::io::Error>(Bytes::copy_from_slice(c))));
                 return self.put_multipart(key, &path, chunks).await;
             }
             let payload = PutPayload::from(Bytes::copy_from_slice(bytes));
@@ -698,7 +713,11 @@ mod tests {
             ("S3_USE_AWS_MANAGED_IAM", "true"),
         ]))
         .unwrap();
-        let err = setup_error(&[("PLUGIN_STORAGE_TYPE", "azure_blob"), ("AZURE_BLOB_STORAGE_CONTAINER_NAME", "c"), ("AZURE_BLOB_STORAGE_USE_MANAGED_IDENTITY", "true")]);
+        let err = setup_error(&[
+            ("PLUGIN_STORAGE_TYPE", "azure_blob"),
+            ("AZURE_BLOB_STORAGE_CONTAINER_NAME", "c"),
+            ("AZURE_BLOB_STORAGE_USE_MANAGED_IDENTITY", "true"),
+        ]);
         assert!(err.contains("AZURE_BLOB_STORAGE_ACCOUNT_URL"), "{err}");
         let err = setup_error(&[("PLUGIN_STORAGE_TYPE", "minio")]);
         assert!(err.contains("unknown PLUGIN_STORAGE_TYPE") && err.contains("aws_s3"), "{err}");

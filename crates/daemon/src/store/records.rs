@@ -380,11 +380,10 @@ impl Db {
 
     /// Every `plugins` row (consistency checks and the runtime watchdog).
     pub async fn all_plugins(&self) -> Result<Vec<PluginRecord>, StoreError> {
-        let rows = sqlx::query(&self.sql(
-            "SELECT {u:id} AS id, plugin_unique_identifier, plugin_id, refers, install_type, source FROM plugins",
-        ))
-            .fetch_all(self.pool())
-            .await?;
+        let rows =
+            sqlx::query(&self.sql("SELECT {u:id} AS id, plugin_unique_identifier, plugin_id, refers, install_type, source FROM plugins"))
+                .fetch_all(self.pool())
+                .await?;
         rows.iter()
             .map(|r| {
                 Ok(PluginRecord {
@@ -402,11 +401,7 @@ impl Db {
     // ---------------------------------------------------------------- installations
 
     /// The tenant's installation of `plugin_id` (any version).
-    pub async fn installation_by_plugin_id(
-        &self,
-        tenant_id: &str,
-        plugin_id: &str,
-    ) -> Result<Option<InstallationRecord>, StoreError> {
+    pub async fn installation_by_plugin_id(&self, tenant_id: &str, plugin_id: &str) -> Result<Option<InstallationRecord>, StoreError> {
         self.check_tenant_id(tenant_id)?;
         let (caller_tenant, tenant_id) = (tenant_id, &self.tenant_key(tenant_id));
         let row = sqlx::query(&self.sql(&format!(
@@ -443,7 +438,11 @@ impl Db {
             .bind(tenant_id)
             .fetch_one(self.pool())
             .await?;
-        let list = rows.iter().map(installation_from_row).map(|r| r.map(|r| r.for_caller(caller_tenant))).collect::<Result<Vec<_>, _>>()?;
+        let list = rows
+            .iter()
+            .map(installation_from_row)
+            .map(|r| r.map(|r| r.for_caller(caller_tenant)))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok((list, int(&total_row, "n")?))
     }
 
@@ -531,12 +530,7 @@ impl Db {
     }
 
     /// Adds one reference to `row.uid`, creating its `plugins` row when missing.
-    async fn add_plugin_reference(
-        &self,
-        tx: &mut Transaction<'_, Any>,
-        row: PluginRow<'_>,
-        now: &str,
-    ) -> Result<(), StoreError> {
+    async fn add_plugin_reference(&self, tx: &mut Transaction<'_, Any>, row: PluginRow<'_>, now: &str) -> Result<(), StoreError> {
         let PluginRow { uid, plugin_id, install_type, source, manifest_type } = row;
         sqlx::query(&self.insert_ignore(
             "plugins (id, created_at, updated_at, plugin_unique_identifier, plugin_id, refers, install_type, \
@@ -562,12 +556,7 @@ impl Db {
     }
 
     /// Drops one reference to `uid`; deletes the plugins row at zero. Returns whether it reached zero.
-    async fn release_plugin_reference(
-        &self,
-        tx: &mut Transaction<'_, Any>,
-        uid: &str,
-        now: &str,
-    ) -> Result<bool, StoreError> {
+    async fn release_plugin_reference(&self, tx: &mut Transaction<'_, Any>, uid: &str, now: &str) -> Result<bool, StoreError> {
         sqlx::query(&self.sql("UPDATE plugins SET refers = refers - 1, updated_at = ?t WHERE plugin_unique_identifier = ?"))
             .bind(now)
             .bind(uid)
@@ -619,12 +608,7 @@ impl Db {
         Ok(())
     }
 
-    async fn delete_providers(
-        &self,
-        tx: &mut Transaction<'_, Any>,
-        tenant_id: &str,
-        plugin_id: &str,
-    ) -> Result<(), StoreError> {
+    async fn delete_providers(&self, tx: &mut Transaction<'_, Any>, tenant_id: &str, plugin_id: &str) -> Result<(), StoreError> {
         for kind in ProviderKind::ALL {
             sqlx::query(&self.sql(&format!("DELETE FROM {} WHERE tenant_id = ?u AND plugin_id = ?", kind.table())))
                 .bind(tenant_id)
@@ -659,11 +643,7 @@ impl Db {
         result.map(|released| released.map(|(_, released)| released))
     }
 
-    async fn try_uninstall(
-        &self,
-        tenant_id: &str,
-        installation_id: &str,
-    ) -> Result<Option<(String, ReleasedPlugin)>, StoreError> {
+    async fn try_uninstall(&self, tenant_id: &str, installation_id: &str) -> Result<Option<(String, ReleasedPlugin)>, StoreError> {
         let now = now_timestamp();
         let mut tx = self.pool().begin().await?;
         let row = sqlx::query(&self.sql(&format!(
@@ -708,8 +688,7 @@ impl Db {
     }
 
     async fn try_upgrade_installation(&self, upgrade: &InstallationUpgrade<'_>) -> Result<Option<ReleasedPlugin>, StoreError> {
-        let InstallationUpgrade { tenant_id, original_uid, new_uid, plugin_id, runtime_type, source, meta, providers } =
-            *upgrade;
+        let InstallationUpgrade { tenant_id, original_uid, new_uid, plugin_id, runtime_type, source, meta, providers } = *upgrade;
         let tenant_id = &self.tenant_key(tenant_id);
         let now = now_timestamp();
         let mut tx = self.pool().begin().await?;
@@ -774,12 +753,7 @@ impl Db {
     }
 
     /// The tenant's provider row of one kind for `plugin_id`.
-    pub async fn provider(
-        &self,
-        kind: ProviderKind,
-        tenant_id: &str,
-        plugin_id: &str,
-    ) -> Result<Option<ProviderRecord>, StoreError> {
+    pub async fn provider(&self, kind: ProviderKind, tenant_id: &str, plugin_id: &str) -> Result<Option<ProviderRecord>, StoreError> {
         self.check_tenant_id(tenant_id)?;
         let (caller_tenant, tenant_id) = (tenant_id, &self.tenant_key(tenant_id));
         let row = sqlx::query(&self.sql(&format!(
@@ -798,13 +772,10 @@ impl Db {
     pub async fn count_providers_of(&self, uid: &str) -> Result<i64, StoreError> {
         let mut total = 0;
         for kind in ProviderKind::ALL {
-            let row = sqlx::query(&self.sql(&format!(
-                "SELECT COUNT(*) AS n FROM {} WHERE plugin_unique_identifier = ?",
-                kind.table()
-            )))
-            .bind(uid)
-            .fetch_one(self.pool())
-            .await?;
+            let row = sqlx::query(&self.sql(&format!("SELECT COUNT(*) AS n FROM {} WHERE plugin_unique_identifier = ?", kind.table())))
+                .bind(uid)
+                .fetch_one(self.pool())
+                .await?;
             total += int(&row, "n")?;
         }
         Ok(total)
@@ -946,10 +917,9 @@ impl Db {
             return Ok(());
         }
         let mut tx = self.pool().begin().await?;
-        let row = sqlx::query(&self.sql(&format!(
-            "SELECT {TASK_COLUMNS} FROM install_tasks t WHERE t.id = ?u AND t.tenant_id = ?u{}",
-            self.for_update()
-        )))
+        let row = sqlx::query(
+            &self.sql(&format!("SELECT {TASK_COLUMNS} FROM install_tasks t WHERE t.id = ?u AND t.tenant_id = ?u{}", self.for_update())),
+        )
         .bind(task_id)
         .bind(tenant_id)
         .fetch_optional(&mut *tx)
@@ -994,13 +964,10 @@ impl Db {
             return Ok(());
         }
         let mut tx = self.pool().begin().await?;
-        let row = sqlx::query(&self.sql(&format!(
-            "SELECT {TASK_COLUMNS} FROM install_tasks t WHERE t.id = ?u{}",
-            self.for_update()
-        )))
-        .bind(task_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let row = sqlx::query(&self.sql(&format!("SELECT {TASK_COLUMNS} FROM install_tasks t WHERE t.id = ?u{}", self.for_update())))
+            .bind(task_id)
+            .fetch_optional(&mut *tx)
+            .await?;
         let Some(row) = row else {
             tx.commit().await?;
             return Ok(());
@@ -1032,20 +999,16 @@ impl Db {
             task.status = task_status::FAILED.to_string();
         } else if !task.plugins.is_empty() && task.plugins.iter().all(|p| p.status == task_status::SUCCESS) {
             task.status = task_status::SUCCESS.to_string();
-            expires_at = Some(super::timestamp_of(
-                chrono::Utc::now() + chrono::Duration::seconds(success_retention_secs),
-            ));
+            expires_at = Some(super::timestamp_of(chrono::Utc::now() + chrono::Duration::seconds(success_retention_secs)));
         }
-        sqlx::query(&self.sql(
-            "UPDATE install_tasks SET status = ?, completed_plugins = ?, plugins = ?, updated_at = ?t WHERE id = ?u",
-        ))
-        .bind(&task.status)
-        .bind(task.completed_plugins)
-        .bind(serde_json::to_string(&task.plugins).unwrap_or_else(|_| "[]".into()))
-        .bind(now_timestamp())
-        .bind(task_id)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(&self.sql("UPDATE install_tasks SET status = ?, completed_plugins = ?, plugins = ?, updated_at = ?t WHERE id = ?u"))
+            .bind(&task.status)
+            .bind(task.completed_plugins)
+            .bind(serde_json::to_string(&task.plugins).unwrap_or_else(|_| "[]".into()))
+            .bind(now_timestamp())
+            .bind(task_id)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(&self.sql("UPDATE install_task_leases SET expires_at = ? WHERE task_id = ?"))
             .bind(expires_at)
             .bind(task_id)
@@ -1099,13 +1062,10 @@ impl Db {
 
     async fn fail_unfinished_entries(&self, task_id: &str, message: &str) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;
-        let row = sqlx::query(&self.sql(&format!(
-            "SELECT {TASK_COLUMNS} FROM install_tasks t WHERE t.id = ?u{}",
-            self.for_update()
-        )))
-        .bind(task_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let row = sqlx::query(&self.sql(&format!("SELECT {TASK_COLUMNS} FROM install_tasks t WHERE t.id = ?u{}", self.for_update())))
+            .bind(task_id)
+            .fetch_optional(&mut *tx)
+            .await?;
         let Some(row) = row else {
             tx.commit().await?;
             return Ok(());
@@ -1145,19 +1105,14 @@ impl Db {
 
     /// Deletes tasks past their retention.
     pub async fn delete_expired_tasks(&self) -> Result<(), StoreError> {
-        let rows = sqlx::query(&self.sql(
-            "SELECT task_id FROM install_task_leases WHERE expires_at IS NOT NULL AND expires_at < ?",
-        ))
-        .bind(now_timestamp())
-        .fetch_all(self.pool())
-        .await?;
+        let rows = sqlx::query(&self.sql("SELECT task_id FROM install_task_leases WHERE expires_at IS NOT NULL AND expires_at < ?"))
+            .bind(now_timestamp())
+            .fetch_all(self.pool())
+            .await?;
         for row in &rows {
             let task_id = text(row, "task_id")?;
             if self.row_id_possible(&task_id) {
-                sqlx::query(&self.sql("DELETE FROM install_tasks WHERE id = ?u"))
-                    .bind(&task_id)
-                    .execute(self.pool())
-                    .await?;
+                sqlx::query(&self.sql("DELETE FROM install_tasks WHERE id = ?u")).bind(&task_id).execute(self.pool()).await?;
             }
             self.delete_task_lease(&task_id).await?;
         }
@@ -1168,9 +1123,9 @@ impl Db {
 
     /// Cached readmes of a version: `(language, content)`.
     pub async fn readmes(&self, uid: &str) -> Result<Vec<(String, String)>, StoreError> {
-        let rows = sqlx::query(&self.sql(
-            "SELECT language, content FROM plugin_readme_records WHERE plugin_unique_identifier = ? ORDER BY language",
-        ))
+        let rows = sqlx::query(
+            &self.sql("SELECT language, content FROM plugin_readme_records WHERE plugin_unique_identifier = ? ORDER BY language"),
+        )
         .bind(uid)
         .fetch_all(self.pool())
         .await?;
@@ -1230,10 +1185,9 @@ impl Db {
                     .await?;
             }
             let key = uuid::Uuid::new_v4().to_string();
-            let inserted = sqlx::query(&self.insert_ignore(
-                "debugging_keys (id, created_at, updated_at, tenant_id, debug_key, expires_at)",
-                "(?, ?, ?, ?, ?, ?)",
-            ))
+            let inserted = sqlx::query(
+                &self.insert_ignore("debugging_keys (id, created_at, updated_at, tenant_id, debug_key, expires_at)", "(?, ?, ?, ?, ?, ?)"),
+            )
             .bind(new_row_id())
             .bind(&now)
             .bind(&now)

@@ -21,7 +21,11 @@ const ADMIN_KEY: &str = "admin-key-0123456789";
 const UNAUTHORIZED: &str = r#"{"code":-401,"message":"{\"message\":\"unauthorized\",\"error_type\":\"PluginDaemonUnauthorizedError\",\"args\":null}","data":null}"#;
 
 async fn admin(daemon: &Daemon, route: &str, key: Option<&str>, body: &Value) -> (u16, String) {
-    let mut request = daemon.client.post(daemon.url(&format!("/admin/plugin/serverless/{route}"))).timeout(Duration::from_secs(150)).json(body);
+    let mut request = daemon
+        .client
+        .post(daemon.url(&format!("/admin/plugin/serverless/{route}")))
+        .timeout(Duration::from_secs(150))
+        .json(body);
     if let Some(key) = key {
         request = request.header("X-Admin-Api-Key", key);
     }
@@ -58,7 +62,10 @@ async fn serving_port(daemon: &Daemon) -> String {
         .expect("dispatch");
     let text = response.text().await.expect("body");
     let data = sse_data(&text);
-    data[0]["message"]["json_object"]["env"]["SERVERLESS_PORT"].as_str().unwrap_or_else(|| panic!("no port in {text}")).to_string()
+    data[0]["message"]["json_object"]["env"]["SERVERLESS_PORT"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no port in {text}"))
+        .to_string()
 }
 
 fn port_of(url: &str) -> String {
@@ -140,7 +147,8 @@ async fn reinstall_and_switch_endpoint_replace_the_serverless_function() {
         admin(&daemon, "switch-endpoint", Some(ADMIN_KEY), &unknown).await,
         (200, r#"{"code":-500,"message":"{\"message\":\"record not found\",\"error_type\":\"PluginDaemonInternalServerError\",\"args\":null}","data":null}"#.to_string())
     );
-    let (status, text) = admin(&daemon, "switch-endpoint", Some(ADMIN_KEY), &json!({"plugin_unique_identifier": "bad", "function_name": "f"})).await;
+    let (status, text) =
+        admin(&daemon, "switch-endpoint", Some(ADMIN_KEY), &json!({"plugin_unique_identifier": "bad", "function_name": "f"})).await;
     assert_eq!(status, 400);
     let envelope: Value = serde_json::from_str(&text).expect("envelope");
     let inner: Value = serde_json::from_str(envelope["message"].as_str().expect("message")).expect("inner");

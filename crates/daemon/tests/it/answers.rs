@@ -45,11 +45,9 @@ async fn refused_bodies_and_non_utf8_paths_answer_envelopes() {
     assert!(inner["message"].as_str().unwrap().contains("length limit exceeded"), "{inner}");
 
     // A tenant, task, identifier or asset segment that is not UTF-8: 400 envelopes.
-    for path in [
-        "/plugin/%FF%FE/management/list?page=1&page_size=10",
-        "/plugin/t1/management/install/tasks/%FF%FE",
-        "/plugin/t1/asset/%FF%FE",
-    ] {
+    for path in
+        ["/plugin/%FF%FE/management/list?page=1&page_size=10", "/plugin/t1/management/install/tasks/%FF%FE", "/plugin/t1/asset/%FF%FE"]
+    {
         let answer = send(&d, d.client.get(d.url(path))).await;
         assert_envelope(&answer, 400, -400, BAD_REQUEST, None);
     }
@@ -69,7 +67,13 @@ async fn ids_that_cannot_name_a_stored_object_are_refused_before_storage() {
         assert_envelope(&answer, 400, -400, BAD_REQUEST, Some("invalid asset id"));
     }
     // A well-formed id of an asset that is not stored: an empty answer, as upstream.
-    let response = d.client.get(d.url(&format!("/plugin/t1/asset/{}.svg", "0".repeat(64)))).header("X-Api-Key", &d.key).send().await.unwrap();
+    let response = d
+        .client
+        .get(d.url(&format!("/plugin/t1/asset/{}.svg", "0".repeat(64))))
+        .header("X-Api-Key", &d.key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status().as_u16(), 200);
     assert!(response.bytes().await.unwrap().is_empty());
 
@@ -94,7 +98,8 @@ async fn single_unsigned_langgenius_packages_upload_and_bundles_keep_the_rule() 
     assert_eq!(data["verification"], Value::Null);
 
     let manifest = "name: b\nlabels: {en_US: b}\ndescription: {en_US: b}\nicon: icon.svg\nversion: 0.0.1\nauthor: acme\ntype: bundle\ndependencies:\n  - type: package\n    value: {path: official}\ntags: []\n";
-    let bundle = dify_package::write::package_files([("manifest.yaml", manifest.as_bytes()), ("_assets/official", openai.as_slice())]).unwrap();
+    let bundle =
+        dify_package::write::package_files([("manifest.yaml", manifest.as_bytes()), ("_assets/official", openai.as_slice())]).unwrap();
     assert_error(&d.upload_bundle("t1", &bundle, None).await, 200, -400, BAD_REQUEST, None);
 }
 
@@ -150,8 +155,13 @@ async fn unsupported_actions_and_plugin_errors_answer_cleanly() {
     }
 
     // An error the plugin raises: its type and message, no traceback and no host path.
-    let (status, _, body) = dispatch(&d, "/tool/invoke", json!({"provider": "runtime_tools", "tool": "exercise",
-        "credentials": {}, "tool_parameters": {"mode": "raise", "text": "boom"}})).await;
+    let (status, _, body) = dispatch(
+        &d,
+        "/tool/invoke",
+        json!({"provider": "runtime_tools", "tool": "exercise",
+        "credentials": {}, "tool_parameters": {"mode": "raise", "text": "boom"}}),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert!(body.starts_with("data: {\"code\":0,"), "{body}");
     assert!(!body.contains("Traceback") && !body.contains("traceback") && !body.contains(&host_dir), "{body}");

@@ -80,12 +80,17 @@ async fn sdk_plugin_is_invoked_over_tcp_and_removed_when_killed() {
     let mut events = SseReader::new(response);
     for i in 0..3 {
         let event = events.next(Duration::from_secs(30)).await.expect("stream chunk");
-        assert_eq!(event, json!({"code": 0, "message": "success", "data": {"type": "text", "message": {"text": format!("chunk {i}")}, "meta": null}}));
+        assert_eq!(
+            event,
+            json!({"code": 0, "message": "success", "data": {"type": "text", "message": {"text": format!("chunk {i}")}, "meta": null}})
+        );
     }
     assert_eq!(events.next(Duration::from_secs(30)).await, None, "the stream ends after the plugin's end");
 
     // Backwards invocations (plugin storage) work over the socket too.
-    let response = invoke_tool(&daemon, &tenant, &plugin_id, SDK_PLUGIN, "exercise", json!({"mode": "storage", "text": "over tcp", "key": "k1"})).await;
+    let response =
+        invoke_tool(&daemon, &tenant, &plugin_id, SDK_PLUGIN, "exercise", json!({"mode": "storage", "text": "over tcp", "key": "k1"}))
+            .await;
     let mut events = SseReader::new(response);
     let event = events.next(Duration::from_secs(60)).await.expect("storage result");
     assert_eq!(event["code"], 0, "{event}");
@@ -135,7 +140,8 @@ async fn registration_rejections_use_upstream_texts() {
 
     // A key nobody issued.
     let mut raw = RawPlugin::connect(&address).await;
-    raw.send_raw(format!("{{\"type\":\"handshake\",\"data\":{{\"key\":\"{}\"}}}}\n", uuid::Uuid::new_v4()).as_bytes()).await;
+    raw.send_raw(format!("{{\"type\":\"handshake\",\"data\":{{\"key\":\"{}\"}}}}\n", uuid::Uuid::new_v4()).as_bytes())
+        .await;
     assert_eq!(raw.read_to_end(within).await, "handshake failed, invalid key\n");
 
     // Not JSON.
@@ -145,7 +151,8 @@ async fn registration_rejections_use_upstream_texts() {
 
     // A long first line: nothing but a short key line is buffered before a valid key.
     let mut raw = RawPlugin::connect(&address).await;
-    raw.send_raw(format!("{{\"type\":\"handshake\",\"data\":{{\"key\":\"{}\"}}}}\n", "k".repeat(100_000)).as_bytes()).await;
+    raw.send_raw(format!("{{\"type\":\"handshake\",\"data\":{{\"key\":\"{}\"}}}}\n", "k".repeat(100_000)).as_bytes())
+        .await;
     assert_eq!(raw.read_to_end(within).await, "handshake failed, registration message too large\n");
 
     // A declaration before the key.
@@ -262,8 +269,11 @@ async fn raw_plugins_are_dispatched_and_dropped_without_heartbeats() {
     let closed = alpha.read_to_end(Duration::from_secs(60)).await;
     assert_eq!(closed, "", "no text on a heartbeat timeout");
     let only_beta = eventually(Duration::from_secs(10), || async {
-        let ids: Vec<String> =
-            remote_installations(&daemon, &tenant).await.iter().map(|p| p["plugin_id"].as_str().unwrap_or("").to_string()).collect();
+        let ids: Vec<String> = remote_installations(&daemon, &tenant)
+            .await
+            .iter()
+            .map(|p| p["plugin_id"].as_str().unwrap_or("").to_string())
+            .collect();
         ids == vec![format!("{tenant}/beta")]
     })
     .await;
@@ -333,11 +343,8 @@ async fn sdk_reconnect_is_accepted_after_the_daemon_drops_the_plugin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_cap_line_cap_and_manifest_checks() {
     let db = sqlite().await;
-    let (daemon, address) = start_daemon(
-        &db,
-        &[("PLUGIN_REMOTE_INSTALLING_MAX_CONN", "1"), ("PLUGIN_RUNTIME_MAX_BUFFER_SIZE", "65536")],
-    )
-    .await;
+    let (daemon, address) =
+        start_daemon(&db, &[("PLUGIN_REMOTE_INSTALLING_MAX_CONN", "1"), ("PLUGIN_RUNTIME_MAX_BUFFER_SIZE", "65536")]).await;
     let tenant = new_tenant();
     let key = debugging_key(&daemon, &tenant).await;
     let within = Duration::from_secs(15);
@@ -379,10 +386,7 @@ async fn disabled_remote_installing_runs_no_server() {
     let daemon = common::Daemon::start(
         &db,
         common::DaemonOptions {
-            env: vec![
-                ("PLUGIN_REMOTE_INSTALLING_ENABLED".into(), "false".into()),
-                ("PLUGIN_REMOTE_INSTALLING_PORT".into(), "0".into()),
-            ],
+            env: vec![("PLUGIN_REMOTE_INSTALLING_ENABLED".into(), "false".into()), ("PLUGIN_REMOTE_INSTALLING_PORT".into(), "0".into())],
             ..Default::default()
         },
     )
@@ -412,13 +416,17 @@ async fn raw_plugin_rows_follow_the_connection(db: &TestDb) {
     assert_eq!(tool["data"]["declaration"]["identity"]["name"], "rows", "{tool}");
     let (_, ids) = daemon.get(&format!("/plugin/{tenant}/management/installation/ids?category=tool")).await;
     assert_eq!(ids["data"], json!({"plugin_ids": [plugin_id]}), "{ids}");
-    let (_, batch) = daemon.post(&format!("/plugin/{tenant}/management/installation/fetch/batch"), &json!({"plugin_ids": [plugin_id]})).await;
+    let (_, batch) = daemon
+        .post(&format!("/plugin/{tenant}/management/installation/fetch/batch"), &json!({"plugin_ids": [plugin_id]}))
+        .await;
     assert_eq!(batch["data"][0]["runtime_type"], "remote", "{batch}");
     assert_eq!(batch["data"][0]["source"], "remote", "{batch}");
     let (_, by_category) = daemon.get(&format!("/plugin/{tenant}/management/tool/list?page=1&page_size=10")).await;
     assert_eq!(by_category["data"]["list"][0]["plugin_id"], plugin_id.as_str(), "{by_category}");
     let uid = by_category["data"]["list"][0]["plugin_unique_identifier"].as_str().unwrap_or_default().to_string();
-    let (_, missing) = daemon.post(&format!("/plugin/{tenant}/management/installation/missing"), &json!({"plugin_unique_identifiers": [uid]})).await;
+    let (_, missing) = daemon
+        .post(&format!("/plugin/{tenant}/management/installation/missing"), &json!({"plugin_unique_identifiers": [uid]}))
+        .await;
     assert_eq!(missing["data"], json!([]), "{missing}");
     drop(raw);
     let gone = eventually(Duration::from_secs(20), || async { remote_installations(&daemon, &tenant).await.is_empty() }).await;

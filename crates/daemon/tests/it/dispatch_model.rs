@@ -91,7 +91,10 @@ async fn model_plugin_over_http_dispatch() {
 
     // Token counting.
     let mut num_tokens = llm_data("one two three four");
-    num_tokens.as_object_mut().expect("object").retain(|k, _| !matches!(k.as_str(), "stream" | "stop" | "model_parameters"));
+    num_tokens
+        .as_object_mut()
+        .expect("object")
+        .retain(|k, _| !matches!(k.as_str(), "stream" | "stop" | "model_parameters"));
     let (_, envelopes) = dispatch(&daemon, plugin, "/llm/num_tokens", num_tokens).await;
     assert_eq!(success_data(&envelopes), vec![json!({"num_tokens": 4})]);
 
@@ -108,19 +111,41 @@ async fn model_plugin_over_http_dispatch() {
     assert_eq!(success_data(&envelopes), vec![json!({"num_tokens": [2, 1]})]);
 
     // Credentials validation, good and bad.
-    let (_, envelopes) = dispatch(&daemon, plugin, "/model/validate_provider_credentials", json!({"provider": "echo_model", "credentials": {"api_key": "ok"}})).await;
+    let (_, envelopes) = dispatch(
+        &daemon,
+        plugin,
+        "/model/validate_provider_credentials",
+        json!({"provider": "echo_model", "credentials": {"api_key": "ok"}}),
+    )
+    .await;
     assert_eq!(success_data(&envelopes)[0]["result"], true);
-    let (_, envelopes) = dispatch(&daemon, plugin, "/model/validate_provider_credentials", json!({"provider": "echo_model", "credentials": {"api_key": "bad"}})).await;
+    let (_, envelopes) = dispatch(
+        &daemon,
+        plugin,
+        "/model/validate_provider_credentials",
+        json!({"provider": "echo_model", "credentials": {"api_key": "bad"}}),
+    )
+    .await;
     assert_eq!(envelopes.len(), 1, "{envelopes:?}");
     let error = plugin_error(&envelopes[0]);
     assert_eq!((&error["error_type"], &error["message"]), (&json!("CredentialsValidateFailedError"), &json!("api key rejected")));
-    let (_, envelopes) = dispatch(&daemon, plugin, "/model/validate_model_credentials",
-        json!({"provider": "echo_model", "model": "echo-llm", "model_type": "llm", "credentials": {"api_key": "ok"}})).await;
+    let (_, envelopes) = dispatch(
+        &daemon,
+        plugin,
+        "/model/validate_model_credentials",
+        json!({"provider": "echo_model", "model": "echo-llm", "model_type": "llm", "credentials": {"api_key": "ok"}}),
+    )
+    .await;
     assert_eq!(success_data(&envelopes)[0]["result"], true);
 
     // Schemas.
-    let (_, envelopes) = dispatch(&daemon, plugin, "/model/schema",
-        json!({"provider": "echo_model", "model": "echo-llm", "model_type": "llm", "credentials": {}})).await;
+    let (_, envelopes) = dispatch(
+        &daemon,
+        plugin,
+        "/model/schema",
+        json!({"provider": "echo_model", "model": "echo-llm", "model_type": "llm", "credentials": {}}),
+    )
+    .await;
     let schema = &success_data(&envelopes)[0]["model_schema"];
     assert_eq!((&schema["model"], &schema["model_type"]), (&json!("echo-llm"), &json!("llm")), "{schema}");
     assert_eq!(schema["model_properties"]["context_size"], 4096);
@@ -139,7 +164,12 @@ async fn model_plugin_over_http_dispatch() {
         .await
         .expect("polling request");
     assert_eq!(response.status().as_u16(), 500);
-    assert!(response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").starts_with("application/json"));
+    assert!(response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .starts_with("application/json"));
     let envelope: Value = response.json().await.expect("JSON envelope");
     let error = plugin_error(&envelope);
     assert_eq!(error["error_type"], "ValueError", "{error}");
@@ -173,7 +203,9 @@ async fn agent_strategy_plugin_merges_blob_chunks() {
     let types: Vec<&str> = chunks.iter().map(|c| c["type"].as_str().unwrap_or("")).collect();
     assert_eq!(types, ["log", "text", "json", "blob", "text"], "{chunks:?}");
     assert_eq!(chunks[1]["message"]["text"], "agent: hi");
-    let blob = base64::engine::general_purpose::STANDARD.decode(chunks[3]["message"]["blob"].as_str().expect("blob")).expect("base64");
+    let blob = base64::engine::general_purpose::STANDARD
+        .decode(chunks[3]["message"]["blob"].as_str().expect("blob"))
+        .expect("base64");
     assert_eq!(blob.len(), size);
     assert_eq!(json!(hex::encode(sha2::Sha256::digest(&blob))), chunks[2]["message"]["json_object"]["sha256"]);
     assert_eq!(chunks[3]["meta"]["filename"], "data.bin");

@@ -79,7 +79,9 @@ async fn every_route_reaches_the_plugin_with_its_type_action_and_data() {
     let daemon = start_daemon(&db, &[]).await;
     let (_, task) = daemon.install_package(TENANT, &package_plugin("protocol_echo")).await;
     assert_eq!(task["status"], "success", "install task: {task}\n{}", daemon.log());
-    for (category, name) in [("llm", "echo_model"), ("agent-strategy", "echo_agent"), ("datasource", "echo_datasource"), ("trigger", "echo_trigger")] {
+    for (category, name) in
+        [("llm", "echo_model"), ("agent-strategy", "echo_agent"), ("datasource", "echo_datasource"), ("trigger", "echo_trigger")]
+    {
         let (_, task) = daemon.install_package(TENANT, &echo_variant(category, name)).await;
         assert_eq!(task["status"], "success", "install task of {name}: {task}\n{}", daemon.log());
     }
@@ -131,7 +133,10 @@ async fn every_route_reaches_the_plugin_with_its_type_action_and_data() {
                 envelope["data"].clone()
             }
         };
-        let raw = item["raw"].as_str().or(item["message"]["text"].as_str()).unwrap_or_else(|| panic!("{}: no echo in {item}", route.path));
+        let raw = item["raw"]
+            .as_str()
+            .or(item["message"]["text"].as_str())
+            .unwrap_or_else(|| panic!("{}: no echo in {item}", route.path));
 
         // The line's top-level layout, in the Go daemon's field order.
         let prefix = "{\"session_id\":\"";

@@ -55,7 +55,11 @@ async fn dispatch_raw(daemon: &Daemon, route: &str, plugin_id: Option<&str>, bod
 
 /// Splits an SSE body into its JSON envelopes, checking the exact framing on the way.
 fn sse_envelopes(body: &str) -> Vec<Value> {
-    assert!(body.is_empty() || body.ends_with("\n\n"), "SSE body must end with a blank line: {:?}", &body[body.len().saturating_sub(200)..]);
+    assert!(
+        body.is_empty() || body.ends_with("\n\n"),
+        "SSE body must end with a blank line: {:?}",
+        &body[body.len().saturating_sub(200)..]
+    );
     body.split_terminator("\n\n")
         .map(|line| {
             let json = line.strip_prefix("data: ").unwrap_or_else(|| panic!("line without `data: `: {line:?}"));
@@ -99,10 +103,16 @@ async fn tool_plugin_over_http_dispatch() {
     // Request errors of the dispatch middleware and binding.
     let (status, _, body) = dispatch_raw(&daemon, "/tool/invoke", None, &tool_invoke(json!({}))).await;
     assert_eq!(status, 400);
-    assert_eq!(body, r#"{"code":-400,"message":"{\"message\":\"plugin_id is required\",\"error_type\":\"PluginDaemonBadRequestError\",\"args\":null}","data":null}"#);
+    assert_eq!(
+        body,
+        r#"{"code":-400,"message":"{\"message\":\"plugin_id is required\",\"error_type\":\"PluginDaemonBadRequestError\",\"args\":null}","data":null}"#
+    );
     let (status, _, body) = dispatch_raw(&daemon, "/tool/invoke", Some("testing/not_installed"), &tool_invoke(json!({}))).await;
     assert_eq!(status, 404);
-    assert_eq!(body, r#"{"code":-404,"message":"{\"message\":\"plugin not found\",\"error_type\":\"PluginNotFoundError\",\"args\":null}","data":null}"#);
+    assert_eq!(
+        body,
+        r#"{"code":-404,"message":"{\"message\":\"plugin not found\",\"error_type\":\"PluginNotFoundError\",\"args\":null}","data":null}"#
+    );
     let (status, _, body) = dispatch_raw(&daemon, "/tool/invoke", Some(PLUGIN_ID), &json!({"data": {"provider": "runtime_tools"}})).await;
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("PluginDaemonBadRequestError") && body.contains("'tool'"), "{body}");
@@ -110,14 +120,28 @@ async fn tool_plugin_over_http_dispatch() {
     assert_eq!((status, body.as_str()), (404, r#"{"code":"not_found","message":"route not found"}"#));
 
     // Credentials validation.
-    let (status, _, body) = dispatch_raw(&daemon, "/tool/validate_credentials", Some(PLUGIN_ID), &json!({"data": {"provider": "runtime_tools", "credentials": {}}})).await;
+    let (status, _, body) = dispatch_raw(
+        &daemon,
+        "/tool/validate_credentials",
+        Some(PLUGIN_ID),
+        &json!({"data": {"provider": "runtime_tools", "credentials": {}}}),
+    )
+    .await;
     assert_eq!((status, body.as_str()), (200, "data: {\"code\":0,\"message\":\"success\",\"data\":{\"result\":true}}\n\n"));
 
     // Each message kind, byte-exact for the text line.
     let (_, _, raw) = dispatch_raw(&daemon, "/tool/invoke", Some(PLUGIN_ID), &tool_invoke(json!({"mode": "kinds", "text": "hi"}))).await;
-    assert!(raw.starts_with("data: {\"code\":0,\"message\":\"success\",\"data\":{\"type\":\"text\",\"message\":{\"text\":\"hi\"},\"meta\":null}}\n\n"), "{raw}");
+    assert!(
+        raw.starts_with(
+            "data: {\"code\":0,\"message\":\"success\",\"data\":{\"type\":\"text\",\"message\":{\"text\":\"hi\"},\"meta\":null}}\n\n"
+        ),
+        "{raw}"
+    );
     let kinds = data_of(&sse_envelopes(&raw));
-    assert_eq!(kinds.iter().map(|k| k["type"].as_str().unwrap_or("")).collect::<Vec<_>>(), ["text", "json", "link", "image", "variable", "log"]);
+    assert_eq!(
+        kinds.iter().map(|k| k["type"].as_str().unwrap_or("")).collect::<Vec<_>>(),
+        ["text", "json", "link", "image", "variable", "log"]
+    );
     assert_eq!(kinds[1]["message"], json!({"json_object": {"text": "hi", "length": 2}}));
     assert_eq!(kinds[2]["message"], json!({"text": "https://example.com/link"}));
     assert_eq!(kinds[3]["message"], json!({"text": "https://example.com/image.png"}));
@@ -135,7 +159,9 @@ async fn tool_plugin_over_http_dispatch() {
         assert_eq!(piece["type"], "blob_chunk");
         assert_eq!(piece["message"]["sequence"], json!(sequence));
         assert_eq!(piece["meta"]["mime_type"], "application/octet-stream");
-        let bytes = base64::engine::general_purpose::STANDARD.decode(piece["message"]["blob"].as_str().unwrap_or("")).expect("base64");
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(piece["message"]["blob"].as_str().unwrap_or(""))
+            .expect("base64");
         assert!(bytes.len() <= 8192);
         assembled.extend(bytes);
     }
@@ -175,7 +201,10 @@ async fn tool_plugin_over_http_dispatch() {
 
     // Storage set/get/del/exist served by the daemon from its database.
     let stored = data_of(&invoke_tool(&daemon, json!({"mode": "storage", "text": "green", "key": "colour"})).await);
-    assert_eq!(stored[0]["message"]["json_object"], json!({"exists_before": false, "read_back": "green", "exists_after": true, "exists_deleted": false}));
+    assert_eq!(
+        stored[0]["message"]["json_object"],
+        json!({"exists_before": false, "read_back": "green", "exists_after": true, "exists_deleted": false})
+    );
 
     // Backwards tool and LLM calls go to the inner API with the key, tenant and user.
     let from_tool = data_of(&invoke_tool(&daemon, json!({"mode": "backwards_tool", "text": "q1"})).await);
@@ -190,8 +219,14 @@ async fn tool_plugin_over_http_dispatch() {
     assert!(!recorded.iter().any(|(path, _, _)| path.contains("text-embedding")), "a refused call reached Dify");
     let tool_call = recorded.iter().find(|(path, _, _)| path == "/inner/api/invoke/tool").expect("tool call recorded");
     assert_eq!(tool_call.1, INNER_KEY);
-    assert_eq!((&tool_call.2["tenant_id"], &tool_call.2["user_id"], &tool_call.2["type"]), (&json!(TENANT), &json!("user-1"), &json!("tool")));
-    assert_eq!((&tool_call.2["provider"], &tool_call.2["tool"], &tool_call.2["tool_parameters"]), (&json!("fake/provider"), &json!("fake_tool"), &json!({"q": "q1"})));
+    assert_eq!(
+        (&tool_call.2["tenant_id"], &tool_call.2["user_id"], &tool_call.2["type"]),
+        (&json!(TENANT), &json!("user-1"), &json!("tool"))
+    );
+    assert_eq!(
+        (&tool_call.2["provider"], &tool_call.2["tool"], &tool_call.2["tool_parameters"]),
+        (&json!("fake/provider"), &json!("fake_tool"), &json!({"q": "q1"}))
+    );
     let llm_call = recorded.iter().find(|(path, _, _)| path == "/inner/api/invoke/llm").expect("llm call recorded");
     assert_eq!((&llm_call.2["model"], &llm_call.2["type"]), (&json!("fake-model"), &json!("llm")));
 
@@ -199,7 +234,10 @@ async fn tool_plugin_over_http_dispatch() {
     let env = data_of(&invoke_tool(&daemon, json!({"mode": "env"})).await);
     let plugin_env = env[0]["message"]["json_object"]["env"].as_object().expect("env object").clone();
     assert_eq!(plugin_env.get("INSTALL_METHOD"), Some(&json!("local")));
-    for name in ["SERVER_KEY", "DIFY_INNER_API_KEY", "DB_TYPE", "DB_SQLITE_PATH"].iter().chain(DAEMON_SECRETS.iter().map(|(k, _)| k)) {
+    for name in ["SERVER_KEY", "DIFY_INNER_API_KEY", "DB_TYPE", "DB_SQLITE_PATH"]
+        .iter()
+        .chain(DAEMON_SECRETS.iter().map(|(k, _)| k))
+    {
         assert!(!plugin_env.contains_key(*name), "{name} leaked into the plugin environment");
     }
     let all_values = serde_json::to_string(&plugin_env).expect("env json");
@@ -211,8 +249,14 @@ async fn tool_plugin_over_http_dispatch() {
     let plugin_pids: Vec<u32> = plugin_processes(&daemon);
     assert_eq!(plugin_pids.len(), 1, "exactly one plugin process: {plugin_pids:?}");
     let installations = daemon.list(TENANT).await;
-    let installation_id = installations[0]["installation_id"].as_str().or(installations[0]["id"].as_str()).expect("installation id").to_string();
-    let (status, body) = daemon.post(&format!("/plugin/{TENANT}/management/uninstall"), &json!({"plugin_installation_id": installation_id})).await;
+    let installation_id = installations[0]["installation_id"]
+        .as_str()
+        .or(installations[0]["id"].as_str())
+        .expect("installation id")
+        .to_string();
+    let (status, body) = daemon
+        .post(&format!("/plugin/{TENANT}/management/uninstall"), &json!({"plugin_installation_id": installation_id}))
+        .await;
     assert_eq!((status, &body["code"]), (200, &json!(0)), "{body}");
     assert!(eventually(Duration::from_secs(20), || plugin_pids.iter().all(|pid| !process_alive(*pid))).await, "plugin survived uninstall");
     assert!(zombie_children_of(daemon_pid(&daemon)).is_empty());
@@ -241,11 +285,15 @@ async fn timeouts_crashes_and_a_silent_plugin_over_http() {
     assert_eq!(task["status"], "success", "install task: {task}\n{}", daemon.log());
 
     // Over the execution timeout: the stream ends with the upstream "killed by timeout" line.
-    let (status, _, body) = dispatch_raw(&daemon, "/tool/invoke", Some(PLUGIN_ID), &tool_invoke(json!({"mode": "sleep", "count": 30}))).await;
+    let (status, _, body) =
+        dispatch_raw(&daemon, "/tool/invoke", Some(PLUGIN_ID), &tool_invoke(json!({"mode": "sleep", "count": 30}))).await;
     assert_eq!(status, 200);
     let lines: Vec<&str> = body.split_terminator("\n\n").collect();
     assert_eq!(lines.len(), 2, "{body}");
-    assert_eq!(lines[1], r#"data: {"code":-500,"message":"{\"message\":\"killed by timeout\",\"error_type\":\"PluginDaemonInternalServerError\",\"args\":null}","data":null}"#);
+    assert_eq!(
+        lines[1],
+        r#"data: {"code":-500,"message":"{\"message\":\"killed by timeout\",\"error_type\":\"PluginDaemonInternalServerError\",\"args\":null}","data":null}"#
+    );
 
     // A crash mid-stream fails its session with a clear error; the plugin comes back.
     let crashed = invoke_tool(&daemon, json!({"mode": "exit"})).await;
@@ -272,9 +320,9 @@ async fn timeouts_crashes_and_a_silent_plugin_over_http() {
     let message = task.to_string();
     assert!(message.contains("no heartbeat received within 20 seconds"), "{message}");
     assert!(eventually(Duration::from_secs(10), || zombie_children_of(daemon_pid).is_empty()).await, "zombies after the silent plugin");
-    let silent_alive = children_of(daemon_pid).into_iter().any(|(pid, _)| {
-        std::fs::read_to_string(format!("/proc/{pid}/cwd/manifest.yaml")).is_ok_and(|m| m.contains("name: no_heartbeat"))
-    });
+    let silent_alive = children_of(daemon_pid)
+        .into_iter()
+        .any(|(pid, _)| std::fs::read_to_string(format!("/proc/{pid}/cwd/manifest.yaml")).is_ok_and(|m| m.contains("name: no_heartbeat")));
     assert!(!silent_alive, "the silent plugin process is still running");
 
     // Daemon shutdown (SIGTERM) stops the plugins it runs.
@@ -282,7 +330,10 @@ async fn timeouts_crashes_and_a_silent_plugin_over_http() {
     assert!(!plugin_pids.is_empty());
     let mut daemon = daemon;
     assert!(daemon.terminate(Duration::from_secs(30)).is_some_and(|s| s.success()), "daemon did not exit cleanly");
-    assert!(eventually(Duration::from_secs(30), || plugin_pids.iter().all(|pid| !process_alive(*pid))).await, "plugins outlived the daemon");
+    assert!(
+        eventually(Duration::from_secs(30), || plugin_pids.iter().all(|pid| !process_alive(*pid))).await,
+        "plugins outlived the daemon"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,7 +349,10 @@ async fn installed_plugin_runs_again_after_the_daemon_is_killed_and_restarted() 
 
     // SIGKILL: the daemon cannot clean up, yet its plugin does not outlive it.
     daemon.restart_after_kill().await;
-    assert!(eventually(Duration::from_secs(10), || old_plugins.iter().all(|pid| !process_alive(*pid))).await, "plugin outlived a killed daemon");
+    assert!(
+        eventually(Duration::from_secs(10), || old_plugins.iter().all(|pid| !process_alive(*pid))).await,
+        "plugin outlived a killed daemon"
+    );
 
     // The installation is still there; the first dispatch launches the plugin from its stored package.
     assert_eq!(data_of(&invoke_tool(&daemon, json!({"text": "after"})).await)[0]["message"]["text"], "echo: after");

@@ -20,7 +20,8 @@ fn uv() -> String {
 /// answers the version probe as Python 3.11 would.
 fn old_python(dir: &Path) -> PathBuf {
     for candidate in ["python3.11", "python3.10", "python3"] {
-        let Ok(output) = Command::new(candidate).args(["-c", "import sys; print(sys.executable); print(sys.version_info[1])"]).output() else {
+        let Ok(output) = Command::new(candidate).args(["-c", "import sys; print(sys.executable); print(sys.version_info[1])"]).output()
+        else {
             continue;
         };
         let text = String::from_utf8_lossy(&output.stdout).to_string();
@@ -57,14 +58,19 @@ fn doctor(dir: &Path, env: &[(&str, &str)]) -> (Option<i32>, String) {
 }
 
 fn line<'a>(report: &'a str, prefix: &str) -> &'a str {
-    report.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no line starting with {prefix:?} in:\n{report}"))
+    report
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line starting with {prefix:?} in:\n{report}"))
 }
 
 /// The `fix:` line right under the first line starting with `prefix`.
 fn fix_of<'a>(report: &'a str, prefix: &str) -> &'a str {
     let mut lines = report.lines().skip_while(|l| !l.starts_with(prefix));
     lines.next();
-    lines.find(|l| l.trim_start().starts_with("fix:")).unwrap_or_else(|| panic!("no fix under {prefix:?} in:\n{report}"))
+    lines
+        .find(|l| l.trim_start().starts_with("fix:"))
+        .unwrap_or_else(|| panic!("no fix under {prefix:?} in:\n{report}"))
 }
 
 #[test]
@@ -72,7 +78,8 @@ fn a_healthy_setup_passes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let python = good_python();
     let uv = uv();
-    let (status, report) = doctor(dir.path(), &[("PYTHON_INTERPRETER_PATH", &python), ("UV_PATH", &uv), ("SERVER_KEY", "a-long-random-test-key")]);
+    let (status, report) =
+        doctor(dir.path(), &[("PYTHON_INTERPRETER_PATH", &python), ("UV_PATH", &uv), ("SERVER_KEY", "a-long-random-test-key")]);
     assert_eq!(status, Some(0), "{report}");
     assert!(line(&report, "[ ok ] python:").contains("(Python 3.1"), "{report}");
     assert!(line(&report, "[ ok ] uv:").contains("uv "), "{report}");
@@ -103,7 +110,12 @@ fn missing_uv_fails_with_a_fix() {
     }
     let empty = tempfile::tempdir().expect("tempdir");
     let mut command = Command::new(env!("CARGO_BIN_EXE_dify-plugin-daemon"));
-    command.arg("doctor").current_dir(dir.path()).env_clear().env("PATH", empty.path()).env("PYTHON_INTERPRETER_PATH", &python);
+    command
+        .arg("doctor")
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", empty.path())
+        .env("PYTHON_INTERPRETER_PATH", &python);
     let output = command.output().expect("run doctor");
     let report = String::from_utf8_lossy(&output.stdout).to_string();
     assert_eq!(output.status.code(), Some(1), "{report}");
@@ -162,7 +174,10 @@ fn bad_values_fail_misspelled_names_warn_and_redis_is_checked_when_configured() 
     env.extend([("PLUGIN_MAX_RESTART", "3"), ("REDIS_HOST", "127.0.0.1"), ("REDIS_PORT", "6379")]);
     let (status, report) = doctor(dir.path(), &env);
     assert_eq!(status, Some(0), "a warning does not block start-up:\n{report}");
-    assert_eq!(line(&report, "[warn] configuration:"), "[warn] configuration: PLUGIN_MAX_RESTART is not a setting of the daemon; it is ignored");
+    assert_eq!(
+        line(&report, "[warn] configuration:"),
+        "[warn] configuration: PLUGIN_MAX_RESTART is not a setting of the daemon; it is ignored"
+    );
     assert_eq!(fix_of(&report, "[warn] configuration:").trim(), "fix: did you mean PLUGIN_MAX_RESTARTS? Rename the variable");
     assert_eq!(line(&report, "[ ok ] redis:"), "[ ok ] redis: 127.0.0.1:6379: PING answered");
 

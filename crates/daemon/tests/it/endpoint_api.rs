@@ -102,19 +102,37 @@ async fn endpoint_management(db: &TestDb) {
     let (bare, _) = d.install_package("t1", &endpoint_plugin("bare", true, false)).await;
 
     // Binding and setup errors.
-    assert_error(&d.post(&e("/setup"), &json!({"plugin_unique_identifier": hooks, "user_id": "u1"})).await, 400, -400, "PluginDaemonBadRequestError", None);
-    let setup = |uid: &str, settings: Value| json!({"plugin_unique_identifier": uid, "user_id": "u1", "name": "main", "settings": settings});
+    assert_error(
+        &d.post(&e("/setup"), &json!({"plugin_unique_identifier": hooks, "user_id": "u1"})).await,
+        400,
+        -400,
+        "PluginDaemonBadRequestError",
+        None,
+    );
+    let setup =
+        |uid: &str, settings: Value| json!({"plugin_unique_identifier": uid, "user_id": "u1", "name": "main", "settings": settings});
     let other = "test/other:0.0.1@0123456789abcdef0123456789abcdef";
     assert_error(&d.post(&e("/setup"), &setup(other, json!({}))).await, 200, -404, "PluginNotFoundError", Some("plugin not found"));
     assert_error(
         &d.post(&e("/setup"), &setup(&denied, json!({"api_key": "x"}))).await,
-        200, -403, "PluginPermissionDeniedError",
+        200,
+        -403,
+        "PluginPermissionDeniedError",
         Some("permission denied, you need to enable endpoint access in plugin manifest"),
     );
-    assert_error(&d.post(&e("/setup"), &setup(&bare, json!({}))).await, 200, -400, "PluginDaemonBadRequestError", Some("plugin does not have an endpoint"));
+    assert_error(
+        &d.post(&e("/setup"), &setup(&bare, json!({}))).await,
+        200,
+        -400,
+        "PluginDaemonBadRequestError",
+        Some("plugin does not have an endpoint"),
+    );
     assert_error(
         &d.post(&e("/setup"), &setup(&hooks, json!({"mode": "fast"}))).await,
-        200, -400, "PluginDaemonBadRequestError", Some("failed to validate settings: api_key is required"),
+        200,
+        -400,
+        "PluginDaemonBadRequestError",
+        Some("failed to validate settings: api_key is required"),
     );
     assert!(calls.lock().unwrap().is_empty(), "nothing is encrypted for refused setups");
 
@@ -172,19 +190,40 @@ async fn endpoint_management(db: &TestDb) {
     // Errors on unknown things.
     assert_error(&d.get(&e("/list/plugin?plugin_id=x/y&page=1&page_size=10")).await, 200, -404, "PluginDaemonNotFoundError", None);
     assert_error(&d.get(&e("/list?page=1&page_size=101")).await, 400, -400, "PluginDaemonBadRequestError", None);
-    assert_error(&d.post(&e("/enable"), &json!({"endpoint_id": "nope"})).await, 200, -404, "PluginDaemonNotFoundError", Some("endpoint not found"));
-    assert_error(&d.post(&e("/update"), &json!({"endpoint_id": "nope", "user_id": "u", "name": "n"})).await, 200, -404, "PluginDaemonNotFoundError", None);
+    assert_error(
+        &d.post(&e("/enable"), &json!({"endpoint_id": "nope"})).await,
+        200,
+        -404,
+        "PluginDaemonNotFoundError",
+        Some("endpoint not found"),
+    );
+    assert_error(
+        &d.post(&e("/update"), &json!({"endpoint_id": "nope", "user_id": "u", "name": "n"})).await,
+        200,
+        -404,
+        "PluginDaemonNotFoundError",
+        None,
+    );
 
     // Remove, then removing again is the exact upstream error (which Dify treats as success).
     assert_eq!(assert_ok(&d.post(&e("/remove"), &json!({"endpoint_id": id})).await), json!(true));
-    assert_error(&d.post(&e("/remove"), &json!({"endpoint_id": id})).await, 200, -500, "PluginDaemonInternalServerError", Some("failed to remove endpoint: record not found"));
+    assert_error(
+        &d.post(&e("/remove"), &json!({"endpoint_id": id})).await,
+        200,
+        -500,
+        "PluginDaemonInternalServerError",
+        Some("failed to remove endpoint: record not found"),
+    );
     assert_eq!(assert_ok(&d.get(&e("/list?page=1&page_size=10")).await), json!([]));
     let installed = d.list("t1").await.into_iter().find(|p| p["plugin_id"] == "test/hooks").unwrap();
     assert_eq!((installed["endpoints_setups"].clone(), installed["endpoints_active"].clone()), (json!(0), json!(0)));
 
     // An endpoint of an uninstalled plugin is listed with empty settings and declaration.
     assert_eq!(assert_ok(&d.post(&e("/setup"), &setup(&hooks, json!({"api_key": "supersecret"}))).await), json!(true));
-    assert_eq!(assert_ok(&d.post("/plugin/t1/management/uninstall", &json!({"plugin_installation_id": installed["id"]})).await), json!(true));
+    assert_eq!(
+        assert_ok(&d.post("/plugin/t1/management/uninstall", &json!({"plugin_installation_id": installed["id"]})).await),
+        json!(true)
+    );
     let list = assert_ok(&d.get(&e("/list?page=1&page_size=10")).await);
     assert_eq!(list[0]["settings"], json!({}));
     assert_eq!(list[0]["declaration"], json!({"settings": [], "endpoints": []}));

@@ -111,7 +111,8 @@ async fn send(request: reqwest::RequestBuilder) -> Answer {
 }
 
 fn error_envelope(code: i64, error_type: &str, message: &str) -> String {
-    json!({"code": code, "message": json!({"message": message, "error_type": error_type, "args": null}).to_string(), "data": null}).to_string()
+    json!({"code": code, "message": json!({"message": message, "error_type": error_type, "args": null}).to_string(), "data": null})
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,7 +134,11 @@ async fn endpoint_requests_reach_the_sdk_plugin_and_stream_back() {
     // GET: method, path, query, a header, hook headers, decrypted settings; proxy headers removed.
     let before = dify.decrypt_calls().len();
     let answer = send(
-        daemon.client.get(url("/echo/a/b?x=1&x=2&y=z")).header("X-Echo", "hello").header("X-Forwarded-For", "10.1.2.3"),
+        daemon
+            .client
+            .get(url("/echo/a/b?x=1&x=2&y=z"))
+            .header("X-Echo", "hello")
+            .header("X-Forwarded-For", "10.1.2.3"),
     )
     .await;
     assert_eq!(answer.status, 200, "{}\n{}", answer.text(), daemon.log());
@@ -160,7 +165,11 @@ async fn endpoint_requests_reach_the_sdk_plugin_and_stream_back() {
 
     // X-Original-Host becomes the Host; X-Forwarded-Proto https gives an https hook URL.
     let answer = send(
-        daemon.client.get(url("/echo/x")).header("X-Original-Host", "hooks.example.com").header("X-Forwarded-Proto", "https"),
+        daemon
+            .client
+            .get(url("/echo/x"))
+            .header("X-Original-Host", "hooks.example.com")
+            .header("X-Forwarded-Proto", "https"),
     )
     .await;
     assert_eq!(answer.status, 200, "{}", answer.text());
@@ -315,7 +324,8 @@ async fn endpoint_calls_past_the_execution_timeout_are_killed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoint_routes_follow_plugin_endpoint_enabled() {
     let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");
-    let off = Daemon::start(&db, DaemonOptions { env: vec![("PLUGIN_ENDPOINT_ENABLED".into(), "false".into())], ..Default::default() }).await;
+    let off =
+        Daemon::start(&db, DaemonOptions { env: vec![("PLUGIN_ENDPOINT_ENABLED".into(), "false".into())], ..Default::default() }).await;
     let answer = send(off.client.get(off.url("/e/0000000000000000/x"))).await;
     assert_eq!((answer.status, answer.text()), (404, r#"{"code":"not_found","message":"route not found"}"#.to_string()));
 
@@ -323,7 +333,8 @@ async fn endpoint_routes_follow_plugin_endpoint_enabled() {
     let on = Daemon::start(&db, DaemonOptions::default()).await;
     let unknown = error_envelope(-400, "PluginDaemonBadRequestError", "endpoint not found");
     for path in ["/e/0000000000000000", "/e/0000000000000000/", "/e/0000000000000000/deep/path?q=1"] {
-        for method in [reqwest::Method::GET, reqwest::Method::POST, reqwest::Method::PUT, reqwest::Method::OPTIONS, reqwest::Method::PATCH] {
+        for method in [reqwest::Method::GET, reqwest::Method::POST, reqwest::Method::PUT, reqwest::Method::OPTIONS, reqwest::Method::PATCH]
+        {
             let answer = send(on.client.request(method.clone(), on.url(path))).await;
             assert_eq!((answer.status, answer.text()), (404, unknown.clone()), "{method} {path}");
         }

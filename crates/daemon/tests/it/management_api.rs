@@ -44,13 +44,7 @@ async fn auth_routing_and_system_routes(db: &TestDb) {
 
     // Unknown route and wrong method: 404 with a string code.
     for (method, path) in [("GET", "/nope"), ("GET", "/plugin/t1/management/nope/deeper/x"), ("DELETE", "/health/check")] {
-        let r = d
-            .client
-            .request(method.parse().unwrap(), d.url(path))
-            .header("X-Api-Key", &d.key)
-            .send()
-            .await
-            .unwrap();
+        let r = d.client.request(method.parse().unwrap(), d.url(path)).header("X-Api-Key", &d.key).send().await.unwrap();
         assert_eq!(r.status().as_u16(), 404, "{method} {path}");
         assert_eq!(r.text().await.unwrap(), r#"{"code":"not_found","message":"route not found"}"#);
     }
@@ -94,11 +88,7 @@ on_every_backend!(auth_routing_and_system_routes, auth_routing_and_system_routes
 // ---------------------------------------------------------------------------------------------
 
 async fn error_paths(db: &TestDb) {
-    let d = Daemon::start(
-        db,
-        DaemonOptions { env: vec![("MAX_PLUGIN_PACKAGE_SIZE".into(), "3000".into())], ..Default::default() },
-    )
-    .await;
+    let d = Daemon::start(db, DaemonOptions { env: vec![("MAX_PLUGIN_PACKAGE_SIZE".into(), "3000".into())], ..Default::default() }).await;
     let dummy = fixture_bytes("dummy_plugin.difypkg");
     assert!(dummy.len() < 3000, "the dummy fixture must fit the lowered size limit");
 
@@ -110,7 +100,14 @@ async fn error_paths(db: &TestDb) {
     assert_error(&d.upload_package("t1", &huge, None).await, 200, -400, BAD_REQUEST, Some("file size exceeds the maximum limit"));
     // No file: HTTP 200, -400.
     let form = reqwest::multipart::Form::new().text("verify_signature", "false");
-    let r = d.client.post(d.url(&m("t1", "/install/upload/package"))).header("X-Api-Key", &d.key).multipart(form).send().await.unwrap();
+    let r = d
+        .client
+        .post(d.url(&m("t1", "/install/upload/package")))
+        .header("X-Api-Key", &d.key)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
     assert_error(&common::read_json(r).await, 200, -400, BAD_REQUEST, Some("http: no such file"));
     // Not a package.
     assert_error(&d.upload_package("t1", b"not a zip", None).await, 200, -400, BAD_REQUEST, None);
@@ -118,8 +115,16 @@ async fn error_paths(db: &TestDb) {
     // Missing required fields: HTTP 400 binding errors.
     let r = d.post(&m("t1", "/install/identifiers"), &json!({"source": "package"})).await;
     assert_error(&r, 400, -400, BAD_REQUEST, None);
-    let r = d.post(&m("t1", "/install/identifiers"), &json!({"plugin_unique_identifiers": ["a/b:0.0.1@0123456789abcdef0123456789abcdef"]})).await;
-    assert_error(&r, 400, -400, BAD_REQUEST, Some("Key: 'InstallPluginFromIdentifiersRequest.Source' Error:Field validation for 'Source' failed on the 'required' tag"));
+    let r = d
+        .post(&m("t1", "/install/identifiers"), &json!({"plugin_unique_identifiers": ["a/b:0.0.1@0123456789abcdef0123456789abcdef"]}))
+        .await;
+    assert_error(
+        &r,
+        400,
+        -400,
+        BAD_REQUEST,
+        Some("Key: 'InstallPluginFromIdentifiersRequest.Source' Error:Field validation for 'Source' failed on the 'required' tag"),
+    );
     assert_error(&d.get(&m("t1", "/list")).await, 400, -400, BAD_REQUEST, None);
     assert_error(&d.get(&m("t1", "/list?page=1&page_size=257")).await, 400, -400, BAD_REQUEST, None);
     assert_error(&d.post(&m("t1", "/uninstall"), &json!({})).await, 400, -400, BAD_REQUEST, None);
@@ -127,39 +132,82 @@ async fn error_paths(db: &TestDb) {
 
     // Bad identifiers.
     assert_error(&d.get(&m("t1", "/fetch/manifest?plugin_unique_identifier=not-an-id")).await, 400, -400, BAD_REQUEST, None);
-    let r = d.post(&m("t1", "/install/identifiers"), &json!({"plugin_unique_identifiers": ["Bad/ID"], "source": "package", "metas": [{}]})).await;
+    let r = d
+        .post(&m("t1", "/install/identifiers"), &json!({"plugin_unique_identifiers": ["Bad/ID"], "source": "package", "metas": [{}]}))
+        .await;
     assert_error(&r, 400, -400, BAD_REQUEST, None);
     let r = d.post_empty(&m("t1", "/install/tasks/x/delete/not-an-identifier")).await;
     assert_error(&r, 200, -400, BAD_REQUEST, None);
 
     // Unknown things.
     let unknown = "someone/nothing:1.0.0@0123456789abcdef0123456789abcdef";
-    assert_error(&d.get(&m("t1", &format!("/fetch/manifest?plugin_unique_identifier={}", enc(unknown)))).await, 200, -400, BAD_REQUEST, Some("plugin not found"));
-    assert_error(&d.get(&m("t1", &format!("/decode/from_identifier?plugin_unique_identifier={}", enc(unknown)))).await, 200, -400, BAD_REQUEST, Some("plugin package not found, please upload it firstly"));
-    assert_error(&d.get(&m("t1", &format!("/fetch/readme?plugin_unique_identifier={}", enc(unknown)))).await, 200, -404, NOT_FOUND, Some("no readme content available for this plugin"));
+    assert_error(
+        &d.get(&m("t1", &format!("/fetch/manifest?plugin_unique_identifier={}", enc(unknown)))).await,
+        200,
+        -400,
+        BAD_REQUEST,
+        Some("plugin not found"),
+    );
+    assert_error(
+        &d.get(&m("t1", &format!("/decode/from_identifier?plugin_unique_identifier={}", enc(unknown)))).await,
+        200,
+        -400,
+        BAD_REQUEST,
+        Some("plugin package not found, please upload it firstly"),
+    );
+    assert_error(
+        &d.get(&m("t1", &format!("/fetch/readme?plugin_unique_identifier={}", enc(unknown)))).await,
+        200,
+        -404,
+        NOT_FOUND,
+        Some("no readme content available for this plugin"),
+    );
     assert_eq!(assert_ok(&d.get(&m("t1", &format!("/fetch/identifier?plugin_unique_identifier={}", enc(unknown)))).await), json!(false));
-    let r = d.post(&m("t1", "/install/identifiers"), &json!({"plugin_unique_identifiers": [unknown], "source": "package", "metas": [{}]})).await;
+    let r = d
+        .post(&m("t1", "/install/identifiers"), &json!({"plugin_unique_identifiers": [unknown], "source": "package", "metas": [{}]}))
+        .await;
     assert_error(&r, 200, -500, INTERNAL, Some("plugin not found\nfailed to get plugin declaration"));
-    let r = d.post(&m("t1", "/install/identifiers"), &json!({"plugin_unique_identifiers": [unknown], "source": "package", "metas": []})).await;
+    let r = d
+        .post(&m("t1", "/install/identifiers"), &json!({"plugin_unique_identifiers": [unknown], "source": "package", "metas": []}))
+        .await;
     assert_error(&r, 200, -400, BAD_REQUEST, Some("the number of metas must be equal to the number of plugin unique identifiers"));
-    assert_error(&d.get(&m("t1", "/install/tasks/01234567-0000-7000-8000-000000000000")).await, 200, -500, INTERNAL, Some("record not found"));
+    assert_error(
+        &d.get(&m("t1", "/install/tasks/01234567-0000-7000-8000-000000000000")).await,
+        200,
+        -500,
+        INTERNAL,
+        Some("record not found"),
+    );
     assert_eq!(assert_ok(&d.post_empty(&m("t1", "/install/tasks/01234567-0000-7000-8000-000000000000/delete")).await), json!(true));
     assert_eq!(assert_ok(&d.post_empty(&m("t1", &format!("/install/tasks/missing/delete/{unknown}"))).await), json!(true));
     assert_eq!(assert_ok(&d.post(&m("t1", "/uninstall"), &json!({"plugin_installation_id": "nope"})).await), json!(true));
     let r = d.post(&m("t1", "/install/upgrade"), &json!({"original_plugin_unique_identifier": unknown, "new_plugin_unique_identifier": "someone/nothing:1.0.1@0123456789abcdef0123456789abcdef", "source": "package", "meta": {}})).await;
     assert_error(&r, 200, -404, NOT_FOUND, Some("plugin installation not found for this tenant"));
-    let r = d.post(&m("t1", "/install/upgrade"), &json!({"original_plugin_unique_identifier": unknown, "new_plugin_unique_identifier": unknown, "source": "package"})).await;
+    let r = d
+        .post(
+            &m("t1", "/install/upgrade"),
+            &json!({"original_plugin_unique_identifier": unknown, "new_plugin_unique_identifier": unknown, "source": "package"}),
+        )
+        .await;
     assert_error(&r, 200, -400, BAD_REQUEST, Some("original and new plugin unique identifier are the same"));
     let r = d.post(&m("t1", "/install/upgrade"), &json!({"original_plugin_unique_identifier": unknown, "new_plugin_unique_identifier": "someone/other:1.0.1@0123456789abcdef0123456789abcdef", "source": "package"})).await;
     assert_error(&r, 200, -400, BAD_REQUEST, Some("original and new plugin id are different"));
     assert_error(&d.get(&m("t1", "/tool?plugin_id=a/b&provider=x")).await, 200, -404, "PluginNotFoundError", Some("plugin not found"));
-    assert_error(&d.get(&m("t1", "/agent_strategy?plugin_id=a/b&provider=x")).await, 200, -404, "PluginNotFoundError", Some("plugin not found"));
+    assert_error(
+        &d.get(&m("t1", "/agent_strategy?plugin_id=a/b&provider=x")).await,
+        200,
+        -404,
+        "PluginNotFoundError",
+        Some("plugin not found"),
+    );
     assert_error(&d.get(&m("t1", "/trigger?plugin_id=a/b&provider=x")).await, 200, -404, "PluginNotFoundError", Some("plugin not found"));
     assert_error(&d.get(&m("t1", "/datasource?plugin_id=a/b&provider=x")).await, 200, -500, INTERNAL, Some("record not found"));
     assert_error(&d.get(&m("t1", "/installation/ids?category=spaceship")).await, 200, -400, BAD_REQUEST, None);
     assert_error(&d.get(&m("t1", "/spaceship/list?page=1&page_size=10")).await, 400, -400, BAD_REQUEST, None);
     assert_error(&d.get(&m("t1", "/tool/list?page=1&page_size=10&tags=notatag")).await, 400, -400, BAD_REQUEST, None);
-    let r = d.get(&format!("/plugin/t1/extract-asset/?plugin_unique_identifier={}&file_path=manifest.yaml", enc(unknown))).await;
+    let r = d
+        .get(&format!("/plugin/t1/extract-asset/?plugin_unique_identifier={}&file_path=manifest.yaml", enc(unknown)))
+        .await;
     assert_error(&r, 500, -500, INTERNAL, None);
     // A missing asset is an empty 200 body.
     let r = d.client.get(d.url("/plugin/t1/asset/0000.svg")).header("X-Api-Key", &d.key).send().await.unwrap();
@@ -168,7 +216,13 @@ async fn error_paths(db: &TestDb) {
 
     // Unsigned package with verify_signature=true: the exact upstream message.
     let r = d.upload_package("t1", &dummy, Some(true)).await;
-    assert_error(&r, 200, -400, BAD_REQUEST, Some("plugin verification has been enabled, and the plugin you want to install has a bad signature"));
+    assert_error(
+        &r,
+        200,
+        -400,
+        BAD_REQUEST,
+        Some("plugin verification has been enabled, and the plugin you want to install has a bad signature"),
+    );
     // Without the flag the same package is accepted.
     assert_ok(&d.upload_package("t1", &dummy, Some(false)).await);
 }
@@ -230,11 +284,7 @@ on_every_backend!(unsigned_packages_and_signature_rules, unsigned_packages_and_s
 
 async fn install_lifecycle_two_tenants(db: &TestDb) {
     let d = Daemon::start(db, DaemonOptions::default()).await;
-    let pkg = dummy_variant(
-        "0.0.1",
-        "test",
-        &[("README.md", "# English readme"), ("readme/README_zh_Hans.md", "# 中文")],
-    );
+    let pkg = dummy_variant("0.0.1", "test", &[("README.md", "# English readme"), ("readme/README_zh_Hans.md", "# 中文")]);
     let upload = assert_ok(&d.upload_package("tenant-a", &pkg, Some(false)).await);
     let uid = upload["unique_identifier"].as_str().unwrap().to_string();
     assert!(uid.starts_with("test/test:0.0.1@"), "{uid}");
@@ -271,7 +321,13 @@ async fn install_lifecycle_two_tenants(db: &TestDb) {
     assert_eq!(assert_ok(&d.get(&m("tenant-a", &format!("/fetch/identifier?{q}"))).await), json!(false));
 
     // Assets: the rewritten icon and a raw file from the package.
-    let r = d.client.get(d.url(&format!("/plugin/tenant-a/asset/{icon}"))).header("X-Api-Key", &d.key).send().await.unwrap();
+    let r = d
+        .client
+        .get(d.url(&format!("/plugin/tenant-a/asset/{icon}")))
+        .header("X-Api-Key", &d.key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(r.headers()["content-type"], "application/octet-stream");
     assert!(String::from_utf8_lossy(&r.bytes().await.unwrap()).contains("<svg"));
@@ -303,7 +359,10 @@ async fn install_lifecycle_two_tenants(db: &TestDb) {
     assert_eq!(tasks.as_array().unwrap().len(), 1);
     assert_eq!(tasks[0]["id"], task["id"]);
     // Installing again: everything is already installed, no task.
-    let again = assert_ok(&d.post(&m("tenant-a", "/install/identifiers"), &json!({"plugin_unique_identifiers": [uid], "source": "package", "metas": [{}]})).await);
+    let again = assert_ok(
+        &d.post(&m("tenant-a", "/install/identifiers"), &json!({"plugin_unique_identifiers": [uid], "source": "package", "metas": [{}]}))
+            .await,
+    );
     assert_eq!(again, json!({"all_installed": true, "task_id": ""}));
 
     // List for tenant A.
@@ -323,8 +382,24 @@ async fn install_lifecycle_two_tenants(db: &TestDb) {
     let keys: Vec<&String> = entity.as_object().unwrap().keys().collect();
     assert_eq!(
         keys,
-        vec!["id", "name", "plugin_id", "tenant_id", "plugin_unique_identifier", "endpoints_active", "endpoints_setups",
-             "installation_id", "declaration", "runtime_type", "version", "created_at", "updated_at", "source", "checksum", "meta"]
+        vec![
+            "id",
+            "name",
+            "plugin_id",
+            "tenant_id",
+            "plugin_unique_identifier",
+            "endpoints_active",
+            "endpoints_setups",
+            "installation_id",
+            "declaration",
+            "runtime_type",
+            "version",
+            "created_at",
+            "updated_at",
+            "source",
+            "checksum",
+            "meta"
+        ]
     );
     assert_eq!(assert_ok(&d.get(&m("tenant-a", "/list?page=1&page_size=10")).await)["total"], 1);
     assert_eq!(assert_ok(&d.get(&m("tenant-a", &format!("/fetch/identifier?{q}"))).await), json!(true));
@@ -338,9 +413,15 @@ async fn install_lifecycle_two_tenants(db: &TestDb) {
     let tool = assert_ok(&d.get(&m("tenant-a", &format!("/tool?plugin_id=test/test&provider={provider}"))).await);
     assert_eq!(tool["provider"], provider.as_str());
     assert_error(&d.get(&m("tenant-a", "/tool?plugin_id=test/test&provider=other")).await, 200, -404, "PluginNotFoundError", None);
-    let exist = assert_ok(&d.post(&m("tenant-a", "/tools/check_existence"), &json!({"provider_ids": [
+    let exist = assert_ok(
+        &d.post(
+            &m("tenant-a", "/tools/check_existence"),
+            &json!({"provider_ids": [
         {"plugin_id": "test/test", "provider_name": provider}, {"plugin_id": "test/test", "provider_name": "nope"},
-        {"plugin_id": "x/y", "provider_name": provider}]})).await);
+        {"plugin_id": "x/y", "provider_name": provider}]}),
+        )
+        .await,
+    );
     assert_eq!(exist, json!([true, false, false]));
     assert_eq!(assert_ok(&d.get(&m("tenant-a", "/installation/ids?category=tool")).await), json!({"plugin_ids": ["test/test"]}));
     assert_eq!(assert_ok(&d.get(&m("tenant-a", "/installation/ids?category=model")).await), json!({"plugin_ids": []}));
@@ -357,11 +438,20 @@ async fn install_lifecycle_two_tenants(db: &TestDb) {
     assert_eq!(batch[0]["plugin_unique_identifier"], uid.as_str());
     assert_eq!(assert_ok(&d.post(&m("tenant-a", "/installation/fetch/batch"), &json!({"plugin_ids": []})).await), json!([]));
     let other_version = "test/test:0.0.9@0123456789abcdef0123456789abcdef";
-    let missing = assert_ok(&d.post(&m("tenant-a", "/installation/missing"), &json!({"plugin_unique_identifiers": [uid, other_version, "a/b:1.0.0@0123456789abcdef0123456789abcdef"]})).await);
-    assert_eq!(missing, json!([
-        {"plugin_unique_identifier": other_version, "current_identifier": uid},
-        {"plugin_unique_identifier": "a/b:1.0.0@0123456789abcdef0123456789abcdef", "current_identifier": ""}
-    ]));
+    let missing = assert_ok(
+        &d.post(
+            &m("tenant-a", "/installation/missing"),
+            &json!({"plugin_unique_identifiers": [uid, other_version, "a/b:1.0.0@0123456789abcdef0123456789abcdef"]}),
+        )
+        .await,
+    );
+    assert_eq!(
+        missing,
+        json!([
+            {"plugin_unique_identifier": other_version, "current_identifier": uid},
+            {"plugin_unique_identifier": "a/b:1.0.0@0123456789abcdef0123456789abcdef", "current_identifier": ""}
+        ])
+    );
 
     // Tenant B installs the same version: one shared plugin row.
     let task_b = d.install_identifier("tenant-b", &uid).await;
@@ -386,8 +476,17 @@ async fn install_lifecycle_two_tenants(db: &TestDb) {
     assert_eq!(assert_ok(&d.get(&m("tenant-b", &format!("/decode/from_identifier?{q}"))).await)["unique_identifier"], uid.as_str());
 
     // Task deletion.
-    assert_eq!(assert_ok(&d.post_empty(&m("tenant-a", &format!("/install/tasks/{}/delete", task["id"].as_str().unwrap()))).await), json!(true));
-    assert_error(&d.get(&m("tenant-a", &format!("/install/tasks/{}", task["id"].as_str().unwrap()))).await, 200, -500, INTERNAL, Some("record not found"));
+    assert_eq!(
+        assert_ok(&d.post_empty(&m("tenant-a", &format!("/install/tasks/{}/delete", task["id"].as_str().unwrap()))).await),
+        json!(true)
+    );
+    assert_error(
+        &d.get(&m("tenant-a", &format!("/install/tasks/{}", task["id"].as_str().unwrap()))).await,
+        200,
+        -500,
+        INTERNAL,
+        Some("record not found"),
+    );
     assert_eq!(assert_ok(&d.post_empty(&m("tenant-b", "/install/tasks/delete_all")).await), json!(true));
     assert_eq!(assert_ok(&d.get(&m("tenant-b", "/install/tasks?page=1&page_size=10")).await), json!([]));
 }
@@ -422,13 +521,24 @@ async fn upgrade_between_versions(db: &TestDb) {
     assert_eq!(tools[0]["plugin_unique_identifier"], uid2.as_str());
 
     // Upgrading from a version the tenant no longer has.
-    let r = d.post(&m("t1", "/install/upgrade"), &json!({"original_plugin_unique_identifier": uid1, "new_plugin_unique_identifier": uid2, "source": "package"})).await;
+    let r = d
+        .post(
+            &m("t1", "/install/upgrade"),
+            &json!({"original_plugin_unique_identifier": uid1, "new_plugin_unique_identifier": uid2, "source": "package"}),
+        )
+        .await;
     assert_error(&r, 200, -404, NOT_FOUND, Some("plugin installation not found for this tenant"));
 
     // Tenant 2 on v1 upgrades to v2, which tenant 1 already runs: synchronous swap.
     let task = d.install_identifier("t2", &uid1).await;
     assert_eq!(task["status"], "success");
-    let r = assert_ok(&d.post(&m("t2", "/install/upgrade"), &json!({"original_plugin_unique_identifier": uid1, "new_plugin_unique_identifier": uid2, "source": "package"})).await);
+    let r = assert_ok(
+        &d.post(
+            &m("t2", "/install/upgrade"),
+            &json!({"original_plugin_unique_identifier": uid1, "new_plugin_unique_identifier": uid2, "source": "package"}),
+        )
+        .await,
+    );
     assert_eq!(r, json!({"all_installed": true, "task_id": ""}));
     assert_eq!(d.list("t2").await[0]["plugin_unique_identifier"], uid2.as_str());
     assert_eq!(assert_ok(&d.get(&m("t2", &format!("/fetch/identifier?{q1}"))).await), json!(false));
@@ -546,10 +656,7 @@ async fn disabled_features_have_no_routes() {
     let d = Daemon::start(
         &db,
         DaemonOptions {
-            env: vec![
-                ("PROMETHEUS_ENABLED".into(), "false".into()),
-                ("PLUGIN_REMOTE_INSTALLING_ENABLED".into(), "false".into()),
-            ],
+            env: vec![("PROMETHEUS_ENABLED".into(), "false".into()), ("PLUGIN_REMOTE_INSTALLING_ENABLED".into(), "false".into())],
             ..Default::default()
         },
     )
@@ -567,11 +674,9 @@ on_every_backend!(bundle_upload, bundle_upload);
 /// With the runtime's preparation step enabled, a package the runtime cannot prepare fails its
 /// task with the runtime's own message and leaves nothing installed.
 async fn runtime_preparation_failure_fails_the_task(db: &TestDb) {
-    let d = Daemon::start(
-        db,
-        DaemonOptions { env: vec![("DIFY_TEST_SKIP_RUNTIME_PREPARATION".into(), "false".into())], ..Default::default() },
-    )
-    .await;
+    let d =
+        Daemon::start(db, DaemonOptions { env: vec![("DIFY_TEST_SKIP_RUNTIME_PREPARATION".into(), "false".into())], ..Default::default() })
+            .await;
     // A package without pyproject.toml or requirements.txt cannot get a Python environment.
     let pkg = common::repackage(&fixture_bytes("dummy_plugin.difypkg"), &[("requirements.txt", None)]);
     let (uid, task) = d.install_package("t1", &pkg).await;
@@ -605,7 +710,8 @@ fn provider_plugin(name: &str, kind: &str, provider_yaml: &str) -> Vec<u8> {
 
 async fn datasource_and_trigger_providers(db: &TestDb) {
     let d = Daemon::start(db, DaemonOptions::default()).await;
-    let datasource = "identity:\n  author: test\n  name: crawler\n  label:\n    en_US: Crawler\n  description:\n    en_US: d\n  icon: icon.svg\n\
+    let datasource =
+        "identity:\n  author: test\n  name: crawler\n  label:\n    en_US: Crawler\n  description:\n    en_US: d\n  icon: icon.svg\n\
                       provider_type: website_crawl\ncredentials_schema: []\ndatasources: []\n";
     let trigger = "identity:\n  author: test\n  name: ticker\n  label:\n    en_US: Ticker\n  description:\n    en_US: d\n  icon: icon.svg\nevents: []\n";
     let (ds_uid, task) = d.install_package("t1", &provider_plugin("crawl", "datasources", datasource)).await;
@@ -621,7 +727,13 @@ async fn datasource_and_trigger_providers(db: &TestDb) {
     let one = assert_ok(&d.get(&m("t1", "/datasource?plugin_id=test/crawl&provider=crawler")).await);
     assert_eq!(one["plugin_id"], "test/crawl");
     // A provider-name mismatch is PluginNotFoundError, unlike a missing row.
-    assert_error(&d.get(&m("t1", "/datasource?plugin_id=test/crawl&provider=other")).await, 200, -404, "PluginNotFoundError", Some("plugin not found"));
+    assert_error(
+        &d.get(&m("t1", "/datasource?plugin_id=test/crawl&provider=other")).await,
+        200,
+        -404,
+        "PluginNotFoundError",
+        Some("plugin not found"),
+    );
 
     let list = assert_ok(&d.get(&m("t1", "/triggers?page=1&page_size=10")).await);
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");

@@ -110,8 +110,9 @@ async fn life_cycle(kind: Kind) {
     assert!(daemon.workdir.join("storage/.object-cache/plugin_packages").join(&uid).is_file());
 
     let installation_id = listed[0]["installation_id"].as_str().or(listed[0]["id"].as_str()).expect("id").to_string();
-    let (status, body) =
-        daemon.post(&format!("/plugin/{TENANT}/management/uninstall"), &json!({"plugin_installation_id": installation_id})).await;
+    let (status, body) = daemon
+        .post(&format!("/plugin/{TENANT}/management/uninstall"), &json!({"plugin_installation_id": installation_id}))
+        .await;
     assert_eq!((status, &body["code"]), (200, &json!(0)), "{body}");
     assert!(daemon.list(TENANT).await.is_empty());
 }

@@ -32,7 +32,9 @@ fn readme_quickstart_runs_as_written() {
     let root = repo_root();
     let readme = std::fs::read_to_string(root.join("README.md")).expect("read README.md");
     let script = quickstart_block(&readme);
-    for command in ["dify-plugin-daemon", "dify plugin init", "dify plugin package", "dify-plugin-client install", "dify-plugin-client invoke"] {
+    for command in
+        ["dify-plugin-daemon", "dify plugin init", "dify plugin package", "dify-plugin-client install", "dify-plugin-client invoke"]
+    {
         assert!(script.contains(command), "the quickstart must show `{command}`");
     }
 

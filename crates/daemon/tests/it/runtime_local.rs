@@ -58,9 +58,13 @@ async fn launch_package(
 
 impl Running {
     async fn invoke(&self, parameters: Value) -> Vec<SessionOutput> {
-        self.invoke_action(AccessType::Tool, "invoke_tool", json!({
-            "provider": "runtime_tools", "tool": "exercise", "credentials": {}, "tool_parameters": parameters,
-        }))
+        self.invoke_action(
+            AccessType::Tool,
+            "invoke_tool",
+            json!({
+                "provider": "runtime_tools", "tool": "exercise", "credentials": {}, "tool_parameters": parameters,
+            }),
+        )
         .await
     }
 
@@ -110,7 +114,9 @@ async fn tool_plugin_sessions_cover_messages_storage_errors_and_concurrency() {
     let running = launch("runtime_tools", |_| {}).await.unwrap_or_else(|(e, p)| panic!("launch failed: {e}\n{}", p.join("\n")));
 
     // Validate credentials: a map result passes through.
-    let validated = running.invoke_action(AccessType::Tool, "validate_tool_credentials", json!({"provider": "runtime_tools", "credentials": {}})).await;
+    let validated = running
+        .invoke_action(AccessType::Tool, "validate_tool_credentials", json!({"provider": "runtime_tools", "credentials": {}}))
+        .await;
     assert_eq!(chunks(&validated), vec![json!({"result": true})]);
 
     // Every simple message kind, in order.
@@ -131,7 +137,9 @@ async fn tool_plugin_sessions_cover_messages_storage_errors_and_concurrency() {
     // The manifest's quota (65536 bytes) is checked before the write.
     let over_quota = running.invoke(json!({"mode": "storage_set", "count": 70000, "key": "big"})).await;
     match over_quota.last() {
-        Some(SessionOutput::Failed(error)) => assert!(error.message.contains("allocated size is greater than max storage size"), "{error:?}"),
+        Some(SessionOutput::Failed(error)) => {
+            assert!(error.message.contains("allocated size is greater than max storage size"), "{error:?}")
+        }
         other => panic!("expected a failure, got {other:?}"),
     }
 
@@ -176,10 +184,7 @@ async fn crashed_plugin_fails_only_its_sessions_and_is_restarted() {
     let plugin = running.manager.plugin(running.uid.as_str()).expect("plugin");
 
     // A session in flight on the same process and the one that kills it both fail with a clear error.
-    let (crashed, sleeping) = tokio::join!(
-        running.invoke(json!({"mode": "exit"})),
-        running.invoke(json!({"mode": "sleep", "count": 30})),
-    );
+    let (crashed, sleeping) = tokio::join!(running.invoke(json!({"mode": "exit"})), running.invoke(json!({"mode": "sleep", "count": 30})),);
     assert_eq!(texts(&crashed), vec!["exiting"]);
     for outputs in [&crashed, &sleeping] {
         match outputs.last() {
@@ -339,15 +344,18 @@ async fn oversized_line_fails_only_its_session_and_a_dropped_caller_ends_its_ses
         plugin_id: running.uid.plugin_id().into(),
         access_type: AccessType::Tool,
         action: "invoke_tool".into(),
-        payload: json!({"provider": "runtime_tools", "tool": "exercise", "credentials": {}, "tool_parameters": {"mode": "sleep", "count": 30}})
-            .as_object()
-            .cloned()
-            .expect("object"),
+        payload:
+            json!({"provider": "runtime_tools", "tool": "exercise", "credentials": {}, "tool_parameters": {"mode": "sleep", "count": 30}})
+                .as_object()
+                .cloned()
+                .expect("object"),
         invocation: InvocationContext::default(),
         permissions: running.declaration.permissions(),
         trace: None,
     };
-    let mut session = start_session(connection.clone(), request, running.backwards.clone(), Duration::from_secs(60)).await.expect("start");
+    let mut session = start_session(connection.clone(), request, running.backwards.clone(), Duration::from_secs(60))
+        .await
+        .expect("start");
     let first = tokio::time::timeout(Duration::from_secs(30), session.next()).await.expect("first item in time");
     assert!(matches!(first, Some(SessionOutput::Chunk(_))), "{first:?}");
     assert_eq!(connection.open_sessions(), 1);
@@ -362,7 +370,8 @@ async fn build_step_without_output_is_killed_after_the_init_timeout() {
     let tools = tempfile::tempdir().expect("tempdir");
     let fake_uv = tools.path().join("uv");
     let marker = tools.path().join("grandchild.pid");
-    std::fs::write(&fake_uv, format!("#!/bin/sh\necho resolving\nsleep 300 &\necho $! > {}\nwait\n", marker.display())).expect("write fake uv");
+    std::fs::write(&fake_uv, format!("#!/bin/sh\necho resolving\nsleep 300 &\necho $! > {}\nwait\n", marker.display()))
+        .expect("write fake uv");
     std::fs::set_permissions(&fake_uv, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
     let started = std::time::Instant::now();
     let failure = launch_package(
@@ -394,7 +403,13 @@ async fn plugin_that_keeps_crashing_is_given_up() {
     assert!(eventually(Duration::from_secs(60), || plugin.process.restart_count() >= 1).await, "first crash is restarted");
     running.invoke(json!({"mode": "exit"})).await;
     assert!(eventually(Duration::from_secs(30), || plugin.process.is_down()).await, "second crash in a row gives up");
-    let refused = plugin.process.connection(Duration::from_secs(1)).await.err().expect("no connection once given up").to_string();
+    let refused = plugin
+        .process
+        .connection(Duration::from_secs(1))
+        .await
+        .err()
+        .expect("no connection once given up")
+        .to_string();
     assert!(refused.contains("gave up after 1 restarts"), "{refused}");
     let pids = plugin.process.spawned_pids();
     assert_eq!(pids.len(), 2, "{pids:?}");
@@ -405,7 +420,10 @@ async fn plugin_that_keeps_crashing_is_given_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugin_that_exits_at_start_reports_its_stderr() {
-    let package = package_variant("runtime_tools", &[("main.py", "import sys\nprint('broken plugin: missing configuration', file=sys.stderr)\nsys.exit(4)\n")]);
+    let package = package_variant(
+        "runtime_tools",
+        &[("main.py", "import sys\nprint('broken plugin: missing configuration', file=sys.stderr)\nsys.exit(4)\n")],
+    );
     let failure = launch_package(package, tempfile::tempdir().expect("tempdir"), |_| {}, Vec::new()).await;
     let Err((error, _)) = failure else { panic!("a plugin that exits at start must not launch") };
     assert!(error.contains("plugin process exited before it was ready"), "{error}");

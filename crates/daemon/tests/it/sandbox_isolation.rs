@@ -48,14 +48,7 @@ async fn start_daemon(db: &TestDb, level: &str) -> Daemon {
     Daemon::start(db, DaemonOptions { env, no_server_key: true, ..Default::default() }).await
 }
 
-async fn dispatch(
-    daemon: &Daemon,
-    tenant: &str,
-    plugin_id: &str,
-    provider: &str,
-    tool: &str,
-    parameters: Value,
-) -> (u16, String) {
+async fn dispatch(daemon: &Daemon, tenant: &str, plugin_id: &str, provider: &str, tool: &str, parameters: Value) -> (u16, String) {
     let body = json!({"user_id": "user-1", "conversation_id": null, "app_id": null, "message_id": null,
         "data": {"provider": provider, "tool": tool, "credentials": {}, "credential_type": "api-key", "tool_parameters": parameters}});
     let response = daemon
@@ -75,8 +68,7 @@ async fn dispatch(
 /// Runs one attack; returns every attempt (`target`, `succeeded`, `detail`).
 async fn attack(daemon: &Daemon, kind: &str, targets: Value, count: u64) -> Vec<Value> {
     let parameters = json!({"attack": kind, "targets": targets.to_string(), "count": count});
-    let (status, body) =
-        dispatch(daemon, ATTACKER, "testing/sandbox_hostile", "sandbox_hostile", "attack", parameters).await;
+    let (status, body) = dispatch(daemon, ATTACKER, "testing/sandbox_hostile", "sandbox_hostile", "attack", parameters).await;
     assert_eq!(status, 200, "{body}");
     let result = body
         .split_terminator("\n\n")
@@ -87,15 +79,8 @@ async fn attack(daemon: &Daemon, kind: &str, targets: Value, count: u64) -> Vec<
 }
 
 async fn echo(daemon: &Daemon) -> String {
-    let (status, body) = dispatch(
-        daemon,
-        VICTIM,
-        "testing/runtime_tools",
-        "runtime_tools",
-        "exercise",
-        json!({"mode": "echo", "text": "alive"}),
-    )
-    .await;
+    let (status, body) =
+        dispatch(daemon, VICTIM, "testing/runtime_tools", "runtime_tools", "exercise", json!({"mode": "echo", "text": "alive"})).await;
     assert_eq!(status, 200, "{body}");
     body
 }
@@ -162,11 +147,7 @@ async fn hostile_plugin_reaches_nothing_of_the_daemon_or_other_plugins() {
             assert_eq!(sandbox["layers"][layer], json!(true), "layer {layer} on this host: {sandbox}");
         }
     }
-    assert!(
-        daemon.log().contains("plugin sandbox: best_effort (active: "),
-        "start-up report missing:\n{}",
-        daemon.log()
-    );
+    assert!(daemon.log().contains("plugin sandbox: best_effort (active: "), "start-up report missing:\n{}", daemon.log());
 
     let daemon_pid = daemon.pid().expect("daemon runs");
     let victim_dir = plugin_dir(&daemon, "runtime_tools");
@@ -215,11 +196,7 @@ async fn hostile_plugin_reaches_nothing_of_the_daemon_or_other_plugins() {
         reads.push(file.display().to_string());
     }
     assert_all_failed("read", &attack(&daemon, "read", json!(reads), 0).await);
-    let writes = [
-        victim_dir.display().to_string(),
-        workdir.display().to_string(),
-        victim_dir.join(".venv").display().to_string(),
-    ];
+    let writes = [victim_dir.display().to_string(), workdir.display().to_string(), victim_dir.join(".venv").display().to_string()];
     assert_all_failed("write", &attack(&daemon, "write", json!(writes), 0).await);
     assert_all_failed("ptrace", &attack(&daemon, "ptrace", json!([daemon_pid, victim_pid]), 0).await);
     assert_all_failed("signal", &attack(&daemon, "signal", json!([daemon_pid, victim_pid]), 0).await);
@@ -235,26 +212,19 @@ async fn hostile_plugin_reaches_nothing_of_the_daemon_or_other_plugins() {
     // Past its declared memory: the plugin is killed, the session fails naming the limit, the
     // daemon logs it, and the plugin restarts under the usual backoff.
     let parameters = json!({"attack": "memory", "targets": "[]", "count": 1024});
-    let (status, body) =
-        dispatch(&daemon, ATTACKER, "testing/sandbox_hostile", "sandbox_hostile", "attack", parameters).await;
+    let (status, body) = dispatch(&daemon, ATTACKER, "testing/sandbox_hostile", "sandbox_hostile", "attack", parameters).await;
     let memory_message = format!("memory limit of {DECLARED_MEMORY} bytes");
     if !memory_cgroup {
         // Without a memory cgroup the RLIMIT_AS fallback makes the allocation fail instead.
         assert!(body.contains("\"succeeded\":false") && body.contains("MemoryError"), "{body}");
     } else {
-        assert!(
-            status == 200 && body.contains(&memory_message),
-            "expected the memory kill in the session: {status} {body}"
-        );
+        assert!(status == 200 && body.contains(&memory_message), "expected the memory kill in the session: {status} {body}");
         assert!(
             eventually(Duration::from_secs(10), || daemon.log().contains("exceeding its memory limit")).await,
             "the memory kill is not logged:\n{}",
             daemon.log()
         );
-        assert!(
-            eventually(Duration::from_secs(30), || children_of(daemon_pid).iter().all(|(pid, _)| *pid != attacker_pid))
-                .await
-        );
+        assert!(eventually(Duration::from_secs(30), || children_of(daemon_pid).iter().all(|(pid, _)| *pid != attacker_pid)).await);
     }
     let again = attack(&daemon, "self", json!([]), 0).await;
     assert_eq!(again.len(), 1, "the plugin serves again after its restart");
@@ -270,10 +240,7 @@ async fn without_the_sandbox_the_same_attacks_succeed() {
     install(&daemon, ATTACKER, "sandbox_hostile").await;
     let (_, health) = daemon.get("/health/check").await;
     assert_eq!(health["sandbox"]["level"], "off", "{health}");
-    assert!(
-        health["sandbox"]["layers"].as_object().expect("layers").values().all(|on| on == &json!(false)),
-        "{health}"
-    );
+    assert!(health["sandbox"]["layers"].as_object().expect("layers").values().all(|on| on == &json!(false)), "{health}");
     let workdir = daemon.workdir.canonicalize().expect("workdir");
     let daemon_pid = daemon.pid().expect("daemon runs");
     let reads = json!([

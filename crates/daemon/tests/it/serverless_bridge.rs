@@ -38,7 +38,12 @@ struct FunctionState {
     received: Mutex<Vec<Received>>,
 }
 
-async fn invoke(State(state): State<Arc<FunctionState>>, Query(query): Query<HashMap<String, String>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn invoke(
+    State(state): State<Arc<FunctionState>>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let session_id = request["session_id"].as_str().unwrap_or("").to_string();
@@ -57,7 +62,12 @@ async fn invoke(State(state): State<Arc<FunctionState>>, Query(query): Query<Has
     let line = |data: Value| format!("{}\n\n", json!({"event": "session", "session_id": session_id, "data": data}));
     if request["data"]["action"] == "invoke_text_embedding" {
         // One embedding per text (its length), priced per text; a text "drop" loses its embedding.
-        let texts: Vec<String> = request["data"]["texts"].as_array().into_iter().flatten().filter_map(|t| t.as_str().map(str::to_owned)).collect();
+        let texts: Vec<String> = request["data"]["texts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.as_str().map(str::to_owned))
+            .collect();
         let embeddings: Vec<Value> = texts.iter().filter(|t| t.as_str() != "drop").map(|t| json!([t.len() as f64])).collect();
         let usage = json!({"tokens": texts.len(), "total_tokens": texts.len(), "unit_price": "0.0001", "price_unit": "0.001",
                            "total_price": format!("0.000000{}", texts.len()), "currency": "USD", "latency": 0.25});
@@ -82,9 +92,13 @@ async fn invoke(State(state): State<Arc<FunctionState>>, Query(query): Query<Has
         )
             .into_response(),
         "header_error" => ([("x-amzn-ErrorType", "Function.ResponseSizeTooLarge")], "").into_response(),
-        "body_error" => "{\"errorType\":\"Sandbox.Timedout\",\"errorMessage\":\"Task timed out\",\"requestId\":\"req-3\"}\n".into_response(),
-        "invoke" => line(json!({"type": "invoke", "data": {"type": "storage", "backwards_request_id": "b1", "request": {"opt": "get", "key": "k"}}}))
-            .into_response(),
+        "body_error" => {
+            "{\"errorType\":\"Sandbox.Timedout\",\"errorMessage\":\"Task timed out\",\"requestId\":\"req-3\"}\n".into_response()
+        }
+        "invoke" => line(
+            json!({"type": "invoke", "data": {"type": "storage", "backwards_request_id": "b1", "request": {"opt": "get", "key": "k"}}}),
+        )
+        .into_response(),
         _ => "".into_response(),
     }
 }
@@ -208,7 +222,10 @@ async fn platform_failures_become_plugin_runtime_errors() {
     assert_eq!(error.args, json!({"status_code": 500, "request_id": "req-9"}));
 
     let error = failure(&run(&bridge, "header_error", "").await.1);
-    assert_eq!((error.error_type.as_str(), error.message.as_str()), ("PluginRuntimeError", "Plugin runtime request failed: Function.ResponseSizeTooLarge"));
+    assert_eq!(
+        (error.error_type.as_str(), error.message.as_str()),
+        ("PluginRuntimeError", "Plugin runtime request failed: Function.ResponseSizeTooLarge")
+    );
     assert_eq!(error.args, json!({"status_code": 200}));
 
     let error = failure(&run(&bridge, "body_error", "").await.1);
@@ -216,7 +233,10 @@ async fn platform_failures_become_plugin_runtime_errors() {
     assert_eq!(error.args, json!({"status_code": 200, "request_id": "req-3"}));
 
     let error = failure(&run(&bridge, "silent", "").await.1);
-    assert_eq!((error.error_type.as_str(), error.message.as_str()), ("PluginRuntimeError", "Plugin runtime request failed: no valid session response"));
+    assert_eq!(
+        (error.error_type.as_str(), error.message.as_str()),
+        ("PluginRuntimeError", "Plugin runtime request failed: no valid session response")
+    );
 
     let error = failure(&run(&bridge, "invoke", "").await.1);
     assert_eq!(error.error_type, "serverless_event_not_supported");

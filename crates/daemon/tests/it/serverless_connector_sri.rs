@@ -48,7 +48,10 @@ fn stage(stage: &str, state: &str, message: &str) -> String {
 async fn a_bare_pong_is_refused_and_shown_as_received() {
     let (url, _server) = connector("pong", Vec::new()).await;
     let error = client(&url).ping().await.expect_err("a bare pong is not the JSON string");
-    assert_eq!(error.to_string(), "unexpected response from serverless connector: ping answered `pong` instead of the JSON string \"pong\"");
+    assert_eq!(
+        error.to_string(),
+        "unexpected response from serverless connector: ping answered `pong` instead of the JSON string \"pong\""
+    );
     let (url, _server) = connector("\"pong\"", Vec::new()).await;
     client(&url).ping().await.expect("the JSON string pong");
 }

@@ -123,7 +123,8 @@ async fn serverless_plugin_installs_and_answers_over_http() {
     let (_, body) = dispatch_raw(&daemon, "/tool/invoke", &tool_invoke(json!({"mode": "stream", "count": 5}))).await;
     let texts: Vec<Value> = envelopes(&body).iter().map(|e| e["data"]["message"]["text"].clone()).collect();
     assert_eq!(texts, (0..5).map(|i| json!(format!("chunk {i}"))).collect::<Vec<_>>());
-    let (status, body) = dispatch_raw(&daemon, "/tool/validate_credentials", &json!({"data": {"provider": "runtime_tools", "credentials": {}}})).await;
+    let (status, body) =
+        dispatch_raw(&daemon, "/tool/validate_credentials", &json!({"data": {"provider": "runtime_tools", "credentials": {}}})).await;
     assert_eq!((status, body.as_str()), (200, "data: {\"code\":0,\"message\":\"success\",\"data\":{\"result\":true}}\n\n"));
 
     // A plugin error ends the stream with the nested PluginInvokeError.
@@ -185,10 +186,7 @@ async fn connector_down_or_failing_fails_the_install_task() {
     connector.fail_launches_with("image build failed: no space left");
     let (_, task, _) = install_watching(&daemon, &package_plugin("runtime_tools")).await;
     assert_eq!(task["status"], "failed", "{task}");
-    assert_eq!(
-        task["plugins"][0]["message"],
-        "serverless connector failed to launch the plugin: image build failed: no space left"
-    );
+    assert_eq!(task["plugins"][0]["message"], "serverless connector failed to launch the plugin: image build failed: no space left");
     assert!(daemon.list(TENANT).await.is_empty());
 
     // An unreachable connector fails the task with a clear message naming it.

@@ -46,7 +46,10 @@ fn slim(args: &[&str], env: &[(&str, String)], stdin: Option<&str>) -> Output {
     std::thread::spawn(move || {
         let _ = sender.send(child.wait_with_output());
     });
-    receiver.recv_timeout(Duration::from_secs(600)).expect("slim finished within 10 minutes").expect("slim output")
+    receiver
+        .recv_timeout(Duration::from_secs(600))
+        .expect("slim finished within 10 minutes")
+        .expect("slim output")
 }
 
 fn lines(output: &Output) -> Vec<Value> {
@@ -58,7 +61,10 @@ fn lines(output: &Output) -> Vec<Value> {
 
 fn stderr_json(output: &Output) -> Value {
     let text = String::from_utf8_lossy(&output.stderr);
-    let last = text.lines().last().unwrap_or_else(|| panic!("no stderr line; stdout: {}", String::from_utf8_lossy(&output.stdout)));
+    let last = text
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("no stderr line; stdout: {}", String::from_utf8_lossy(&output.stdout)));
     serde_json::from_str(last).unwrap_or_else(|e| panic!("stderr is not JSON ({e}): {text}"))
 }
 
@@ -77,7 +83,9 @@ async fn remote_mode_invokes_through_v2_and_extract_reads_the_daemon() {
     let remote = [("SLIM_DAEMON_ADDR", format!("{}/", daemon.base)), ("SLIM_DAEMON_KEY", daemon.key.clone())];
 
     // -args: one chunk (the daemon's envelope) and done.
-    let output = tokio::task::block_in_place(|| slim(&["-id", &uid, "-action", "invoke_tool", "-args", &tool_args(json!({"text": "hi"}))], &remote, None));
+    let output = tokio::task::block_in_place(|| {
+        slim(&["-id", &uid, "-action", "invoke_tool", "-args", &tool_args(json!({"text": "hi"}))], &remote, None)
+    });
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
@@ -86,17 +94,27 @@ async fn remote_mode_invokes_through_v2_and_extract_reads_the_daemon() {
     // Arguments from stdin, settings from a -config file (the environment is then not read).
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("slim.json");
-    std::fs::write(&config, json!({"mode": "remote", "remote": {"daemon_addr": daemon.base, "daemon_key": daemon.key}}).to_string()).expect("config");
+    std::fs::write(&config, json!({"mode": "remote", "remote": {"daemon_addr": daemon.base, "daemon_key": daemon.key}}).to_string())
+        .expect("config");
     let config_arg = config.display().to_string();
     let output = tokio::task::block_in_place(|| {
-        slim(&["--id", &uid, "-action=invoke_tool", "-config", &config_arg], &[("SLIM_DAEMON_ADDR", "http://127.0.0.1:9".into())], Some(&tool_args(json!({"text": "<&>"}))))
+        slim(
+            &["--id", &uid, "-action=invoke_tool", "-config", &config_arg],
+            &[("SLIM_DAEMON_ADDR", "http://127.0.0.1:9".into())],
+            Some(&tool_args(json!({"text": "<&>"}))),
+        )
     });
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
-    assert!(String::from_utf8_lossy(&output.stdout).contains(r#""text":"echo: \u003c\u0026\u003e""#), "Go's HTML escaping: {}", String::from_utf8_lossy(&output.stdout));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains(r#""text":"echo: \u003c\u0026\u003e""#),
+        "Go's HTML escaping: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
 
     // Exit codes: daemon error (4), network error (3), input errors (2).
     let absent = "testing/absent:0.0.1@0000000000000000000000000000000000000000000000000000000000000000";
-    let output = tokio::task::block_in_place(|| slim(&["-id", absent, "-action", "invoke_tool", "-args", &tool_args(json!({}))], &remote, None));
+    let output =
+        tokio::task::block_in_place(|| slim(&["-id", absent, "-action", "invoke_tool", "-args", &tool_args(json!({}))], &remote, None));
     assert_eq!(output.status.code(), Some(4));
     let error = stderr_json(&output);
     assert_eq!(error["code"], "DAEMON_ERROR");
@@ -105,7 +123,11 @@ async fn remote_mode_invokes_through_v2_and_extract_reads_the_daemon() {
         r#"status 404: {"code":-500,"message":"{\"message\":\"no available node, plugin runtime not found\",\"error_type\":\"PluginDaemonInternalServerError\",\"args\":null}","data":null}"#
     );
     let output = tokio::task::block_in_place(|| {
-        slim(&["-id", &uid, "-action", "invoke_tool", "-args", "{}"], &[("SLIM_DAEMON_ADDR", "http://127.0.0.1:9".into()), ("SLIM_DAEMON_KEY", "k".into())], None)
+        slim(
+            &["-id", &uid, "-action", "invoke_tool", "-args", "{}"],
+            &[("SLIM_DAEMON_ADDR", "http://127.0.0.1:9".into()), ("SLIM_DAEMON_KEY", "k".into())],
+            None,
+        )
     });
     assert_eq!((output.status.code(), &stderr_json(&output)["code"]), (Some(3), &json!("NETWORK_ERROR")));
     let output = tokio::task::block_in_place(|| slim(&["-id", &uid, "-action", "no_such_action", "-args", "{}"], &remote, None));
@@ -113,9 +135,15 @@ async fn remote_mode_invokes_through_v2_and_extract_reads_the_daemon() {
     let output = tokio::task::block_in_place(|| slim(&["-id", &uid, "-action", "invoke_tool", "-args", "{"], &remote, None));
     assert_eq!((output.status.code(), &stderr_json(&output)["code"]), (Some(2), &json!("INVALID_ARGS_JSON")));
     let output = tokio::task::block_in_place(|| slim(&["-id", &uid, "-action", "invoke_tool"], &remote, Some("  ")));
-    assert_eq!((output.status.code(), stderr_json(&output)), (Some(2), json!({"code": "INVALID_INPUT", "message": "no -args flag and no JSON on stdin"})));
+    assert_eq!(
+        (output.status.code(), stderr_json(&output)),
+        (Some(2), json!({"code": "INVALID_INPUT", "message": "no -args flag and no JSON on stdin"}))
+    );
     let output = tokio::task::block_in_place(|| slim(&["-id", &uid, "-action", "invoke_tool", "-args", "{}"], &[], None));
-    assert_eq!((output.status.code(), stderr_json(&output)), (Some(2), json!({"code": "CONFIG_INVALID", "message": "remote.daemon_addr is required"})));
+    assert_eq!(
+        (output.status.code(), stderr_json(&output)),
+        (Some(2), json!({"code": "CONFIG_INVALID", "message": "remote.daemon_addr is required"}))
+    );
     let output = tokio::task::block_in_place(|| slim(&["-action", "invoke_tool"], &remote, None));
     assert_eq!(output.status.code(), Some(2));
 
@@ -125,17 +153,33 @@ async fn remote_mode_invokes_through_v2_and_extract_reads_the_daemon() {
     let extracted = &lines(&output)[0];
     assert_eq!(extracted["tenant_id"], "00000000-0000-0000-0000-000000000000");
     assert_eq!(extracted["data"]["unique_identifier"], json!(uid));
-    assert_eq!((&extracted["data"]["manifest"]["name"], &extracted["data"]["manifest"]["author"]), (&json!("runtime_tools"), &json!("testing")));
+    assert_eq!(
+        (&extracted["data"]["manifest"]["name"], &extracted["data"]["manifest"]["author"]),
+        (&json!("runtime_tools"), &json!("testing"))
+    );
     let text = serde_json::to_string(extracted).expect("json");
     assert!(!text.contains("\"label\"") && !text.contains("\"description\"") && !text.contains("\"verified\""), "{text}");
     let output = tokio::task::block_in_place(|| slim(&["extract", "-id", &uid, "-action", "invoke_tool"], &remote, None));
     let args = &lines(&output)[0]["data"];
-    assert_eq!((&args["provider"], &args["tool"], &args["credentials"]), (&json!("runtime_tools"), &json!("exercise"), &json!({})), "{args}");
+    assert_eq!(
+        (&args["provider"], &args["tool"], &args["credentials"]),
+        (&json!("runtime_tools"), &json!("exercise"), &json!({})),
+        "{args}"
+    );
     assert!(args["tool_parameters"].is_object(), "{args}");
     let output = tokio::task::block_in_place(|| slim(&["extract", "-id", absent], &remote, None));
-    assert_eq!((output.status.code(), stderr_json(&output)), (Some(4), json!({"code": "DAEMON_ERROR", "message": r#"{"message":"plugin package not found, please upload it firstly","error_type":"PluginDaemonBadRequestError","args":null}"#})));
+    assert_eq!(
+        (output.status.code(), stderr_json(&output)),
+        (
+            Some(4),
+            json!({"code": "DAEMON_ERROR", "message": r#"{"message":"plugin package not found, please upload it firstly","error_type":"PluginDaemonBadRequestError","args":null}"#})
+        )
+    );
     let output = tokio::task::block_in_place(|| slim(&["extract", "-path", "/nowhere"], &remote, None));
-    assert_eq!((output.status.code(), stderr_json(&output)), (Some(2), json!({"code": "INVALID_INPUT", "message": "-path is not supported in remote mode"})));
+    assert_eq!(
+        (output.status.code(), stderr_json(&output)),
+        (Some(2), json!({"code": "INVALID_INPUT", "message": "-path is not supported in remote mode"}))
+    );
 }
 
 /// A marketplace serving one package at `/api/v1/plugins/download?unique_identifier=…`; counts downloads.
@@ -195,12 +239,17 @@ async fn local_mode_fetches_builds_invokes_once_and_stops() {
     let folder = tempfile::tempdir().expect("folder");
     let env = local_env(folder.path(), &market);
 
-    let output = tokio::task::block_in_place(|| slim(&["-id", &uid, "-action", "invoke_tool", "-args", &tool_args(json!({"text": "local"}))], &env, None));
+    let output = tokio::task::block_in_place(|| {
+        slim(&["-id", &uid, "-action", "invoke_tool", "-args", &tool_args(json!({"text": "local"}))], &env, None)
+    });
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
     let events = lines(&output);
     let kinds: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap_or("")).collect();
     assert_eq!(kinds, ["message", "message", "message", "message", "chunk", "done"], "{events:#?}");
-    assert_eq!(events[0], json!({"event": "message", "data": {"message": format!("downloading plugin {uid} from marketplace"), "stage": "download"}}));
+    assert_eq!(
+        events[0],
+        json!({"event": "message", "data": {"message": format!("downloading plugin {uid} from marketplace"), "stage": "download"}})
+    );
     assert_eq!(events[1]["data"], json!({"message": "plugin downloaded and extracted", "stage": "download"}));
     assert_eq!(events[2]["data"], json!({"message": "initializing python environment", "stage": "init"}));
     assert_eq!(events[3]["data"], json!({"message": "python environment ready", "stage": "init"}));
@@ -211,7 +260,9 @@ async fn local_mode_fetches_builds_invokes_once_and_stops() {
     assert!(working.join("manifest.yaml").is_file() && working.join(".venv").is_dir(), "{}", working.display());
 
     // A second run reuses the directory; a plugin error is an `error` event and exit status 0.
-    let output = tokio::task::block_in_place(|| slim(&["-id", &uid, "-action", "invoke_tool", "-args", &tool_args(json!({"mode": "raise", "text": "boom"}))], &env, None));
+    let output = tokio::task::block_in_place(|| {
+        slim(&["-id", &uid, "-action", "invoke_tool", "-args", &tool_args(json!({"mode": "raise", "text": "boom"}))], &env, None)
+    });
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
     let events = lines(&output);
     assert_eq!(downloads.load(std::sync::atomic::Ordering::SeqCst), 1, "no second download");
@@ -222,20 +273,29 @@ async fn local_mode_fetches_builds_invokes_once_and_stops() {
     assert!(inner["message"].as_str().unwrap_or("").contains("boom"), "{inner}");
 
     // Storage works within the one run (the run's backwards calls are answered locally).
-    let output = tokio::task::block_in_place(|| slim(&["-id", &uid, "-action", "invoke_tool", "-args", &tool_args(json!({"mode": "storage", "key": "k", "text": "v"}))], &env, None));
+    let output = tokio::task::block_in_place(|| {
+        slim(&["-id", &uid, "-action", "invoke_tool", "-args", &tool_args(json!({"mode": "storage", "key": "k", "text": "v"}))], &env, None)
+    });
     let events = lines(&output);
     let chunk = events.iter().find(|e| e["event"] == "chunk").unwrap_or_else(|| panic!("{events:#?}"));
     assert_eq!(chunk["data"]["message"]["json_object"]["read_back"], "v");
 
     // No plugin process outlives the invocation.
     let leftover = Command::new("pgrep").args(["-f", &working.display().to_string()]).output().expect("pgrep");
-    assert!(String::from_utf8_lossy(&leftover.stdout).trim().is_empty(), "plugin processes left: {}", String::from_utf8_lossy(&leftover.stdout));
+    assert!(
+        String::from_utf8_lossy(&leftover.stdout).trim().is_empty(),
+        "plugin processes left: {}",
+        String::from_utf8_lossy(&leftover.stdout)
+    );
 
     // Errors: a plugin the marketplace does not have (1), an unknown action after the build (2).
     let absent = "testing/absent:0.0.1@0000000000000000000000000000000000000000000000000000000000000000";
     let output = tokio::task::block_in_place(|| slim(&["-id", absent, "-action", "invoke_tool", "-args", "{}"], &env, None));
     assert_eq!(output.status.code(), Some(1));
-    assert_eq!(stderr_json(&output), json!({"code": "PLUGIN_NOT_FOUND", "message": format!("plugin {absent} not found in marketplace ({market})")}));
+    assert_eq!(
+        stderr_json(&output),
+        json!({"code": "PLUGIN_NOT_FOUND", "message": format!("plugin {absent} not found in marketplace ({market})")})
+    );
     let output = tokio::task::block_in_place(|| slim(&["-id", &uid, "-action", "nope", "-args", "{}"], &env, None));
     assert_eq!((output.status.code(), &stderr_json(&output)["code"]), (Some(2), &json!("UNKNOWN_ACTION")));
 
@@ -245,9 +305,14 @@ async fn local_mode_fetches_builds_invokes_once_and_stops() {
     let extracted = &lines(&output)[0];
     assert_eq!((&extracted["data"]["unique_identifier"], &extracted["data"]["manifest"]["name"]), (&json!(uid), &json!("runtime_tools")));
     let plugin_path = plugin_dir("runtime_tools").display().to_string();
-    let output = tokio::task::block_in_place(|| slim(&["extract", "-path", &plugin_path, "-action", "invoke_tool"], &[("SLIM_MODE", "local".into())], None));
+    let output = tokio::task::block_in_place(|| {
+        slim(&["extract", "-path", &plugin_path, "-action", "invoke_tool"], &[("SLIM_MODE", "local".into())], None)
+    });
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(lines(&output)[0]["data"]["tool"], "exercise");
     let output = tokio::task::block_in_place(|| slim(&["extract", "-path", "/nowhere/at/all"], &[("SLIM_MODE", "local".into())], None));
-    assert_eq!((output.status.code(), stderr_json(&output)), (Some(1), json!({"code": "PLUGIN_NOT_FOUND", "message": "plugin path not found: /nowhere/at/all"})));
+    assert_eq!(
+        (output.status.code(), stderr_json(&output)),
+        (Some(1), json!({"code": "PLUGIN_NOT_FOUND", "message": "plugin path not found: /nowhere/at/all"}))
+    );
 }

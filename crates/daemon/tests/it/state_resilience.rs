@@ -242,13 +242,15 @@ async fn dotenv_file_and_public_key_warning() {
     let db = TestDb::create(common::Backend::Sqlite).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join(".env"), "SERVER_KEY=plugin-api-key\nFORCE_VERIFYING_SIGNATURE=false\n").unwrap();
-    let d = Daemon::start(
-        &db,
-        DaemonOptions { bare: true, workdir: Some(dir.path().to_path_buf()), ..Default::default() },
-    )
-    .await;
+    let d = Daemon::start(&db, DaemonOptions { bare: true, workdir: Some(dir.path().to_path_buf()), ..Default::default() }).await;
     assert!(d.log().contains("WARNING: SERVER_KEY is a publicly known sample value"), "{}", d.log());
-    let r = d.client.get(d.url(&m("t1", "/list?page=1&page_size=1"))).header("X-Api-Key", "plugin-api-key").send().await.unwrap();
+    let r = d
+        .client
+        .get(d.url(&m("t1", "/list?page=1&page_size=1")))
+        .header("X-Api-Key", "plugin-api-key")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     assert!(!dir.path().join("storage/server_key").exists(), "no key is generated when one is configured");
 }
@@ -274,10 +276,8 @@ on_every_backend!(creates_a_missing_database, creates_a_missing_database);
 #[tokio::test]
 async fn background_job_slots_bound_concurrent_installs() {
     let db = TestDb::create(common::Backend::Sqlite).await.unwrap();
-    let env = vec![
-        ("ROUTINE_POOL_SIZE".to_string(), "1".to_string()),
-        ("DIFY_TEST_INSTALL_COMMIT_DELAY_MS".to_string(), "1500".to_string()),
-    ];
+    let env =
+        vec![("ROUTINE_POOL_SIZE".to_string(), "1".to_string()), ("DIFY_TEST_INSTALL_COMMIT_DELAY_MS".to_string(), "1500".to_string())];
     let d = Daemon::start(&db, DaemonOptions { env, ..Default::default() }).await;
     let first = assert_ok(&d.upload_package("t1", &dummy_variant("0.0.1", "slot1", &[]), None).await)["unique_identifier"]
         .as_str()

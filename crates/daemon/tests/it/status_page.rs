@@ -72,19 +72,42 @@ async fn status_page_shows_plugins_failed_installs_and_restarts_in_a_browser() {
     // Crash the tool plugin; wait (bounded) until it is back.
     let body = json!({"user_id": "u", "data": {"provider": "runtime_tools", "tool": "exercise", "credentials": {},
         "credential_type": "api-key", "tool_parameters": {"mode": "exit"}}});
-    let _ = daemon.client.post(daemon.url(&format!("/plugin/{TENANT}/dispatch/tool/invoke")))
-        .header("X-Api-Key", &daemon.key).header("X-Plugin-ID", "testing/runtime_tools").json(&body).send().await.expect("invoke").text().await;
+    let _ = daemon
+        .client
+        .post(daemon.url(&format!("/plugin/{TENANT}/dispatch/tool/invoke")))
+        .header("X-Api-Key", &daemon.key)
+        .header("X-Plugin-ID", "testing/runtime_tools")
+        .json(&body)
+        .send()
+        .await
+        .expect("invoke")
+        .text()
+        .await;
     let deadline = Instant::now() + Duration::from_secs(120);
     let report = loop {
-        let response = daemon.client.get(daemon.url("/status.json")).header("X-Api-Key", &daemon.key).send().await.expect("status.json");
+        let response = daemon
+            .client
+            .get(daemon.url("/status.json"))
+            .header("X-Api-Key", &daemon.key)
+            .send()
+            .await
+            .expect("status.json");
         let report: Value = response.json().await.expect("json");
-        let tools = report["data"]["runtimes"].as_array().and_then(|r| r.iter().find(|r| r["identifier"].as_str().unwrap_or("").starts_with("testing/runtime_tools")).cloned());
+        let tools = report["data"]["runtimes"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["identifier"].as_str().unwrap_or("").starts_with("testing/runtime_tools")).cloned());
         if tools.as_ref().is_some_and(|t| t["restarts"] == 1 && t["status"] == "running") || Instant::now() > deadline {
             break report;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let tools = report["data"]["runtimes"].as_array().unwrap().iter().find(|r| r["identifier"].as_str().unwrap().starts_with("testing/runtime_tools")).cloned().expect("runtime");
+    let tools = report["data"]["runtimes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["identifier"].as_str().unwrap().starts_with("testing/runtime_tools"))
+        .cloned()
+        .expect("runtime");
     assert_eq!((&tools["restarts"], &tools["status"]), (&json!(1), &json!("running")), "{report}");
     let series = report["data"]["invocations_last_hour"].as_array().cloned().unwrap_or_default();
     assert_eq!(series.len(), 1, "{report}");

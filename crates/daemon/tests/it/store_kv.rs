@@ -88,7 +88,8 @@ async fn key_value_storage(db: &TestDb) {
     pool.close().await;
 
     // Values an earlier version kept in the `plugin_storage` table move to objects at start-up.
-    let legacy_insert = store.sql("INSERT INTO plugin_storage (tenant_id, plugin_id, storage_key, value, updated_at) VALUES (?, ?, ?, ?, ?)");
+    let legacy_insert =
+        store.sql("INSERT INTO plugin_storage (tenant_id, plugin_id, storage_key, value, updated_at) VALUES (?, ?, ?, ?, ?)");
     sqlx::query(&legacy_insert)
         .bind("tenant-9")
         .bind(p)

@@ -232,15 +232,16 @@ async fn adopts_and_serves_an_upstream_database(db: &TestDb) {
     assert!(uuid::Uuid::try_parse(&installation_id).is_ok());
     let q = |sql: &str| {
         if db.backend == Backend::Postgres {
-            sql.replace('?', "$1").replace("AS CHAR(20)", "AS TEXT").replace("AS CHAR(36)", "AS TEXT").replace("AS CHAR(5)", "AS TEXT")
+            sql.replace('?', "$1")
+                .replace("AS CHAR(20)", "AS TEXT")
+                .replace("AS CHAR(36)", "AS TEXT")
+                .replace("AS CHAR(5)", "AS TEXT")
         } else {
             sql.to_string()
         }
     };
-    let row = sqlx::query(&q(
-        "SELECT CAST(refers AS CHAR(20)), install_type, manifest_type, source, \
-         CAST(created_at IS NOT NULL AS CHAR(5)) FROM plugins WHERE plugin_unique_identifier = ?",
-    ))
+    let row = sqlx::query(&q("SELECT CAST(refers AS CHAR(20)), install_type, manifest_type, source, \
+         CAST(created_at IS NOT NULL AS CHAR(5)) FROM plugins WHERE plugin_unique_identifier = ?"))
     .bind(uid2)
     .fetch_one(&pool)
     .await
@@ -248,22 +249,16 @@ async fn adopts_and_serves_an_upstream_database(db: &TestDb) {
     assert_eq!(text(&row, 0), "1");
     // Upstream's install sets the runtime type and source and leaves `manifest_type` empty.
     assert_eq!((text(&row, 1), text(&row, 2), text(&row, 3)), ("local".into(), "".into(), "package".into()));
-    let row = sqlx::query(&q(
-        "SELECT CAST(tenant_id AS CHAR(36)), plugin_id, runtime_type, CAST(endpoints_setups AS CHAR(20)), source, meta \
-         FROM plugin_installations WHERE plugin_unique_identifier = ?",
-    ))
-    .bind(uid2)
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    assert_eq!(
-        (0..6).map(|i| text(&row, i)).collect::<Vec<_>>(),
-        [TENANT, "langgenius/openai", "local", "0", "package", "{}"]
-    );
-    let row = sqlx::query(&q(
-        "SELECT CAST(tenant_id AS CHAR(36)), provider, plugin_id FROM ai_model_installations \
-         WHERE plugin_unique_identifier = ?",
-    ))
+    let row =
+        sqlx::query(&q("SELECT CAST(tenant_id AS CHAR(36)), plugin_id, runtime_type, CAST(endpoints_setups AS CHAR(20)), source, meta \
+         FROM plugin_installations WHERE plugin_unique_identifier = ?"))
+        .bind(uid2)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!((0..6).map(|i| text(&row, i)).collect::<Vec<_>>(), [TENANT, "langgenius/openai", "local", "0", "package", "{}"]);
+    let row = sqlx::query(&q("SELECT CAST(tenant_id AS CHAR(36)), provider, plugin_id FROM ai_model_installations \
+         WHERE plugin_unique_identifier = ?"))
     .bind(uid2)
     .fetch_one(&pool)
     .await
@@ -408,14 +403,9 @@ async fn converts_the_earlier_own_schema_keeping_data(db: &TestDb) {
     assert_eq!(mine.id, "0190a3c1-0000-7000-8000-0000000000a2");
     assert_eq!(mine.tenant_id, "my-workspace");
     // The earlier tables stay, renamed.
-    let legacy_rows: i64 = sqlx::query("SELECT COUNT(*) FROM legacy_plugin_installations")
-        .fetch_one(&pool)
-        .await
-        .unwrap()
-        .get(0);
+    let legacy_rows: i64 = sqlx::query("SELECT COUNT(*) FROM legacy_plugin_installations").fetch_one(&pool).await.unwrap().get(0);
     assert_eq!(legacy_rows, 2);
-    let converted: i64 =
-        sqlx::query("SELECT COUNT(*) FROM plugin_installations").fetch_one(&pool).await.unwrap().get(0);
+    let converted: i64 = sqlx::query("SELECT COUNT(*) FROM plugin_installations").fetch_one(&pool).await.unwrap().get(0);
     assert_eq!(converted, 2);
     store.close().await;
     pool.close().await;
@@ -636,11 +626,8 @@ async fn daemon_starts_on_a_go_daemon_state(db: &TestDb) {
     if let Some(cache) = crate::runtime_support::shared_uv_cache() {
         env.push(("UV_CACHE_DIR".into(), cache.display().to_string()));
     }
-    let daemon = common::Daemon::start(
-        db,
-        common::DaemonOptions { env, workdir: Some(workdir.path().to_path_buf()), ..Default::default() },
-    )
-    .await;
+    let daemon =
+        common::Daemon::start(db, common::DaemonOptions { env, workdir: Some(workdir.path().to_path_buf()), ..Default::default() }).await;
     assert_eq!(catalogue(&pool, db.backend).await, before, "starting changed no upstream table");
 
     let listed = daemon.list(TENANT).await;
@@ -651,7 +638,13 @@ async fn daemon_starts_on_a_go_daemon_state(db: &TestDb) {
     assert_eq!(uids, expected, "{listed:?}");
 
     // The endpoint answers on the hook id the Go daemon gave it, with its stored settings.
-    let answer = daemon.client.get(daemon.url(&format!("/e/{HOOK_ID}/echo/x"))).timeout(std::time::Duration::from_secs(300)).send().await.unwrap();
+    let answer = daemon
+        .client
+        .get(daemon.url(&format!("/e/{HOOK_ID}/echo/x")))
+        .timeout(std::time::Duration::from_secs(300))
+        .send()
+        .await
+        .unwrap();
     let status = answer.status().as_u16();
     let body = answer.text().await.unwrap();
     assert_eq!(status, 200, "{body}\n{}", daemon.log());

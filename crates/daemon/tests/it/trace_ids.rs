@@ -80,14 +80,20 @@ async fn caller_trace_reaches_the_session_log_and_the_backwards_call() {
 
     // The daemon's log lines of the session and of the request name the trace.
     let log = daemon.log();
-    let session_line = log.lines().find(|l| l.contains("plugin session started")).unwrap_or_else(|| panic!("no session line:\n{log}"));
+    let session_line = log
+        .lines()
+        .find(|l| l.contains("plugin session started"))
+        .unwrap_or_else(|| panic!("no session line:\n{log}"));
     assert!(session_line.contains(&format!("trace_id={TRACE_ID}")), "{session_line}");
     assert!(log.lines().any(|l| l.contains("backwards invocation") && l.contains(TRACE_ID)), "{log}");
     assert!(log.lines().any(|l| l.contains("request") && l.contains("/dispatch/tool/invoke") && l.contains(TRACE_ID)), "{log}");
 
     // Without a traceparent (or with a malformed one) the daemon starts a trace of its own.
     for header in [None, Some("00-not-a-trace-01")] {
-        let mut request = daemon.client.get(daemon.url(&format!("/plugin/{TENANT}/management/list?page=1&page_size=10"))).header("X-Api-Key", &daemon.key);
+        let mut request = daemon
+            .client
+            .get(daemon.url(&format!("/plugin/{TENANT}/management/list?page=1&page_size=10")))
+            .header("X-Api-Key", &daemon.key);
         if let Some(header) = header {
             request = request.header("traceparent", header);
         }
@@ -96,7 +102,11 @@ async fn caller_trace_reaches_the_session_log_and_the_backwards_call() {
         let generated = trace_of(&answer).to_string();
         assert!(generated.len() == 32 && generated != TRACE_ID, "{answer}");
         assert!(
-            runtime_support::eventually(Duration::from_secs(5), || daemon.log().lines().any(|l| l.contains(&generated) && l.contains("/management/list"))).await,
+            runtime_support::eventually(Duration::from_secs(5), || daemon
+                .log()
+                .lines()
+                .any(|l| l.contains(&generated) && l.contains("/management/list")))
+            .await,
             "no log line with the generated trace {generated}"
         );
     }
@@ -118,7 +128,10 @@ async fn json_logs_carry_the_trace_id() {
     let found = runtime_support::eventually(Duration::from_secs(5), || daemon.log().contains(TRACE_ID)).await;
     let log = daemon.log();
     assert!(found, "{log}");
-    let line = log.lines().find(|l| l.contains(TRACE_ID) && l.contains("/management/list")).unwrap_or_else(|| panic!("{log}"));
+    let line = log
+        .lines()
+        .find(|l| l.contains(TRACE_ID) && l.contains("/management/list"))
+        .unwrap_or_else(|| panic!("{log}"));
     let parsed: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not one JSON object ({e}): {line}"));
     assert_eq!(parsed["span"]["trace_id"], TRACE_ID, "{parsed}");
     assert_eq!(parsed["fields"]["path"], format!("/plugin/{TENANT}/management/list"), "{parsed}");

@@ -40,7 +40,11 @@ fn sample(field: &str) -> Value {
 
 /// POSTs `/v2/invoke/dispatch{route}`; returns status, content type and raw body.
 async fn v2(daemon: &Daemon, route: &str, key: Option<&str>, identifier: Option<&str>, body: &Value) -> (u16, String, String) {
-    let mut request = daemon.client.post(daemon.url(&format!("/v2/invoke/dispatch{route}"))).timeout(Duration::from_secs(120)).json(body);
+    let mut request = daemon
+        .client
+        .post(daemon.url(&format!("/v2/invoke/dispatch{route}")))
+        .timeout(Duration::from_secs(120))
+        .json(body);
     if let Some(key) = key {
         request = request.header("X-Api-Key", key);
     }
@@ -100,7 +104,10 @@ async fn every_v2_route_reaches_the_plugin_named_by_its_identifier() {
         assert_eq!((status, content_type.as_str()), (200, "text/event-stream"), "{}: {text}", route.path);
         let items = sse_data(&text);
         assert_eq!(items.len(), 1, "{}: {text}", route.path);
-        let raw = items[0]["raw"].as_str().or(items[0]["message"]["text"].as_str()).unwrap_or_else(|| panic!("{}: {text}", route.path));
+        let raw = items[0]["raw"]
+            .as_str()
+            .or(items[0]["message"]["text"].as_str())
+            .unwrap_or_else(|| panic!("{}: {text}", route.path));
         let line: Value = serde_json::from_str(raw).expect("request line");
         assert_eq!((&line["event"], &line["conversation_id"], &line["app_id"]), (&json!("request"), &json!("conv-2"), &json!("app-2")));
         let sent = line["data"].as_object().expect("data object");
@@ -121,11 +128,20 @@ async fn every_v2_route_reaches_the_plugin_named_by_its_identifier() {
     assert_eq!((status, text.as_str()), (404, r#"{"code":"not_found","message":"route not found"}"#));
     let body = json!({"tenant_id": OTHER_TENANT, "data": {"provider": "p", "tool": "t", "credentials": {}, "tool_parameters": {}}});
     let (status, _, text) = v2(&daemon, "/tool/invoke", None, Some(&uid), &body).await;
-    assert_eq!((status, text.as_str()), (401, r#"{"code":-401,"message":"{\"message\":\"unauthorized\",\"error_type\":\"PluginDaemonUnauthorizedError\",\"args\":null}","data":null}"#));
+    assert_eq!(
+        (status, text.as_str()),
+        (
+            401,
+            r#"{"code":-401,"message":"{\"message\":\"unauthorized\",\"error_type\":\"PluginDaemonUnauthorizedError\",\"args\":null}","data":null}"#
+        )
+    );
     let (status, _, text) = v2(&daemon, "/tool/invoke", Some(&daemon.key), None, &body).await;
     assert_eq!(
         (status, text.as_str()),
-        (400, r#"{"code":-400,"message":"{\"message\":\"X-Plugin-Unique-Identifier header is required\",\"error_type\":\"PluginDaemonBadRequestError\",\"args\":null}","data":null}"#)
+        (
+            400,
+            r#"{"code":-400,"message":"{\"message\":\"X-Plugin-Unique-Identifier header is required\",\"error_type\":\"PluginDaemonBadRequestError\",\"args\":null}","data":null}"#
+        )
     );
     let (status, _, text) = v2(&daemon, "/tool/invoke", Some(&daemon.key), Some("testing/protocol_echo"), &body).await;
     assert_eq!(status, 400, "{text}");
@@ -136,13 +152,19 @@ async fn every_v2_route_reaches_the_plugin_named_by_its_identifier() {
     let (status, _, text) = v2(&daemon, "/tool/invoke", Some(&daemon.key), Some(ABSENT), &body).await;
     assert_eq!(
         (status, text.as_str()),
-        (404, r#"{"code":-500,"message":"{\"message\":\"no available node, plugin runtime not found\",\"error_type\":\"PluginDaemonInternalServerError\",\"args\":null}","data":null}"#)
+        (
+            404,
+            r#"{"code":-500,"message":"{\"message\":\"no available node, plugin runtime not found\",\"error_type\":\"PluginDaemonInternalServerError\",\"args\":null}","data":null}"#
+        )
     );
     // The body is bound after the plugin is found: `tenant_id` and `data` are required.
     let (status, _, text) = v2(&daemon, "/tool/invoke", Some(&daemon.key), Some(&uid), &json!({"user_id": "u"})).await;
     assert_eq!(
         (status, text.as_str()),
-        (400, r#"{"code":-400,"message":"{\"message\":\"Key: 'InvokePluginRequest.InvokePluginUserIdentity.TenantId' Error:Field validation for 'TenantId' failed on the 'required' tag\\nKey: 'InvokePluginRequest.Data' Error:Field validation for 'Data' failed on the 'required' tag\",\"error_type\":\"PluginDaemonBadRequestError\",\"args\":null}","data":null}"#)
+        (
+            400,
+            r#"{"code":-400,"message":"{\"message\":\"Key: 'InvokePluginRequest.InvokePluginUserIdentity.TenantId' Error:Field validation for 'TenantId' failed on the 'required' tag\\nKey: 'InvokePluginRequest.Data' Error:Field validation for 'Data' failed on the 'required' tag\",\"error_type\":\"PluginDaemonBadRequestError\",\"args\":null}","data":null}"#
+        )
     );
 
     // extract: the package's own schema.
@@ -156,7 +178,10 @@ async fn every_v2_route_reaches_the_plugin_named_by_its_identifier() {
     let (status, envelope) = common::read_json(extract(Some(&uid)).await.expect("extract")).await;
     assert_eq!((status, &envelope["code"]), (200, &json!(0)), "{envelope}");
     assert_eq!(envelope["data"]["unique_identifier"], json!(uid));
-    assert_eq!((&envelope["data"]["manifest"]["name"], &envelope["data"]["manifest"]["author"]), (&json!("protocol_echo"), &json!("testing")));
+    assert_eq!(
+        (&envelope["data"]["manifest"]["name"], &envelope["data"]["manifest"]["author"]),
+        (&json!("protocol_echo"), &json!("testing"))
+    );
     assert_eq!(envelope["data"]["verification"], Value::Null);
     assert!(envelope["data"]["manifest"]["plugins"]["tools"].is_array(), "{envelope}");
     let absent = common::read_json(extract(Some(ABSENT)).await.expect("extract")).await;
@@ -181,19 +206,34 @@ async fn sdk_plugins_answer_v2_with_the_body_tenant() {
         json!({"tenant_id": tenant, "user_id": "user-3",
                "data": {"provider": "runtime_tools", "tool": "exercise", "credentials": {}, "credential_type": "api-key", "tool_parameters": parameters}})
     };
-    let (status, _, text) = v2(&daemon, "/tool/invoke", Some(&daemon.key), Some(&tools_uid), &tool(OTHER_TENANT, json!({"text": "hi"}))).await;
+    let (status, _, text) =
+        v2(&daemon, "/tool/invoke", Some(&daemon.key), Some(&tools_uid), &tool(OTHER_TENANT, json!({"text": "hi"}))).await;
     assert_eq!(status, 200, "{text}");
     assert_eq!(sse_data(&text), vec![json!({"type": "text", "message": {"text": "echo: hi"}, "meta": null})]);
 
     // A backwards call carries the body's tenant.
-    let (_, _, text) = v2(&daemon, "/tool/invoke", Some(&daemon.key), Some(&tools_uid), &tool(OTHER_TENANT, json!({"mode": "backwards_tool", "text": "q"}))).await;
+    let (_, _, text) = v2(
+        &daemon,
+        "/tool/invoke",
+        Some(&daemon.key),
+        Some(&tools_uid),
+        &tool(OTHER_TENANT, json!({"mode": "backwards_tool", "text": "q"})),
+    )
+    .await;
     assert!(!sse_data(&text).is_empty());
     let recorded = inner.recorded();
     let call = recorded.iter().find(|(path, _, _)| path == "/inner/api/invoke/tool").expect("backwards tool call");
     assert_eq!((&call.2["tenant_id"], &call.2["user_id"]), (&json!(OTHER_TENANT), &json!("user-3")));
 
     // Storage belongs to the body's tenant (and the plugin id of the identifier).
-    let (_, _, text) = v2(&daemon, "/tool/invoke", Some(&daemon.key), Some(&tools_uid), &tool(OTHER_TENANT, json!({"mode": "storage_set", "key": "shade", "count": 3}))).await;
+    let (_, _, text) = v2(
+        &daemon,
+        "/tool/invoke",
+        Some(&daemon.key),
+        Some(&tools_uid),
+        &tool(OTHER_TENANT, json!({"mode": "storage_set", "key": "shade", "count": 3})),
+    )
+    .await;
     assert_eq!(sse_data(&text)[0]["message"]["text"], "stored");
     let probe = |tenant: &str| tool(tenant, json!({"mode": "storage", "key": "shade", "text": "blue"}));
     let (_, _, text) = v2(&daemon, "/tool/invoke", Some(&daemon.key), Some(&tools_uid), &probe(INSTALLER)).await;
@@ -202,11 +242,16 @@ async fn sdk_plugins_answer_v2_with_the_body_tenant() {
     assert_eq!(sse_data(&text)[0]["message"]["json_object"]["exists_before"], true, "the body tenant's storage");
 
     // A plugin error ends the stream with the PluginInvokeError envelope.
-    let (status, _, text) = v2(&daemon, "/tool/invoke", Some(&daemon.key), Some(&tools_uid), &tool(OTHER_TENANT, json!({"mode": "raise", "text": "boom"}))).await;
+    let (status, _, text) =
+        v2(&daemon, "/tool/invoke", Some(&daemon.key), Some(&tools_uid), &tool(OTHER_TENANT, json!({"mode": "raise", "text": "boom"})))
+            .await;
     assert_eq!(status, 200);
     let last: Value = serde_json::from_str(text.trim_end().rsplit("\n\n").next().unwrap().strip_prefix("data: ").unwrap()).unwrap();
     assert_eq!(last["code"], -500, "{text}");
-    assert!(last["message"].as_str().unwrap_or("").contains("PluginInvokeError") && last["message"].as_str().unwrap_or("").contains("boom"), "{text}");
+    assert!(
+        last["message"].as_str().unwrap_or("").contains("PluginInvokeError") && last["message"].as_str().unwrap_or("").contains("boom"),
+        "{text}"
+    );
 
     // The agent strategy route of /v2.
     let agent = json!({"tenant_id": OTHER_TENANT, "user_id": "u",
@@ -224,6 +269,7 @@ async fn sdk_plugins_answer_v2_with_the_body_tenant() {
                  "model_parameters": {}, "prompt_messages": [{"role": "user", "content": "hello v2"}], "tools": [], "stop": [], "stream": true}});
     let (status, _, text) = v2(&daemon, "/llm/invoke", Some(&daemon.key), Some(&model_uid), &llm).await;
     assert_eq!(status, 200, "{text}");
-    let contents: Vec<String> = sse_data(&text).iter().map(|c| c["delta"]["message"]["content"].as_str().unwrap_or("").to_string()).collect();
+    let contents: Vec<String> =
+        sse_data(&text).iter().map(|c| c["delta"]["message"]["content"].as_str().unwrap_or("").to_string()).collect();
     assert_eq!(contents, ["hello", " v2"], "{text}");
 }

@@ -21,7 +21,15 @@ pub struct RawEntry {
 
 impl RawEntry {
     pub fn file(name: &str, data: &[u8]) -> Self {
-        Self { name: name.as_bytes().to_vec(), data: data.to_vec(), deflate: true, unix_mode: 0o100644, flags: 0, declared_size: None, crc: None }
+        Self {
+            name: name.as_bytes().to_vec(),
+            data: data.to_vec(),
+            deflate: true,
+            unix_mode: 0o100644,
+            flags: 0,
+            declared_size: None,
+            crc: None,
+        }
     }
 }
 

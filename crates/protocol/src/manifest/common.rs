@@ -119,9 +119,7 @@ pub(crate) fn scalar_string<'de, D: Deserializer<'de>>(deserializer: D) -> Resul
     string_or_null(deserializer)
 }
 
-pub(crate) fn opt_scalar_string<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<String>, D::Error> {
+pub(crate) fn opt_scalar_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
     Ok(Option::<ScalarString>::deserialize(deserializer)?.map(|s| s.0))
 }
 
@@ -136,11 +134,7 @@ where
 
 /// A list of strings whose items may be bare scalars.
 pub(crate) fn string_vec<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
-    Ok(Option::<Vec<ScalarString>>::deserialize(deserializer)?
-        .unwrap_or_default()
-        .into_iter()
-        .map(|s| s.0)
-        .collect())
+    Ok(Option::<Vec<ScalarString>>::deserialize(deserializer)?.unwrap_or_default().into_iter().map(|s| s.0).collect())
 }
 
 /// Serializes an empty list as `null`, like a nil Go slice.
@@ -278,10 +272,7 @@ impl ConfigListOrMap {
 
 /// Resolves `credentials_schema`, falling back to the legacy `credentials_for_provider` key when
 /// the former is absent or empty.
-pub(crate) fn resolve_credentials(
-    schema: Option<ConfigListOrMap>,
-    legacy: Option<ConfigListOrMap>,
-) -> Result<Vec<ProviderConfig>, String> {
+pub(crate) fn resolve_credentials(schema: Option<ConfigListOrMap>, legacy: Option<ConfigListOrMap>) -> Result<Vec<ProviderConfig>, String> {
     let chosen = match schema {
         Some(schema) if !schema.is_empty() => Some(schema),
         _ => legacy,

@@ -6,9 +6,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    null_if_empty, opt_scalar_string, resolve_credentials, scalar_string, split_file_or_inline,
-    string_vec, vec_or_null, ConfigListOrMap, FileOrInline, I18nObject, OAuthSchema,
-    ParameterAutoGenerate, ParameterOption, ParameterTemplate, ProviderConfig,
+    null_if_empty, opt_scalar_string, resolve_credentials, scalar_string, split_file_or_inline, string_vec, vec_or_null, ConfigListOrMap,
+    FileOrInline, I18nObject, OAuthSchema, ParameterAutoGenerate, ParameterOption, ParameterTemplate, ProviderConfig,
 };
 
 /// Identity of a tool, agent-strategy or trigger provider.
@@ -133,7 +132,6 @@ struct RawToolProvider {
     tools: Option<Vec<FileOrInline<ToolDeclaration>>>,
     extra: Option<serde_json::Value>,
 }
-
 
 impl TryFrom<RawToolProvider> for ToolProviderDeclaration {
     type Error = String;

@@ -62,8 +62,22 @@ fn full_manifest_json_shape() {
     assert_eq!(
         keys,
         [
-            "version", "type", "author", "name", "label", "description", "icon", "icon_dark", "resource", "plugins",
-            "meta", "tags", "created_at", "privacy", "repo", "verified"
+            "version",
+            "type",
+            "author",
+            "name",
+            "label",
+            "description",
+            "icon",
+            "icon_dark",
+            "resource",
+            "plugins",
+            "meta",
+            "tags",
+            "created_at",
+            "privacy",
+            "repo",
+            "verified"
         ]
     );
     assert_eq!(value["label"], json!({"en_US": "my_tool", "ja_JP": "my_tool", "zh_Hans": "my_tool", "pt_BR": "my_tool"}));
@@ -330,8 +344,7 @@ fn sdk_sent_declarations_decode() {
     assert!(manifest.permissions().allows_tool());
     assert!(!manifest.permissions().allows_model());
 
-    let providers: Vec<ToolProviderDeclaration> =
-        serde_json::from_slice(include_bytes!("testdata/sdk_tool_declaration.json")).unwrap();
+    let providers: Vec<ToolProviderDeclaration> = serde_json::from_slice(include_bytes!("testdata/sdk_tool_declaration.json")).unwrap();
     let provider = &providers[0];
     assert_eq!(provider.identity.name, "demo");
     let names: Vec<&str> = provider.tools.iter().map(|t| t.identity.name.as_str()).collect();
@@ -346,6 +359,7 @@ fn null_i18n_objects_decode_as_empty() {
     let parameter: AgentStrategyParameter =
         serde_json::from_str(r#"{"name": "model", "label": {"en_US": "Model"}, "help": null, "type": "model-selector"}"#).unwrap();
     assert_eq!(parameter.help, I18nObject::default());
-    let optional: ProviderConfig = serde_json::from_str(r#"{"name": "k", "type": "text-input", "label": {"en_US": "K"}, "help": null}"#).unwrap();
+    let optional: ProviderConfig =
+        serde_json::from_str(r#"{"name": "k", "type": "text-input", "label": {"en_US": "K"}, "help": null}"#).unwrap();
     assert_eq!(optional.help, None, "optional i18n fields stay None on null");
 }

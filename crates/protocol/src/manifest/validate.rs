@@ -11,13 +11,11 @@ use super::{I18nObject, PluginDeclaration, PLUGIN_TAGS};
 /// Daemon rule for `author`.
 pub static AUTHOR_REGEX: Lazy<Regex> = Lazy::new(|| Regex::new(r"^[a-z0-9_-]{1,64}$").expect("valid regex"));
 /// Daemon rule for `name`.
-pub static PLUGIN_NAME_REGEX: Lazy<Regex> =
-    Lazy::new(|| Regex::new(r"^[a-z0-9_-]{1,128}$").expect("valid regex"));
+pub static PLUGIN_NAME_REGEX: Lazy<Regex> = Lazy::new(|| Regex::new(r"^[a-z0-9_-]{1,128}$").expect("valid regex"));
 /// Manifest version: three numeric parts and an optional `-suffix` (ASCII word characters).
 pub static VERSION_REGEX: Lazy<Regex> =
     Lazy::new(|| Regex::new(r"^[0-9]{1,4}(\.[0-9]{1,4}){2}(-[0-9A-Za-z_]{1,16})?$").expect("valid regex"));
-static URL_REGEX: Lazy<Regex> =
-    Lazy::new(|| Regex::new(r"^[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#]+\S*$").expect("valid regex"));
+static URL_REGEX: Lazy<Regex> = Lazy::new(|| Regex::new(r"^[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#]+\S*$").expect("valid regex"));
 
 /// One thing wrong with a declaration: the field (dotted YAML path) and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -50,16 +48,10 @@ fn finish(problems: Vec<Problem>) -> Result<(), Vec<Problem>> {
 pub(crate) fn for_daemon(declaration: &PluginDeclaration) -> Result<(), Vec<Problem>> {
     let mut problems = Vec::new();
     if !AUTHOR_REGEX.is_match(&declaration.author) {
-        problems.push(Problem::new(
-            "author",
-            "author must be alphanumeric and less than 64 characters: ^[a-z0-9_-]{1,64}$",
-        ));
+        problems.push(Problem::new("author", "author must be alphanumeric and less than 64 characters: ^[a-z0-9_-]{1,64}$"));
     }
     if !PLUGIN_NAME_REGEX.is_match(&declaration.name) {
-        problems.push(Problem::new(
-            "name",
-            "plugin name must be alphanumeric and less than 128 characters: ^[a-z0-9_-]{1,128}$",
-        ));
+        problems.push(Problem::new("name", "plugin name must be alphanumeric and less than 128 characters: ^[a-z0-9_-]{1,128}$"));
     }
     let d = declaration;
     let (tool, model, endpoint, agent, datasource, trigger) = (
@@ -95,10 +87,7 @@ pub(crate) fn for_daemon(declaration: &PluginDeclaration) -> Result<(), Vec<Prob
         ));
     }
     if trigger && (tool || model || endpoint || agent || datasource) {
-        problems.push(Problem::new(
-            "trigger",
-            "trigger and tool, model, endpoint, or agent_strategy cannot be provided at the same time",
-        ));
+        problems.push(Problem::new("trigger", "trigger and tool, model, endpoint, or agent_strategy cannot be provided at the same time"));
     }
     finish(problems)
 }
@@ -186,10 +175,7 @@ pub(crate) fn strict(d: &PluginDeclaration) -> Result<(), Vec<Problem>> {
     if runner.language.is_empty() {
         problems.push(Problem::new("meta.runner.language", "is required"));
     } else if runner.language != "python" {
-        problems.push(Problem::new(
-            "meta.runner.language",
-            format!("{:?} is not an available language (python)", runner.language),
-        ));
+        problems.push(Problem::new("meta.runner.language", format!("{:?} is not an available language (python)", runner.language)));
     }
     if runner.version.is_empty() {
         problems.push(Problem::new("meta.runner.version", "is required"));
@@ -201,10 +187,7 @@ pub(crate) fn strict(d: &PluginDeclaration) -> Result<(), Vec<Problem>> {
     check_max(&mut problems, "meta.runner.entrypoint", &runner.entrypoint, 256);
     if let Some(minimum) = d.meta.minimum_dify_version.as_deref() {
         if !minimum.is_empty() && !VERSION_REGEX.is_match(minimum) {
-            problems.push(Problem::new(
-                "meta.minimum_dify_version",
-                format!("{minimum:?} is not a valid version"),
-            ));
+            problems.push(Problem::new("meta.minimum_dify_version", format!("{minimum:?} is not a valid version")));
         }
     }
     for (index, tag) in d.tags.iter().enumerate() {

@@ -26,8 +26,5 @@ impl Render for ChecksumResult {
 
 pub fn run(plugin_path: &Path) -> CliResult<ChecksumResult> {
     let package = open_plugin(plugin_path)?;
-    Ok(ChecksumResult {
-        checksum: package.checksum(),
-        plugin_unique_identifier: package.unique_identifier().ok().map(|id| id.to_string()),
-    })
+    Ok(ChecksumResult { checksum: package.checksum(), plugin_unique_identifier: package.unique_identifier().ok().map(|id| id.to_string()) })
 }

@@ -8,8 +8,8 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
 use dify_protocol::manifest::{
-    EnabledPermission, ModelPermission, PluginMeta, PluginPermissions, PluginResource, PluginRunner, StoragePermission,
-    AUTHOR_REGEX, PLUGIN_NAME_REGEX, VERSION_REGEX,
+    EnabledPermission, ModelPermission, PluginMeta, PluginPermissions, PluginResource, PluginRunner, StoragePermission, AUTHOR_REGEX,
+    PLUGIN_NAME_REGEX, VERSION_REGEX,
 };
 use serde::Serialize;
 
@@ -71,22 +71,16 @@ impl Category {
             return Ok(*c);
         }
         let supported: Vec<&str> = Category::ALL.iter().map(|c| c.as_str()).collect();
-        Err(CliError::usage(
-            format!("invalid category {s:?}"),
-            format!("use one of: {}", supported.join(", ")),
-        ))
+        Err(CliError::usage(format!("invalid category {s:?}"), format!("use one of: {}", supported.join(", "))))
     }
 
     /// The manifest `plugins.*` key and the provider file it lists.
     fn plugins_entry(self, name: &str) -> (&'static str, String) {
         match self {
             Category::Tool => ("tools", format!("provider/{name}.yaml")),
-            Category::Llm
-            | Category::TextEmbedding
-            | Category::Rerank
-            | Category::Tts
-            | Category::Speech2text
-            | Category::Moderation => ("models", format!("provider/{name}.yaml")),
+            Category::Llm | Category::TextEmbedding | Category::Rerank | Category::Tts | Category::Speech2text | Category::Moderation => {
+                ("models", format!("provider/{name}.yaml"))
+            }
             Category::Extension => ("endpoints", format!("group/{name}.yaml")),
             Category::AgentStrategy => ("agent_strategies", format!("provider/{name}.yaml")),
             Category::Datasource => ("datasources", format!("provider/{name}.yaml")),
@@ -112,12 +106,9 @@ impl Category {
     fn icon_family(self) -> &'static str {
         match self {
             Category::Tool => "tool",
-            Category::Llm
-            | Category::TextEmbedding
-            | Category::Rerank
-            | Category::Tts
-            | Category::Speech2text
-            | Category::Moderation => "model",
+            Category::Llm | Category::TextEmbedding | Category::Rerank | Category::Tts | Category::Speech2text | Category::Moderation => {
+                "model"
+            }
             Category::Extension => "extension",
             Category::AgentStrategy => "agent-strategy",
             Category::Datasource => "datasource",
@@ -240,9 +231,7 @@ pub struct InitResult {
 
 impl Render for InitResult {
     fn text(&self) -> TextOutput {
-        TextOutput::Log(vec![LogLine::info("plugin created successfully")
-            .field("name", &self.name)
-            .field("guide", &self.guide)])
+        TextOutput::Log(vec![LogLine::info("plugin created successfully").field("name", &self.name).field("guide", &self.guide)])
     }
 }
 
@@ -305,7 +294,10 @@ impl InitOptions {
         }
         if let Some(repo) = &self.repo {
             if !(repo.starts_with("https://") || repo.starts_with("http://")) {
-                return Err(CliError::usage(format!("invalid repository URL {repo:?}"), "use a full URL such as https://github.com/you/plugin"));
+                return Err(CliError::usage(
+                    format!("invalid repository URL {repo:?}"),
+                    "use a full URL such as https://github.com/you/plugin",
+                ));
             }
         }
         for lang in &self.readme_languages {
@@ -461,7 +453,10 @@ impl<R: BufRead, W: Write> Prompter<R, W> {
         let mut line = String::new();
         let n = self.input.read_line(&mut line).map_err(prompt_io)?;
         if n == 0 {
-            return Err(CliError::usage("input ended before all questions were answered", "answer every question, or use --quick with flags"));
+            return Err(CliError::usage(
+                "input ended before all questions were answered",
+                "answer every question, or use --quick with flags",
+            ));
         }
         let answer = line.trim();
         Ok(if answer.is_empty() { default.to_string() } else { answer.to_string() })
@@ -500,7 +495,8 @@ impl<R: BufRead, W: Write> Prompter<R, W> {
         })?;
         let repo = self.ask("Repository URL (optional)", opts.repo.as_deref().unwrap_or(""))?;
         opts.repo = (!repo.is_empty()).then_some(repo);
-        let langs = self.ask("Extra README languages (comma separated: zh_Hans, ja_JP, pt_BR; optional)", &opts.readme_languages.join(","))?;
+        let langs =
+            self.ask("Extra README languages (comma separated: zh_Hans, ja_JP, pt_BR; optional)", &opts.readme_languages.join(","))?;
         opts.readme_languages = langs.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
         let names: Vec<&str> = Category::ALL.iter().map(|c| c.as_str()).collect();
         let question = format!("Category ({})", names.join(", "));
@@ -594,7 +590,23 @@ mod tests {
         let keys: Vec<&str> = v.as_mapping().unwrap().keys().filter_map(|k| k.as_str()).collect();
         assert_eq!(
             keys,
-            ["version", "type", "author", "name", "label", "description", "icon", "icon_dark", "resource", "plugins", "meta", "created_at", "privacy", "repo", "verified"]
+            [
+                "version",
+                "type",
+                "author",
+                "name",
+                "label",
+                "description",
+                "icon",
+                "icon_dark",
+                "resource",
+                "plugins",
+                "meta",
+                "created_at",
+                "privacy",
+                "repo",
+                "verified"
+            ]
         );
     }
 

@@ -112,7 +112,10 @@ fn too_large(files: &[(String, Vec<u8>)], limit: u64) -> CliError {
         .map(|(i, (n, s))| format!("{}. name: {n}, size: {s} bytes", i + 1))
         .collect();
     CliError::generic(
-        format!("plugin package size is too large, please ensure the uncompressed size is less than {limit} bytes; largest files: {}", list.join(", ")),
+        format!(
+            "plugin package size is too large, please ensure the uncompressed size is less than {limit} bytes; largest files: {}",
+            list.join(", ")
+        ),
         "remove large files (or list them in .difyignore), or raise --max-size",
     )
 }

@@ -75,14 +75,10 @@ fn manifest_path(plugin_dir: &Path) -> PathBuf {
 fn load(plugin_dir: &Path) -> CliResult<(PathBuf, Value)> {
     let path = manifest_path(plugin_dir);
     let text = std::fs::read_to_string(&path).map_err(|e| {
-        CliError::generic(
-            format!("failed to read {}: {e}", path.display()),
-            "pass the plugin directory that contains manifest.yaml",
-        )
+        CliError::generic(format!("failed to read {}: {e}", path.display()), "pass the plugin directory that contains manifest.yaml")
     })?;
-    let value: Value = serde_yaml_ng::from_str(&text).map_err(|e| {
-        CliError::generic(format!("manifest.yaml is not valid YAML: {e}"), "fix the syntax error in manifest.yaml")
-    })?;
+    let value: Value = serde_yaml_ng::from_str(&text)
+        .map_err(|e| CliError::generic(format!("manifest.yaml is not valid YAML: {e}"), "fix the syntax error in manifest.yaml"))?;
     if !value.is_mapping() {
         return Err(CliError::generic("manifest.yaml is not a mapping", "manifest.yaml must be a YAML mapping of plugin fields"));
     }
@@ -136,8 +132,9 @@ fn apply(manifest: &mut Value, view: &PermissionView) -> CliResult<()> {
         app: on(view.app),
         storage: view.storage.map(|size| StoragePermission { enabled: true, size }),
     };
-    let perm = serde_yaml_ng::to_value(&permission)
-        .map_err(|e| CliError::generic(format!("failed to serialise permissions: {e}"), "this is a bug in the dify CLI; please report it"))?;
+    let perm = serde_yaml_ng::to_value(&permission).map_err(|e| {
+        CliError::generic(format!("failed to serialise permissions: {e}"), "this is a bug in the dify CLI; please report it")
+    })?;
     let root = manifest
         .as_mapping_mut()
         .ok_or_else(|| CliError::generic("manifest.yaml is not a mapping", "manifest.yaml must be a YAML mapping"))?;
@@ -163,7 +160,21 @@ pub fn list(plugin_dir: &Path) -> CliResult<PermissionReport> {
 }
 
 fn nothing_selected(flags: &PermissionFlags) -> bool {
-    let PermissionFlags { endpoint, tool, model, llm, text_embedding, rerank, tts, speech2text, moderation, node, app, storage, storage_size } = flags;
+    let PermissionFlags {
+        endpoint,
+        tool,
+        model,
+        llm,
+        text_embedding,
+        rerank,
+        tts,
+        speech2text,
+        moderation,
+        node,
+        app,
+        storage,
+        storage_size,
+    } = flags;
     ![*endpoint, *tool, *model, *llm, *text_embedding, *rerank, *tts, *speech2text, *moderation, *node, *app, *storage].contains(&true)
         && storage_size.is_none()
 }
@@ -290,7 +301,12 @@ mod tests {
     fn errors_are_clear() {
         let dir = plugin();
         assert_eq!(add(dir.path(), &PermissionFlags::default()).unwrap_err().exit_status(), 2);
-        assert_eq!(add(dir.path(), &PermissionFlags { storage: true, storage_size: Some(1), ..Default::default() }).unwrap_err().exit_status(), 2);
+        assert_eq!(
+            add(dir.path(), &PermissionFlags { storage: true, storage_size: Some(1), ..Default::default() })
+                .unwrap_err()
+                .exit_status(),
+            2
+        );
         let empty = tempfile::tempdir().unwrap();
         assert_eq!(list(empty.path()).unwrap_err().exit_status(), 1);
         std::fs::write(empty.path().join("manifest.yaml"), "a: [").unwrap();

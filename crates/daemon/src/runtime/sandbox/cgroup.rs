@@ -57,9 +57,8 @@ pub fn detect() -> Hierarchies {
         let available: Vec<&str> = controllers.split_whitespace().collect();
         let wanted: Vec<&str> = ["memory", "pids"].into_iter().filter(|c| available.contains(c)).collect();
         if !wanted.is_empty() && enable_v2(&v2, &wanted).is_ok() {
-            let controller = |name: &str| {
-                wanted.contains(&name).then(|| Controller { version: CgroupVersion::V2, base: v2.join(GROUP_DIR) })
-            };
+            let controller =
+                |name: &str| wanted.contains(&name).then(|| Controller { version: CgroupVersion::V2, base: v2.join(GROUP_DIR) });
             found.memory = controller("memory");
             found.pids = controller("pids");
         }

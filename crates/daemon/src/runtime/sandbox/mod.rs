@@ -117,24 +117,11 @@ impl SandboxReport {
 }
 
 /// What a plugin process may read besides its interpreter, its own directory and its `/tmp`.
-const SYSTEM_READ_PATHS: &[&str] = &[
-    "/bin",
-    "/sbin",
-    "/usr",
-    "/lib",
-    "/lib32",
-    "/lib64",
-    "/libx32",
-    "/etc",
-    "/proc",
-    "/sys",
-    "/run/systemd/resolve",
-    "/run/resolvconf",
-];
+const SYSTEM_READ_PATHS: &[&str] =
+    &["/bin", "/sbin", "/usr", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/proc", "/sys", "/run/systemd/resolve", "/run/resolvconf"];
 
 /// Variables of the plugin environment naming files it must be able to read.
-const PATH_VARIABLES: &[&str] =
-    &["SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "TIKTOKEN_CACHE_DIR"];
+const PATH_VARIABLES: &[&str] = &["SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "TIKTOKEN_CACHE_DIR"];
 
 /// What the host offers, probed once.
 struct Host {
@@ -214,12 +201,7 @@ impl Sandbox {
             }
             (0, None)
         };
-        SandboxReport {
-            level: self.settings.level,
-            layers,
-            landlock_abi: abi.max(0),
-            memory_cgroup_version: memory_version,
-        }
+        SandboxReport { level: self.settings.level, layers, landlock_abi: abi.max(0), memory_cgroup_version: memory_version }
     }
 
     /// Prepares the confinement of one plugin instance. Nothing is applied to the daemon itself except
@@ -470,11 +452,8 @@ impl PluginJail {
     pub fn memory_kill_message(&self) -> Option<String> {
         let group = self.memory_group.as_ref()?;
         let limit = self.memory_limit?;
-        (group.oom_kills() > self.oom_baseline).then(|| {
-            format!(
-                "plugin was killed for exceeding its memory limit of {limit} bytes (resource.memory of its manifest)"
-            )
-        })
+        (group.oom_kills() > self.oom_baseline)
+            .then(|| format!("plugin was killed for exceeding its memory limit of {limit} bytes (resource.memory of its manifest)"))
     }
 }
 
@@ -526,10 +505,7 @@ impl ChildSetup {
                 }
             }
             if let Some(id) = self.ids {
-                if libc::setgroups(0, std::ptr::null()) != 0
-                    || libc::setresgid(id, id, id) != 0
-                    || libc::setresuid(id, id, id) != 0
-                {
+                if libc::setgroups(0, std::ptr::null()) != 0 || libc::setresgid(id, id, id) != 0 || libc::setresuid(id, id, id) != 0 {
                     return Err(io::Error::last_os_error());
                 }
             }
@@ -555,12 +531,7 @@ fn landlock_abi() -> i32 {
     const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
     // SAFETY: the documented version query: no ruleset pointer, size 0.
     let abi = unsafe {
-        libc::syscall(
-            libc::SYS_landlock_create_ruleset,
-            std::ptr::null::<libc::c_void>(),
-            0usize,
-            LANDLOCK_CREATE_RULESET_VERSION,
-        )
+        libc::syscall(libc::SYS_landlock_create_ruleset, std::ptr::null::<libc::c_void>(), 0usize, LANDLOCK_CREATE_RULESET_VERSION)
     };
     i32::try_from(abi).unwrap_or(0).max(0)
 }
@@ -580,8 +551,7 @@ fn build_landlock(readable: &[PathBuf], writable: &[PathBuf]) -> Result<Option<O
         .map_err(error)?;
     let mut rules: Vec<(&Path, landlock::BitFlags<AccessFs>)> = Vec::new();
     for path in readable {
-        let access =
-            if path.is_dir() { AccessFs::from_read(abi) } else { AccessFs::from_read(abi) & !AccessFs::ReadDir };
+        let access = if path.is_dir() { AccessFs::from_read(abi) } else { AccessFs::from_read(abi) & !AccessFs::ReadDir };
         rules.push((path, access));
     }
     for path in writable {
@@ -604,9 +574,7 @@ fn interpreter_prefixes(working_dir: &Path, python: &Path) -> Vec<PathBuf> {
     for line in config.lines() {
         if let Some((key, value)) = line.split_once('=') {
             if key.trim() == "home" {
-                if let Some(prefix) =
-                    Path::new(value.trim()).canonicalize().ok().and_then(|bin| bin.parent().map(Path::to_path_buf))
-                {
+                if let Some(prefix) = Path::new(value.trim()).canonicalize().ok().and_then(|bin| bin.parent().map(Path::to_path_buf)) {
                     prefixes.push(prefix);
                 }
             }

@@ -52,19 +52,14 @@ impl MountPlan {
         // Only the outermost covers: one inside another would be hidden by it anyway.
         targets.sort();
         targets.dedup();
-        let outer: Vec<PathBuf> =
-            targets.iter().filter(|t| !targets.iter().any(|o| o != *t && t.starts_with(o))).cloned().collect();
+        let outer: Vec<PathBuf> = targets.iter().filter(|t| !targets.iter().any(|o| o != *t && t.starts_with(o))).cloned().collect();
         if shadow_root.exists() {
             std::fs::remove_dir_all(shadow_root)?;
         }
         std::fs::DirBuilder::new().recursive(true).mode(0o755).create(shadow_root)?;
         let mut covers: Vec<Cover> = Vec::new();
         for (index, target) in outer.into_iter().enumerate() {
-            let shadow = if target == Path::new("/tmp") {
-                private_tmp.to_path_buf()
-            } else {
-                shadow_root.join(index.to_string())
-            };
+            let shadow = if target == Path::new("/tmp") { private_tmp.to_path_buf() } else { shadow_root.join(index.to_string()) };
             if shadow != private_tmp {
                 std::fs::DirBuilder::new().mode(0o755).create(&shadow)?;
                 std::fs::set_permissions(&shadow, std::fs::Permissions::from_mode(0o755))?;
@@ -107,25 +102,11 @@ impl MountPlan {
             return Err(io::Error::last_os_error());
         }
         let root = c"/";
-        if libc::mount(
-            std::ptr::null(),
-            root.as_ptr(),
-            std::ptr::null(),
-            libc::MS_REC | libc::MS_PRIVATE,
-            std::ptr::null(),
-        ) != 0
-        {
+        if libc::mount(std::ptr::null(), root.as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()) != 0 {
             return Err(io::Error::last_os_error());
         }
         for (source, target) in &self.binds {
-            if libc::mount(
-                source.as_ptr(),
-                target.as_ptr(),
-                std::ptr::null(),
-                libc::MS_BIND | libc::MS_REC,
-                std::ptr::null(),
-            ) != 0
-            {
+            if libc::mount(source.as_ptr(), target.as_ptr(), std::ptr::null(), libc::MS_BIND | libc::MS_REC, std::ptr::null()) != 0 {
                 return Err(io::Error::last_os_error());
             }
         }
@@ -173,8 +154,7 @@ fn make_mount_point(shadow: &Path, point: &Path, is_dir: bool) -> io::Result<()>
 }
 
 fn c_path(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
 }
 
 #[cfg(test)]
@@ -192,14 +172,8 @@ mod tests {
         let private_tmp = root.path().join("ptmp");
         std::fs::create_dir_all(&private_tmp).unwrap();
         let needed = vec![closed.join("python"), work.join("plugin")];
-        let plan = MountPlan::new(
-            &private_tmp,
-            std::slice::from_ref(&work),
-            &needed,
-            &root.path().join("shadow"),
-            &work.join("plugin"),
-        )
-        .unwrap();
+        let plan =
+            MountPlan::new(&private_tmp, std::slice::from_ref(&work), &needed, &root.path().join("shadow"), &work.join("plugin")).unwrap();
         let targets: Vec<String> = plan.binds.iter().map(|(_, t)| t.to_string_lossy().into_owned()).collect();
         // The temporary directory itself is below /tmp here, so /tmp is the one outer cover
         // (closed and work are inside it): both needed paths are exposed in the private /tmp.
@@ -218,8 +192,7 @@ mod tests {
             let target = Path::new(target.to_str().unwrap());
             for (source, _) in &plan.binds[index + 1..] {
                 assert!(
-                    !Path::new(source.to_str().unwrap()).starts_with(target)
-                        || target.starts_with(private_tmp.as_path()),
+                    !Path::new(source.to_str().unwrap()).starts_with(target) || target.starts_with(private_tmp.as_path()),
                     "{targets:?}"
                 );
             }

@@ -19,7 +19,8 @@ pub fn is_batched_action(action: &str) -> bool {
 
 /// `ServerlessPayloadTooLarge: action=… payload_bytes=… max_request_bytes=…[ item_index=…]`.
 pub fn payload_too_large(action: &str, payload_bytes: usize, max_request_bytes: usize, item_index: Option<usize>) -> PluginSessionError {
-    let mut message = format!("ServerlessPayloadTooLarge: action={action} payload_bytes={payload_bytes} max_request_bytes={max_request_bytes}");
+    let mut message =
+        format!("ServerlessPayloadTooLarge: action={action} payload_bytes={payload_bytes} max_request_bytes={max_request_bytes}");
     if let Some(index) = item_index {
         message.push_str(&format!(" item_index={index}"));
     }
@@ -288,7 +289,9 @@ mod tests {
         let result = |index, embeddings: Value, tokens, price: &str| BatchResult {
             index,
             expected_items: embeddings.as_array().unwrap().len(),
-            responses: vec![json!({"model": "m", "embeddings": embeddings, "usage": {"tokens": tokens, "total_tokens": tokens, "unit_price": "0.0001", "price_unit": "0.001", "total_price": price, "currency": "USD", "latency": 0.5}})],
+            responses: vec![
+                json!({"model": "m", "embeddings": embeddings, "usage": {"tokens": tokens, "total_tokens": tokens, "unit_price": "0.0001", "price_unit": "0.001", "total_price": price, "currency": "USD", "latency": 0.5}}),
+            ],
         };
         let merged = merge_results(
             "invoke_text_embedding",
@@ -308,13 +311,21 @@ mod tests {
             error.message,
             "ServerlessBatchResultMismatch: action=invoke_text_embedding batch_index=1 expected_items=2 actual_items=1 response_count=1 reason=embeddings count does not match the batch"
         );
-        let other_model = |model: &str| BatchResult { index: 0, expected_items: 1, responses: vec![json!({"model": model, "embeddings": [[1.0]], "usage": {}})] };
+        let other_model = |model: &str| BatchResult {
+            index: 0,
+            expected_items: 1,
+            responses: vec![json!({"model": model, "embeddings": [[1.0]], "usage": {}})],
+        };
         assert!(merge_results("invoke_text_embedding", vec![other_model("a"), other_model("b")]).is_err());
     }
 
     #[test]
     fn merges_token_counts() {
-        let result = |index, counts: Value| BatchResult { index, expected_items: counts.as_array().unwrap().len(), responses: vec![json!({"num_tokens": counts})] };
+        let result = |index, counts: Value| BatchResult {
+            index,
+            expected_items: counts.as_array().unwrap().len(),
+            responses: vec![json!({"num_tokens": counts})],
+        };
         let merged = merge_results("get_text_embedding_num_tokens", vec![result(0, json!([1, 2])), result(1, json!([3]))]).unwrap();
         assert_eq!(merged, json!({"num_tokens": [1, 2, 3]}));
         let none = BatchResult { index: 0, expected_items: 1, responses: vec![] };

@@ -80,11 +80,10 @@ pub enum ServerlessError {
 impl ServerlessConfig {
     /// Reads the serverless settings; the connector URL is required.
     pub fn from_settings(settings: &Settings, runtime: &RuntimeConfig) -> Result<Self, ServerlessError> {
-        let connector_url = settings
-            .dify_plugin_serverless_connector_url
-            .clone()
-            .filter(|url| !url.trim().is_empty())
-            .ok_or_else(|| ServerlessError::Config("DIFY_PLUGIN_SERVERLESS_CONNECTOR_URL is required when PLATFORM=serverless".into()))?;
+        let connector_url =
+            settings.dify_plugin_serverless_connector_url.clone().filter(|url| !url.trim().is_empty()).ok_or_else(|| {
+                ServerlessError::Config("DIFY_PLUGIN_SERVERLESS_CONNECTOR_URL is required when PLATFORM=serverless".into())
+            })?;
         reqwest::Url::parse(&connector_url)
             .map_err(|e| ServerlessError::Config(format!("DIFY_PLUGIN_SERVERLESS_CONNECTOR_URL {connector_url:?} is not a URL: {e}")))?;
         if settings.max_serverless_transaction_timeout == 0 {
@@ -487,8 +486,8 @@ impl ServerlessRuntime {
     /// `Dify-Plugin-Session-ID` header): `body` is the plugin's session `invoke` event. Returns the
     /// receiver of the `backwards_response` lines (each ending `\n\n`); it closes after the `end`.
     pub fn open_transaction(&self, session_id: &str, body: &[u8]) -> Result<mpsc::UnboundedReceiver<Bytes>, TransactionError> {
-        let event: Value = serde_json::from_slice(body.trim_ascii())
-            .map_err(|e| TransactionError::BadRequest(format!("body is not JSON: {e}")))?;
+        let event: Value =
+            serde_json::from_slice(body.trim_ascii()).map_err(|e| TransactionError::BadRequest(format!("body is not JSON: {e}")))?;
         let request_id = event["data"]["data"]["backwards_request_id"].as_str().unwrap_or_default().to_string();
         let plugin = self.session_plugin(session_id);
         let Some(plugin) = plugin else {
@@ -680,7 +679,9 @@ impl ServerlessPlugin {
         };
         match outcome {
             Ok(end_data) => self.emit(session_id, "end", end_data),
-            Err(error) => self.emit(session_id, "error", json!({"error_type": error.error_type, "message": error.message, "args": error.args})),
+            Err(error) => {
+                self.emit(session_id, "error", json!({"error_type": error.error_type, "message": error.message, "args": error.args}))
+            }
         }
     }
 
@@ -919,9 +920,13 @@ fn runtime_error(status: u16, headers: &reqwest::header::HeaderMap, body: &[u8],
     let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let text = |value: &Value| value.as_str().filter(|s| !s.is_empty()).map(str::to_owned);
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).filter(|s| !s.is_empty()).map(str::to_owned);
-    let error_type = header("x-amzn-errortype")
-        .or_else(|| text(&parsed["errorType"]))
-        .unwrap_or_else(|| if fallback.is_empty() { format!("HTTP {status}") } else { fallback.to_string() });
+    let error_type = header("x-amzn-errortype").or_else(|| text(&parsed["errorType"])).unwrap_or_else(|| {
+        if fallback.is_empty() {
+            format!("HTTP {status}")
+        } else {
+            fallback.to_string()
+        }
+    });
     let request_id = header("x-amzn-requestid").or_else(|| text(&parsed["requestId"]));
     let mut message = format!("Plugin runtime request failed: {error_type}");
     if let Some(detail) = text(&parsed["errorMessage"]) {

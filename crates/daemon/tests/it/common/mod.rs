@@ -47,11 +47,8 @@ impl TestDb {
             Backend::Mysql => MYSQL_ADMIN_URL,
         };
         sqlx::any::install_default_drivers();
-        let connect = tokio::time::timeout(
-            Duration::from_secs(10),
-            sqlx::any::AnyPoolOptions::new().max_connections(1).connect(admin_url),
-        )
-        .await;
+        let connect =
+            tokio::time::timeout(Duration::from_secs(10), sqlx::any::AnyPoolOptions::new().max_connections(1).connect(admin_url)).await;
         let pool = match connect {
             Ok(Ok(pool)) => pool,
             other => {
@@ -123,11 +120,8 @@ impl TestDb {
             Backend::Postgres => (POSTGRES_ADMIN_URL, format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name)),
             Backend::Mysql => (MYSQL_ADMIN_URL, format!("DROP DATABASE IF EXISTS `{}`", self.name)),
         };
-        if let Ok(Ok(pool)) = tokio::time::timeout(
-            Duration::from_secs(10),
-            sqlx::any::AnyPoolOptions::new().max_connections(1).connect(url),
-        )
-        .await
+        if let Ok(Ok(pool)) =
+            tokio::time::timeout(Duration::from_secs(10), sqlx::any::AnyPoolOptions::new().max_connections(1).connect(url)).await
         {
             let _ = tokio::time::timeout(Duration::from_secs(20), sqlx::query(&stmt).execute(&pool)).await;
             pool.close().await;
@@ -194,8 +188,17 @@ pub struct Daemon {
 }
 
 /// What uv inside the daemon needs from this machine to revalidate its cache: certificates and proxies.
-pub const NETWORK_PASSTHROUGH: &[&str] =
-    &["SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"];
+pub const NETWORK_PASSTHROUGH: &[&str] = &[
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+];
 
 /// The launcher of the integration tests: starts a daemon that really prepares plugin runtimes (uv
 /// environments, waiting for the first heartbeat), with the machine's certificates and proxies, uv's
@@ -203,10 +206,8 @@ pub const NETWORK_PASSTHROUGH: &[&str] =
 /// options (restarts in one working directory, no server key, a bare environment) call
 /// [`Daemon::start`] directly.
 pub async fn start_daemon(db: &TestDb, extra: &[(&str, &str)]) -> Daemon {
-    let mut env: Vec<(String, String)> = vec![
-        ("DIFY_TEST_SKIP_RUNTIME_PREPARATION".into(), "false".into()),
-        ("PYTHON_ENV_INIT_TIMEOUT".into(), "60".into()),
-    ];
+    let mut env: Vec<(String, String)> =
+        vec![("DIFY_TEST_SKIP_RUNTIME_PREPARATION".into(), "false".into()), ("PYTHON_ENV_INIT_TIMEOUT".into(), "60".into())];
     for name in NETWORK_PASSTHROUGH {
         if let Ok(value) = std::env::var(name) {
             env.push((name.to_string(), value));
@@ -386,14 +387,7 @@ impl Daemon {
 
     /// `POST path` with a JSON body and the API key.
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let r = self
-            .client
-            .post(self.url(path))
-            .header("X-Api-Key", &self.key)
-            .json(body)
-            .send()
-            .await
-            .expect("POST");
+        let r = self.client.post(self.url(path)).header("X-Api-Key", &self.key).json(body).send().await.expect("POST");
         read_json(r).await
     }
 
@@ -589,7 +583,11 @@ macro_rules! on_every_backend {
 pub async fn assert_consistent_state(db: &TestDb, workdir: &Path) {
     use sqlx::Row;
     sqlx::any::install_default_drivers();
-    let pool = sqlx::any::AnyPoolOptions::new().max_connections(1).connect(&db.url(workdir)).await.expect("connect for checks");
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(&db.url(workdir))
+        .await
+        .expect("connect for checks");
     let plugins: Vec<(String, i64)> = sqlx::query("SELECT plugin_unique_identifier, refers FROM plugins")
         .fetch_all(&pool)
         .await
@@ -623,14 +621,13 @@ pub async fn assert_consistent_state(db: &TestDb, workdir: &Path) {
         .map(|t| format!("SELECT {tenant}, plugin_id, plugin_unique_identifier FROM {t}"))
         .collect::<Vec<_>>()
         .join(" UNION ALL ");
-    let providers: Vec<(String, String, String)> =
-        sqlx::query(&providers_sql)
-            .fetch_all(&pool)
-            .await
-            .expect("providers")
-            .iter()
-            .map(|r| (r.get::<String, _>(0), r.get::<String, _>(1), r.get::<String, _>(2)))
-            .collect();
+    let providers: Vec<(String, String, String)> = sqlx::query(&providers_sql)
+        .fetch_all(&pool)
+        .await
+        .expect("providers")
+        .iter()
+        .map(|r| (r.get::<String, _>(0), r.get::<String, _>(1), r.get::<String, _>(2)))
+        .collect();
     let declarations: Vec<String> = sqlx::query("SELECT plugin_unique_identifier FROM plugin_declarations")
         .fetch_all(&pool)
         .await

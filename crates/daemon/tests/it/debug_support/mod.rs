@@ -190,7 +190,14 @@ impl SseReader {
 }
 
 /// `POST /plugin/{tenant}/dispatch/tool/invoke` for `plugin_id` with `tool_parameters`.
-pub async fn invoke_tool(daemon: &Daemon, tenant: &str, plugin_id: &str, provider: &str, tool: &str, parameters: Value) -> reqwest::Response {
+pub async fn invoke_tool(
+    daemon: &Daemon,
+    tenant: &str,
+    plugin_id: &str,
+    provider: &str,
+    tool: &str,
+    parameters: Value,
+) -> reqwest::Response {
     let body = json!({
         "user_id": "user-1",
         "data": {
@@ -217,10 +224,7 @@ pub fn envelope_error(envelope: &Value) -> (String, String) {
     assert_eq!(envelope["code"], -500, "not an error envelope: {envelope}");
     assert_eq!(envelope["data"], Value::Null, "{envelope}");
     let inner: Value = serde_json::from_str(envelope["message"].as_str().expect("message")).expect("message JSON");
-    (
-        inner["error_type"].as_str().unwrap_or_default().to_string(),
-        inner["message"].as_str().unwrap_or_default().to_string(),
-    )
+    (inner["error_type"].as_str().unwrap_or_default().to_string(), inner["message"].as_str().unwrap_or_default().to_string())
 }
 
 /// A manifest as the SDK sends it in `manifest_declaration`.
@@ -291,7 +295,8 @@ impl RawPlugin {
         self.heartbeat().await;
         self.send(&json!({"type": "manifest_declaration", "data": manifest_json("raw", name)})).await;
         self.send(&json!({"type": "tool_declaration", "data": [tool_provider_json("raw", name)]})).await;
-        self.send(&json!({"type": "asset_chunk", "data": {"filename": "icon.svg", "data": "PHN2Zy8+", "end": true}})).await;
+        self.send(&json!({"type": "asset_chunk", "data": {"filename": "icon.svg", "data": "PHN2Zy8+", "end": true}}))
+            .await;
         self.send(&json!({"type": "end", "data": {}})).await;
     }
 

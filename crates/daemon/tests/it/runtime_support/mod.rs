@@ -85,9 +85,7 @@ impl PluginStorage for MemoryStorage {
         Box::pin(async move { Ok(self.values().contains_key(&(t.into(), p.into(), k.into()))) })
     }
     fn usage_bytes<'a>(&'a self, t: &'a str, p: &'a str) -> BoxFuture<'a, Result<u64, StorageError>> {
-        Box::pin(async move {
-            Ok(self.values().iter().filter(|((tt, pp, _), _)| tt == t && pp == p).map(|(_, v)| v.len() as u64).sum())
-        })
+        Box::pin(async move { Ok(self.values().iter().filter(|((tt, pp, _), _)| tt == t && pp == p).map(|(_, v)| v.len() as u64).sum()) })
     }
 }
 

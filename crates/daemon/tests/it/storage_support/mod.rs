@@ -59,8 +59,7 @@ impl StorageServer {
             Kind::Azure => "DIFY_TEST_AZURITE",
         };
         let program = executable(variable)?;
-        let mut server =
-            StorageServer { kind, port: free_port(), program, data: tempfile::tempdir().expect("tempdir"), child: None };
+        let mut server = StorageServer { kind, port: free_port(), program, data: tempfile::tempdir().expect("tempdir"), child: None };
         server.spawn().await;
         server.create_bucket().await;
         Some(server)
@@ -274,8 +273,5 @@ pub fn wipe_local_state(workdir: &Path) {
 #[test]
 fn hmac_matches_the_rfc_4231_vector() {
     let key = [0x0bu8; 20];
-    assert_eq!(
-        hex::encode(hmac_sha256(&key, b"Hi There")),
-        "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"
-    );
+    assert_eq!(hex::encode(hmac_sha256(&key, b"Hi There")), "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7");
 }

@@ -52,9 +52,8 @@ impl PluginStorage for MemoryStorage {
         Box::pin(async move { Ok(exists) })
     }
     fn usage_bytes<'a>(&'a self, tenant_id: &'a str, plugin_id: &'a str) -> BoxFuture<'a, Result<u64, StorageError>> {
-        let used = self.with_values(|v| {
-            v.iter().filter(|((t, p, _), _)| t == tenant_id && p == plugin_id).map(|(_, value)| value.len() as u64).sum()
-        });
+        let used = self
+            .with_values(|v| v.iter().filter(|((t, p, _), _)| t == tenant_id && p == plugin_id).map(|(_, value)| value.len() as u64).sum());
         Box::pin(async move { Ok(used) })
     }
 }
@@ -119,7 +118,10 @@ impl BackwardsHandler for MockBackwards {
 fn canned_answer(request: &BackwardsRequest, permissions: &PluginPermissions) -> Result<Canned, String> {
     let model = request.request.get("model").and_then(Value::as_str).unwrap_or("mock-model").to_string();
     let (allowed, canned) = match request.invoke_type.as_str() {
-        "tool" => (permissions.allows_tool(), Canned::Stream(vec![json!({"type": "text", "message": {"text": "mocked tool output"}, "meta": null})])),
+        "tool" => (
+            permissions.allows_tool(),
+            Canned::Stream(vec![json!({"type": "text", "message": {"text": "mocked tool output"}, "meta": null})]),
+        ),
         "llm" | "llm_structured_output" => {
             let mut chunk = json!({
                 "model": model,

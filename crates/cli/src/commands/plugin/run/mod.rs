@@ -471,10 +471,7 @@ async fn serve_client<R: AsyncRead + Unpin>(reader: R, output: Output, context: 
         }
     }
     let unfinished = invocations.len();
-    let drained = tokio::time::timeout(context.drain_timeout, async {
-        while invocations.join_next().await.is_some() {}
-    })
-    .await;
+    let drained = tokio::time::timeout(context.drain_timeout, async { while invocations.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         output.send(RunMessage::error(
             "",
@@ -514,7 +511,8 @@ pub fn parse_request(line: &str) -> Result<InvokeRequest, RequestError> {
         Some(Value::Number(id)) => id.to_string(),
         _ => return Err(RequestError::MissingInvokeId),
     };
-    let text = |object: &Map<String, Value>, key: &str| object.get(key).and_then(Value::as_str).filter(|v| !v.is_empty()).map(str::to_string);
+    let text =
+        |object: &Map<String, Value>, key: &str| object.get(key).and_then(Value::as_str).filter(|v| !v.is_empty()).map(str::to_string);
     let (Some(access_type), Some(action)) = (text(&object, "type"), text(&object, "action")) else {
         return Err(RequestError::MissingTypeOrAction { invoke_id });
     };
