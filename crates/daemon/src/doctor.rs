@@ -304,9 +304,17 @@ async fn uv_check(runtime: &RuntimeConfig) -> Check {
             return Check::fail("uv", format!("UV_PATH {} does not exist", path.display()), FIX);
         }
         Some(path) => path.clone(),
-        None => match Toolchain::discover(runtime).await {
-            Ok(toolchain) => toolchain.uv,
-            Err(error) => return Check::fail("uv", error.to_string(), FIX),
+        None => match Toolchain::existing_uv(runtime).await {
+            Some(uv) => uv,
+            // Not a blocker: the daemon installs its own uv on the first install (runtime::uv_provision).
+            None => {
+                let dir = crate::runtime::uv_provision::provision_dir(runtime);
+                return Check::warn(
+                    "uv",
+                    format!("uv not found (set UV_PATH); the daemon will install one into {} on the first install", dir.display()),
+                    "nothing to do if this machine reaches the package index (PIP_MIRROR_URL or PyPI); otherwise install uv and set UV_PATH",
+                );
+            }
         },
     };
     match probe(&uv, &["--version"]).await {

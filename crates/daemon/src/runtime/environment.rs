@@ -61,6 +61,25 @@ impl Toolchain {
         };
         Ok(Self { uv, python })
     }
+
+    /// The uv [`Toolchain::discover`] would use, without installing one: `UV_PATH`, the interpreter's
+    /// `uv` module, `PATH`, or a uv the daemon installed earlier. `None` when the daemon would install
+    /// its own on the first install (what `doctor` reports instead of installing it).
+    pub async fn existing_uv(config: &RuntimeConfig) -> Option<PathBuf> {
+        if let Some(path) = &config.uv_path {
+            return Some(path.clone());
+        }
+        if let Some(python) = find_python(config) {
+            if let Some(path) = uv_from_python_module(&python).await {
+                return Some(path);
+            }
+        }
+        if let Some(path) = find_on_path("uv") {
+            return Some(path);
+        }
+        let provisioned = super::uv_provision::provisioned_uv(&super::uv_provision::provision_dir(config));
+        provisioned.is_file().then_some(provisioned)
+    }
 }
 
 fn find_python(config: &RuntimeConfig) -> Option<PathBuf> {

@@ -94,7 +94,7 @@ fn a_healthy_setup_passes() {
 }
 
 #[test]
-fn missing_uv_fails_with_a_fix() {
+fn a_missing_uv_is_reported_with_a_fix() {
     let dir = tempfile::tempdir().expect("tempdir");
     let python = good_python();
     let (status, report) = doctor(dir.path(), &[("PYTHON_INTERPRETER_PATH", &python), ("UV_PATH", "/nonexistent/bin/uv")]);
@@ -118,8 +118,11 @@ fn missing_uv_fails_with_a_fix() {
         .env("PYTHON_INTERPRETER_PATH", &python);
     let output = command.output().expect("run doctor");
     let report = String::from_utf8_lossy(&output.stdout).to_string();
-    assert_eq!(output.status.code(), Some(1), "{report}");
-    assert_eq!(line(&report, "[FAIL] uv:"), "[FAIL] uv: uv not found (set UV_PATH)");
+    // Not a blocker: the daemon installs its own uv on the first install, and doctor installs nothing.
+    assert_eq!(output.status.code(), Some(0), "{report}");
+    let warning = line(&report, "[warn] uv:");
+    assert!(warning.starts_with("[warn] uv: uv not found (set UV_PATH); the daemon will install one into "), "{report}");
+    assert!(!dir.path().join("cwd/tools/uv").exists(), "doctor must not install uv: {report}");
 }
 
 #[test]
