@@ -596,22 +596,28 @@ impl Db {
     /// Drops one reference to `uid`; deletes the plugins row at zero. Returns whether it reached zero.
     async fn release_plugin_reference(&self, tx: &mut Transaction<'_, Any>, uid: &str, now: &str, touch: bool) -> Result<bool, StoreError> {
         self.move_plugin_references(tx, uid, -1, now, touch).await?;
-        let row = sqlx::query(&self.sql("SELECT refers FROM plugins WHERE plugin_unique_identifier = ?"))
+        let row = sqlx::query(&self.sql("SELECT refers, install_type FROM plugins WHERE plugin_unique_identifier = ?"))
             .bind(uid)
             .fetch_optional(&mut **tx)
             .await?;
-        let refers = match row {
-            Some(r) => int(&r, "refers")?,
-            None => 0,
+        let (refers, install_type) = match row {
+            Some(r) => (int(&r, "refers")?, opt_text(&r, "install_type")?),
+            None => (0, None),
         };
-        if refers <= 0 {
-            sqlx::query(&self.sql("DELETE FROM plugins WHERE plugin_unique_identifier = ?"))
-                .bind(uid)
-                .execute(&mut **tx)
-                .await?;
-            return Ok(true);
+        if refers > 0 {
+            return Ok(false);
         }
-        Ok(false)
+        // As upstream: the version's declaration row goes with its last installation (it is decoded
+        // again from the stored package on the next install), and a serverless version's runtime row.
+        let mut statements = vec!["DELETE FROM plugins WHERE plugin_unique_identifier = ?"];
+        statements.push("DELETE FROM plugin_declarations WHERE plugin_unique_identifier = ?");
+        if install_type.as_deref() == Some(RuntimeType::Serverless.as_str()) {
+            statements.push("DELETE FROM serverless_runtimes WHERE plugin_unique_identifier = ?");
+        }
+        for statement in statements {
+            sqlx::query(&self.sql(statement)).bind(uid).execute(&mut **tx).await?;
+        }
+        Ok(true)
     }
 
     async fn insert_providers(

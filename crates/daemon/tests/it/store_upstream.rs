@@ -290,6 +290,7 @@ async fn adopts_and_serves_an_upstream_database(db: &TestDb) {
         async move { sqlx::query(&stmt).bind(uid).fetch_one(&pool).await.unwrap().get::<i64, _>(0) }
     };
     assert_eq!(count("plugins", UID).await, 0);
+    assert_eq!(count("plugin_declarations", UID).await, 0, "the declaration row goes with the last reference");
     assert_eq!(count("plugins", uid3).await, 1);
     let manifest_type = sqlx::query(&q("SELECT manifest_type FROM plugins WHERE plugin_unique_identifier = ?"))
         .bind(uid3)
@@ -330,7 +331,8 @@ const GO_ZERO_DECLARATION: &str = "{\"version\":\"\",\"type\":\"\",\"author\":\"
 
 /// Upstream's write rules on the `plugins` rows, on an empty database: the zero declaration in
 /// `remote_declaration` of a version not running remotely (NULL for a remote one), `updated_at`
-/// set by install and uninstall but left alone by an upgrade's reference counting.
+/// set by install and uninstall but left alone by an upgrade's reference counting, and the
+/// declaration (and serverless runtime) row deleted with a version's last installation.
 async fn write_rules(db: &TestDb) {
     let store = store(db).await;
     let pool = raw_pool(db).await;
@@ -425,8 +427,13 @@ async fn write_rules(db: &TestDb) {
     let (refers, _, declaration) = plugin_row(v2).await.expect("v2 row");
     assert_eq!((refers.as_str(), declaration.as_str()), ("1", GO_ZERO_DECLARATION));
     age(v2).await;
+    store.save_declaration(v1, "langgenius/rules", r#"{"name":"rules"}"#).await.unwrap();
+    store.save_declaration(v2, "langgenius/rules", r#"{"name":"rules"}"#).await.unwrap();
     assert!(upgrade(tenant_b, v1, v2).await.unreferenced);
     assert!(plugin_row(v1).await.is_none(), "the last reference takes the row");
+    // Rule 3: and the version's declaration row, as upstream's; the version still referenced keeps its own.
+    assert!(store.declaration(v1).await.unwrap().is_none(), "the last reference takes the declaration");
+    assert!(store.declaration(v2).await.unwrap().is_some());
     assert_eq!(plugin_row(v2).await.unwrap().0, "2");
     assert_eq!(plugin_row(v2).await.unwrap().1, old, "the upgrade's increment leaves updated_at");
 
@@ -436,6 +443,25 @@ async fn write_rules(db: &TestDb) {
     let (refers, updated_at, _) = plugin_row(v2).await.unwrap();
     assert_eq!(refers, "1");
     assert_ne!(updated_at, old, "uninstall touches updated_at");
+    assert!(store.declaration(v2).await.unwrap().is_some(), "a referenced version keeps its declaration");
+
+    // Rule 3 on uninstall: the last installation of a serverless version takes its plugins,
+    // declaration and serverless runtime rows.
+    let serverless = "langgenius/lambda:0.0.1@4444444444444444444444444444444444444444444444444444444444444444";
+    let installation_id = install(tenant_a, serverless, "langgenius/lambda", RuntimeType::Serverless).await;
+    store.save_declaration(serverless, "langgenius/lambda", r#"{"name":"lambda"}"#).await.unwrap();
+    let runtime_row = dialect_params(
+        db.backend,
+        "INSERT INTO serverless_runtimes (id, plugin_unique_identifier, function_url, function_name, type, checksum) \
+         VALUES ('0190a3c1-0000-7000-8000-0000000000c3', ?, 'https://lambda.example', 'fn', 'serverless', 'x')",
+    );
+    sqlx::query(&runtime_row).bind(serverless).execute(&pool).await.unwrap();
+    let runtimes = dialect_params(db.backend, "SELECT COUNT(*) FROM serverless_runtimes WHERE plugin_unique_identifier = ?");
+    assert!(store.uninstall(tenant_a, &installation_id).await.unwrap().unwrap().unreferenced);
+    assert!(plugin_row(serverless).await.is_none());
+    assert!(store.declaration(serverless).await.unwrap().is_none());
+    let left: i64 = sqlx::query(&runtimes).bind(serverless).fetch_one(&pool).await.unwrap().get(0);
+    assert_eq!(left, 0, "the serverless runtime row goes with the last installation");
     store.close().await;
     pool.close().await;
 }
