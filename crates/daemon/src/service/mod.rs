@@ -153,8 +153,18 @@ pub fn asset_key(state: &AppState, asset_id: &str) -> String {
     format!("{}/{}", state.settings.plugin_media_cache_path.trim_matches('/'), asset_id)
 }
 
-/// Loads the stored declaration of an uploaded version.
+/// Loads the declaration of an uploaded version: its `plugin_declarations` row, or, when the row is
+/// gone (it goes with the version's last installation, as upstream's), the declaration decoded again
+/// from the stored package, whose row is then written again.
 pub async fn load_declaration(state: &AppState, uid: &str) -> ServiceResult<Option<PluginDeclaration>> {
+    match load_declaration_row(state, uid).await? {
+        Some(declaration) => Ok(Some(declaration)),
+        None => packages::restore_declaration(state, uid).await,
+    }
+}
+
+/// Loads the `plugin_declarations` row of a version (`None` when there is none).
+pub(crate) async fn load_declaration_row(state: &AppState, uid: &str) -> ServiceResult<Option<PluginDeclaration>> {
     match state.db.declaration(uid).await? {
         Some(text) => PluginDeclaration::from_json(text.as_bytes())
             .map(Some)

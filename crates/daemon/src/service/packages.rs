@@ -10,7 +10,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::codec::{self, BundleDependency, DecodedPackage};
-use super::{asset_key, load_declaration, package_key, parse_identifier, ServiceResult};
+use super::{asset_key, load_declaration, load_declaration_row, package_key, parse_identifier, ServiceResult};
 use crate::service::state::AppState;
 
 /// Exact upstream text for a package that fails the signature requirement.
@@ -133,12 +133,30 @@ async fn persist_package(
         .await
         .map_err(|e| DaemonError::bad_request(format!("{e}\nfailed to save package")))?;
     // An earlier upload of the same bytes may have stored the declaration; answer with what is stored.
-    let stored = match load_declaration(state, &uid).await? {
+    let stored = match load_declaration_row(state, &uid).await? {
         Some(stored) => stored,
         None => PluginDeclaration::from_json(manifest.to_string().as_bytes())
             .map_err(|e| DaemonError::internal(format!("declaration of {uid} is unreadable: {e}")))?,
     };
     Ok(PluginDecodeResponse { unique_identifier: decoded.unique_identifier, manifest: stored, verification })
+}
+
+/// The declaration of a version whose `plugin_declarations` row is gone, decoded again from its stored
+/// package and persisted as on upload (assets, declaration row). `None` when no package is stored
+/// under `uid`; the signature rules are not applied again (the package passed them on upload).
+pub(crate) async fn restore_declaration(state: &AppState, uid: &str) -> ServiceResult<Option<PluginDeclaration>> {
+    let bytes = match state.blobs.get(&package_key(state, uid)).await {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(DaemonError::internal(format!("stored package of {uid} is unreadable: {e}"))),
+    };
+    let (decoded, verification) = codec::decode_package(&bytes, state.settings.max_plugin_package_size, &state.extra_public_keys)
+        .map_err(|e| DaemonError::internal(format!("stored package of {uid} is undecodable: {e}")))?;
+    if decoded.unique_identifier.as_str() != uid {
+        return Ok(None);
+    }
+    let response = persist_package(state, &bytes, decoded, verification).await?;
+    Ok(Some(response.manifest))
 }
 
 /// `POST install/upload/package`.

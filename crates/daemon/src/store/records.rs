@@ -162,6 +162,16 @@ pub(super) const INSTALLATION_COLUMNS: &str = "{u:i.id} AS id, {t:i.created_at} 
      {u:i.tenant_id} AS tenant_id, i.plugin_id, i.plugin_unique_identifier, i.runtime_type, i.endpoints_setups, \
      i.endpoints_active, i.source, i.meta, d.declaration";
 
+/// `plugins.remote_declaration` of a version that does not run remotely: upstream's ORM serialises the
+/// zero value of its declaration struct there (docs/upstream-schema.md §3).
+pub const EMPTY_REMOTE_DECLARATION: &str = concat!(
+    r#"{"version":"","type":"","author":"","name":"","label":{"en_US":""},"description":{"en_US":""},"#,
+    r#""icon":"","icon_dark":"","resource":{"memory":0},"plugins":{"tools":null,"models":null,"#,
+    r#""endpoints":null,"agent_strategies":null,"datasources":null,"triggers":null},"meta":{"version":"","#,
+    r#""arch":null,"runner":{"language":"","version":"","entrypoint":""},"minimum_dify_version":null},"#,
+    r#""tags":null,"created_at":"0001-01-01T00:00:00Z","verified":false}"#,
+);
+
 const PROVIDER_COLUMNS: &str = "{u:p.id} AS id, {t:p.created_at} AS created_at, {t:p.updated_at} AS updated_at, \
      {u:p.tenant_id} AS tenant_id, p.provider, p.plugin_unique_identifier, p.plugin_id, d.declaration";
 
@@ -506,7 +516,7 @@ impl Db {
         }
         // Upstream's install leaves `manifest_type` empty on the rows it creates.
         let row = PluginRow { uid, plugin_id, install_type: runtime_type, source, manifest_type: "" };
-        self.add_plugin_reference(&mut tx, row, &now).await?;
+        self.add_plugin_reference(&mut tx, row, &now, true).await?;
         let installation_id = new_row_id();
         sqlx::query(&self.sql(
             "INSERT INTO plugin_installations (id, created_at, updated_at, tenant_id, plugin_id, \
@@ -530,54 +540,84 @@ impl Db {
     }
 
     /// Adds one reference to `row.uid`, creating its `plugins` row when missing.
-    async fn add_plugin_reference(&self, tx: &mut Transaction<'_, Any>, row: PluginRow<'_>, now: &str) -> Result<(), StoreError> {
+    async fn add_plugin_reference(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        row: PluginRow<'_>,
+        now: &str,
+        touch: bool,
+    ) -> Result<(), StoreError> {
         let PluginRow { uid, plugin_id, install_type, source, manifest_type } = row;
-        sqlx::query(&self.insert_ignore(
+        let insert = self.insert_ignore(
             "plugins (id, created_at, updated_at, plugin_unique_identifier, plugin_id, refers, install_type, \
              manifest_type, remote_declaration, source)",
-            "(?u, ?t, ?t, ?, ?, 0, ?, ?, NULL, ?)",
-        ))
-        .bind(new_row_id())
-        .bind(now)
-        .bind(now)
-        .bind(uid)
-        .bind(plugin_id)
-        .bind(install_type.as_str())
-        .bind(manifest_type)
-        .bind(source)
-        .execute(&mut **tx)
-        .await?;
-        sqlx::query(&self.sql("UPDATE plugins SET refers = refers + 1, updated_at = ?t WHERE plugin_unique_identifier = ?"))
+            if install_type == RuntimeType::Remote { "(?u, ?t, ?t, ?, ?, 0, ?, ?, NULL, ?)" } else { "(?u, ?t, ?t, ?, ?, 0, ?, ?, ?, ?)" },
+        );
+        let mut insert = sqlx::query(&insert)
+            .bind(new_row_id())
+            .bind(now)
             .bind(now)
             .bind(uid)
-            .execute(&mut **tx)
-            .await?;
+            .bind(plugin_id)
+            .bind(install_type.as_str())
+            .bind(manifest_type);
+        if install_type != RuntimeType::Remote {
+            insert = insert.bind(EMPTY_REMOTE_DECLARATION);
+        }
+        insert.bind(source).execute(&mut **tx).await?;
+        self.move_plugin_references(tx, uid, 1, now, touch).await
+    }
+
+    /// Adds `delta` to the references of `uid`. With `touch`, `updated_at` becomes `now` (upstream's
+    /// install and uninstall save the whole row); without, it stays (upstream's upgrade updates the
+    /// counter column alone).
+    async fn move_plugin_references(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        uid: &str,
+        delta: i64,
+        now: &str,
+        touch: bool,
+    ) -> Result<(), StoreError> {
+        let statement = if touch {
+            "UPDATE plugins SET refers = refers + ?, updated_at = ?t WHERE plugin_unique_identifier = ?"
+        } else {
+            "UPDATE plugins SET refers = refers + ? WHERE plugin_unique_identifier = ?"
+        };
+        let statement = self.sql(statement);
+        let mut update = sqlx::query(&statement).bind(delta);
+        if touch {
+            update = update.bind(now);
+        }
+        update.bind(uid).execute(&mut **tx).await?;
         Ok(())
     }
 
     /// Drops one reference to `uid`; deletes the plugins row at zero. Returns whether it reached zero.
-    async fn release_plugin_reference(&self, tx: &mut Transaction<'_, Any>, uid: &str, now: &str) -> Result<bool, StoreError> {
-        sqlx::query(&self.sql("UPDATE plugins SET refers = refers - 1, updated_at = ?t WHERE plugin_unique_identifier = ?"))
-            .bind(now)
-            .bind(uid)
-            .execute(&mut **tx)
-            .await?;
-        let row = sqlx::query(&self.sql("SELECT refers FROM plugins WHERE plugin_unique_identifier = ?"))
+    async fn release_plugin_reference(&self, tx: &mut Transaction<'_, Any>, uid: &str, now: &str, touch: bool) -> Result<bool, StoreError> {
+        self.move_plugin_references(tx, uid, -1, now, touch).await?;
+        let row = sqlx::query(&self.sql("SELECT refers, install_type FROM plugins WHERE plugin_unique_identifier = ?"))
             .bind(uid)
             .fetch_optional(&mut **tx)
             .await?;
-        let refers = match row {
-            Some(r) => int(&r, "refers")?,
-            None => 0,
+        let (refers, install_type) = match row {
+            Some(r) => (int(&r, "refers")?, opt_text(&r, "install_type")?),
+            None => (0, None),
         };
-        if refers <= 0 {
-            sqlx::query(&self.sql("DELETE FROM plugins WHERE plugin_unique_identifier = ?"))
-                .bind(uid)
-                .execute(&mut **tx)
-                .await?;
-            return Ok(true);
+        if refers > 0 {
+            return Ok(false);
         }
-        Ok(false)
+        // As upstream: the version's declaration row goes with its last installation (it is decoded
+        // again from the stored package on the next install), and a serverless version's runtime row.
+        let mut statements = vec!["DELETE FROM plugins WHERE plugin_unique_identifier = ?"];
+        statements.push("DELETE FROM plugin_declarations WHERE plugin_unique_identifier = ?");
+        if install_type.as_deref() == Some(RuntimeType::Serverless.as_str()) {
+            statements.push("DELETE FROM serverless_runtimes WHERE plugin_unique_identifier = ?");
+        }
+        for statement in statements {
+            sqlx::query(&self.sql(statement)).bind(uid).execute(&mut **tx).await?;
+        }
+        Ok(true)
     }
 
     async fn insert_providers(
@@ -665,7 +705,7 @@ impl Db {
             .execute(&mut *tx)
             .await?;
         self.delete_providers(&mut tx, tenant_id, &plugin_id).await?;
-        let unreferenced = self.release_plugin_reference(&mut tx, &uid, &now).await?;
+        let unreferenced = self.release_plugin_reference(&mut tx, &uid, &now, true).await?;
         tx.commit().await?;
         Ok(Some((plugin_id, ReleasedPlugin { plugin_unique_identifier: uid, unreferenced })))
     }
@@ -716,10 +756,10 @@ impl Db {
         .bind(&installation_id)
         .execute(&mut *tx)
         .await?;
-        let unreferenced = self.release_plugin_reference(&mut tx, original_uid, &now).await?;
+        let unreferenced = self.release_plugin_reference(&mut tx, original_uid, &now, false).await?;
         // Upstream's upgrade creates a missing version's row with `manifest_type` `plugin`.
         let row = PluginRow { uid: new_uid, plugin_id, install_type: runtime_type, source, manifest_type: "plugin" };
-        self.add_plugin_reference(&mut tx, row, &now).await?;
+        self.add_plugin_reference(&mut tx, row, &now, false).await?;
         self.delete_providers(&mut tx, tenant_id, plugin_id).await?;
         self.insert_providers(&mut tx, tenant_id, new_uid, plugin_id, providers, &now).await?;
         tx.commit().await?;

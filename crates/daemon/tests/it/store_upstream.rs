@@ -290,6 +290,7 @@ async fn adopts_and_serves_an_upstream_database(db: &TestDb) {
         async move { sqlx::query(&stmt).bind(uid).fetch_one(&pool).await.unwrap().get::<i64, _>(0) }
     };
     assert_eq!(count("plugins", UID).await, 0);
+    assert_eq!(count("plugin_declarations", UID).await, 0, "the declaration row goes with the last reference");
     assert_eq!(count("plugins", uid3).await, 1);
     let manifest_type = sqlx::query(&q("SELECT manifest_type FROM plugins WHERE plugin_unique_identifier = ?"))
         .bind(uid3)
@@ -315,6 +316,152 @@ async fn adopts_and_serves_an_upstream_database(db: &TestDb) {
     assert!(store.delete_endpoint(TENANT, &endpoint.id).await.unwrap().is_some());
     let after = store.installation_by_plugin_id(TENANT, "langgenius/dummy").await.unwrap().unwrap();
     assert_eq!((after.endpoints_setups, after.endpoints_active), (0, 0));
+    store.close().await;
+    pool.close().await;
+}
+
+/// What upstream's Go serialisation of its zero-value declaration struct gives (its fields in
+/// declaration order, nested zero values, `null` for nil slices and pointers without `omitempty`).
+const GO_ZERO_DECLARATION: &str = "{\"version\":\"\",\"type\":\"\",\"author\":\"\",\"name\":\"\",\
+\"label\":{\"en_US\":\"\"},\"description\":{\"en_US\":\"\"},\"icon\":\"\",\"icon_dark\":\"\",\
+\"resource\":{\"memory\":0},\"plugins\":{\"tools\":null,\"models\":null,\"endpoints\":null,\
+\"agent_strategies\":null,\"datasources\":null,\"triggers\":null},\"meta\":{\"version\":\"\",\"arch\":null,\
+\"runner\":{\"language\":\"\",\"version\":\"\",\"entrypoint\":\"\"},\"minimum_dify_version\":null},\
+\"tags\":null,\"created_at\":\"0001-01-01T00:00:00Z\",\"verified\":false}";
+
+/// Upstream's write rules on the `plugins` rows, on an empty database: the zero declaration in
+/// `remote_declaration` of a version not running remotely (NULL for a remote one), `updated_at`
+/// set by install and uninstall but left alone by an upgrade's reference counting, and the
+/// declaration (and serverless runtime) row deleted with a version's last installation.
+async fn write_rules(db: &TestDb) {
+    let store = store(db).await;
+    let pool = raw_pool(db).await;
+    let meta = serde_json::json!({});
+    let (tenant_a, tenant_b) = ("0190a3c1-0000-7000-8000-0000000000a1", "0190a3c1-0000-7000-8000-0000000000b2");
+    let v1 = "langgenius/rules:0.0.1@1111111111111111111111111111111111111111111111111111111111111111";
+    let v2 = "langgenius/rules:0.0.2@2222222222222222222222222222222222222222222222222222222222222222";
+    let remote = "langgenius/remote:0.0.1@3333333333333333333333333333333333333333333333333333333333333333";
+    let install = |tenant: &'static str, uid: &'static str, plugin_id: &'static str, runtime_type: RuntimeType| {
+        let (store, meta) = (&store, &meta);
+        async move {
+            let outcome = store
+                .install_plugin(&NewInstallation {
+                    tenant_id: tenant,
+                    uid,
+                    plugin_id,
+                    runtime_type,
+                    source: "package",
+                    meta,
+                    providers: &[],
+                })
+                .await
+                .unwrap();
+            let InstallOutcome::Installed { installation_id } = outcome else { panic!("installed") };
+            installation_id
+        }
+    };
+    let upgrade = |tenant: &'static str, from: &'static str, to: &'static str| {
+        let (store, meta) = (&store, &meta);
+        async move {
+            store
+                .upgrade_installation(&InstallationUpgrade {
+                    tenant_id: tenant,
+                    original_uid: from,
+                    new_uid: to,
+                    plugin_id: "langgenius/rules",
+                    runtime_type: RuntimeType::Local,
+                    source: "package",
+                    meta,
+                    providers: &[],
+                })
+                .await
+                .unwrap()
+                .expect("upgraded")
+        }
+    };
+    // (refers, updated_at, remote_declaration) of a version's row, None when it has none.
+    let plugin_row = |uid: &'static str| {
+        let pool = pool.clone();
+        let sql = dialect_params(
+            db.backend,
+            &format!(
+                "SELECT CAST(refers AS {0}), CAST(updated_at AS {0}), remote_declaration FROM plugins \
+                 WHERE plugin_unique_identifier = ?",
+                if db.backend == Backend::Postgres { "TEXT" } else { "CHAR(40)" }
+            ),
+        );
+        async move {
+            let row = sqlx::query(&sql).bind(uid).fetch_optional(&pool).await.unwrap()?;
+            Some((text(&row, 0), text(&row, 1), text(&row, 2)))
+        }
+    };
+    let age = |uid: &'static str| {
+        let pool = pool.clone();
+        let sql = dialect_params(
+            db.backend,
+            &format!(
+                "UPDATE plugins SET updated_at = {} WHERE plugin_unique_identifier = ?",
+                if db.backend == Backend::Postgres { "TIMESTAMPTZ '2020-01-01 00:00:00+00'" } else { "'2020-01-01 00:00:00'" }
+            ),
+        );
+        async move {
+            sqlx::query(&sql).bind(uid).execute(&pool).await.unwrap();
+        }
+    };
+
+    // Rule 1: the zero declaration for a local version, NULL for a remote one.
+    install(tenant_a, v1, "langgenius/rules", RuntimeType::Local).await;
+    install(tenant_b, v1, "langgenius/rules", RuntimeType::Local).await;
+    let (refers, _, declaration) = plugin_row(v1).await.expect("v1 row");
+    assert_eq!((refers.as_str(), declaration.as_str()), ("2", GO_ZERO_DECLARATION));
+    install(tenant_a, remote, "langgenius/remote", RuntimeType::Remote).await;
+    assert_eq!(plugin_row(remote).await.expect("remote row").2, "<null>");
+
+    // Rule 2: an upgrade moves the counters without touching `updated_at`, on the version left and on
+    // the version joined; the row it creates has the zero declaration too.
+    age(v1).await;
+    let old = plugin_row(v1).await.unwrap().1;
+    assert!(!upgrade(tenant_a, v1, v2).await.unreferenced);
+    assert_eq!(plugin_row(v1).await.unwrap().0, "1");
+    assert_eq!(plugin_row(v1).await.unwrap().1, old, "the upgrade's decrement leaves updated_at");
+    let (refers, _, declaration) = plugin_row(v2).await.expect("v2 row");
+    assert_eq!((refers.as_str(), declaration.as_str()), ("1", GO_ZERO_DECLARATION));
+    age(v2).await;
+    store.save_declaration(v1, "langgenius/rules", r#"{"name":"rules"}"#).await.unwrap();
+    store.save_declaration(v2, "langgenius/rules", r#"{"name":"rules"}"#).await.unwrap();
+    assert!(upgrade(tenant_b, v1, v2).await.unreferenced);
+    assert!(plugin_row(v1).await.is_none(), "the last reference takes the row");
+    // Rule 3: and the version's declaration row, as upstream's; the version still referenced keeps its own.
+    assert!(store.declaration(v1).await.unwrap().is_none(), "the last reference takes the declaration");
+    assert!(store.declaration(v2).await.unwrap().is_some());
+    assert_eq!(plugin_row(v2).await.unwrap().0, "2");
+    assert_eq!(plugin_row(v2).await.unwrap().1, old, "the upgrade's increment leaves updated_at");
+
+    // Uninstall saves the row: `updated_at` moves.
+    let installation = store.installation_by_plugin_id(tenant_a, "langgenius/rules").await.unwrap().unwrap();
+    assert!(!store.uninstall(tenant_a, &installation.id).await.unwrap().unwrap().unreferenced);
+    let (refers, updated_at, _) = plugin_row(v2).await.unwrap();
+    assert_eq!(refers, "1");
+    assert_ne!(updated_at, old, "uninstall touches updated_at");
+    assert!(store.declaration(v2).await.unwrap().is_some(), "a referenced version keeps its declaration");
+
+    // Rule 3 on uninstall: the last installation of a serverless version takes its plugins,
+    // declaration and serverless runtime rows.
+    let serverless = "langgenius/lambda:0.0.1@4444444444444444444444444444444444444444444444444444444444444444";
+    let installation_id = install(tenant_a, serverless, "langgenius/lambda", RuntimeType::Serverless).await;
+    store.save_declaration(serverless, "langgenius/lambda", r#"{"name":"lambda"}"#).await.unwrap();
+    let runtime_row = dialect_params(
+        db.backend,
+        "INSERT INTO serverless_runtimes (id, plugin_unique_identifier, function_url, function_name, type, checksum) \
+         VALUES ('0190a3c1-0000-7000-8000-0000000000c3', ?, 'https://lambda.example', 'fn', 'serverless', 'x')",
+    );
+    sqlx::query(&runtime_row).bind(serverless).execute(&pool).await.unwrap();
+    let runtimes = dialect_params(db.backend, "SELECT COUNT(*) FROM serverless_runtimes WHERE plugin_unique_identifier = ?");
+    assert!(store.uninstall(tenant_a, &installation_id).await.unwrap().unwrap().unreferenced);
+    assert!(plugin_row(serverless).await.is_none());
+    assert!(store.declaration(serverless).await.unwrap().is_none());
+    let left: i64 = sqlx::query(&runtimes).bind(serverless).fetch_one(&pool).await.unwrap().get(0);
+    assert_eq!(left, 0, "the serverless runtime row goes with the last installation");
     store.close().await;
     pool.close().await;
 }
@@ -434,6 +581,7 @@ macro_rules! on_server_backends {
 on_server_backends!(schema_equality, schema_equals_the_upstream_fixture);
 on_server_backends!(adoption, adopts_and_serves_an_upstream_database);
 on_server_backends!(conversion, converts_the_earlier_own_schema_keeping_data);
+on_server_backends!(write_rule, write_rules);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conversion_on_sqlite() {
