@@ -2,7 +2,7 @@
 //! and prints each check with what to do about a problem.
 //!
 //! Owns the checks (configuration values and unknown or misspelled variable names, Python ≥ 3.12 and
-//! uv for the local runtime, the database, Redis when configured, blob storage, the plugin working
+//! uv for the local runtime, the plugin sandbox layers the host offers, the database, Redis when configured, blob storage, the plugin working
 //! directory, free disk) and their report. A failed check is one that would stop start-up or make
 //! every plugin install fail; the command then exits with status 1. Warnings do not change the status.
 //! Must not: start the server or any plugin. Opening the database runs its migrations, as start-up
@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::config::{ConfigError, Platform, Settings, SETTINGS, WELL_KNOWN_PUBLIC_KEYS};
+use crate::config::{ConfigError, Platform, SandboxLevel, Settings, SETTINGS, WELL_KNOWN_PUBLIC_KEYS};
 use crate::runtime::{RuntimeConfig, Toolchain};
 use crate::store::Db;
 
@@ -88,6 +88,7 @@ pub async fn run_checks(settings: &Settings, invalid: &[ConfigError], env_names:
         checks.push(python_check(&runtime).await);
         checks.push(uv_check(&runtime).await);
         checks.push(directory_check("working directory", &runtime.working_path, "PLUGIN_WORKING_PATH"));
+        checks.push(sandbox_check(&runtime));
     } else {
         checks.push(Check::ok("python", "not needed: plugins run behind the serverless connector"));
     }
@@ -97,6 +98,52 @@ pub async fn run_checks(settings: &Settings, invalid: &[ConfigError], env_names:
     }
     checks.push(storage_check(settings));
     checks
+}
+
+/// What a missing sandbox layer needs from the host.
+fn sandbox_layer_needs(layer: &str) -> &'static str {
+    match layer {
+        "uid" | "private_tmp" => "the daemon running as root",
+        "landlock" => "a kernel with Landlock enabled (5.13 or newer, `lsm=` including landlock)",
+        "memory_cgroup" | "pids_cgroup" => "a writable cgroup hierarchy with that controller",
+        "non_dumpable" => "prctl(PR_SET_DUMPABLE) to be allowed",
+        _ => "a host offering it",
+    }
+}
+
+/// The plugin isolation layers this host offers at the configured `PLUGIN_SANDBOX` level: `strict`
+/// with a missing layer fails (no plugin would start), `best_effort` with missing layers warns.
+fn sandbox_check(runtime: &RuntimeConfig) -> Check {
+    const NAME: &str = "sandbox";
+    let sandbox = &runtime.sandbox;
+    if sandbox.level() == SandboxLevel::Off {
+        return Check::ok(NAME, "PLUGIN_SANDBOX=off: plugins run without isolation layers");
+    }
+    // As the daemon does at start-up, so the report shows what it would have.
+    sandbox.protect_this_process();
+    let report = sandbox.report();
+    let active: Vec<&str> = report.layers.iter().filter(|(_, on)| **on).map(|(name, _)| *name).collect();
+    let missing: Vec<&str> = report.layers.iter().filter(|(_, on)| !**on).map(|(name, _)| *name).collect();
+    let level = report.level.as_str();
+    let detail = format!(
+        "PLUGIN_SANDBOX={level}; active: {}; unavailable: {}",
+        if active.is_empty() { "none".to_string() } else { active.join(", ") },
+        if missing.is_empty() { "none".to_string() } else { missing.join(", ") },
+    );
+    if missing.is_empty() {
+        return Check::ok(NAME, detail);
+    }
+    let needs = missing
+        .iter()
+        .map(|layer| format!("{layer} needs {}", sandbox_layer_needs(layer)))
+        .collect::<Vec<_>>()
+        .join("; ");
+    match report.level {
+        SandboxLevel::Strict => {
+            Check::fail(NAME, format!("{detail}: no plugin can start"), format!("{needs}; or set PLUGIN_SANDBOX=best_effort"))
+        }
+        _ => Check::warn(NAME, detail, format!("plugins run with fewer isolation layers: {needs}")),
+    }
 }
 
 /// The report: one line per check (`[ ok ]`, `[warn]`, `[FAIL]`), a `fix:` line under each problem,

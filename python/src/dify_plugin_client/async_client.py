@@ -25,6 +25,7 @@ from .entities.daemon import (
     PluginInstallTask,
     PluginInstallTaskStartResponse,
     PluginListResponse,
+    PluginLogsResponse,
     PluginToolProviderEntity,
 )
 from .entities.plugin import (
@@ -226,6 +227,14 @@ class AsyncDifyPluginClient:
                 return ""
             raise
         return response.content
+
+    async def fetch_plugin_logs(
+        self, tenant_id: str, plugin_id: str, after: int = 0, limit: int | None = None
+    ) -> PluginLogsResponse:
+        """The newest lines of the tenant's installed ``plugin_id`` (``author/name``) on the answering node:
+        stderr, ``log`` events and the daemon's process notes, oldest first; only ``seq > after``, at most
+        ``limit`` (the daemon's default when ``None``). Poll with ``after=response.last_seq`` to follow."""
+        return await self._transport.call(routes.fetch_plugin_logs(tenant_id, plugin_id, after, limit))
 
     async def fetch_plugin_by_identifier(self, tenant_id: str, identifier: str) -> bool:
         """Whether any tenant has the plugin ``identifier`` installed."""

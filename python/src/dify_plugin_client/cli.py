@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,12 @@ from pydantic import BaseModel
 
 from .client import DifyPluginClient
 from .config import DEFAULT_KEY, DEFAULT_TIMEOUT, DEFAULT_URL, PluginConfig
-from .entities.daemon import PluginInstallTaskStartResponse, PluginInstallTaskStatus
+from .entities.daemon import (
+    PluginInstallTaskStartResponse,
+    PluginInstallTaskStatus,
+    PluginLogEntry,
+    PluginLogsResponse,
+)
 from .entities.plugin import PluginInstallationSource
 from .entities.tool import TextMessage, ToolInvokeMessageUnion
 from .errors import (
@@ -434,6 +440,42 @@ def cmd_readme(client: DifyPluginClient, settings: Settings, args: argparse.Name
     return EXIT_OK
 
 
+def log_entry_line(entry: PluginLogEntry) -> str:
+    """``time [source] message`` for stderr lines, ``time [source] LEVEL message`` for the others."""
+    if entry.source == "stderr":
+        return f"{entry.time} [{entry.source}] {entry.message}"
+    return f"{entry.time} [{entry.source}] {entry.level} {entry.message}"
+
+
+def _logs_text(response: PluginLogsResponse) -> str:
+    lines = []
+    if response.dropped > 0 and response.entries and response.entries[0].seq > 1:
+        lines.append(f"({response.dropped} older lines were dropped)")
+    lines.extend(log_entry_line(e) for e in response.entries)
+    return "\n".join(lines)
+
+
+def cmd_logs(client: DifyPluginClient, settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    tenant = _require_tenant(settings)
+    if args.tail < 1:
+        raise UsageError(f"--tail must be at least 1, got {args.tail}")
+    response = client.fetch_plugin_logs(tenant, args.plugin, limit=args.tail)
+    _emit(out, args.output, response, _logs_text)
+    if not args.follow:
+        return EXIT_OK
+    after = response.last_seq
+    try:
+        while True:
+            out.flush()
+            time.sleep(1.0)
+            response = client.fetch_plugin_logs(tenant, args.plugin, after=after)
+            after = response.last_seq
+            if response.entries:
+                _emit(out, args.output, response, _logs_text)
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
 def cmd_missing(client: DifyPluginClient, settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
     missing = client.fetch_missing_dependencies(_require_tenant(settings), args.identifiers)
     _emit(
@@ -562,6 +604,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = add("readme", cmd_readme, "print a plugin's README")
     sub.add_argument("identifier")
     sub.add_argument("--language", default="en_US")
+
+    sub = add("logs", cmd_logs, "print an installed plugin's recent stderr, log messages and process notes")
+    sub.add_argument("plugin", help="author/name (or a unique identifier)")
+    sub.add_argument("--tail", type=int, default=200, help="how many of the newest lines to print")
+    sub.add_argument("--follow", action="store_true", help="keep printing new lines (polls every second)")
 
     sub = add("missing", cmd_missing, "list which of the given identifiers are not installed")
     sub.add_argument("identifiers", nargs="+")

@@ -20,6 +20,7 @@ from .entities.daemon import (
     PluginInstallTask,
     PluginInstallTaskStartResponse,
     PluginListResponse,
+    PluginLogsResponse,
     PluginReadmeResponse,
     PluginToolProviderEntity,
 )
@@ -348,6 +349,22 @@ def decode_plugin_from_identifier(tenant_id: str, plugin_unique_identifier: str)
 def fetch_plugin_readme(tenant_id: str, plugin_unique_identifier: str, language: str) -> Call[PluginReadmeResponse]:
     params = {"tenant_id": tenant_id, "plugin_unique_identifier": plugin_unique_identifier, "language": language}
     return Call("GET", _management(tenant_id, "fetch/readme"), PluginReadmeResponse, {"params": params})
+
+
+def fetch_plugin_logs(tenant_id: str, plugin_id: str, after: int, limit: int | None) -> Call[PluginLogsResponse]:
+    """``plugin_id`` is ``author/name`` or a unique identifier; only lines with ``seq > after``, at most ``limit``."""
+    if not isinstance(plugin_id, str) or "/" not in plugin_id:
+        raise ValueError(f"plugin_id must be author/name, got {plugin_id!r}")
+    if not isinstance(after, int) or after < 0:
+        raise ValueError(f"after must be a non-negative integer, got {after!r}")
+    params: dict[str, Any] = {"plugin_id": plugin_id}
+    if after > 0:
+        params["after"] = after
+    if limit is not None:
+        if not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a positive integer, got {limit!r}")
+        params["limit"] = limit
+    return Call("GET", _management(tenant_id, "logs"), PluginLogsResponse, {"params": params})
 
 
 def fetch_plugin_by_identifier(tenant_id: str, identifier: str) -> Call[bool]:

@@ -64,6 +64,7 @@ th{background:#f3f3f3}.running,.success{color:#17702b}.crashed,.failed{color:#b0
 <h1>dify-plugin-daemon status</h1>
 <p id="updated">loading…</p>
 <h2>Node</h2><table class="kv" id="node"></table>
+<h2>Plugin sandbox</h2><table class="kv" id="sandbox"></table>
 <h2>Invocations in the last hour (per minute; red: errors)</h2><div id="charts"></div>
 <h2>Runtimes on this node</h2><table id="runtimes"><tr><th>Plugin</th><th>Type</th><th>State</th><th>Restarts</th><th>Last error</th><th>Recent log</th></tr></table>
 <h2>Install tasks</h2><table id="tasks"><tr><th>Task</th><th>Tenant</th><th>Status</th><th>Plugin</th><th>Plugin status</th><th>Message</th></tr></table>
@@ -81,6 +82,11 @@ async function refresh() {
   for (const [k, v] of [["node id", s.node.id], ["version", s.node.version], ["platform", s.node.platform], ["database", s.database],
       ["storage", s.storage], ["redis", s.redis || "not configured"], ["requests in flight", s.requests_in_flight],
       ["invocations in flight", s.invocations_in_flight]]) { const r = node.insertRow(); cell(r, k); cell(r, v); }
+  const sandbox = document.getElementById("sandbox"); sandbox.innerHTML = "";
+  const layers = Object.entries(s.sandbox.layers);
+  for (const [k, v] of [["level", s.sandbox.level], ["active layers", layers.filter(l => l[1]).map(l => l[0]).join(", ") || "none"],
+      ["unavailable layers", layers.filter(l => !l[1]).map(l => l[0]).join(", ") || "none"], ["landlock ABI", s.sandbox.landlock_abi],
+      ["memory cgroup", s.sandbox.memory_cgroup_version || "none"]]) { const r = sandbox.insertRow(); r.dataset.key = k; cell(r, k); cell(r, v); }
   const runtimes = document.getElementById("runtimes"); clear(runtimes);
   for (const rt of s.runtimes) {
     const r = runtimes.insertRow(); r.dataset.plugin = rt.identifier;

@@ -90,6 +90,8 @@ pub async fn report(state: &AppState) -> ServiceResult<Value> {
         "redis": settings.redis_host.as_deref().map(|h| format!("{h}:{}", settings.redis_port)),
         "requests_in_flight": state.active_requests.load(std::sync::atomic::Ordering::Relaxed),
         "invocations_in_flight": state.active_dispatch_requests.load(std::sync::atomic::Ordering::Relaxed),
+        // The plugin isolation layers, as `/health/check` reports them.
+        "sandbox": state.runtime.config().sandbox.report(),
         "runtimes": runtimes,
         "installations": installations,
         "tasks": tasks,

@@ -1,6 +1,7 @@
 //! `dify-plugin-daemon doctor` as a process: a healthy setup passes (exit 0), and each problem that
 //! blocks start-up fails its check with a fix and exit status 1: no uv, a Python older than 3.12, a
-//! database that is down, an unparsable value, Redis down. A misspelled variable only warns.
+//! database that is down, an unparsable value, Redis down, a strict sandbox missing a layer. A
+//! misspelled variable or a best-effort sandbox missing a layer only warns.
 
 use crate::common;
 
@@ -192,4 +193,83 @@ fn bad_values_fail_misspelled_names_warn_and_redis_is_checked_when_configured() 
     assert!(line(&report, "[FAIL] configuration:").starts_with("[FAIL] configuration: SERVER_PORT=\"fifty\" is not valid"), "{report}");
     assert!(line(&report, "[FAIL] redis:").starts_with(&format!("[FAIL] redis: 127.0.0.1:{port}: cannot connect")), "{report}");
     assert!(report.trim_end().ends_with("2 failed, 0 warnings: the daemon cannot start as configured"), "{report}");
+}
+
+/// The `sandbox` line of a report (ok, warn or fail).
+fn sandbox_line(report: &str) -> &str {
+    report.lines().find(|l| l.contains("] sandbox: ")).unwrap_or_else(|| panic!("no sandbox line in:\n{report}"))
+}
+
+#[test]
+fn sandbox_layers_are_reported_and_strict_with_a_missing_layer_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let python = good_python();
+    let uv = uv();
+    let base = [("PYTHON_INTERPRETER_PATH", python.as_str()), ("UV_PATH", uv.as_str())];
+
+    // As this user: best_effort lists the layers; ok when none is missing, else a warning that does
+    // not block start-up; strict agrees with it (ok, or a blocking failure).
+    let mut env = base.to_vec();
+    env.push(("PLUGIN_SANDBOX", "best_effort"));
+    let (status, report) = doctor(dir.path(), &env);
+    let best_effort = sandbox_line(&report).to_string();
+    assert!(best_effort.contains("sandbox: PLUGIN_SANDBOX=best_effort; active: "), "{report}");
+    assert!(best_effort.contains("rlimits"), "{report}");
+    let complete = best_effort.ends_with("; unavailable: none");
+    assert_eq!(best_effort.starts_with("[ ok ]"), complete, "{report}");
+    assert_eq!(best_effort.starts_with("[warn]"), !complete, "{report}");
+    assert_eq!(status, Some(0), "a sandbox warning does not block start-up:\n{report}");
+
+    let mut env = base.to_vec();
+    env.push(("PLUGIN_SANDBOX", "strict"));
+    let (status, report) = doctor(dir.path(), &env);
+    if complete {
+        assert!(sandbox_line(&report).starts_with("[ ok ] sandbox: PLUGIN_SANDBOX=strict; active: "), "{report}");
+        assert_eq!(status, Some(0), "{report}");
+    } else {
+        assert!(sandbox_line(&report).starts_with("[FAIL] sandbox: PLUGIN_SANDBOX=strict;"), "{report}");
+        assert!(fix_of(&report, "[FAIL] sandbox:").contains("PLUGIN_SANDBOX=best_effort"), "{report}");
+        assert_eq!(status, Some(1), "{report}");
+    }
+
+    let mut env = base.to_vec();
+    env.push(("PLUGIN_SANDBOX", "off"));
+    let (status, report) = doctor(dir.path(), &env);
+    assert_eq!(sandbox_line(&report), "[ ok ] sandbox: PLUGIN_SANDBOX=off: plugins run without isolation layers");
+    assert_eq!(status, Some(0), "{report}");
+
+    // Unprivileged (when the tests run as root): the per-plugin uid and the private /tmp need root,
+    // so strict fails on them and best_effort warns about them.
+    let root = Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !root || Command::new("setpriv").arg("--version").output().is_err() {
+        return;
+    }
+    let unprivileged = |level: &str| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).expect("chmod");
+        let output = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_dify-plugin-daemon"))
+            .arg("doctor")
+            .current_dir(dir.path())
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", dir.path())
+            .env("PLUGIN_SANDBOX", level)
+            .output()
+            .expect("run doctor unprivileged");
+        let report = String::from_utf8_lossy(&output.stdout).to_string();
+        assert!(report.contains(" checks, "), "{report}\n{}", String::from_utf8_lossy(&output.stderr));
+        (output.status.code(), report)
+    };
+    let (status, report) = unprivileged("strict");
+    let failed = sandbox_line(&report);
+    assert!(failed.starts_with("[FAIL] sandbox: PLUGIN_SANDBOX=strict;"), "{report}");
+    let unavailable = failed.split("; unavailable: ").nth(1).expect("unavailable list");
+    assert!(unavailable.contains("uid") && unavailable.contains("private_tmp"), "{report}");
+    assert!(fix_of(&report, "[FAIL] sandbox:").contains("uid needs the daemon running as root"), "{report}");
+    assert_eq!(status, Some(1), "{report}");
+    let (_, report) = unprivileged("best_effort");
+    assert!(sandbox_line(&report).starts_with("[warn] sandbox: PLUGIN_SANDBOX=best_effort;"), "{report}");
+    assert!(fix_of(&report, "[warn] sandbox:").contains("plugins run with fewer isolation layers"), "{report}");
 }

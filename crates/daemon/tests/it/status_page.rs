@@ -114,6 +114,16 @@ async fn status_page_shows_plugins_failed_installs_and_restarts_in_a_browser() {
     assert_eq!(series[0]["minutes"].as_array().map(Vec::len), Some(60), "{report}");
     assert!(tools["last_error"].as_str().unwrap_or("").contains("plugin process exited unexpectedly"), "{tools}");
 
+    // The sandbox layers, the same as /health/check reports them.
+    let health: Value = daemon.client.get(daemon.url("/health/check")).send().await.expect("health").json().await.expect("json");
+    let sandbox = &report["data"]["sandbox"];
+    assert_eq!(sandbox, &health["sandbox"], "{report}");
+    assert_eq!(sandbox["level"], "best_effort", "{report}");
+    assert_eq!(sandbox["layers"]["rlimits"], true, "{report}");
+    let layers = sandbox["layers"].as_object().expect("layers").clone();
+    let active: Vec<&str> = layers.iter().filter(|(_, on)| on.as_bool() == Some(true)).map(|(k, _)| k.as_str()).collect();
+    assert!(active.contains(&"rlimits") && active.contains(&"non_dumpable"), "{report}");
+
     // Without the key: refused.
     let refused = daemon.client.get(daemon.url("/status")).send().await.expect("status");
     assert_eq!(refused.status().as_u16(), 401);
@@ -133,6 +143,10 @@ async fn status_page_shows_plugins_failed_installs_and_restarts_in_a_browser() {
     // The chart: the crashing invocation counted, as an error.
     assert!(dom.contains("testing/runtime_tools: 1 invocations, 1 errors"), "the chart is missing: {dom}");
     assert!(dom.contains("<svg"), "{dom}");
+    // The sandbox table: its level and its active layers, in the order /status.json lists them.
+    assert!(dom.contains("Plugin sandbox"), "{dom}");
+    assert!(dom.contains("<td>best_effort</td>"), "the sandbox level is missing: {dom}");
+    assert!(dom.contains(&format!("<td>{}</td>", active.join(", "))), "the active sandbox layers are missing: {dom}");
 
     let shot = profile.path().join("status.png");
     let output = run_chromium(profile.path(), &url, &[&format!("--screenshot={}", shot.display())]);

@@ -90,6 +90,26 @@ class PluginReadmeResponse(DaemonModel):
     language: str = ""
 
 
+class PluginLogEntry(DaemonModel):
+    """One line of a plugin's log ring: stderr, a ``log`` event, an error or a daemon note."""
+
+    seq: int
+    time: str
+    source: str
+    level: str = ""
+    message: str = ""
+
+
+class PluginLogsResponse(DaemonModel):
+    """``management/logs``: the newest lines (oldest first) of an installed plugin on the answering node."""
+
+    plugin_id: str
+    plugin_unique_identifier: str = ""
+    entries: list[PluginLogEntry] = Field(default_factory=list)
+    last_seq: int = 0
+    dropped: int = 0
+
+
 class PluginToolProviderEntity(DaemonModel):
     """A tool provider row (``management/tools`` item, ``management/tool``)."""
 
