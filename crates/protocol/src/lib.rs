@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod api;
+pub mod compact;
 pub mod envelope;
 pub mod identifier;
 pub mod manifest;

@@ -255,6 +255,18 @@ mod tests {
         ] {
             assert_eq!(success_sse_line(&chunk), sse_line(&success_json(&chunk)), "{chunk}");
         }
+        // A chunk as a plugin writes it (Python separators, `\uXXXX` and `\/` escapes, float spellings):
+        // the line built from its canonical compact text is the line built from the parsed value.
+        for raw in [
+            r#"{"type": "text", "message": {"text": "caf\u00e9 \ud83d\ude00 a\/b"}, "meta": {"n": 1.0, "e": 1e0, "m": -0}}"#,
+            r#"{"type":"json","message":{"json_object":{"text":"hi","length":2}},"meta":null}"#,
+        ] {
+            let parsed: Value = serde_json::from_str(raw).unwrap();
+            let mut line = b"data: {\"code\":0,\"message\":\"success\",\"data\":".to_vec();
+            line.extend_from_slice(&dify_protocol::compact::canonical_compact(raw.as_bytes()).unwrap());
+            line.extend_from_slice(b"}\n\n");
+            assert_eq!(success_sse_line(&parsed), Bytes::from(line), "{raw}");
+        }
         let error =
             PluginSessionError { error_type: "InvokeRateLimitError".into(), message: "429 too many".into(), args: serde_json::json!({}) };
         assert_eq!(
