@@ -1,4 +1,4 @@
-"""Payloads shaped like the daemon's JSON (docs/http-api.md §4.2, §7), used by the fixture server scenarios."""
+"""Payloads shaped like the daemon's JSON (docs/http.md §4.2, §7), used by the fixture server scenarios."""
 
 from __future__ import annotations
 

@@ -98,7 +98,7 @@ class DaemonErrorScenario:
     message: str
 
 
-# Codes and HTTP statuses as the daemon produces them (docs/http-api.md §1.1, §1.3, §2.3, §4.2).
+# Codes and HTTP statuses as the daemon produces them (docs/http.md §1.1, §1.3, §2.3, §4.2).
 DAEMON_ERROR_SCENARIOS = [
     DaemonErrorScenario("PluginDaemonInternalServerError", -500, 200, "record not found"),
     DaemonErrorScenario("PluginDaemonBadRequestError", -400, 200, "plugin_unique_identifier is required"),

@@ -31,7 +31,7 @@ from fixture_server import UNAUTHORIZED_BODY, FixtureDaemon, Reply, error_body
 
 MANIFEST = f"/plugin/{TENANT}/management/fetch/manifest"
 
-# Byte-exact envelopes from docs/http-api.md §1.1 and §2.2.
+# Byte-exact envelopes from docs/http.md §1.1 and §2.2.
 SPEC_UNAUTHORIZED = (
     rb'{"code":-401,"message":"{\"message\":\"unauthorized\",\"error_type\":\"PluginDaemonUnauthorizedError\",'
     rb'\"args\":null}","data":null}'

@@ -30,7 +30,7 @@ from fixture_server import FixtureDaemon, Reply, error_body, sse_line, success_b
 INVOKE = f"/plugin/{TENANT}/dispatch/tool/invoke"
 TOOL = f"/plugin/{TENANT}/management/tool"
 
-# docs/http-api.md §2.4, byte for byte.
+# docs/http.md §2.4, byte for byte.
 SPEC_INVOKE_ERROR_LINE = (
     b'data: {"code":-500,"message":"{\\"message\\":\\"{\\\\\\"args\\\\\\":{},\\\\\\"error_type\\\\\\":'
     b'\\\\\\"InvokeRateLimitError\\\\\\",\\\\\\"message\\\\\\":\\\\\\"429 too many\\\\\\"}\\",'

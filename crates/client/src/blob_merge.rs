@@ -1,5 +1,5 @@
 //! Reassembly of `blob_chunk` tool messages into one `blob` message per file id, as Dify does
-//! after every tool invocation (docs/http-api.md §6.3).
+//! after every tool invocation (docs/http.md §6.3).
 //!
 //! Owns the per-id buffers and the size limits (8 KiB per decoded chunk, 30 MiB per file). Other
 //! messages pass through untouched and in order. It must not look at any other message type.

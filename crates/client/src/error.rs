@@ -1,5 +1,5 @@
 //! The client's error type: transport failures, HTTP failures and the daemon's error types mapped
-//! one-to-one (docs/http-api.md §2.3–2.5), plus validation failures caught before a request is sent.
+//! one-to-one (docs/http.md §2.3–2.5), plus validation failures caught before a request is sent.
 //!
 //! Owns the decoding of an error envelope into a [`ClientError`]. It must not decide exit codes or
 //! how errors are printed; that belongs to the CLI.

@@ -45,7 +45,7 @@ fn package_form(field: &'static str, bytes: Vec<u8>, verify_signature: bool) -> 
     Ok(Form::new().part(field, part).text("verify_signature", if verify_signature { "true" } else { "false" }))
 }
 
-/// Parses an identifier; one the daemon would refuse (docs/http-api.md §A.1) is a validation error,
+/// Parses an identifier; one the daemon would refuse (docs/http.md §A.1) is a validation error,
 /// reported before anything is sent.
 fn parse_identifier(identifier: &str) -> Result<PluginUniqueIdentifier, ClientError> {
     PluginUniqueIdentifier::parse(identifier)

@@ -1,4 +1,4 @@
-//! Incremental reader of the daemon's server-sent-event streams (docs/http-api.md §3).
+//! Incremental reader of the daemon's server-sent-event streams (docs/http.md §3).
 //!
 //! Owns framing only: bytes in, one JSON payload line out at a time, as soon as its newline has
 //! arrived. Like Dify's parser it skips empty lines and strips an optional `data:` prefix, so a bare

@@ -1,5 +1,5 @@
 //! The access type / action catalogue of docs/protocol.md §6 and the one table that maps every
-//! dispatch route (docs/http-api.md §4.6) to its type, action, required request fields and the way its
+//! dispatch route (docs/http.md §4.6) to its type, action, required request fields and the way its
 //! response chunks are treated.
 //!
 //! The daemon serves all dispatch routes through this table: adding a route is adding a row, never a
@@ -84,11 +84,11 @@ pub const ACCESS_ACTIONS: &[(AccessType, &str)] = &[
     (AccessType::Trigger, "refresh_trigger"),
 ];
 
-/// Model types the `model_type` validator accepts (docs/http-api.md §4.6).
+/// Model types the `model_type` validator accepts (docs/http.md §4.6).
 pub const MODEL_TYPES: &[&str] =
     &["llm", "text-embedding", "rerank", "speech2text", "moderation", "tts", "text2img", "multimodal-embedding", "multimodal-rerank"];
 
-/// Tool/agent chunk `type` values the daemon accepts (docs/http-api.md §6.3).
+/// Tool/agent chunk `type` values the daemon accepts (docs/http.md §6.3).
 pub const TOOL_MESSAGE_TYPES: &[&str] =
     &["text", "file", "blob", "blob_chunk", "json", "link", "image", "image_link", "binary_link", "variable", "log", "retriever_resources"];
 
@@ -119,7 +119,7 @@ pub enum ChunkHandling {
 /// How the route answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResponseMode {
-    /// Server-sent events, one envelope per chunk (docs/http-api.md §3).
+    /// Server-sent events, one envelope per chunk (docs/http.md §3).
     EventStream,
     /// One JSON envelope carrying the single result (model polling routes).
     SingleJson,
@@ -153,7 +153,7 @@ use AccessType as T;
 use ChunkHandling as C;
 use ModelTypeRule as M;
 
-/// Every dispatch route of docs/http-api.md §4.6.
+/// Every dispatch route of docs/http.md §4.6.
 pub const DISPATCH_ROUTES: &[DispatchRoute] = &[
     route("/tool/invoke", T::Tool, "invoke_tool", &["provider", "tool"], M::None, C::ToolMessage),
     route("/tool/validate_credentials", T::Tool, "validate_tool_credentials", &["provider"], M::None, C::PassThrough),

@@ -1,4 +1,4 @@
-//! Request bodies and `data` payloads of the daemon's management API (docs/http-api.md §4.2, §7) and
+//! Request bodies and `data` payloads of the daemon's management API (docs/http.md §4.2, §7) and
 //! the tool message streamed by `dispatch/tool/invoke` (§6.3). The daemon renders its responses
 //! through these types and the Rust client decodes them with the same types, so one definition
 //! fixes the wire shape for both sides.

@@ -326,33 +326,4 @@ mod tests {
         assert!(canonical_compact(b"{\"a\": 1} x").is_err());
         assert!(canonical_compact(b"").is_err());
     }
-
-    /// Rough CPU cost of both paths on a stream of typical tool chunks:
-    /// `cargo test --release -p dify-protocol compact::tests::timing -- --ignored --nocapture`.
-    #[test]
-    #[ignore = "timing, not a check"]
-    fn timing() {
-        let chunks: Vec<Vec<u8>> = (0..2000)
-            .map(|i| {
-                let text = "word ".repeat(i % 40);
-                format!(
-                    r#"{{"type": "text", "message": {{"text": "{text}\u00e9 {i}"}}, "meta": {{"usage": {{"tokens": {i}, "latency": {}}}, "tags": ["a", "b/c"]}}}}"#,
-                    i as f64 / 7.0
-                )
-                .into_bytes()
-            })
-            .collect();
-        type Path = fn(&[u8]) -> Result<Vec<u8>, serde_json::Error>;
-        for (name, path) in [("tree", through_tree as Path), ("streaming", canonical_compact as Path)] {
-            let started = std::time::Instant::now();
-            let mut bytes = 0usize;
-            for _ in 0..20 {
-                for chunk in &chunks {
-                    bytes += path(chunk).unwrap().len();
-                }
-            }
-            let per_chunk = started.elapsed().as_nanos() / (20 * chunks.len() as u128);
-            println!("{name}: {per_chunk} ns per chunk ({bytes} bytes written)");
-        }
-    }
 }

@@ -2,7 +2,7 @@
 //!
 //! Owns the wire shape of every management/dispatch response and the error object
 //! `{message, error_type, args}` that the daemon serialises into the envelope's `message` string
-//! (docs/http-api.md §2). It must not know about HTTP statuses or transports: callers choose the status.
+//! (docs/http.md §2). It must not know about HTTP statuses or transports: callers choose the status.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -54,7 +54,7 @@ pub struct ErrorObject {
     pub args: Option<Value>,
 }
 
-/// Every `error_type` the daemon can put on the wire (docs/http-api.md §2.3).
+/// Every `error_type` the daemon can put on the wire (docs/http.md §2.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorType {
     PluginDaemonInternalServerError,

@@ -1,6 +1,6 @@
 //! The plugin unique identifier `author/name:version@checksum`.
 //!
-//! Owns parsing, validation (the daemon's regex, docs/http-api.md §A.1) and the accessors every other
+//! Owns parsing, validation (the daemon's regex, docs/http.md §A.1) and the accessors every other
 //! part uses to split an identifier. It must not compute checksums (that is `dify-package`'s job)
 //! nor know where identifiers are stored.
 

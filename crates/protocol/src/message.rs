@@ -158,7 +158,7 @@ impl PluginSessionError {
         Self { error_type: error_type.into(), message: message.into(), args: Value::Object(Map::new()) }
     }
 
-    /// The inner message of a `PluginInvokeError` (docs/http-api.md §2.4): a JSON object with keys sorted
+    /// The inner message of a `PluginInvokeError` (docs/http.md §2.4): a JSON object with keys sorted
     /// alphabetically (`args`, `error_type`, `message`), nested keys sorted too.
     pub fn to_sorted_json(&self) -> String {
         let mut object = Map::new();

@@ -1,6 +1,6 @@
 """The daemon routes both clients call, as request descriptions, and the client-side steps around them.
 
-Owns: one function per route returning a ``Call`` / ``StreamCall`` (path, body, expected model; docs/http-api.md
+Owns: one function per route returning a ``Call`` / ``StreamCall`` (path, body, expected model; docs/http.md
 §4.2, §6, §7, §A.4), argument checks, the resolution of the parameter names callers may use (the names of
 the package's specification and the older ones of this package), provider naming ``plugin_id/provider``,
 ``$ref`` resolution in tool schemas and the merging of ``blob_chunk`` chunks. ``DifyPluginClient`` and

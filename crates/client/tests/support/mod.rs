@@ -27,7 +27,7 @@ pub fn identifier() -> String {
     format!("{PLUGIN_ID}:0.0.1@{CHECKSUM}")
 }
 
-/// The daemon's error payloads, byte for byte (docs/http-api.md §2).
+/// The daemon's error payloads, byte for byte (docs/http.md §2).
 pub mod payloads {
     pub const UNAUTHORIZED: &str = r#"{"code":-401,"message":"{\"message\":\"unauthorized\",\"error_type\":\"PluginDaemonUnauthorizedError\",\"args\":null}","data":null}"#;
     pub const PLUGIN_NOT_FOUND: &str =

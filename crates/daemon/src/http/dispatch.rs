@@ -1,9 +1,9 @@
-//! The dispatch (invoke) routes `POST /plugin/{tenant_id}/dispatch/...` (docs/http-api.md §4.6): one
+//! The dispatch (invoke) routes `POST /plugin/{tenant_id}/dispatch/...` (docs/http.md §4.6): one
 //! handler driven by the route table in `dify_protocol::access`, answering with the SSE framing of
-//! docs/http-api.md §3 (`data: <envelope>\n\n` per chunk, the connection closing at the end).
+//! docs/http.md §3 (`data: <envelope>\n\n` per chunk, the connection closing at the end).
 //!
-//! Owns: the `X-Plugin-ID` → installation lookup statuses of §1.3, request binding and validation,
-//! SSE rendering and error nesting (§2.4). Must not: find, launch or talk to plugin runtimes (the
+//! Owns: the `X-Plugin-ID` → installation lookup statuses of docs/http.md §1.3, request binding and validation,
+//! SSE rendering and error nesting (docs/http.md §2.4). Must not: find, launch or talk to plugin runtimes (the
 //! invocation service does) or contain per-route handlers.
 
 use std::collections::HashMap;

@@ -1,4 +1,4 @@
-//! Handlers of `/plugin/{tenant_id}/endpoint/...` (docs/http-api.md §4.3): bind, call the endpoint
+//! Handlers of `/plugin/{tenant_id}/endpoint/...` (docs/http.md §4.3): bind, call the endpoint
 //! service, render.
 
 use axum::body::Bytes;

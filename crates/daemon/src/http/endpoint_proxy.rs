@@ -1,9 +1,9 @@
-//! The public plugin endpoints `/e/{hook_id}/*path` (docs/http-api.md §4.7, docs/state.md §3.2):
+//! The public plugin endpoints `/e/{hook_id}/*path` (docs/http.md §4.7, docs/state.md §3.2):
 //! no API key; the request is rewritten (path, host, hook headers, proxy headers removed), serialised
 //! as an HTTP/1.1 request and sent hex-encoded to the plugin as `endpoint`/`invoke_endpoint` with
 //! the decrypted settings; the plugin's status, headers and hex body chunks are streamed back raw.
 //!
-//! Owns: the request rewrite and its wire form, the error statuses of §4.7, the response streaming.
+//! Owns: the request rewrite and its wire form, the error statuses of docs/http.md §4.7, the response streaming.
 //! Must not: look rows up or decrypt settings itself (`service::endpoint_invoke` does), or find,
 //! launch or talk to runtimes (`service::invocation` does, as for dispatch).
 

@@ -1,5 +1,5 @@
 //! Handlers of `/plugin/{tenant_id}/management/...`, `/asset/{id}`, `/extract-asset/` and
-//! `/debugging/key` (docs/http-api.md §4.2, §4.4, §4.5). Each binds, calls one service, renders.
+//! `/debugging/key` (docs/http.md §4.2, §4.4, §4.5). Each binds, calls one service, renders.
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, RawQuery, Request, State};

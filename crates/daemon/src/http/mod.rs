@@ -53,7 +53,7 @@ pub fn ok<T: Serialize>(data: T) -> Response {
     }
 }
 
-/// HTTP 200 with an error envelope (how service-level failures travel, docs/http-api.md §A.3).
+/// HTTP 200 with an error envelope (how service-level failures travel, docs/http.md §A.3).
 pub fn fail(err: DaemonError) -> Response {
     fail_with_status(StatusCode::OK, err)
 }

@@ -1,4 +1,4 @@
-//! The lookups behind the public endpoint proxy `/e/{hook_id}/*path` (docs/http-api.md §4.7,
+//! The lookups behind the public endpoint proxy `/e/{hook_id}/*path` (docs/http.md §4.7,
 //! docs/state.md §3.2): the endpoint row by hook id, the tenant's installation of its plugin,
 //! the enabled check, the endpoint settings schema and the decryption of the stored settings through
 //! the Dify inner API.

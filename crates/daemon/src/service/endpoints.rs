@@ -1,4 +1,4 @@
-//! Endpoint management (docs/http-api.md §4.3): set up, list, update, enable, disable and remove a
+//! Endpoint management (docs/http.md §4.3): set up, list, update, enable, disable and remove a
 //! plugin's endpoints for a tenant. Settings are validated against the plugin's endpoint settings
 //! schema and encrypted/decrypted by the Dify API (`invoke/encrypt`), never by the daemon; secrets
 //! are masked in every answer.

@@ -25,7 +25,7 @@ fn task_entry(task_id: &str, entry: TaskPluginEntry) -> ServiceResult<PluginInst
     })
 }
 
-/// The wire form of a stored task (docs/http-api.md §7.4). A status the daemon never writes is an
+/// The wire form of a stored task (docs/http.md §7.4). A status the daemon never writes is an
 /// internal error.
 pub fn task_response(task: TaskRecord) -> ServiceResult<PluginInstallTask> {
     let plugins = task.plugins.into_iter().map(|entry| task_entry(&task.id, entry)).collect::<ServiceResult<_>>()?;

@@ -1,4 +1,4 @@
-"""Dependencies listed by an uploaded bundle (``install/upload/bundle``, docs/http-api.md §7.2).
+"""Dependencies listed by an uploaded bundle (``install/upload/bundle``, docs/http.md §7.2).
 
 Owns: ``PluginBundleDependency`` with a ``value`` model chosen by ``type``.
 Must not: do I/O.

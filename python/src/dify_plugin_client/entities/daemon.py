@@ -1,5 +1,5 @@
 """Payloads of management routes that are not plugin declarations: install tasks, decode results,
-paginated lists, readmes and tool provider rows (docs/http-api.md §4.2, §7).
+paginated lists, readmes and tool provider rows (docs/http.md §4.2, §7).
 
 Owns: ``PluginDecodeResponse``, ``PluginInstallTask*``, ``PluginListResponse``, ``PluginReadmeResponse``,
 ``PluginToolProviderEntity``, ``PluginBasicBooleanResponse``.

@@ -1,6 +1,6 @@
 """Plugin declarations and installations as the daemon's management routes return them.
 
-Owns: ``PluginInstallationSource``, ``PluginCategory``, ``PluginDeclaration`` (docs/http-api.md §7.1),
+Owns: ``PluginInstallationSource``, ``PluginCategory``, ``PluginDeclaration`` (docs/http.md §7.1),
 ``PluginInstallation`` / ``PluginEntity`` (§7.8) and ``MissingPluginDependency`` (§7.9).
 Must not: do I/O; category is derived here (the daemon sends none), nothing else is invented.
 """

@@ -1,7 +1,7 @@
 """Tool provider declarations and the chunks of a tool invocation stream.
 
 Owns: ``ToolProviderEntity`` (the ``tool`` part of a plugin declaration), ``ToolEntity``, ``ToolParameter``,
-and ``ToolInvokeMessage`` with one typed ``message`` model per chunk ``type`` (docs/http-api.md §6.3).
+and ``ToolInvokeMessage`` with one typed ``message`` model per chunk ``type`` (docs/http.md §6.3).
 Must not: cast or validate invocation parameters (see ``dify_plugin_client.parameters``) or do I/O.
 """
 
