@@ -262,6 +262,7 @@ settings! {
         aliyun_oss_cloudbox_id: Option<String> = "ALIYUN_OSS_CLOUDBOX_ID", "", "`aliyun_oss`: CloudBox id; not supported (start-up fails when set).";
         aliyun_oss_auth_version: String = "ALIYUN_OSS_AUTH_VERSION", "v4", "`aliyun_oss`: accepted for compatibility; requests use OSS's S3-compatible API with SigV4.";
         gcs_credentials: Option<String> = "GCS_CREDENTIALS", "", "`gcs`: base64 of a service account key JSON; unset = application default credentials.";
+        storage_emulator_host: Option<String> = "STORAGE_EMULATOR_HOST", "", "`gcs`: `host:port` or URL of a GCS emulator; requests go there without credentials (Google's client libraries, upstream's included, honour the same variable).";
         huawei_obs_access_key: Option<String> = "HUAWEI_OBS_ACCESS_KEY", "", "`huawei_obs`: access key.";
         huawei_obs_secret_key: Option<String> = "HUAWEI_OBS_SECRET_KEY", "", "`huawei_obs`: secret key.";
         huawei_obs_server: Option<String> = "HUAWEI_OBS_SERVER", "", "`huawei_obs`: server, e.g. `https://obs.cn-north-4.myhuaweicloud.com`.";

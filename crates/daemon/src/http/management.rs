@@ -62,38 +62,48 @@ pub fn routes(state: &AppState) -> Router<AppState> {
 
 /// What a multipart upload carried.
 struct Upload {
-    file: Option<Vec<u8>>,
-    too_large: bool,
+    /// The file field, received into a temporary file (bounded by the limit while it arrives).
+    file: Option<packages::SpooledUpload>,
     verify_signature: bool,
 }
 
-/// Reads the multipart form: the file field (bounded by `max` bytes; the rest is drained and
-/// discarded so the client can finish sending) and `verify_signature`.
-async fn read_upload(request: Request, state: &AppState, file_field: &str, max: u64) -> Result<Upload, String> {
-    let mut multipart = Multipart::from_request(request, state).await.map_err(|e| e.body_text())?;
-    let mut upload = Upload { file: None, too_large: false, verify_signature: false };
-    while let Some(mut field) = multipart.next_field().await.map_err(|e| e.body_text())? {
+/// Why an upload could not be received.
+enum UploadError {
+    /// Not a readable multipart form (answered as upstream does, "no such file").
+    Form,
+    /// The temporary file could not be written.
+    Disk(String),
+}
+
+fn upload_failed(error: UploadError) -> Response {
+    match error {
+        UploadError::Form => fail(DaemonError::bad_request("http: no such file")),
+        UploadError::Disk(e) => fail(DaemonError::internal(format!("cannot receive the upload: {e}"))),
+    }
+}
+
+/// Reads the multipart form: the file field (written to a temporary file as it arrives; past `max`
+/// bytes the rest is only counted and discarded so the client can finish sending) and
+/// `verify_signature`.
+async fn read_upload(request: Request, state: &AppState, file_field: &str, max: u64) -> Result<Upload, UploadError> {
+    let form = |_: axum::extract::multipart::MultipartError| UploadError::Form;
+    let disk = |e: std::io::Error| UploadError::Disk(e.to_string());
+    let mut multipart = Multipart::from_request(request, state).await.map_err(|_| UploadError::Form)?;
+    let mut upload = Upload { file: None, verify_signature: false };
+    while let Some(mut field) = multipart.next_field().await.map_err(form)? {
         let name = field.name().unwrap_or("").to_string();
         if name == file_field {
-            let mut data = Vec::new();
-            let mut size: u64 = 0;
-            while let Some(chunk) = field.chunk().await.map_err(|e| e.body_text())? {
-                size += chunk.len() as u64;
-                if size > max {
-                    upload.too_large = true;
-                    data = Vec::new();
-                } else if !upload.too_large {
-                    data.extend_from_slice(&chunk);
-                }
+            let mut spool = packages::SpooledUpload::create(state, max).await.map_err(disk)?;
+            while let Some(chunk) = field.chunk().await.map_err(form)? {
+                spool.write(&chunk).await.map_err(disk)?;
             }
-            if !upload.too_large {
-                upload.file = Some(data);
-            }
+            spool.finish().await.map_err(disk)?;
+            upload.file = Some(spool);
         } else if name == "verify_signature" {
-            let text = field.text().await.map_err(|e| e.body_text())?;
+            let text = field.text().await.map_err(form)?;
             upload.verify_signature = text == "true";
         } else {
-            while field.chunk().await.map_err(|e| e.body_text())?.is_some() {}
+            while field.chunk().await.map_err(form)?.is_some() {}
         }
     }
     Ok(upload)
@@ -103,28 +113,32 @@ async fn upload_package(State(state): State<AppState>, request: Request) -> Resp
     let max = state.settings.max_plugin_package_size;
     let upload = match read_upload(request, &state, "dify_pkg", max).await {
         Ok(u) => u,
-        Err(_) => return fail(DaemonError::bad_request("http: no such file")),
+        Err(e) => return upload_failed(e),
     };
-    if upload.too_large {
-        return fail(DaemonError::bad_request(packages::FILE_TOO_LARGE_MESSAGE));
-    }
-    let Some(bytes) = upload.file else {
+    let Some(file) = upload.file else {
         return fail(DaemonError::bad_request("http: no such file"));
     };
-    respond(packages::upload_package(&state, &bytes, upload.verify_signature).await)
+    if file.too_large() {
+        return fail(DaemonError::bad_request(packages::FILE_TOO_LARGE_MESSAGE));
+    }
+    respond(packages::upload_package(&state, &file, upload.verify_signature).await)
 }
 
 async fn upload_bundle(State(state): State<AppState>, request: Request) -> Response {
     let max = state.settings.max_bundle_package_size;
     let upload = match read_upload(request, &state, "dify_bundle", max).await {
         Ok(u) => u,
-        Err(_) => return fail(DaemonError::bad_request("http: no such file")),
+        Err(e) => return upload_failed(e),
     };
-    if upload.too_large {
+    let Some(file) = upload.file else {
+        return fail(DaemonError::bad_request("http: no such file"));
+    };
+    if file.too_large() {
         return fail(DaemonError::bad_request(packages::FILE_TOO_LARGE_MESSAGE));
     }
-    let Some(bytes) = upload.file else {
-        return fail(DaemonError::bad_request("http: no such file"));
+    let bytes = match tokio::fs::read(file.path()).await {
+        Ok(bytes) => bytes,
+        Err(e) => return fail(DaemonError::internal(format!("cannot read the received bundle: {e}"))),
     };
     respond(packages::upload_bundle(&state, &bytes, upload.verify_signature).await)
 }

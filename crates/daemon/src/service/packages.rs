@@ -100,10 +100,17 @@ fn check_package(
     Ok((decoded, verification))
 }
 
+/// Where the bytes of a package to store are: in memory, or in a local file (an upload received
+/// into a [`SpooledUpload`]) that is streamed to the blob store.
+enum PackageBytes<'a> {
+    Memory(&'a [u8]),
+    File(&'a std::path::Path),
+}
+
 /// Stores assets, package bytes and the declaration of a checked package; returns the upload data.
 async fn persist_package(
     state: &AppState,
-    bytes: &[u8],
+    bytes: PackageBytes<'_>,
     decoded: DecodedPackage,
     verification: Option<PluginVerification>,
 ) -> ServiceResult<PluginDecodeResponse> {
@@ -122,11 +129,12 @@ async fn persist_package(
     declaration.verified = verification.is_some();
     let mut manifest = declaration.to_json_value();
     remap_icon_fields(&mut manifest, &ids);
-    state
-        .blobs
-        .put(&package_key(state, &uid), bytes)
-        .await
-        .map_err(|e| DaemonError::bad_request(format!("{e}\nfailed to save package")))?;
+    let key = package_key(state, &uid);
+    let stored = match bytes {
+        PackageBytes::Memory(bytes) => state.blobs.put(&key, bytes).await,
+        PackageBytes::File(path) => state.blobs.put_file(&key, path).await,
+    };
+    stored.map_err(|e| DaemonError::bad_request(format!("{e}\nfailed to save package")))?;
     state
         .db
         .save_declaration(&uid, decoded.unique_identifier.plugin_id(), &manifest.to_string())
@@ -155,25 +163,96 @@ pub(crate) async fn restore_declaration(state: &AppState, uid: &str) -> ServiceR
     if decoded.unique_identifier.as_str() != uid {
         return Ok(None);
     }
-    let response = persist_package(state, &bytes, decoded, verification).await?;
+    let response = persist_package(state, PackageBytes::Memory(&bytes), decoded, verification).await?;
     Ok(Some(response.manifest))
 }
 
 /// `POST install/upload/package`.
-pub async fn upload_package(state: &AppState, bytes: &[u8], verify_signature: bool) -> ServiceResult<PluginDecodeResponse> {
-    if bytes.len() as u64 > state.settings.max_plugin_package_size {
+pub async fn upload_package(state: &AppState, upload: &SpooledUpload, verify_signature: bool) -> ServiceResult<PluginDecodeResponse> {
+    if upload.too_large() || upload.size() > state.settings.max_plugin_package_size {
         state.metrics.observe_upload("failed");
         return Err(DaemonError::bad_request(FILE_TOO_LARGE_MESSAGE));
     }
     let result = async {
+        // The archive is decoded in memory; the bucket gets the file streamed from disk.
+        let bytes = tokio::fs::read(upload.path())
+            .await
+            .map_err(|e| DaemonError::internal(format!("cannot read the received package: {e}")))?;
         // As upstream, the langgenius-authorship rule applies to bundles only: a single unsigned package
         // by `langgenius` (an offline or repackaged copy of an official plugin) is accepted.
-        let (decoded, verification) = check_package(state, bytes, verify_signature, false)?;
-        persist_package(state, bytes, decoded, verification).await
+        let (decoded, verification) = check_package(state, &bytes, verify_signature, false)?;
+        drop(bytes);
+        persist_package(state, PackageBytes::File(upload.path()), decoded, verification).await
     }
     .await;
     state.metrics.observe_upload(if result.is_ok() { "success" } else { "failed" });
     result
+}
+
+/// An uploaded file received into a temporary file under `<PLUGIN_STORAGE_LOCAL_ROOT>/.uploads`, so
+/// that a request body is never held whole in memory while it arrives. Counting stops writing once
+/// the size passes the limit (the rest of the body is only counted). The file is removed on drop.
+pub struct SpooledUpload {
+    path: std::path::PathBuf,
+    file: Option<tokio::fs::File>,
+    size: u64,
+    max: u64,
+}
+
+impl SpooledUpload {
+    /// An empty upload accepting at most `max` bytes.
+    pub async fn create(state: &AppState, max: u64) -> std::io::Result<SpooledUpload> {
+        let dir = state.settings.storage_root().join(".uploads");
+        tokio::fs::create_dir_all(&dir).await?;
+        let path = dir.join(uuid::Uuid::now_v7().to_string());
+        let file = tokio::fs::File::create(&path).await?;
+        Ok(SpooledUpload { path, file: Some(file), size: 0, max })
+    }
+
+    /// Appends a chunk of the body (only counted once the limit is passed).
+    pub async fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.size += chunk.len() as u64;
+        if self.size > self.max {
+            if let Some(file) = self.file.take() {
+                drop(file);
+                tokio::fs::write(&self.path, b"").await?;
+            }
+            return Ok(());
+        }
+        if let Some(file) = &mut self.file {
+            file.write_all(chunk).await?;
+        }
+        Ok(())
+    }
+
+    /// Flushes what was written; call before reading the file.
+    pub async fn finish(&mut self) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        if let Some(file) = &mut self.file {
+            file.flush().await?;
+            file.sync_data().await?;
+        }
+        Ok(())
+    }
+
+    pub fn too_large(&self) -> bool {
+        self.size > self.max
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl Drop for SpooledUpload {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// `POST install/upload/bundle`: every embedded package is checked before any is stored.
@@ -202,7 +281,9 @@ pub async fn upload_bundle(state: &AppState, bytes: &[u8], verify_signature: boo
     for (dependency, checked) in dependencies.into_iter().zip(checked) {
         match (dependency, checked) {
             (BundleDependency::Package { .. }, Some((pkg, decoded, verification))) => {
-                let uploaded = persist_package(state, &pkg, decoded, verification).await.map_err(|e| DaemonError::internal(e.message))?;
+                let uploaded = persist_package(state, PackageBytes::Memory(&pkg), decoded, verification)
+                    .await
+                    .map_err(|e| DaemonError::internal(e.message))?;
                 out.push(PluginBundleDependency::Package(Box::new(PackageBundleDependency {
                     unique_identifier: uploaded.unique_identifier,
                     manifest: uploaded.manifest,

@@ -107,7 +107,7 @@ impl LocalBlobStore {
         &self.root
     }
 
-    fn path_of(&self, key: &str) -> Result<PathBuf, BlobError> {
+    pub(crate) fn path_of(&self, key: &str) -> Result<PathBuf, BlobError> {
         check_key(key)?;
         Ok(self.root.join(key))
     }

