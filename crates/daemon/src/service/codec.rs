@@ -41,8 +41,17 @@ pub fn decode_package(
     max_uncompressed_size: u64,
     extra_keys: &[PublicKey],
 ) -> Result<(DecodedPackage, Option<PluginVerification>), CodecError> {
+    decode_owned_package(bytes.to_vec(), max_uncompressed_size, extra_keys)
+}
+
+/// [`decode_package`] taking the bytes by value, so they are not copied once more.
+pub fn decode_owned_package(
+    bytes: Vec<u8>,
+    max_uncompressed_size: u64,
+    extra_keys: &[PublicKey],
+) -> Result<(DecodedPackage, Option<PluginVerification>), CodecError> {
     let limits = DecodeLimits::with_max_uncompressed_size(max_uncompressed_size);
-    let package = Package::from_bytes(bytes.to_vec(), &limits)?;
+    let package = Package::from_bytes(bytes, &limits)?;
     let unique_identifier = package.unique_identifier()?;
     let verification = package
         .verify_signature(extra_keys)

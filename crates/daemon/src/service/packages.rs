@@ -79,8 +79,18 @@ fn check_package(
     verify_signature: bool,
     enforce_langgenius: bool,
 ) -> ServiceResult<(DecodedPackage, Option<PluginVerification>)> {
-    let (decoded, verification) = codec::decode_package(bytes, state.settings.max_plugin_package_size, &state.extra_public_keys)
-        .map_err(|e| DaemonError::bad_request(format!("{e}\nfailed to decode package")))?;
+    let decoded = codec::decode_package(bytes, state.settings.max_plugin_package_size, &state.extra_public_keys);
+    check_decoded(state, decoded, verify_signature, enforce_langgenius)
+}
+
+/// The signature and manifest rules of [`check_package`] on a decoding result.
+fn check_decoded(
+    state: &AppState,
+    decoded: Result<(DecodedPackage, Option<PluginVerification>), codec::CodecError>,
+    verify_signature: bool,
+    enforce_langgenius: bool,
+) -> ServiceResult<(DecodedPackage, Option<PluginVerification>)> {
+    let (decoded, verification) = decoded.map_err(|e| DaemonError::bad_request(format!("{e}\nfailed to decode package")))?;
     if is_uuid(&decoded.declaration.author) {
         return Err(DaemonError::bad_request("cannot set author to an UUID"));
     }
@@ -180,8 +190,8 @@ pub async fn upload_package(state: &AppState, upload: &SpooledUpload, verify_sig
             .map_err(|e| DaemonError::internal(format!("cannot read the received package: {e}")))?;
         // As upstream, the langgenius-authorship rule applies to bundles only: a single unsigned package
         // by `langgenius` (an offline or repackaged copy of an official plugin) is accepted.
-        let (decoded, verification) = check_package(state, &bytes, verify_signature, false)?;
-        drop(bytes);
+        let decoded = codec::decode_owned_package(bytes, state.settings.max_plugin_package_size, &state.extra_public_keys);
+        let (decoded, verification) = check_decoded(state, decoded, verify_signature, false)?;
         persist_package(state, PackageBytes::File(upload.path()), decoded, verification).await
     }
     .await;

@@ -427,3 +427,54 @@ async fn storage_dying_mid_transfer_leaves_nothing_half_written() {
 fn repackage_with(package: &[u8], name: &str, content: &[u8]) -> Vec<u8> {
     common::repackage(package, &[(name, Some(content))])
 }
+
+/// `VmHWM` (peak resident set) of a process, bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM line");
+    let kib: u64 = line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("VmHWM value");
+    kib * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_are_spooled_with_bounded_memory() {
+    let Some(server) = StorageServer::start(Kind::S3).await else { return };
+    let inner = FakeInnerApi::start().await;
+    let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");
+    let mut extra: Vec<(String, String)> = vec![
+        ("DIFY_INNER_API_URL".into(), inner.url.clone()),
+        ("DIFY_INNER_API_KEY".into(), "inner-key".into()),
+        ("MAX_PLUGIN_PACKAGE_SIZE".into(), (64u64 << 20).to_string()),
+    ];
+    extra.extend(server.daemon_env());
+    let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let daemon = common::start_daemon(&db, &extra).await;
+    let pid = daemon.pid().expect("daemon pid");
+    // Warm up the upload path (allocator arenas, TLS-free HTTP client pools) with a small package.
+    assert_ok(&daemon.upload_package(TENANT, &package_plugin("runtime_tools"), None).await);
+
+    // A body four times the limit: refused with the usual envelope, and only counted, never held.
+    let before = peak_rss(pid);
+    let oversized = vec![7u8; 256 << 20];
+    let (status, body) = daemon.upload_package(TENANT, &oversized, None).await;
+    drop(oversized);
+    let expected = json!({"code": -400, "data": null,
+        "message": r#"{"message":"file size exceeds the maximum limit","error_type":"PluginDaemonBadRequestError","args":null}"#});
+    assert_eq!((status, &body), (200, &expected));
+    let growth = peak_rss(pid).saturating_sub(before);
+    eprintln!("peak RSS growth for a 256 MiB body over the limit: {} MiB", growth >> 20);
+    assert!(growth < 32 << 20, "receiving a refused 256 MiB body raised the peak RSS by {} MiB", growth >> 20);
+
+    // A 48 MiB package within the limit: received into a file and streamed to the bucket in parts;
+    // only the decode holds it in memory.
+    let package = repackage_with(&package_plugin("runtime_tools"), "data/ballast.bin", &incompressible(48 << 20, 3));
+    let uid = decode(&package).0.to_string();
+    let before = peak_rss(pid);
+    assert_ok(&daemon.upload_package(TENANT, &package, None).await);
+    let growth = peak_rss(pid).saturating_sub(before);
+    eprintln!("peak RSS growth for a {} MiB package upload: {} MiB", package.len() >> 20, growth >> 20);
+    assert!(object_bytes(&server, &format!("plugin_packages/{uid}")).await.expect("stored") == package);
+    // The decode holds the package and its unpacked files (twice its size); nothing else may add a
+    // whole copy.
+    assert!(growth < 5 * package.len() as u64 / 2, "a {} MiB upload raised the peak RSS by {} MiB", package.len() >> 20, growth >> 20);
+}
