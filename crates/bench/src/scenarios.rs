@@ -532,7 +532,68 @@ fn install_rows() -> Vec<Row> {
             "the same with local storage (4.2's daemon figure)",
             Target::None,
         ),
+        Row::new(
+            "4.4",
+            "install SDK plugin with `PLUGIN_STORAGE_TYPE=gcs` (fake-gcs-server): upload → task success → first invocation",
+            "s",
+            "the same with local storage (4.2's daemon figure)",
+            Target::None,
+        ),
     ]
+}
+
+/// A fake-gcs-server (`DIFY_TEST_FAKE_GCS`) on a free port with one bucket, killed on drop.
+struct FakeGcsServer {
+    _child: tokio::process::Child,
+    _data: tempfile::TempDir,
+    host: String,
+}
+
+impl FakeGcsServer {
+    async fn start() -> Result<FakeGcsServer> {
+        let program = std::env::var_os("DIFY_TEST_FAKE_GCS")
+            .ok_or_else(|| anyhow!("DIFY_TEST_FAKE_GCS is not set (scripts/test installs fake-gcs-server)"))?;
+        let port = crate::daemon::free_port()?.to_string();
+        let data = tempfile::Builder::new().prefix("bench-gcs-").tempdir()?;
+        let host = format!("127.0.0.1:{port}");
+        let child = tokio::process::Command::new(program)
+            .args(["-scheme", "http", "-host", "127.0.0.1", "-port", &port, "-backend", "filesystem", "-log-level", "warn"])
+            .args(["-external-url", &format!("http://{host}"), "-public-host", &host])
+            .arg("-filesystem-root")
+            .arg(data.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("start fake-gcs-server")?;
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while client.get(format!("http://{host}/")).timeout(Duration::from_secs(2)).send().await.is_err() {
+            if Instant::now() > deadline {
+                bail!("fake-gcs-server did not answer within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let created = client.post(format!("http://{host}/storage/v1/b")).json(&json!({"name": BENCH_BUCKET})).send().await?;
+        if !created.status().is_success() {
+            bail!("creating the bench bucket failed: {}", created.status());
+        }
+        Ok(FakeGcsServer { _child: child, _data: data, host })
+    }
+}
+
+/// Row 4.4: the install of row 4.2 on a daemon whose blob storage is a GCS bucket (emulated).
+async fn install_time_gcs(tools: &Tools, plan: &Plan, local: Result<f64, String>, row: &mut Row) -> Result<()> {
+    row.baseline = local;
+    log("4: install rounds with GCS storage");
+    let gcs = FakeGcsServer::start().await?;
+    let env = [("PLUGIN_STORAGE_TYPE", "gcs"), ("PLUGIN_STORAGE_OSS_BUCKET", BENCH_BUCKET), ("STORAGE_EMULATOR_HOST", gcs.host.as_str())];
+    let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let daemon = Daemon::start(tools, DaemonOptions { env, ..Default::default() }).await?;
+    let mut times = install_rounds(plan, &daemon, "install_probe_gcs").await?;
+    row.daemon = median(&mut times);
+    Ok(())
 }
 
 /// A moto S3 server (`DIFY_TEST_MOTO_SERVER`) on a free port with one bucket, killed on drop.
@@ -645,7 +706,10 @@ async fn install_time(tools: &Tools, plan: &Plan, daemon: &Daemon, rows: &mut [R
     rows[0].daemon = median(&mut through);
     rows[0].baseline = median(&mut alone);
     if let Err(error) = install_time_s3(tools, plan, rows[1].daemon.clone(), &mut rows[2]).await {
-        fail_rest(&mut rows[2..], &error);
+        fail_rest(&mut rows[2..3], &error);
+    }
+    if let Err(error) = install_time_gcs(tools, plan, rows[1].daemon.clone(), &mut rows[3]).await {
+        fail_rest(&mut rows[3..], &error);
     }
     Ok(())
 }
