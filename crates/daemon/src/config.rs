@@ -355,20 +355,20 @@ settings! {
         max_serverless_request_bytes: u64 = "MAX_SERVERLESS_REQUEST_BYTES", "5242880", "Largest request body sent to a serverless function, bytes; larger text-embedding requests are split by `texts`, others fail.";
     }
     "Observability" {
-        enable_otel: bool = "ENABLE_OTEL", "false", "Accepted for compatibility; OpenTelemetry (OTLP) export is not implemented: trace ids are logged and propagated, no spans are exported.";
-        otlp_trace_endpoint: Option<String> = "OTLP_TRACE_ENDPOINT", "", "OTLP trace endpoint.";
-        otlp_metric_endpoint: Option<String> = "OTLP_METRIC_ENDPOINT", "", "OTLP metric endpoint.";
-        otlp_base_endpoint: String = "OTLP_BASE_ENDPOINT", "http://localhost:4318", "OTLP base endpoint.";
-        otel_api_key: Option<String> = "OTEL_API_KEY", "", "OTLP API key.";
-        otel_exporter_otlp_protocol: String = "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf", "OTLP protocol.";
-        otel_exporter_type: String = "OTEL_EXPORTER_TYPE", "otlp", "OTel exporter.";
-        otel_sampling_rate: f64 = "OTEL_SAMPLING_RATE", "1.0", "Trace sampling rate.";
-        otel_batch_export_schedule_delay: u64 = "OTEL_BATCH_EXPORT_SCHEDULE_DELAY", "5000", "Batch export delay, milliseconds.";
-        otel_max_queue_size: usize = "OTEL_MAX_QUEUE_SIZE", "2048", "Export queue size.";
-        otel_max_export_batch_size: usize = "OTEL_MAX_EXPORT_BATCH_SIZE", "512", "Export batch size.";
-        otel_metric_export_interval: u64 = "OTEL_METRIC_EXPORT_INTERVAL", "60000", "Metric export interval, milliseconds.";
-        otel_batch_export_timeout: u64 = "OTEL_BATCH_EXPORT_TIMEOUT", "10000", "Batch export timeout, milliseconds.";
-        otel_metric_export_timeout: u64 = "OTEL_METRIC_EXPORT_TIMEOUT", "30000", "Metric export timeout, milliseconds.";
+        enable_otel: bool = "ENABLE_OTEL", "false", "Export spans over OTLP (HTTP/protobuf): one per HTTP request (method, route, status, tenant, plugin), a child per plugin session and per backwards call, under the caller's `traceparent` trace. Off: no exporter is built.";
+        otlp_trace_endpoint: Option<String> = "OTLP_TRACE_ENDPOINT", "", "Full URL spans are posted to; default `OTLP_BASE_ENDPOINT` + `/v1/traces`.";
+        otlp_metric_endpoint: Option<String> = "OTLP_METRIC_ENDPOINT", "", "Accepted for compatibility; metrics are not exported over OTLP (see `/metrics`).";
+        otlp_base_endpoint: String = "OTLP_BASE_ENDPOINT", "http://localhost:4318", "OTLP/HTTP collector base URL (spans go to `<base>/v1/traces`).";
+        otel_api_key: Option<String> = "OTEL_API_KEY", "", "Sent to the collector as `Authorization: Bearer <key>` when set.";
+        otel_exporter_otlp_protocol: String = "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf", "Only `http/protobuf` is implemented (any other value logs a warning and exports over HTTP/protobuf, as upstream does).";
+        otel_exporter_type: String = "OTEL_EXPORTER_TYPE", "otlp", "Accepted for compatibility; the exporter is always OTLP.";
+        otel_sampling_rate: f64 = "OTEL_SAMPLING_RATE", "1.0", "Ratio of new traces exported (outside 0..1: all); a caller's `traceparent` sampled flag decides for its trace.";
+        otel_batch_export_schedule_delay: u64 = "OTEL_BATCH_EXPORT_SCHEDULE_DELAY", "5000", "Spans are sent in batches at least this often, milliseconds.";
+        otel_max_queue_size: usize = "OTEL_MAX_QUEUE_SIZE", "2048", "Spans waiting for export at most; more are dropped, so a slow or unreachable collector never holds a request.";
+        otel_max_export_batch_size: usize = "OTEL_MAX_EXPORT_BATCH_SIZE", "512", "Spans per export request at most.";
+        otel_metric_export_interval: u64 = "OTEL_METRIC_EXPORT_INTERVAL", "60000", "Accepted for compatibility; metrics are not exported over OTLP.";
+        otel_batch_export_timeout: u64 = "OTEL_BATCH_EXPORT_TIMEOUT", "10000", "Limit of one export request to the collector, milliseconds.";
+        otel_metric_export_timeout: u64 = "OTEL_METRIC_EXPORT_TIMEOUT", "30000", "Accepted for compatibility; metrics are not exported over OTLP.";
         sentry_enabled: bool = "SENTRY_ENABLED", "false", "Accepted for compatibility; Sentry is not implemented.";
         sentry_dsn: Option<String> = "SENTRY_DSN", "", "Sentry DSN.";
         sentry_attach_stacktrace: bool = "SENTRY_ATTACH_STACKTRACE", "false", "Sentry stack traces.";

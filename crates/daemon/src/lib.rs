@@ -11,6 +11,7 @@ pub mod service;
 pub mod session;
 pub mod shutdown;
 pub mod store;
+pub mod telemetry;
 pub mod trace;
 
 #[cfg(test)]

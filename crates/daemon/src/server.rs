@@ -106,6 +106,7 @@ fn init_tracing(settings: &Settings) {
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     init_tracing(&settings);
     settings.validate()?;
+    crate::telemetry::init(&settings)?;
     std::fs::create_dir_all(settings.storage_root())
         .with_context(|| format!("cannot create storage root {}", settings.plugin_storage_local_root))?;
     std::fs::create_dir_all(&settings.plugin_working_path)
@@ -183,6 +184,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     state.runtime.shutdown().await;
     state.db.close().await;
+    // Queued spans go out within what is left of the drain budget (at least a second).
+    let spent = signalled_at.get().map(|at| at.elapsed()).unwrap_or_default();
+    crate::telemetry::shutdown(SHUTDOWN_DRAIN_TIMEOUT.saturating_sub(spent).max(Duration::from_secs(1))).await;
     Ok(())
 }
 

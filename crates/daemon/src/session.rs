@@ -24,7 +24,9 @@ use tracing::Instrument;
 use crate::backwards::{BackwardsHandler, CallerContext};
 use crate::runtime::{PluginConnection, SessionEvent};
 use crate::shutdown::Shutdown;
+use crate::telemetry::{self, Kind, SpanGuard};
 use crate::trace::TraceContext;
+use opentelemetry::KeyValue;
 
 /// What one invocation asks the plugin to do.
 #[derive(Debug, Clone)]
@@ -99,6 +101,25 @@ pub async fn start_tracked_session(
     shutdown: &Shutdown,
 ) -> Result<SessionStream, SessionStartError> {
     let session_id = uuid::Uuid::new_v4().to_string();
+    // The session is its own hop of the caller's trace (one exported span when export is on); its
+    // backwards calls are children of it.
+    let session_trace = request.trace.as_ref().map(TraceContext::child);
+    let exported = match (&session_trace, &request.trace) {
+        (Some(hop), Some(parent)) => telemetry::start(
+            "plugin session",
+            Kind::Internal,
+            hop,
+            Some(&parent.span_id),
+            vec![
+                KeyValue::new("session_id", session_id.clone()),
+                KeyValue::new("tenant_id", request.tenant_id.clone()),
+                KeyValue::new("plugin_id", request.plugin_id.clone()),
+                KeyValue::new("plugin.access_type", request.access_type.as_str().to_string()),
+                KeyValue::new("plugin.action", request.action.clone()),
+            ],
+        ),
+        _ => SpanGuard::default(),
+    };
     let trace_id = request.trace.as_ref().map(|t| t.trace_id.as_str()).unwrap_or("");
     let span = tracing::info_span!("session", trace_id = %trace_id, %session_id, plugin = %request.plugin_id);
     span.in_scope(|| tracing::info!(action = %request.action, "plugin session started"));
@@ -130,7 +151,8 @@ pub async fn start_tracked_session(
         backwards,
         outputs: outputs_tx,
         tasks: shutdown.clone(),
-        trace: request.trace,
+        trace: session_trace,
+        exported,
     };
     shutdown.spawn(driver.run(listener, execution_timeout).instrument(span));
     Ok(SessionStream { session_id, outputs })
@@ -144,14 +166,18 @@ struct SessionDriver {
     outputs: mpsc::Sender<SessionOutput>,
     /// Tracks the tasks this session spawns.
     tasks: Shutdown,
+    /// The session's hop of the caller's trace.
     trace: Option<TraceContext>,
+    /// The session's exported span (inert when export is off).
+    exported: SpanGuard,
 }
 
 impl SessionDriver {
-    async fn run(self, mut listener: crate::runtime::SessionListener, execution_timeout: Duration) {
+    async fn run(mut self, mut listener: crate::runtime::SessionListener, execution_timeout: Duration) {
         let deadline = tokio::time::Instant::now() + execution_timeout;
         let replies = self.spawn_reply_writer();
-        let mut outcome = Outcome { plugin_id: &self.caller.plugin_id, failed: false };
+        let exported = std::mem::take(&mut self.exported);
+        let mut outcome = Outcome { plugin_id: &self.caller.plugin_id, failed: false, exported };
         loop {
             let event = tokio::select! {
                 event = listener.recv() => event,
@@ -185,7 +211,24 @@ impl SessionDriver {
                         let caller = self.caller.clone();
                         let replies = replies.clone();
                         let trace = self.trace.as_ref().map(TraceContext::child);
+                        let exported = match (&trace, &self.trace) {
+                            (Some(hop), Some(session)) => telemetry::start(
+                                format!("backwards {}", request.invoke_type),
+                                Kind::Client,
+                                hop,
+                                Some(&session.span_id),
+                                vec![
+                                    KeyValue::new("backwards.type", request.invoke_type.clone()),
+                                    KeyValue::new("backwards.request_id", request.backwards_request_id.clone()),
+                                    KeyValue::new("session_id", caller.session_id.clone()),
+                                    KeyValue::new("tenant_id", caller.tenant_id.clone()),
+                                    KeyValue::new("plugin_id", caller.plugin_id.clone()),
+                                ],
+                            ),
+                            _ => SpanGuard::default(),
+                        };
                         let call = async move {
+                            let _exported = exported;
                             let request_id = request.backwards_request_id.clone();
                             tracing::info!(%request_id, "backwards invocation");
                             handler.handle(&caller, request, &replies).await;
@@ -241,10 +284,15 @@ impl SessionDriver {
 struct Outcome<'a> {
     plugin_id: &'a str,
     failed: bool,
+    /// The session's span, ended (failed or not) with the session.
+    exported: SpanGuard,
 }
 
 impl Drop for Outcome<'_> {
     fn drop(&mut self) {
+        if self.failed {
+            self.exported.set_error("plugin session failed");
+        }
         crate::runtime::stats::record(self.plugin_id, self.failed);
     }
 }

@@ -15,6 +15,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("config", 0),
     ("shutdown", 0),
     ("trace", 0),
+    ("telemetry", 0),
     ("store", 1),
     ("runtime", 2),
     ("backwards", 3),

@@ -5,7 +5,7 @@
 //! the request and its session carries it as the `trace_id` span field.
 //!
 //! Owns parsing, generating and rendering the header value and the task-local. Must not: export
-//! spans anywhere (no OpenTelemetry exporter is built in).
+//! spans (that is [`crate::telemetry`], which turns each hop into one span).
 
 use std::future::Future;
 

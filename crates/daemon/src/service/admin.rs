@@ -1,7 +1,8 @@
 //! The admin API's rules (upstream's `adminGroup`): re-launching a serverless plugin at the connector
 //! (`reinstall`, ignoring any function already running for the package) and pointing a serverless
 //! plugin at another function (`switch-endpoint`). Both replace the bridge the runtime manager
-//! holds for the plugin, so the next invocation goes to the new function.
+//! holds for the plugin, so the next invocation goes to the new function, and record the function in
+//! the version's `serverless_runtimes` row, so it stays after a restart.
 //!
 //! Must not know HTTP: reinstall reports upstream's install events, the caller frames them.
 
@@ -111,9 +112,11 @@ async fn run_reinstall(state: &AppState, uid: &PluginUniqueIdentifier, events: &
     if !known_plugin(state, uid).await {
         return send(InstallEvent::error("failed to get serverless runtime model"));
     }
+    let (url, name) = (function.url.clone(), function.name.clone());
     if let Err(error) = state.runtime.replace_serverless_function(uid, declaration.permissions(), function).await {
         return send(InstallEvent::error(error.to_string()));
     }
+    super::launch::remember_serverless_function(state, uid, &url, &name).await;
     send(InstallEvent::done("successfully reinstalled"));
 }
 
@@ -141,5 +144,6 @@ pub async fn switch_endpoint(
         .replace_serverless_function(uid, permissions, function)
         .await
         .map_err(|e| DaemonError::internal(e.to_string()))?;
+    super::launch::remember_serverless_function(state, uid, function_url, function_name).await;
     Ok(true)
 }

@@ -3,7 +3,9 @@
 //!
 //! The one way services start a runtime: install jobs (progress lines become the task entry's
 //! message) and the lazy launch of [`invocation`](super::invocation) (progress lines are logged) both
-//! call [`launch_stored_package`]. It must not decide *whether* to launch.
+//! call [`launch_stored_package`]. It must not decide *whether* to launch. On the serverless platform
+//! the function recorded in `serverless_runtimes` is bridged instead of a launch, and a launch's
+//! function is recorded there.
 
 use std::future::Future;
 use std::time::Duration;
@@ -12,6 +14,7 @@ use dify_protocol::{PluginDeclaration, PluginUniqueIdentifier};
 
 use super::package_key;
 use super::state::AppState;
+use crate::runtime::serverless::FunctionRecord;
 use crate::runtime::RuntimeError;
 use crate::store::BlobError;
 
@@ -49,6 +52,9 @@ where
     F: FnMut(String) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    if resume_serverless_function(state, uid, declaration).await {
+        return Ok(());
+    }
     let package = state.blobs.get(&package_key(state, uid.as_str())).await?.ok_or(LaunchStoredError::PackageMissing)?;
     let (progress, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
     let forwarder = state.shutdown.spawn(async move {
@@ -63,5 +69,42 @@ where
     };
     // The sender is gone once the launch returned (or was abandoned); let the forwarder flush.
     let _ = tokio::time::timeout(PROGRESS_FLUSH_TIMEOUT, forwarder).await;
-    launched?.map_err(LaunchStoredError::from)
+    launched?.map_err(LaunchStoredError::from)?;
+    if let Some(function) = state.runtime.serverless_function(uid.as_str()) {
+        remember_serverless_function(state, uid, &function.url, &function.name).await;
+    }
+    Ok(())
+}
+
+/// On the serverless platform, bridges the function recorded for `uid` (its `serverless_runtimes`
+/// row, written by install, reinstall and switch-endpoint) without asking the connector; `true`
+/// when the plugin now runs on it.
+async fn resume_serverless_function(state: &AppState, uid: &PluginUniqueIdentifier, declaration: &PluginDeclaration) -> bool {
+    if state.runtime.serverless().is_none() || state.runtime.serverless_function(uid.as_str()).is_some() {
+        return false;
+    }
+    let (url, name) = match state.db.serverless_runtime(uid.as_str()).await {
+        Ok(Some((url, name))) if !url.is_empty() => (url, name),
+        Ok(_) => return false,
+        Err(error) => {
+            tracing::warn!(plugin = %uid, %error, "cannot read the plugin's serverless runtime row; asking the connector");
+            return false;
+        }
+    };
+    let function = FunctionRecord { url, name, resource_name: String::new() };
+    match state.runtime.attach_serverless_function(uid, declaration.permissions(), function).await {
+        Ok(_) => {
+            tracing::info!(plugin = %uid, "serverless function taken from the serverless_runtimes row");
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// Records the function `uid` runs on, so a restart finds it again. A failure is logged: the
+/// connector's own answer for the package is the fallback.
+pub async fn remember_serverless_function(state: &AppState, uid: &PluginUniqueIdentifier, url: &str, name: &str) {
+    if let Err(error) = state.db.save_serverless_runtime(uid.as_str(), uid.checksum(), url, name).await {
+        tracing::warn!(plugin = %uid, %error, "cannot record the plugin's serverless function");
+    }
 }

@@ -364,6 +364,60 @@ impl Db {
         Ok(())
     }
 
+    // ---------------------------------------------------------------- serverless runtimes
+
+    /// The function a serverless version runs on (its `serverless_runtimes` row): `(url, name)`.
+    pub async fn serverless_runtime(&self, uid: &str) -> Result<Option<(String, String)>, StoreError> {
+        let row = sqlx::query(&self.sql("SELECT function_url, function_name FROM serverless_runtimes WHERE plugin_unique_identifier = ?"))
+            .bind(uid)
+            .fetch_optional(self.pool())
+            .await?;
+        row.map(|r| Ok((opt_text(&r, "function_url")?.unwrap_or_default(), opt_text(&r, "function_name")?.unwrap_or_default())))
+            .transpose()
+    }
+
+    /// Records the function a serverless version runs on (install, reinstall, switch-endpoint), as
+    /// upstream's row: type `serverless`, the identifier's checksum.
+    pub async fn save_serverless_runtime(
+        &self,
+        uid: &str,
+        checksum: &str,
+        function_url: &str,
+        function_name: &str,
+    ) -> Result<(), StoreError> {
+        let now = now_timestamp();
+        let updated = sqlx::query(&self.sql(
+            "UPDATE serverless_runtimes SET updated_at = ?t, function_url = ?, function_name = ?, type = ?, checksum = ? \
+             WHERE plugin_unique_identifier = ?",
+        ))
+        .bind(&now)
+        .bind(function_url)
+        .bind(function_name)
+        .bind(RuntimeType::Serverless.as_str())
+        .bind(checksum)
+        .bind(uid)
+        .execute(self.pool())
+        .await?;
+        if updated.rows_affected() > 0 {
+            return Ok(());
+        }
+        sqlx::query(&self.sql(
+            "INSERT INTO serverless_runtimes (id, created_at, updated_at, plugin_unique_identifier, function_url, function_name, \
+             type, checksum) VALUES (?u, ?t, ?t, ?, ?, ?, ?, ?)",
+        ))
+        .bind(new_row_id())
+        .bind(&now)
+        .bind(&now)
+        .bind(uid)
+        .bind(function_url)
+        .bind(function_name)
+        .bind(RuntimeType::Serverless.as_str())
+        .bind(checksum)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
     // ---------------------------------------------------------------- plugins
 
     /// The `plugins` row of a version (present while at least one tenant has it installed).

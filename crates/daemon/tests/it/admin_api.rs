@@ -184,3 +184,47 @@ async fn admin_routes_on_the_local_platform_and_when_disabled() {
         (404, r#"{"code":"not_found","message":"route not found"}"#.to_string())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reinstalled_and_switched_functions_survive_a_restart() {
+    let connector = FakeConnector::start(CONNECTOR_KEY).await;
+    let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");
+    let env: Vec<(String, String)> = vec![
+        ("PLATFORM".into(), "serverless".into()),
+        ("DIFY_PLUGIN_SERVERLESS_CONNECTOR_URL".into(), connector.url.clone()),
+        ("DIFY_PLUGIN_SERVERLESS_CONNECTOR_API_KEY".into(), CONNECTOR_KEY.into()),
+        ("DIFY_PLUGIN_SERVERLESS_CONNECTOR_LAUNCH_TIMEOUT".into(), "90".into()),
+        ("ADMIN_API_ENABLED".into(), "true".into()),
+        ("ADMIN_API_KEY".into(), ADMIN_KEY.into()),
+        ("DIFY_TEST_SKIP_RUNTIME_PREPARATION".into(), "false".into()),
+    ];
+    let mut daemon = Daemon::start(&db, DaemonOptions { env, ..Default::default() }).await;
+    connector.set_daemon_url(&daemon.base);
+    let (uid, task) = daemon.install_package(TENANT, &package_plugin("runtime_tools")).await;
+    assert_eq!(task["status"], "success", "install task: {task}\n{}", daemon.log());
+
+    // Reinstall: a second function. The connector, asked for the package, would name the first.
+    let (status, text) = admin(&daemon, "reinstall", Some(ADMIN_KEY), &json!({"plugin_unique_identifier": uid})).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(sse_data(&text).last(), Some(&json!({"event": "done", "data": "successfully reinstalled"})), "{text}");
+    let functions = connector.functions();
+    assert_eq!(functions.len(), 2);
+
+    // After a restart on the same database the reinstalled function serves, taken from the
+    // `serverless_runtimes` row without asking the connector.
+    daemon.restart_after_kill().await;
+    connector.set_daemon_url(&daemon.base);
+    let lookups = connector.lookups().len();
+    assert_eq!(serving_port(&daemon).await, port_of(&functions[1].url), "{}", daemon.log());
+    assert_eq!(connector.lookups().len(), lookups, "the recorded function is used as it is");
+    assert_eq!(connector.launches().len(), 2, "no new launch after the restart");
+
+    // Switch back to the first function; it is still the one serving after another restart.
+    let switch = json!({"plugin_unique_identifier": uid, "function_name": functions[0].name, "function_url": functions[0].url});
+    let (status, text) = admin(&daemon, "switch-endpoint", Some(ADMIN_KEY), &switch).await;
+    assert_eq!((status, text.as_str()), (200, r#"{"code":0,"message":"success","data":true}"#));
+    daemon.restart_after_kill().await;
+    connector.set_daemon_url(&daemon.base);
+    assert_eq!(serving_port(&daemon).await, port_of(&functions[0].url), "{}", daemon.log());
+    assert_eq!(connector.lookups().len(), lookups);
+}

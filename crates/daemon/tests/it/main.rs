@@ -27,6 +27,7 @@ mod endpoint_proxy;
 mod management_api;
 mod object_storage;
 mod openapi_doc;
+mod otlp_export;
 mod plugin_logs;
 mod readme_quickstart;
 mod runtime_local;

@@ -164,13 +164,14 @@ async fn serverless_plugin_installs_and_answers_over_http() {
     assert_eq!((&answer["event"], &answer["message"]), (&json!("error"), &json!("failed to get session info from cache")));
     assert_eq!((&answer["data"]["error_type"], &answer["data"]["session_id"]), (&json!("SessionNotFound"), &json!("no-such-session")));
 
-    // After a restart the function is found again through the connector's look-up, not relaunched.
+    // After a restart the function is taken from the version's `serverless_runtimes` row: neither
+    // looked up at the connector again nor relaunched.
     daemon.restart_after_kill().await;
     let (status, body) = dispatch_raw(&daemon, "/tool/invoke", &tool_invoke(json!({"mode": "echo", "text": "again"}))).await;
     assert_eq!(status, 200, "{body}\n{}", daemon.log());
     assert_eq!(envelopes(&body)[0]["data"]["message"]["text"], "echo: again");
     assert_eq!(connector.launches().len(), 1);
-    assert_eq!(connector.lookups().len(), 2);
+    assert_eq!(connector.lookups().len(), 1);
     drop(daemon);
     db.drop_now().await;
 }
