@@ -307,6 +307,7 @@ settings! {
         plugin_heartbeat_timeout: u64 = "PLUGIN_HEARTBEAT_TIMEOUT", "120", "A running local plugin silent this long is killed and restarted, seconds (not an upstream variable).";
         plugin_max_restarts: u32 = "PLUGIN_MAX_RESTARTS", "5", "Restarts of a crashing plugin in a row before giving up (not an upstream variable).";
         plugin_restart_backoff_ms: u64 = "PLUGIN_RESTART_BACKOFF_MS", "500", "First restart delay, doubled per restart up to 30 s, milliseconds (not an upstream variable).";
+        plugin_idle_timeout: u64 = "PLUGIN_IDLE_TIMEOUT", "1800", "Seconds a local plugin may go without an invocation before it is stopped; the next invocation starts it again (0 = never stop; not an upstream variable).";
     }
     "Plugin isolation" {
         plugin_sandbox: SandboxLevel = "PLUGIN_SANDBOX", "best_effort", "Isolation of local plugin processes: `off`, `best_effort` (apply every layer this host offers) or `strict` (refuse to start a plugin when a layer is unavailable); see the README's plugin isolation section (not an upstream variable).";

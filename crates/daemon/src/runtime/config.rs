@@ -49,6 +49,8 @@ pub struct RuntimeConfig {
     pub max_restarts: u32,
     /// `PLUGIN_RESTART_BACKOFF_MS`.
     pub restart_backoff: Duration,
+    /// `PLUGIN_IDLE_TIMEOUT`; zero = never stop an idle plugin.
+    pub idle_timeout: Duration,
     /// `HTTP_PROXY` (or `http_proxy`), passed to uv and plugins.
     pub http_proxy: Option<String>,
     /// `HTTPS_PROXY` (or `https_proxy`), passed to uv and plugins.
@@ -124,6 +126,7 @@ impl RuntimeConfig {
             heartbeat_timeout: secs(settings.plugin_heartbeat_timeout, defaults.plugin_heartbeat_timeout),
             max_restarts: settings.plugin_max_restarts,
             restart_backoff: Duration::from_millis(settings.plugin_restart_backoff_ms),
+            idle_timeout: Duration::from_secs(settings.plugin_idle_timeout),
             http_proxy: settings.http_proxy.clone(),
             https_proxy: settings.https_proxy.clone(),
             no_proxy: settings.no_proxy.clone(),

@@ -24,6 +24,7 @@ mod dispatch_tool;
 mod doctor;
 mod endpoint_api;
 mod endpoint_proxy;
+mod idle_stop;
 mod management_api;
 mod object_storage;
 mod openapi_doc;
