@@ -24,6 +24,7 @@ pub mod logs;
 pub mod sandbox;
 pub mod serverless;
 pub mod serverless_replace;
+pub mod shared_env;
 pub mod stats;
 pub mod uv_provision;
 
@@ -375,6 +376,31 @@ impl RuntimeManager {
         self.lock_idle_stopped().remove(identifier.as_str());
         if let Some(plugin) = removed {
             plugin.process.stop().await;
+        }
+    }
+
+    /// Stops the plugin's runtime (as [`Self::stop`]) and removes its working directory; shared
+    /// environments no plugin links to any more are removed too. For the last installation of a
+    /// version going away: a later install extracts and links it again.
+    pub async fn discard(&self, identifier: &PluginUniqueIdentifier) {
+        {
+            let lock = self.launch_lock(identifier.as_str());
+            let _guard = lock.lock().await;
+            let removed = self.lock_plugins().remove(identifier.as_str());
+            self.lock_idle_stopped().remove(identifier.as_str());
+            if let Some(plugin) = removed {
+                plugin.process.stop().await;
+            }
+            if let Ok(dir) = self.working_dir(identifier) {
+                match tokio::fs::remove_dir_all(&dir).await {
+                    Ok(()) => {}
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(error) => tracing::warn!(dir = %dir.display(), %error, "removing an uninstalled plugin's directory failed"),
+                }
+            }
+        }
+        if self.config.shared_environments {
+            shared_env::collect_unused_environments(&self.config).await;
         }
     }
 
