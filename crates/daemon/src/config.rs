@@ -308,6 +308,10 @@ settings! {
         plugin_heartbeat_timeout: u64 = "PLUGIN_HEARTBEAT_TIMEOUT", "120", "A running local plugin silent this long is killed and restarted, seconds (not an upstream variable).";
         plugin_max_restarts: u32 = "PLUGIN_MAX_RESTARTS", "5", "Restarts of a crashing plugin in a row before giving up (not an upstream variable).";
         plugin_restart_backoff_ms: u64 = "PLUGIN_RESTART_BACKOFF_MS", "500", "First restart delay, doubled per restart up to 30 s, milliseconds (not an upstream variable).";
+        plugin_idle_timeout: u64 = "PLUGIN_IDLE_TIMEOUT", "1800", "Seconds a local plugin may go without an invocation before it is stopped; the next invocation starts it again (0 = never stop; not an upstream variable).";
+        plugin_shared_environments: bool = "PLUGIN_SHARED_ENVIRONMENTS", "true", "Plugins whose dependency set, interpreter and uv are the same share one environment under `<PLUGIN_WORKING_PATH>/.envs`, linked from each plugin's `.venv`; environments no plugin links to are removed on uninstall. `false` builds one environment per plugin (not an upstream variable).";
+        plugin_wheels_dir: Option<String> = "PLUGIN_WHEELS_DIR", "", "A directory of wheels every plugin's dependency install may use (`--find-links`), for installs without a package index (not an upstream variable).";
+        plugin_install_offline: bool = "PLUGIN_INSTALL_OFFLINE", "false", "Install plugin dependencies without network (uv `--offline`): only wheels shipped in the package, `PLUGIN_WHEELS_DIR` and uv's cache are used, and a missing one fails the install at once, naming it (not an upstream variable).";
     }
     "Plugin isolation" {
         plugin_sandbox: SandboxLevel = "PLUGIN_SANDBOX", "best_effort", "Isolation of local plugin processes: `off`, `best_effort` (apply every layer this host offers) or `strict` (refuse to start a plugin when a layer is unavailable); see the README's plugin isolation section (not an upstream variable).";

@@ -126,6 +126,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 
     let shutdown = state.shutdown.clone();
     shutdown.spawn(housekeeping_loop(state.clone()));
+    shutdown.spawn(idle_sweep_loop(state.clone()));
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     // The bound address (SERVER_PORT=0 picks a free port; the line names the real one).
     let addr = listener.local_addr().unwrap_or(addr);
@@ -208,6 +209,24 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+    }
+}
+
+/// Stops local plugins unused for `PLUGIN_IDLE_TIMEOUT` (see `runtime::idle`), checking a few times
+/// per timeout.
+async fn idle_sweep_loop(state: AppState) {
+    let timeout = state.runtime.config().idle_timeout;
+    if timeout.is_zero() {
+        return;
+    }
+    let mut tick = tokio::time::interval((timeout / 4).clamp(Duration::from_millis(200), Duration::from_secs(30)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = state.shutdown.cancelled() => return,
+        }
+        state.runtime.stop_idle(timeout).await;
     }
 }
 

@@ -49,6 +49,14 @@ pub struct RuntimeConfig {
     pub max_restarts: u32,
     /// `PLUGIN_RESTART_BACKOFF_MS`.
     pub restart_backoff: Duration,
+    /// `PLUGIN_IDLE_TIMEOUT`; zero = never stop an idle plugin.
+    pub idle_timeout: Duration,
+    /// `PLUGIN_SHARED_ENVIRONMENTS` (see `shared_env`).
+    pub shared_environments: bool,
+    /// `PLUGIN_WHEELS_DIR`: passed to every dependency install as `--find-links`.
+    pub wheels_dir: Option<PathBuf>,
+    /// `PLUGIN_INSTALL_OFFLINE`: dependency installs run with uv's `--offline`.
+    pub offline_install: bool,
     /// `HTTP_PROXY` (or `http_proxy`), passed to uv and plugins.
     pub http_proxy: Option<String>,
     /// `HTTPS_PROXY` (or `https_proxy`), passed to uv and plugins.
@@ -124,6 +132,10 @@ impl RuntimeConfig {
             heartbeat_timeout: secs(settings.plugin_heartbeat_timeout, defaults.plugin_heartbeat_timeout),
             max_restarts: settings.plugin_max_restarts,
             restart_backoff: Duration::from_millis(settings.plugin_restart_backoff_ms),
+            idle_timeout: Duration::from_secs(settings.plugin_idle_timeout),
+            shared_environments: settings.plugin_shared_environments,
+            wheels_dir: path(&settings.plugin_wheels_dir),
+            offline_install: settings.plugin_install_offline,
             http_proxy: settings.http_proxy.clone(),
             https_proxy: settings.https_proxy.clone(),
             no_proxy: settings.no_proxy.clone(),

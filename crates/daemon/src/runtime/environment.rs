@@ -2,8 +2,10 @@
 //! gets.
 //!
 //! Owns: finding `uv` and a Python >= 3.12, `uv venv`, `uv sync` / `uv pip install`, the inactivity and
-//! hard timeouts of those steps, the ready marker `.venv/dify/plugin.json`, and the allow-list of
-//! variables passed to plugin processes. Must not: launch the plugin itself or know about sessions.
+//! hard timeouts of those steps, the ready marker `.venv/dify/plugin.json`, linking a plugin to a
+//! shared environment (see `shared_env`), offline installs (`PLUGIN_WHEELS_DIR`, `--offline`) and
+//! naming the dependency such an install cannot find, and the allow-list of variables passed to
+//! plugin processes. Must not: launch the plugin itself or know about sessions.
 //! Used by the local runtime and by `dify plugin run`.
 
 use std::collections::VecDeque;
@@ -17,6 +19,7 @@ use tokio::process::Command;
 use tokio::sync::mpsc;
 
 use super::config::RuntimeConfig;
+use super::shared_env::{build_lock, environment_key, environments_dir, shared_environment_is_ready};
 
 /// Why an environment could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +34,9 @@ pub enum EnvironmentError {
     NoDependencyFile,
     #[error("{step} failed: {reason}\n{output}")]
     StepFailed { step: String, reason: String, output: String },
+    /// A dependency has no distribution where the install may look (offline, or the index is unreachable).
+    #[error("installing dependencies failed: {reason}\n{output}")]
+    DependencyUnavailable { distribution: String, reason: String, output: String },
     #[error("i/o error while preparing the plugin environment: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -185,8 +191,13 @@ pub fn environment_is_ready(working_dir: &Path) -> bool {
     working_dir.join(".venv").is_dir() && venv_python(working_dir).exists() && ready_marker(working_dir).is_file()
 }
 
-/// Builds the plugin environment in `working_dir` unless a finished one is there. Human-readable
-/// progress lines go to `progress`. Returns the venv interpreter.
+/// Makes the plugin environment of `working_dir` ready and returns its interpreter. Human-readable
+/// progress lines go to `progress`.
+///
+/// With shared environments (the default), the environment lives in
+/// `<PLUGIN_WORKING_PATH>/.envs/<key>` ([`environment_key`]) and `working_dir/.venv` is a symbolic link
+/// to it: a plugin whose dependency set, interpreter and uv match an existing environment reuses it
+/// with no download and no build. A `.venv` directory of an earlier build keeps being used as is.
 pub async fn prepare_environment(
     working_dir: &Path,
     config: &RuntimeConfig,
@@ -196,10 +207,55 @@ pub async fn prepare_environment(
         return Ok(venv_python(working_dir));
     }
     let toolchain = Toolchain::discover(config).await?;
+    if !config.shared_environments {
+        let venv = working_dir.join(".venv");
+        remove_link_or_dir(&venv).await?;
+        build_with_retries(working_dir, &venv, config, &toolchain, progress).await?;
+        compile_plugin_sources(working_dir, &venv_python(working_dir), config, progress).await;
+        return Ok(venv_python(working_dir));
+    }
+    let key = environment_key(working_dir, config, &toolchain).await?;
+    let env_dir = environments_dir(config).join(&key.name);
+    let lock = build_lock(&env_dir);
+    let _building = lock.lock().await;
+    if shared_environment_is_ready(&env_dir) {
+        let _ = progress.send(format!("reusing shared environment {}", key.name));
+        tracing::info!(environment = %key.name, dir = %working_dir.display(), "reusing a shared plugin environment");
+    } else {
+        let _ = progress.send(format!("building shared environment {}", key.name));
+        tracing::info!(environment = %key.name, dir = %working_dir.display(), "building a shared plugin environment");
+        remove_link_or_dir(&env_dir).await?;
+        build_with_retries(working_dir, &env_dir, config, &toolchain, progress).await?;
+        tokio::fs::write(env_dir.join("dify/key.txt"), &key.inputs).await?;
+    }
+    let link = working_dir.join(".venv");
+    remove_link_or_dir(&link).await?;
+    tokio::fs::symlink(&env_dir, &link).await?;
+    compile_plugin_sources(working_dir, &venv_python(working_dir), config, progress).await;
+    Ok(venv_python(working_dir))
+}
+
+/// Removes a symbolic link, a file or a directory tree at `path`; nothing there is fine.
+async fn remove_link_or_dir(path: &Path) -> std::io::Result<()> {
+    match tokio::fs::symlink_metadata(path).await {
+        Ok(meta) if meta.is_dir() => tokio::fs::remove_dir_all(path).await,
+        Ok(_) => tokio::fs::remove_file(path).await,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
+async fn build_with_retries(
+    working_dir: &Path,
+    venv: &Path,
+    config: &RuntimeConfig,
+    toolchain: &Toolchain,
+    progress: &mpsc::UnboundedSender<String>,
+) -> Result<(), EnvironmentError> {
     let mut attempt = 0;
     loop {
-        match build_environment(working_dir, config, &toolchain, progress).await {
-            Ok(python) => return Ok(python),
+        match build_environment(working_dir, venv, config, toolchain, progress).await {
+            Ok(()) => return Ok(()),
             Err(error) if attempt < config.env_build_retries && matches!(error, EnvironmentError::StepFailed { .. }) => {
                 attempt += 1;
                 let _ = progress.send(format!("environment build failed, retrying ({attempt}/{})", config.env_build_retries));
@@ -210,28 +266,36 @@ pub async fn prepare_environment(
     }
 }
 
+/// Builds a virtual environment at `venv` with the dependencies declared in `working_dir` (uv runs
+/// in `working_dir`, so relative paths of the dependency file, such as `--find-links ./wheels`,
+/// resolve against the plugin) and writes its ready marker.
 async fn build_environment(
     working_dir: &Path,
+    venv: &Path,
     config: &RuntimeConfig,
     toolchain: &Toolchain,
     progress: &mpsc::UnboundedSender<String>,
-) -> Result<PathBuf, EnvironmentError> {
-    let venv = working_dir.join(".venv");
-    if venv.exists() {
+) -> Result<(), EnvironmentError> {
+    if tokio::fs::symlink_metadata(venv).await.is_ok() {
         let _ = progress.send("removing an incomplete plugin environment".to_string());
-        tokio::fs::remove_dir_all(&venv).await?;
+        remove_link_or_dir(venv).await?;
+    }
+    if let Some(parent) = venv.parent() {
+        tokio::fs::create_dir_all(parent).await?;
     }
     let dependency_file = choose_dependency_file(working_dir, config)?;
-    let uv_env = uv_environment(working_dir, config);
+    let uv_env = uv_environment(venv, config);
 
     let _ = progress.send(format!("creating virtual environment with {}", toolchain.python.display()));
-    let mut venv_args: Vec<String> = vec!["venv".into(), ".venv".into(), "--python".into()];
+    let mut venv_args: Vec<String> = vec!["venv".into(), venv.display().to_string(), "--python".into()];
     venv_args.push(toolchain.python.display().to_string());
     run_step("uv venv", &toolchain.uv, &venv_args, working_dir, &uv_env, config, progress).await?;
 
     let mut install_args: Vec<String> = match dependency_file {
         DependencyFile::PyProject => {
-            let mut args = vec!["sync".to_string(), "--no-dev".to_string()];
+            // The project itself is not installed: the plugin runs from its own directory, and the
+            // environment may be shared with other plugins.
+            let mut args = vec!["sync".to_string(), "--no-dev".to_string(), "--no-install-project".to_string()];
             if working_dir.join("uv.lock").exists() && !config.ignore_uv_lock {
                 args.push("--frozen".into());
             }
@@ -243,6 +307,13 @@ async fn build_environment(
         install_args.push("-i".into());
         install_args.push(mirror.clone());
     }
+    if let Some(wheels) = &config.wheels_dir {
+        install_args.push("--find-links".into());
+        install_args.push(wheels.display().to_string());
+    }
+    if config.offline_install {
+        install_args.push("--offline".into());
+    }
     if config.pip_verbose {
         install_args.push("-v".into());
     }
@@ -252,30 +323,74 @@ async fn build_environment(
         }
     }
     let _ = progress.send("installing plugin dependencies".to_string());
-    run_step("installing dependencies", &toolchain.uv, &install_args, working_dir, &uv_env, config, progress).await?;
+    run_step("installing dependencies", &toolchain.uv, &install_args, working_dir, &uv_env, config, progress)
+        .await
+        .map_err(explain_unavailable_dependency)?;
 
-    let python = venv_python(working_dir);
-    let compile_args: Vec<String> = ["-m", "compileall", "-q", "-x", r"\.venv|\.uv-cache", "."].iter().map(|s| s.to_string()).collect();
-    if let Err(error) = run_step("compileall", &python, &compile_args, working_dir, &uv_env, config, progress).await {
-        tracing::warn!(%error, "pre-compiling plugin sources failed");
-    }
-
-    let marker = ready_marker(working_dir);
+    let marker = venv.join("dify/plugin.json");
     if let Some(parent) = marker.parent() {
         tokio::fs::create_dir_all(parent).await?;
     }
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     tokio::fs::write(&marker, format!("{{\"timestamp\":{now}}}")).await?;
     let _ = progress.send("plugin environment ready".to_string());
-    Ok(python)
+    Ok(())
 }
 
-enum DependencyFile {
+/// Turns uv's "not found" and "index unreachable" failures into [`EnvironmentError::DependencyUnavailable`]
+/// naming the distribution; other errors are returned unchanged.
+fn explain_unavailable_dependency(error: EnvironmentError) -> EnvironmentError {
+    let EnvironmentError::StepFailed { step, reason, output } = error else { return error };
+    if let Some((distribution, place)) = missing_distribution(&output) {
+        let reason = match place.as_str() {
+            "cache" => format!(
+                "no distribution of `{distribution}` is available offline: add its wheel to the plugin's wheels directory or \
+                 PLUGIN_WHEELS_DIR (uv runs with --offline, so only those and uv's cache are used)"
+            ),
+            "provided package locations" => format!(
+                "no distribution of `{distribution}` in the package's wheels directory or PLUGIN_WHEELS_DIR (the dependency file says --no-index)"
+            ),
+            other => format!("no distribution of `{distribution}` found in the {other}"),
+        };
+        return EnvironmentError::DependencyUnavailable { distribution, reason, output };
+    }
+    if let Some(url) = output.lines().find_map(|l| l.trim().strip_prefix("cause: Failed to fetch: ")) {
+        let url = url.trim();
+        let distribution = url.trim_end_matches('/').rsplit('/').next().unwrap_or(url).to_string();
+        let reason = format!(
+            "the package index is unreachable while looking up `{distribution}` ({url}); for installs without network set \
+             PLUGIN_INSTALL_OFFLINE=true and ship the wheels (the package's wheels directory or PLUGIN_WHEELS_DIR)"
+        );
+        return EnvironmentError::DependencyUnavailable { distribution, reason, output };
+    }
+    EnvironmentError::StepFailed { step, reason, output }
+}
+
+/// `("httpx", "cache")` from uv's "Because httpx was not found in the cache and ..." resolution error.
+fn missing_distribution(output: &str) -> Option<(String, String)> {
+    let (_, after) = output.split_once("Because ")?;
+    let (name, rest) = after.split_once(" was not found in the ")?;
+    let place = rest.split([' ', ',']).take_while(|w| !matches!(*w, "and" | "so")).collect::<Vec<_>>().join(" ");
+    let name = name.trim();
+    (!name.is_empty() && !name.contains(char::is_whitespace)).then(|| (name.to_string(), place))
+}
+
+/// Pre-compiles the plugin's own sources (not its environment); a failure is only logged.
+async fn compile_plugin_sources(working_dir: &Path, python: &Path, config: &RuntimeConfig, progress: &mpsc::UnboundedSender<String>) {
+    let uv_env = uv_environment(&working_dir.join(".venv"), config);
+    let compile_args: Vec<String> =
+        ["-m", "compileall", "-q", "-x", r"\.venv|\.uv-cache|wheels", "."].iter().map(|s| s.to_string()).collect();
+    if let Err(error) = run_step("compileall", python, &compile_args, working_dir, &uv_env, config, progress).await {
+        tracing::warn!(%error, "pre-compiling plugin sources failed");
+    }
+}
+
+pub(super) enum DependencyFile {
     PyProject,
     Requirements,
 }
 
-fn choose_dependency_file(working_dir: &Path, config: &RuntimeConfig) -> Result<DependencyFile, EnvironmentError> {
+pub(super) fn choose_dependency_file(working_dir: &Path, config: &RuntimeConfig) -> Result<DependencyFile, EnvironmentError> {
     let requirements = working_dir.join("requirements.txt").is_file();
     let pyproject = working_dir.join("pyproject.toml").is_file();
     if config.pip_mirror_url.is_some() && requirements {
@@ -290,9 +405,11 @@ fn choose_dependency_file(working_dir: &Path, config: &RuntimeConfig) -> Result<
 }
 
 /// The environment of uv: replaced, not inherited (no daemon secrets reach a package build script).
-fn uv_environment(working_dir: &Path, config: &RuntimeConfig) -> Vec<(String, String)> {
+/// `venv` is the environment being built (`uv sync` is pointed at it too).
+fn uv_environment(venv: &Path, config: &RuntimeConfig) -> Vec<(String, String)> {
     let mut env = vec![
-        ("VIRTUAL_ENV".to_string(), working_dir.join(".venv").display().to_string()),
+        ("VIRTUAL_ENV".to_string(), venv.display().to_string()),
+        ("UV_PROJECT_ENVIRONMENT".to_string(), venv.display().to_string()),
         ("UV_CACHE_DIR".to_string(), config.uv_cache_dir().display().to_string()),
     ];
     for name in [
@@ -304,6 +421,8 @@ fn uv_environment(working_dir: &Path, config: &RuntimeConfig) -> Vec<(String, St
         "SSL_CERT_DIR",
         "REQUESTS_CA_BUNDLE",
         "UV_OFFLINE",
+        "UV_HTTP_TIMEOUT",
+        "UV_HTTP_RETRIES",
         "UV_NATIVE_TLS",
         "UV_SYSTEM_CERTS",
     ] {
@@ -559,6 +678,37 @@ mod tests {
         std::fs::remove_file(pyenv.join("versions/3.12.1/bin/python3")).unwrap();
         assert_eq!(find_usable_python(Some(&path), Some(&pyenv)), None);
         assert_eq!(find_usable_python(None, None), None);
+    }
+
+    #[test]
+    fn unavailable_dependencies_are_named() {
+        let failed = |output: &str| EnvironmentError::StepFailed {
+            step: "installing dependencies".into(),
+            reason: "exited with 1".into(),
+            output: output.into(),
+        };
+        let offline = "error: No solution found when resolving dependencies\n  cause: Because httpx was not found in the cache and all versions of dify-plugin depend on httpx>=0.28.1, we can conclude that all versions of dify-plugin cannot be used.";
+        match explain_unavailable_dependency(failed(offline)) {
+            EnvironmentError::DependencyUnavailable { distribution, reason, .. } => {
+                assert_eq!(distribution, "httpx");
+                assert!(reason.contains("no distribution of `httpx` is available offline"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let no_index = "  cause: Because yarl was not found in the provided package locations and aiohttp depends on yarl";
+        match explain_unavailable_dependency(failed(no_index)) {
+            EnvironmentError::DependencyUnavailable { distribution, reason, .. } => {
+                assert_eq!(distribution, "yarl");
+                assert!(reason.contains("wheels directory"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let unreachable = "error: Request failed after 3 retries in 9.7s\n  cause: Failed to fetch: http://127.0.0.1:9/dify-plugin/\n  cause: tcp connect error";
+        match explain_unavailable_dependency(failed(unreachable)) {
+            EnvironmentError::DependencyUnavailable { distribution, .. } => assert_eq!(distribution, "dify-plugin"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(explain_unavailable_dependency(failed("some other failure")), EnvironmentError::StepFailed { .. }));
     }
 
     #[test]

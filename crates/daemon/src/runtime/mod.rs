@@ -18,11 +18,13 @@ pub mod config;
 pub mod connection;
 pub mod debug;
 pub mod environment;
+pub mod idle;
 pub mod local;
 pub mod logs;
 pub mod sandbox;
 pub mod serverless;
 pub mod serverless_replace;
+pub mod shared_env;
 pub mod stats;
 pub mod uv_provision;
 
@@ -98,6 +100,8 @@ pub struct ManagedPlugin {
     /// `resource.permission` of the manifest, checked by backwards invocations.
     pub permissions: PluginPermissions,
     pub process: PluginProcess,
+    /// Leases and last use, read by the idle sweep (`idle`).
+    pub usage: idle::Usage,
 }
 
 /// Where a managed plugin runs: a supervised local process or a debugging plugin connected over TCP.
@@ -181,6 +185,8 @@ pub struct RuntimeManager {
     serverless: std::sync::OnceLock<Arc<ServerlessRuntime>>,
     /// Each plugin's recent stderr, `log` events and process notes.
     logs: Arc<logs::PluginLogs>,
+    /// Plugins the idle sweep stopped and nothing launched again since (`idle`).
+    idle_stopped: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl RuntimeManager {
@@ -215,6 +221,7 @@ impl RuntimeManager {
             debug_server_address: std::sync::Mutex::new(None),
             serverless: std::sync::OnceLock::new(),
             logs,
+            idle_stopped: Default::default(),
         })
     }
 
@@ -258,6 +265,7 @@ impl RuntimeManager {
                 identifier: identifier.clone(),
                 permissions: declaration.permissions(),
                 process: PluginProcess::Serverless(function),
+                usage: Default::default(),
             });
             self.lock_plugins().insert(identifier.as_str().to_string(), managed);
             return Ok(());
@@ -293,10 +301,12 @@ impl RuntimeManager {
             }
         };
         let _ = progress.send("plugin is running".to_string());
+        self.lock_idle_stopped().remove(identifier.as_str());
         let managed = Arc::new(ManagedPlugin {
             identifier: identifier.clone(),
             permissions: declaration.permissions(),
             process: PluginProcess::Local(process),
+            usage: Default::default(),
         });
         self.lock_plugins().insert(identifier.as_str().to_string(), managed);
         Ok(())
@@ -324,6 +334,7 @@ impl RuntimeManager {
             permissions: plugin.registration.declaration.permissions(),
             identifier: identifier.clone(),
             process: PluginProcess::Debug(plugin),
+            usage: Default::default(),
         });
         let previous = self.lock_plugins().insert(identifier.as_str().to_string(), managed);
         match previous.map(|p| p.process.clone()) {
@@ -362,8 +373,34 @@ impl RuntimeManager {
         let lock = self.launch_lock(identifier.as_str());
         let _guard = lock.lock().await;
         let removed = self.lock_plugins().remove(identifier.as_str());
+        self.lock_idle_stopped().remove(identifier.as_str());
         if let Some(plugin) = removed {
             plugin.process.stop().await;
+        }
+    }
+
+    /// Stops the plugin's runtime (as [`Self::stop`]) and removes its working directory; shared
+    /// environments no plugin links to any more are removed too. For the last installation of a
+    /// version going away: a later install extracts and links it again.
+    pub async fn discard(&self, identifier: &PluginUniqueIdentifier) {
+        {
+            let lock = self.launch_lock(identifier.as_str());
+            let _guard = lock.lock().await;
+            let removed = self.lock_plugins().remove(identifier.as_str());
+            self.lock_idle_stopped().remove(identifier.as_str());
+            if let Some(plugin) = removed {
+                plugin.process.stop().await;
+            }
+            if let Ok(dir) = self.working_dir(identifier) {
+                match tokio::fs::remove_dir_all(&dir).await {
+                    Ok(()) => {}
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(error) => tracing::warn!(dir = %dir.display(), %error, "removing an uninstalled plugin's directory failed"),
+                }
+            }
+        }
+        if self.config.shared_environments {
+            shared_env::collect_unused_environments(&self.config).await;
         }
     }
 

@@ -33,7 +33,12 @@ impl RuntimeManager {
         let lock = self.launch_lock(identifier.as_str());
         let _guard = lock.lock().await;
         let bridged = serverless.attach(identifier.clone(), function);
-        let managed = Arc::new(ManagedPlugin { identifier: identifier.clone(), permissions, process: PluginProcess::Serverless(bridged) });
+        let managed = Arc::new(ManagedPlugin {
+            identifier: identifier.clone(),
+            permissions,
+            process: PluginProcess::Serverless(bridged),
+            usage: Default::default(),
+        });
         self.lock_plugins().insert(identifier.as_str().to_string(), managed);
         Ok(())
     }

@@ -350,7 +350,7 @@ async fn swap_installation(
         super::mark_installed(state, new.as_str()).await;
     }
     if released.unreferenced {
-        state.runtime.stop(original).await;
+        state.runtime.discard(original).await;
         super::mark_uninstalled(state, original.as_str()).await;
     }
     Ok(())
@@ -366,7 +366,7 @@ pub async fn uninstall(state: &AppState, tenant_id: &str, installation_id: &str)
     if let Some(released) = released {
         if released.unreferenced {
             if let Ok(uid) = PluginUniqueIdentifier::parse(&released.plugin_unique_identifier) {
-                state.runtime.stop(&uid).await;
+                state.runtime.discard(&uid).await;
             }
             super::mark_uninstalled(state, &released.plugin_unique_identifier).await;
         }

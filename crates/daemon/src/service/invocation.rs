@@ -11,7 +11,6 @@
 //! the endpoint's settings once the runtime is known): [`find_runtime`] then [`PluginRuntime::start`];
 //! [`invoke`] does both.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use dify_protocol::access::AccessType;
@@ -21,7 +20,8 @@ use serde_json::{Map, Value};
 use super::launch::launch_stored_package;
 use super::state::AppState;
 use super::Installation;
-use crate::runtime::{ManagedPlugin, UnavailableError, RESTART_WAIT};
+use crate::runtime::idle::RuntimeLease;
+use crate::runtime::{UnavailableError, RESTART_WAIT};
 use crate::session::{start_tracked_session, SessionRequest, SessionStartError, SessionStream};
 
 /// How long a request waits for an installed plugin that is not running here (after a daemon
@@ -54,9 +54,10 @@ pub enum InvocationError {
     Start(#[from] SessionStartError),
 }
 
-/// A running plugin found (or launched) for an installation: the first step of an invocation.
+/// A running plugin found (or launched) for an installation: the first step of an invocation. It
+/// holds a lease on the runtime, so the idle sweep leaves it running until the session is open.
 pub struct PluginRuntime {
-    plugin: Arc<ManagedPlugin>,
+    lease: RuntimeLease,
     tenant_id: String,
     plugin_id: String,
 }
@@ -64,13 +65,27 @@ pub struct PluginRuntime {
 /// Finds the runtime serving `installation` on this node, launching an installed local or
 /// serverless plugin from its stored package when it is not running (in the background, tracked by
 /// the shutdown handle, so a request that gives up after [`LAZY_LAUNCH_WAIT`] does not abort it).
+///
+/// A runtime the idle sweep is stopping is not found; the lazy launch then waits for the stop to
+/// finish and starts the plugin again.
 pub async fn find_runtime(state: &AppState, installation: &Installation) -> Result<PluginRuntime, InvocationError> {
-    let plugin = match state.runtime.plugin(installation.plugin_unique_identifier.as_str()) {
-        Some(plugin) => plugin,
-        None => lazy_launch(state, installation).await.ok_or(InvocationError::NoRuntime)?,
+    let identifier = installation.plugin_unique_identifier.as_str();
+    let mut attempts = 0;
+    let lease = loop {
+        if let Some(lease) = state.runtime.acquire(identifier) {
+            break lease;
+        }
+        // Launched, then stopped again before the lease was taken (only with a tiny idle timeout).
+        attempts += 1;
+        if attempts > LAUNCH_ATTEMPTS || !lazy_launch(state, installation).await {
+            return Err(InvocationError::NoRuntime);
+        }
     };
-    Ok(PluginRuntime { plugin, tenant_id: installation.tenant_id.clone(), plugin_id: installation.plugin_id.clone() })
+    Ok(PluginRuntime { lease, tenant_id: installation.tenant_id.clone(), plugin_id: installation.plugin_id.clone() })
 }
+
+/// Lazy launches one invocation may trigger before giving up.
+const LAUNCH_ATTEMPTS: u32 = 3;
 
 /// Opens a session for `installation`: [`find_runtime`] then [`PluginRuntime::start`].
 pub async fn invoke(state: &AppState, installation: &Installation, invocation: Invocation) -> Result<SessionStream, InvocationError> {
@@ -81,10 +96,11 @@ impl PluginRuntime {
     /// Waits for the runtime's connection (a restarting local plugin gets [`RESTART_WAIT`]) and starts
     /// the session.
     pub async fn start(self, state: &AppState, invocation: Invocation) -> Result<SessionStream, InvocationError> {
-        let connection = match self.plugin.process.connection(RESTART_WAIT).await {
+        let plugin = self.lease.plugin().clone();
+        let connection = match plugin.process.connection(RESTART_WAIT).await {
             Ok(connection) => connection,
             Err(reason) => {
-                tracing::warn!(plugin = %self.plugin.identifier, %reason, "plugin runtime unavailable");
+                tracing::warn!(plugin = %plugin.identifier, %reason, "plugin runtime unavailable");
                 return Err(InvocationError::Unavailable(reason));
             }
         };
@@ -96,20 +112,23 @@ impl PluginRuntime {
             action: invocation.action,
             payload: invocation.payload,
             invocation: invocation.context,
-            permissions: self.plugin.permissions.clone(),
+            permissions: plugin.permissions.clone(),
             trace: crate::trace::current(),
         };
         let timeout = state.runtime.config().max_execution_timeout;
-        Ok(start_tracked_session(connection, request, state.backwards.clone(), timeout, &state.shutdown).await?)
+        let session = start_tracked_session(connection, request, state.backwards.clone(), timeout, &state.shutdown).await?;
+        // The session is registered on the connection now; it keeps the runtime busy from here.
+        drop(self.lease);
+        Ok(session)
     }
 }
 
-/// Launches an installed plugin that is not running on this node; `None` when it cannot be.
-async fn lazy_launch(state: &AppState, installation: &Installation) -> Option<Arc<ManagedPlugin>> {
+/// Launches an installed plugin that is not running on this node; false when it cannot be.
+async fn lazy_launch(state: &AppState, installation: &Installation) -> bool {
     if !installation.runtime_type.is_some_and(|kind| kind.is_launchable()) {
-        return None;
+        return false;
     }
-    let declaration = installation.declaration.clone()?;
+    let Some(declaration) = installation.declaration.clone() else { return false };
     let uid = installation.plugin_unique_identifier.clone();
     let launch = {
         let state = state.clone();
@@ -129,10 +148,7 @@ async fn lazy_launch(state: &AppState, installation: &Installation) -> Option<Ar
             }
         })
     };
-    match tokio::time::timeout(LAZY_LAUNCH_WAIT, launch).await {
-        Ok(Ok(true)) => state.runtime.plugin(uid.as_str()),
-        _ => None,
-    }
+    matches!(tokio::time::timeout(LAZY_LAUNCH_WAIT, launch).await, Ok(Ok(true)))
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! The operator's picture of this node, as the status page renders it: the node, its database and
 //! storage, every runtime here with its state, restarts and last problem, installations and install
-//! tasks of every tenant (with their full error text), invocations in flight, and each runtime's log
+//! tasks of every tenant, plugins stopped while idle (`idle-stopped`) (with their full error text), invocations in flight, and each runtime's log
 //! tail. Read-only.
 
 use serde_json::{json, Value};
@@ -59,6 +59,22 @@ pub async fn report(state: &AppState) -> ServiceResult<Value> {
             "restarts": plugin.process.restart_count(),
             "pids": plugin.process.spawned_pids(),
             "last_error": last_error,
+            "logs": logs,
+        }));
+    }
+    // Stopped after going unused for `PLUGIN_IDLE_TIMEOUT`; the next invocation starts them again.
+    for identifier in state.runtime.idle_stopped() {
+        if state.runtime.plugin(&identifier).is_some() {
+            continue;
+        }
+        let logs = state.runtime.logs().get(&identifier).map(|r| r.read(0, LOG_TAIL).entries).unwrap_or_default();
+        runtimes.push(json!({
+            "identifier": identifier,
+            "runtime_type": crate::store::RuntimeType::Local.as_str(),
+            "status": "idle-stopped",
+            "restarts": 0,
+            "pids": [],
+            "last_error": null,
             "logs": logs,
         }));
     }

@@ -79,6 +79,23 @@ class ExerciseTool(Tool):
                 yield self.create_text_message("allowed")
             except Exception as error:  # noqa: BLE001 - the refusal is what the test checks
                 yield self.create_text_message(f"refused: {error}")
+        elif mode == "write_file":
+            # Writes into the plugin's working directory (its current directory), then tries its
+            # environment, which may be shared with other plugins.
+            os.makedirs("notes", exist_ok=True)
+            with open(os.path.join("notes", f"{text}.txt"), "w") as note:
+                note.write(text)
+            with open(os.path.join("notes", f"{text}.txt")) as note:
+                read_back = note.read()
+            try:
+                with open(os.path.join(sys.prefix, "intruder.txt"), "w") as intruder:
+                    intruder.write(text)
+                environment_written = True
+            except OSError:
+                environment_written = False
+            yield self.create_json_message(
+                {"read_back": read_back, "cwd": os.getcwd(), "prefix": sys.prefix, "environment_written": environment_written}
+            )
         elif mode == "env":
             yield self.create_json_message({"env": dict(os.environ)})
         elif mode == "log":

@@ -247,8 +247,14 @@ impl Sandbox {
             jail.env.push(("PYTHONPYCACHEPREFIX".into(), working_dir.join(".pycache").display().to_string()));
         }
 
-        // What the plugin must reach.
-        let interpreter = interpreter_prefixes(&working_dir, request.python);
+        // What the plugin must reach: a shared environment (`.venv` linking outside the plugin's
+        // directory) is readable, never writable.
+        let mut interpreter = interpreter_prefixes(&working_dir, request.python);
+        if let Ok(environment) = working_dir.join(".venv").canonicalize() {
+            if !environment.starts_with(&working_dir) {
+                interpreter.push(environment);
+            }
+        }
         let mut readable: Vec<PathBuf> = SYSTEM_READ_PATHS.iter().map(PathBuf::from).filter(|p| p.exists()).collect();
         readable.extend(interpreter.iter().cloned());
         readable.extend(self.settings.read_paths.iter().filter_map(|p| p.canonicalize().ok()));
