@@ -131,11 +131,14 @@ pub fn installed_key(state: &AppState, uid: &str) -> String {
 /// Copies a version's package into the installed bucket, as upstream does when a local plugin is
 /// installed. Best effort: the daemon itself launches from the package cache.
 pub async fn mark_installed(state: &AppState, uid: &str) {
-    let copied = match state.blobs.get(&package_key(state, uid)).await {
-        Ok(Some(bytes)) => state.blobs.put(&installed_key(state, uid), &bytes).await,
-        Ok(None) => Ok(()),
+    // Through a temporary file, so that an object store streams the copy both ways.
+    let scratch = state.settings.storage_root().join(".uploads").join(uuid::Uuid::now_v7().to_string());
+    let copied = match state.blobs.get_to_file(&package_key(state, uid), &scratch).await {
+        Ok(true) => state.blobs.put_file(&installed_key(state, uid), &scratch).await,
+        Ok(false) => Ok(()),
         Err(e) => Err(e),
     };
+    let _ = tokio::fs::remove_file(&scratch).await;
     if let Err(error) = copied {
         tracing::warn!(%error, uid, "could not copy the package to the installed bucket");
     }

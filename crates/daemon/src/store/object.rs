@@ -803,6 +803,26 @@ mod tests {
     }
 
     #[test]
+    fn gcs_emulator_host() {
+        let s = ObjectBlobStore::from_settings(&settings(&[
+            ("PLUGIN_STORAGE_TYPE", "gcs"),
+            ("PLUGIN_STORAGE_OSS_BUCKET", "b"),
+            ("STORAGE_EMULATOR_HOST", "127.0.0.1:4443"),
+        ]))
+        .unwrap();
+        assert_eq!(s.endpoint, "http://127.0.0.1:4443");
+        let s = ObjectBlobStore::from_settings(&settings(&[
+            ("PLUGIN_STORAGE_TYPE", "gcs"),
+            ("PLUGIN_STORAGE_OSS_BUCKET", "b"),
+            ("STORAGE_EMULATOR_HOST", "https://gcs.internal:8443/"),
+        ]))
+        .unwrap();
+        assert_eq!(s.endpoint, "https://gcs.internal:8443");
+        let err = setup_error(&[("PLUGIN_STORAGE_TYPE", "gcs")]);
+        assert!(err.contains("PLUGIN_STORAGE_OSS_BUCKET"), "{err}");
+    }
+
+    #[test]
     fn azure_connection_strings() {
         let fields = connection_string_fields(
             "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;BlobEndpoint=http://127.0.0.1:1/devstoreaccount1;",
