@@ -61,6 +61,9 @@ pub async fn run_all(tools: &Tools, plan: &Plan, only: &[String]) -> Vec<Row> {
     if want("7") {
         rows.extend(crate::sandbox::section(tools, plan).await);
     }
+    if want("8") {
+        rows.extend(crate::idle_env::section(tools, plan).await);
+    }
     rows.sort_by_key(|row| natural_key(&row.id));
     rows
 }
@@ -153,7 +156,10 @@ async fn memory_measure(tools: &Tools, plan: &Plan, rows: &mut [Row]) -> Result<
 
 async fn main_daemon_sections(tools: &Tools, plan: &Plan, want: &dyn Fn(&str) -> bool) -> Vec<Row> {
     let mut rows = Vec::new();
-    let daemon = match Daemon::start(tools, DaemonOptions::default()).await {
+    // Row 4.1 compares a fresh environment build with uv doing the same build: no shared environment
+    // (section 8 measures sharing).
+    let env = vec![("PLUGIN_SHARED_ENVIRONMENTS".to_string(), "false".to_string())];
+    let daemon = match Daemon::start(tools, DaemonOptions { env, ..Default::default() }).await {
         Ok(d) => d,
         Err(error) => {
             let mut all = Vec::new();
@@ -664,6 +670,7 @@ async fn install_time_s3(tools: &Tools, plan: &Plan, local: Result<f64, String>,
         ("AWS_ACCESS_KEY", "bench"),
         ("AWS_SECRET_KEY", "bench"),
         ("AWS_REGION", "us-east-1"),
+        ("PLUGIN_SHARED_ENVIRONMENTS", "false"),
     ];
     let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let daemon = Daemon::start(tools, DaemonOptions { env, ..Default::default() }).await?;
