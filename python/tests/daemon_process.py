@@ -30,6 +30,9 @@ PLUGIN_DIR = Path(__file__).resolve().parent / "e2e_plugin"
 STARTUP_TIMEOUT = 60.0
 
 
+ADMIN_API_KEY = "e2e-admin-key-0123456789"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -130,6 +133,8 @@ class DaemonProcess:
                 "DIFY_INNER_API_URL": f"http://127.0.0.1:{free_port()}",
                 "DIFY_INNER_API_KEY": "e2e-inner-key",
                 "LOG_LEVEL": "INFO",
+                "ADMIN_API_ENABLED": "true",
+                "ADMIN_API_KEY": ADMIN_API_KEY,
             }
         )
         for name in ("DB_HOST", "REDIS_HOST", "RUST_LOG"):

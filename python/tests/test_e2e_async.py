@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from daemon_process import DaemonProcess, build_package
+from daemon_process import ADMIN_API_KEY, DaemonProcess, build_package
 from dify_plugin_client import (
     AsyncDifyPluginClient,
     PluginConfig,
@@ -182,6 +182,23 @@ def test_daemon_errors_map_to_named_exceptions(daemon: DaemonProcess, state: dic
         assert await client.list_plugins(other) == []
         missing = await client.fetch_missing_dependencies(other, plugin_unique_identifiers=[v1])
         assert [m.current_identifier for m in missing] == [""]
+
+    with_client(daemon, scenario)
+
+
+def test_direct_invocation_and_admin_api(daemon: DaemonProcess, state: dict[str, Any]) -> None:
+    v1 = state["v1"]
+    other_tenant = str(uuid.uuid4())
+    data = {"provider": "search", "tool": "search", "credentials": {}, "tool_parameters": {"query": "av2"}}
+
+    async def scenario(client: AsyncDifyPluginClient) -> None:
+        items = [item async for item in await client.invoke_v2(v1, "tool/invoke", other_tenant, data, user_id="u")]
+        assert [i["message"]["text"] for i in items if i["type"] == "text"] == ["result 1 for av2\n", "result 2 for av2\n"]
+        assert (await client.extract_v2(v1))["unique_identifier"] == v1
+        events = [e async for e in await client.admin_reinstall_serverless(ADMIN_API_KEY, v1)]
+        assert events == [{"event": "error", "data": "reinstall is not supported on local platform"}]
+        with pytest.raises(PluginDaemonInternalServerError, match="not supported on local platform"):
+            await client.admin_switch_serverless_endpoint(ADMIN_API_KEY, v1, "fn", "http://127.0.0.1:9")
 
     with_client(daemon, scenario)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from daemon_process import DaemonProcess, build_package
+from daemon_process import ADMIN_API_KEY, DaemonProcess, build_package
 from dify_plugin_client import (
     DifyPluginClient,
     PluginConfig,
@@ -129,6 +129,27 @@ def test_invoke_example_as_written(client: DifyPluginClient, state: dict[str, An
         if msg.type == "text":
             print(msg.message.text, end="", file=printed)
     assert printed.getvalue() == "result 1 for hi\nresult 2 for hi\n"
+
+
+def test_direct_invocation_and_admin_api(client: DifyPluginClient, state: dict[str, Any]) -> None:
+    v1 = state["v1"]
+    other_tenant = "9c8b7a6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"  # did not install the plugin: /v2 runs for it anyway
+    data = {"provider": "search", "tool": "search", "credentials": {}, "credential_type": "api-key",
+            "tool_parameters": {"query": "v2"}}
+    items = list(client.invoke_v2(v1, "/tool/invoke", other_tenant, data, user_id="u"))
+    assert [i["message"]["text"] for i in items if i["type"] == "text"] == ["result 1 for v2\n", "result 2 for v2\n"]
+    absent = "e2etest/absent:0.0.1@" + "0" * 64
+    with pytest.raises(PluginDaemonInternalServerError, match="plugin runtime not found"):
+        list(client.invoke_v2(absent, "/tool/invoke", other_tenant, data))
+    extracted = client.extract_v2(v1)
+    assert extracted["unique_identifier"] == v1 and extracted["manifest"]["name"] == "searcher"
+
+    events = list(client.admin_reinstall_serverless(ADMIN_API_KEY, v1))
+    assert events == [{"event": "error", "data": "reinstall is not supported on local platform"}]
+    with pytest.raises(PluginDaemonInternalServerError, match="not supported on local platform"):
+        client.admin_switch_serverless_endpoint(ADMIN_API_KEY, v1, "fn", "http://127.0.0.1:9")
+    with pytest.raises(PluginDaemonUnauthorizedError):
+        client.admin_switch_serverless_endpoint("wrong-admin-key", v1, "fn", "http://127.0.0.1:9")
 
 
 def test_invoke_casts_parameters_and_reports_plugin_errors(client: DifyPluginClient, state: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@
 pub mod blob_merge;
 pub mod cli;
 mod config;
+mod direct;
 mod error;
 mod installer;
 mod logs;
@@ -22,6 +23,7 @@ mod transport;
 pub mod wire;
 
 pub use config::{ClientConfig, RetryPolicy, DEFAULT_BASE_URL, DEFAULT_TIMEOUT};
+pub use direct::{DirectCaller, ReinstallEvent};
 pub use error::{ClientError, PluginInnerError};
 pub use installer::INSTALLATION_SOURCES;
 pub use parameters::{cast_tool_parameters, ParameterRule};

@@ -55,11 +55,21 @@ impl PluginDaemonClient {
 
     /// GET with query parameters; retried on connect errors and HTTP 429/503.
     pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<T, ClientError> {
+        self.get_with_headers(path, query, HeaderMap::new()).await
+    }
+
+    /// [`get`](Self::get) with extra request headers.
+    pub(crate) async fn get_with_headers<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        headers: HeaderMap,
+    ) -> Result<T, ClientError> {
         let url = self.url(path);
         let policy = &self.config.retry;
         let mut attempt: u32 = 0;
         loop {
-            let sent = self.request(Method::GET, &url).query(query).send().await;
+            let sent = self.request(Method::GET, &url).headers(headers.clone()).query(query).send().await;
             let retries_left = attempt < policy.max_retries;
             match sent {
                 Err(err) if retries_left && err.is_connect() => {

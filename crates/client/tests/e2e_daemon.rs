@@ -1,7 +1,8 @@
 //! End to end: the library and the `dify-plugin-client` binary against the real
 //! `dify-plugin-daemon` binary running a real SDK tool plugin from `tests/plugins/`, packaged with
 //! `dify-package`: upload → install (task polled to success) → list → manifest → readme → tool
-//! providers → invoke with streamed output → uninstall.
+//! providers → invoke with streamed output → direct invocation by identifier (`/v2/invoke`, `extract`) →
+//! the admin API's answers on the local platform → uninstall.
 //!
 //! The daemon runs on free ports with SQLite and storage in a temporary directory, in its own
 //! process group, and is stopped (SIGTERM, then SIGKILL) when the test ends. It needs the daemon
@@ -15,12 +16,15 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use dify_client::wire::{PluginInstallTaskStatus, ToolInvokeMessage, ToolProviderRef};
-use dify_client::{ClientConfig, ClientError, PluginDaemonClient, ToolInvocation};
+use dify_client::{ClientConfig, ClientError, DirectCaller, PluginDaemonClient, ReinstallEvent, ToolInvocation};
 use futures::StreamExt;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 const TENANT: &str = "6a1c3f0e-4b2d-4e8f-9a7b-2c5d8e1f3a4b";
+/// A tenant that did not install the plugin: `/v2` runs for the body's tenant all the same.
+const OTHER_TENANT: &str = "7b2d4a1f-5c3e-4f9a-8b6c-3d6e9f2a4b5c";
+const ADMIN_KEY: &str = "e2e-admin-key-0123456789";
 const STARTUP: Duration = Duration::from_secs(60);
 const INSTALL: Duration = Duration::from_secs(480);
 const WHOLE_TEST: Duration = Duration::from_secs(840);
@@ -135,6 +139,8 @@ impl Daemon {
                 ("PLUGIN_REMOTE_INSTALLING_PORT", "0".to_string()),
                 ("DIFY_INNER_API_URL", format!("http://127.0.0.1:{}", free_port())),
                 ("DIFY_INNER_API_KEY", "e2e-inner-key".to_string()),
+                ("ADMIN_API_ENABLED", "true".to_string()),
+                ("ADMIN_API_KEY", ADMIN_KEY.to_string()),
             ])
             .stdout(log_file.try_clone().expect("log handle"))
             .stderr(log_file)
@@ -380,6 +386,122 @@ async fn scenario(daemon: &Daemon, home: &Path, package: Vec<u8>, readme_on_disk
     assert_eq!(status, 1, "{stderr}");
     assert_eq!(stdout, "about to fail\n");
     assert!(stderr.contains("requested failure: on purpose"), "{stderr}");
+
+    // Direct invocation by unique identifier, for a tenant that did not install the plugin.
+    let data = |parameters: Value| -> Map<String, Value> {
+        let value = json!({"provider": provider.provider, "tool": "exercise", "credentials": {}, "credential_type": "api-key",
+                           "tool_parameters": parameters});
+        value.as_object().cloned().expect("object")
+    };
+    let caller = DirectCaller::new(OTHER_TENANT, "v2-user");
+    let items: Vec<Value> = client
+        .invoke_v2(&identifier, "/tool/invoke", &caller, data(json!({"mode": "kinds", "text": "v2"})))
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "invoke_v2: {e}
+{}",
+                log()
+            )
+        })
+        .map(|item| item.expect("v2 item"))
+        .collect()
+        .await;
+    assert_eq!(items.len(), 6, "{items:?}");
+    assert_eq!(items[1]["message"]["json_object"], json!({"text": "v2", "length": 2}), "{items:?}");
+    let mut failing = client
+        .invoke_v2(&identifier, "tool/invoke", &caller, data(json!({"mode": "raise", "text": "v2 failure"})))
+        .await
+        .expect("v2 stream starts");
+    let mut failure = None;
+    while let Some(item) = failing.next().await {
+        if let Err(error) = item {
+            failure = Some(error);
+        }
+    }
+    assert!(
+        matches!(&failure, Some(ClientError::PluginInvokeError { description, .. }) if description.contains("v2 failure")),
+        "{failure:?}"
+    );
+    let absent = "testing/absent:0.0.1@0000000000000000000000000000000000000000000000000000000000000000";
+    let error = match client.invoke_v2(absent, "/tool/invoke", &caller, data(json!({}))).await {
+        Err(error) => error,
+        Ok(mut stream) => stream.next().await.expect("one item").expect_err("an absent version fails"),
+    };
+    assert!(
+        matches!(&error, ClientError::PluginDaemonInternalServerError { message } if message.contains("plugin runtime not found")),
+        "{error:?}"
+    );
+    let extracted = client.extract_v2(&identifier).await.unwrap_or_else(|e| panic!("extract: {e}"));
+    assert_eq!(extracted["unique_identifier"], json!(identifier));
+    assert_eq!(extracted["manifest"]["name"], json!(manifest.name));
+    let (status, stdout, stderr) = cli(
+        daemon,
+        home,
+        &[
+            "invoke-v2",
+            "--identifier",
+            &identifier,
+            "--route",
+            "/tool/invoke",
+            "--user",
+            "v2-cli",
+            "--data",
+            &Value::Object(data(json!({"mode": "kinds", "text": "cli"}))).to_string(),
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(status, 0, "{stderr}\n{}", log());
+    let streamed: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("one JSON item per line")).collect();
+    assert_eq!(streamed[1]["message"]["json_object"], json!({"text": "cli", "length": 3}), "{stdout}");
+    let (status, stdout, stderr) = cli(daemon, home, &["extract", &identifier, "-o", "json"]).await;
+    assert_eq!(status, 0, "{stderr}");
+    assert_eq!(serde_json::from_str::<Value>(&stdout).expect("extract json")["manifest"]["name"], json!(manifest.name));
+
+    // The admin API on the local platform: upstream's "not supported" answers, typed; a wrong key is refused.
+    let events: Vec<ReinstallEvent> = client
+        .admin_reinstall_serverless(ADMIN_KEY, &identifier)
+        .await
+        .expect("reinstall stream")
+        .map(|event| event.expect("event"))
+        .collect()
+        .await;
+    assert_eq!(events, vec![ReinstallEvent { event: "error".into(), data: "reinstall is not supported on local platform".into() }]);
+    let switched = client.admin_switch_serverless_endpoint(ADMIN_KEY, &identifier, "fn-1", "http://127.0.0.1:9").await;
+    assert!(
+        matches!(&switched, Err(ClientError::PluginDaemonInternalServerError { message }) if message == "switch serverless runtime is not supported on local platform"),
+        "{switched:?}"
+    );
+    let refused = client.admin_switch_serverless_endpoint("wrong-admin-key", &identifier, "fn-1", "http://127.0.0.1:9").await;
+    assert!(matches!(refused, Err(ClientError::PluginDaemonUnauthorizedError { .. })), "{refused:?}");
+    let (status, stdout, stderr) = cli(daemon, home, &["admin", "--admin-key", ADMIN_KEY, "reinstall", "--identifier", &identifier]).await;
+    assert_eq!((status, stdout.as_str()), (1, "error: reinstall is not supported on local platform\n"), "{stderr}");
+    let (status, _, stderr) = cli(
+        daemon,
+        home,
+        &[
+            "admin",
+            "--admin-key",
+            ADMIN_KEY,
+            "switch-endpoint",
+            "--identifier",
+            &identifier,
+            "--function-name",
+            "f",
+            "--function-url",
+            "http://127.0.0.1:9",
+        ],
+    )
+    .await;
+    assert_eq!(status, 1, "{stderr}");
+    assert!(stderr.contains("switch serverless runtime is not supported on local platform"), "{stderr}");
+    let (status, _, stderr) = cli(daemon, home, &["admin", "reinstall", "--identifier", &identifier]).await;
+    assert_eq!(status, 2, "no admin key: {stderr}");
+    let (status, _, stderr) =
+        cli(daemon, home, &["admin", "--admin-key", "wrong-admin-key", "reinstall", "--identifier", &identifier]).await;
+    assert_eq!(status, 4, "a wrong admin key: {stderr}");
 
     // Uninstall through the CLI; the plugin is gone from the list.
     let (status, _, stderr) = cli(daemon, home, &["uninstall", &plugin_id]).await;

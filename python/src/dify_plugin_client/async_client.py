@@ -236,6 +236,45 @@ class AsyncDifyPluginClient:
         ``limit`` (the daemon's default when ``None``). Poll with ``after=response.last_seq`` to follow."""
         return await self._transport.call(routes.fetch_plugin_logs(tenant_id, plugin_id, after, limit))
 
+    # ---------------------------------------------------------------- direct invocation and admin API
+
+    async def invoke_v2(
+        self,
+        plugin_unique_identifier: str,
+        route: str,
+        tenant_id: str,
+        data: Mapping[str, Any],
+        user_id: str = "",
+        conversation_id: str | None = None,
+        app_id: str | None = None,
+        message_id: str | None = None,
+    ) -> AsyncGenerator[Any, None]:
+        """Invoke the version ``plugin_unique_identifier`` through ``/v2/invoke/dispatch<route>`` (``route`` as
+        in the tenant dispatch API, e.g. ``/tool/invoke``) for ``tenant_id``, whether or not that tenant
+        installed it. Yields each streamed item's ``data`` as it is; an error envelope raises while iterating."""
+        call = routes.invoke_v2(plugin_unique_identifier, route, tenant_id, user_id, data, conversation_id, app_id,
+                                message_id)
+        return self._transport.stream(call)
+
+    async def extract_v2(self, plugin_unique_identifier: str) -> dict[str, Any]:
+        """``{unique_identifier, manifest, verification}`` decoded from the version's stored package."""
+        return await self._transport.call(routes.extract_v2(plugin_unique_identifier))
+
+    async def admin_reinstall_serverless(
+        self, admin_api_key: str, plugin_unique_identifier: str
+    ) -> AsyncGenerator[Any, None]:
+        """Launch a serverless version at the connector again; yields ``{"event": "info"|"done"|"error",
+        "data": ...}`` (the admin API, ``X-Admin-Api-Key``)."""
+        return self._transport.stream(routes.admin_reinstall_serverless(admin_api_key, plugin_unique_identifier))
+
+    async def admin_switch_serverless_endpoint(
+        self, admin_api_key: str, plugin_unique_identifier: str, function_name: str, function_url: str
+    ) -> bool:
+        """Point a serverless version at another function (the admin API, ``X-Admin-Api-Key``)."""
+        return await self._transport.call(
+            routes.admin_switch_serverless_endpoint(admin_api_key, plugin_unique_identifier, function_name, function_url)
+        )
+
     async def fetch_plugin_by_identifier(self, tenant_id: str, identifier: str) -> bool:
         """Whether any tenant has the plugin ``identifier`` installed."""
         return await self._transport.call(routes.fetch_plugin_by_identifier(tenant_id, identifier))

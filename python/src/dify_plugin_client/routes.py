@@ -528,3 +528,60 @@ def get_runtime_parameters(
         _runtime_parameters,
         {"json": body, "headers": {"X-Plugin-ID": provider_id.plugin_id, **_JSON}},
     )
+
+
+# ---------------------------------------------------------------- direct invocation and admin API
+
+
+def _identifier_header(plugin_unique_identifier: str) -> dict[str, str]:
+    if not plugin_unique_identifier:
+        raise ValueError("plugin_unique_identifier is required")
+    return {"X-Plugin-Unique-Identifier": plugin_unique_identifier}
+
+
+def _admin_header(admin_api_key: str) -> dict[str, str]:
+    if not admin_api_key:
+        raise ValueError("admin_api_key is required")
+    return {"X-Admin-Api-Key": admin_api_key}
+
+
+def invoke_v2(
+    plugin_unique_identifier: str,
+    route: str,
+    tenant_id: str,
+    user_id: str,
+    data: Mapping[str, Any],
+    conversation_id: str | None,
+    app_id: str | None,
+    message_id: str | None,
+) -> StreamCall[Any]:
+    """``POST /v2/invoke/dispatch<route>``: the tenant travels in the body; each item is the raw ``data``."""
+    if not tenant_id:
+        raise ValueError("tenant_id is required")
+    body = {"tenant_id": tenant_id, "user_id": user_id, "conversation_id": conversation_id, "app_id": app_id,
+            "message_id": message_id, "data": dict(data)}
+    path = "v2/invoke/dispatch/" + route.lstrip("/")
+    return StreamCall("POST", path, lambda item: item,
+                      {"json": body, "headers": _identifier_header(plugin_unique_identifier)})
+
+
+def extract_v2(plugin_unique_identifier: str) -> Call[dict[str, Any]]:
+    """``GET /v2/invoke/extract``: ``{unique_identifier, manifest, verification}`` of the stored package."""
+    return Call("GET", "v2/invoke/extract", dict[str, Any], {"headers": _identifier_header(plugin_unique_identifier)})
+
+
+def admin_reinstall_serverless(admin_api_key: str, plugin_unique_identifier: str) -> StreamCall[dict[str, Any]]:
+    """``POST /admin/plugin/serverless/reinstall``: a stream of ``{event, data}``."""
+    return StreamCall("POST", "admin/plugin/serverless/reinstall", lambda item: dict(item),
+                      {"json": {"plugin_unique_identifier": plugin_unique_identifier},
+                       "headers": _admin_header(admin_api_key)})
+
+
+def admin_switch_serverless_endpoint(
+    admin_api_key: str, plugin_unique_identifier: str, function_name: str, function_url: str
+) -> Call[bool]:
+    """``POST /admin/plugin/serverless/switch-endpoint``."""
+    body = {"plugin_unique_identifier": plugin_unique_identifier, "function_name": function_name,
+            "function_url": function_url}
+    return Call("POST", "admin/plugin/serverless/switch-endpoint", bool,
+                {"json": body, "headers": _admin_header(admin_api_key)})

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use clap::{Args, Parser, Subcommand};
+use futures::StreamExt;
 use serde_json::Value;
 
 use commands::{InstallFrom, NoProgress, Progress, WaitOptions};
@@ -150,6 +151,30 @@ pub enum Command {
         #[arg(long)]
         provider: Option<String>,
     },
+    /// Invoke a plugin version by unique identifier (/v2/invoke) and print each streamed item
+    InvokeV2 {
+        /// author/name:version@checksum
+        #[arg(long)]
+        identifier: String,
+        /// The dispatch route, e.g. /tool/invoke, /llm/invoke, /text_embedding/invoke
+        #[arg(long)]
+        route: String,
+        /// The route's data as a JSON object
+        #[arg(long, default_value = "{}")]
+        data: String,
+        #[arg(long, default_value = "")]
+        user: String,
+    },
+    /// Print the manifest decoded from a version's stored package (/v2/invoke/extract)
+    Extract { identifier: String },
+    /// The admin API for serverless plugins (the daemon needs ADMIN_API_ENABLED=true)
+    Admin {
+        /// Sent as X-Admin-Api-Key
+        #[arg(long, env = "DIFY_PLUGIN_ADMIN_API_KEY", hide_env_values = true)]
+        admin_key: Option<String>,
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Print an installed plugin's recent stderr, log messages and process notes
     Logs {
         /// author/name (or a unique identifier)
@@ -160,6 +185,27 @@ pub enum Command {
         /// Keep printing new lines (polls every second) until interrupted
         #[arg(short, long)]
         follow: bool,
+    },
+}
+
+/// The admin API's commands (serverless plugins).
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Launch a serverless plugin version at the connector again and print the reinstall events
+    Reinstall {
+        /// author/name:version@checksum
+        #[arg(long)]
+        identifier: String,
+    },
+    /// Point a serverless plugin version at another function
+    SwitchEndpoint {
+        /// author/name:version@checksum
+        #[arg(long)]
+        identifier: String,
+        #[arg(long)]
+        function_name: String,
+        #[arg(long)]
+        function_url: String,
     },
 }
 
@@ -228,11 +274,30 @@ fn emit(format: OutputFormat, result: &dyn Render) -> Result<(), CliError> {
 async fn execute(cli: Cli) -> Result<(), CliError> {
     let format = cli.global.output;
     let settings = resolve_settings(&cli.global)?;
-    let tenant = settings.require_tenant()?.to_string();
     let config = ClientConfig::new(&settings.url, &settings.key).with_timeout(settings.timeout);
     let client = PluginDaemonClient::new(config)?;
-    let mut progress = progress_for(format);
+    // Commands without a tenant.
     match cli.command {
+        Command::Admin { admin_key, command } => {
+            let admin_key = admin_key.filter(|k| !k.is_empty()).ok_or_else(|| {
+                CliError::new(error::ErrorCode::Usage, "the admin API key is required (--admin-key or DIFY_PLUGIN_ADMIN_API_KEY)")
+            })?;
+            admin(&client, format, &admin_key, command).await
+        }
+        Command::Extract { identifier } => {
+            let value = client.extract_v2(&identifier).await?;
+            let text = output::to_yaml(&value);
+            emit(format, &output::Plain { value, text, names: vec![identifier] })
+        }
+        command => run_for_tenant(&client, format, &settings, command).await,
+    }
+}
+
+async fn run_for_tenant(client: &PluginDaemonClient, format: OutputFormat, settings: &Settings, command: Command) -> Result<(), CliError> {
+    let client = client.clone();
+    let tenant = settings.require_tenant()?.to_string();
+    let mut progress = progress_for(format);
+    match command {
         Command::List { page, page_size } => emit(format, &commands::list(&client, &tenant, page, page_size).await?),
         Command::UploadPkg { file, verify_signature } => {
             emit(format, &commands::upload_pkg(&client, &tenant, &file, verify_signature).await?)
@@ -263,6 +328,16 @@ async fn execute(cli: Cli) -> Result<(), CliError> {
         Command::Readme { identifier, language } => emit(format, &commands::readme(&client, &tenant, &identifier, &language).await?),
         Command::Missing { identifiers } => emit(format, &commands::missing(&client, &tenant, &identifiers).await?),
         Command::Tools { provider } => emit(format, &commands::tools(&client, &tenant, provider.as_deref()).await?),
+        Command::InvokeV2 { identifier, route, data, user } => {
+            let data = commands::parse_json_object(&data, "--data")?;
+            let caller = crate::DirectCaller::new(&tenant, &user);
+            let mut items = client.invoke_v2(&identifier, &route, &caller, data).await?;
+            while let Some(item) = items.next().await {
+                print_item(format, &item?)?;
+            }
+            Ok(())
+        }
+        Command::Admin { .. } | Command::Extract { .. } => unreachable!("handled without a tenant"),
         Command::Logs { plugin, tail, follow } => {
             let first = logs::logs(&client, &tenant, &plugin, tail).await?;
             let mut after = first.0.last_seq;
@@ -278,6 +353,50 @@ async fn execute(cli: Cli) -> Result<(), CliError> {
                     emit(format, &logs::PluginLogs(next))?;
                 }
             }
+        }
+    }
+}
+
+/// One streamed item: a JSON line (text, json), a YAML document (yaml).
+fn print_item(format: OutputFormat, item: &Value) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    let written = match format {
+        OutputFormat::Yaml => write!(out, "---\n{}", output::to_yaml(item)),
+        _ => writeln!(out, "{item}"),
+    };
+    written
+        .and_then(|_| out.flush())
+        .map_err(|err| CliError::new(error::ErrorCode::Io, format!("cannot write output: {err}")))
+}
+
+async fn admin(client: &PluginDaemonClient, format: OutputFormat, admin_key: &str, command: AdminCommand) -> Result<(), CliError> {
+    match command {
+        AdminCommand::Reinstall { identifier } => {
+            let mut events = client.admin_reinstall_serverless(admin_key, &identifier).await?;
+            let mut last = None;
+            while let Some(event) = events.next().await {
+                let event = event?;
+                match format {
+                    OutputFormat::Json | OutputFormat::Yaml => print_item(format, &serde_json::to_value(&event).unwrap_or(Value::Null))?,
+                    _ => {
+                        let mut out = std::io::stdout().lock();
+                        writeln!(out, "{}: {}", event.event, event.data)
+                            .and_then(|_| out.flush())
+                            .map_err(|err| CliError::new(error::ErrorCode::Io, format!("cannot write output: {err}")))?;
+                    }
+                }
+                last = Some(event);
+            }
+            match last {
+                Some(event) if event.event == "done" => Ok(()),
+                Some(event) if event.event == "error" => Err(CliError::new(error::ErrorCode::Daemon, event.data)),
+                _ => Err(CliError::new(error::ErrorCode::Daemon, "the reinstall ended without a result")),
+            }
+        }
+        AdminCommand::SwitchEndpoint { identifier, function_name, function_url } => {
+            let switched = client.admin_switch_serverless_endpoint(admin_key, &identifier, &function_name, &function_url).await?;
+            let text = format!("{identifier} now runs on {function_name} ({function_url})");
+            emit(format, &output::Plain { value: Value::Bool(switched), text, names: vec![identifier] })
         }
     }
 }
