@@ -16,6 +16,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("shutdown", 0),
     ("trace", 0),
     ("store", 1),
+    ("coord", 1),
     ("runtime", 2),
     ("backwards", 3),
     ("session", 4),
