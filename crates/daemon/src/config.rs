@@ -218,7 +218,7 @@ settings! {
         db_write_timeout: u64 = "DB_WRITE_TIMEOUT", "30", "Accepted for compatibility; statements are bounded by the pool acquire timeout.";
     }
     "Redis" {
-        redis_host: Option<String> = "REDIS_HOST", "", "Redis host; unset keeps coordination in-process.";
+        redis_host: Option<String> = "REDIS_HOST", "", "Redis host; set (with the same `REDIS_KEY_PREFIX`) on every node of a cluster sharing one database and bucket (docs/cluster.md); unset: a single node with in-process coordination.";
         redis_port: u16 = "REDIS_PORT", "6379", "Redis port.";
         redis_username: Option<String> = "REDIS_USERNAME", "", "Redis user.";
         redis_password: Option<String> = "REDIS_PASSWORD", "", "Redis password.";
