@@ -89,13 +89,17 @@ async fn dispatch_route(state: &AppState, tenant_id: &str, route: &'static Dispa
         }
     }
     // In a cluster the plugin may be placed on (or, debugging, connected to) another node.
-    if let Route::Forward(node) = state.cluster.route(state, &installation, forward::is_forwarded(headers)).await {
+    // A node that cannot be reached is skipped for a while and the route asked again (another placed
+    // node, or here); a few rounds at most.
+    let forwarded = forward::is_forwarded(headers);
+    for _ in 0..3 {
+        let Route::Forward(node) = state.cluster.route(state, &installation, forwarded).await else { break };
         let path = format!("/plugin/{tenant_id}/dispatch{}", route.path);
         match forward::forward(state, &node, &path, headers, Bytes::copy_from_slice(body)).await {
             Ok(response) => return response,
             Err(error @ ForwardError::Unreachable { .. }) => {
-                // Not delivered: serve it here (a lazy launch if need be) and skip that node a while.
-                tracing::warn!(%error, "serving here instead");
+                // Not delivered: another node or this one serves it.
+                tracing::warn!(%error, "skipping the node");
                 state.cluster.mark_unreachable(&node.id);
             }
             Err(error) => return forward::failure_response(&error),

@@ -66,6 +66,8 @@ pub struct Cluster {
     nodes: RwLock<Vec<NodeInfo>>,
     /// Nodes that refused a forwarded request, with when.
     unreachable: Mutex<HashMap<String, Instant>>,
+    /// Plugins being launched here in the background because placement moved them here.
+    warming: Mutex<HashSet<String>>,
     /// Debugging-plugin owner keys this node holds (renewed by the heartbeat).
     debug_keys: Mutex<HashSet<String>>,
     /// Whether the installation subscription stands.
@@ -107,6 +109,7 @@ impl Cluster {
             nodes: RwLock::new(Vec::new()),
             unreachable: Mutex::new(HashMap::new()),
             debug_keys: Mutex::new(HashSet::new()),
+            warming: Mutex::new(HashSet::new()),
             subscribed: AtomicBool::new(false),
             healthy: AtomicBool::new(false),
             next: AtomicUsize::new(0),
@@ -194,18 +197,37 @@ impl Cluster {
                     }
                 }
                 let placed = placement(uid, &nodes, self.replicas);
-                if placed.is_empty() || placed.iter().any(|node| node.id == self.node_id) {
+                if placed.is_empty() {
                     return Route::Local;
                 }
-                let candidates: Vec<&NodeInfo> = placed.into_iter().filter(|node| !self.is_unreachable(&node.id)).collect();
+                let placed_here = placed.iter().any(|node| node.id == self.node_id);
+                let running_here = state.runtime.plugin(uid).is_some();
+                if placed_here && running_here {
+                    return Route::Local;
+                }
+                let candidates: Vec<&NodeInfo> =
+                    placed.into_iter().filter(|node| node.id != self.node_id && !self.is_unreachable(&node.id)).collect();
                 if candidates.is_empty() {
                     return Route::Local;
+                }
+                if placed_here {
+                    // Placement just moved the plugin here (a node left or joined): the other placed
+                    // nodes serve while it is launched here in the background, so callers do not
+                    // wait for a cold start.
+                    if locked(&self.warming).insert(uid.to_string()) {
+                        super::invocation::warm_up(state, installation);
+                    }
                 }
                 let pick = self.next.fetch_add(1, Ordering::Relaxed) % candidates.len();
                 Route::Forward(candidates[pick].clone())
             }
             _ => Route::Local,
         }
+    }
+
+    /// A background launch started by [`route`](Self::route) ended (whether or not it succeeded).
+    pub fn warmed(&self, uid: &str) {
+        locked(&self.warming).remove(uid);
     }
 
     /// Records that this node holds the debugging plugin `uid` of `tenant_id`.
