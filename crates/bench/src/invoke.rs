@@ -251,6 +251,8 @@ impl DirectPlugin {
 pub enum Invoker {
     Daemon(ThroughDaemon),
     Direct(Arc<DirectPlugin>),
+    /// Round robin over several daemons (a load balancer in front of a cluster).
+    Spread(Arc<Vec<ThroughDaemon>>, Arc<std::sync::atomic::AtomicUsize>),
 }
 
 impl Invoker {
@@ -258,6 +260,10 @@ impl Invoker {
         match self {
             Invoker::Daemon(d) => d.invoke(parameters).await,
             Invoker::Direct(p) => p.invoke(parameters).await,
+            Invoker::Spread(daemons, next) => {
+                let turn = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                daemons[turn % daemons.len()].invoke(parameters).await
+            }
         }
     }
 }

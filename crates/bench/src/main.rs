@@ -6,6 +6,7 @@
 //! Owns: command line, finding the programs (building them with cargo when run through cargo), the
 //! order of the sections. Must not: hide a failed measurement (a failed row is printed as FAILED).
 
+mod cluster;
 mod daemon;
 mod idle_env;
 mod invoke;

@@ -26,7 +26,7 @@ const TENANT: &str = "6f3c2a1e-0000-4000-8000-000000000001";
 const MIB: f64 = 1024.0 * 1024.0;
 
 /// Marks every row that has no figure yet as failed with `error`.
-fn fail_rest(rows: &mut [Row], error: &anyhow::Error) {
+pub(crate) fn fail_rest(rows: &mut [Row], error: &anyhow::Error) {
     let message = format!("{error:#}");
     for row in rows.iter_mut() {
         if row.daemon.is_err() && row.baseline.is_err() {
@@ -40,7 +40,7 @@ fn fail_rest(rows: &mut [Row], error: &anyhow::Error) {
     }
 }
 
-fn log(message: impl AsRef<str>) {
+pub(crate) fn log(message: impl AsRef<str>) {
     eprintln!("bench: {}", message.as_ref());
 }
 
@@ -63,6 +63,9 @@ pub async fn run_all(tools: &Tools, plan: &Plan, only: &[String]) -> Vec<Row> {
     }
     if want("8") {
         rows.extend(crate::idle_env::section(tools, plan).await);
+    }
+    if want("9") {
+        rows.extend(crate::cluster::section(tools, plan).await);
     }
     rows.sort_by_key(|row| natural_key(&row.id));
     rows
@@ -288,7 +291,7 @@ async fn sdk_overhead(tools: &Tools, plan: &Plan, daemon: &Daemon, rows: &mut [R
     Ok(())
 }
 
-fn merge(parts: Vec<Samples>) -> Samples {
+pub(crate) fn merge(parts: Vec<Samples>) -> Samples {
     let mut all = Vec::new();
     let mut wall = Duration::ZERO;
     for part in parts {

@@ -218,7 +218,7 @@ settings! {
         db_write_timeout: u64 = "DB_WRITE_TIMEOUT", "30", "Accepted for compatibility; statements are bounded by the pool acquire timeout.";
     }
     "Redis" {
-        redis_host: Option<String> = "REDIS_HOST", "", "Redis host; unset keeps coordination in-process.";
+        redis_host: Option<String> = "REDIS_HOST", "", "Redis host; set (with the same `REDIS_KEY_PREFIX`) on every node of a cluster sharing one database and bucket (docs/cluster.md); unset: a single node with in-process coordination.";
         redis_port: u16 = "REDIS_PORT", "6379", "Redis port.";
         redis_username: Option<String> = "REDIS_USERNAME", "", "Redis user.";
         redis_password: Option<String> = "REDIS_PASSWORD", "", "Redis password.";
@@ -234,6 +234,12 @@ settings! {
         redis_sentinel_username: Option<String> = "REDIS_SENTINEL_USERNAME", "", "Sentinel user.";
         redis_sentinel_password: Option<String> = "REDIS_SENTINEL_PASSWORD", "", "Sentinel password.";
         redis_sentinel_socket_timeout: f64 = "REDIS_SENTINEL_SOCKET_TIMEOUT", "0", "Sentinel socket timeout, seconds.";
+    }
+    "Cluster (several nodes; active when `REDIS_HOST` is set)" {
+        cluster_advertise_url: Option<String> = "CLUSTER_ADVERTISE_URL", "", "Base URL other nodes use to reach this node's HTTP API (e.g. `http://10.0.0.5:5002`); unset: `http://<SERVER_HOST>:<bound port>`, with `0.0.0.0`/`::` replaced by `127.0.0.1`, which only suits nodes on one host. Set it on every node of a multi-host cluster.";
+        plugin_placement_replicas: usize = "PLUGIN_PLACEMENT_REPLICAS", "2", "How many live nodes (chosen by rendezvous hashing of the plugin's unique identifier) run each installed plugin; a node not among them forwards the invocation to one of them. 2 keeps a warm spare, so losing a node causes no cold start; 0 means every node serves every plugin locally.";
+        cluster_forward_connect_timeout: u64 = "CLUSTER_FORWARD_CONNECT_TIMEOUT", "2", "Seconds to connect to the node an invocation is forwarded to; on failure the node is skipped and the invocation served here.";
+        cluster_forward_idle_timeout: u64 = "CLUSTER_FORWARD_IDLE_TIMEOUT", "300", "Seconds a forwarded invocation may stay silent (no response head, no chunk) before it ends with an error envelope.";
     }
     "Storage" {
         plugin_storage_type: String = "PLUGIN_STORAGE_TYPE", "local", "Where packages, assets and bundles live: `local` (a directory), `aws_s3`, `tencent_cos`, `azure_blob`, `gcs`, `aliyun_oss`, `huawei_obs`, `volcengine_tos` or `baidu_bos`; with a bucket, the local disk is only a cache.";

@@ -3,6 +3,7 @@
 
 pub mod backwards;
 pub mod config;
+pub mod coord;
 pub mod doctor;
 pub mod http;
 pub mod runtime;

@@ -132,6 +132,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let addr = listener.local_addr().unwrap_or(addr);
     tracing::info!(%addr, db = ?state.db.kind(), platform = %state.settings.platform, "dify-plugin-daemon listening");
     eprintln!("dify-plugin-daemon listening on {addr}");
+    // With REDIS_HOST: register this node (its advertised URL names the bound port) and subscribe
+    // to the other nodes' installation writes before the first request is served.
+    crate::service::cluster::join(&state, addr).await;
 
     // The debug server holds the shutdown handle: the signal disconnects debugging plugins at once,
     // so their open streams end.

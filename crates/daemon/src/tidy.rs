@@ -17,6 +17,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("trace", 0),
     ("telemetry", 0),
     ("store", 1),
+    ("coord", 1),
     ("runtime", 2),
     ("backwards", 3),
     ("session", 4),

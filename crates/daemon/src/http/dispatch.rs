@@ -2,6 +2,9 @@
 //! handler driven by the route table in `dify_protocol::access`, answering with the SSE framing of
 //! docs/http.md §3 (`data: <envelope>\n\n` per chunk, the connection closing at the end).
 //!
+//! In a cluster, a validated request whose plugin is served by another node goes there through
+//! `http::forward` (a node that cannot be reached is skipped and the request served here).
+//!
 //! Owns: the `X-Plugin-ID` → installation lookup statuses of docs/http.md §1.3, request binding and validation,
 //! SSE rendering and error nesting (docs/http.md §2.4). Must not: find, launch or talk to plugin runtimes (the
 //! invocation service does) or contain per-route handlers.
@@ -20,7 +23,9 @@ use dify_protocol::message::{InvocationContext, PluginSessionError};
 use dify_protocol::{DaemonError, ErrorType};
 use serde_json::{Map, Value};
 
+use super::forward::{self, ForwardError};
 use super::{fail_with_status, ok, AppState, NOT_FOUND_BODY};
+use crate::service::cluster::Route;
 use crate::service::invocation::{invoke, Invocation, InvocationError};
 use crate::service::{capabilities, find_installation, FindInstallationError};
 use crate::session::{ChunkShaper, SessionOutput};
@@ -81,6 +86,23 @@ async fn dispatch_route(state: &AppState, tenant_id: &str, route: &'static Dispa
     if let Some(declaration) = &installation.declaration {
         if let Err(unsupported) = capabilities::check_route(&installation.plugin_id, declaration, route, &data) {
             return fail_with_status(StatusCode::BAD_REQUEST, unsupported.to_daemon_error());
+        }
+    }
+    // In a cluster the plugin may be placed on (or, debugging, connected to) another node.
+    // A node that cannot be reached is skipped for a while and the route asked again (another placed
+    // node, or here); a few rounds at most.
+    let forwarded = forward::is_forwarded(headers);
+    for _ in 0..3 {
+        let Route::Forward(node) = state.cluster.route(state, &installation, forwarded).await else { break };
+        let path = format!("/plugin/{tenant_id}/dispatch{}", route.path);
+        match forward::forward(state, &node, &path, headers, Bytes::copy_from_slice(body)).await {
+            Ok(response) => return response,
+            Err(error @ ForwardError::Unreachable { .. }) => {
+                // Not delivered: another node or this one serves it.
+                tracing::warn!(%error, "skipping the node");
+                state.cluster.mark_unreachable(&node.id);
+            }
+            Err(error) => return forward::failure_response(&error),
         }
     }
     let text = |key: &str| request.get(key).and_then(Value::as_str).map(str::to_owned);

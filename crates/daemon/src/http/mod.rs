@@ -8,6 +8,7 @@ mod bind;
 mod dispatch;
 mod endpoint;
 mod endpoint_proxy;
+mod forward;
 mod invoke_v2;
 mod logs;
 mod management;

@@ -5,6 +5,9 @@
 //! its tenant (assets, declaration, installation and provider rows, runtime type `remote`) and to
 //! remove it again when it disconnects. The TCP protocol itself is not part of this module.
 //!
+//! In a cluster the node holding a debugging plugin's connection also registers itself as its owner
+//! (`service::cluster`), so the other nodes forward that tenant's invocations here.
+//!
 //! Crash safety: every debugging installation this node creates is first recorded in a per-node
 //! blob (`remote_debugging/<node id>.json`) and forgotten only after its rows are gone, so a node
 //! that was killed removes its dead plugins' installations when it starts again (other nodes'
@@ -222,10 +225,20 @@ impl DebugRegistry for DebugInstaller {
     }
 
     fn install<'a>(&'a self, plugin: &'a RegisteredPlugin) -> BoxFuture<'a, Result<(), RegistryError>> {
-        Box::pin(self.install_plugin(plugin))
+        Box::pin(async move {
+            self.install_plugin(plugin).await?;
+            // Other nodes route this tenant's requests for the plugin here.
+            self.state.cluster.register_debug(&plugin.tenant_id, plugin.identifier.as_str()).await;
+            Ok(())
+        })
     }
 
     fn uninstall<'a>(&'a self, plugin: &'a RegisteredPlugin) -> BoxFuture<'a, ()> {
-        Box::pin(self.uninstall_plugin(plugin))
+        Box::pin(async move {
+            if self.state.runtime.plugin(plugin.identifier.as_str()).is_none() {
+                self.state.cluster.unregister_debug(&plugin.tenant_id, plugin.identifier.as_str()).await;
+            }
+            self.uninstall_plugin(plugin).await
+        })
     }
 }

@@ -26,9 +26,10 @@ pub const DEFAULT_INSTALLATION_CACHE_CAPACITY: usize = 16_384;
 /// never leave the old row behind.
 ///
 /// Several nodes: this only sees the writes of its own process. With several daemons sharing one
-/// database, each write's invalidation must be published over the coordination backend (pub/sub
-/// channel of the cluster) and applied here by every node; until that exists the daemon builds the
-/// cache disabled (capacity 0) whenever a shared coordination backend (Redis) is configured.
+/// database (`REDIS_HOST` set), `service::cluster` publishes each write over Redis and every node
+/// applies the others' writes here; while that subscription (or Redis) is lost the cluster marks the
+/// cache [unavailable](Self::set_available), so a node never answers from entries that may have
+/// missed an invalidation.
 pub struct InstallationCache {
     capacity: usize,
     inner: Mutex<CacheState>,
@@ -38,6 +39,8 @@ pub struct InstallationCache {
 struct CacheState {
     /// Bumped by every invalidation.
     generation: u64,
+    /// Cleared while invalidations may be missed (see [`InstallationCache::set_available`]).
+    unavailable: bool,
     entries: HashMap<(String, String), Arc<Installation>>,
 }
 
@@ -63,6 +66,9 @@ impl InstallationCache {
             return None;
         }
         let state = self.state();
+        if state.unavailable {
+            return None;
+        }
         state.entries.get(&(tenant_id.to_string(), plugin_id.to_string())).cloned()
     }
 
@@ -78,7 +84,7 @@ impl InstallationCache {
             return;
         }
         let mut state = self.state();
-        if state.generation != generation {
+        if state.generation != generation || state.unavailable {
             return;
         }
         let key = (installation.tenant_id.clone(), installation.plugin_id.clone());
@@ -102,6 +108,23 @@ impl InstallationCache {
         let mut state = self.state();
         state.generation = state.generation.wrapping_add(1);
         state.entries.clear();
+    }
+
+    /// Turns the cache off (dropping every entry, every lookup misses) or on again. A cluster node
+    /// turns it off while it may be missing other nodes' invalidations.
+    pub fn set_available(&self, available: bool) {
+        let mut state = self.state();
+        if state.unavailable != available {
+            return;
+        }
+        state.unavailable = !available;
+        state.generation = state.generation.wrapping_add(1);
+        state.entries.clear();
+    }
+
+    /// Whether lookups are currently served (enabled and available).
+    pub fn is_serving(&self) -> bool {
+        self.is_enabled() && !self.state().unavailable
     }
 
     /// How many entries are kept.
@@ -176,6 +199,14 @@ mod tests {
             assert!(cache.len() <= 3);
         }
         assert!(cache.get("t", "a/p9").is_some());
+        cache.set_available(false);
+        assert!(cache.get("t", "a/p9").is_none(), "unavailable: every lookup misses");
+        let g = cache.generation();
+        cache.insert(g, installation("t", "a/p1"));
+        cache.set_available(true);
+        assert!(cache.is_empty(), "nothing was kept while unavailable");
+        cache.insert(cache.generation(), installation("t", "a/p1"));
+        assert!(cache.get("t", "a/p1").is_some());
         let disabled = InstallationCache::new(0);
         disabled.insert(disabled.generation(), installation("t", "a/p"));
         assert!(disabled.get("t", "a/p").is_none());

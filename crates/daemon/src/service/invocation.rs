@@ -123,6 +123,18 @@ impl PluginRuntime {
     }
 }
 
+/// Starts launching `installation`'s plugin on this node in the background (a node that placement
+/// just chose, while another node still serves the requests). Returns at once.
+pub fn warm_up(state: &AppState, installation: &Installation) {
+    let (state, installation) = (state.clone(), installation.clone());
+    let tracker = state.shutdown.clone();
+    tracker.spawn(async move {
+        let warmed = lazy_launch(&state, &installation).await;
+        tracing::info!(plugin = %installation.plugin_unique_identifier, warmed, "background launch for placement finished");
+        state.cluster.warmed(installation.plugin_unique_identifier.as_str());
+    });
+}
+
 /// Launches an installed plugin that is not running on this node; false when it cannot be.
 async fn lazy_launch(state: &AppState, installation: &Installation) -> bool {
     if !installation.runtime_type.is_some_and(|kind| kind.is_launchable()) {

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod capabilities;
+pub mod cluster;
 pub mod codec;
 pub mod debugging;
 pub mod endpoint_invoke;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use super::cluster::{Cluster, ClusterInstallationListener};
 use super::installation_cache::{InstallationCache, DEFAULT_INSTALLATION_CACHE_CAPACITY};
 use super::metrics::Metrics;
 use crate::backwards::{BackwardsHandler, DifyBackwards};
@@ -46,6 +47,8 @@ pub struct AppState {
     pub job_slots: Arc<tokio::sync::Semaphore>,
     /// Dispatch's view of installation rows; `db`'s installation writers invalidate it after commit.
     pub installation_cache: Arc<InstallationCache>,
+    /// Membership, routing and cross-node cache invalidation (in-process without `REDIS_HOST`).
+    pub cluster: Arc<Cluster>,
     /// The stop signal every background task holds; start-up waits on it at shutdown.
     pub shutdown: Shutdown,
 }
@@ -54,12 +57,18 @@ impl AppState {
     /// Builds the state from settings: opens the database (running migrations) and blob storage.
     pub async fn open(settings: Settings, server_key: String, node_id: String) -> anyhow::Result<AppState> {
         let db = Db::connect(&settings).await.context("cannot open the database")?;
-        // Other nodes may write the same rows and their invalidations do not reach this process yet,
-        // so the cache is off whenever a shared coordination backend (Redis) is configured.
-        let shared = settings.redis_host.as_deref().is_some_and(|host| !host.is_empty());
-        let capacity = if shared { 0 } else { DEFAULT_INSTALLATION_CACHE_CAPACITY };
-        let installation_cache = Arc::new(InstallationCache::new(capacity));
-        let db = db.with_installation_listener(installation_cache.clone());
+        let coord = crate::coord::open(&settings).await.context("cannot open the coordination backend")?;
+        let installation_cache = Arc::new(InstallationCache::new(DEFAULT_INSTALLATION_CACHE_CAPACITY));
+        let cluster = Arc::new(Cluster::new(coord, &node_id, &settings, installation_cache.clone())?);
+        // In a cluster the other nodes learn of this node's installation writes over pub/sub.
+        let db = if cluster.is_shared() {
+            db.with_installation_listener(Arc::new(ClusterInstallationListener {
+                cache: installation_cache.clone(),
+                cluster: cluster.clone(),
+            }))
+        } else {
+            db.with_installation_listener(installation_cache.clone())
+        };
         let settings_pool_size = settings.routine_pool_size.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
         let blobs: Arc<dyn BlobStore> = crate::store::open_blob_store(&settings).await?;
         let mut extra_public_keys = Vec::new();
@@ -93,6 +102,7 @@ impl AppState {
             active_dispatch_requests: Arc::new(AtomicI64::new(0)),
             job_slots: Arc::new(tokio::sync::Semaphore::new(settings_pool_size)),
             installation_cache,
+            cluster,
             shutdown: Shutdown::new(),
         })
     }

@@ -72,8 +72,20 @@ pub async fn delete_item(state: &AppState, tenant_id: &str, task_id: &str, ident
 }
 
 /// One housekeeping pass: renew this node's leases, fail stale tasks, delete expired ones.
+///
+/// Lease renewal is this node's own; the cluster-wide part (stale tasks, retention) runs on the one
+/// node that takes the housekeeping lock (always this node without `REDIS_HOST`). The lock is left
+/// to expire rather than released, so across the cluster the shared part runs about once per
+/// housekeeping interval, not once per node.
 pub async fn housekeeping(state: &AppState) -> Result<(), StoreError> {
     state.db.renew_task_leases(&state.node_id, TASK_LEASE_SECS).await?;
+    if state.cluster.housekeeping_lock().await.is_none() {
+        return Ok(());
+    }
+    shared_housekeeping(state).await
+}
+
+async fn shared_housekeeping(state: &AppState) -> Result<(), StoreError> {
     let failed = state.db.fail_stale_tasks(STALE_TASK_MESSAGE).await?;
     if failed > 0 {
         tracing::warn!(failed, "failed stale install tasks");

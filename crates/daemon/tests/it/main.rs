@@ -15,6 +15,7 @@ mod storage_support;
 
 mod admin_api;
 mod answers;
+mod cluster;
 mod config_env;
 mod debug_remote;
 mod dispatch_cache;
