@@ -7,6 +7,7 @@
 //! order of the sections. Must not: hide a failed measurement (a failed row is printed as FAILED).
 
 mod daemon;
+mod fork_start;
 mod invoke;
 mod load;
 mod memory;
@@ -97,7 +98,7 @@ fn parse_args() -> Result<Option<Args>> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--smoke] [--only 1,2,3,4,5,6,7] [--no-build] [--daemon-bin PATH]\n\n\
+                    "usage: bench [--smoke] [--only 1,2,3,4,5,6,7,8] [--no-build] [--daemon-bin PATH]\n\n\
                      Runs the daemon benchmark and prints a Markdown table; exits 1 if any row failed."
                 );
                 return Ok(None);

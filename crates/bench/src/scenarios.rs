@@ -61,6 +61,9 @@ pub async fn run_all(tools: &Tools, plan: &Plan, only: &[String]) -> Vec<Row> {
     if want("7") {
         rows.extend(crate::sandbox::section(tools, plan).await);
     }
+    if want("8") {
+        rows.extend(crate::fork_start::section(tools, plan).await);
+    }
     rows.sort_by_key(|row| natural_key(&row.id));
     rows
 }

@@ -307,6 +307,8 @@ settings! {
         plugin_heartbeat_timeout: u64 = "PLUGIN_HEARTBEAT_TIMEOUT", "120", "A running local plugin silent this long is killed and restarted, seconds (not an upstream variable).";
         plugin_max_restarts: u32 = "PLUGIN_MAX_RESTARTS", "5", "Restarts of a crashing plugin in a row before giving up (not an upstream variable).";
         plugin_restart_backoff_ms: u64 = "PLUGIN_RESTART_BACKOFF_MS", "500", "First restart delay, doubled per restart up to 30 s, milliseconds (not an upstream variable).";
+        plugin_fork_start: bool = "PLUGIN_FORK_START", "true", "Start local plugins by forking a pre-started Python that already imported the plugin SDK (one per environment: same interpreter and the same distributions at the same versions), instead of `python -m main`; used only when the sandbox needs no steps in the child (`PLUGIN_SANDBOX=off`), otherwise and for any other environment the plugin starts normally (not an upstream variable).";
+        plugin_fork_start_zygotes: usize = "PLUGIN_FORK_START_ZYGOTES", "4", "How many pre-started Pythons (one per distinct plugin environment) fork-start may keep, each about 60 MB; 0 turns fork-start off (not an upstream variable).";
     }
     "Plugin isolation" {
         plugin_sandbox: SandboxLevel = "PLUGIN_SANDBOX", "best_effort", "Isolation of local plugin processes: `off`, `best_effort` (apply every layer this host offers) or `strict` (refuse to start a plugin when a layer is unavailable); see the README's plugin isolation section (not an upstream variable).";

@@ -25,6 +25,7 @@ pub mod serverless;
 pub mod serverless_replace;
 pub mod stats;
 pub mod uv_provision;
+pub mod zygote;
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};

@@ -29,6 +29,7 @@ mod object_storage;
 mod openapi_doc;
 mod plugin_logs;
 mod readme_quickstart;
+mod runtime_fork;
 mod runtime_local;
 mod sandbox_isolation;
 mod serverless_bridge;

@@ -443,6 +443,12 @@ impl PluginJail {
         }
     }
 
+    /// Whether the child must run steps between `fork` and `exec` (mounts, cgroups, limits, uid,
+    /// Landlock). Such a plugin is never forked from a pre-started interpreter (`runtime::zygote`).
+    pub fn needs_exec_steps(&self) -> bool {
+        self.child.is_some() || !self.env.is_empty()
+    }
+
     /// The uid the plugin runs under, when the uid layer applies.
     pub fn uid(&self) -> Option<u32> {
         self.uid
