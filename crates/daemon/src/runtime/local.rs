@@ -198,31 +198,45 @@ impl LocalPlugin {
 
     async fn spawn(&self, config: &RuntimeConfig) -> Result<RunningInstance, LaunchError> {
         let env = plugin_process_environment(config, "local", &self.spec.extra_env);
+        // Fork-start from a pre-started interpreter when one matches the plugin's environment.
+        let fork = ForkRequest {
+            identifier: &self.spec.identifier,
+            working_path: &config.working_path,
+            working_dir: &self.spec.working_dir,
+            python: &self.spec.python,
+            entrypoint: &self.spec.entrypoint,
+            env: &env,
+        };
+        let zygote = config.zygotes.candidate(&fork, &plugin_process_environment(config, "local", &[]));
+        let extra_read: Vec<std::path::PathBuf> = zygote.iter().map(|z| z.environment().to_path_buf()).collect();
         let request = super::sandbox::JailRequest {
             identifier: &self.spec.identifier,
             working_path: &config.working_path,
             working_dir: &self.spec.working_dir,
             python: &self.spec.python,
             memory_limit: self.spec.memory_limit,
+            extra_read: &extra_read,
         };
         let mut jail = config.sandbox.prepare(&request).map_err(|e| LaunchError::Spawn(e.to_string()))?;
-        // Fork-start from a pre-started interpreter when nothing must happen between fork and exec.
-        if !jail.needs_exec_steps() {
-            let fork = ForkRequest {
-                identifier: &self.spec.identifier,
-                working_path: &config.working_path,
-                working_dir: &self.spec.working_dir,
-                python: &self.spec.python,
-                entrypoint: &self.spec.entrypoint,
-                env: &env,
-            };
-            let base_env = plugin_process_environment(config, "local", &[]);
-            if let Some(forked) = config.zygotes.fork(&fork, &base_env).await {
-                self.forked_starts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if let (Some(pid), Ok(mut pids)) = (forked.child.pid(), self.pids.lock()) {
-                    pids.push(pid);
+        if let Some(zygote) = zygote {
+            let mut full_env = env.clone();
+            full_env.extend(jail.env().iter().cloned());
+            let steps = jail.take_fork_steps();
+            match zygote.fork(&ForkRequest { env: &full_env, ..fork }, steps).await {
+                Ok(forked) => {
+                    self.forked_starts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if let (Some(pid), Ok(mut pids)) = (forked.child.pid(), self.pids.lock()) {
+                        pids.push(pid);
+                    }
+                    let child = ChildProcess::Forked(forked.child);
+                    return Ok(self.connect(config, child, forked.stdout, forked.stdin, forked.stderr, jail));
                 }
-                return Ok(self.connect(config, ChildProcess::Forked(forked.child), forked.stdout, forked.stdin, forked.stderr, jail));
+                Err(error) => {
+                    tracing::warn!(plugin = %self.spec.identifier, %error, "fork-start failed; starting normally");
+                    // The jail's child-side steps went with the request: a fresh one for the normal start.
+                    drop(jail);
+                    jail = config.sandbox.prepare(&request).map_err(|e| LaunchError::Spawn(e.to_string()))?;
+                }
             }
         }
         let mut command = Command::new(&self.spec.python);

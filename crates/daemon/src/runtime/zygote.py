@@ -2,8 +2,10 @@
 #
 # Started as `<venv python> -c <this file>` with the daemon's control socket as file descriptor 3.
 # It imports the plugin SDK once, says `ready`, then for every request line (which arrives with three
-# file descriptors: the plugin's stdin, stdout and stderr) forks a child that becomes the plugin:
-# the child takes those descriptors as 0/1/2, moves to the plugin's directory, replaces its
+# file descriptors: the plugin's stdin, stdout and stderr, then the sandbox's cgroup and Landlock
+# descriptors) forks a child that becomes the plugin: the child takes the first three as 0/1/2,
+# applies the sandbox's steps (mount namespace, cgroups, limits, uid, Landlock), moves to the
+# plugin's directory, replaces its
 # environment and import path with the plugin's, and runs the plugin's entry module as `__main__`.
 # The zygote stays the parent of every child: it reaps each one (through a pidfd) and reports its
 # exit status on the control socket. Children die with the zygote (parent-death signal), and the
@@ -30,10 +32,16 @@ import dify_plugin  # noqa: E402,F401  (imports the SDK and applies its gevent p
 import gevent  # noqa: E402
 
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_NO_NEW_PRIVS = 38
 SIGKILL = 9
-FDS_PER_REQUEST = 3
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
 
 libc = ctypes.CDLL(None, use_errno=True)
+libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
+libc.syscall.restype = ctypes.c_long
 control = _Socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, 3)
 control.setblocking(True)
 zygote_pid = os.getpid()
@@ -43,6 +51,41 @@ own_site = {p for p in sys.path if "site-packages" in p or p in ("", os.getcwd()
 
 def send(message):
     control.sendall((json.dumps(message) + "\n").encode())
+
+
+def check(result, what):
+    if result != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"{what}: {os.strerror(error)}")
+
+
+def enter_sandbox(steps, fds):
+    """The sandbox's child-side steps, in the order of the daemon's own pre-exec hook."""
+    if steps["binds"]:
+        os.unshare(os.CLONE_NEWNS)
+        check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
+        for source, target in steps["binds"]:
+            check(libc.mount(source.encode(), target.encode(), None, MS_BIND | MS_REC, None), f"bind {source} on {target}")
+    cgroups, fds = fds[: steps["cgroups"]], fds[steps["cgroups"] :]
+    for fd in cgroups:
+        os.write(fd, b"0")
+        os.close(fd)
+    for resource_id, value in steps["rlimits"]:
+        resource.setrlimit(resource_id, (value, value))
+    uid = steps["uid"]
+    if uid is not None:
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+        # A credential change makes the process non-dumpable, which `exec` would have undone.
+        check(libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0), "dumpable")
+    # A uid change clears the parent-death signal: set it again.
+    check(libc.prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0), "parent-death signal")
+    if steps["landlock"]:
+        ruleset = fds[0]
+        check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+        check(libc.syscall(steps["landlock_restrict_self"], ruleset, 0), "landlock_restrict_self")
+        os.close(ruleset)
 
 
 def become_plugin(request, fds, pidfds):
@@ -55,14 +98,18 @@ def become_plugin(request, fds, pidfds):
         control.close()
         for fd in pidfds:
             os.close(fd)
-        for target, fd in enumerate(fds):
+        stdio, extra = fds[:3], fds[3:]
+        for target, fd in enumerate(stdio):
             os.dup2(fd, target)
-        for fd in fds:
+        for fd in stdio:
             if fd > 2:
                 os.close(fd)
         gevent.reinit()
-        for resource_id, value in request.get("rlimits", []):
-            resource.setrlimit(resource_id, (value, value))
+        if request.get("sandbox"):
+            enter_sandbox(request["sandbox"], extra)
+        if os.getppid() != zygote_pid:
+            os._exit(71)
+        sys.pycache_prefix = request["env"].get("PYTHONPYCACHEPREFIX")
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
@@ -128,11 +175,12 @@ def main():
             while b"\n" in buffer:
                 line, buffer = buffer.split(b"\n", 1)
                 request = json.loads(line)
-                mine, fds = fds[:FDS_PER_REQUEST], fds[FDS_PER_REQUEST:]
-                if len(mine) != FDS_PER_REQUEST:
+                count = int(request.get("fds", 3))
+                mine, fds = fds[:count], fds[count:]
+                if len(mine) != count or count < 3:
                     for fd in mine:
                         os.close(fd)
-                    send({"failed": request.get("id"), "error": "request came without its three descriptors"})
+                    send({"failed": request.get("id"), "error": f"request came without its {count} descriptors"})
                     continue
                 sys.stdout.flush()
                 sys.stderr.flush()

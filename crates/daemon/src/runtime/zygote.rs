@@ -5,12 +5,13 @@
 //! Owns: the pool of zygotes (one per environment fingerprint, at most `PLUGIN_FORK_START_ZYGOTES`),
 //! the environment fingerprint (interpreter + the `name-version` set of installed distributions,
 //! cached in `.venv/dify/fork-fingerprint`), deciding whether a plugin may be forked (otherwise the
-//! caller starts it normally), the fork request (the plugin's stdio pipes travel as `SCM_RIGHTS`),
+//! caller starts it normally), the fork request (the plugin's stdio pipes, and the sandbox's cgroup
+//! and Landlock descriptors, travel as `SCM_RIGHTS`; the child applies the sandbox's steps itself),
 //! and [`ChildProcess`], the handle `local` supervises for either kind of start. The zygote stays
 //! the parent of what it forks: it reaps every child and reports its exit status here, so a forked
 //! plugin never becomes a zombie and is killed like a spawned one (its own process group).
-//! Must not: supervise plugins (see `local`), build environments (see `environment`) or apply the
-//! sandbox (a jail that needs steps between `fork` and `exec` means a normal start).
+//! Must not: supervise plugins (see `local`), build environments (see `environment`) or decide the
+//! sandbox (see `sandbox`, whose prepared steps it forwards).
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, BufRead, BufReader, Write};
@@ -24,6 +25,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
+
+use super::sandbox::ForkSteps;
 use tokio_util::sync::CancellationToken;
 
 /// The zygote's program, run with `python -c`.
@@ -107,10 +110,11 @@ impl ZygotePool {
         zygotes.values().filter_map(|slot| slot.process.get()?.ready.borrow().as_ref().map(|r| r.pid)).collect()
     }
 
-    /// Forks the plugin from a ready zygote of its environment. `None` means "start it normally":
-    /// fork-start is off, the environment has no ready zygote yet (one is started in the background
-    /// when the pool has room), or something about the plugin differs from what the zygote imported.
-    pub async fn fork(&self, request: &ForkRequest<'_>, base_env: &[(String, String)]) -> Option<Forked> {
+    /// The ready zygote the plugin may be forked from ([`Zygote::fork`]). `None` means "start it
+    /// normally": fork-start is off, the environment has no ready zygote yet (one is started in the
+    /// background when the pool has room), or something about the plugin differs from what the
+    /// zygote imported. `request.env` is the plugin's environment without the sandbox's variables.
+    pub fn candidate(&self, request: &ForkRequest<'_>, base_env: &[(String, String)]) -> Option<Arc<Zygote>> {
         if !self.enabled() {
             return None;
         }
@@ -137,9 +141,9 @@ impl ZygotePool {
                         let env = base_env.to_vec();
                         let stop = self.stop.child_token();
                         tokio::spawn(async move {
-                            let copied = tokio::task::spawn_blocking(move || dedicated_environment(&source, &home)).await;
+                            let copied = tokio::task::spawn_blocking(move || dedicated_environment(&source, &home).map(|_| home)).await;
                             let started = match copied {
-                                Ok(Ok(venv)) => Zygote::start(&venv.join("bin/python"), &env, stop),
+                                Ok(Ok(home)) => Zygote::start(&home, &env, stop),
                                 Ok(Err(error)) => Err(error),
                                 Err(error) => Err(io::Error::other(error)),
                             };
@@ -164,13 +168,7 @@ impl ZygotePool {
             tracing::debug!(plugin = request.identifier, reason, "not forked; normal start");
             return None;
         }
-        match zygote.fork(request).await {
-            Ok(forked) => Some(forked),
-            Err(error) => {
-                tracing::warn!(plugin = request.identifier, %error, "fork-start failed; normal start");
-                None
-            }
-        }
+        Some(zygote)
     }
 }
 
@@ -178,10 +176,11 @@ impl ZygotePool {
 fn mismatch(ready: &Ready, request: &ForkRequest<'_>, base_env: &[(String, String)]) -> Option<String> {
     // Variables read at interpreter start-up must be what the zygote started with.
     let python_vars = |env: &[(String, String)]| -> Vec<(String, String)> {
-        let mut vars: Vec<_> = env.iter().filter(|(k, _)| k.starts_with("PYTHON")).cloned().collect();
+        let mut vars: Vec<_> = env.iter().filter(|(k, _)| k.starts_with("PYTHON") && k != "PYTHONPYCACHEPREFIX").cloned().collect();
         vars.sort();
         vars
     };
+    // (`PYTHONPYCACHEPREFIX` of the sandbox is set in the child as `sys.pycache_prefix`.)
     if python_vars(request.env) != python_vars(base_env) {
         return Some("PYTHON* variables differ from the fork server's".into());
     }
@@ -317,18 +316,21 @@ struct Ready {
 }
 
 /// One fork server process.
-struct Zygote {
+pub struct Zygote {
     control: tokio::sync::Mutex<UnixStream>,
     ready: watch::Receiver<Option<Ready>>,
     pending: Pending,
     gone: Arc<std::sync::atomic::AtomicBool>,
     next_id: AtomicU64,
-    /// The zygote's own site-packages, replaced by the plugin's in a child.
     own_python: PathBuf,
+    /// Its environment's directory (`.fork-servers/<fingerprint>`).
+    home: PathBuf,
 }
 
 impl Zygote {
-    fn start(python: &Path, env: &[(String, String)], stop: CancellationToken) -> io::Result<Arc<Self>> {
+    fn start(home: &Path, env: &[(String, String)], stop: CancellationToken) -> io::Result<Arc<Self>> {
+        let python = home.join(".venv/bin/python");
+        let python = python.as_path();
         let (daemon_end, zygote_end) = UnixStream::pair()?;
         let zygote_fd = zygote_end.as_raw_fd();
         let mut command = tokio::process::Command::new(python);
@@ -411,10 +413,18 @@ impl Zygote {
             gone,
             next_id: AtomicU64::new(1),
             own_python: python.to_path_buf(),
+            home: home.to_path_buf(),
         }))
     }
 
-    async fn fork(&self, request: &ForkRequest<'_>) -> Result<Forked, ForkError> {
+    /// The zygote's own environment directory (the plugin's sandbox must let it read there).
+    pub fn environment(&self) -> &Path {
+        &self.home
+    }
+
+    /// Forks the plugin. `steps` are the sandbox's child-side steps, applied by the child itself;
+    /// `request.env` is the plugin's complete environment (the sandbox's variables included).
+    pub async fn fork(&self, request: &ForkRequest<'_>, steps: Option<ForkSteps>) -> Result<Forked, ForkError> {
         let (stdin_read, stdin_write) = pipe()?;
         let (stdout_read, stdout_write) = pipe()?;
         let (stderr_read, stderr_write) = pipe()?;
@@ -425,6 +435,23 @@ impl Zygote {
             .filter(|site| site.is_dir())
             .map(|site| site.display().to_string())
             .collect();
+        let (sandbox, extra_fds) = match &steps {
+            None => (serde_json::Value::Null, Vec::new()),
+            Some(steps) => {
+                let mut fds: Vec<RawFd> = steps.cgroup_fds.iter().map(AsRawFd::as_raw_fd).collect();
+                fds.extend(steps.landlock.as_ref().map(AsRawFd::as_raw_fd));
+                let sandbox = serde_json::json!({
+                    "binds": steps.binds.iter().map(|(s, t)| [s.display().to_string(), t.display().to_string()]).collect::<Vec<_>>(),
+                    "chdir": steps.chdir.as_ref().map(|p| p.display().to_string()),
+                    "cgroups": steps.cgroup_fds.len(),
+                    "rlimits": steps.rlimits,
+                    "uid": steps.ids,
+                    "landlock": steps.landlock.is_some(),
+                    "landlock_restrict_self": libc::SYS_landlock_restrict_self,
+                });
+                (sandbox, fds)
+            }
+        };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let env: serde_json::Map<String, serde_json::Value> =
             request.env.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
@@ -436,6 +463,8 @@ impl Zygote {
             "executable": request.python.display().to_string(),
             "prefix": venv.display().to_string(),
             "module": request.entrypoint,
+            "fds": 3 + extra_fds.len(),
+            "sandbox": sandbox,
         })
         .to_string()
             + "\n";
@@ -446,12 +475,13 @@ impl Zygote {
             if self.gone.load(Ordering::Relaxed) {
                 return Err(ForkError::Gone);
             }
-            let fds = [stdin_read.as_raw_fd(), stdout_write.as_raw_fd(), stderr_write.as_raw_fd()];
+            let mut fds = vec![stdin_read.as_raw_fd(), stdout_write.as_raw_fd(), stderr_write.as_raw_fd()];
+            fds.extend(&extra_fds);
             let sent = send_with_fds(&control, line.as_bytes(), &fds)?;
             (&*control).write_all(&line.as_bytes()[sent..])?;
         }
         // The child has its own copies now (or the request failed): the daemon keeps only its ends.
-        drop((stdin_read, stdout_write, stderr_write));
+        drop((stdin_read, stdout_write, stderr_write, steps));
         let answer = match tokio::time::timeout(FORK_ANSWER_TIMEOUT, answer).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(_)) => return Err(ForkError::Gone),

@@ -21,11 +21,14 @@ use dify_protocol::{PluginDeclaration, PluginUniqueIdentifier};
 use runtime_support::*;
 use serde_json::{json, Map, Value};
 
-/// A runtime with the sandbox off (fork-start applies only where the child needs no exec-time steps)
-/// and fork-start on.
+/// A runtime with the sandbox off and fork-start on.
 fn fork_config(workdir: &Path) -> RuntimeConfig {
+    fork_config_with(workdir, SandboxLevel::Off)
+}
+
+fn fork_config_with(workdir: &Path, level: SandboxLevel) -> RuntimeConfig {
     let mut config = test_runtime_config(workdir);
-    let settings = Settings { plugin_sandbox: SandboxLevel::Off, ..Settings::default() };
+    let settings = Settings { plugin_sandbox: level, ..Settings::default() };
     config.sandbox = Sandbox::new(SandboxSettings::from_settings(&settings));
     config.zygotes = ZygotePool::new(true, 4);
     config
@@ -214,5 +217,41 @@ async fn a_plugin_pinning_another_dependency_version_starts_normally() {
     let again = probe(&manager, &pinned).await;
     assert_eq!(again["sdk_preloaded"], false, "{again}");
     assert_eq!(again["idna"], "3.10");
+    manager.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forked_plugin_is_confined_like_a_normally_started_one() {
+    let workdir = tempfile::tempdir().expect("tempdir");
+    let config = fork_config_with(workdir.path(), SandboxLevel::BestEffort);
+    let report = config.sandbox.report();
+    eprintln!("sandbox layers: {:?}", report.layers);
+    let zygotes = config.zygotes.clone();
+    let manager = RuntimeManager::with_config(config);
+    let plugin = Plugin::from_dir(&plugin_dir("fork_probe"));
+    launch(&manager, &plugin).await;
+    let normal = probe(&manager, &plugin).await;
+    assert_eq!(normal["sdk_preloaded"], false, "{normal}");
+    assert!(eventually(Duration::from_secs(180), || !zygotes.ready_pids().is_empty()).await, "the fork server never became ready");
+
+    manager.stop(&plugin.uid).await;
+    launch(&manager, &plugin).await;
+    let forked = probe(&manager, &plugin).await;
+    assert_eq!(forked["sdk_preloaded"], true, "{forked}");
+    // Everything the sandbox decides is the same inside the forked plugin.
+    for field in ["uid", "home", "root_listable", "no_new_privs", "pycache_prefix", "install_method", "cwd", "idna"] {
+        assert_eq!(forked[field], normal[field], "{field}: forked {forked} normal {normal}");
+    }
+    if report.layers["uid"] {
+        assert_ne!(forked["uid"], 0, "{forked}");
+        assert_eq!(forked["home"], "/tmp", "{forked}");
+    }
+    if report.layers["landlock"] {
+        assert_eq!(forked["no_new_privs"], "1", "{forked}");
+        assert_eq!(forked["root_listable"], false, "{forked}");
+    }
+    let pid = as_u32(&forked["pid"]);
+    manager.stop(&plugin.uid).await;
+    assert!(eventually(Duration::from_secs(20), || gone_from_proc(pid)).await, "stopped plugin {pid} left a process or zombie");
     manager.shutdown().await;
 }

@@ -13,6 +13,11 @@ class ProbeTool(Tool):
 
     def _invoke(self, tool_parameters: dict[str, Any]) -> Generator[ToolInvokeMessage, None, None]:
         main = sys.modules.get("__main__")
+        try:
+            os.listdir("/root")
+            root_listable = True
+        except OSError:
+            root_listable = False
         yield self.create_json_message(
             {
                 "pid": os.getpid(),
@@ -23,5 +28,18 @@ class ProbeTool(Tool):
                 "install_method": os.environ.get("INSTALL_METHOD"),
                 "idna": importlib.metadata.version("idna"),
                 "executable": sys.executable,
+                "uid": os.getuid(),
+                "home": os.environ.get("HOME"),
+                "root_listable": root_listable,
+                "no_new_privs": _status_field("NoNewPrivs"),
+                "pycache_prefix": sys.pycache_prefix,
             }
         )
+
+
+def _status_field(name: str) -> str | None:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(name + ":"):
+                return line.split(":", 1)[1].strip()
+    return None
