@@ -19,6 +19,8 @@ import sys
 # The originals, before the SDK's gevent patching replaces them with cooperative versions.
 _fork = os.fork
 _waitpid = os.waitpid
+_close = os.close  # gevent's replacement defers closing a pipe to its hub, which never runs here
+_write = os.write
 _poll = select.poll
 _Socket = socket.socket
 
@@ -68,8 +70,8 @@ def enter_sandbox(steps, fds):
             check(libc.mount(source.encode(), target.encode(), None, MS_BIND | MS_REC, None), f"bind {source} on {target}")
     cgroups, fds = fds[: steps["cgroups"]], fds[steps["cgroups"] :]
     for fd in cgroups:
-        os.write(fd, b"0")
-        os.close(fd)
+        _write(fd, b"0")
+        _close(fd)
     for resource_id, value in steps["rlimits"]:
         resource.setrlimit(resource_id, (value, value))
     uid = steps["uid"]
@@ -85,7 +87,7 @@ def enter_sandbox(steps, fds):
         ruleset = fds[0]
         check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
         check(libc.syscall(steps["landlock_restrict_self"], ruleset, 0), "landlock_restrict_self")
-        os.close(ruleset)
+        _close(ruleset)
 
 
 def become_plugin(request, fds, pidfds):
@@ -97,13 +99,13 @@ def become_plugin(request, fds, pidfds):
             os._exit(71)
         control.close()
         for fd in pidfds:
-            os.close(fd)
+            _close(fd)
         stdio, extra = fds[:3], fds[3:]
         for target, fd in enumerate(stdio):
             os.dup2(fd, target)
         for fd in stdio:
             if fd > 2:
-                os.close(fd)
+                _close(fd)
         gevent.reinit()
         if request.get("sandbox"):
             enter_sandbox(request["sandbox"], extra)
@@ -159,7 +161,7 @@ def main():
             if fd != control.fileno():
                 pid = children.pop(fd)
                 poller.unregister(fd)
-                os.close(fd)
+                _close(fd)
                 _, status = _waitpid(pid, 0)
                 send({"exit": pid, "status": status})
                 continue
@@ -179,7 +181,7 @@ def main():
                 mine, fds = fds[:count], fds[count:]
                 if len(mine) != count or count < 3:
                     for fd in mine:
-                        os.close(fd)
+                        _close(fd)
                     send({"failed": request.get("id"), "error": f"request came without its {count} descriptors"})
                     continue
                 sys.stdout.flush()
@@ -188,13 +190,13 @@ def main():
                     pid = _fork()
                 except OSError as error:
                     for fd in mine:
-                        os.close(fd)
+                        _close(fd)
                     send({"failed": request.get("id"), "error": f"fork failed: {error}"})
                     continue
                 if pid == 0:
                     become_plugin(request, mine, list(children))
                 for fd in mine:
-                    os.close(fd)
+                    _close(fd)
                 try:
                     os.setpgid(pid, pid)
                 except OSError:

@@ -168,10 +168,21 @@ async fn a_stopped_plugin_is_forked_from_a_ready_fork_server_and_reaped() {
     assert_eq!(local.forked_starts(), 1);
 
     // Killed from outside: the fork server reaps it, the supervisor sees the exit and forks again.
+    // The fork server keeps no copy of the plugin's pipes (else their ends never close when it dies).
+    let stdio: Vec<PathBuf> = (0..3).filter_map(|fd| std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()).collect();
+    assert_eq!(stdio.len(), 3, "{stdio:?}");
+    let held: Vec<PathBuf> = std::fs::read_dir(format!("/proc/{zygote}/fd"))
+        .expect("fork server fds")
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .collect();
+    assert!(stdio.iter().all(|pipe| !held.contains(pipe)), "the fork server holds the plugin's stdio: {held:?} / {stdio:?}");
+    let killed = Instant::now();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).expect("kill");
     assert!(eventually(Duration::from_secs(20), || gone_from_proc(pid)).await, "killed plugin {pid} left a process or zombie");
     assert!(eventually(Duration::from_secs(60), || local.restart_count() >= 1).await, "not restarted");
     let again = probe(&manager, &plugin).await;
+    eprintln!("killed forked plugin answered again after {:?}", killed.elapsed());
     assert_eq!(again["sdk_preloaded"], true, "{again}");
     let restarted = as_u32(&again["pid"]);
     assert_ne!(restarted, pid);
