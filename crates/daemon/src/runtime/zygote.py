@@ -5,8 +5,8 @@
 # file descriptors: the plugin's stdin, stdout and stderr, then the sandbox's cgroup and Landlock
 # descriptors) forks a child that becomes the plugin: the child takes the first three as 0/1/2,
 # applies the sandbox's steps (mount namespace, cgroups, limits, uid, Landlock), moves to the
-# plugin's directory, replaces its
-# environment and import path with the plugin's, and runs the plugin's entry module as `__main__`.
+# plugin's directory, replaces its environment and import path with the plugin's, and runs the
+# plugin's entry module as `__main__`.
 # The zygote stays the parent of every child: it reaps each one (through a pidfd) and reports its
 # exit status on the control socket. Children die with the zygote (parent-death signal), and the
 # zygote dies with the daemon.
