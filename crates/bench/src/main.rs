@@ -9,6 +9,7 @@
 mod cluster;
 mod daemon;
 mod idle_env;
+mod fork_start;
 mod invoke;
 mod load;
 mod memory;

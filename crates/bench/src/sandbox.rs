@@ -43,7 +43,12 @@ pub async fn section(tools: &Tools, plan: &Plan) -> Vec<Row> {
 }
 
 async fn start(tools: &Tools, level: &str) -> Result<(Daemon, Invoker)> {
-    let env = vec![("PLUGIN_SANDBOX".to_string(), level.to_string()), ("PLUGIN_RESTART_BACKOFF_MS".to_string(), "1".to_string())];
+    // Fork-start off on both sides: it applies only without the sandbox and is measured in section 8.
+    let env = vec![
+        ("PLUGIN_SANDBOX".to_string(), level.to_string()),
+        ("PLUGIN_RESTART_BACKOFF_MS".to_string(), "1".to_string()),
+        ("PLUGIN_FORK_START".to_string(), "false".to_string()),
+    ];
     let daemon = Daemon::start(tools, DaemonOptions { env, ..Default::default() }).await?;
     let package = packages::runtime_tools_package("runtime_tools")?;
     let uid = daemon.upload(TENANT, &package).await?;

@@ -67,6 +67,9 @@ pub async fn run_all(tools: &Tools, plan: &Plan, only: &[String]) -> Vec<Row> {
     if want("9") {
         rows.extend(crate::cluster::section(tools, plan).await);
     }
+    if want("10") {
+        rows.extend(crate::fork_start::section(tools, plan).await);
+    }
     rows.sort_by_key(|row| natural_key(&row.id));
     rows
 }

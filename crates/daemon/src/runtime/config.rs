@@ -79,6 +79,8 @@ pub struct RuntimeConfig {
     pub sandbox: std::sync::Arc<super::sandbox::Sandbox>,
     /// `PLUGIN_LOG_RING_SIZE`: lines kept per plugin (see `runtime::logs`).
     pub log_ring_size: usize,
+    /// `PLUGIN_FORK_START*`: pre-started interpreters that fork plugins, shared by every clone.
+    pub zygotes: std::sync::Arc<super::zygote::ZygotePool>,
 }
 
 impl Default for RuntimeConfig {
@@ -147,6 +149,7 @@ impl RuntimeConfig {
             persistence_storage_max_size: settings.persistence_storage_max_size,
             sandbox: super::sandbox::Sandbox::new(super::sandbox::SandboxSettings::from_settings(settings)),
             log_ring_size: settings.plugin_log_ring_size,
+            zygotes: super::zygote::ZygotePool::new(settings.plugin_fork_start, settings.plugin_fork_start_zygotes),
         }
     }
 

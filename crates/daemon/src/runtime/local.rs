@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 
 use dify_protocol::message::PluginSessionError;
 use dify_protocol::observe::PluginLogSource;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::config::RuntimeConfig;
 use super::connection::{ConnectionOptions, PluginConnection};
 use super::environment::{plugin_process_environment, CappedLines, OutputTail};
+use super::zygote::{ChildProcess, ForkRequest};
 use super::UnavailableError;
 
 /// What is needed to start one plugin process.
@@ -68,11 +69,13 @@ pub struct LocalPlugin {
     stop: CancellationToken,
     supervisor: Mutex<Option<tokio::task::JoinHandle<()>>>,
     restarts: std::sync::atomic::AtomicU32,
+    /// How many of its starts were forks of a pre-started interpreter (`runtime::zygote`).
+    forked_starts: std::sync::atomic::AtomicU32,
     pids: Mutex<Vec<u32>>,
 }
 
 struct RunningInstance {
-    child: Child,
+    child: ChildProcess,
     connection: Arc<PluginConnection>,
     stderr_tail: Arc<Mutex<OutputTail>>,
     /// Ends when the child's stderr closes; awaited (briefly) so failure messages quote all of it.
@@ -93,6 +96,7 @@ impl LocalPlugin {
             stop: CancellationToken::new(),
             supervisor: Mutex::new(None),
             restarts: Default::default(),
+            forked_starts: Default::default(),
             pids: Mutex::new(Vec::new()),
         });
         let instance = plugin.spawn_ready(&config).await?;
@@ -111,6 +115,11 @@ impl LocalPlugin {
     /// How many times the plugin was restarted after dying.
     pub fn restart_count(&self) -> u32 {
         self.restarts.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many of its starts (the first and restarts) were forked from a pre-started interpreter.
+    pub fn forked_starts(&self) -> u32 {
+        self.forked_starts.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Process ids of every child this plugin ever spawned (for tests and diagnostics).
@@ -150,7 +159,7 @@ impl LocalPlugin {
     }
 
     async fn spawn_ready(&self, config: &RuntimeConfig) -> Result<RunningInstance, LaunchError> {
-        let mut instance = self.spawn(config)?;
+        let mut instance = self.spawn(config).await?;
         let mut heartbeats = instance.connection.heartbeats();
         let ready_timeout = config.env_init_timeout;
         let outcome = tokio::select! {
@@ -187,16 +196,49 @@ impl LocalPlugin {
         }
     }
 
-    fn spawn(&self, config: &RuntimeConfig) -> Result<RunningInstance, LaunchError> {
+    async fn spawn(&self, config: &RuntimeConfig) -> Result<RunningInstance, LaunchError> {
         let env = plugin_process_environment(config, "local", &self.spec.extra_env);
+        // Fork-start from a pre-started interpreter when one matches the plugin's environment.
+        let fork = ForkRequest {
+            identifier: &self.spec.identifier,
+            working_path: &config.working_path,
+            working_dir: &self.spec.working_dir,
+            python: &self.spec.python,
+            entrypoint: &self.spec.entrypoint,
+            env: &env,
+        };
+        let zygote = config.zygotes.candidate(&fork, &plugin_process_environment(config, "local", &[]));
+        let extra_read: Vec<std::path::PathBuf> = zygote.iter().map(|z| z.environment().to_path_buf()).collect();
         let request = super::sandbox::JailRequest {
             identifier: &self.spec.identifier,
             working_path: &config.working_path,
             working_dir: &self.spec.working_dir,
             python: &self.spec.python,
             memory_limit: self.spec.memory_limit,
+            extra_read: &extra_read,
         };
         let mut jail = config.sandbox.prepare(&request).map_err(|e| LaunchError::Spawn(e.to_string()))?;
+        if let Some(zygote) = zygote {
+            let mut full_env = env.clone();
+            full_env.extend(jail.env().iter().cloned());
+            let steps = jail.take_fork_steps();
+            match zygote.fork(&ForkRequest { env: &full_env, ..fork }, steps).await {
+                Ok(forked) => {
+                    self.forked_starts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if let (Some(pid), Ok(mut pids)) = (forked.child.pid(), self.pids.lock()) {
+                        pids.push(pid);
+                    }
+                    let child = ChildProcess::Forked(forked.child);
+                    return Ok(self.connect(config, child, forked.stdout, forked.stdin, forked.stderr, jail));
+                }
+                Err(error) => {
+                    tracing::warn!(plugin = %self.spec.identifier, %error, "fork-start failed; starting normally");
+                    // The jail's child-side steps went with the request: a fresh one for the normal start.
+                    drop(jail);
+                    jail = config.sandbox.prepare(&request).map_err(|e| LaunchError::Spawn(e.to_string()))?;
+                }
+            }
+        }
         let mut command = Command::new(&self.spec.python);
         command
             .args(["-m", &self.spec.entrypoint])
@@ -229,6 +271,19 @@ impl LocalPlugin {
         let (Some(stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take()) else {
             return Err(LaunchError::Spawn("plugin process has no pipes".into()));
         };
+        Ok(self.connect(config, ChildProcess::Spawned(child), stdout, stdin, stderr, jail))
+    }
+
+    /// Wires a started process's stdio to a connection and the stderr log.
+    fn connect(
+        &self,
+        config: &RuntimeConfig,
+        child: ChildProcess,
+        stdout: impl tokio::io::AsyncRead + Send + Unpin + 'static,
+        stdin: impl tokio::io::AsyncWrite + Send + 'static,
+        stderr: impl tokio::io::AsyncRead + Send + Unpin + 'static,
+        jail: super::sandbox::PluginJail,
+    ) -> RunningInstance {
         let options = ConnectionOptions {
             max_line_bytes: config.max_line_bytes,
             label: self.spec.identifier.clone(),
@@ -256,7 +311,7 @@ impl LocalPlugin {
                 }
             }
         });
-        Ok(RunningInstance { child, connection, stderr_tail, stderr_reader, reader, jail })
+        RunningInstance { child, connection, stderr_tail, stderr_reader, reader, jail }
     }
 
     async fn supervise(self: Arc<Self>, mut instance: RunningInstance, config: Arc<RuntimeConfig>) {

@@ -27,6 +27,7 @@ pub mod serverless_replace;
 pub mod shared_env;
 pub mod stats;
 pub mod uv_provision;
+pub mod zygote;
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};

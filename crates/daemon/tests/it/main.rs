@@ -33,6 +33,7 @@ mod openapi_doc;
 mod otlp_export;
 mod plugin_logs;
 mod readme_quickstart;
+mod runtime_fork;
 mod runtime_local;
 mod sandbox_isolation;
 mod serverless_bridge;

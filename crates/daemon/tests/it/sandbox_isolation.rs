@@ -96,12 +96,15 @@ fn plugin_dir(daemon: &Daemon, name: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("no directory for {name} in {}", parent.display()))
 }
 
-/// The pid of the daemon's plugin child running in `dir`.
+/// The pid of the daemon's plugin process running in `dir`: its child, or the child of one of its
+/// fork servers when the plugin was forked (`PLUGIN_FORK_START`).
 fn plugin_pid(daemon: &Daemon, dir: &Path) -> u32 {
     let daemon_pid = daemon.pid().expect("daemon runs");
-    children_of(daemon_pid)
+    let children: Vec<u32> = children_of(daemon_pid).into_iter().map(|(pid, _)| pid).collect();
+    let grandchildren: Vec<u32> = children.iter().flat_map(|pid| children_of(*pid)).map(|(pid, _)| pid).collect();
+    children
         .into_iter()
-        .map(|(pid, _)| pid)
+        .chain(grandchildren)
         .find(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == dir))
         .unwrap_or_else(|| panic!("no plugin process in {}", dir.display()))
 }

@@ -258,6 +258,7 @@ impl Sandbox {
         let mut readable: Vec<PathBuf> = SYSTEM_READ_PATHS.iter().map(PathBuf::from).filter(|p| p.exists()).collect();
         readable.extend(interpreter.iter().cloned());
         readable.extend(self.settings.read_paths.iter().filter_map(|p| p.canonicalize().ok()));
+        readable.extend(request.extra_read.iter().filter_map(|p| p.canonicalize().ok()));
         let env_paths: Vec<PathBuf> = PATH_VARIABLES
             .iter()
             .filter_map(std::env::var_os)
@@ -270,6 +271,7 @@ impl Sandbox {
             let mut needed = vec![working_dir.clone()];
             needed.extend(interpreter.iter().cloned());
             needed.extend(self.settings.read_paths.iter().filter_map(|p| p.canonicalize().ok()));
+            needed.extend(request.extra_read.iter().filter_map(|p| p.canonicalize().ok()));
             needed.extend(env_paths.iter().cloned());
             let hidden: Vec<PathBuf> = self
                 .settings
@@ -401,6 +403,8 @@ pub struct JailRequest<'a> {
     pub python: &'a Path,
     /// `resource.memory` of the manifest.
     pub memory_limit: Option<u64>,
+    /// More paths the plugin must read (a fork server's environment, see `runtime::zygote`).
+    pub extra_read: &'a [PathBuf],
 }
 
 /// One plugin instance's confinement: applied to its command, then kept until the instance is gone
@@ -449,6 +453,33 @@ impl PluginJail {
         }
     }
 
+    /// The jail's variables for the plugin process (`TMPDIR`, `HOME`, `PYTHONPYCACHEPREFIX`).
+    pub fn env(&self) -> &[(String, String)] {
+        &self.env
+    }
+
+    /// The child-side steps as data, for a child that applies them itself after a fork from a
+    /// pre-started interpreter (`runtime::zygote`) instead of [`PluginJail::apply`]'s pre-`exec`
+    /// hook. `None` when there are none (level `off`). Taken once.
+    pub fn take_fork_steps(&mut self) -> Option<ForkSteps> {
+        let child = self.child.take()?;
+        let (binds, chdir) = match &child.mounts {
+            Some(plan) => {
+                let (binds, chdir) = plan.steps();
+                (binds, Some(chdir))
+            }
+            None => (Vec::new(), None),
+        };
+        Some(ForkSteps {
+            binds,
+            chdir,
+            cgroup_fds: child.cgroup_fds,
+            rlimits: child.rlimits.into_iter().map(|(resource, value)| (resource as i32, value)).collect(),
+            ids: child.ids,
+            landlock: child.landlock,
+        })
+    }
+
     /// The uid the plugin runs under, when the uid layer applies.
     pub fn uid(&self) -> Option<u32> {
         self.uid
@@ -478,6 +509,21 @@ impl Drop for PluginJail {
             sandbox.release_uid(uid);
         }
     }
+}
+
+/// [`ChildSetup`] as data for a forked child that applies it itself, in the same order: bind mounts
+/// in a new mount namespace (then `chdir`), join the cgroups (write `0` to each `cgroup.procs`
+/// descriptor), resource limits, uid/gid without supplementary groups, parent-death signal, then
+/// `no_new_privs` and `landlock_restrict_self` with the ruleset descriptor.
+pub struct ForkSteps {
+    pub binds: Vec<(PathBuf, PathBuf)>,
+    pub chdir: Option<PathBuf>,
+    pub cgroup_fds: Vec<OwnedFd>,
+    /// `(RLIMIT_* number, value)`, soft = hard.
+    pub rlimits: Vec<(i32, u64)>,
+    /// uid = gid.
+    pub ids: Option<u32>,
+    pub landlock: Option<OwnedFd>,
 }
 
 /// Everything the child does between `fork` and `exec`, prepared in the daemon.
@@ -732,6 +778,7 @@ mod tests {
             working_dir: dir.path(),
             python: Path::new("/usr/bin/python3"),
             memory_limit: Some(1 << 28),
+            extra_read: &[],
         };
         let error = sandbox.prepare(&request).err().expect("strict must refuse");
         let message = error.to_string();

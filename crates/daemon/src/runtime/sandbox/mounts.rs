@@ -92,6 +92,14 @@ impl MountPlan {
         Ok(MountPlan { binds: inner, chdir: c_path(working_dir)? })
     }
 
+    /// The plan as data, for a child that applies it itself (a forked plugin, `runtime::zygote`):
+    /// the bind mounts `(source, target)` in order, and the directory to change to afterwards.
+    pub fn steps(&self) -> (Vec<(PathBuf, PathBuf)>, PathBuf) {
+        use std::os::unix::ffi::OsStrExt as _;
+        let path = |c: &CString| PathBuf::from(std::ffi::OsStr::from_bytes(c.as_bytes()));
+        (self.binds.iter().map(|(s, t)| (path(s), path(t))).collect(), path(&self.chdir))
+    }
+
     /// In the child, before `exec`: a new mount namespace, no propagation back to the host, the
     /// planned bind mounts, then the working directory entered again through the new view.
     ///
