@@ -8,8 +8,8 @@
 
 mod cluster;
 mod daemon;
-mod idle_env;
 mod fork_start;
+mod idle_env;
 mod invoke;
 mod load;
 mod memory;

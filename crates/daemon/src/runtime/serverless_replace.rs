@@ -58,7 +58,12 @@ impl RuntimeManager {
             return Ok(false);
         }
         let bridged = serverless.attach(identifier.clone(), function);
-        let managed = Arc::new(ManagedPlugin { identifier: identifier.clone(), permissions, process: PluginProcess::Serverless(bridged), usage: Default::default() });
+        let managed = Arc::new(ManagedPlugin {
+            identifier: identifier.clone(),
+            permissions,
+            process: PluginProcess::Serverless(bridged),
+            usage: Default::default(),
+        });
         self.lock_plugins().insert(identifier.as_str().to_string(), managed);
         Ok(true)
     }
