@@ -262,3 +262,21 @@ pub fn rss_mib(pid: u32) -> Result<f64> {
     let kib: f64 = line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).ok_or_else(|| anyhow!("bad VmRSS line {line}"))?;
     Ok(kib / 1024.0)
 }
+
+/// CPU time (user + system) a process has used so far, seconds: `utime` + `stime` of
+/// `/proc/<pid>/stat`, in clock ticks.
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) may hold spaces; the fields after its closing parenthesis are plain.
+    let rest = stat.rsplit_once(')').map(|(_, rest)| rest).ok_or_else(|| anyhow!("bad /proc/{pid}/stat"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state); utime and stime are fields 14 and 15.
+    let ticks = |index: usize| fields.get(index - 3).and_then(|v| v.parse::<u64>().ok()).ok_or_else(|| anyhow!("bad /proc/{pid}/stat"));
+    let total = ticks(14)? + ticks(15)?;
+    // SAFETY: sysconf only reads a system constant.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if per_second <= 0 {
+        bail!("sysconf(_SC_CLK_TCK) failed");
+    }
+    Ok(total as f64 / per_second as f64)
+}

@@ -135,13 +135,18 @@ type Routes = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Value>>>>;
 /// A plugin process driven directly over its stdin/stdout.
 pub struct DirectPlugin {
     /// Kept so the process lives as long as this value (killed on drop).
-    _process: tokio::process::Child,
+    process: tokio::process::Child,
     writer: mpsc::UnboundedSender<Vec<u8>>,
     routes: Routes,
     tool: ToolRef,
 }
 
 impl DirectPlugin {
+    /// The plugin process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.id()
+    }
+
     /// Starts `program args…` in `cwd` and waits (bounded) for its first heartbeat.
     pub async fn start(program: &Path, args: &[&str], cwd: &Path, env: &[(&str, &str)], tool: ToolRef) -> Result<Self> {
         let mut command = tokio::process::Command::new(program);
@@ -216,7 +221,7 @@ impl DirectPlugin {
             .await
             .map_err(|_| anyhow!("{} sent no heartbeat within 120 s", program.display()))?
             .map_err(|_| anyhow!("{} closed stdout before its first heartbeat", program.display()))?;
-        Ok(Self { _process: child, writer, routes, tool })
+        Ok(Self { process: child, writer, routes, tool })
     }
 
     pub async fn invoke(&self, parameters: &Value) -> Result<Outcome> {

@@ -334,22 +334,34 @@ fn native_rows(plan: &Plan) -> Vec<Row> {
             base,
             Target::RatioAtLeast(0.7),
         ));
+        rows.push(Row::new(
+            &format!("2.{}.3", a * 2 + 1),
+            format!("native echo via {attachment}, concurrency {}: daemon CPU per invocation", NATIVE_LEVELS[0]),
+            "µs",
+            "the native plugin's own CPU per invocation, driven directly",
+            Target::None,
+        ));
     }
     rows
 }
+
+/// Rows per attachment in [`native_rows`].
+const NATIVE_ROWS_PER_ATTACHMENT: usize = 7;
 
 async fn native_sections(tools: &Tools, plan: &Plan, daemon: &Daemon, rows: &mut [Row]) -> Result<()> {
     let scratch = tempfile::Builder::new().prefix("bench-native-").tempdir()?;
     let tool = |plugin_id: String| ToolRef { plugin_id, provider: NATIVE_PROVIDER.into(), tool: NATIVE_TOOL.into() };
     let direct = DirectPlugin::start(&tools.native_plugin, &["stdio"], scratch.path(), &[], tool("direct".into())).await?;
+    let direct_pid = direct.pid();
     let direct = Invoker::Direct(std::sync::Arc::new(direct));
 
     log("2: attaching the native plugin through the debug runtime");
-    let (debug_rows, local_rows) = rows.split_at_mut(6);
+    let (debug_rows, local_rows) = rows.split_at_mut(NATIVE_ROWS_PER_ATTACHMENT);
+    let pids = CpuPids { daemon: daemon.pid(), direct: direct_pid };
     match attach_debug(tools, daemon, scratch.path()).await {
         Ok((plugin_id, _process)) => {
             let through = Invoker::Daemon(ThroughDaemon::new(daemon, TENANT, tool(plugin_id)));
-            if let Err(error) = measure_native(plan, &through, &direct, debug_rows).await {
+            if let Err(error) = measure_native(plan, &through, &direct, pids, debug_rows).await {
                 fail_rest(debug_rows, &error);
             }
         }
@@ -361,7 +373,7 @@ async fn native_sections(tools: &Tools, plan: &Plan, daemon: &Daemon, rows: &mut
     let uid = daemon.upload(TENANT, &package).await?;
     daemon.install(TENANT, &[uid], Duration::from_secs(600)).await.with_context(|| daemon.log_tail())?;
     let through = Invoker::Daemon(ThroughDaemon::new(daemon, TENANT, tool(format!("{NATIVE_AUTHOR}/native_main"))));
-    measure_native(plan, &through, &direct, local_rows).await
+    measure_native(plan, &through, &direct, pids, local_rows).await
 }
 
 /// Starts the native plugin in remote mode against the daemon's debug server and waits (bounded)
@@ -406,8 +418,23 @@ async fn attach_debug(tools: &Tools, daemon: &Daemon, scratch: &Path) -> Result<
     }
 }
 
-/// Rows: c64 throughput, c64 p99, c256 throughput, c256 p99, stream, blob.
-async fn measure_native(plan: &Plan, through: &Invoker, direct: &Invoker, rows: &mut [Row]) -> Result<()> {
+/// The processes whose CPU time is read around batches: the daemon and the directly driven plugin.
+#[derive(Clone, Copy)]
+struct CpuPids {
+    daemon: Option<u32>,
+    direct: Option<u32>,
+}
+
+/// CPU seconds `pid` used while `batch` ran, with the batch's result.
+async fn with_cpu<T>(pid: Option<u32>, batch: impl std::future::Future<Output = Result<T>>) -> Result<(T, f64)> {
+    let pid = pid.ok_or_else(|| anyhow!("process not running"))?;
+    let before = crate::daemon::cpu_seconds(pid)?;
+    let value = batch.await?;
+    Ok((value, crate::daemon::cpu_seconds(pid)? - before))
+}
+
+/// Rows: c64 throughput, c64 p99, c256 throughput, c256 p99, stream, blob, c64 CPU per invocation.
+async fn measure_native(plan: &Plan, through: &Invoker, direct: &Invoker, pids: CpuPids, rows: &mut [Row]) -> Result<()> {
     let parameters = json!({"mode": "echo", "text": "hello"});
     let limit = Duration::from_secs(600);
     closed_loop(through, &parameters, 64, 2000.min(plan.native_invocations[0]), limit)
@@ -421,11 +448,23 @@ async fn measure_native(plan: &Plan, through: &Invoker, direct: &Invoker, rows: 
         log(format!("2: concurrency {c}, {total} invocations each side"));
         let mut d = Vec::new();
         let mut b = Vec::new();
+        let (mut daemon_cpu, mut direct_cpu) = (0.0, 0.0);
         for _ in 0..2 {
-            d.push(closed_loop(through, &parameters, *c, total / 2, limit).await.context("through daemon")?);
-            b.push(closed_loop(direct, &parameters, *c, total / 2, limit).await.context("direct")?);
+            let (samples, cpu) = with_cpu(pids.daemon, closed_loop(through, &parameters, *c, total / 2, limit))
+                .await
+                .context("through daemon")?;
+            d.push(samples);
+            daemon_cpu += cpu;
+            let (samples, cpu) = with_cpu(pids.direct, closed_loop(direct, &parameters, *c, total / 2, limit)).await.context("direct")?;
+            b.push(samples);
+            direct_cpu += cpu;
         }
         let (d, b) = (merge(d), merge(b));
+        if i == 0 {
+            let invocations = (total / 2 * 2) as f64;
+            rows[6].daemon = Ok(daemon_cpu / invocations * 1e6);
+            rows[6].baseline = Ok(direct_cpu / invocations * 1e6);
+        }
         rows[i * 2].daemon = d.per_second().ok_or_else(|| "no samples".into());
         rows[i * 2].baseline = b.per_second().ok_or_else(|| "no samples".into());
         rows[i * 2 + 1].daemon = d.percentile_ms(0.99).ok_or_else(|| "no samples".into());

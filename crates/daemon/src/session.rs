@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use dify_protocol::access::{AccessType, ChunkHandling, TOOL_MESSAGE_TYPES};
+use dify_protocol::compact::RawChunk;
 use dify_protocol::manifest::PluginPermissions;
 use dify_protocol::message::{BackwardsReply, InvocationContext, PluginInStream, PluginSessionError, SessionMessage};
 use serde_json::{json, Map, Value};
@@ -49,8 +50,8 @@ pub struct SessionRequest {
 /// One item of a session as the caller sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SessionOutput {
-    /// One response item from the plugin.
-    Chunk(Value),
+    /// One response item from the plugin, as its canonical compact JSON text.
+    Chunk(RawChunk),
     /// The invocation failed: the plugin's error or a daemon-side failure of the session, rendered as
     /// `PluginInvokeError` with this object as its (sorted) inner message. Always the last item.
     Failed(PluginSessionError),
@@ -67,15 +68,31 @@ pub enum SessionStartError {
 }
 
 /// The receiving end of a running session. Dropping it ends the session on the daemon side.
+///
+/// The session is driven by whoever reads it: [`SessionStream::next`] takes the plugin's messages
+/// off the connection, starts the backwards invocations they ask for and watches the execution
+/// timeout, so an item goes from the connection's reader straight to the caller's task.
 pub struct SessionStream {
     pub session_id: String,
-    outputs: mpsc::Receiver<SessionOutput>,
+    /// `None` after the last item.
+    driver: Option<SessionDriver>,
 }
 
 impl SessionStream {
     /// The next item; `None` after the last one.
     pub async fn next(&mut self) -> Option<SessionOutput> {
-        self.outputs.recv().await
+        let driver = self.driver.as_mut()?;
+        match driver.next().await {
+            Step::Item(chunk) => Some(SessionOutput::Chunk(chunk)),
+            Step::Last(output) => {
+                self.driver = None;
+                Some(output)
+            }
+            Step::End => {
+                self.driver = None;
+                None
+            }
+        }
     }
 }
 
@@ -91,8 +108,8 @@ pub async fn start_session(
     start_tracked_session(connection, request, backwards, execution_timeout, &Shutdown::new()).await
 }
 
-/// Like [`start_session`], with every task the session spawns (its driver, the writer of backwards
-/// answers, each backwards invocation) tracked by `shutdown`, so the daemon's stop waits for them.
+/// Like [`start_session`], with every task the session spawns (the writer of backwards answers,
+/// each backwards invocation) tracked by `shutdown`, so the daemon's stop waits for them.
 pub async fn start_tracked_session(
     connection: Arc<PluginConnection>,
     request: SessionRequest,
@@ -124,141 +141,149 @@ pub async fn start_tracked_session(
     let span = tracing::info_span!("session", trace_id = %trace_id, %session_id, plugin = %request.plugin_id);
     span.in_scope(|| tracing::info!(action = %request.action, "plugin session started"));
     let listener = connection.open_session(&session_id).map_err(|e| SessionStartError::Write(e.to_string()))?;
-    let line = PluginInStream::request(
+    let line = PluginInStream::request_line(
         &session_id,
         &request.invocation,
         &request.user_id,
         request.access_type.as_str(),
         &request.action,
         &request.payload,
-    )
-    .to_line();
+    );
     connection.send_line(&line).await.map_err(|e| SessionStartError::Write(e.to_string()))?;
 
-    let (outputs_tx, outputs) = mpsc::channel(256);
     let caller = Arc::new(CallerContext {
         session_id: session_id.clone(),
-        tenant_id: request.tenant_id.clone(),
-        user_id: request.user_id.clone(),
-        plugin_id: request.plugin_id.clone(),
+        tenant_id: request.tenant_id,
+        user_id: request.user_id,
+        plugin_id: request.plugin_id,
         access_type: request.access_type,
-        permissions: request.permissions.clone(),
+        permissions: request.permissions,
     });
     let driver = SessionDriver {
+        listener,
+        deadline: Box::pin(tokio::time::sleep(execution_timeout)),
         connection,
         caller,
         invocation: request.invocation,
         backwards,
-        outputs: outputs_tx,
+        replies: None,
         tasks: shutdown.clone(),
         trace: session_trace,
         exported,
+        span,
+        failed: false,
     };
-    shutdown.spawn(driver.run(listener, execution_timeout).instrument(span));
-    Ok(SessionStream { session_id, outputs })
+    Ok(SessionStream { session_id, driver: Some(driver) })
+}
+
+/// What one step of a session gives its reader.
+enum Step {
+    /// A response item; more may follow.
+    Item(RawChunk),
+    /// The last output (a failure or the timeout).
+    Last(SessionOutput),
+    /// The plugin ended the session.
+    End,
 }
 
 struct SessionDriver {
+    listener: crate::runtime::SessionListener,
+    /// Fires at the execution timeout (one timer for the whole session).
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
     connection: Arc<PluginConnection>,
     caller: Arc<CallerContext>,
     invocation: InvocationContext,
     backwards: Arc<dyn BackwardsHandler>,
-    outputs: mpsc::Sender<SessionOutput>,
+    /// The writer of backwards answers, started with the first backwards call (most sessions make none).
+    replies: Option<mpsc::UnboundedSender<BackwardsReply>>,
     /// Tracks the tasks this session spawns.
     tasks: Shutdown,
     /// The session's hop of the caller's trace.
     trace: Option<TraceContext>,
     /// The session's exported span (inert when export is off).
     exported: SpanGuard,
+    span: tracing::Span,
+    /// How the session ended, for the per-plugin invocation chart.
+    failed: bool,
 }
 
 impl SessionDriver {
-    async fn run(mut self, mut listener: crate::runtime::SessionListener, execution_timeout: Duration) {
-        let deadline = tokio::time::Instant::now() + execution_timeout;
-        let replies = self.spawn_reply_writer();
-        let exported = std::mem::take(&mut self.exported);
-        let mut outcome = Outcome { plugin_id: &self.caller.plugin_id, failed: false, exported };
+    async fn next(&mut self) -> Step {
         loop {
             let event = tokio::select! {
-                event = listener.recv() => event,
-                _ = tokio::time::sleep_until(deadline) => {
-                    outcome.failed = true;
-                    let _ = self.outputs.try_send(SessionOutput::TimedOut);
-                    return;
+                event = self.listener.recv() => event,
+                _ = &mut self.deadline => {
+                    self.failed = true;
+                    return Step::Last(SessionOutput::TimedOut);
                 }
-                _ = self.outputs.closed() => return,
             };
             let output = match event {
-                None => Some(SessionOutput::Failed(PluginSessionError::new(
+                None => SessionOutput::Failed(PluginSessionError::new(
                     "PluginDaemonInternalServerError",
                     "plugin connection closed the session",
-                ))),
-                Some(SessionEvent::Failed(error)) => Some(SessionOutput::Failed(error)),
+                )),
+                Some(SessionEvent::Failed(error)) => SessionOutput::Failed(error),
                 Some(SessionEvent::Message(message)) => match message {
-                    SessionMessage::Stream(item) => {
-                        match tokio::time::timeout_at(deadline, self.outputs.send(SessionOutput::Chunk(item))).await {
-                            Ok(Ok(())) => continue,
-                            Ok(Err(_)) => return,
-                            Err(_) => {
-                                outcome.failed = true;
-                                let _ = self.outputs.try_send(SessionOutput::TimedOut);
-                                return;
-                            }
-                        }
-                    }
+                    SessionMessage::Stream(item) => return Step::Item(item),
                     SessionMessage::Invoke(Ok(request)) => {
-                        let handler = self.backwards.clone();
-                        let caller = self.caller.clone();
-                        let replies = replies.clone();
-                        let trace = self.trace.as_ref().map(TraceContext::child);
-                        let exported = match (&trace, &self.trace) {
-                            (Some(hop), Some(session)) => telemetry::start(
-                                format!("backwards {}", request.invoke_type),
-                                Kind::Client,
-                                hop,
-                                Some(&session.span_id),
-                                vec![
-                                    KeyValue::new("backwards.type", request.invoke_type.clone()),
-                                    KeyValue::new("backwards.request_id", request.backwards_request_id.clone()),
-                                    KeyValue::new("session_id", caller.session_id.clone()),
-                                    KeyValue::new("tenant_id", caller.tenant_id.clone()),
-                                    KeyValue::new("plugin_id", caller.plugin_id.clone()),
-                                ],
-                            ),
-                            _ => SpanGuard::default(),
-                        };
-                        let call = async move {
-                            let _exported = exported;
-                            let request_id = request.backwards_request_id.clone();
-                            tracing::info!(%request_id, "backwards invocation");
-                            handler.handle(&caller, request, &replies).await;
-                            let _ = replies.send(BackwardsReply::end(&request_id));
-                        }
-                        .in_current_span();
-                        match trace {
-                            Some(trace) => self.tasks.spawn(crate::trace::scope(trace, call)),
-                            None => self.tasks.spawn(call),
-                        };
+                        self.start_backwards(request);
                         continue;
                     }
-                    SessionMessage::Invoke(Err(reason)) => Some(SessionOutput::Failed(PluginSessionError::new(
+                    SessionMessage::Invoke(Err(reason)) => SessionOutput::Failed(PluginSessionError::new(
                         "invoke_dify_error",
                         format!("invalid backwards invocation request: {reason}"),
-                    ))),
-                    SessionMessage::Error(error) => Some(SessionOutput::Failed(error)),
-                    SessionMessage::End(_) => None,
-                    SessionMessage::Unknown(kind) => Some(SessionOutput::Failed(PluginSessionError::new(
+                    )),
+                    SessionMessage::Error(error) => SessionOutput::Failed(error),
+                    SessionMessage::End(_) => return Step::End,
+                    SessionMessage::Unknown(kind) => SessionOutput::Failed(PluginSessionError::new(
                         "unknown_stream_message_type",
                         format!("unknown stream message type: {kind}"),
-                    ))),
+                    )),
                 },
             };
-            outcome.failed = matches!(output, Some(SessionOutput::Failed(_)));
-            if let Some(output) = output {
-                let _ = tokio::time::timeout_at(deadline, self.outputs.send(output)).await;
-            }
-            return;
+            self.failed = matches!(output, SessionOutput::Failed(_));
+            return Step::Last(output);
         }
+    }
+
+    /// Runs one backwards invocation in its own task; its answers and their `end` go through the
+    /// session's reply writer.
+    fn start_backwards(&mut self, request: dify_protocol::message::BackwardsRequest) {
+        let replies = match &self.replies {
+            Some(replies) => replies.clone(),
+            None => self.replies.insert(self.spawn_reply_writer()).clone(),
+        };
+        let handler = self.backwards.clone();
+        let caller = self.caller.clone();
+        let trace = self.trace.as_ref().map(TraceContext::child);
+        let exported = match (&trace, &self.trace) {
+            (Some(hop), Some(session)) => telemetry::start(
+                format!("backwards {}", request.invoke_type),
+                Kind::Client,
+                hop,
+                Some(&session.span_id),
+                vec![
+                    KeyValue::new("backwards.type", request.invoke_type.clone()),
+                    KeyValue::new("backwards.request_id", request.backwards_request_id.clone()),
+                    KeyValue::new("session_id", caller.session_id.clone()),
+                    KeyValue::new("tenant_id", caller.tenant_id.clone()),
+                    KeyValue::new("plugin_id", caller.plugin_id.clone()),
+                ],
+            ),
+            _ => SpanGuard::default(),
+        };
+        let call = async move {
+            let _exported = exported;
+            let request_id = request.backwards_request_id.clone();
+            tracing::info!(%request_id, "backwards invocation");
+            handler.handle(&caller, request, &replies).await;
+            let _ = replies.send(BackwardsReply::end(&request_id));
+        }
+        .instrument(self.span.clone());
+        match trace {
+            Some(trace) => self.tasks.spawn(crate::trace::scope(trace, call)),
+            None => self.tasks.spawn(call),
+        };
     }
 
     /// Backwards answers go through one writer per session so their lines keep their order.
@@ -280,20 +305,14 @@ impl SessionDriver {
     }
 }
 
-/// Counts the session in the per-plugin invocation chart when the driver ends, however it ends.
-struct Outcome<'a> {
-    plugin_id: &'a str,
-    failed: bool,
-    /// The session's span, ended (failed or not) with the session.
-    exported: SpanGuard,
-}
-
-impl Drop for Outcome<'_> {
+impl Drop for SessionDriver {
+    /// Counts the session in the per-plugin invocation chart however it ends (also when its reader
+    /// goes away), and ends its exported span.
     fn drop(&mut self) {
         if self.failed {
             self.exported.set_error("plugin session failed");
         }
-        crate::runtime::stats::record(self.plugin_id, self.failed);
+        crate::runtime::stats::record(&self.caller.plugin_id, self.failed);
     }
 }
 
@@ -302,8 +321,9 @@ const MAX_BLOB_CHUNK_BYTES: usize = 8192;
 /// Largest merged blob.
 const MAX_MERGED_BLOB_BYTES: usize = 15 * 1024 * 1024;
 
-/// Applies a route's [`ChunkHandling`] to each plugin item: validation and re-serialisation of tool
-/// messages, merging of agent `blob_chunk`s.
+/// Applies a route's [`ChunkHandling`] to each plugin item: validation and reshaping of tool
+/// messages, merging of agent `blob_chunk`s. Items stay canonical compact text; only a merged blob
+/// goes through a `Value`.
 #[derive(Debug)]
 pub struct ChunkShaper {
     handling: ChunkHandling,
@@ -317,16 +337,16 @@ impl ChunkShaper {
 
     /// The items to send for one plugin item (none while a blob is being merged), or the error that
     /// ends the session.
-    pub fn shape(&mut self, item: Value) -> Result<Option<Value>, PluginSessionError> {
+    pub fn shape(&mut self, item: RawChunk) -> Result<Option<RawChunk>, PluginSessionError> {
         match self.handling {
             ChunkHandling::PassThrough => Ok(Some(item)),
             ChunkHandling::ToolMessage => tool_message(item).map(Some),
             ChunkHandling::AgentMessage => {
                 let message = tool_message(item)?;
-                if message["type"] != "blob_chunk" {
+                if message.field("type") != Some(b"\"blob_chunk\"".as_slice()) {
                     return Ok(Some(message));
                 }
-                self.merge_blob_chunk(message)
+                self.merge_blob_chunk(message.to_value()).map(|merged| merged.map(|value| RawChunk::from_value(&value)))
             }
         }
     }
@@ -362,53 +382,65 @@ impl ChunkShaper {
     }
 }
 
-/// Validates a ToolInvokeMessage and keeps only its known fields (`type`, `message`, `meta`).
-fn tool_message(item: Value) -> Result<Value, PluginSessionError> {
-    let Value::Object(mut object) = item else {
+/// Validates a ToolInvokeMessage and keeps only its known fields, in this order: `type`, `message`,
+/// `meta` (a missing one is `null`). An item that already is exactly that is passed on untouched.
+fn tool_message(item: RawChunk) -> Result<RawChunk, PluginSessionError> {
+    if !item.is_object() {
         return Err(PluginSessionError::new("unmarshal_error", "tool response chunk is not an object"));
-    };
-    let kind = match object.get("type") {
-        Some(Value::String(kind)) if TOOL_MESSAGE_TYPES.contains(&kind.as_str()) => kind.clone(),
-        other => {
-            return Err(PluginSessionError::new(
-                "unmarshal_error",
-                format!("invalid tool response chunk type: {}", other.map(Value::to_string).unwrap_or_else(|| "missing".into())),
-            ))
-        }
-    };
-    let mut shaped = Map::new();
-    shaped.insert("type".into(), Value::String(kind));
-    shaped.insert("message".into(), object.remove("message").unwrap_or(Value::Null));
-    shaped.insert("meta".into(), object.remove("meta").unwrap_or(Value::Null));
-    Ok(Value::Object(shaped))
+    }
+    let kind = item.field("type");
+    // The compact text of a string without escapes is the string between quotes.
+    let known = kind
+        .and_then(|text| text.strip_prefix(b"\"")?.strip_suffix(b"\""))
+        .is_some_and(|name| TOOL_MESSAGE_TYPES.iter().any(|known| known.as_bytes() == name));
+    if !known {
+        let shown = kind.map(|text| String::from_utf8_lossy(text).into_owned()).unwrap_or_else(|| "missing".into());
+        return Err(PluginSessionError::new("unmarshal_error", format!("invalid tool response chunk type: {shown}")));
+    }
+    if item.is_type_message_meta() {
+        return Ok(item);
+    }
+    let null: &[u8] = b"null";
+    Ok(RawChunk::object(&[
+        ("type", kind.unwrap_or(null)),
+        ("message", item.field("message").unwrap_or(null)),
+        ("meta", item.field("meta").unwrap_or(null)),
+    ]))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Shapes `item` and answers the result as a tree.
+    fn shape(shaper: &mut ChunkShaper, item: Value) -> Result<Option<Value>, PluginSessionError> {
+        shaper.shape(RawChunk::from_value(&item)).map(|shaped| shaped.map(|chunk| chunk.to_value()))
+    }
+
     #[test]
     fn merges_agent_blob_chunks() {
         let mut shaper = ChunkShaper::new(ChunkHandling::AgentMessage);
         let chunk = |seq: u64, data: &[u8], end: bool| json!({"type": "blob_chunk", "message": {"id": "b", "sequence": seq, "total_length": 6, "blob": base64::engine::general_purpose::STANDARD.encode(data), "end": end}, "meta": {"mime_type": "text/plain"}});
-        assert_eq!(shaper.shape(chunk(0, b"abc", false)).unwrap(), None);
-        assert_eq!(shaper.shape(chunk(1, b"def", false)).unwrap(), None);
-        let merged = shaper.shape(chunk(2, b"", true)).unwrap().unwrap();
+        assert_eq!(shape(&mut shaper, chunk(0, b"abc", false)).unwrap(), None);
+        assert_eq!(shape(&mut shaper, chunk(1, b"def", false)).unwrap(), None);
+        let merged = shape(&mut shaper, chunk(2, b"", true)).unwrap().unwrap();
         assert_eq!(merged, json!({"type": "blob", "message": {"blob": "YWJjZGVm"}, "meta": {"mime_type": "text/plain"}}));
-        let text = shaper.shape(json!({"type": "text", "message": {"text": "x"}, "meta": null, "extra": 1})).unwrap().unwrap();
+        let text = shape(&mut shaper, json!({"type": "text", "message": {"text": "x"}, "meta": null, "extra": 1}))
+            .unwrap()
+            .unwrap();
         assert_eq!(text, json!({"type": "text", "message": {"text": "x"}, "meta": null}));
         let big = json!({"type": "blob_chunk", "message": {"id": "c", "sequence": 0, "total_length": 1, "blob": base64::engine::general_purpose::STANDARD.encode(vec![0u8; 9000]), "end": false}, "meta": null});
-        assert!(shaper.shape(big).is_err());
+        assert!(shape(&mut shaper, big).is_err());
     }
 
     #[test]
     fn tool_messages_are_validated() {
         let mut shaper = ChunkShaper::new(ChunkHandling::ToolMessage);
-        assert!(shaper.shape(json!({"type": "nonsense", "message": {}})).is_err());
-        assert!(shaper.shape(json!("text")).is_err());
+        assert!(shape(&mut shaper, json!({"type": "nonsense", "message": {}})).is_err());
+        assert!(shape(&mut shaper, json!("text")).is_err());
         let chunk = json!({"type": "blob_chunk", "message": {"id": "x"}, "meta": null});
-        assert_eq!(shaper.shape(chunk.clone()).unwrap(), Some(chunk));
+        assert_eq!(shape(&mut shaper, chunk.clone()).unwrap(), Some(chunk));
         let mut pass = ChunkShaper::new(ChunkHandling::PassThrough);
-        assert_eq!(pass.shape(json!({"result": true})).unwrap(), Some(json!({"result": true})));
+        assert_eq!(shape(&mut pass, json!({"result": true})).unwrap(), Some(json!({"result": true})));
     }
 }

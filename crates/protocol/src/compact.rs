@@ -3,14 +3,17 @@
 //! Owns: [`canonical_compact`], which produces exactly the bytes that parsing the text into a
 //! `serde_json::Value` and serialising that value again would produce (compact separators, serde_json's
 //! escaping and number formatting, key order as written), without building the `Value` tree: the
-//! parser's events are written to the output as they arrive.
+//! parser's events are written to the output as they arrive. Also [`RawChunk`], one response item of
+//! a session kept as that canonical text (with the positions of its top-level `type`, `message` and
+//! `meta` values), so the daemon forwards a plugin's item without a tree and without escaping its
+//! strings again.
 //!
 //! The one case where the two differ in structure, an object with a repeated key (the tree keeps the
 //! first position and the last value), is detected and answered through the tree, so the result is
 //! the tree's bytes in every case.
 
 use std::fmt;
-use std::hash::{Hash, Hasher};
+use std::ops::Range;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
@@ -26,7 +29,7 @@ pub fn canonical_compact(raw: &[u8]) -> Result<Vec<u8>, serde_json::Error> {
 }
 
 enum Streaming {
-    /// An object repeats a key (or two keys share a hash): only the tree gives the right bytes.
+    /// An object repeats a key: only the tree gives the right bytes.
     RepeatedKey,
     Json(serde_json::Error),
 }
@@ -34,9 +37,7 @@ enum Streaming {
 fn write_streaming(raw: &[u8], out: &mut Vec<u8>) -> Result<(), Streaming> {
     let mut repeated = false;
     let mut deserializer = serde_json::Deserializer::from_slice(raw);
-    let written = Node { out, prefix: None, repeated: &mut repeated }
-        .deserialize(&mut deserializer)
-        .and_then(|()| deserializer.end());
+    let written = Node::new(out, &mut repeated, None).deserialize(&mut deserializer).and_then(|()| deserializer.end());
     match written {
         Ok(()) => Ok(()),
         Err(_) if repeated => Err(Streaming::RepeatedKey),
@@ -44,14 +45,43 @@ fn write_streaming(raw: &[u8], out: &mut Vec<u8>) -> Result<(), Streaming> {
     }
 }
 
-/// Writes one JSON value, preceded by `prefix` (the `,` between items) when set.
-struct Node<'a> {
+/// Where the top-level `type`, `message` and `meta` values of an object sit in its compact text.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopFields {
+    /// Number of keys of the object.
+    pub keys: usize,
+    pub kind: Option<Range<usize>>,
+    pub message: Option<Range<usize>>,
+    pub meta: Option<Range<usize>>,
+}
+
+impl TopFields {
+    fn slot(&mut self, key: &str) -> Option<&mut Option<Range<usize>>> {
+        match key {
+            "type" => Some(&mut self.kind),
+            "message" => Some(&mut self.message),
+            "meta" => Some(&mut self.meta),
+            _ => None,
+        }
+    }
+}
+
+/// Writes one JSON value, preceded by `prefix` (the `,` between items) when set. With `fields`, the
+/// value must be an object whose top-level `type`/`message`/`meta` positions are recorded there.
+pub(crate) struct Node<'a> {
     out: &'a mut Vec<u8>,
     prefix: Option<u8>,
     repeated: &'a mut bool,
+    fields: Option<&'a mut Option<TopFields>>,
 }
 
-impl Node<'_> {
+impl<'a> Node<'a> {
+    /// A node writing into `out`; `repeated` is set when an object repeats a key (the result is then
+    /// an error and only the tree gives the right bytes); `fields` records an object's top-level fields.
+    pub(crate) fn new(out: &'a mut Vec<u8>, repeated: &'a mut bool, fields: Option<&'a mut Option<TopFields>>) -> Self {
+        Node { out, prefix: None, repeated, fields }
+    }
+
     fn start(&mut self) {
         if let Some(prefix) = self.prefix {
             self.out.push(prefix);
@@ -70,6 +100,16 @@ impl<'de> DeserializeSeed<'de> for Node<'_> {
     fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
         deserializer.deserialize_any(self)
     }
+}
+
+/// A string the parser could borrow from the input had no escape sequence there, so it holds no
+/// `"`, `\` or control character (the parser refuses raw control characters in strings): serde_json
+/// writes it between quotes unchanged.
+fn write_plain_str(out: &mut Vec<u8>, value: &str) {
+    out.reserve(value.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(value.as_bytes());
+    out.push(b'"');
 }
 
 impl<'de> Visitor<'de> for Node<'_> {
@@ -96,6 +136,12 @@ impl<'de> Visitor<'de> for Node<'_> {
         self.scalar(&value)
     }
 
+    fn visit_borrowed_str<E: de::Error>(mut self, value: &'de str) -> Result<(), E> {
+        self.start();
+        write_plain_str(self.out, value);
+        Ok(())
+    }
+
     fn visit_str<E: de::Error>(self, value: &str) -> Result<(), E> {
         self.scalar(value)
     }
@@ -110,7 +156,7 @@ impl<'de> Visitor<'de> for Node<'_> {
         self.start();
         self.out.push(b'[');
         let mut prefix = None;
-        while let Some(()) = seq.next_element_seed(Node { out: &mut *self.out, prefix, repeated: &mut *self.repeated })? {
+        while let Some(()) = seq.next_element_seed(Node { out: &mut *self.out, prefix, repeated: &mut *self.repeated, fields: None })? {
             prefix = Some(b',');
         }
         self.out.push(b']');
@@ -120,16 +166,23 @@ impl<'de> Visitor<'de> for Node<'_> {
     fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
         self.start();
         self.out.push(b'{');
-        let mut seen: Vec<u64> = Vec::new();
+        let mut top = self.fields.take().map(|slot| slot.insert(TopFields::default()));
+        let mut seen = Seen::default();
         let mut prefix = None;
-        while let Some(hash) = map.next_key_seed(Key { out: &mut *self.out, prefix })? {
-            if seen.contains(&hash) {
+        while let Some((key, name)) = map.next_key_seed(Key { out: &mut *self.out, prefix, top: top.is_some() })? {
+            if seen.insert(&self.out[..], key) {
                 *self.repeated = true;
                 return Err(de::Error::custom("repeated object key"));
             }
-            seen.push(hash);
             self.out.push(b':');
-            map.next_value_seed(Node { out: &mut *self.out, prefix: None, repeated: &mut *self.repeated })?;
+            let begin = self.out.len();
+            map.next_value_seed(Node { out: &mut *self.out, prefix: None, repeated: &mut *self.repeated, fields: None })?;
+            if let Some(top) = top.as_deref_mut() {
+                top.keys += 1;
+                if let Some(name) = name {
+                    *name.select(top) = Some(begin..self.out.len());
+                }
+            }
             prefix = Some(b',');
         }
         self.out.push(b'}');
@@ -137,35 +190,233 @@ impl<'de> Visitor<'de> for Node<'_> {
     }
 }
 
-/// Writes one object key (with its leading `,`) and answers its hash, for spotting repeated keys.
+/// Which recorded field a key names.
+#[derive(Clone, Copy)]
+enum FieldName {
+    Kind,
+    Message,
+    Meta,
+}
+
+impl FieldName {
+    fn select(self, top: &mut TopFields) -> &mut Option<Range<usize>> {
+        match self {
+            FieldName::Kind => &mut top.kind,
+            FieldName::Message => &mut top.message,
+            FieldName::Meta => &mut top.meta,
+        }
+    }
+}
+
+/// The keys of one object so far, as positions of their compact text in the output (equal keys
+/// have equal compact text); the first few inline (objects in chunks are small).
+#[derive(Default)]
+struct Seen {
+    inline: [(usize, usize); 8],
+    len: usize,
+    spilled: Vec<(usize, usize)>,
+}
+
+impl Seen {
+    /// Adds the key written at `key` in `out`; true when the object already had it.
+    fn insert(&mut self, out: &[u8], key: Range<usize>) -> bool {
+        let text = &out[key.clone()];
+        let same = |&(start, end): &(usize, usize)| &out[start..end] == text;
+        if self.inline[..self.len.min(8)].iter().any(same) || self.spilled.iter().any(same) {
+            return true;
+        }
+        if self.len < 8 {
+            self.inline[self.len] = (key.start, key.end);
+        } else {
+            self.spilled.push((key.start, key.end));
+        }
+        self.len += 1;
+        false
+    }
+}
+
+/// Writes one object key (with its leading `,`) and answers where its compact text sits in the
+/// output, for spotting repeated keys, and, for a top-level object whose fields are recorded, which
+/// field it names.
 struct Key<'a> {
     out: &'a mut Vec<u8>,
     prefix: Option<u8>,
+    top: bool,
+}
+
+impl Key<'_> {
+    fn write(self, key: &str, plain: bool) -> Result<(Range<usize>, Option<FieldName>), serde_json::Error> {
+        if let Some(prefix) = self.prefix {
+            self.out.push(prefix);
+        }
+        let begin = self.out.len();
+        if plain {
+            write_plain_str(self.out, key);
+        } else {
+            serde_json::to_writer(&mut *self.out, key)?;
+        }
+        let name = match key {
+            _ if !self.top => None,
+            "type" => Some(FieldName::Kind),
+            "message" => Some(FieldName::Message),
+            "meta" => Some(FieldName::Meta),
+            _ => None,
+        };
+        Ok((begin..self.out.len(), name))
+    }
 }
 
 impl<'de> DeserializeSeed<'de> for Key<'_> {
-    type Value = u64;
+    type Value = (Range<usize>, Option<FieldName>);
 
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<u64, D::Error> {
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_str(self)
     }
 }
 
 impl<'de> Visitor<'de> for Key<'_> {
-    type Value = u64;
+    type Value = (Range<usize>, Option<FieldName>);
 
     fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
         formatter.write_str("an object key")
     }
 
-    fn visit_str<E: de::Error>(self, key: &str) -> Result<u64, E> {
-        if let Some(prefix) = self.prefix {
-            self.out.push(prefix);
+    fn visit_borrowed_str<E: de::Error>(self, key: &'de str) -> Result<Self::Value, E> {
+        self.write(key, true).map_err(E::custom)
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        self.write(key, false).map_err(E::custom)
+    }
+}
+
+/// One response item of a session as canonical compact JSON: exactly the bytes serde_json writes
+/// for the item's `Value`. Built from the plugin's line without a tree (`message::parse_plugin_line`)
+/// or from a `Value`; spliced as is into the caller's envelope.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RawChunk {
+    json: Vec<u8>,
+    /// Set when the item is an object.
+    fields: Option<TopFields>,
+}
+
+impl RawChunk {
+    /// The item `value` (serialised once, recording its top-level fields).
+    pub fn from_value(value: &Value) -> Self {
+        let Value::Object(map) = value else {
+            return Self { json: serde_json::to_vec(value).unwrap_or_default(), fields: None };
+        };
+        let mut json = Vec::with_capacity(64);
+        let mut fields = TopFields { keys: map.len(), ..TopFields::default() };
+        json.push(b'{');
+        for (i, (key, item)) in map.iter().enumerate() {
+            if i > 0 {
+                json.push(b',');
+            }
+            // Strings and values always serialise.
+            let _ = serde_json::to_writer(&mut json, key);
+            json.push(b':');
+            let begin = json.len();
+            let _ = serde_json::to_writer(&mut json, item);
+            if let Some(slot) = fields.slot(key) {
+                *slot = Some(begin..json.len());
+            }
         }
-        serde_json::to_writer(&mut *self.out, key).map_err(E::custom)?;
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        key.hash(&mut hasher);
-        Ok(hasher.finish())
+        json.push(b'}');
+        Self { json, fields: Some(fields) }
+    }
+
+    /// An object with `entries` (key, canonical compact value) in this order; keys must differ.
+    pub fn object(entries: &[(&str, &[u8])]) -> Self {
+        let mut json = Vec::with_capacity(entries.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>() + 2);
+        let mut fields = TopFields { keys: entries.len(), ..TopFields::default() };
+        json.push(b'{');
+        for (i, (key, value)) in entries.iter().enumerate() {
+            if i > 0 {
+                json.push(b',');
+            }
+            let _ = serde_json::to_writer(&mut json, key);
+            json.push(b':');
+            let begin = json.len();
+            json.extend_from_slice(value);
+            if let Some(slot) = fields.slot(key) {
+                *slot = Some(begin..json.len());
+            }
+        }
+        json.push(b'}');
+        Self { json, fields: Some(fields) }
+    }
+
+    /// Compacts one item from its raw text (a whole document), like `from_value(&from_slice(raw)?)`.
+    pub fn parse(raw: &[u8]) -> Result<Self, serde_json::Error> {
+        let mut json = Vec::with_capacity(raw.len());
+        let mut repeated = false;
+        let mut fields = None;
+        let mut deserializer = serde_json::Deserializer::from_slice(raw);
+        let written = Node::new(&mut json, &mut repeated, Some(&mut fields))
+            .deserialize(&mut deserializer)
+            .and_then(|()| deserializer.end());
+        match written {
+            Ok(()) => Ok(Self { json, fields }),
+            Err(_) if repeated => Ok(Self::from_value(&serde_json::from_slice::<Value>(raw)?)),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Assembled by the line reader from already compacted text.
+    pub(crate) fn from_parts(json: Vec<u8>, fields: Option<TopFields>) -> Self {
+        Self { json, fields }
+    }
+
+    /// The canonical compact text.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.json
+    }
+
+    /// The canonical compact text, owned.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.json
+    }
+
+    /// The item as a tree (for callers that inspect it).
+    pub fn to_value(&self) -> Value {
+        serde_json::from_slice(&self.json).unwrap_or(Value::Null)
+    }
+
+    /// Whether the item is a JSON object.
+    pub fn is_object(&self) -> bool {
+        self.fields.is_some()
+    }
+
+    /// Number of keys when the item is an object.
+    pub fn keys(&self) -> Option<usize> {
+        self.fields.as_ref().map(|f| f.keys)
+    }
+
+    /// The compact text of the object's top-level `type`, `message` or `meta` value.
+    pub fn field(&self, name: &str) -> Option<&[u8]> {
+        let fields = self.fields.as_ref()?;
+        let range = match name {
+            "type" => fields.kind.as_ref(),
+            "message" => fields.message.as_ref(),
+            "meta" => fields.meta.as_ref(),
+            _ => None,
+        }?;
+        Some(&self.json[range.clone()])
+    }
+
+    /// True when the item is exactly `{"type":…,"message":…,"meta":…}` (those three keys, in that order).
+    pub fn is_type_message_meta(&self) -> bool {
+        match &self.fields {
+            Some(TopFields { keys: 3, kind: Some(k), message: Some(m), meta: Some(t) }) => k.start < m.start && m.start < t.start,
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Debug for RawChunk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RawChunk({})", String::from_utf8_lossy(&self.json))
     }
 }
 
@@ -285,6 +536,9 @@ mod tests {
             let mut raw = String::new();
             render(&value, style, &mut raw);
             prop_assert_eq!(canonical_compact(raw.as_bytes()).unwrap(), through_tree(raw.as_bytes()).unwrap(), "{}", raw);
+            // A chunk read from the text is the chunk of its tree: same text, same field positions.
+            let tree: Value = serde_json::from_str(&raw).unwrap();
+            prop_assert_eq!(RawChunk::parse(raw.as_bytes()).unwrap(), RawChunk::from_value(&tree), "{}", raw);
             if pretty {
                 let raw = serde_json::to_vec_pretty(&value).unwrap();
                 prop_assert_eq!(canonical_compact(&raw).unwrap(), through_tree(&raw).unwrap());

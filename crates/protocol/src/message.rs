@@ -11,6 +11,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::compact::RawChunk;
+
 /// The `event` of a daemon → plugin line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -68,6 +70,42 @@ impl PluginInStream {
         Self::with_event(session_id, invocation, InStreamEvent::Request, Value::Object(data))
     }
 
+    /// The line of [`Self::request`] (`request(…).to_line()`), written straight from borrowed
+    /// values: the payload is neither copied nor turned into a new tree.
+    pub fn request_line(
+        session_id: &str,
+        invocation: &InvocationContext,
+        user_id: &str,
+        access_type: &str,
+        access_action: &str,
+        payload: &Map<String, Value>,
+    ) -> Vec<u8> {
+        let mut fields: Vec<(&str, RequestField<'_>)> = payload
+            .iter()
+            .filter(|(key, _)| !matches!(key.as_str(), "user_id" | "type" | "action"))
+            .map(|(key, value)| (key.as_str(), RequestField::Value(value)))
+            .collect();
+        fields.push(("user_id", RequestField::Text(user_id)));
+        fields.push(("type", RequestField::Text(access_type)));
+        fields.push(("action", RequestField::Text(access_action)));
+        fields.sort_by(|a, b| a.0.cmp(b.0));
+        let line = RequestLine {
+            session_id,
+            conversation_id: &invocation.conversation_id,
+            message_id: &invocation.message_id,
+            app_id: &invocation.app_id,
+            endpoint_id: &invocation.endpoint_id,
+            context: &invocation.context,
+            event: InStreamEvent::Request,
+            data: SortedFields(&fields),
+        };
+        // Serialising strings and JSON values cannot fail.
+        let mut out = Vec::with_capacity(256);
+        let _ = serde_json::to_writer(&mut out, &line);
+        out.push(b'\n');
+        out
+    }
+
     /// A `backwards_response` line answering `backwards_request_id`.
     pub fn backwards_response(session_id: &str, invocation: &InvocationContext, reply: &BackwardsReply) -> Self {
         let data = serde_json::to_value(reply).unwrap_or(Value::Null);
@@ -93,6 +131,35 @@ impl PluginInStream {
         let mut line = serde_json::to_vec(self).unwrap_or_default();
         line.push(b'\n');
         line
+    }
+}
+
+/// [`PluginInStream`] with borrowed fields, for [`PluginInStream::request_line`].
+#[derive(Serialize)]
+struct RequestLine<'a> {
+    session_id: &'a str,
+    conversation_id: &'a Option<String>,
+    message_id: &'a Option<String>,
+    app_id: &'a Option<String>,
+    endpoint_id: &'a Option<String>,
+    context: &'a Option<Value>,
+    event: InStreamEvent,
+    data: SortedFields<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum RequestField<'a> {
+    Value(&'a Value),
+    Text(&'a str),
+}
+
+/// Already sorted `data` entries, written as one object.
+struct SortedFields<'a>(&'a [(&'a str, RequestField<'a>)]);
+
+impl Serialize for SortedFields<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(key, value)| (key, value)))
     }
 }
 
@@ -186,8 +253,8 @@ pub fn sort_keys(value: &Value) -> Value {
 /// The inner message of a `session` event.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SessionMessage {
-    /// One response item.
-    Stream(Value),
+    /// One response item, as its canonical compact text.
+    Stream(RawChunk),
     /// A backwards invocation; `Err` holds why the request was malformed.
     Invoke(Result<BackwardsRequest, String>),
     /// The plugin failed the invocation; an `End` follows.
@@ -239,6 +306,9 @@ pub fn parse_plugin_line(line: &[u8]) -> Result<Option<PluginEvent>, LineError> 
     if trimmed.is_empty() {
         return Ok(None);
     }
+    if let Some(event) = single_pass::session_line(trimmed) {
+        return Ok(Some(event));
+    }
     let value: Value = serde_json::from_slice(trimmed).map_err(|e| LineError::NotJson(e.to_string()))?;
     let Value::Object(mut object) = value else { return Ok(None) };
     let Some(event) = object.get("event").and_then(Value::as_str).map(str::to_owned) else { return Ok(None) };
@@ -266,7 +336,7 @@ pub fn parse_plugin_line(line: &[u8]) -> Result<Option<PluginEvent>, LineError> 
             let kind = inner.get("type").and_then(Value::as_str).unwrap_or_default().to_owned();
             let Some(payload) = inner.remove("data") else { return Err(LineError::MissingSessionData) };
             let message = match kind.as_str() {
-                "stream" => SessionMessage::Stream(payload),
+                "stream" => SessionMessage::Stream(RawChunk::from_value(&payload)),
                 "end" => SessionMessage::End(payload),
                 "error" => SessionMessage::Error(
                     serde_json::from_value(payload.clone()).unwrap_or_else(|_| PluginSessionError::new("unknown", payload.to_string())),
@@ -279,6 +349,222 @@ pub fn parse_plugin_line(line: &[u8]) -> Result<Option<PluginEvent>, LineError> 
         other => PluginEvent::Unknown(other.to_owned()),
     };
     Ok(Some(parsed))
+}
+
+/// The common plugin lines, `session` lines of type `stream` and `end`, read in one pass without a
+/// tree: the item is written as canonical compact text while it is parsed (`compact::Node`), every
+/// value still going through serde_json's `deserialize_any`, so the nesting limit counts from the
+/// start of the line exactly as when the whole line is parsed into a `Value`. Anything else (other
+/// events and types, a repeated key, a malformed line) answers `None` and the caller parses the line
+/// into a tree, which then decides, with the same errors as before.
+mod single_pass {
+    use std::fmt;
+    use std::ops::Range;
+
+    use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
+
+    use super::{PluginEvent, SessionMessage};
+    use crate::compact::{Node, RawChunk, TopFields};
+
+    pub(super) fn session_line(line: &[u8]) -> Option<PluginEvent> {
+        let mut scratch = Vec::new();
+        let mut item = Vec::with_capacity(line.len());
+        let mut read = Read { scratch: &mut scratch, item: &mut item, fields: None, repeated: false, line: Line::default() };
+        let mut deserializer = serde_json::Deserializer::from_slice(line);
+        LineSeed { read: &mut read }.deserialize(&mut deserializer).ok()?;
+        deserializer.end().ok()?;
+        let Read { line: parsed, fields, repeated, .. } = read;
+        if repeated || parsed.repeated || !parsed.data_object {
+            return None;
+        }
+        let text = |range: &Option<Range<usize>>| range.clone().map(|r| &scratch[r]);
+        if text(&parsed.event)? != b"\"session\"" || !parsed.item {
+            return None;
+        }
+        let session_id = match text(&parsed.session_id)? {
+            id if id.len() > 2 && id[0] == b'"' => serde_json::from_slice::<String>(id).ok()?,
+            _ => return None,
+        };
+        let message = match text(&parsed.kind)? {
+            b"\"stream\"" => SessionMessage::Stream(RawChunk::from_parts(item, fields)),
+            b"\"end\"" => SessionMessage::End(serde_json::from_slice(&item).ok()?),
+            _ => return None,
+        };
+        Some(PluginEvent::Session { session_id, message })
+    }
+
+    /// What the pass found; text ranges point into `Read::scratch`.
+    #[derive(Default)]
+    struct Line {
+        event: Option<Range<usize>>,
+        session_id: Option<Range<usize>>,
+        kind: Option<Range<usize>>,
+        /// `data` is an object.
+        data_object: bool,
+        /// `data.data` was written to `Read::item`.
+        item: bool,
+        /// A key this pass cares about appears twice (the tree keeps the last value).
+        repeated: bool,
+    }
+
+    struct Read<'a> {
+        scratch: &'a mut Vec<u8>,
+        item: &'a mut Vec<u8>,
+        fields: Option<TopFields>,
+        /// The item repeats a key somewhere.
+        repeated: bool,
+        line: Line,
+    }
+
+    impl Read<'_> {
+        /// Writes the next value to `scratch` and answers where.
+        fn capture<'de, A: MapAccess<'de>>(&mut self, map: &mut A) -> Result<Range<usize>, A::Error> {
+            let begin = self.scratch.len();
+            let mut repeated = false;
+            map.next_value_seed(Node::new(self.scratch, &mut repeated, None))?;
+            // A repeated key in a value only the tree reads (an unknown field) does not matter.
+            Ok(begin..self.scratch.len())
+        }
+
+        fn skip<'de, A: MapAccess<'de>>(&mut self, map: &mut A) -> Result<(), A::Error> {
+            let range = self.capture(map)?;
+            self.scratch.truncate(range.start);
+            Ok(())
+        }
+    }
+
+    fn set(slot: &mut Option<Range<usize>>, range: Range<usize>, repeated: &mut bool) {
+        if slot.replace(range).is_some() {
+            *repeated = true;
+        }
+    }
+
+    #[derive(Clone, Copy)]
+    enum Name {
+        Event,
+        SessionId,
+        Kind,
+        Data,
+        Other,
+    }
+
+    /// An object key, only told apart from the few names the pass reads.
+    struct KeyName;
+
+    impl<'de> DeserializeSeed<'de> for KeyName {
+        type Value = Name;
+
+        fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Name, D::Error> {
+            deserializer.deserialize_str(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for KeyName {
+        type Value = Name;
+
+        fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+            formatter.write_str("an object key")
+        }
+
+        fn visit_str<E: de::Error>(self, key: &str) -> Result<Name, E> {
+            Ok(match key {
+                "event" => Name::Event,
+                "session_id" => Name::SessionId,
+                "type" => Name::Kind,
+                "data" => Name::Data,
+                _ => Name::Other,
+            })
+        }
+    }
+
+    /// The line's top-level object.
+    struct LineSeed<'r, 'a> {
+        read: &'r mut Read<'a>,
+    }
+
+    impl<'de> DeserializeSeed<'de> for LineSeed<'_, '_> {
+        type Value = ();
+
+        fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+            deserializer.deserialize_map(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for LineSeed<'_, '_> {
+        type Value = ();
+
+        fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+            formatter.write_str("a plugin line object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let read = self.read;
+            let mut data_seen = false;
+            while let Some(name) = map.next_key_seed(KeyName)? {
+                match name {
+                    Name::Event => {
+                        let range = read.capture(&mut map)?;
+                        set(&mut read.line.event, range, &mut read.line.repeated);
+                    }
+                    Name::SessionId => {
+                        let range = read.capture(&mut map)?;
+                        set(&mut read.line.session_id, range, &mut read.line.repeated);
+                    }
+                    Name::Data => {
+                        if std::mem::replace(&mut data_seen, true) {
+                            read.line.repeated = true;
+                        }
+                        map.next_value_seed(DataSeed { read: &mut *read })?;
+                    }
+                    Name::Kind | Name::Other => read.skip(&mut map)?,
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// The line's `data`: an object with `type` and the item in `data`.
+    struct DataSeed<'r, 'a> {
+        read: &'r mut Read<'a>,
+    }
+
+    impl<'de> DeserializeSeed<'de> for DataSeed<'_, '_> {
+        type Value = ();
+
+        fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+            deserializer.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for DataSeed<'_, '_> {
+        type Value = ();
+
+        fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+            formatter.write_str("a session message object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let read = self.read;
+            read.line.data_object = true;
+            while let Some(name) = map.next_key_seed(KeyName)? {
+                match name {
+                    Name::Kind => {
+                        let range = read.capture(&mut map)?;
+                        set(&mut read.line.kind, range, &mut read.line.repeated);
+                    }
+                    Name::Data => {
+                        if std::mem::replace(&mut read.line.item, true) {
+                            read.line.repeated = true;
+                        }
+                        read.item.clear();
+                        map.next_value_seed(Node::new(read.item, &mut read.repeated, Some(&mut read.fields)))?;
+                    }
+                    Name::Event | Name::SessionId | Name::Other => read.skip(&mut map)?,
+                }
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Best-effort extraction of the `session_id` from the beginning of a line that is too long to be
@@ -309,6 +595,28 @@ mod tests {
     }
 
     #[test]
+    fn request_lines_written_from_borrowed_values_are_the_same_bytes() {
+        let invocation = InvocationContext {
+            conversation_id: Some("c".into()),
+            message_id: None,
+            app_id: Some("a\"pp".into()),
+            endpoint_id: None,
+            context: Some(json!({"z": 1, "a": [true, null]})),
+        };
+        for payload in [
+            json!({}),
+            json!({"tool": "echo", "provider": "demo", "credentials": {}, "tool_parameters": {"text": "hi é\u{1F600}"}}),
+            json!({"user_id": "spoofed", "type": "x", "action": "y", "b": 1.5, "a": [1, {"k": "v"}], "user": "u"}),
+        ] {
+            let payload = payload.as_object().unwrap();
+            assert_eq!(
+                PluginInStream::request_line("s-1", &invocation, "user-1", "tool", "invoke_tool", payload),
+                PluginInStream::request("s-1", &invocation, "user-1", "tool", "invoke_tool", payload).to_line()
+            );
+        }
+    }
+
+    #[test]
     fn backwards_response_lines() {
         let line = PluginInStream::backwards_response("s", &InvocationContext::default(), &BackwardsReply::end("abc"));
         let text = String::from_utf8(line.to_line()).unwrap();
@@ -331,7 +639,13 @@ mod tests {
         let err = parse_plugin_line(br#"{"event":"error","session_id":null,"data":{"error":"bad"}}"#).unwrap();
         assert_eq!(err, Some(PluginEvent::Error("bad".into())));
         let stream = parse_plugin_line(br#"{"event":"session","session_id":"s","data":{"type":"stream","data":{"result":true}}}"#).unwrap();
-        assert_eq!(stream, Some(PluginEvent::Session { session_id: "s".into(), message: SessionMessage::Stream(json!({"result": true})) }));
+        assert_eq!(
+            stream,
+            Some(PluginEvent::Session {
+                session_id: "s".into(),
+                message: SessionMessage::Stream(RawChunk::from_value(&json!({"result": true})))
+            })
+        );
         let invoke = parse_plugin_line(br#"{"event":"session","session_id":"s","data":{"type":"invoke","data":{"type":"storage","backwards_request_id":"b1","request":{"opt":"get","key":"k"}}}}"#).unwrap();
         match invoke {
             Some(PluginEvent::Session { message: SessionMessage::Invoke(Ok(req)), .. }) => {
@@ -354,6 +668,55 @@ mod tests {
         assert_eq!(parse_plugin_line(br#"{"event":"session","session_id":"s","data":{"type":"end"}}"#), Err(LineError::MissingSessionData));
         assert_eq!(parse_plugin_line(br#"{"event":"session","data":{"type":"end","data":{}}}"#), Err(LineError::MissingSessionId));
         assert!(matches!(parse_plugin_line(b"not json"), Err(LineError::NotJson(_))));
+    }
+
+    /// What the line gives when parsed into a tree the old way (the reference for the single pass).
+    fn through_tree(line: &str) -> Option<(String, Value)> {
+        let value: Value = serde_json::from_str(line).ok()?;
+        Some((value["session_id"].as_str()?.to_owned(), value["data"]["data"].clone()))
+    }
+
+    #[test]
+    fn stream_lines_are_read_in_one_pass_like_the_tree() {
+        for line in [
+            r#"{"event": "session", "session_id": "s", "data": {"type": "stream", "data": {"type": "text", "message": {"text": "caf\u00e9 \/"}, "meta": null}}}"#,
+            r#"{"data": {"data": [1, 2.0, -0, 1e2], "type": "stream", "extra": {"x": [1]}}, "session_id": "s\u002d1", "event": "session", "more": null}"#,
+            r#"{"event":"session","session_id":"s","data":{"type":"stream","data":{"a":1,"a":2,"b":{"c":1,"c":2}}}}"#,
+            r#"{"event":"session","session_id":"s","data":{"type":"stream","data":"x"},"data":{"type":"stream","data":"y"}}"#,
+            r#"{"event":"session","session_id":"s","data":{"type":"stream","data":"x","type":"end"}}"#,
+            r#"{"event":"session","session_id":"s","data":{"type":"stream","data":null}}"#,
+        ] {
+            let (session_id, item) = through_tree(line).unwrap();
+            match parse_plugin_line(line.as_bytes()).unwrap() {
+                Some(PluginEvent::Session { session_id: id, message: SessionMessage::Stream(chunk) }) => {
+                    assert_eq!(id, session_id, "{line}");
+                    assert_eq!(chunk.as_bytes(), serde_json::to_vec(&item).unwrap(), "{line}");
+                    assert_eq!(chunk, RawChunk::from_value(&item), "{line}");
+                }
+                Some(PluginEvent::Session { message: SessionMessage::End(end), .. }) => assert_eq!(end, item, "{line}"),
+                other => panic!("{line}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_nesting_limit_counts_from_the_line() {
+        // serde_json refuses more than 128 nested arrays/objects; the line and its `data` take two.
+        for depth in 120..132 {
+            let item = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            for line in [
+                format!(r#"{{"event":"session","session_id":"s","data":{{"type":"stream","data":{item}}}}}"#),
+                format!(r#"{{"event":"session","session_id":"s","other":{item},"data":{{"type":"stream","data":1}}}}"#),
+                format!(r#"{{"event":"session","session_id":"s","data":{{"type":"stream","x":{item},"data":1}}}}"#),
+            ] {
+                let tree = serde_json::from_str::<Value>(&line).map(|_| ()).map_err(|e| e.to_string());
+                let read = parse_plugin_line(line.as_bytes()).map(|_| ()).map_err(|e| match e {
+                    LineError::NotJson(message) => message,
+                    other => other.to_string(),
+                });
+                assert_eq!(read, tree, "depth {depth}");
+            }
+        }
     }
 
     #[test]

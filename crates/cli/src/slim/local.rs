@@ -193,7 +193,7 @@ async fn invoke_once(
         .map_err(|e| SlimError::new(ErrorCode::PluginExec, format!("write stdin: {e}")))?;
     while let Some(item) = stream.next().await {
         match item {
-            SessionOutput::Chunk(item) => out.chunk(item).map_err(io)?,
+            SessionOutput::Chunk(item) => out.chunk(item.to_value()).map_err(io)?,
             SessionOutput::Failed(error) => {
                 out.error(ErrorCode::PluginExec, &error.to_sorted_json()).map_err(io)?;
                 return Ok(());

@@ -19,6 +19,7 @@ use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
 use dify_protocol::access::{find_dispatch_route, DispatchRoute, ResponseMode};
+use dify_protocol::compact::RawChunk;
 use dify_protocol::message::{InvocationContext, PluginSessionError};
 use dify_protocol::{DaemonError, ErrorType};
 use serde_json::{Map, Value};
@@ -66,12 +67,12 @@ async fn dispatch_route(state: &AppState, tenant_id: &str, route: &'static Dispa
         }
     };
 
-    let request: Map<String, Value> = match serde_json::from_slice(body) {
+    let mut request: Map<String, Value> = match serde_json::from_slice(body) {
         Ok(Value::Object(object)) => object,
         _ => Map::new(),
     };
-    let mut data = match request.get("data") {
-        Some(Value::Object(data)) => data.clone(),
+    let mut data = match request.remove("data") {
+        Some(Value::Object(data)) => data,
         _ => {
             return fail_with_status(
                 StatusCode::BAD_REQUEST,
@@ -146,16 +147,18 @@ pub(super) fn sse_line(json: &str) -> Bytes {
     Bytes::from(line)
 }
 
-/// The SSE line of a successful chunk, `data: {"code":0,"message":"success","data":<chunk>}`,
-/// serialised straight into the line's buffer (the same bytes as the protocol's `Envelope::success`).
-fn success_sse_line(chunk: &Value) -> Bytes {
-    const HEAD: &[u8] = b"data: {\"code\":0,\"message\":\"success\",\"data\":";
-    let mut line = Vec::with_capacity(HEAD.len() + 128);
-    line.extend_from_slice(HEAD);
-    if serde_json::to_writer(&mut line, chunk).is_err() {
-        // A `Value` always serialises; keep the old behaviour's empty body if it ever does not.
-        return sse_line("");
-    }
+/// The head of a success envelope, up to its `data` value (the field order of `Envelope::success`).
+const SUCCESS_HEAD: &[u8] = b"{\"code\":0,\"message\":\"success\",\"data\":";
+
+/// The SSE line of a successful chunk, `data: {"code":0,"message":"success","data":<chunk>}`: the
+/// chunk's canonical compact text spliced in, the same bytes as serialising the protocol's
+/// `Envelope::success` of the chunk's `Value`.
+fn success_sse_line(chunk: &RawChunk) -> Bytes {
+    let json = chunk.as_bytes();
+    let mut line = Vec::with_capacity(6 + SUCCESS_HEAD.len() + json.len() + 3);
+    line.extend_from_slice(b"data: ");
+    line.extend_from_slice(SUCCESS_HEAD);
+    line.extend_from_slice(json);
     line.extend_from_slice(b"}\n\n");
     Bytes::from(line)
 }
@@ -179,57 +182,44 @@ fn plugin_invoke_error(error: &PluginSessionError) -> DaemonError {
     DaemonError::new(ErrorType::PluginInvokeError, super::plugin_errors::for_caller(error).to_sorted_json())
 }
 
-pub(super) fn sse_body(mut session: crate::session::SessionStream, mut shaper: ChunkShaper) -> Body {
-    let stream = async_stream_body(move |sender| async move {
+/// The SSE line for one session output: `Some(line, last)`, or `None` for an item that produces no
+/// line (a blob chunk being merged).
+fn render_output(shaper: &mut ChunkShaper, output: SessionOutput) -> Option<(Bytes, bool)> {
+    match output {
+        SessionOutput::Chunk(item) => match shaper.shape(item) {
+            Ok(Some(shaped)) => Some((success_sse_line(&shaped), false)),
+            Ok(None) => None,
+            Err(error) => Some((sse_line(&plugin_invoke_error(&error).to_envelope_json()), true)),
+        },
+        other => failure_error(&other).map(|error| (sse_line(&error.to_envelope_json()), true)),
+    }
+}
+
+/// The SSE body of a session. The body pulls the session's outputs itself (no task between the
+/// session and the connection): each poll shapes the next item and returns its line. A client that
+/// disconnects makes the server drop the body, which drops the session and so ends it, even while
+/// the plugin is silent.
+pub(super) fn sse_body(session: crate::session::SessionStream, shaper: ChunkShaper) -> Body {
+    let state = Some((session, shaper));
+    let stream = futures::stream::unfold(state, |state| async move {
+        let (mut session, mut shaper) = state?;
         loop {
-            // A client that disconnects ends the session even while the plugin is silent.
-            let output = tokio::select! {
-                output = session.next() => match output { Some(output) => output, None => return },
-                _ = sender.closed() => return,
-            };
-            let line = match output {
-                SessionOutput::Chunk(item) => match shaper.shape(item) {
-                    Ok(Some(shaped)) => success_sse_line(&shaped),
-                    Ok(None) => continue,
-                    Err(error) => {
-                        let _ = sender.send(sse_line(&plugin_invoke_error(&error).to_envelope_json())).await;
-                        return;
-                    }
-                },
-                other => match failure_error(&other) {
-                    Some(error) => {
-                        let _ = sender.send(sse_line(&error.to_envelope_json())).await;
-                        return;
-                    }
-                    None => continue,
-                },
-            };
-            if sender.send(line).await.is_err() {
-                // The client went away: dropping the session ends it.
-                return;
+            let output = session.next().await?;
+            match render_output(&mut shaper, output) {
+                Some((line, false)) => return Some((Ok::<_, Infallible>(line), Some((session, shaper)))),
+                Some((line, true)) => return Some((Ok(line), None)),
+                None => continue,
             }
         }
     });
     Body::from_stream(stream)
 }
 
-/// Runs `produce` in a task and exposes what it sends as a body stream; dropping the body (client
-/// disconnect) closes the channel, which the producer sees as a failed send.
-fn async_stream_body<F, Fut>(produce: F) -> impl futures::Stream<Item = Result<Bytes, Infallible>>
-where
-    F: FnOnce(tokio::sync::mpsc::Sender<Bytes>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(64);
-    tokio::spawn(produce(sender));
-    futures::stream::unfold(receiver, |mut receiver| async move { receiver.recv().await.map(|bytes| (Ok(bytes), receiver)) })
-}
-
 pub(super) async fn single_json(mut session: crate::session::SessionStream, mut shaper: ChunkShaper) -> Response {
     while let Some(output) = session.next().await {
         match output {
             SessionOutput::Chunk(item) => match shaper.shape(item) {
-                Ok(Some(shaped)) => return ok(shaped),
+                Ok(Some(shaped)) => return success_json_response(&shaped),
                 Ok(None) => continue,
                 Err(error) => return fail_with_status(StatusCode::INTERNAL_SERVER_ERROR, plugin_invoke_error(&error)),
             },
@@ -241,6 +231,20 @@ pub(super) async fn single_json(mut session: crate::session::SessionStream, mut 
         }
     }
     fail_with_status(StatusCode::INTERNAL_SERVER_ERROR, DaemonError::internal("plugin returned no response"))
+}
+
+/// HTTP 200 with the success envelope around `chunk` (what `ok` gives for the chunk's `Value`).
+fn success_json_response(chunk: &RawChunk) -> Response {
+    let json = chunk.as_bytes();
+    let mut body = Vec::with_capacity(SUCCESS_HEAD.len() + json.len() + 1);
+    body.extend_from_slice(SUCCESS_HEAD);
+    body.extend_from_slice(json);
+    body.push(b'}');
+    let mut response = Response::new(Body::from(body));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    response
 }
 
 pub(super) fn event_stream(body: Body) -> Response {
@@ -261,12 +265,19 @@ pub(super) fn plain_json(status: StatusCode, body: String) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dify_protocol::access::{ChunkHandling, TOOL_MESSAGE_TYPES};
+    use dify_protocol::message::{parse_plugin_line, PluginEvent, SessionMessage};
+    use proptest::prelude::*;
+
+    fn raw(value: &Value) -> RawChunk {
+        RawChunk::from_value(value)
+    }
 
     #[test]
     fn sse_lines_are_byte_exact() {
         let chunk = serde_json::json!({"type": "text", "message": {"text": "hello"}, "meta": null});
         assert_eq!(
-            success_sse_line(&chunk),
+            success_sse_line(&raw(&chunk)),
             Bytes::from_static(b"data: {\"code\":0,\"message\":\"success\",\"data\":{\"type\":\"text\",\"message\":{\"text\":\"hello\"},\"meta\":null}}\n\n")
         );
         for chunk in [
@@ -275,19 +286,21 @@ mod tests {
             serde_json::json!(null),
             serde_json::json!({}),
         ] {
-            assert_eq!(success_sse_line(&chunk), sse_line(&success_json(&chunk)), "{chunk}");
+            assert_eq!(success_sse_line(&raw(&chunk)), sse_line(&success_json(&chunk)), "{chunk}");
         }
-        // A chunk as a plugin writes it (Python separators, `\uXXXX` and `\/` escapes, float spellings):
-        // the line built from its canonical compact text is the line built from the parsed value.
-        for raw in [
+        // A chunk as a plugin writes it (Python separators, `\uXXXX` and `\/` escapes, float spellings),
+        // read from its session line: the line built from its canonical compact text is the line built
+        // from the parsed value.
+        for item in [
             r#"{"type": "text", "message": {"text": "caf\u00e9 \ud83d\ude00 a\/b"}, "meta": {"n": 1.0, "e": 1e0, "m": -0}}"#,
             r#"{"type":"json","message":{"json_object":{"text":"hi","length":2}},"meta":null}"#,
         ] {
-            let parsed: Value = serde_json::from_str(raw).unwrap();
-            let mut line = b"data: {\"code\":0,\"message\":\"success\",\"data\":".to_vec();
-            line.extend_from_slice(&dify_protocol::compact::canonical_compact(raw.as_bytes()).unwrap());
-            line.extend_from_slice(b"}\n\n");
-            assert_eq!(success_sse_line(&parsed), Bytes::from(line), "{raw}");
+            let parsed: Value = serde_json::from_str(item).unwrap();
+            let line = format!(r#"{{"event": "session", "session_id": "s", "data": {{"type": "stream", "data": {item}}}}}"#);
+            let Ok(Some(PluginEvent::Session { message: SessionMessage::Stream(chunk), .. })) = parse_plugin_line(line.as_bytes()) else {
+                panic!("{line}")
+            };
+            assert_eq!(success_sse_line(&chunk), sse_line(&success_json(&parsed)), "{item}");
         }
         let error =
             PluginSessionError { error_type: "InvokeRateLimitError".into(), message: "429 too many".into(), args: serde_json::json!({}) };
@@ -301,5 +314,176 @@ mod tests {
             sse_line(&failure_error(&SessionOutput::TimedOut).unwrap().to_envelope_json()),
             Bytes::from_static(b"data: {\"code\":-500,\"message\":\"{\\\"message\\\":\\\"killed by timeout\\\",\\\"error_type\\\":\\\"PluginDaemonInternalServerError\\\",\\\"args\\\":null}\",\"data\":null}\n\n")
         );
+    }
+
+    /// The path before the pass-through: the plugin's line parsed into a tree, the item shaped as a
+    /// tree and serialised into the envelope. Answers the SSE line, or the shaping error's text.
+    fn through_tree(line: &[u8], handling: ChunkHandling) -> Result<Bytes, String> {
+        let mut value: Value = serde_json::from_slice(line).map_err(|e| e.to_string())?;
+        let item = value["data"]["data"].take();
+        let shaped = match handling {
+            ChunkHandling::PassThrough => item,
+            _ => {
+                let Value::Object(mut object) = item else { return Err("tool response chunk is not an object".into()) };
+                match object.get("type") {
+                    Some(Value::String(kind)) if TOOL_MESSAGE_TYPES.contains(&kind.as_str()) => {}
+                    other => {
+                        return Err(format!(
+                            "invalid tool response chunk type: {}",
+                            other.map(Value::to_string).unwrap_or_else(|| "missing".into())
+                        ))
+                    }
+                }
+                let mut shaped = Map::new();
+                shaped.insert("type".into(), object.remove("type").unwrap_or(Value::Null));
+                shaped.insert("message".into(), object.remove("message").unwrap_or(Value::Null));
+                shaped.insert("meta".into(), object.remove("meta").unwrap_or(Value::Null));
+                Value::Object(shaped)
+            }
+        };
+        Ok(sse_line(&success_json(&shaped)))
+    }
+
+    /// The live path: the line read by the protocol's single pass, shaped and spliced.
+    fn through_raw(line: &[u8], handling: ChunkHandling) -> Result<Bytes, String> {
+        let chunk = match parse_plugin_line(line) {
+            Ok(Some(PluginEvent::Session { message: SessionMessage::Stream(chunk), .. })) => chunk,
+            other => return Err(format!("{other:?}")),
+        };
+        match ChunkShaper::new(handling).shape(chunk) {
+            Ok(Some(shaped)) => Ok(success_sse_line(&shaped)),
+            Ok(None) => Err("no line".into()),
+            Err(error) => Err(error.message),
+        }
+    }
+
+    /// A JSON text as a plugin might write it; objects may repeat keys.
+    #[derive(Debug, Clone)]
+    enum Json {
+        Null,
+        Bool(bool),
+        Number(String),
+        Str(String),
+        Array(Vec<Json>),
+        Object(Vec<(String, Json)>),
+    }
+
+    fn render(json: &Json, spaced: bool, ascii: bool, out: &mut String) {
+        let (comma, colon) = if spaced { (", ", ": ") } else { (",", ":") };
+        match json {
+            Json::Null => out.push_str("null"),
+            Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Json::Number(n) => out.push_str(n),
+            Json::Str(s) => render_str(s, ascii, out),
+            Json::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(comma);
+                    }
+                    render(item, spaced, ascii, out);
+                }
+                out.push(']');
+            }
+            Json::Object(entries) => {
+                out.push('{');
+                for (i, (key, item)) in entries.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(comma);
+                    }
+                    render_str(key, ascii, out);
+                    out.push_str(colon);
+                    render(item, spaced, ascii, out);
+                }
+                out.push('}');
+            }
+        }
+    }
+
+    fn render_str(s: &str, ascii: bool, out: &mut String) {
+        out.push('"');
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '/' if ascii => out.push_str("\\/"),
+                c if (c as u32) < 0x20 || (ascii && (c as u32) > 0x7e) => {
+                    let mut units = [0u16; 2];
+                    for unit in c.encode_utf16(&mut units) {
+                        out.push_str(&format!("\\u{unit:04x}"));
+                    }
+                }
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+
+    fn arb_json() -> impl Strategy<Value = Json> {
+        let leaf = prop_oneof![
+            Just(Json::Null),
+            any::<bool>().prop_map(Json::Bool),
+            any::<i64>().prop_map(|n| Json::Number(n.to_string())),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| Json::Number(format!("{f:e}"))),
+            prop_oneof![Just("1.0"), Just("-0"), Just("1E+2"), Just("0.1e-6"), Just("18446744073709551615")]
+                .prop_map(|n| Json::Number(n.into())),
+            any::<String>().prop_map(Json::Str),
+            "[a-z/\"\\\\ é\u{1F600}\n\t\\x00-\\x1f]{0,12}".prop_map(Json::Str),
+            prop::sample::select(TOOL_MESSAGE_TYPES).prop_map(|t| Json::Str(t.into())),
+        ];
+        let key = prop_oneof![Just("type".to_string()), Just("message".to_string()), Just("meta".to_string()), "[a-zé/\"]{0,6}"];
+        leaf.prop_recursive(4, 48, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Json::Array),
+                prop::collection::vec((key.clone(), inner), 0..6).prop_map(Json::Object),
+            ]
+        })
+    }
+
+    /// Items shaped like tool messages most of the time (`type`, `message`, `meta` in some order,
+    /// sometimes with more keys or a repeated one), anything else otherwise.
+    fn arb_item() -> impl Strategy<Value = Json> {
+        let kind = prop_oneof![
+            3 => prop::sample::select(TOOL_MESSAGE_TYPES).prop_map(|t| Json::Str(t.into())),
+            1 => arb_json(),
+        ];
+        let tool = (kind, arb_json(), arb_json(), prop::collection::vec(("[a-z]{1,5}", arb_json()), 0..2), any::<u8>()).prop_map(
+            |(kind, message, meta, extra, order)| {
+                let mut entries = vec![("type".to_string(), kind), ("message".to_string(), message), ("meta".to_string(), meta)];
+                entries.extend(extra);
+                let n = entries.len();
+                entries.rotate_left(order as usize % n);
+                if order % 7 == 0 {
+                    entries.truncate(n - 1);
+                }
+                Json::Object(entries)
+            },
+        );
+        prop_oneof![4 => tool, 1 => arb_json()]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1500))]
+
+        /// The pass-through writes exactly the SSE line (or fails with exactly the error) that parsing
+        /// the line into a tree, shaping the tree and serialising it gave.
+        #[test]
+        fn pass_through_matches_the_tree_path(
+            item in arb_item(),
+            spaced in any::<bool>(),
+            ascii in any::<bool>(),
+            data_first in any::<bool>(),
+            tool in any::<bool>(),
+        ) {
+            let mut text = String::new();
+            render(&item, spaced, ascii, &mut text);
+            let line = if data_first {
+                format!(r#"{{"data": {{"data": {text}, "type": "stream"}}, "session_id": "s-1", "event": "session"}}"#)
+            } else {
+                format!(r#"{{"event":"session","session_id":"s-1","data":{{"type":"stream","data":{text}}}}}"#)
+            };
+            let handling = if tool { ChunkHandling::ToolMessage } else { ChunkHandling::PassThrough };
+            prop_assert_eq!(through_raw(line.as_bytes(), handling), through_tree(line.as_bytes(), handling), "{}", line);
+        }
     }
 }

@@ -308,7 +308,7 @@ async fn plugin_response(mut session: SessionStream) -> Response {
     let mut headers: Vec<(String, String)> = Vec::new();
     let first_piece = loop {
         match session.next().await {
-            Some(SessionOutput::Chunk(item)) => match parse_chunk(&item) {
+            Some(SessionOutput::Chunk(item)) => match parse_chunk(&item.to_value()) {
                 Ok(chunk) => {
                     status = chunk.status.or(status);
                     headers.extend(chunk.headers);
@@ -372,7 +372,7 @@ fn body_stream(first: Bytes, session: SessionStream) -> impl futures::Stream<Ite
         let mut session = session?;
         loop {
             let piece = match session.next().await? {
-                SessionOutput::Chunk(item) => match parse_chunk(&item) {
+                SessionOutput::Chunk(item) => match parse_chunk(&item.to_value()) {
                     Ok(EndpointChunk { body: Some(body), .. }) => Bytes::from(body),
                     Ok(_) => continue,
                     Err(message) => return Some((Ok(Bytes::from(message)), None)),

@@ -217,10 +217,19 @@ impl PluginConnection {
             if chunk.is_empty() {
                 return "plugin output ended".to_string();
             }
-            let (part, complete) = match chunk.iter().position(|b| *b == b'\n') {
+            let (part, complete) = match memchr::memchr(b'\n', chunk) {
                 Some(index) => (&chunk[..index], Some(index + 1)),
                 None => (chunk, None),
             };
+            if let (Some(consumed), None, true) = (complete, &oversized, line.is_empty()) {
+                if part.len() <= self.options.max_line_bytes {
+                    // The whole line is in the read buffer: read it from there, without a copy.
+                    self.touch();
+                    self.handle_line(part);
+                    reader.consume(consumed);
+                    continue;
+                }
+            }
             if oversized.is_none() {
                 if line.len() + part.len() > self.options.max_line_bytes {
                     line.extend_from_slice(&part[..part.len().min(4096)]);
@@ -305,6 +314,7 @@ impl PluginConnection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dify_protocol::compact::RawChunk;
     use tokio::io::{duplex, AsyncReadExt};
 
     #[tokio::test]
@@ -330,11 +340,11 @@ mod tests {
             .await
             .unwrap();
         let first = tokio::time::timeout(Duration::from_secs(5), a.recv()).await.unwrap().unwrap();
-        assert_eq!(first, SessionEvent::Message(SessionMessage::Stream(serde_json::json!({"n": 1}))));
+        assert_eq!(first, SessionEvent::Message(SessionMessage::Stream(RawChunk::from_value(&serde_json::json!({"n": 1})))));
         let end = tokio::time::timeout(Duration::from_secs(5), a.recv()).await.unwrap().unwrap();
         assert!(matches!(end, SessionEvent::Message(SessionMessage::End(_))));
         let other = tokio::time::timeout(Duration::from_secs(5), b.recv()).await.unwrap().unwrap();
-        assert_eq!(other, SessionEvent::Message(SessionMessage::Stream(serde_json::json!({"n": 2}))));
+        assert_eq!(other, SessionEvent::Message(SessionMessage::Stream(RawChunk::from_value(&serde_json::json!({"n": 2})))));
         tokio::time::timeout(Duration::from_secs(5), heartbeats.wait_for(|n| *n >= 1)).await.unwrap().unwrap();
         assert_eq!(connection.open_sessions(), 1);
         drop(b);
@@ -362,7 +372,7 @@ mod tests {
         let failed = tokio::time::timeout(Duration::from_secs(5), big.recv()).await.unwrap().unwrap();
         assert!(matches!(failed, SessionEvent::Failed(ref e) if e.error_type == "PluginResponseTooLarge"), "{failed:?}");
         let fine = tokio::time::timeout(Duration::from_secs(5), small.recv()).await.unwrap().unwrap();
-        assert_eq!(fine, SessionEvent::Message(SessionMessage::Stream(serde_json::json!({"ok": true}))));
+        assert_eq!(fine, SessionEvent::Message(SessionMessage::Stream(RawChunk::from_value(&serde_json::json!({"ok": true})))));
         assert!(!connection.is_closed());
     }
 

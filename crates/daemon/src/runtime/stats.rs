@@ -29,7 +29,10 @@ pub fn record(plugin_id: &str, failed: bool) {
 
 fn record_at(plugin_id: &str, failed: bool, minute: u64) {
     let mut table = table().lock().unwrap_or_else(|p| p.into_inner());
-    let series = table.entry(plugin_id.to_string()).or_default();
+    if !table.contains_key(plugin_id) {
+        table.insert(plugin_id.to_string(), Series::default());
+    }
+    let Some(series) = table.get_mut(plugin_id) else { return };
     match series.buckets.last_mut() {
         Some(last) if last.0 == minute => {
             last.1 += 1;
@@ -38,7 +41,9 @@ fn record_at(plugin_id: &str, failed: bool, minute: u64) {
         _ => series.buckets.push((minute, 1, u64::from(failed))),
     }
     let oldest = minute.saturating_sub(WINDOW_MINUTES as u64 - 1);
-    series.buckets.retain(|b| b.0 >= oldest);
+    if series.buckets.first().is_some_and(|b| b.0 < oldest) {
+        series.buckets.retain(|b| b.0 >= oldest);
+    }
 }
 
 /// Per plugin: [`WINDOW_MINUTES`] `(invocations, errors)` pairs, oldest minute first, ending now.

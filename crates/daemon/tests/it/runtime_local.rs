@@ -99,14 +99,24 @@ fn texts(outputs: &[SessionOutput]) -> Vec<String> {
     outputs
         .iter()
         .filter_map(|o| match o {
-            SessionOutput::Chunk(c) if c["type"] == "text" => c["message"]["text"].as_str().map(str::to_owned),
+            SessionOutput::Chunk(c) => {
+                let c = c.to_value();
+                if c["type"] == "text" {
+                    c["message"]["text"].as_str().map(str::to_owned)
+                } else {
+                    None
+                }
+            }
             _ => None,
         })
         .collect()
 }
 
 fn chunks(outputs: &[SessionOutput]) -> Vec<Value> {
-    outputs.iter().filter_map(|o| if let SessionOutput::Chunk(c) = o { Some(c.clone()) } else { None }).collect()
+    outputs
+        .iter()
+        .filter_map(|o| if let SessionOutput::Chunk(c) = o { Some(c.to_value()) } else { None })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

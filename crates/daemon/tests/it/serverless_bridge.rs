@@ -17,6 +17,7 @@ use dify_daemon::backwards::{BackwardsHandler, CallerContext};
 use dify_daemon::runtime::serverless::{FunctionRecord, ServerlessConfig, ServerlessRuntime};
 use dify_daemon::session::{start_session, SessionOutput, SessionRequest};
 use dify_protocol::access::AccessType;
+use dify_protocol::compact::RawChunk;
 use dify_protocol::message::{BackwardsReply, BackwardsRequest, InvocationContext, PluginSessionError};
 use dify_protocol::PluginUniqueIdentifier;
 use futures::future::BoxFuture;
@@ -192,7 +193,10 @@ fn failure(outputs: &[SessionOutput]) -> PluginSessionError {
 async fn requests_are_posted_as_the_sri_contract_says_and_502_is_retried() {
     let bridge = bridge(5_242_880).await;
     let (session_id, outputs) = run(&bridge, "flaky", "x").await;
-    assert_eq!(outputs, vec![SessionOutput::Chunk(json!({"type": "text", "message": {"text": "fine"}, "meta": null}))]);
+    assert_eq!(
+        outputs,
+        vec![SessionOutput::Chunk(RawChunk::from_value(&json!({"type": "text", "message": {"text": "fine"}, "meta": null})))]
+    );
     let received = bridge.function.received.lock().unwrap().clone();
     assert_eq!(received.len(), 2, "one retry after the 502");
     for attempt in &received {
@@ -210,7 +214,7 @@ async fn requests_are_posted_as_the_sri_contract_says_and_502_is_retried() {
 async fn an_end_is_synthesised_when_the_body_ends_without_one() {
     let bridge = bridge(5_242_880).await;
     let (_, outputs) = run(&bridge, "no_end", "").await;
-    assert_eq!(outputs, vec![SessionOutput::Chunk(json!({"result": true}))]);
+    assert_eq!(outputs, vec![SessionOutput::Chunk(RawChunk::from_value(&json!({"result": true})))]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,6 +284,7 @@ async fn oversized_text_embedding_requests_run_in_batches_and_merge() {
     let texts: Vec<String> = (0..24).map(|i| format!("document {i:02} {}", "z".repeat(i % 5 * 10))).collect();
     let (session_id, outputs) = run_request(&bridge, AccessType::Model, "invoke_text_embedding", embedding_payload(&texts)).await;
     let [SessionOutput::Chunk(result)] = outputs.as_slice() else { panic!("expected one merged result: {outputs:?}") };
+    let result = result.to_value();
     let expected: Vec<Value> = texts.iter().map(|t| json!([t.len() as f64])).collect();
     assert_eq!(result["embeddings"], Value::Array(expected));
     assert_eq!(result["model"], "embed-1");

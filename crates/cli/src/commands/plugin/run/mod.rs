@@ -548,7 +548,7 @@ async fn invoke(context: Arc<RunContext>, caller: Arc<ClientIdentity>, output: O
                 Ok(mut stream) => {
                     while let Some(item) = stream.next().await {
                         match item {
-                            SessionOutput::Chunk(item) => output.send(RunMessage::plugin_response(&invoke_id, item)),
+                            SessionOutput::Chunk(item) => output.send(RunMessage::plugin_response(&invoke_id, item.to_value())),
                             SessionOutput::Failed(error) => output.send(RunMessage::error(&invoke_id, error.to_sorted_json())),
                             SessionOutput::TimedOut => output.send(RunMessage::error(&invoke_id, "killed by timeout")),
                         }
