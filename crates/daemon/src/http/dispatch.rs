@@ -25,7 +25,7 @@ use dify_protocol::{DaemonError, ErrorType};
 use serde_json::{Map, Value};
 
 use super::forward::{self, ForwardError};
-use super::{fail_with_status, ok, AppState, NOT_FOUND_BODY};
+use super::{fail_with_status, AppState, NOT_FOUND_BODY};
 use crate::service::cluster::Route;
 use crate::service::invocation::{invoke, Invocation, InvocationError};
 use crate::service::{capabilities, find_installation, FindInstallationError};
