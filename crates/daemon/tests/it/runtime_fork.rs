@@ -88,7 +88,12 @@ async fn probe(manager: &RuntimeManager, plugin: &Plugin) -> Value {
         let mut answer = None;
         while let Some(output) = session.next().await {
             match output {
-                SessionOutput::Chunk(chunk) if chunk["type"] == "json" => answer = Some(chunk["message"]["json_object"].clone()),
+                SessionOutput::Chunk(chunk) => {
+                    let chunk = chunk.to_value();
+                    if chunk["type"] == "json" {
+                        answer = Some(chunk["message"]["json_object"].clone());
+                    }
+                }
                 SessionOutput::Failed(error) => panic!("probe failed: {error:?}"),
                 _ => {}
             }
