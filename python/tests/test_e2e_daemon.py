@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from daemon_process import ADMIN_API_KEY, DaemonProcess, build_package
 from dify_plugin_client import (
@@ -150,6 +151,70 @@ def test_direct_invocation_and_admin_api(client: DifyPluginClient, state: dict[s
         client.admin_switch_serverless_endpoint(ADMIN_API_KEY, v1, "fn", "http://127.0.0.1:9")
     with pytest.raises(PluginDaemonUnauthorizedError):
         client.admin_switch_serverless_endpoint("wrong-admin-key", v1, "fn", "http://127.0.0.1:9")
+
+
+def test_cli_direct_invocation_and_admin_commands(daemon: DaemonProcess, state: dict[str, Any],
+                                                 tmp_path: Path) -> None:
+    """``invoke-v2``, ``extract`` and ``admin``, with the Rust CLI's flags, outputs and exit codes."""
+    v1 = state["v1"]
+    other_tenant = str(uuid.uuid4())  # did not install the plugin
+    env = {"HOME": str(tmp_path), "DIFY_PLUGIN_DAEMON_URL": daemon.url, "DIFY_PLUGIN_DAEMON_KEY": daemon.key}
+
+    def cli(*argv: str, environ: dict[str, str] = env) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        code = cli_main(list(argv), environ=environ, stdout=out, stderr=err)
+        return code, out.getvalue(), err.getvalue()
+
+    data = {"provider": "search", "tool": "search", "credentials": {}, "credential_type": "api-key",
+            "tool_parameters": {"query": "cli-v2"}}
+    invoke = ["invoke-v2", "--identifier", v1, "--route", "/tool/invoke", "--data", json.dumps(data),
+              "--user", "v2-cli", "--tenant", other_tenant]
+    code, out, err = cli(*invoke)
+    assert code == 0, err + daemon.log_tail()
+    items = [json.loads(line) for line in out.splitlines()]  # one compact JSON item per line
+    assert [i["message"]["text"] for i in items if i["type"] == "text"] == ["result 1 for cli-v2\n",
+                                                                           "result 2 for cli-v2\n"]
+    code, out, err = cli(*invoke, "-o", "yaml")
+    assert code == 0, err
+    documents = [d for d in yaml.safe_load_all(out) if d is not None]
+    assert [d for d in documents if d["type"] == "text"][0]["message"]["text"] == "result 1 for cli-v2\n"
+    # The tenant is required; the data must be a JSON object; a plugin failure is exit 1.
+    assert cli(*invoke[:-2])[0] == 2
+    code, _, err = cli("invoke-v2", "--identifier", v1, "--route", "/tool/invoke", "--data", "[1]",
+                       "--tenant", other_tenant)
+    assert (code, err) == (2, "error: --data must be a JSON object\n")
+    absent = "e2etest/absent:0.0.1@" + "0" * 64
+    code, _, err = cli("invoke-v2", "--identifier", absent, "--route", "tool/invoke", "--tenant", other_tenant)
+    assert code == 1 and "plugin runtime not found" in err, err
+
+    # extract needs no tenant: text is YAML, -o json the daemon's object.
+    code, out, err = cli("extract", v1, "-o", "json")
+    assert code == 0, err
+    extracted = json.loads(out)
+    assert extracted["unique_identifier"] == v1 and extracted["manifest"]["name"] == "searcher"
+    code, out, err = cli("extract", v1)
+    assert code == 0 and yaml.safe_load(out) == extracted, err
+
+    # admin: the key from the flag or the environment; the local platform answers with an `error` event.
+    code, out, err = cli("admin", "--admin-key", ADMIN_API_KEY, "reinstall", "--identifier", v1)
+    assert (code, out) == (1, "error: reinstall is not supported on local platform\n"), err
+    assert err == "error: reinstall is not supported on local platform\n"
+    code, out, err = cli("admin", "reinstall", "--identifier", v1, "-o", "json",
+                         environ={**env, "DIFY_PLUGIN_ADMIN_API_KEY": ADMIN_API_KEY})
+    assert code == 1 and [json.loads(line) for line in out.splitlines()] == [
+        {"event": "error", "data": "reinstall is not supported on local platform"}], err
+    code, out, err = cli("admin", "--admin-key", ADMIN_API_KEY, "switch-endpoint", "--identifier", v1,
+                         "--function-name", "fn", "--function-url", "http://127.0.0.1:9")
+    assert code == 1 and "switch serverless runtime is not supported on local platform" in err, err
+    code, out, err = cli("admin", "reinstall", "--identifier", v1)
+    assert (code, out) == (2, ""), err
+    assert "--admin-key or DIFY_PLUGIN_ADMIN_API_KEY" in err
+    code, out, err = cli("admin", "--admin-key", "wrong-admin-key", "reinstall", "--identifier", v1)
+    assert (code, out) == (4, ""), err
+    assert err.startswith("error: the daemon rejected the admin API key"), err
+    code, _, err = cli("admin", "--admin-key", "wrong-admin-key", "switch-endpoint", "--identifier", v1,
+                       "--function-name", "fn", "--function-url", "http://127.0.0.1:9")
+    assert code == 4, err
 
 
 def test_invoke_casts_parameters_and_reports_plugin_errors(client: DifyPluginClient, state: dict[str, Any]) -> None:

@@ -1,14 +1,15 @@
-//! Start-up and shutdown of the daemon: resolves the API key and node identity, opens the state
-//! ([`AppState::open`]), recovers tasks left by a previous run, runs housekeeping, serves HTTP until
-//! SIGTERM/SIGINT, then cancels the [`Shutdown`](crate::shutdown::Shutdown) handle, waits (bounded)
-//! for every tracked background task and stops runtimes.
+//! Start-up and shutdown of the daemon: resolves the API key and node identity, removes upload files
+//! a previous run left behind, opens the state ([`AppState::open`]), recovers tasks left by a previous
+//! run, runs housekeeping, serves HTTP until SIGTERM/SIGINT, then cancels the
+//! [`Shutdown`](crate::shutdown::Shutdown) handle, waits (bounded) for every tracked background task
+//! and stops runtimes.
 //!
 //! The top of the module stack: it may use every layer, and no module imports it. It must not
 //! contain request handling or business rules.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 
@@ -104,6 +105,8 @@ fn init_tracing(settings: &Settings) {
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    // Files in the upload directory older than this are another run's.
+    let started = SystemTime::now();
     init_tracing(&settings);
     settings.validate()?;
     crate::telemetry::init(&settings)?;
@@ -113,6 +116,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create working path {}", settings.plugin_working_path))?;
     let server_key = resolve_server_key(&settings)?;
     let node_id = resolve_node_id(&settings)?;
+    let removed = crate::service::packages::remove_stale_uploads(&settings, started);
+    if removed > 0 {
+        tracing::warn!(removed, "removed temporary upload files left by an earlier run");
+    }
     let addr: SocketAddr = format!("{}:{}", settings.server_host, settings.server_port)
         .parse()
         .with_context(|| format!("invalid listen address {}:{}", settings.server_host, settings.server_port))?;

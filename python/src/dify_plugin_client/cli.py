@@ -2,8 +2,9 @@
 
 Owns: argument parsing, settings resolution (flags > environment > JSON config file > defaults), output
 rendering (``-o text|json|yaml``) and exit codes, the same as the Rust ``dify-plugin-client``:
-0 success; 1 daemon error, daemon unreachable or timed out, plugin or install task failed; 2 usage or
-configuration error; 4 API key rejected; 6 the daemon speaks another API (unknown route, unexpected payload).
+0 success; 1 daemon error, daemon unreachable or timed out, plugin or install task failed, serverless
+reinstall ended in ``error``; 2 usage or configuration error (a missing admin key too); 4 API key (or admin
+API key) rejected; 6 the daemon speaks another API (unknown route, unexpected payload).
 Must not: talk to the daemon other than through ``DifyPluginClient``.
 """
 
@@ -50,6 +51,7 @@ ENV_URL = "DIFY_PLUGIN_DAEMON_URL"
 ENV_KEY = "DIFY_PLUGIN_DAEMON_KEY"
 ENV_TIMEOUT = "DIFY_PLUGIN_DAEMON_TIMEOUT"
 ENV_TENANT = "DIFY_PLUGIN_TENANT_ID"
+ENV_ADMIN_KEY = "DIFY_PLUGIN_ADMIN_API_KEY"
 DEFAULT_CONFIG_FILE = "~/.dify"
 
 
@@ -58,7 +60,7 @@ class UsageError(Exception):
 
 
 class TaskFailedError(Exception):
-    """An install task ended in ``failed``: exit code 1."""
+    """An install task ended in ``failed``, or a serverless reinstall ended in ``error``: exit code 1."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,8 @@ class Settings:
     timeout: float
     tenant: str | None
     sources: dict[str, str]
+    # The admin API key (``admin`` commands): ``--admin-key``, else the environment; never the config file.
+    admin_key: str | None = None
 
 
 def _read_config_file(path_text: str | None, home: str | None) -> tuple[dict[str, Any], str | None]:
@@ -142,7 +146,8 @@ def resolve_settings(args: argparse.Namespace, environ: dict[str, str] | os._Env
     timeout = _parse_timeout(raw_timeout, sources["timeout"])
     if not str(url).startswith(("http://", "https://")):
         raise UsageError(f"invalid daemon URL {url!r} from {sources['url']}: must start with http:// or https://")
-    return Settings(url=str(url), key=str(key), timeout=timeout, tenant=tenant, sources=sources)
+    admin_key = getattr(args, "admin_key", None) or environ.get(ENV_ADMIN_KEY) or None
+    return Settings(url=str(url), key=str(key), timeout=timeout, tenant=tenant, sources=sources, admin_key=admin_key)
 
 
 # ------------------------------------------------------------------------------------------- output
@@ -512,6 +517,65 @@ def cmd_upgrade(client: DifyPluginClient, settings: Settings, args: argparse.Nam
     return _finish_task(client, tenant, [args.new], started, args, out)
 
 
+def _emit_item(out: TextIO, fmt: str, item: Any) -> None:
+    """One streamed item as it arrives: a compact JSON line (text, json) or a YAML document (yaml)."""
+    if fmt == "yaml":
+        out.write("---\n" + yaml.safe_dump(_jsonable(item), allow_unicode=True, sort_keys=False))
+    else:
+        out.write(_compact_json(_jsonable(item)) + "\n")
+    out.flush()
+
+
+def cmd_invoke_v2(client: DifyPluginClient, settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    tenant = _require_tenant(settings)
+    data = _json_option(args.data, "--data")
+    for item in client.invoke_v2(args.identifier, args.route, tenant, data, user_id=args.user):
+        _emit_item(out, args.output, item)
+    return EXIT_OK
+
+
+def cmd_extract(client: DifyPluginClient, settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    extracted = client.extract_v2(args.identifier)
+    _emit(out, args.output, extracted,
+          lambda v: yaml.safe_dump(_jsonable(v), allow_unicode=True, sort_keys=False))
+    return EXIT_OK
+
+
+def _require_admin_key(settings: Settings) -> str:
+    if not settings.admin_key:
+        raise UsageError(f"the admin API key is required (--admin-key or {ENV_ADMIN_KEY})")
+    return settings.admin_key
+
+
+def cmd_admin_reinstall(client: DifyPluginClient, settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    admin_key = _require_admin_key(settings)
+    last: dict[str, Any] | None = None
+    for event in client.admin_reinstall_serverless(admin_key, args.identifier):
+        if args.output == "text":
+            out.write(f"{event.get('event')}: {event.get('data')}\n")
+            out.flush()
+        else:
+            _emit_item(out, args.output, event)
+        last = event
+    if last is not None and last.get("event") == "done":
+        return EXIT_OK
+    if last is not None and last.get("event") == "error":
+        raise TaskFailedError(str(last.get("data")))
+    raise TaskFailedError("the reinstall ended without a result")
+
+
+def cmd_admin_switch_endpoint(
+    client: DifyPluginClient, settings: Settings, args: argparse.Namespace, out: TextIO
+) -> int:
+    admin_key = _require_admin_key(settings)
+    switched = client.admin_switch_serverless_endpoint(
+        admin_key, args.identifier, args.function_name, args.function_url
+    )
+    _emit(out, args.output, switched,
+          lambda _: f"{args.identifier} now runs on {args.function_name} ({args.function_url})")
+    return EXIT_OK
+
+
 # ------------------------------------------------------------------------------------------- parser
 
 
@@ -615,6 +679,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = add("tools", cmd_tools, "list tool providers and their tools")
     sub.add_argument("--provider", help="only this provider (org/plugin/provider)")
+
+    sub = add("invoke-v2", cmd_invoke_v2,
+              "invoke a plugin version by unique identifier (/v2/invoke) and print each streamed item")
+    sub.add_argument("--identifier", required=True, help="author/name:version@checksum")
+    sub.add_argument("--route", required=True, help="the dispatch route, e.g. /tool/invoke, /llm/invoke")
+    sub.add_argument("--data", default="{}", help="the route's data as a JSON object")
+    sub.add_argument("--user", default="", help="user id sent with the invocation")
+
+    sub = add("extract", cmd_extract, "print the manifest decoded from a version's stored package (/v2/invoke/extract)")
+    sub.add_argument("identifier", help="author/name:version@checksum")
+
+    admin = commands.add_parser(
+        "admin", parents=[common], help="the admin API for serverless plugins (the daemon needs ADMIN_API_ENABLED=true)",
+        description="The admin API for serverless plugins (the daemon needs ADMIN_API_ENABLED=true).",
+    )
+    admin.add_argument("--admin-key", help=f"sent as X-Admin-Api-Key (env {ENV_ADMIN_KEY})")
+    admin_commands = admin.add_subparsers(dest="admin_command", metavar="COMMAND", parser_class=_Parser, required=True)
+    sub = admin_commands.add_parser(
+        "reinstall", parents=[common], help="launch a serverless plugin version again and print the reinstall events"
+    )
+    sub.set_defaults(handler=cmd_admin_reinstall)
+    sub.add_argument("--identifier", required=True, help="author/name:version@checksum")
+    sub = admin_commands.add_parser(
+        "switch-endpoint", parents=[common], help="point a serverless plugin version at another function"
+    )
+    sub.set_defaults(handler=cmd_admin_switch_endpoint)
+    sub.add_argument("--identifier", required=True, help="author/name:version@checksum")
+    sub.add_argument("--function-name", required=True)
+    sub.add_argument("--function-url", required=True)
     return parser
 
 
@@ -629,6 +722,7 @@ def main(
     out = stdout or sys.stdout
     err = stderr or sys.stderr
     env = os.environ if environ is None else environ
+    args: argparse.Namespace | None = None
     try:
         args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
         if not getattr(args, "command", None):
@@ -652,7 +746,8 @@ def main(
         err.write(f"error: {exc}\n")
         return EXIT_ERROR
     except PluginDaemonUnauthorizedError as exc:
-        err.write(f"error: the daemon rejected the API key: {exc}\n")
+        which = "admin API key" if getattr(args, "command", None) == "admin" else "API key"
+        err.write(f"error: the daemon rejected the {which}: {exc}\n")
         return EXIT_UNAUTHORIZED
     except PluginDaemonResponseError as exc:
         err.write(f"error: the daemon's answer does not match this client's API: {exc}\n")

@@ -133,7 +133,7 @@ pub fn installed_key(state: &AppState, uid: &str) -> String {
 /// installed. Best effort: the daemon itself launches from the package cache.
 pub async fn mark_installed(state: &AppState, uid: &str) {
     // Through a temporary file, so that an object store streams the copy both ways.
-    let scratch = state.settings.storage_root().join(".uploads").join(uuid::Uuid::now_v7().to_string());
+    let scratch = packages::uploads_dir(&state.settings).join(uuid::Uuid::now_v7().to_string());
     let copied = match state.blobs.get_to_file(&package_key(state, uid), &scratch).await {
         Ok(true) => state.blobs.put_file(&installed_key(state, uid), &scratch).await,
         Ok(false) => Ok(()),

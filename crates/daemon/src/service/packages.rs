@@ -2,15 +2,21 @@
 //! declarations, and everything read back from a stored package (manifest, readme, files, assets).
 //!
 //! Persistence order keeps crashes harmless: assets and package bytes are written (atomically)
-//! before the declaration row that makes the version visible, and every step is idempotent.
+//! before the declaration row that makes the version visible, and every step is idempotent; the
+//! temporary upload files a crash leaves behind are removed at the next start
+//! ([`remove_stale_uploads`]).
 
 use dify_protocol::api::{PackageBundleDependency, PluginBundleDependency, PluginDecodeResponse, PluginReadmeResponse, PluginVerification};
 use dify_protocol::{DaemonError, PluginDeclaration};
+use std::path::PathBuf;
+use std::time::SystemTime;
+
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::codec::{self, BundleDependency, DecodedPackage};
 use super::{asset_key, load_declaration, load_declaration_row, package_key, parse_identifier, ServiceResult};
+use crate::config::Settings;
 use crate::service::state::AppState;
 
 /// Exact upstream text for a package that fails the signature requirement.
@@ -199,6 +205,43 @@ pub async fn upload_package(state: &AppState, upload: &SpooledUpload, verify_sig
     result
 }
 
+/// The directory uploads are spooled to (and package copies pass through): `<storage root>/.uploads`.
+pub fn uploads_dir(settings: &Settings) -> PathBuf {
+    settings.storage_root().join(".uploads")
+}
+
+/// Removes the temporary files a daemon that stopped mid-upload left in [`uploads_dir`]: only regular
+/// files directly in that directory (nothing below it, no directory), and only those last modified
+/// before `started`, this process's start, so that nothing this run spools is touched. Returns how
+/// many were removed; a missing directory is none, and a file that cannot be removed is logged and
+/// kept.
+pub fn remove_stale_uploads(settings: &Settings, started: SystemTime) -> usize {
+    let dir = uploads_dir(settings);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return 0,
+        Err(error) => {
+            tracing::warn!(%error, dir = %dir.display(), "cannot list the upload directory to remove leftover files");
+            return 0;
+        }
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        // `file_type` does not follow symbolic links: a link is neither followed nor removed.
+        let is_file = entry.file_type().map(|t| t.is_file()).unwrap_or(false);
+        let older = entry.metadata().and_then(|m| m.modified()).is_ok_and(|modified| modified < started);
+        if !is_file || !older {
+            continue;
+        }
+        match std::fs::remove_file(entry.path()) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => tracing::warn!(%error, file = %entry.path().display(), "cannot remove a leftover upload file"),
+        }
+    }
+    removed
+}
+
 /// An uploaded file received into a temporary file under `<PLUGIN_STORAGE_LOCAL_ROOT>/.uploads`, so
 /// that a request body is never held whole in memory while it arrives. Counting stops writing once
 /// the size passes the limit (the rest of the body is only counted). The file is removed on drop.
@@ -212,7 +255,7 @@ pub struct SpooledUpload {
 impl SpooledUpload {
     /// An empty upload accepting at most `max` bytes.
     pub async fn create(state: &AppState, max: u64) -> std::io::Result<SpooledUpload> {
-        let dir = state.settings.storage_root().join(".uploads");
+        let dir = uploads_dir(&state.settings);
         tokio::fs::create_dir_all(&dir).await?;
         let path = dir.join(uuid::Uuid::now_v7().to_string());
         let file = tokio::fs::File::create(&path).await?;

@@ -799,3 +799,91 @@ async fn every_tenant_route_requires_the_api_key() {
         assert_ne!(r.status().as_u16(), 404, "{method} {path} is routed");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+
+/// The names in a directory, sorted.
+fn dir_names(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A daemon killed in the middle of an upload leaves its temporary file in `<storage>/.uploads`; the
+/// next start removes it (and any other file directly in that directory older than the start), says
+/// how many in its log, leaves everything else alone, and uploads work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_files_left_by_a_killed_daemon_are_removed_at_start() {
+    use tokio::io::AsyncWriteExt;
+
+    let db = TestDb::create(common::Backend::Sqlite).await.unwrap();
+    let workdir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(&db, DaemonOptions { workdir: Some(workdir.path().to_path_buf()), ..Default::default() }).await;
+    let uploads = workdir.path().join("storage/.uploads");
+
+    // An upload whose body stops half way: the daemon is receiving it into a temporary file.
+    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", d.port)).await.unwrap();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Api-Key: {}\r\nContent-Type: multipart/form-data; boundary=cut-short\r\n\
+         Content-Length: 10000000\r\n\r\n--cut-short\r\nContent-Disposition: form-data; name=\"dify_pkg\"; \
+         filename=\"p.difypkg\"\r\nContent-Type: application/octet-stream\r\n\r\n",
+        m("t1", "/install/upload/package"),
+        d.key
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(&[7u8; 64 << 10]).await.unwrap();
+    socket.flush().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let half_written = loop {
+        let receiving: Vec<_> = std::fs::read_dir(&uploads)
+            .map(|entries| entries.flatten().filter(|e| e.metadata().map(|m| m.len() > 0).unwrap_or(false)).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        if let Some(path) = receiving.into_iter().next() {
+            break path;
+        }
+        assert!(std::time::Instant::now() < deadline, "no upload file appeared in {}; log:\n{}", uploads.display(), d.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Besides it: an older file directly in the directory (removed), and things that are not the
+    // directory's own files (kept): a file in a subdirectory and a file next to the directory.
+    let older = uploads.join("older-upload");
+    std::fs::write(&older, b"left from an even earlier run").unwrap();
+    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::options().write(true).open(&older).unwrap().set_modified(an_hour_ago).unwrap();
+    std::fs::create_dir_all(uploads.join("nested")).unwrap();
+    let nested = uploads.join("nested/kept");
+    std::fs::write(&nested, b"not directly in .uploads").unwrap();
+    let beside = workdir.path().join("storage/not-an-upload");
+    std::fs::write(&beside, b"outside .uploads").unwrap();
+    for path in [&nested, &beside] {
+        std::fs::File::options().write(true).open(path).unwrap().set_modified(an_hour_ago).unwrap();
+    }
+
+    d.restart_after_kill().await;
+    drop(socket);
+    assert!(!half_written.exists(), "the half-written upload {} is still there", half_written.display());
+    assert!(!older.exists(), "the older upload file is still there");
+    assert!(nested.exists() && beside.exists(), "only files directly in .uploads are removed");
+    assert_eq!(dir_names(&uploads), vec!["nested".to_string()]);
+    let log = d.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("removed temporary upload files left by an earlier run"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains("removed=2"), "{line}");
+
+    // A fresh upload goes through the same directory and its file goes with the request.
+    let pkg = fixture_bytes("dummy_plugin.difypkg");
+    let decoded = assert_ok(&d.upload_package("t1", &pkg, None).await);
+    assert!(decoded["unique_identifier"].as_str().is_some_and(|uid| uid.contains('@')), "{decoded}");
+    assert_eq!(dir_names(&uploads), vec!["nested".to_string()]);
+
+    // A clean restart finds nothing to remove and says nothing about it.
+    d.restart_after_kill().await;
+    let lines = d.log().lines().filter(|l| l.contains("removed temporary upload files")).count();
+    assert_eq!(lines, 1, "{}", d.log());
+    assert!(nested.exists());
+}
