@@ -273,3 +273,191 @@ async fn sdk_plugins_answer_v2_with_the_body_tenant() {
         sse_data(&text).iter().map(|c| c["delta"]["message"]["content"].as_str().unwrap_or("").to_string()).collect();
     assert_eq!(contents, ["hello", " v2"], "{text}");
 }
+
+/// The inner error object of the final `PluginInvokeError` envelope of an SSE body.
+fn final_plugin_error(body: &str) -> Value {
+    let last = body.trim_end().rsplit("\n\n").next().expect("a line");
+    let envelope: Value = serde_json::from_str(last.strip_prefix("data: ").expect("data: prefix")).expect("envelope");
+    assert_eq!(envelope["code"], -500, "{body}");
+    let outer: Value = serde_json::from_str(envelope["message"].as_str().expect("message")).expect("outer");
+    assert_eq!(outer["error_type"], "PluginInvokeError", "{outer}");
+    serde_json::from_str(outer["message"].as_str().expect("inner message")).expect("inner JSON object")
+}
+
+/// POSTs a model route of `/v2` with the echo provider and good credentials unless `data` names
+/// others; records the route in `covered` and returns the SSE body.
+async fn v2_model(
+    daemon: &Daemon,
+    uid: &str,
+    covered: &mut std::collections::BTreeSet<&'static str>,
+    route: &'static str,
+    mut data: Value,
+) -> String {
+    covered.insert(route);
+    let fields = data.as_object_mut().expect("object");
+    fields.entry("provider").or_insert(json!("echo_model"));
+    fields.entry("credentials").or_insert(json!({"api_key": "ok"}));
+    let body = json!({"tenant_id": OTHER_TENANT, "user_id": "user-v2", "data": data});
+    let (status, content_type, text) = v2(daemon, route, Some(&daemon.key), Some(uid), &body).await;
+    assert_eq!((status, content_type.as_str()), (200, "text/event-stream"), "{route}: {text}");
+    text
+}
+
+/// Every model route `/v2` serves, answered by the SDK model plugin (`tests/plugins/runtime_model`):
+/// each answer is derived from the request's data, so it shows the SDK decoded the right action,
+/// model type and fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_model_plugin_answers_every_v2_model_route() {
+    let db = TestDb::create(Backend::Sqlite).await.expect("sqlite");
+    let daemon = start_runtime_daemon(&db, None).await;
+    let (uid, task) = daemon.install_package(INSTALLER, &package_plugin("runtime_model")).await;
+    assert_eq!(task["status"], "success", "install task: {task}\n{}", daemon.log());
+
+    let mut covered = std::collections::BTreeSet::new();
+    macro_rules! call {
+        ($route:expr, $data:expr) => {
+            v2_model(&daemon, &uid, &mut covered, $route, $data).await
+        };
+    }
+
+    // LLM: streaming and token counting.
+    let prompt = json!([{"role": "user", "content": "one two three"}]);
+    let text = call!(
+        "/llm/invoke",
+        json!({"model": "echo-llm", "model_type": "llm", "model_parameters": {},
+        "prompt_messages": prompt, "tools": [], "stop": [], "stream": true})
+    );
+    let contents: Vec<Value> = sse_data(&text).iter().map(|c| c["delta"]["message"]["content"].clone()).collect();
+    assert_eq!(contents, [json!("one"), json!(" two"), json!(" three")], "{text}");
+    let text = call!("/llm/num_tokens", json!({"model": "echo-llm", "model_type": "llm", "prompt_messages": prompt, "tools": []}));
+    assert_eq!(sse_data(&text), vec![json!({"num_tokens": 3})]);
+
+    // Embeddings: [characters, words, position] per text; multimodal: [length, is image, position].
+    let text = call!(
+        "/text_embedding/invoke",
+        json!({"model": "echo-embedding", "model_type": "text-embedding",
+        "texts": ["abc", "x y"], "input_type": "query"})
+    );
+    let result = sse_data(&text);
+    assert_eq!(result.len(), 1, "{text}");
+    assert_eq!((&result[0]["model"], &result[0]["embeddings"]), (&json!("echo-embedding"), &json!([[3.0, 1.0, 0.0], [3.0, 2.0, 1.0]])));
+    assert_eq!(result[0]["usage"]["tokens"], 3);
+    let text = call!(
+        "/text_embedding/num_tokens",
+        json!({"model": "echo-embedding", "model_type": "text-embedding",
+        "texts": ["abc", "x y z"]})
+    );
+    assert_eq!(sse_data(&text), vec![json!({"num_tokens": [1, 3]})]);
+    let text = call!(
+        "/multimodal_embedding/invoke",
+        json!({"model": "echo-embedding", "model_type": "text-embedding",
+        "documents": [{"content": "abcd", "content_type": "text"}, {"content": "aGVsbG8=", "content_type": "image"}],
+        "input_type": "document"})
+    );
+    let result = sse_data(&text);
+    assert_eq!(result[0]["embeddings"], json!([[4.0, 0.0, 0.0], [8.0, 1.0, 1.0]]), "{text}");
+    assert_eq!(result[0]["usage"]["tokens"], 2);
+
+    // Rerank: the share of the query's words in each document, best first, threshold and top_n applied.
+    let text = call!(
+        "/rerank/invoke",
+        json!({"model": "echo-rerank", "model_type": "rerank", "query": "red apple",
+        "docs": ["green pear", "red apple pie", "a red car", "red"], "score_threshold": 0.4, "top_n": 2})
+    );
+    assert_eq!(
+        sse_data(&text),
+        vec![json!({"model": "echo-rerank", "docs": [{"index": 1, "text": "red apple pie", "score": 1.0},
+                                                     {"index": 2, "text": "a red car", "score": 0.5}]})]
+    );
+    let text = call!(
+        "/multimodal_rerank/invoke",
+        json!({"model": "echo-rerank", "model_type": "rerank",
+        "query": {"content": "cat", "content_type": "text"},
+        "docs": [{"content": "dog", "content_type": "text"}, {"content": "cat", "content_type": "image"}],
+        "score_threshold": null, "top_n": null})
+    );
+    assert_eq!(
+        sse_data(&text),
+        vec![json!({"model": "echo-rerank", "docs": [{"index": 1, "text": "cat (image)", "score": 1.0},
+                                                     {"index": 0, "text": "dog (text)", "score": 0.0}]})]
+    );
+
+    // TTS: the text's bytes, hex-encoded, one chunk per word, with the schema's MIME type; voices by language.
+    let text = call!(
+        "/tts/invoke",
+        json!({"model": "echo-tts", "model_type": "tts", "content_text": "hello tts world",
+        "voice": "loud", "tenant_id": OTHER_TENANT})
+    );
+    let chunks = sse_data(&text);
+    assert_eq!(chunks.len(), 3, "{text}");
+    assert!(chunks.iter().all(|c| c["mime_type"] == "audio/mpeg"), "{text}");
+    let audio: Vec<u8> = chunks.iter().flat_map(|c| hex::decode(c["result"].as_str().expect("hex")).expect("hex")).collect();
+    assert_eq!(String::from_utf8(audio).expect("utf-8"), "HELLO TTS WORLD");
+    let text = call!("/tts/model/voices", json!({"model": "echo-tts", "model_type": "tts", "language": "de-DE"}));
+    assert_eq!(sse_data(&text), vec![json!({"voices": [{"name": "Loud", "value": "loud"}]})]);
+    let text = call!("/tts/model/voices", json!({"model": "echo-tts", "model_type": "tts", "language": null}));
+    assert_eq!(sse_data(&text)[0]["voices"].as_array().map(Vec::len), Some(2), "{text}");
+
+    // Speech to text: the audio (hex on the wire) read back as text.
+    let text = call!(
+        "/speech2text/invoke",
+        json!({"model": "echo-s2t", "model_type": "speech2text",
+        "file": hex::encode("spoken words")})
+    );
+    assert_eq!(sse_data(&text), vec![json!({"result": "heard 12 bytes: spoken words"})]);
+
+    // Moderation flags the keyword only.
+    let text = call!("/moderation/invoke", json!({"model": "echo-moderation", "model_type": "moderation", "text": "this is Forbidden"}));
+    assert_eq!(sse_data(&text), vec![json!({"result": true})]);
+    let text = call!("/moderation/invoke", json!({"model": "echo-moderation", "model_type": "moderation", "text": "all fine"}));
+    assert_eq!(sse_data(&text), vec![json!({"result": false})]);
+
+    // Credentials, for the provider and per model type; the SDK's error reaches the caller.
+    let text = call!("/model/validate_provider_credentials", json!({}));
+    assert_eq!(sse_data(&text)[0]["result"], true, "{text}");
+    let text = call!("/model/validate_provider_credentials", json!({"credentials": {"api_key": "bad"}}));
+    let error = final_plugin_error(&text);
+    assert_eq!((&error["error_type"], &error["message"]), (&json!("CredentialsValidateFailedError"), &json!("api key rejected")));
+    for (model, model_type) in
+        [("echo-rerank", "rerank"), ("echo-tts", "tts"), ("echo-s2t", "speech2text"), ("echo-moderation", "moderation")]
+    {
+        let text = call!("/model/validate_model_credentials", json!({"model": model, "model_type": model_type}));
+        assert_eq!(sse_data(&text)[0]["result"], true, "{model}: {text}");
+        let text = call!(
+            "/model/validate_model_credentials",
+            json!({"model": model, "model_type": model_type, "credentials": {"api_key": "bad"}})
+        );
+        assert_eq!(final_plugin_error(&text)["error_type"], "CredentialsValidateFailedError", "{model}: {text}");
+    }
+
+    // Schemas come from the model's YAML, per type.
+    for (model, model_type, key, value) in [
+        ("echo-tts", "tts", "default_voice", json!("plain")),
+        ("echo-s2t", "speech2text", "supported_file_extensions", json!("mp3,wav")),
+        ("echo-moderation", "moderation", "max_characters_per_chunk", json!(2000)),
+        ("echo-rerank", "rerank", "context_size", json!(512)),
+    ] {
+        let text = call!("/model/schema", json!({"model": model, "model_type": model_type}));
+        let schema = &sse_data(&text)[0]["model_schema"];
+        assert_eq!((&schema["model"], &schema["model_type"]), (&json!(model), &json!(model_type)), "{text}");
+        assert_eq!(schema["model_properties"][key], value, "{text}");
+    }
+
+    // A provider the plugin does not have is the SDK's error, not a hang.
+    let text = call!(
+        "/rerank/invoke",
+        json!({"model": "echo-rerank", "model_type": "rerank", "query": "q", "docs": ["d"],
+        "score_threshold": null, "top_n": null, "provider": "no_such_provider"})
+    );
+    let error = final_plugin_error(&text);
+    assert_eq!(error["error_type"], "ValueError", "{text}");
+    assert_eq!(error["message"], "Model `rerank` not found for provider `no_such_provider`", "{text}");
+
+    // Every model route `/v2` serves was exercised above (the polling routes are tenant-only).
+    let model_routes: std::collections::BTreeSet<&str> = DISPATCH_ROUTES
+        .iter()
+        .filter(|r| r.access_type.as_str() == "model" && r.response == ResponseMode::EventStream)
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(covered, model_routes);
+}
