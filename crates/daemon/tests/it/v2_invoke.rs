@@ -211,6 +211,30 @@ async fn sdk_plugins_answer_v2_with_the_body_tenant() {
     assert_eq!(status, 200, "{text}");
     assert_eq!(sse_data(&text), vec![json!({"type": "text", "message": {"text": "echo: hi"}, "meta": null})]);
 
+    // The other tool routes: credential validation (good and rejected) and runtime parameters
+    // derived from the credentials sent.
+    let (d, tools) = (&daemon, tools_uid.as_str());
+    let tool_route = move |route: &'static str, data: Value| {
+        let body = json!({"tenant_id": OTHER_TENANT, "user_id": "user-3", "data": data});
+        async move { v2(d, route, Some(&d.key), Some(tools), &body).await }
+    };
+    let (status, _, text) =
+        tool_route("/tool/validate_credentials", json!({"provider": "runtime_tools", "credentials": {"token": "fine"}})).await;
+    assert_eq!((status, sse_data(&text)), (200, vec![json!({"result": true})]), "{text}");
+    let (_, _, text) =
+        tool_route("/tool/validate_credentials", json!({"provider": "runtime_tools", "credentials": {"token": "bad"}})).await;
+    let error = final_plugin_error(&text);
+    assert_eq!((&error["error_type"], &error["message"]), (&json!("ToolProviderCredentialValidationError"), &json!("token rejected")));
+    // The SDK (0.10) registers no handler for `get_tool_runtime_parameters`, although the tool
+    // implements `_get_runtime_parameters`: the plugin ends the session without a chunk, so the
+    // stream is empty. Should an SDK answer it, this fails and the route gets its real assertions.
+    let (status, content_type, text) = tool_route(
+        "/tool/get_runtime_parameters",
+        json!({"provider": "runtime_tools", "tool": "exercise", "credentials": {"token": "t42"}}),
+    )
+    .await;
+    assert_eq!((status, content_type.as_str(), text.as_str()), (200, "text/event-stream", ""));
+
     // A backwards call carries the body's tenant.
     let (_, _, text) = v2(
         &daemon,
@@ -451,7 +475,7 @@ async fn sdk_model_plugin_answers_every_v2_model_route() {
     );
     let error = final_plugin_error(&text);
     assert_eq!(error["error_type"], "ValueError", "{text}");
-    assert_eq!(error["message"], "Model `rerank` not found for provider `no_such_provider`", "{text}");
+    assert_eq!(error["message"], "Model `ModelType.RERANK` not found for provider `no_such_provider`", "{text}");
 
     // Every model route `/v2` serves was exercised above (the polling routes are tenant-only).
     let model_routes: std::collections::BTreeSet<&str> = DISPATCH_ROUTES

@@ -8,15 +8,29 @@ from collections.abc import Generator
 from typing import Any
 
 from dify_plugin import Tool
+from dify_plugin.entities import I18nObject
 from dify_plugin.config.logger_format import plugin_logger_handler
 from dify_plugin.entities.model.llm import LLMModelConfig
 from dify_plugin.entities.model.message import UserPromptMessage
 from dify_plugin.entities.model.text_embedding import TextEmbeddingModelConfig
-from dify_plugin.entities.tool import ToolInvokeMessage
+from dify_plugin.entities.tool import ToolInvokeMessage, ToolParameter
 
 
 class ExerciseTool(Tool):
     """Test tool: `mode` selects what the daemon's runtime tests need to observe."""
+
+    def _get_runtime_parameters(self) -> list[ToolParameter]:
+        """One form parameter named after the `token` credential, so a caller sees its credentials arrived."""
+        token = str(self.runtime.credentials.get("token") or "none")
+        return [
+            ToolParameter(
+                name=f"for_{token}",
+                label=I18nObject(en_US=f"For {token}"),
+                human_description=I18nObject(en_US="Derived from the credentials"),
+                type=ToolParameter.ToolParameterType.STRING,
+                form=ToolParameter.ToolParameterForm.FORM,
+            )
+        ]
 
     def _invoke(self, tool_parameters: dict[str, Any]) -> Generator[ToolInvokeMessage, None, None]:
         mode = tool_parameters.get("mode") or "echo"
