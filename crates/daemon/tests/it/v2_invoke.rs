@@ -235,6 +235,19 @@ async fn sdk_plugins_answer_v2_with_the_body_tenant() {
     .await;
     assert_eq!((status, content_type.as_str(), text.as_str()), (200, "text/event-stream", ""));
 
+    // Dynamic select: the tool's options, derived from the parameter and the credentials.
+    let (status, _, text) = tool_route(
+        "/dynamic_select/fetch_parameter_options",
+        json!({"provider": "runtime_tools", "provider_action": "exercise", "parameter": "region",
+               "credentials": {"token": "t7"}, "credential_type": "api-key"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let options = sse_data(&text)[0]["options"].clone();
+    let values: Vec<&str> = options.as_array().expect("options").iter().map(|o| o["value"].as_str().unwrap_or("")).collect();
+    assert_eq!(values, ["region-t7-1", "region-t7-2"], "{text}");
+    assert_eq!(options[1]["label"]["en_US"], "region 2", "{text}");
+
     // A backwards call carries the body's tenant.
     let (_, _, text) = v2(
         &daemon,

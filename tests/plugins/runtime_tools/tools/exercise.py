@@ -8,7 +8,7 @@ from collections.abc import Generator
 from typing import Any
 
 from dify_plugin import Tool
-from dify_plugin.entities import I18nObject
+from dify_plugin.entities import I18nObject, ParameterOption
 from dify_plugin.config.logger_format import plugin_logger_handler
 from dify_plugin.entities.model.llm import LLMModelConfig
 from dify_plugin.entities.model.message import UserPromptMessage
@@ -18,6 +18,13 @@ from dify_plugin.entities.tool import ToolInvokeMessage, ToolParameter
 
 class ExerciseTool(Tool):
     """Test tool: `mode` selects what the daemon's runtime tests need to observe."""
+
+    def _fetch_parameter_options(self, parameter: str) -> list[ParameterOption]:
+        """Dynamic select options named after the parameter and the `token` credential."""
+        token = str(self.runtime.credentials.get("token") or "none")
+        return [
+            ParameterOption(value=f"{parameter}-{token}-{i}", label=I18nObject(en_US=f"{parameter} {i}")) for i in (1, 2)
+        ]
 
     def _get_runtime_parameters(self) -> list[ToolParameter]:
         """One form parameter named after the `token` credential, so a caller sees its credentials arrived."""
