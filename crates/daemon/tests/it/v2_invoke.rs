@@ -1,6 +1,7 @@
 //! `/v2/invoke` against the daemon binary: every dispatch route it serves reaches a plugin keyed by
 //! its unique identifier (the protocol echo plugin shows the exact request line), real SDK plugins
-//! answer tool, agent and model invocations, backwards calls and storage belong to the body's tenant, the
+//! answer tool, dynamic select, agent and every model route (docs/v2-invoke.md lists the routes no SDK
+//! plugin answers and why), backwards calls and storage belong to the body's tenant, the
 //! error envelopes of the header checks and of an absent plugin are byte-exact, and `extract`
 //! answers `{unique_identifier, manifest, verification}`.
 
@@ -225,9 +226,9 @@ async fn sdk_plugins_answer_v2_with_the_body_tenant() {
         tool_route("/tool/validate_credentials", json!({"provider": "runtime_tools", "credentials": {"token": "bad"}})).await;
     let error = final_plugin_error(&text);
     assert_eq!((&error["error_type"], &error["message"]), (&json!("ToolProviderCredentialValidationError"), &json!("token rejected")));
-    // The SDK (0.10) registers no handler for `get_tool_runtime_parameters`, although the tool
-    // implements `_get_runtime_parameters`: the plugin ends the session without a chunk, so the
-    // stream is empty. Should an SDK answer it, this fails and the route gets its real assertions.
+    // The SDK (0.10) registers no handler for `get_tool_runtime_parameters`: the plugin ends the
+    // session without a chunk (not even the executor's "does not implement runtime parameters"
+    // error), so the stream is empty. Should an SDK answer it, this fails.
     let (status, content_type, text) = tool_route(
         "/tool/get_runtime_parameters",
         json!({"provider": "runtime_tools", "tool": "exercise", "credentials": {"token": "t42"}}),

@@ -13,7 +13,7 @@ from dify_plugin.config.logger_format import plugin_logger_handler
 from dify_plugin.entities.model.llm import LLMModelConfig
 from dify_plugin.entities.model.message import UserPromptMessage
 from dify_plugin.entities.model.text_embedding import TextEmbeddingModelConfig
-from dify_plugin.entities.tool import ToolInvokeMessage, ToolParameter
+from dify_plugin.entities.tool import ToolInvokeMessage
 
 
 class ExerciseTool(Tool):
@@ -24,19 +24,6 @@ class ExerciseTool(Tool):
         token = str(self.runtime.credentials.get("token") or "none")
         return [
             ParameterOption(value=f"{parameter}-{token}-{i}", label=I18nObject(en_US=f"{parameter} {i}")) for i in (1, 2)
-        ]
-
-    def _get_runtime_parameters(self) -> list[ToolParameter]:
-        """One form parameter named after the `token` credential, so a caller sees its credentials arrived."""
-        token = str(self.runtime.credentials.get("token") or "none")
-        return [
-            ToolParameter(
-                name=f"for_{token}",
-                label=I18nObject(en_US=f"For {token}"),
-                human_description=I18nObject(en_US="Derived from the credentials"),
-                type=ToolParameter.ToolParameterType.STRING,
-                form=ToolParameter.ToolParameterForm.FORM,
-            )
         ]
 
     def _invoke(self, tool_parameters: dict[str, Any]) -> Generator[ToolInvokeMessage, None, None]:
