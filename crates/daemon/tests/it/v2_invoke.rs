@@ -1,6 +1,6 @@
 //! `/v2/invoke` against the daemon binary: every dispatch route it serves reaches a plugin keyed by
 //! its unique identifier (the protocol echo plugin shows the exact request line), real SDK plugins
-//! answer tool, dynamic select, agent and every model route (docs/v2-invoke.md lists the routes no SDK
+//! answer tool, dynamic select, OAuth, agent and every model route (docs/v2-invoke.md lists the routes no SDK
 //! plugin answers and why), backwards calls and storage belong to the body's tenant, the
 //! error envelopes of the header checks and of an absent plugin are byte-exact, and `extract`
 //! answers `{unique_identifier, manifest, verification}`.
@@ -300,6 +300,46 @@ async fn sdk_plugins_answer_v2_with_the_body_tenant() {
     let types: Vec<&str> = chunks.iter().map(|c| c["type"].as_str().unwrap_or("")).collect();
     assert_eq!(types, ["log", "text", "json", "blob", "text"], "{chunks:?}");
     assert_eq!(chunks[1]["message"]["text"], "agent: hi");
+
+    // OAuth: the SDK tool provider with an `oauth_schema` answers from what it was sent.
+    let (oauth_uid, task) = daemon.install_package(INSTALLER, &package_plugin("runtime_oauth")).await;
+    assert_eq!(task["status"], "success", "install task: {task}\n{}", daemon.log());
+    let oauth = |route: &'static str, data: Value| {
+        let body = json!({"tenant_id": OTHER_TENANT, "user_id": "u", "data": data});
+        let (d, uid) = (&daemon, oauth_uid.clone());
+        async move {
+            let (status, _, text) = v2(d, route, Some(&d.key), Some(&uid), &body).await;
+            assert_eq!(status, 200, "{route}: {text}");
+            sse_data(&text)
+        }
+    };
+    let answer = oauth(
+        "/oauth/get_authorization_url",
+        json!({"provider": "echo_oauth", "redirect_uri": "https://dify.example/cb", "system_credentials": {"client_id": "c-1"}}),
+    )
+    .await;
+    assert_eq!(
+        answer,
+        vec![json!({"authorization_url": "https://auth.example.com/authorize?client_id=c-1&redirect_uri=https%3A%2F%2Fdify.example%2Fcb"})]
+    );
+    let callback = hex::encode("GET /cb?code=xyz HTTP/1.1\r\nHost: dify.example\r\n\r\n");
+    let answer = oauth(
+        "/oauth/get_credentials",
+        json!({"provider": "echo_oauth", "redirect_uri": "https://dify.example/cb", "system_credentials": {"client_id": "c-1"},
+               "raw_http_request": callback}),
+    )
+    .await;
+    assert_eq!(
+        answer,
+        vec![json!({"metadata": {}, "credentials": {"access_token": "token-xyz-c-1", "method": "GET"}, "expires_at": 1000})]
+    );
+    let answer = oauth(
+        "/oauth/refresh_credentials",
+        json!({"provider": "echo_oauth", "redirect_uri": "https://dify.example/cb", "system_credentials": {"client_id": "c-1"},
+               "credentials": {"access_token": "token-xyz-c-1"}}),
+    )
+    .await;
+    assert_eq!(answer, vec![json!({"credentials": {"access_token": "token-xyz-c-1+1"}, "expires_at": 2000})]);
 
     // A model route of /v2: LLM streaming from the SDK model plugin.
     let llm = json!({"tenant_id": OTHER_TENANT, "user_id": "u",
