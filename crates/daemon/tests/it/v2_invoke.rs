@@ -1,6 +1,6 @@
 //! `/v2/invoke` against the daemon binary: every dispatch route it serves reaches a plugin keyed by
 //! its unique identifier (the protocol echo plugin shows the exact request line), real SDK plugins
-//! answer tool, dynamic select, OAuth, agent and every model route (docs/v2-invoke.md lists the routes no SDK
+//! answer tool, dynamic select, OAuth, online document, agent and every model route (docs/v2-invoke.md lists the routes no SDK
 //! plugin answers and why), backwards calls and storage belong to the body's tenant, the
 //! error envelopes of the header checks and of an absent plugin are byte-exact, and `extract`
 //! answers `{unique_identifier, manifest, verification}`.
@@ -340,6 +340,42 @@ async fn sdk_plugins_answer_v2_with_the_body_tenant() {
     )
     .await;
     assert_eq!(answer, vec![json!({"credentials": {"access_token": "token-xyz-c-1+1"}, "expires_at": 2000})]);
+
+    // Datasource (online documents): credentials, pages and page content derived from the request.
+    let (docs_uid, task) = daemon.install_package(INSTALLER, &package_plugin("runtime_datasource")).await;
+    assert_eq!(task["status"], "success", "install task: {task}\n{}", daemon.log());
+    let datasource = |route: &'static str, data: Value| {
+        let body = json!({"tenant_id": OTHER_TENANT, "user_id": "u", "data": data});
+        let (d, uid) = (&daemon, docs_uid.clone());
+        async move { v2(d, route, Some(&d.key), Some(&uid), &body).await.2 }
+    };
+    let text = datasource("/datasource/validate_credentials", json!({"provider": "echo_docs", "credentials": {"api_key": "w1"}})).await;
+    assert_eq!(sse_data(&text), vec![json!({"result": true})]);
+    let text = datasource("/datasource/validate_credentials", json!({"provider": "echo_docs", "credentials": {"api_key": "bad"}})).await;
+    assert_eq!(final_plugin_error(&text)["message"], "api key rejected", "{text}");
+    let text = datasource(
+        "/datasource/get_online_document_pages",
+        json!({"provider": "echo_docs", "datasource": "pages", "credentials": {"api_key": "w1"},
+               "datasource_parameters": {"names": "alpha,beta"}}),
+    )
+    .await;
+    let result = sse_data(&text);
+    assert_eq!(result.len(), 1, "{text}");
+    let workspace = &result[0]["result"][0];
+    assert_eq!((&workspace["workspace_id"], &workspace["total"]), (&json!("w1"), &json!(2)), "{text}");
+    let ids: Vec<&Value> = workspace["pages"].as_array().expect("pages").iter().map(|p| &p["page_id"]).collect();
+    assert_eq!(ids, [&json!("id-alpha"), &json!("id-beta")], "{text}");
+    let text = datasource(
+        "/datasource/get_online_document_page_content",
+        json!({"provider": "echo_docs", "datasource": "pages", "credentials": {},
+               "page": {"workspace_id": "w1", "page_id": "id-beta", "type": "page"}}),
+    )
+    .await;
+    let variables: Vec<(Value, Value)> = sse_data(&text)
+        .iter()
+        .map(|m| (m["message"]["variable_name"].clone(), m["message"]["variable_value"].clone()))
+        .collect();
+    assert_eq!(variables, [(json!("page_id"), json!("id-beta")), (json!("content"), json!("content of id-beta in w1"))], "{text}");
 
     // A model route of /v2: LLM streaming from the SDK model plugin.
     let llm = json!({"tenant_id": OTHER_TENANT, "user_id": "u",
