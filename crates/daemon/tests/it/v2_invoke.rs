@@ -1,6 +1,6 @@
 //! `/v2/invoke` against the daemon binary: every dispatch route it serves reaches a plugin keyed by
 //! its unique identifier (the protocol echo plugin shows the exact request line), real SDK plugins
-//! answer tool, dynamic select, OAuth, online document, agent and every model route (docs/v2-invoke.md lists the routes no SDK
+//! answer tool, dynamic select, OAuth, datasource, agent and every model route (docs/v2-invoke.md lists the routes no SDK
 //! plugin answers and why), backwards calls and storage belong to the body's tenant, the
 //! error envelopes of the header checks and of an absent plugin are byte-exact, and `extract`
 //! answers `{unique_identifier, manifest, verification}`.
@@ -376,6 +376,43 @@ async fn sdk_plugins_answer_v2_with_the_body_tenant() {
         .map(|m| (m["message"]["variable_name"].clone(), m["message"]["variable_value"].clone()))
         .collect();
     assert_eq!(variables, [(json!("page_id"), json!("id-beta")), (json!("content"), json!("content of id-beta in w1"))], "{text}");
+
+    // Website crawl: a progress message, then the pages of the requested paths.
+    let text = datasource(
+        "/datasource/get_website_crawl",
+        json!({"provider": "echo_crawl", "datasource": "site", "credentials": {},
+               "datasource_parameters": {"url": "https://site.example", "paths": "a,b"}}),
+    )
+    .await;
+    let crawl = sse_data(&text);
+    let statuses: Vec<&Value> = crawl.iter().map(|m| &m["result"]["status"]).collect();
+    assert_eq!(statuses, [&json!("processing"), &json!("completed")], "{text}");
+    let urls: Vec<&Value> = crawl[1]["result"]["web_info_list"].as_array().expect("pages").iter().map(|p| &p["source_url"]).collect();
+    assert_eq!(urls, [&json!("https://site.example/a"), &json!("https://site.example/b")], "{text}");
+
+    // Online drive: a listing shaped by the request, and a download naming the file asked for.
+    let text = datasource(
+        "/datasource/online_drive_browse_files",
+        json!({"provider": "echo_drive", "datasource": "files", "credentials": {},
+               "request": {"bucket": "bk", "prefix": "dir/", "max_keys": 2}}),
+    )
+    .await;
+    let listing = sse_data(&text);
+    assert_eq!(listing.len(), 1, "{text}");
+    let bucket = &listing[0]["result"][0];
+    assert_eq!(bucket["bucket"], "bk", "{text}");
+    let ids: Vec<&Value> = bucket["files"].as_array().expect("files").iter().map(|f| &f["id"]).collect();
+    assert_eq!(ids, [&json!("dir/file-0"), &json!("dir/file-1")], "{text}");
+    let text = datasource(
+        "/datasource/online_drive_download_file",
+        json!({"provider": "echo_drive", "datasource": "files", "credentials": {}, "request": {"bucket": "bk", "id": "dir/file-1"}}),
+    )
+    .await;
+    let variables: Vec<(Value, Value)> = sse_data(&text)
+        .iter()
+        .map(|m| (m["message"]["variable_name"].clone(), m["message"]["variable_value"].clone()))
+        .collect();
+    assert_eq!(variables, [(json!("file_id"), json!("dir/file-1")), (json!("bucket"), json!("bk"))], "{text}");
 
     // A model route of /v2: LLM streaming from the SDK model plugin.
     let llm = json!({"tenant_id": OTHER_TENANT, "user_id": "u",
