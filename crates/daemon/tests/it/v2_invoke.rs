@@ -1,9 +1,9 @@
 //! `/v2/invoke` against the daemon binary: every dispatch route it serves reaches a plugin keyed by
 //! its unique identifier (the protocol echo plugin shows the exact request line), real SDK plugins
-//! answer tool, dynamic select, OAuth, datasource, agent and every model route (docs/v2-invoke.md lists the routes no SDK
-//! plugin answers and why), backwards calls and storage belong to the body's tenant, the
-//! error envelopes of the header checks and of an absent plugin are byte-exact, and `extract`
-//! answers `{unique_identifier, manifest, verification}`.
+//! answer the tool, dynamic select, OAuth, datasource, trigger, agent and model routes
+//! (docs/v2-invoke.md lists the routes no SDK plugin answers and why), backwards calls and storage
+//! belong to the body's tenant, the error envelopes of the header checks and of an absent plugin are
+//! byte-exact, and `extract` answers `{unique_identifier, manifest, verification}`.
 
 use crate::common;
 use crate::runtime_support;
@@ -413,6 +413,68 @@ async fn sdk_plugins_answer_v2_with_the_body_tenant() {
         .map(|m| (m["message"]["variable_name"].clone(), m["message"]["variable_value"].clone()))
         .collect();
     assert_eq!(variables, [(json!("file_id"), json!("dir/file-1")), (json!("bucket"), json!("bk"))], "{text}");
+
+    // Triggers: credentials, the subscription's life cycle, a webhook's dispatch and its event.
+    let (trigger_uid, task) = daemon.install_package(INSTALLER, &package_plugin("runtime_trigger")).await;
+    assert_eq!(task["status"], "success", "install task: {task}\n{}", daemon.log());
+    let trigger = |route: &'static str, data: Value| {
+        let body = json!({"tenant_id": OTHER_TENANT, "user_id": "u", "data": data});
+        let (d, uid) = (&daemon, trigger_uid.clone());
+        async move { v2(d, route, Some(&d.key), Some(&uid), &body).await.2 }
+    };
+    let text = trigger("/trigger/validate_credentials", json!({"provider": "echo_trigger", "credentials": {"api_key": "k1"}})).await;
+    assert_eq!(sse_data(&text), vec![json!({"result": true})]);
+    let text = trigger("/trigger/validate_credentials", json!({"provider": "echo_trigger", "credentials": {"api_key": "bad"}})).await;
+    let error = final_plugin_error(&text);
+    assert_eq!((&error["error_type"], &error["message"]), (&json!("TriggerProviderCredentialValidationError"), &json!("api key rejected")));
+    let text = trigger(
+        "/trigger/subscribe",
+        json!({"provider": "echo_trigger", "credentials": {"api_key": "k1"}, "credential_type": "api-key",
+               "endpoint": "https://hook.example/e1", "parameters": {"events": ["echo_event"]}}),
+    )
+    .await;
+    let subscription = sse_data(&text)[0]["subscription"].clone();
+    assert_eq!(
+        (&subscription["endpoint"], &subscription["expires_at"], &subscription["properties"]),
+        (&json!("https://hook.example/e1"), &json!(4102444800_i64), &json!({"events": ["echo_event"], "key": "k1"})),
+        "{text}"
+    );
+    let text = trigger(
+        "/trigger/refresh",
+        json!({"provider": "echo_trigger", "credentials": {}, "credential_type": "api-key", "subscription": subscription}),
+    )
+    .await;
+    assert_eq!(sse_data(&text)[0]["subscription"]["expires_at"], 4102444900_i64, "{text}");
+    let text = trigger(
+        "/trigger/unsubscribe",
+        json!({"provider": "echo_trigger", "credentials": {}, "credential_type": "api-key", "subscription": subscription}),
+    )
+    .await;
+    assert_eq!(sse_data(&text), vec![json!({"subscription": {"success": true, "message": "removed https://hook.example/e1"}})]);
+    let webhook = |body: &str| {
+        hex::encode(format!(
+            "POST /hook/e1 HTTP/1.1\r\nHost: hook.example\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ))
+    };
+    let text = trigger(
+        "/trigger/dispatch_event",
+        json!({"provider": "echo_trigger", "credentials": {}, "credential_type": "api-key", "subscription": subscription,
+               "raw_http_request": webhook(r#"{"events": ["echo_event"], "n": 1}"#)}),
+    )
+    .await;
+    let dispatched = &sse_data(&text)[0];
+    assert_eq!(dispatched["events"], json!(["echo_event"]), "{text}");
+    let response = String::from_utf8(hex::decode(dispatched["response"].as_str().expect("response")).expect("hex")).expect("utf-8");
+    assert!(response.starts_with("HTTP/1.1 202") && response.ends_with("seen by https://hook.example/e1"), "{response}");
+    let event = |body: &str, keyword: &str| {
+        json!({"provider": "echo_trigger", "event": "echo_event", "credentials": {}, "credential_type": "api-key",
+               "subscription": subscription, "raw_http_request": webhook(body), "parameters": {"keyword": keyword}})
+    };
+    let text = trigger("/trigger/invoke_event", event(r#"{"n": 7}"#, "")).await;
+    assert_eq!(sse_data(&text), vec![json!({"variables": {"payload": {"n": 7}, "path": "/hook/e1"}, "cancelled": false})]);
+    let text = trigger("/trigger/invoke_event", event(r#"{"n": 7}"#, "absent")).await;
+    assert_eq!(sse_data(&text), vec![json!({"variables": {}, "cancelled": true})]);
 
     // A model route of /v2: LLM streaming from the SDK model plugin.
     let llm = json!({"tenant_id": OTHER_TENANT, "user_id": "u",
