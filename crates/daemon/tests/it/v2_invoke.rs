@@ -212,10 +212,14 @@ async fn sdk_plugins_answer_v2_with_the_body_tenant() {
     assert_eq!(status, 200, "{text}");
     assert_eq!(sse_data(&text), vec![json!({"type": "text", "message": {"text": "echo: hi"}, "meta": null})]);
 
-    // The other tool routes: credential validation (good and rejected) and runtime parameters
-    // derived from the credentials sent.
+    // The non-model routes this test exercises (`/agent_strategy/invoke` further down).
+    let hit = std::sync::Mutex::new(std::collections::BTreeSet::from(["/tool/invoke", "/agent_strategy/invoke"]));
+    let hit = &hit;
+
+    // The other tool routes: credential validation (good and rejected), runtime parameters.
     let (d, tools) = (&daemon, tools_uid.as_str());
     let tool_route = move |route: &'static str, data: Value| {
+        hit.lock().expect("routes").insert(route);
         let body = json!({"tenant_id": OTHER_TENANT, "user_id": "user-3", "data": data});
         async move { v2(d, route, Some(&d.key), Some(tools), &body).await }
     };
@@ -305,6 +309,7 @@ async fn sdk_plugins_answer_v2_with_the_body_tenant() {
     let (oauth_uid, task) = daemon.install_package(INSTALLER, &package_plugin("runtime_oauth")).await;
     assert_eq!(task["status"], "success", "install task: {task}\n{}", daemon.log());
     let oauth = |route: &'static str, data: Value| {
+        hit.lock().expect("routes").insert(route);
         let body = json!({"tenant_id": OTHER_TENANT, "user_id": "u", "data": data});
         let (d, uid) = (&daemon, oauth_uid.clone());
         async move {
@@ -345,6 +350,7 @@ async fn sdk_plugins_answer_v2_with_the_body_tenant() {
     let (docs_uid, task) = daemon.install_package(INSTALLER, &package_plugin("runtime_datasource")).await;
     assert_eq!(task["status"], "success", "install task: {task}\n{}", daemon.log());
     let datasource = |route: &'static str, data: Value| {
+        hit.lock().expect("routes").insert(route);
         let body = json!({"tenant_id": OTHER_TENANT, "user_id": "u", "data": data});
         let (d, uid) = (&daemon, docs_uid.clone());
         async move { v2(d, route, Some(&d.key), Some(&uid), &body).await.2 }
@@ -418,6 +424,7 @@ async fn sdk_plugins_answer_v2_with_the_body_tenant() {
     let (trigger_uid, task) = daemon.install_package(INSTALLER, &package_plugin("runtime_trigger")).await;
     assert_eq!(task["status"], "success", "install task: {task}\n{}", daemon.log());
     let trigger = |route: &'static str, data: Value| {
+        hit.lock().expect("routes").insert(route);
         let body = json!({"tenant_id": OTHER_TENANT, "user_id": "u", "data": data});
         let (d, uid) = (&daemon, trigger_uid.clone());
         async move { v2(d, route, Some(&d.key), Some(&uid), &body).await.2 }
@@ -475,6 +482,14 @@ async fn sdk_plugins_answer_v2_with_the_body_tenant() {
     assert_eq!(sse_data(&text), vec![json!({"variables": {"payload": {"n": 7}, "path": "/hook/e1"}, "cancelled": false})]);
     let text = trigger("/trigger/invoke_event", event(r#"{"n": 7}"#, "absent")).await;
     assert_eq!(sse_data(&text), vec![json!({"variables": {}, "cancelled": true})]);
+
+    // Every non-model route `/v2` serves was answered by an SDK plugin above.
+    let expected: std::collections::BTreeSet<&str> = DISPATCH_ROUTES
+        .iter()
+        .filter(|r| r.access_type.as_str() != "model" && r.response == ResponseMode::EventStream)
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(*hit.lock().expect("routes"), expected);
 
     // A model route of /v2: LLM streaming from the SDK model plugin.
     let llm = json!({"tenant_id": OTHER_TENANT, "user_id": "u",
