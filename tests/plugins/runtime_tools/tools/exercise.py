@@ -8,6 +8,7 @@ from collections.abc import Generator
 from typing import Any
 
 from dify_plugin import Tool
+from dify_plugin.entities import I18nObject, ParameterOption
 from dify_plugin.config.logger_format import plugin_logger_handler
 from dify_plugin.entities.model.llm import LLMModelConfig
 from dify_plugin.entities.model.message import UserPromptMessage
@@ -17,6 +18,13 @@ from dify_plugin.entities.tool import ToolInvokeMessage
 
 class ExerciseTool(Tool):
     """Test tool: `mode` selects what the daemon's runtime tests need to observe."""
+
+    def _fetch_parameter_options(self, parameter: str) -> list[ParameterOption]:
+        """Dynamic select options named after the parameter and the `token` credential."""
+        token = str(self.runtime.credentials.get("token") or "none")
+        return [
+            ParameterOption(value=f"{parameter}-{token}-{i}", label=I18nObject(en_US=f"{parameter} {i}")) for i in (1, 2)
+        ]
 
     def _invoke(self, tool_parameters: dict[str, Any]) -> Generator[ToolInvokeMessage, None, None]:
         mode = tool_parameters.get("mode") or "echo"
