@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
-use common::{Backend, Daemon, DaemonOptions, TestDb};
+use common::{Backend, Daemon, TestDb};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
@@ -133,18 +133,11 @@ impl Collector {
     }
 }
 
+/// The shared launcher, with the daemon's log at info level (the tests read its log lines).
 async fn start_daemon(db: &TestDb, extra: &[(&str, &str)]) -> Daemon {
-    let mut env: Vec<(String, String)> = vec![("LOG_LEVEL".into(), "info".into())];
-    for name in common::NETWORK_PASSTHROUGH {
-        if let Ok(value) = std::env::var(name) {
-            env.push((name.to_string(), value));
-        }
-    }
-    if let Some(cache) = shared_uv_cache() {
-        env.push(("UV_CACHE_DIR".into(), cache.display().to_string()));
-    }
-    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    Daemon::start(db, DaemonOptions { env, ..Default::default() }).await
+    let mut env = vec![("LOG_LEVEL", "info")];
+    env.extend_from_slice(extra);
+    common::start_daemon(db, &env).await
 }
 
 fn span_part(traceparent: &str) -> &str {

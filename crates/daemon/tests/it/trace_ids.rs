@@ -8,7 +8,7 @@ use crate::runtime_support;
 
 use std::time::Duration;
 
-use common::{Backend, Daemon, DaemonOptions, TestDb};
+use common::{Backend, Daemon, TestDb};
 use runtime_support::*;
 use serde_json::{json, Value};
 
@@ -16,18 +16,11 @@ const TENANT: &str = "2d3e4f5a-6b7c-4d8e-9f0a-1b2c3d4e5f6a";
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
 
+/// The shared launcher, with the daemon's log at info level (the tests read its log lines).
 async fn start_daemon(db: &TestDb, extra: &[(&str, &str)]) -> Daemon {
-    let mut env: Vec<(String, String)> = vec![("LOG_LEVEL".into(), "info".into())];
-    for name in common::NETWORK_PASSTHROUGH {
-        if let Ok(value) = std::env::var(name) {
-            env.push((name.to_string(), value));
-        }
-    }
-    if let Some(cache) = shared_uv_cache() {
-        env.push(("UV_CACHE_DIR".into(), cache.display().to_string()));
-    }
-    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    Daemon::start(db, DaemonOptions { env, ..Default::default() }).await
+    let mut env = vec![("LOG_LEVEL", "info")];
+    env.extend_from_slice(extra);
+    common::start_daemon(db, &env).await
 }
 
 /// The trace id of a `traceparent` value.
