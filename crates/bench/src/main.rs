@@ -100,7 +100,7 @@ fn parse_args() -> Result<Option<Args>> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--smoke] [--only 1,2,3,4,5,6,7,8] [--no-build] [--daemon-bin PATH]\n\n\
+                    "usage: bench [--smoke] [--only 1,2,3,4,5,6,7,8,9,10] [--no-build] [--daemon-bin PATH]\n\n\
                      Runs the daemon benchmark and prints a Markdown table; exits 1 if any row failed."
                 );
                 return Ok(None);
