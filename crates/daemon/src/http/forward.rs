@@ -22,7 +22,7 @@ use crate::service::cluster::FORWARDED_HEADER;
 pub const SERVED_BY_HEADER: &str = "x-dify-served-by";
 
 /// Headers of the original request that travel with it.
-const FORWARDED_REQUEST_HEADERS: &[&str] = &["x-plugin-id", "content-type", "traceparent", "tracestate"];
+const FORWARDED_REQUEST_HEADERS: &[&str] = &["x-plugin-id", "content-type", "traceparent", "tracestate", "dify-plugin-session-id"];
 
 /// Why a forward did not produce an answer.
 #[derive(Debug, thiserror::Error)]

@@ -2,10 +2,15 @@
 //! uses for its backwards invocations. The route exists only on `PLATFORM=serverless`; it is not behind
 //! `X-Api-Key` (the `Dify-Plugin-Session-ID` header names the session instead).
 //!
-//! Owns: binding the request (≤ 6 MiB body), the `SessionNotFound` answer, and framing the answers as
-//! `text/event-stream` with `\n\n` keep-alives every 25 s, ending after the `end` event or at
-//! `MAX_SERVERLESS_TRANSACTION_TIMEOUT`. Must not: execute invocations (the session layer does, through
-//! the serverless runtime's bridge).
+//! In a cluster the session may live on another node (the one that started the invocation): a
+//! transaction for a session this node does not hold is forwarded, through `http::forward`, to the
+//! node the session's owner key names, and its answer streamed back.
+//!
+//! Owns: binding the request (≤ 6 MiB body), the `SessionNotFound` answer, the answer when the node
+//! holding the session cannot be reached, and framing the answers as `text/event-stream` with `\n\n`
+//! keep-alives every 25 s, ending after the `end` event or at `MAX_SERVERLESS_TRANSACTION_TIMEOUT`.
+//! Must not: execute invocations (the session layer does, through the serverless runtime's bridge) or
+//! look up sessions' nodes (the cluster service does).
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -18,8 +23,13 @@ use axum::routing::post;
 use axum::Router;
 use serde_json::json;
 
+use super::forward::{self, ForwardError};
 use super::AppState;
+use crate::coord::NodeInfo;
 use crate::runtime::serverless::TransactionError;
+
+/// Where a transaction is forwarded to (the route's path).
+const TRANSACTION_PATH: &str = "/backwards-invocation/transaction";
 
 /// Largest transaction body accepted.
 const MAX_TRANSACTION_BODY: usize = 6 * 1024 * 1024;
@@ -45,6 +55,12 @@ async fn transaction(State(state): State<AppState>, headers: HeaderMap, body: By
     let mut answers = match opened {
         Ok(answers) => answers,
         Err(TransactionError::SessionNotFound { session_id, backwards_request_id, detail }) => {
+            // Another node may hold the session (never asked again for a forwarded request).
+            if !forward::is_forwarded(&headers) {
+                if let Some(owner) = state.cluster.session_owner(&session_id).await {
+                    return forward_to_owner(&state, &owner, &session_id, &backwards_request_id, &headers, body).await;
+                }
+            }
             return json_response(
                 StatusCode::BAD_REQUEST,
                 json!({
@@ -84,6 +100,37 @@ async fn transaction(State(state): State<AppState>, headers: HeaderMap, body: By
     let mut response = Response::new(Body::from_stream(body));
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     response
+}
+
+/// Sends the transaction to `owner`, the node holding the session, and streams its answer back
+/// (keep-alives included); a node that cannot be reached or fails is answered with an error object
+/// (HTTP 502) naming it, bounded by the cluster's connect and idle timeouts.
+async fn forward_to_owner(
+    state: &AppState,
+    owner: &NodeInfo,
+    session_id: &str,
+    backwards_request_id: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response {
+    match forward::forward(state, owner, TRANSACTION_PATH, headers, body).await {
+        Ok(response) => response,
+        Err(error) => {
+            if matches!(error, ForwardError::Unreachable { .. }) {
+                state.cluster.mark_unreachable(&owner.id);
+            }
+            tracing::warn!(%error, session_id, "cannot forward a backwards-invocation transaction to the node holding its session");
+            json_response(
+                StatusCode::BAD_GATEWAY,
+                json!({
+                    "backwards_request_id": backwards_request_id,
+                    "event": "error",
+                    "message": format!("the node holding session {session_id} ({}) did not answer", owner.id),
+                    "data": {"error_type": "SessionNodeUnreachable", "detail": error.to_string(), "session_id": session_id, "node_id": owner.id},
+                }),
+            )
+        }
+    }
 }
 
 fn json_response(status: StatusCode, body: serde_json::Value) -> Response {

@@ -3,8 +3,9 @@
 //! keeping the installation cache true across nodes (publishing every installation write, applying
 //! the other nodes' writes, and switching the cache off while the subscription or Redis is lost),
 //! the routing decision of an invocation ([`Cluster::route`]: serve here or forward to the node that
-//! placement or a debugging connection names), the debugging-plugin owner keys, and the
-//! housekeeping lock.
+//! placement or a debugging connection names), the debugging-plugin owner keys, the owner keys of
+//! serverless sessions (so a backwards-invocation transaction reaching another node finds the node
+//! whose memory holds the session: [`Cluster::session_owner`]), and the housekeeping lock.
 //!
 //! Without `REDIS_HOST` the backend is in-process: no loop runs, [`Cluster::route`] always answers
 //! [`Route::Local`] and the installation cache is the local listener alone, as on a single node.
@@ -17,6 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
@@ -25,6 +27,8 @@ use super::state::AppState;
 use super::Installation;
 use crate::config::Settings;
 use crate::coord::{placement, Coordination, FencedLock, NodeInfo, SubscriptionEvent, HEARTBEAT_INTERVAL, NODE_TTL};
+use crate::runtime::serverless::SessionDirectory;
+use crate::runtime::RuntimeConfig;
 use crate::store::{InstallationWriteListener, RuntimeType};
 
 /// Header a forwarded request carries (the forwarding node's id): its receiver serves it itself.
@@ -35,6 +39,8 @@ const INSTALLATIONS_CHANNEL: &str = "installations";
 const UNREACHABLE_FOR: Duration = Duration::from_secs(5);
 /// How long the housekeeping lock is held (a little shorter than the housekeeping interval).
 pub const HOUSEKEEPING_LOCK_TTL: Duration = Duration::from_secs(4);
+/// Longest session id looked up in the coordination backend (the daemon's ids are UUIDs).
+const MAX_SESSION_ID_LEN: usize = 128;
 
 /// Where an invocation is served.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +76,10 @@ pub struct Cluster {
     warming: Mutex<HashSet<String>>,
     /// Debugging-plugin owner keys this node holds (renewed by the heartbeat).
     debug_keys: Mutex<HashSet<String>>,
+    /// Serverless sessions running here → when their owner key was last written (`None`: not yet,
+    /// the heartbeat retries). Keys live `session_ttl` and are renewed by the heartbeat after half of it.
+    sessions: Mutex<HashMap<String, Option<Instant>>>,
+    session_ttl: Duration,
     /// Whether the installation subscription stands.
     subscribed: AtomicBool,
     /// Whether the last heartbeat reached the backend.
@@ -109,6 +119,9 @@ impl Cluster {
             nodes: RwLock::new(Vec::new()),
             unreachable: Mutex::new(HashMap::new()),
             debug_keys: Mutex::new(HashSet::new()),
+            sessions: Mutex::new(HashMap::new()),
+            // A session lasts one invocation: the key outlives it unless renewed (long sessions are).
+            session_ttl: RuntimeConfig::from_settings(settings).max_execution_timeout.max(NODE_TTL),
             warming: Mutex::new(HashSet::new()),
             subscribed: AtomicBool::new(false),
             healthy: AtomicBool::new(false),
@@ -254,6 +267,54 @@ impl Cluster {
         }
     }
 
+    /// The live node, other than this one, whose memory holds serverless session `session_id`: named
+    /// by the session's owner key and present in the registry. `None` without a shared backend, for an
+    /// unknown session, a session of this node, an owner that left the registry, or when the backend
+    /// cannot be asked.
+    pub async fn session_owner(&self, session_id: &str) -> Option<NodeInfo> {
+        if !self.is_shared() || session_id.is_empty() || session_id.len() > MAX_SESSION_ID_LEN {
+            return None;
+        }
+        let owner = match self.coord.get(&session_key(session_id)).await {
+            Ok(Some(owner)) if owner != self.node_id => owner,
+            Ok(_) => return None,
+            Err(error) => {
+                tracing::warn!(%error, session_id, "cannot look up the node of a serverless session");
+                return None;
+            }
+        };
+        if let Some(node) = self.nodes().into_iter().find(|node| node.id == owner) {
+            return Some(node);
+        }
+        // The registry as last read may predate the owner's first heartbeat.
+        match self.coord.live_nodes().await {
+            Ok(nodes) => nodes.into_iter().find(|node| node.id == owner),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the cluster's live nodes");
+                None
+            }
+        }
+    }
+
+    async fn write_session_key(&self, session_id: &str) {
+        match self.coord.set_with_ttl(&session_key(session_id), &self.node_id, self.session_ttl).await {
+            Ok(()) => {
+                let ended = match locked(&self.sessions).get_mut(session_id) {
+                    Some(written) => {
+                        *written = Some(Instant::now());
+                        false
+                    }
+                    None => true,
+                };
+                // The session ended while its key was being renewed: take the key back.
+                if ended {
+                    let _ = self.coord.delete_if(&session_key(session_id), &self.node_id).await;
+                }
+            }
+            Err(error) => tracing::warn!(%error, session_id, "cannot record the node of a serverless session (the heartbeat retries)"),
+        }
+    }
+
     /// Takes the cluster-wide housekeeping lock; `None` when another node holds it (or, with a
     /// shared backend that cannot be reached, when nobody can tell).
     pub async fn housekeeping_lock(&self) -> Option<FencedLock> {
@@ -286,6 +347,14 @@ impl Cluster {
             if let Err(error) = self.coord.set_with_ttl(&key, &self.node_id, NODE_TTL).await {
                 tracing::warn!(%error, %key, "cannot renew a debugging plugin's node key");
             }
+        }
+        let due: Vec<String> = locked(&self.sessions)
+            .iter()
+            .filter(|(_, written)| written.is_none_or(|at| at.elapsed() >= self.session_ttl / 2))
+            .map(|(session_id, _)| session_id.clone())
+            .collect();
+        for session_id in due {
+            self.write_session_key(&session_id).await;
         }
         match self.coord.live_nodes().await {
             Ok(nodes) => *self.nodes.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = nodes,
@@ -339,6 +408,31 @@ impl Cluster {
 
 fn debug_key(tenant_id: &str, uid: &str) -> String {
     format!("debug:{tenant_id}:{uid}")
+}
+
+fn session_key(session_id: &str) -> String {
+    format!("session:{session_id}")
+}
+
+/// The owner keys of this node's serverless sessions: written before the session's function is
+/// called, deleted (if still this node's) when the session ends. Set on the serverless runtime only
+/// when the backend is shared.
+impl SessionDirectory for Cluster {
+    fn opened<'a>(&'a self, session_id: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            locked(&self.sessions).insert(session_id.to_string(), None);
+            self.write_session_key(session_id).await;
+        })
+    }
+
+    fn closed<'a>(&'a self, session_id: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            locked(&self.sessions).remove(session_id);
+            if let Err(error) = self.coord.delete_if(&session_key(session_id), &self.node_id).await {
+                tracing::warn!(%error, session_id, "cannot remove a serverless session's node key (it expires)");
+            }
+        })
+    }
 }
 
 /// The store's installation listener in a cluster: drops the entry here at once and publishes the

@@ -81,6 +81,10 @@ impl AppState {
         let runtime = RuntimeManager::with_config(RuntimeConfig::from_settings(&settings));
         if settings.platform() == Platform::Serverless {
             crate::runtime::serverless::enable_serverless_platform(&runtime, &settings).await?;
+            // In a cluster a function's backwards calls may reach any node: each session's node is recorded.
+            if let (true, Some(serverless)) = (cluster.is_shared(), runtime.serverless()) {
+                serverless.set_session_directory(cluster.clone());
+            }
         }
         let kv = PluginKv::new(db.clone(), blobs.clone(), &settings.persistence_storage_path);
         let moved = kv.move_table_values().await.context("cannot move plugin storage values to the storage")?;

@@ -8,6 +8,8 @@
 //! with an `end` it synthesises at body end. Backwards invocations arrive separately over
 //! `/backwards-invocation/transaction` ([`ServerlessRuntime::open_transaction`]); the session layer
 //! answers them as usual and the bridge routes the `backwards_response` lines to that HTTP response.
+//! Sessions live in this node's memory; a [`SessionDirectory`] (the cluster's, when nodes share
+//! one) is told when each opens and ends, so a transaction arriving at another node can be sent here.
 //!
 //! Must not: know axum, tenants or database rows. Request-size batching of text-embedding requests
 //! lives in [`batch`].
@@ -20,6 +22,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use dify_protocol::message::PluginSessionError;
 use dify_protocol::{PluginDeclaration, PluginUniqueIdentifier};
+use futures::future::BoxFuture;
 use futures::StreamExt;
 use serde_json::{json, Map, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -425,6 +428,15 @@ pub enum TransactionError {
     BadRequest(String),
 }
 
+/// Where sessions are announced beyond this node: told when a session opens (before its function is
+/// called, so the function's first backwards call can already be routed here) and when it ends.
+pub trait SessionDirectory: Send + Sync + 'static {
+    /// Session `session_id` runs on this node from now on.
+    fn opened<'a>(&'a self, session_id: &'a str) -> BoxFuture<'a, ()>;
+    /// Session `session_id` ended on this node.
+    fn closed<'a>(&'a self, session_id: &'a str) -> BoxFuture<'a, ()>;
+}
+
 /// The serverless platform of this node: the connector client and the sessions in flight.
 pub struct ServerlessRuntime {
     config: ServerlessConfig,
@@ -432,6 +444,8 @@ pub struct ServerlessRuntime {
     http: reqwest::Client,
     /// Session id → the function serving it, while its invocation request runs.
     sessions: Mutex<HashMap<String, Weak<ServerlessPlugin>>>,
+    /// Told of every session's start and end (set in a cluster only).
+    directory: std::sync::OnceLock<Arc<dyn SessionDirectory>>,
 }
 
 impl ServerlessRuntime {
@@ -441,7 +455,12 @@ impl ServerlessRuntime {
             .connect_timeout(config.execution_timeout.min(Duration::from_secs(30)))
             .build()
             .unwrap_or_default();
-        Arc::new(Self { config, connector, http, sessions: Mutex::new(HashMap::new()) })
+        Arc::new(Self { config, connector, http, sessions: Mutex::new(HashMap::new()), directory: std::sync::OnceLock::new() })
+    }
+
+    /// Announces this node's sessions to `directory` from now on; only the first call counts.
+    pub fn set_session_directory(&self, directory: Arc<dyn SessionDirectory>) {
+        let _ = self.directory.set(directory);
     }
 
     pub fn config(&self) -> &ServerlessConfig {
@@ -622,10 +641,17 @@ impl ServerlessPlugin {
                 self.runtime.lock_sessions().insert(session_id.clone(), Arc::downgrade(self));
                 let plugin = self.clone();
                 tokio::spawn(async move {
+                    let directory = plugin.runtime.directory.get().cloned();
+                    if let Some(directory) = &directory {
+                        directory.opened(&session_id).await;
+                    }
                     plugin.invoke(&session_id, &action, body).await;
                     plugin.runtime.lock_sessions().remove(&session_id);
                     // Transactions of a finished invocation can get no more answers.
                     plugin.lock_transactions().retain(|_, (session, _)| session != &session_id);
+                    if let Some(directory) = &directory {
+                        directory.closed(&session_id).await;
+                    }
                 });
             }
             Some("backwards_response") => {
