@@ -63,20 +63,20 @@ async fn clear_prefix(prefix: &str) {
     }
 }
 
-/// The shared services of one test's cluster and its nodes.
-struct TestCluster {
+/// The shared services of one test's cluster and its nodes (also used by `cluster_routes`).
+pub(crate) struct TestCluster {
     db: Option<TestDb>,
     s3: StorageServer,
     prefix: String,
     redis_port: u16,
     extra: Vec<(String, String)>,
-    nodes: Vec<Daemon>,
+    pub(crate) nodes: Vec<Daemon>,
 }
 
 impl TestCluster {
     /// PostgreSQL + moto + Redis (`redis_port`, the shared one unless a test runs its own) and
     /// `count` nodes with `extra` settings; `None` when a service is missing outside CI.
-    async fn start(count: usize, redis_port: u16, extra: &[(&str, &str)]) -> Option<TestCluster> {
+    pub(crate) async fn start(count: usize, redis_port: u16, extra: &[(&str, &str)]) -> Option<TestCluster> {
         if redis_port == 6379 && !redis_available().await {
             return None;
         }
@@ -115,12 +115,12 @@ impl TestCluster {
         common::start_daemon(self.db.as_ref().expect("database"), &pairs).await
     }
 
-    fn node_id(&self, index: usize) -> String {
+    pub(crate) fn node_id(&self, index: usize) -> String {
         std::fs::read_to_string(self.nodes[index].workdir.join("cwd/.node_id")).expect("node id").trim().to_string()
     }
 
     /// Waits until every running node sees `expected` live nodes in the registry.
-    async fn wait_registry(&self, expected: usize) {
+    pub(crate) async fn wait_registry(&self, expected: usize) {
         let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.redis_port)).expect("redis client");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -141,11 +141,11 @@ impl TestCluster {
         }
     }
 
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         self.nodes.iter().enumerate().map(|(i, node)| format!("--- node {i} ---\n{}\n", node.log())).collect()
     }
 
-    async fn finish(mut self) {
+    pub(crate) async fn finish(mut self) {
         for node in &mut self.nodes {
             node.kill();
         }
