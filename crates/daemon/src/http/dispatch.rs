@@ -24,9 +24,8 @@ use dify_protocol::message::{InvocationContext, PluginSessionError};
 use dify_protocol::{DaemonError, ErrorType};
 use serde_json::{Map, Value};
 
-use super::forward::{self, ForwardError};
+use super::forward::{self, ForwardRequest};
 use super::{fail_with_status, AppState, NOT_FOUND_BODY};
-use crate::service::cluster::Route;
 use crate::service::invocation::{invoke, Invocation, InvocationError};
 use crate::service::{capabilities, find_installation, FindInstallationError};
 use crate::session::{ChunkShaper, SessionOutput};
@@ -48,7 +47,7 @@ async fn dispatch(State(state): State<AppState>, Path(params): Path<HashMap<Stri
     response
 }
 
-async fn dispatch_route(state: &AppState, tenant_id: &str, route: &'static DispatchRoute, headers: &HeaderMap, body: &[u8]) -> Response {
+async fn dispatch_route(state: &AppState, tenant_id: &str, route: &'static DispatchRoute, headers: &HeaderMap, body: &Bytes) -> Response {
     let plugin_id = headers.get("x-plugin-id").and_then(|v| v.to_str().ok()).unwrap_or("").trim().to_string();
     if plugin_id.is_empty() {
         return fail_with_status(StatusCode::BAD_REQUEST, DaemonError::bad_request("plugin_id is required"));
@@ -90,21 +89,10 @@ async fn dispatch_route(state: &AppState, tenant_id: &str, route: &'static Dispa
         }
     }
     // In a cluster the plugin may be placed on (or, debugging, connected to) another node.
-    // A node that cannot be reached is skipped for a while and the route asked again (another placed
-    // node, or here); a few rounds at most.
-    let forwarded = forward::is_forwarded(headers);
-    for _ in 0..3 {
-        let Route::Forward(node) = state.cluster.route(state, &installation, forwarded).await else { break };
-        let path = format!("/plugin/{tenant_id}/dispatch{}", route.path);
-        match forward::forward(state, &node, &path, headers, Bytes::copy_from_slice(body)).await {
-            Ok(response) => return response,
-            Err(error @ ForwardError::Unreachable { .. }) => {
-                // Not delivered: another node or this one serves it.
-                tracing::warn!(%error, "skipping the node");
-                state.cluster.mark_unreachable(&node.id);
-            }
-            Err(error) => return forward::failure_response(&error),
-        }
+    let forwarded = forward::is_forwarded(state, headers);
+    let elsewhere = || ForwardRequest::invocation(state, format!("/plugin/{tenant_id}/dispatch{}", route.path), headers, body.clone());
+    if let Some(response) = forward::serve_elsewhere(state, &installation, forwarded, elsewhere).await {
+        return response;
     }
     let text = |key: &str| request.get(key).and_then(Value::as_str).map(str::to_owned);
 

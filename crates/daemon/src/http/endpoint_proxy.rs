@@ -3,6 +3,10 @@
 //! as an HTTP/1.1 request and sent hex-encoded to the plugin as `endpoint`/`invoke_endpoint` with
 //! the decrypted settings; the plugin's status, headers and hex body chunks are streamed back raw.
 //!
+//! In a cluster, once the endpoint is found, a request whose plugin is served by another node goes
+//! there unchanged through `http::forward` (that node rewrites it); the cluster's headers are
+//! stripped from every request before it is serialised for a plugin.
+//!
 //! Owns: the request rewrite and its wire form, the error statuses of docs/http.md §4.7, the response streaming.
 //! Must not: look rows up or decrypt settings itself (`service::endpoint_invoke` does), or find,
 //! launch or talk to runtimes (`service::invocation` does, as for dispatch).
@@ -21,7 +25,9 @@ use dify_protocol::message::InvocationContext;
 use dify_protocol::DaemonError;
 use serde_json::{Map, Value};
 
+use super::forward::{self, ForwardRequest};
 use super::{fail_with_status, AppState};
+use crate::service::cluster::{CLUSTER_KEY_HEADER, FORWARDED_HEADER};
 use crate::service::endpoint_invoke::{decrypted_settings, find_endpoint_target, EndpointInvokeError};
 use crate::service::invocation::{find_runtime, Invocation};
 use crate::session::{SessionOutput, SessionStream};
@@ -30,9 +36,19 @@ use crate::session::{SessionOutput, SessionStream};
 /// is too large is refused here instead (HTTP 413), so a plugin never sees a cut request.
 pub const MAX_ENDPOINT_REQUEST_BODY: usize = 10 * 1024 * 1024;
 
-/// Request headers removed before forwarding (they would leak the caller's network path).
-const STRIPPED_HEADERS: &[&str] =
-    &["x-forwarded-for", "x-real-ip", "x-forwarded", "x-original-forwarded-for", "x-original-url", "x-original-host"];
+/// Request headers removed before the request is handed to the plugin: those that would leak the
+/// caller's network path, and the cluster's own (the server key must never reach a plugin, whether
+/// or not the request really came from another node).
+const STRIPPED_HEADERS: &[&str] = &[
+    "x-forwarded-for",
+    "x-real-ip",
+    "x-forwarded",
+    "x-original-forwarded-for",
+    "x-original-url",
+    "x-original-host",
+    CLUSTER_KEY_HEADER,
+    FORWARDED_HEADER,
+];
 
 /// Headers the serialised request carries in its own way (Host line, recomputed length, no chunking).
 const FRAMING_HEADERS: &[&str] = &["host", "content-length", "transfer-encoding", "trailer"];
@@ -116,6 +132,26 @@ async fn proxy(State(state): State<AppState>, request: Request) -> Response {
             return fail_with_status(StatusCode::BAD_REQUEST, DaemonError::bad_request(format!("failed to read request body: {message}")))
         }
     };
+
+    let body = Bytes::from(body);
+    // In a cluster the plugin may be placed on (or, debugging, connected to) another node: the
+    // request goes there as it arrived, and that node rewrites it for the plugin.
+    let forwarded = forward::is_forwarded(&state, &parts.headers);
+    let elsewhere = || {
+        let target = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| parts.uri.path().to_owned());
+        let mut request = ForwardRequest::endpoint(parts.method.clone(), target, &parts.headers, body.clone());
+        if !request.headers.contains_key(header::HOST) {
+            // The host this node would have used, rather than the serving node's address.
+            let host = parts.uri.authority().map(|a| a.to_string()).unwrap_or_else(|| "localhost".to_string());
+            if let Ok(host) = HeaderValue::from_str(&host) {
+                request.headers.insert(header::HOST, host);
+            }
+        }
+        request
+    };
+    if let Some(response) = forward::serve_elsewhere(&state, &target.installation, forwarded, elsewhere).await {
+        return response;
+    }
 
     let request_target = match parts.uri.query() {
         Some(query) if !query.is_empty() => format!("{path}?{query}"),
@@ -438,6 +474,29 @@ mod tests {
             "POST /hook/p?x=1 HTTP/1.1\r\nHost: public.example\r\nContent-Length: 5\r\nAccept: a\r\nAccept: b\r\n\
              Dify-Hook-Id: h123\r\nDify-Hook-Url: https://public.example/e/h123/hook/p\r\nX-Echo: yes\r\n\
              X-Forwarded-Proto: https\r\n\r\nhello"
+        );
+    }
+
+    #[test]
+    fn cluster_headers_never_reach_the_plugin() {
+        let incoming = headers(&[
+            ("x-dify-cluster-key", "server-key"),
+            ("x-dify-forwarded-by", "node-a"),
+            ("x-api-key", "caller key"),
+            ("dify-hook-url", "https://given/x"),
+        ]);
+        let raw = raw_http_request(&RawRequestParts {
+            method: &Method::GET,
+            request_target: "/",
+            path: "/",
+            headers: &incoming,
+            incoming_host: "h",
+            hook_id: "h",
+            body: b"",
+        });
+        assert_eq!(
+            String::from_utf8(raw).unwrap(),
+            "GET / HTTP/1.1\r\nHost: h\r\nDify-Hook-Id: h\r\nDify-Hook-Url: https://given/x\r\nX-Api-Key: caller key\r\n\r\n"
         );
     }
 

@@ -3,11 +3,15 @@
 //! `GET /v2/invoke/extract`. Requests name the plugin version in the `X-Plugin-Unique-Identifier`
 //! header instead of a tenant's installation, and carry the tenant in the body's `tenant_id`.
 //!
+//! In a cluster a request for a version that another node serves (placement, or the debugging
+//! connection) is forwarded there through `http::forward` before the presence check.
+//!
 //! Owns: the header checks, the "is the plugin here" answer (HTTP 404 `no available node, …`),
 //! binding the body (`tenant_id` and `data` required) and mapping invocation failures to upstream's
 //! statuses. Answers are rendered by the dispatch module's SSE / single-JSON functions. Must not:
 //! talk to runtimes (the invocation service does) or read packages (the packages service does).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
@@ -23,6 +27,7 @@ use dify_protocol::{DaemonError, PluginUniqueIdentifier};
 use serde_json::{Map, Value};
 
 use super::dispatch::{event_stream, plain_json, single_json, sse_body, sse_line};
+use super::forward::{self, ForwardRequest};
 use super::{fail_with_status, respond, AppState, NOT_FOUND_BODY};
 use crate::config::Platform;
 use crate::service::invocation::{find_runtime, Invocation, InvocationError, PluginRuntime};
@@ -109,6 +114,18 @@ async fn target(state: &AppState, uid: &PluginUniqueIdentifier, tenant_id: &str)
     }
 }
 
+/// `target` as the cluster routes it: a debugging plugin's connection is registered under the
+/// tenant that attached it (the identifier's author), whatever tenant the body names.
+fn routing_target<'a>(target: &'a Installation, uid: &PluginUniqueIdentifier) -> Cow<'a, Installation> {
+    if !uid.is_remote() {
+        return Cow::Borrowed(target);
+    }
+    let mut routed = target.clone();
+    routed.tenant_id = uid.author().to_string();
+    routed.runtime_type = Some(RuntimeType::Remote);
+    Cow::Owned(routed)
+}
+
 /// Upstream's redirect step: on the local platform (and for debugging plugins anywhere) a plugin
 /// whose runtime is not on this node is answered with HTTP 404 `no available node, …`.
 fn needs_presence(state: &AppState, uid: &PluginUniqueIdentifier) -> bool {
@@ -146,7 +163,7 @@ fn validation_failures(request: &Map<String, Value>, route: &DispatchRoute) -> R
     }
 }
 
-async fn dispatch_route(state: &AppState, route: &'static DispatchRoute, headers: &HeaderMap, body: &[u8]) -> Response {
+async fn dispatch_route(state: &AppState, route: &'static DispatchRoute, headers: &HeaderMap, body: &Bytes) -> Response {
     let uid = match identifier_from(headers) {
         Ok(uid) => uid,
         Err(response) => return response,
@@ -158,6 +175,14 @@ async fn dispatch_route(state: &AppState, route: &'static DispatchRoute, headers
     let text = |key: &str| request.get(key).and_then(Value::as_str).map(str::to_owned);
     let tenant_id = text("tenant_id").unwrap_or_default();
     let target = target(state, &uid, &tenant_id).await;
+
+    // In a cluster the version may be placed on (or, debugging, connected to) another node: routed
+    // before the presence check, so "no available node" means no live node serves it.
+    let forwarded = forward::is_forwarded(state, headers);
+    let elsewhere = || ForwardRequest::invocation(state, format!("/v2/invoke/dispatch{}", route.path), headers, body.clone());
+    if let Some(response) = forward::serve_elsewhere(state, &routing_target(&target, &uid), forwarded, elsewhere).await {
+        return response;
+    }
 
     // Presence first (upstream's redirect middleware runs before the body is bound).
     let mut runtime: Option<PluginRuntime> = None;

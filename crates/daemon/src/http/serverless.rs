@@ -56,7 +56,7 @@ async fn transaction(State(state): State<AppState>, headers: HeaderMap, body: By
         Ok(answers) => answers,
         Err(TransactionError::SessionNotFound { session_id, backwards_request_id, detail }) => {
             // Another node may hold the session (never asked again for a forwarded request).
-            if !forward::is_forwarded(&headers) {
+            if !forward::is_forwarded(&state, &headers) {
                 if let Some(owner) = state.cluster.session_owner(&session_id).await {
                     return forward_to_owner(&state, &owner, &session_id, &backwards_request_id, &headers, body).await;
                 }
@@ -113,7 +113,8 @@ async fn forward_to_owner(
     headers: &HeaderMap,
     body: Bytes,
 ) -> Response {
-    match forward::forward(state, owner, TRANSACTION_PATH, headers, body).await {
+    let request = forward::ForwardRequest::invocation(state, TRANSACTION_PATH.to_string(), headers, body);
+    match forward::forward(state, owner, request).await {
         Ok(response) => response,
         Err(error) => {
             if matches!(error, ForwardError::Unreachable { .. }) {

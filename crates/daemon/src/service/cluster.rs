@@ -31,8 +31,12 @@ use crate::runtime::serverless::SessionDirectory;
 use crate::runtime::RuntimeConfig;
 use crate::store::{InstallationWriteListener, RuntimeType};
 
-/// Header a forwarded request carries (the forwarding node's id): its receiver serves it itself.
+/// Header a forwarded request carries (the forwarding node's id): its receiver serves it itself
+/// when the request also carries the cluster key.
 pub const FORWARDED_HEADER: &str = "x-dify-forwarded-by";
+/// Header carrying the server key between nodes (a public endpoint caller's own `X-Api-Key` is
+/// theirs and travels to the plugin untouched). Never handed to a plugin.
+pub const CLUSTER_KEY_HEADER: &str = "x-dify-cluster-key";
 /// Channel of installation writes.
 const INSTALLATIONS_CHANNEL: &str = "installations";
 /// How long a node that refused a forwarded request is skipped by this node's routing.
@@ -109,6 +113,8 @@ impl Cluster {
             .connect_timeout(Duration::from_secs(settings.cluster_forward_connect_timeout.max(1)))
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(30))
+            // A forwarded answer is passed on as it is: a plugin endpoint's redirect is for its caller.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Cluster {
             coord,
