@@ -22,9 +22,9 @@ use common::{Backend, Daemon, TestDb};
 use serde_json::{json, Value};
 use storage_support::{Kind, StorageServer};
 
-const TENANT: &str = "0c7a2f3e-55d1-4b8e-9a61-3e2f1d0c9b8a";
-const PLUGIN_ID: &str = "testing/runtime_tools";
-const NOT_FOUND_BODY: &str =
+pub(crate) const TENANT: &str = "0c7a2f3e-55d1-4b8e-9a61-3e2f1d0c9b8a";
+pub(crate) const PLUGIN_ID: &str = "testing/runtime_tools";
+pub(crate) const NOT_FOUND_BODY: &str =
     r#"{"code":-404,"message":"{\"message\":\"plugin not found\",\"error_type\":\"PluginNotFoundError\",\"args\":null}","data":null}"#;
 const REDIS_URL: &str = "redis://127.0.0.1:6379/";
 
@@ -64,19 +64,19 @@ async fn clear_prefix(prefix: &str) {
 }
 
 /// The shared services of one test's cluster and its nodes.
-struct TestCluster {
+pub(crate) struct TestCluster {
     db: Option<TestDb>,
     s3: StorageServer,
-    prefix: String,
+    pub(crate) prefix: String,
     redis_port: u16,
     extra: Vec<(String, String)>,
-    nodes: Vec<Daemon>,
+    pub(crate) nodes: Vec<Daemon>,
 }
 
 impl TestCluster {
     /// PostgreSQL + moto + Redis (`redis_port`, the shared one unless a test runs its own) and
     /// `count` nodes with `extra` settings; `None` when a service is missing outside CI.
-    async fn start(count: usize, redis_port: u16, extra: &[(&str, &str)]) -> Option<TestCluster> {
+    pub(crate) async fn start(count: usize, redis_port: u16, extra: &[(&str, &str)]) -> Option<TestCluster> {
         if redis_port == 6379 && !redis_available().await {
             return None;
         }
@@ -115,12 +115,12 @@ impl TestCluster {
         common::start_daemon(self.db.as_ref().expect("database"), &pairs).await
     }
 
-    fn node_id(&self, index: usize) -> String {
+    pub(crate) fn node_id(&self, index: usize) -> String {
         std::fs::read_to_string(self.nodes[index].workdir.join("cwd/.node_id")).expect("node id").trim().to_string()
     }
 
     /// Waits until every running node sees `expected` live nodes in the registry.
-    async fn wait_registry(&self, expected: usize) {
+    pub(crate) async fn wait_registry(&self, expected: usize) {
         let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.redis_port)).expect("redis client");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -141,11 +141,11 @@ impl TestCluster {
         }
     }
 
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         self.nodes.iter().enumerate().map(|(i, node)| format!("--- node {i} ---\n{}\n", node.log())).collect()
     }
 
-    async fn finish(mut self) {
+    pub(crate) async fn finish(mut self) {
         for node in &mut self.nodes {
             node.kill();
         }
@@ -159,7 +159,7 @@ impl TestCluster {
 }
 
 /// The echo tool's answer through `daemon`: status, body, and the node that served it when forwarded.
-async fn echo(daemon: &Daemon, client: &reqwest::Client, text: &str) -> Result<(u16, String, Option<String>), String> {
+pub(crate) async fn echo(daemon: &Daemon, client: &reqwest::Client, text: &str) -> Result<(u16, String, Option<String>), String> {
     let body = json!({"user_id": "user-1", "data": {"provider": "runtime_tools", "tool": "exercise", "credentials": {},
         "credential_type": "api-key", "tool_parameters": {"mode": "echo", "text": text}}});
     let response = client
@@ -177,12 +177,12 @@ async fn echo(daemon: &Daemon, client: &reqwest::Client, text: &str) -> Result<(
     Ok((status, body, served_by))
 }
 
-fn echo_line(text: &str) -> String {
+pub(crate) fn echo_line(text: &str) -> String {
     let data = json!({"type": "text", "message": {"text": format!("echo: {text}")}, "meta": null});
     format!("data: {}\n\n", json!({"code": 0, "message": "success", "data": data}))
 }
 
-async fn assert_echo(cluster: &TestCluster, index: usize, text: &str) -> Option<String> {
+pub(crate) async fn assert_echo(cluster: &TestCluster, index: usize, text: &str) -> Option<String> {
     let node = &cluster.nodes[index];
     let (status, body, served_by) = echo(node, &node.client, text).await.unwrap_or_else(|e| panic!("node {index}: {e}"));
     assert_eq!((status, body.as_str()), (200, echo_line(text).as_str()), "through node {index}\n{}", cluster.logs());

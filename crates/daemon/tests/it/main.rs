@@ -16,6 +16,7 @@ mod storage_support;
 mod admin_api;
 mod answers;
 mod cluster;
+mod cluster_sentinel;
 mod config_env;
 mod debug_remote;
 mod dispatch_cache;
