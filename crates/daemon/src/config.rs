@@ -672,9 +672,8 @@ mod tests {
 
     #[test]
     fn sentinel_settings_parse_and_validate() {
-        let settings = |pairs: &[(&str, &str)]| {
-            Settings::from_map(&pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()).unwrap()
-        };
+        let settings =
+            |pairs: &[(&str, &str)]| Settings::from_map(&pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()).unwrap();
         let s = settings(&[
             ("REDIS_USE_SENTINEL", "true"),
             ("REDIS_SENTINELS", " a:26380, [::1]:26381 ,b,,"),

@@ -21,7 +21,9 @@
 //! lost or refused, timeout, `READONLY` from a demoted master, `MASTERDOWN`, `LOADING`) makes the
 //! node ask the sentinels again (at most every [`MIN_LOOKUP_INTERVAL`]); when they name another
 //! master the node connects to it, retries the command once there, and moves every subscription
-//! to it (`Disconnected`, then `Connected`).
+//! to it (`Disconnected`, then `Connected`). Besides, each node listens on one sentinel's
+//! `+switch-master` channel and looks the master up as soon as the sentinels switch it, since a
+//! demoted master goes on accepting writes until the sentinels reconfigure it.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -274,14 +276,22 @@ impl Inner {
     /// Asks the sentinels whether the master moved since generation `seen`, and switches to the new
     /// one; whether the master in use is now a newer one than `seen`.
     async fn follow_master(&self, seen: u64) -> bool {
+        self.lookup_master(Some(seen)).await
+    }
+
+    /// Asks the sentinels (`seen`: unless the master changed since that generation or the last
+    /// lookup is too recent; `None`: now) and switches to the master they name if it is another.
+    async fn lookup_master(&self, seen: Option<u64>) -> bool {
         let Some(source) = &self.sentinel else { return false };
         let mut last = self.lookup.lock().await;
         let current = self.current();
-        if current.generation != seen {
-            return true;
-        }
-        if last.is_some_and(|at| at.elapsed() < MIN_LOOKUP_INTERVAL) {
-            return false;
+        if let Some(seen) = seen {
+            if current.generation != seen {
+                return true;
+            }
+            if last.is_some_and(|at| at.elapsed() < MIN_LOOKUP_INTERVAL) {
+                return false;
+            }
         }
         *last = Some(tokio::time::Instant::now());
         match source.master_address().await {
@@ -342,7 +352,12 @@ impl RedisCoordination {
         };
         let prefix = settings.redis_key_prefix.trim_end_matches(':').to_string();
         let (master, _) = watch::channel(Arc::new(master));
-        Ok(RedisCoordination { inner: Arc::new(Inner { prefix, master, sentinel, lookup: tokio::sync::Mutex::new(None) }) })
+        let watched = sentinel.clone();
+        let inner = Arc::new(Inner { prefix, master, sentinel, lookup: tokio::sync::Mutex::new(None) });
+        if let Some(source) = watched {
+            tokio::spawn(switch_watch(source, Arc::downgrade(&inner)));
+        }
+        Ok(RedisCoordination { inner })
     }
 
     /// `host:port` of the Redis server commands go to now.
@@ -462,8 +477,9 @@ impl Coordination for RedisCoordination {
             }
             let keys: Vec<String> = ids.iter().map(|id| self.key(&format!("node:{id}"))).collect();
             let keys = &keys;
-            let values: Vec<Option<String>> =
-                self.run(|mut connection| async move { redis::cmd("MGET").arg(keys).query_async(&mut connection).await }).await?;
+            let values: Vec<Option<String>> = self
+                .run(|mut connection| async move { redis::cmd("MGET").arg(keys).query_async(&mut connection).await })
+                .await?;
             let mut nodes: Vec<NodeInfo> =
                 values.into_iter().flatten().filter_map(|value| serde_json::from_str::<NodeInfo>(&value).ok()).collect();
             nodes.sort_by(|a, b| a.id.cmp(&b.id));
@@ -496,8 +512,9 @@ impl Coordination for RedisCoordination {
             let key = &key;
             let script = Script::new(DELETE_IF_SCRIPT);
             let script = &script;
-            let deleted: i64 =
-                self.run(|mut connection| async move { script.key(key).arg(value).invoke_async(&mut connection).await }).await?;
+            let deleted: i64 = self
+                .run(|mut connection| async move { script.key(key).arg(value).invoke_async(&mut connection).await })
+                .await?;
             Ok(deleted == 1)
         })
     }
@@ -524,8 +541,9 @@ impl Coordination for RedisCoordination {
             let key = &key;
             let script = Script::new(UNLOCK_SCRIPT);
             let script = &script;
-            let deleted: i64 =
-                self.run(|mut connection| async move { script.key(key).arg(lock.token).invoke_async(&mut connection).await }).await?;
+            let deleted: i64 = self
+                .run(|mut connection| async move { script.key(key).arg(lock.token).invoke_async(&mut connection).await })
+                .await?;
             Ok(deleted == 1)
         })
     }
@@ -542,6 +560,62 @@ impl Coordination for RedisCoordination {
         let (sender, receiver) = unbounded_channel();
         tokio::spawn(subscription_loop(self.inner.clone(), self.key(channel), sender));
         receiver
+    }
+}
+
+/// Listens on the sentinels' `+switch-master` channel (one sentinel at a time, the next when it
+/// goes away) and, when the service's master is switched, looks the master up at once: a demoted
+/// master keeps accepting writes until the sentinels reconfigure it (seconds later), so waiting for
+/// a command to fail would leave the node writing to it meanwhile. Ends with the coordination.
+async fn switch_watch(source: SentinelSource, inner: std::sync::Weak<Inner>) {
+    let mut turn = 0usize;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let (host, port) = source.sentinels[turn % source.sentinels.len()].clone();
+        turn += 1;
+        let info = ConnectionInfo { addr: address(&host, port, source.tls), redis: source.sentinel_redis.clone() };
+        let attempt = tokio::time::timeout(source.timeout, async {
+            let mut pubsub = Client::open(info)?.get_async_pubsub().await?;
+            pubsub.subscribe("+switch-master").await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        })
+        .await;
+        if let Ok(Ok(pubsub)) = attempt {
+            backoff = Duration::from_millis(200);
+            // A switch may have happened while not listening.
+            match inner.upgrade() {
+                Some(inner) => inner.lookup_master(None).await,
+                None => return,
+            };
+            let mut messages = pubsub.into_on_message();
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    message = messages.next() => match message {
+                        Some(message) => {
+                            let payload: String = message.get_payload().unwrap_or_default();
+                            if payload.split(' ').next() != Some(source.service.as_str()) {
+                                continue;
+                            }
+                            let Some(inner) = inner.upgrade() else { return };
+                            tracing::info!(sentinel = %format!("{host}:{port}"), %payload, "Redis Sentinel switched the master");
+                            inner.lookup_master(None).await;
+                        }
+                        None => break,
+                    },
+                    _ = tick.tick() => {
+                        if inner.strong_count() == 0 {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        if inner.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
 
@@ -630,12 +704,13 @@ mod tests {
     use super::*;
 
     fn sentinel_settings(sentinels: &str) -> Settings {
-        let mut settings = Settings::default();
-        settings.redis_use_sentinel = true;
-        settings.redis_sentinels = Some(sentinels.to_string());
-        settings.redis_sentinel_service_name = Some("mymaster".into());
-        settings.redis_sentinel_socket_timeout = 0.5;
-        settings
+        Settings {
+            redis_use_sentinel: true,
+            redis_sentinels: Some(sentinels.to_string()),
+            redis_sentinel_service_name: Some("mymaster".into()),
+            redis_sentinel_socket_timeout: 0.5,
+            ..Settings::default()
+        }
     }
 
     fn closed_port() -> u16 {
@@ -677,9 +752,6 @@ mod tests {
         let started = std::time::Instant::now();
         let error = source.master_address().await.unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
-        assert_eq!(
-            error.to_string(),
-            format!("no Redis Sentinel of REDIS_SENTINELS answered: 127.0.0.1:{port}: no answer within 500ms")
-        );
+        assert_eq!(error.to_string(), format!("no Redis Sentinel of REDIS_SENTINELS answered: 127.0.0.1:{port}: no answer within 500ms"));
     }
 }

@@ -109,8 +109,8 @@ async fn role(port: u16) -> Option<String> {
     }
 }
 
-/// Polls `check` every 50 ms until it holds; how long that took. Panics after `within`.
-async fn wait_for<F, Fut>(within: Duration, what: &str, mut check: F) -> Duration
+/// Polls `check` every 50 ms until it holds; how long that took. Panics after `within` with `what()`.
+async fn wait_for<F, Fut>(within: Duration, what: impl FnOnce() -> String, mut check: F) -> Duration
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -120,7 +120,9 @@ where
         if check().await {
             return started.elapsed();
         }
-        assert!(started.elapsed() < within, "{what}: not within {within:?}");
+        if started.elapsed() >= within {
+            panic!("{}: not within {within:?}", what());
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -156,8 +158,8 @@ impl Topology {
     /// healthy replica (so a failover can pick it).
     async fn wait_replicated(&self, master: usize, replica: usize) {
         let (master_port, replica_port) = (self.servers[master].port, self.servers[replica].port);
-        let what = format!("replica on {replica_port} in sync with {master_port} and known to the sentinel\n{}", self.logs());
-        wait_for(Duration::from_secs(30), &what, || async {
+        let what = || format!("replica on {replica_port} in sync with {master_port} and known to the sentinel\n{}", self.logs());
+        wait_for(Duration::from_secs(30), what, || async {
             let info: String = query(replica_port, redis::cmd("INFO").arg("replication")).await.unwrap_or_default();
             if !info.contains("master_link_status:up") || !info.contains(&format!("master_port:{master_port}")) {
                 return false;
@@ -184,8 +186,8 @@ impl Topology {
     /// (ms) at which both were seen.
     async fn wait_promoted(&self, index: usize, within: Duration) -> f64 {
         let port = self.servers[index].port;
-        let what = format!("server on {port} promoted\n{}", self.logs());
-        wait_for(within, &what, || async { role(port).await.as_deref() == Some("master") && self.sentinel_master().await == Some(port) })
+        let what = || format!("server on {port} promoted\n{}", self.logs());
+        wait_for(within, what, || async { role(port).await.as_deref() == Some("master") && self.sentinel_master().await == Some(port) })
             .await;
         now_ms()
     }
@@ -221,8 +223,8 @@ fn sentinel_env(topology: &Topology, dead_sentinel: u16) -> Vec<(String, String)
 async fn wait_followed(cluster: &TestCluster, topology: &Topology, port: u16, since_ms: f64) -> (Duration, Duration) {
     let ids: Vec<String> = (0..2).map(|i| cluster.node_id(i)).collect();
     let index = format!("{}:nodes", cluster.prefix);
-    let what = format!("both nodes heartbeat on {port}\n{}\n{}", topology.logs(), cluster.logs());
-    let heartbeats = wait_for(FOLLOW_BOUND, &what, || async {
+    let what = || format!("both nodes heartbeat on {port}\n{}\n{}", topology.logs(), cluster.logs());
+    let heartbeats = wait_for(FOLLOW_BOUND, what, || async {
         let mut fresh = 0;
         for id in &ids {
             let score: Option<f64> = query(port, redis::cmd("ZSCORE").arg(&index).arg(id)).await.flatten();
@@ -234,8 +236,8 @@ async fn wait_followed(cluster: &TestCluster, topology: &Topology, port: u16, si
     })
     .await;
     let channel = format!("{}:installations", cluster.prefix);
-    let what = format!("both nodes subscribed on {port}\n{}\n{}", topology.logs(), cluster.logs());
-    let subscriptions = wait_for(FOLLOW_BOUND, &what, || async {
+    let what = || format!("both nodes subscribed on {port}\n{}\n{}", topology.logs(), cluster.logs());
+    let subscriptions = wait_for(FOLLOW_BOUND, what, || async {
         let answer: Option<(String, i64)> = query(port, redis::cmd("PUBSUB").arg("NUMSUB").arg(&channel)).await;
         answer.is_some_and(|(_, count)| count == 2)
     })
@@ -335,7 +337,11 @@ fn run_daemon_until_exit(env: &[(&str, String)], within: Duration) -> (Option<i3
             command.env(name, value);
         }
     }
-    command.env("SERVER_PORT", "0").env("SERVER_HOST", "127.0.0.1").env("SERVER_KEY", common::TEST_KEY).env("LOG_LEVEL", "warn");
+    command
+        .env("SERVER_PORT", "0")
+        .env("SERVER_HOST", "127.0.0.1")
+        .env("SERVER_KEY", common::TEST_KEY)
+        .env("LOG_LEVEL", "warn");
     command.env("PLUGIN_REMOTE_INSTALLING_PORT", "0");
     for (name, value) in env {
         command.env(name, value);
@@ -371,10 +377,7 @@ async fn start_up_fails_clearly_without_a_sentinel_or_with_an_unknown_service_na
     let (status, log) = run_daemon_until_exit(&env, Duration::from_secs(60));
     let took = started.elapsed();
     assert_eq!(status, Some(1), "exit status; log:\n{log}");
-    assert!(
-        log.contains(&format!("cannot find the Redis master \"mymaster\" through Redis Sentinel ({sentinels}) within 15 s")),
-        "{log}"
-    );
+    assert!(log.contains(&format!("cannot find the Redis master \"mymaster\" through Redis Sentinel ({sentinels}) within 15 s")), "{log}");
     assert!(log.contains("no Redis Sentinel of REDIS_SENTINELS answered"), "{log}");
     assert!(log.contains(&format!("127.0.0.1:{a}: ")) && log.contains(&format!("127.0.0.1:{b}: ")), "{log}");
     assert!(took < Duration::from_secs(40), "gave up after {took:?}");
@@ -391,8 +394,12 @@ async fn start_up_fails_clearly_without_a_sentinel_or_with_an_unknown_service_na
     }
     let root = tempfile::tempdir().expect("tempdir");
     let sentinel = Server::start(root.path(), "sentinel", &format!("sentinel monitor known 127.0.0.1 {} 1", common::free_port()), true);
-    wait_for(Duration::from_secs(20), "the sentinel answers", || async { query::<String>(sentinel.port, &redis::cmd("PING")).await.is_some() })
-        .await;
+    wait_for(
+        Duration::from_secs(20),
+        || "the sentinel answers".to_string(),
+        || async { query::<String>(sentinel.port, &redis::cmd("PING")).await.is_some() },
+    )
+    .await;
     let env = [
         ("REDIS_USE_SENTINEL", "true".to_string()),
         ("REDIS_SENTINELS", format!("127.0.0.1:{}", sentinel.port)),
