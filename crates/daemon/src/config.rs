@@ -218,24 +218,24 @@ settings! {
         db_write_timeout: u64 = "DB_WRITE_TIMEOUT", "30", "Accepted for compatibility; statements are bounded by the pool acquire timeout.";
     }
     "Redis" {
-        redis_host: Option<String> = "REDIS_HOST", "", "Redis host; set (with the same `REDIS_KEY_PREFIX`) on every node of a cluster sharing one database and bucket (docs/cluster.md); unset: a single node with in-process coordination.";
-        redis_port: u16 = "REDIS_PORT", "6379", "Redis port.";
-        redis_username: Option<String> = "REDIS_USERNAME", "", "Redis user.";
-        redis_password: Option<String> = "REDIS_PASSWORD", "", "Redis password.";
-        redis_db: u32 = "REDIS_DB", "0", "Redis database number.";
+        redis_host: Option<String> = "REDIS_HOST", "", "Redis host; set (with the same `REDIS_KEY_PREFIX`) on every node of a cluster sharing one database and bucket (docs/cluster.md); unset (and no `REDIS_USE_SENTINEL`): a single node with in-process coordination. Ignored with `REDIS_USE_SENTINEL`.";
+        redis_port: u16 = "REDIS_PORT", "6379", "Redis port (ignored with `REDIS_USE_SENTINEL`).";
+        redis_username: Option<String> = "REDIS_USERNAME", "", "Redis user (also for the master found through Sentinel).";
+        redis_password: Option<String> = "REDIS_PASSWORD", "", "Redis password (also for the master found through Sentinel).";
+        redis_db: u32 = "REDIS_DB", "0", "Redis database number (also on the master found through Sentinel).";
         redis_key_prefix: String = "REDIS_KEY_PREFIX", "plugin_daemon", "Prefix of every Redis key and channel.";
-        redis_use_ssl: bool = "REDIS_USE_SSL", "false", "Connect to Redis over TLS.";
+        redis_use_ssl: bool = "REDIS_USE_SSL", "false", "Connect to Redis over TLS (with `REDIS_USE_SENTINEL`: to the sentinels and the master).";
         redis_ssl_cert_reqs: Option<String> = "REDIS_SSL_CERT_REQS", "", "`CERT_NONE`, `CERT_OPTIONAL` or `CERT_REQUIRED`.";
         redis_ssl_ca_certs: Option<String> = "REDIS_SSL_CA_CERTS", "", "CA certificates file for Redis TLS.";
         redis_use_azure_managed_identity: bool = "REDIS_USE_AZURE_MANAGED_IDENTITY", "false", "Azure managed identity for Redis.";
-        redis_use_sentinel: bool = "REDIS_USE_SENTINEL", "false", "Discover Redis through Sentinel.";
-        redis_sentinels: Option<String> = "REDIS_SENTINELS", "", "Sentinel nodes, `host:port,...`.";
-        redis_sentinel_service_name: Option<String> = "REDIS_SENTINEL_SERVICE_NAME", "", "Sentinel service name.";
-        redis_sentinel_username: Option<String> = "REDIS_SENTINEL_USERNAME", "", "Sentinel user.";
-        redis_sentinel_password: Option<String> = "REDIS_SENTINEL_PASSWORD", "", "Sentinel password.";
-        redis_sentinel_socket_timeout: f64 = "REDIS_SENTINEL_SOCKET_TIMEOUT", "0", "Sentinel socket timeout, seconds.";
+        redis_use_sentinel: bool = "REDIS_USE_SENTINEL", "false", "Find the Redis master through Redis Sentinel instead of `REDIS_HOST`/`REDIS_PORT`, and follow it after a failover (docs/cluster.md); enables cluster coordination like `REDIS_HOST`.";
+        redis_sentinels: Option<String> = "REDIS_SENTINELS", "", "Sentinel addresses, `host:port,host:port` (a missing port means 26379); required with `REDIS_USE_SENTINEL`.";
+        redis_sentinel_service_name: Option<String> = "REDIS_SENTINEL_SERVICE_NAME", "", "The master's name the sentinels monitor (`sentinel monitor <name> ...`); required with `REDIS_USE_SENTINEL`.";
+        redis_sentinel_username: Option<String> = "REDIS_SENTINEL_USERNAME", "", "User for the sentinels (ACL), if they require one.";
+        redis_sentinel_password: Option<String> = "REDIS_SENTINEL_PASSWORD", "", "Password for the sentinels, if they require one (the master uses `REDIS_PASSWORD`).";
+        redis_sentinel_socket_timeout: f64 = "REDIS_SENTINEL_SOCKET_TIMEOUT", "0", "Seconds (fractions allowed) to connect to and hear from one sentinel, and to connect to the master it names; 0: 1 second.";
     }
-    "Cluster (several nodes; active when `REDIS_HOST` is set)" {
+    "Cluster (several nodes; active when `REDIS_HOST` or `REDIS_USE_SENTINEL` is set)" {
         cluster_advertise_url: Option<String> = "CLUSTER_ADVERTISE_URL", "", "Base URL other nodes use to reach this node's HTTP API (e.g. `http://10.0.0.5:5002`); unset: `http://<SERVER_HOST>:<bound port>`, with `0.0.0.0`/`::` replaced by `127.0.0.1`, which only suits nodes on one host. Set it on every node of a multi-host cluster.";
         plugin_placement_replicas: usize = "PLUGIN_PLACEMENT_REPLICAS", "2", "How many live nodes (chosen by rendezvous hashing of the plugin's unique identifier) run each installed plugin; a node not among them forwards the invocation to one of them. 2 keeps a warm spare, so losing a node causes no cold start; 0 means every node serves every plugin locally.";
         cluster_forward_connect_timeout: u64 = "CLUSTER_FORWARD_CONNECT_TIMEOUT", "2", "Seconds to connect to the node an invocation is forwarded to; on failure the node is skipped and the invocation served here.";
@@ -518,6 +518,47 @@ impl Settings {
             .collect()
     }
 
+    /// Whether nodes coordinate through Redis: `REDIS_HOST` is set or `REDIS_USE_SENTINEL` is on.
+    pub fn redis_enabled(&self) -> bool {
+        self.redis_use_sentinel || self.redis_host.as_deref().is_some_and(|host| !host.trim().is_empty())
+    }
+
+    /// The sentinels of `REDIS_SENTINELS` as `(host, port)`, in the given order; a missing port is
+    /// 26379. An empty list or an unparsable entry is an error.
+    pub fn redis_sentinel_addresses(&self) -> Result<Vec<(String, u16)>, ConfigError> {
+        let text = self.redis_sentinels.clone().unwrap_or_default();
+        let invalid = |reason: String| ConfigError::Invalid { name: "REDIS_SENTINELS", value: text.clone(), reason };
+        let mut addresses = Vec::new();
+        for entry in text.split(',').map(str::trim).filter(|entry| !entry.is_empty()) {
+            let (host, port) = match entry.rsplit_once(':') {
+                // `[::1]:26379`, `host:26379`; a bare IPv6 address has more than one colon and no brackets.
+                Some((host, port)) if !host.contains(':') || host.starts_with('[') => {
+                    let port = port.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| invalid(format!("{entry:?}: bad port")))?;
+                    (host.trim_start_matches('[').trim_end_matches(']').to_string(), port)
+                }
+                _ => (entry.trim_start_matches('[').trim_end_matches(']').to_string(), 26379),
+            };
+            if host.is_empty() {
+                return Err(invalid(format!("{entry:?}: no host")));
+            }
+            addresses.push((host, port));
+        }
+        if addresses.is_empty() {
+            return Err(invalid("expected host:port,host:port".into()));
+        }
+        Ok(addresses)
+    }
+
+    /// How long one exchange with a sentinel (and connecting to the master it names) may take.
+    pub fn redis_sentinel_timeout(&self) -> std::time::Duration {
+        let seconds = self.redis_sentinel_socket_timeout;
+        if seconds.is_finite() && seconds > 0.0 {
+            std::time::Duration::from_secs_f64(seconds.min(3600.0))
+        } else {
+            std::time::Duration::from_secs(1)
+        }
+    }
+
     /// Checks cross-setting rules that a single value cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.db_kind()?;
@@ -540,6 +581,23 @@ impl Settings {
                 name: "ADMIN_API_KEY",
                 value: String::new(),
                 reason: "must be at least 10 characters when ADMIN_API_ENABLED".into(),
+            });
+        }
+        if self.redis_use_sentinel {
+            self.redis_sentinel_addresses()?;
+            if self.redis_sentinel_service_name.as_deref().is_none_or(|name| name.trim().is_empty()) {
+                return Err(ConfigError::Invalid {
+                    name: "REDIS_SENTINEL_SERVICE_NAME",
+                    value: String::new(),
+                    reason: "required with REDIS_USE_SENTINEL (the name the sentinels monitor)".into(),
+                });
+            }
+        }
+        if !self.redis_sentinel_socket_timeout.is_finite() || self.redis_sentinel_socket_timeout < 0.0 {
+            return Err(ConfigError::Invalid {
+                name: "REDIS_SENTINEL_SOCKET_TIMEOUT",
+                value: self.redis_sentinel_socket_timeout.to_string(),
+                reason: "expected seconds, 0 or more".into(),
             });
         }
         if !STORAGE_TYPES.contains(&self.plugin_storage_type.trim()) {
@@ -611,6 +669,37 @@ pub fn readme_with_settings_tables(readme: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sentinel_settings_parse_and_validate() {
+        let settings =
+            |pairs: &[(&str, &str)]| Settings::from_map(&pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()).unwrap();
+        let s = settings(&[
+            ("REDIS_USE_SENTINEL", "true"),
+            ("REDIS_SENTINELS", " a:26380, [::1]:26381 ,b,,"),
+            ("REDIS_SENTINEL_SERVICE_NAME", "mymaster"),
+            ("REDIS_SENTINEL_SOCKET_TIMEOUT", "0.25"),
+        ]);
+        assert!(s.redis_enabled());
+        assert_eq!(
+            s.redis_sentinel_addresses().unwrap(),
+            vec![("a".to_string(), 26380), ("::1".to_string(), 26381), ("b".to_string(), 26379)]
+        );
+        assert_eq!(s.redis_sentinel_timeout(), std::time::Duration::from_millis(250));
+        s.validate().unwrap();
+        assert_eq!(settings(&[]).redis_sentinel_timeout(), std::time::Duration::from_secs(1));
+        assert!(!settings(&[]).redis_enabled());
+        assert!(settings(&[("REDIS_HOST", "r")]).redis_enabled());
+
+        let missing = settings(&[("REDIS_USE_SENTINEL", "true"), ("REDIS_SENTINEL_SERVICE_NAME", "m")]).validate().unwrap_err();
+        assert!(missing.to_string().contains("REDIS_SENTINELS"), "{missing}");
+        let bad = settings(&[("REDIS_USE_SENTINEL", "true"), ("REDIS_SENTINELS", "a:port"), ("REDIS_SENTINEL_SERVICE_NAME", "m")]);
+        assert!(bad.validate().unwrap_err().to_string().contains("\"a:port\": bad port"));
+        let nameless = settings(&[("REDIS_USE_SENTINEL", "true"), ("REDIS_SENTINELS", "a:1")]).validate().unwrap_err();
+        assert!(nameless.to_string().contains("REDIS_SENTINEL_SERVICE_NAME"), "{nameless}");
+        let negative = settings(&[("REDIS_SENTINEL_SOCKET_TIMEOUT", "-1")]).validate().unwrap_err();
+        assert!(negative.to_string().contains("REDIS_SENTINEL_SOCKET_TIMEOUT"), "{negative}");
+    }
 
     #[test]
     fn defaults_parse_and_validate() {

@@ -400,11 +400,11 @@ async fn database_check(settings: &Settings) -> Check {
 }
 
 async fn redis_check(settings: &Settings) -> Option<Check> {
+    if settings.redis_use_sentinel {
+        return Some(sentinel_check(settings).await);
+    }
     let host = settings.redis_host.as_deref().filter(|h| !h.is_empty())?;
     const FIX: &str = "start Redis or correct REDIS_HOST, REDIS_PORT, REDIS_USERNAME, REDIS_PASSWORD (or unset REDIS_HOST)";
-    if settings.redis_use_sentinel {
-        return Some(Check::warn("redis", "Sentinel discovery is configured; not checked", "check the Sentinel nodes by hand"));
-    }
     let address = format!("{host}:{}", settings.redis_port);
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(&address).await.map_err(|e| format!("cannot connect: {e}"))?;
@@ -446,6 +446,21 @@ async fn redis_check(settings: &Settings) -> Option<Check> {
         Ok(Err(error)) => Check::fail("redis", format!("{address}: {error}"), FIX),
         Ok(Ok(detail)) => Check::ok("redis", format!("{address}: {detail}")),
     })
+}
+
+/// Asks the sentinels for the master (`REDIS_USE_SENTINEL`); the master itself is not contacted.
+async fn sentinel_check(settings: &Settings) -> Check {
+    const FIX: &str = "start the sentinels or correct REDIS_SENTINELS, REDIS_SENTINEL_SERVICE_NAME, \
+                       REDIS_SENTINEL_USERNAME, REDIS_SENTINEL_PASSWORD";
+    let source = match crate::coord::redis::SentinelSource::from_settings(settings) {
+        Ok(source) => source,
+        Err(error) => return Check::fail("redis", format!("{error:#}"), FIX),
+    };
+    let described = format!("Sentinel {} ({})", source.described(), source.service());
+    match source.master_address().await {
+        Ok((host, port)) => Check::ok("redis", format!("{described}: master {host}:{port}")),
+        Err(error) => Check::fail("redis", format!("{described}: {error}"), FIX),
+    }
 }
 
 fn resp_command(args: &[&str]) -> Vec<u8> {

@@ -1,6 +1,6 @@
 //! Coordination between daemon nodes: the [`Coordination`] seam and its two implementations,
 //! in-process ([`local::LocalCoordination`], the default: one node, nothing shared) and Redis
-//! ([`redis::RedisCoordination`], chosen by `REDIS_HOST`), plus the placement function
+//! ([`redis::RedisCoordination`], chosen by `REDIS_HOST` or `REDIS_USE_SENTINEL`), plus the placement function
 //! ([`placement`]) that maps a plugin onto live nodes.
 //!
 //! Owns: the node registry (heartbeat keys with a TTL), keys with a TTL, locks with fencing tokens
@@ -90,11 +90,13 @@ pub trait Coordination: Send + Sync + 'static {
     fn subscribe(&self, channel: &str) -> tokio::sync::mpsc::UnboundedReceiver<SubscriptionEvent>;
 }
 
-/// The backend the settings choose: Redis when `REDIS_HOST` is set (connecting, bounded), else in-process.
+/// The backend the settings choose: Redis when `REDIS_HOST` is set or `REDIS_USE_SENTINEL` is on
+/// (connecting, bounded), else in-process.
 pub async fn open(settings: &Settings) -> anyhow::Result<Arc<dyn Coordination>> {
-    match settings.redis_host.as_deref().map(str::trim).filter(|host| !host.is_empty()) {
-        Some(_) => Ok(Arc::new(redis::RedisCoordination::connect(settings).await?)),
-        None => Ok(Arc::new(local::LocalCoordination::default())),
+    if settings.redis_enabled() {
+        Ok(Arc::new(redis::RedisCoordination::connect(settings).await?))
+    } else {
+        Ok(Arc::new(local::LocalCoordination::default()))
     }
 }
 

@@ -103,7 +103,12 @@ pub async fn report(state: &AppState) -> ServiceResult<Value> {
         "node": {"id": &*state.node_id, "platform": settings.platform().as_str(), "version": env!("CARGO_PKG_VERSION")},
         "database": database,
         "storage": format!("{} {}", settings.plugin_storage_type, settings.plugin_storage_local_root),
-        "redis": settings.redis_host.as_deref().map(|h| format!("{h}:{}", settings.redis_port)),
+        "redis": if settings.redis_use_sentinel {
+            Some(format!("sentinel {} via {}", settings.redis_sentinel_service_name.as_deref().unwrap_or_default(),
+                settings.redis_sentinels.as_deref().unwrap_or_default()))
+        } else {
+            settings.redis_host.as_deref().map(|h| format!("{h}:{}", settings.redis_port))
+        },
         "requests_in_flight": state.active_requests.load(std::sync::atomic::Ordering::Relaxed),
         "invocations_in_flight": state.active_dispatch_requests.load(std::sync::atomic::Ordering::Relaxed),
         // The plugin isolation layers, as `/health/check` reports them.

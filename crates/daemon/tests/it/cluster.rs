@@ -22,9 +22,9 @@ use common::{Backend, Daemon, TestDb};
 use serde_json::{json, Value};
 use storage_support::{Kind, StorageServer};
 
-const TENANT: &str = "0c7a2f3e-55d1-4b8e-9a61-3e2f1d0c9b8a";
-const PLUGIN_ID: &str = "testing/runtime_tools";
-const NOT_FOUND_BODY: &str =
+pub(crate) const TENANT: &str = "0c7a2f3e-55d1-4b8e-9a61-3e2f1d0c9b8a";
+pub(crate) const PLUGIN_ID: &str = "testing/runtime_tools";
+pub(crate) const NOT_FOUND_BODY: &str =
     r#"{"code":-404,"message":"{\"message\":\"plugin not found\",\"error_type\":\"PluginNotFoundError\",\"args\":null}","data":null}"#;
 pub(crate) const REDIS_URL: &str = "redis://127.0.0.1:6379/";
 
@@ -159,7 +159,7 @@ impl TestCluster {
 }
 
 /// The echo tool's answer through `daemon`: status, body, and the node that served it when forwarded.
-async fn echo(daemon: &Daemon, client: &reqwest::Client, text: &str) -> Result<(u16, String, Option<String>), String> {
+pub(crate) async fn echo(daemon: &Daemon, client: &reqwest::Client, text: &str) -> Result<(u16, String, Option<String>), String> {
     let body = json!({"user_id": "user-1", "data": {"provider": "runtime_tools", "tool": "exercise", "credentials": {},
         "credential_type": "api-key", "tool_parameters": {"mode": "echo", "text": text}}});
     let response = client
@@ -177,12 +177,12 @@ async fn echo(daemon: &Daemon, client: &reqwest::Client, text: &str) -> Result<(
     Ok((status, body, served_by))
 }
 
-fn echo_line(text: &str) -> String {
+pub(crate) fn echo_line(text: &str) -> String {
     let data = json!({"type": "text", "message": {"text": format!("echo: {text}")}, "meta": null});
     format!("data: {}\n\n", json!({"code": 0, "message": "success", "data": data}))
 }
 
-async fn assert_echo(cluster: &TestCluster, index: usize, text: &str) -> Option<String> {
+pub(crate) async fn assert_echo(cluster: &TestCluster, index: usize, text: &str) -> Option<String> {
     let node = &cluster.nodes[index];
     let (status, body, served_by) = echo(node, &node.client, text).await.unwrap_or_else(|e| panic!("node {index}: {e}"));
     assert_eq!((status, body.as_str()), (200, echo_line(text).as_str()), "through node {index}\n{}", cluster.logs());

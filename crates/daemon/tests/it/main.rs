@@ -17,6 +17,7 @@ mod admin_api;
 mod answers;
 mod cluster;
 mod cluster_routes;
+mod cluster_sentinel;
 mod cluster_serverless;
 mod config_env;
 mod debug_remote;
