@@ -60,6 +60,11 @@ impl ThroughDaemon {
         Self { client: daemon.client.clone(), url: daemon.url(&format!("/plugin/{tenant}/dispatch/tool/invoke")), tool }
     }
 
+    /// The same requests, sent with `client` to `url` (another server answering like the daemon).
+    pub fn at(client: reqwest::Client, url: String, tool: ToolRef) -> Self {
+        Self { client, url, tool }
+    }
+
     fn request(&self, parameters: &Value) -> reqwest::RequestBuilder {
         let body = json!({
             "user_id": "bench-user", "conversation_id": null, "app_id": null, "message_id": null,

@@ -83,16 +83,21 @@ struct Args {
     no_build: bool,
     daemon_bin: Option<PathBuf>,
     only: Vec<String>,
+    native_invocations: Option<usize>,
 }
 
 fn parse_args() -> Result<Option<Args>> {
-    let mut args = Args { smoke: false, no_build: false, daemon_bin: None, only: Vec::new() };
+    let mut args = Args { smoke: false, no_build: false, daemon_bin: None, only: Vec::new(), native_invocations: None };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--smoke" => args.smoke = true,
             "--no-build" => args.no_build = true,
             "--daemon-bin" => args.daemon_bin = Some(it.next().ok_or_else(|| anyhow!("--daemon-bin needs a path"))?.into()),
+            "--native-invocations" => {
+                let count = it.next().ok_or_else(|| anyhow!("--native-invocations needs a number"))?;
+                args.native_invocations = Some(count.parse().with_context(|| format!("--native-invocations {count:?}"))?);
+            }
             "--only" => args.only = it.next().ok_or_else(|| anyhow!("--only needs a list"))?.split(',').map(str::to_string).collect(),
             "baseline-http-server" => {
                 memory::run_baseline_server(it.next().ok_or_else(|| anyhow!("baseline-http-server needs a port"))?.parse()?)?;
@@ -100,8 +105,9 @@ fn parse_args() -> Result<Option<Args>> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--smoke] [--only 1,2,3,4,5,6,7,8,9,10] [--no-build] [--daemon-bin PATH]\n\n\
-                     Runs the daemon benchmark and prints a Markdown table; exits 1 if any row failed."
+                    "usage: bench [--smoke] [--only 1,2,3,4,5,6,7,8,9,10] [--no-build] [--daemon-bin PATH] [--native-invocations N]\n\n\
+                     Runs the daemon benchmark and prints a Markdown table; exits 1 if any row failed.\n\
+                     --native-invocations N: invocations per concurrency level in section 2 (a fixed workload for profiling)."
                 );
                 return Ok(None);
             }
@@ -127,7 +133,10 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let plan = if args.smoke { Plan::smoke() } else { Plan::full() };
+    let mut plan = if args.smoke { Plan::smoke() } else { Plan::full() };
+    if let Some(count) = args.native_invocations {
+        plan.native_invocations = [count, count];
+    }
     // One runtime on one thread: the bench must not take the daemon's cores.
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,

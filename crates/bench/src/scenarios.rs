@@ -342,7 +342,30 @@ fn native_rows(plan: &Plan) -> Vec<Row> {
             Target::None,
         ));
     }
+    rows.extend(ceiling_rows());
     rows
+}
+
+/// The HTTP ceiling: the bench's client against a server that does nothing but HTTP.
+fn ceiling_rows() -> Vec<Row> {
+    let base = "the same client against a minimal axum server answering a fixed SSE event (no plugin)";
+    let c = NATIVE_LEVELS[0];
+    vec![
+        Row::new(
+            "2.5.1",
+            format!("HTTP ceiling: native echo via local runtime (stdio), concurrency {c}: throughput"),
+            "inv/s",
+            base,
+            Target::None,
+        ),
+        Row::new(
+            "2.5.2",
+            format!("HTTP ceiling: native echo via local runtime (stdio), concurrency {c}: server CPU per request"),
+            "µs",
+            base,
+            Target::None,
+        ),
+    ]
 }
 
 /// Rows per attachment in [`native_rows`].
@@ -373,7 +396,47 @@ async fn native_sections(tools: &Tools, plan: &Plan, daemon: &Daemon, rows: &mut
     let uid = daemon.upload(TENANT, &package).await?;
     daemon.install(TENANT, &[uid], Duration::from_secs(600)).await.with_context(|| daemon.log_tail())?;
     let through = Invoker::Daemon(ThroughDaemon::new(daemon, TENANT, tool(format!("{NATIVE_AUTHOR}/native_main"))));
-    measure_native(plan, &through, &direct, pids, local_rows).await
+    let (local_rows, ceiling) = local_rows.split_at_mut(NATIVE_ROWS_PER_ATTACHMENT);
+    let measured = measure_native(plan, &through, &direct, pids, local_rows).await;
+    if let Err(error) = measure_ceiling(plan, daemon, &through, ceiling).await {
+        fail_rest(ceiling, &error);
+    }
+    measured
+}
+
+/// Rows 2.5.x: the daemon at concurrency 64 (local runtime) against the same client driving a
+/// minimal HTTP server, in alternating halves; throughput and server CPU per request.
+async fn measure_ceiling(plan: &Plan, daemon: &Daemon, through: &Invoker, rows: &mut [Row]) -> Result<()> {
+    log("2: HTTP ceiling (minimal server, fixed SSE answer)");
+    let server = BaselineServer::start().await?;
+    let tool = ToolRef { plugin_id: "none".into(), provider: NATIVE_PROVIDER.into(), tool: NATIVE_TOOL.into() };
+    let ceiling = Invoker::Daemon(ThroughDaemon::at(daemon.client.clone(), format!("{}/sse", server.base), tool));
+    let parameters = json!({"mode": "echo", "text": "hello"});
+    let limit = Duration::from_secs(600);
+    let c = NATIVE_LEVELS[0];
+    let total = plan.native_invocations[0];
+    closed_loop(&ceiling, &parameters, c, 2000.min(total), limit).await.context("warm-up minimal server")?;
+    let (mut d, mut b) = (Vec::new(), Vec::new());
+    let (mut daemon_cpu, mut server_cpu) = (0.0, 0.0);
+    for _ in 0..2 {
+        let (samples, cpu) = with_cpu(daemon.pid(), closed_loop(through, &parameters, c, total / 2, limit))
+            .await
+            .context("through daemon")?;
+        d.push(samples);
+        daemon_cpu += cpu;
+        let (samples, cpu) = with_cpu(Some(server.pid()), closed_loop(&ceiling, &parameters, c, total / 2, limit))
+            .await
+            .context("minimal server")?;
+        b.push(samples);
+        server_cpu += cpu;
+    }
+    let (d, b) = (merge(d), merge(b));
+    rows[0].daemon = d.per_second().ok_or_else(|| "no samples".into());
+    rows[0].baseline = b.per_second().ok_or_else(|| "no samples".into());
+    let invocations = (total / 2 * 2) as f64;
+    rows[1].daemon = Ok(daemon_cpu / invocations * 1e6);
+    rows[1].baseline = Ok(server_cpu / invocations * 1e6);
+    Ok(())
 }
 
 /// Starts the native plugin in remote mode against the daemon's debug server and waits (bounded)

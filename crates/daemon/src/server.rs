@@ -146,7 +146,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     // The debug server holds the shutdown handle: the signal disconnects debugging plugins at once,
     // so their open streams end.
     let debug_server = crate::service::debugging::start_debug_server(&state).await;
-    let app = crate::http::router(state.clone());
+    let app = crate::http::Front::new(state.clone());
     // When the signal came: in-flight requests and background tasks share one drain budget from then.
     let signalled_at = std::sync::Arc::new(std::sync::OnceLock::new());
     {
@@ -166,7 +166,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         }
     });
     let serve_stop = shutdown.clone();
-    let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+    let server = axum::serve(listener, axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<SocketAddr>(app))
         .with_graceful_shutdown(async move { serve_stop.cancelled().await });
     // In-flight requests (streams included) get a bounded time to finish after the signal.
     let drain_stop = shutdown.clone();

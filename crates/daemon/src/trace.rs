@@ -28,12 +28,25 @@ fn is_hex_id(text: &str, len: usize) -> bool {
     text.len() == len && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) && text.bytes().any(|b| b != b'0')
 }
 
+/// `bytes` random bytes as lowercase hex, never all zeros. Ids only need to be unique, not secret:
+/// they come from the thread's generator (seeded from the OS once), not from a system call each.
 fn random_hex(bytes: usize) -> String {
-    let mut out = String::with_capacity(bytes * 2);
-    while out.len() < bytes * 2 {
-        out.push_str(&uuid::Uuid::new_v4().simple().to_string());
+    use rand::RngCore;
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut raw = [0u8; 16];
+    let raw = &mut raw[..bytes.min(16)];
+    let mut rng = rand::thread_rng();
+    loop {
+        rng.fill_bytes(raw);
+        if raw.iter().any(|b| *b != 0) {
+            break;
+        }
     }
-    out.truncate(bytes * 2);
+    let mut out = String::with_capacity(raw.len() * 2);
+    for b in raw.iter() {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0x0f)] as char);
+    }
     out
 }
 
@@ -69,7 +82,21 @@ impl TraceContext {
 
     /// The `traceparent` header value.
     pub fn to_traceparent(&self) -> String {
-        format!("00-{}-{}-{:02x}", self.trace_id, self.span_id, self.flags)
+        let mut out = String::with_capacity(55);
+        self.write_traceparent(&mut out);
+        out
+    }
+
+    /// Appends the `traceparent` header value to `out`.
+    pub fn write_traceparent(&self, out: &mut String) {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        out.push_str("00-");
+        out.push_str(&self.trace_id);
+        out.push('-');
+        out.push_str(&self.span_id);
+        out.push('-');
+        out.push(DIGITS[usize::from(self.flags >> 4)] as char);
+        out.push(DIGITS[usize::from(self.flags & 0x0f)] as char);
     }
 }
 

@@ -377,43 +377,92 @@ fn object_keys(access_type: AccessType, action: &str) -> &'static [&'static str]
     }
 }
 
+/// One field of a request's `data` as validation and completion see it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldValue<'a> {
+    Missing,
+    Null,
+    Str(std::borrow::Cow<'a, str>),
+    Object {
+        empty: bool,
+    },
+    /// A number, a boolean or an array.
+    Other,
+}
+
+/// A request's `data` (a `Value` map, or the raw fields of [`crate::invoke::RawPayload`]) as route
+/// validation and completion read and change it.
+pub trait RouteFields {
+    /// The value of `key`.
+    fn field(&self, key: &str) -> FieldValue<'_>;
+    fn remove_field(&mut self, key: &str);
+    /// Adds `key` as `null` unless it is present.
+    fn null_if_missing(&mut self, key: &'static str);
+    /// Sets `key` to `{}` when it is missing or `null`.
+    fn empty_object_if_null(&mut self, key: &'static str);
+}
+
+impl RouteFields for Map<String, Value> {
+    fn field(&self, key: &str) -> FieldValue<'_> {
+        match self.get(key) {
+            None => FieldValue::Missing,
+            Some(Value::Null) => FieldValue::Null,
+            Some(Value::String(text)) => FieldValue::Str(std::borrow::Cow::Borrowed(text)),
+            Some(Value::Object(object)) => FieldValue::Object { empty: object.is_empty() },
+            Some(_) => FieldValue::Other,
+        }
+    }
+
+    fn remove_field(&mut self, key: &str) {
+        self.remove(key);
+    }
+
+    fn null_if_missing(&mut self, key: &'static str) {
+        self.entry(key.to_string()).or_insert(Value::Null);
+    }
+
+    fn empty_object_if_null(&mut self, key: &'static str) {
+        let entry = self.entry(key.to_string()).or_insert(Value::Null);
+        if entry.is_null() {
+            *entry = Value::Object(Map::new());
+        }
+    }
+}
+
 impl DispatchRoute {
     /// Completes the request `data` the way the Go daemon's typed structs serialise it: SDK-required
     /// nullable keys present (as `null`), required maps present (as `{}`), an empty `credential_type`
     /// omitted.
-    pub fn complete_payload(&self, data: &mut Map<String, Value>) {
-        if data.get("credential_type").is_some_and(|v| v.as_str() == Some("")) {
-            data.remove("credential_type");
+    pub fn complete_payload<P: RouteFields + ?Sized>(&self, data: &mut P) {
+        if matches!(data.field("credential_type"), FieldValue::Str(text) if text.is_empty()) {
+            data.remove_field("credential_type");
         }
         for key in nullable_required_keys(self.action) {
-            data.entry(key.to_string()).or_insert(Value::Null);
+            data.null_if_missing(key);
         }
         for key in object_keys(self.access_type, self.action) {
-            let entry = data.entry(key.to_string()).or_insert(Value::Null);
-            if entry.is_null() {
-                *entry = Value::Object(Map::new());
-            }
+            data.empty_object_if_null(key);
         }
     }
 
     /// Checks the request `data` against the route's rules; the error lists every failing field, one
     /// per line, like the Go validator.
-    pub fn validate(&self, data: &Map<String, Value>) -> Result<(), String> {
+    pub fn validate<P: RouteFields + ?Sized>(&self, data: &P) -> Result<(), String> {
         let mut problems = Vec::new();
         for field in self.required {
-            let ok = match data.get(*field) {
-                None | Some(Value::Null) => false,
-                Some(Value::String(text)) => !text.is_empty(),
-                Some(_) => true,
+            let ok = match data.field(field) {
+                FieldValue::Missing | FieldValue::Null => false,
+                FieldValue::Str(text) => !text.is_empty(),
+                FieldValue::Object { .. } | FieldValue::Other => true,
             };
             if !ok {
                 problems.push(format!("Key: 'data.{field}' Error:Field validation for '{field}' failed on the 'required' tag"));
             }
         }
-        if let Some(Value::String(model_type)) = data.get("model_type") {
+        if let FieldValue::Str(model_type) = data.field("model_type") {
             let ok = match self.model_type {
                 ModelTypeRule::None | ModelTypeRule::NonEmpty => true,
-                ModelTypeRule::Valid => MODEL_TYPES.contains(&model_type.as_str()),
+                ModelTypeRule::Valid => MODEL_TYPES.contains(&model_type.as_ref()),
                 ModelTypeRule::Exactly(expected) => model_type == expected,
             };
             if !ok && !model_type.is_empty() {
@@ -421,10 +470,8 @@ impl DispatchRoute {
             }
         }
         if self.action == "check_polling" {
-            if let Some(Value::Object(state)) = data.get("plugin_state") {
-                if state.is_empty() {
-                    problems.push("Key: 'data.plugin_state' Error:Field validation for 'plugin_state' failed on the 'min' tag".to_string());
-                }
+            if let FieldValue::Object { empty: true } = data.field("plugin_state") {
+                problems.push("Key: 'data.plugin_state' Error:Field validation for 'plugin_state' failed on the 'min' tag".to_string());
             }
         }
         if problems.is_empty() {

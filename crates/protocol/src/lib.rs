@@ -7,6 +7,7 @@ pub mod api;
 pub mod compact;
 pub mod envelope;
 pub mod identifier;
+pub mod invoke;
 pub mod manifest;
 pub mod message;
 pub mod observe;

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::compact::RawChunk;
+use crate::invoke::Payload;
 
 /// The `event` of a daemon → plugin line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +107,66 @@ impl PluginInStream {
         out
     }
 
+    /// The line of [`Self::request`] for a [`Payload`]; raw fields are copied into it as they are.
+    pub fn payload_request_line(
+        session_id: &str,
+        invocation: &InvocationContext,
+        user_id: &str,
+        access_type: &str,
+        access_action: &str,
+        payload: &Payload,
+    ) -> Vec<u8> {
+        let raw = match payload {
+            Payload::Tree(map) => return Self::request_line(session_id, invocation, user_id, access_type, access_action, map),
+            Payload::Raw(raw) => raw,
+        };
+        let mut fields: Vec<(&str, RawField<'_>)> = raw
+            .iter()
+            .filter(|(key, _)| !matches!(*key, "user_id" | "type" | "action"))
+            .map(|(key, value)| (key, RawField::Json(value)))
+            .collect();
+        fields.push(("user_id", RawField::Text(user_id)));
+        fields.push(("type", RawField::Text(access_type)));
+        fields.push(("action", RawField::Text(access_action)));
+        fields.sort_by(|a, b| a.0.cmp(b.0));
+        let values: usize = fields.iter().map(|(key, value)| key.len() + value.len() + 4).sum();
+        let mut out = Vec::with_capacity(values + session_id.len() + 160);
+        // The layout of `RequestLine` as serde_json writes it; strings and values cannot fail to write.
+        let text = |out: &mut Vec<u8>, text: &str| {
+            let _ = serde_json::to_writer(&mut *out, text);
+        };
+        let optional = |out: &mut Vec<u8>, value: &Option<String>| match value {
+            Some(value) => text(out, value),
+            None => out.extend_from_slice(b"null"),
+        };
+        out.extend_from_slice(b"{\"session_id\":");
+        text(&mut out, session_id);
+        out.extend_from_slice(b",\"conversation_id\":");
+        optional(&mut out, &invocation.conversation_id);
+        out.extend_from_slice(b",\"message_id\":");
+        optional(&mut out, &invocation.message_id);
+        out.extend_from_slice(b",\"app_id\":");
+        optional(&mut out, &invocation.app_id);
+        out.extend_from_slice(b",\"endpoint_id\":");
+        optional(&mut out, &invocation.endpoint_id);
+        out.extend_from_slice(b",\"context\":");
+        let _ = serde_json::to_writer(&mut out, &invocation.context);
+        out.extend_from_slice(b",\"event\":\"request\",\"data\":{");
+        for (i, (key, value)) in fields.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            text(&mut out, key);
+            out.push(b':');
+            match value {
+                RawField::Json(json) => out.extend_from_slice(json),
+                RawField::Text(value) => text(&mut out, value),
+            }
+        }
+        out.extend_from_slice(b"}}\n");
+        out
+    }
+
     /// A `backwards_response` line answering `backwards_request_id`.
     pub fn backwards_response(session_id: &str, invocation: &InvocationContext, reply: &BackwardsReply) -> Self {
         let data = serde_json::to_value(reply).unwrap_or(Value::Null);
@@ -152,6 +213,22 @@ struct RequestLine<'a> {
 enum RequestField<'a> {
     Value(&'a Value),
     Text(&'a str),
+}
+
+/// A `data` entry of a line written from raw fields.
+enum RawField<'a> {
+    /// Canonical compact JSON.
+    Json(&'a [u8]),
+    Text(&'a str),
+}
+
+impl RawField<'_> {
+    fn len(&self) -> usize {
+        match self {
+            RawField::Json(json) => json.len(),
+            RawField::Text(text) => text.len() + 2,
+        }
+    }
 }
 
 /// Already sorted `data` entries, written as one object.

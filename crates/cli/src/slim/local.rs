@@ -182,7 +182,7 @@ async fn invoke_once(
         plugin_id: format!("{}/{}", declaration.author, declaration.name),
         access_type,
         action: context.action.clone(),
-        payload,
+        payload: payload.into(),
         invocation: InvocationContext::default(),
         permissions: declaration.permissions(),
         trace: None,

@@ -20,9 +20,10 @@ use axum::routing::post;
 use axum::Router;
 use dify_protocol::access::{find_dispatch_route, DispatchRoute, ResponseMode};
 use dify_protocol::compact::RawChunk;
+use dify_protocol::invoke::InvokeBody;
 use dify_protocol::message::{InvocationContext, PluginSessionError};
 use dify_protocol::{DaemonError, ErrorType};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::forward::{self, ForwardRequest};
 use super::{fail_with_status, AppState, NOT_FOUND_BODY};
@@ -41,8 +42,13 @@ async fn dispatch(State(state): State<AppState>, Path(params): Path<HashMap<Stri
     let Some(route) = find_dispatch_route(&route_path) else {
         return plain_json(StatusCode::NOT_FOUND, NOT_FOUND_BODY.to_string());
     };
+    serve(&state, &tenant_id, route, &headers, &body).await
+}
+
+/// Serves one invocation of `route` for `tenant_id` (counted in `active_dispatch_requests`).
+pub(super) async fn serve(state: &AppState, tenant_id: &str, route: &'static DispatchRoute, headers: &HeaderMap, body: &Bytes) -> Response {
     state.active_dispatch_requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let response = dispatch_route(&state, &tenant_id, route, &headers, &body).await;
+    let response = dispatch_route(state, tenant_id, route, headers, body).await;
     state.active_dispatch_requests.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     response
 }
@@ -66,18 +72,14 @@ async fn dispatch_route(state: &AppState, tenant_id: &str, route: &'static Dispa
         }
     };
 
-    let mut request: Map<String, Value> = match serde_json::from_slice(body) {
-        Ok(Value::Object(object)) => object,
-        _ => Map::new(),
-    };
-    let mut data = match request.remove("data") {
-        Some(Value::Object(data)) => data,
-        _ => {
-            return fail_with_status(
-                StatusCode::BAD_REQUEST,
-                DaemonError::bad_request("Key: 'InvokePluginRequest.Data' Error:Field validation for 'Data' failed on the 'required' tag"),
-            )
-        }
+    // The body in one pass with the route fields kept as raw JSON; the tree when only it gives the
+    // exact answer (see `dify_protocol::invoke`).
+    let parsed = InvokeBody::parse(body).or_else(|| InvokeBody::from_tree(serde_json::from_slice(body).unwrap_or(Value::Null)));
+    let Some(InvokeBody { user_id, conversation_id, message_id, app_id, endpoint_id, context, mut data }) = parsed else {
+        return fail_with_status(
+            StatusCode::BAD_REQUEST,
+            DaemonError::bad_request("Key: 'InvokePluginRequest.Data' Error:Field validation for 'Data' failed on the 'required' tag"),
+        );
     };
     if let Err(message) = route.validate(&data) {
         return fail_with_status(StatusCode::BAD_REQUEST, DaemonError::bad_request(message));
@@ -90,24 +92,20 @@ async fn dispatch_route(state: &AppState, tenant_id: &str, route: &'static Dispa
     }
     // In a cluster the plugin may be placed on (or, debugging, connected to) another node.
     let forwarded = forward::is_forwarded(state, headers);
-    let elsewhere = || ForwardRequest::invocation(state, format!("/plugin/{tenant_id}/dispatch{}", route.path), headers, body.clone());
-    if let Some(response) = forward::serve_elsewhere(state, &installation, forwarded, elsewhere).await {
-        return response;
+    if state.cluster.is_shared() && !forwarded {
+        // (Boxed: only a cluster routes, and these futures are large; inline they would grow every
+        // invocation's future.)
+        let elsewhere = || ForwardRequest::invocation(state, format!("/plugin/{tenant_id}/dispatch{}", route.path), headers, body.clone());
+        if let Some(response) = Box::pin(forward::serve_elsewhere(state, &installation, forwarded, elsewhere)).await {
+            return response;
+        }
     }
-    let text = |key: &str| request.get(key).and_then(Value::as_str).map(str::to_owned);
-
     let invocation = Invocation {
-        user_id: text("user_id").unwrap_or_default(),
+        user_id: user_id.unwrap_or_default(),
         access_type: route.access_type,
         action: route.action.to_string(),
         payload: data,
-        context: InvocationContext {
-            conversation_id: text("conversation_id"),
-            message_id: text("message_id"),
-            app_id: text("app_id"),
-            endpoint_id: text("endpoint_id"),
-            context: request.get("context").filter(|c| !c.is_null()).cloned(),
-        },
+        context: InvocationContext { conversation_id, message_id, app_id, endpoint_id, context },
     };
     let session = match invoke(state, &installation, invocation).await {
         Ok(session) => session,
@@ -256,6 +254,7 @@ mod tests {
     use dify_protocol::access::{ChunkHandling, TOOL_MESSAGE_TYPES};
     use dify_protocol::message::{parse_plugin_line, PluginEvent, SessionMessage};
     use proptest::prelude::*;
+    use serde_json::Map;
 
     fn raw(value: &Value) -> RawChunk {
         RawChunk::from_value(value)

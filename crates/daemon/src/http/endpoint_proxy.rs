@@ -191,7 +191,7 @@ async fn proxy(State(state): State<AppState>, request: Request) -> Response {
         user_id: String::new(),
         access_type: AccessType::Endpoint,
         action: "invoke_endpoint".to_string(),
-        payload,
+        payload: payload.into(),
         context: InvocationContext { endpoint_id: Some(target.endpoint.id.clone()), ..Default::default() },
     };
     let session = match runtime.start(&state, invocation).await {

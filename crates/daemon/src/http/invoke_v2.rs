@@ -210,7 +210,7 @@ async fn dispatch_route(state: &AppState, route: &'static DispatchRoute, headers
         user_id: text("user_id").unwrap_or_default(),
         access_type: route.access_type,
         action: route.action.to_string(),
-        payload: data,
+        payload: data.into(),
         context: InvocationContext {
             conversation_id: text("conversation_id"),
             message_id: text("message_id"),

@@ -1,5 +1,7 @@
 //! The HTTP API: routing, the `X-Api-Key` check, the response envelope, the not-found body, panic
 //! and request accounting middleware. Handlers are thin: bind the request, call a service, render.
+//! The server runs [`Front`]: this router, with invocations taken on a direct path through the same
+//! steps (see `front`).
 //!
 //! Only this module knows axum. It must not contain business rules or SQL.
 
@@ -9,6 +11,7 @@ mod dispatch;
 mod endpoint;
 mod endpoint_proxy;
 mod forward;
+mod front;
 mod invoke_v2;
 mod logs;
 mod management;
@@ -33,6 +36,7 @@ use futures::FutureExt;
 use serde::Serialize;
 
 pub use crate::service::state::AppState;
+pub use front::Front;
 
 /// Body of every unknown route (and wrong method), sent with HTTP 404.
 pub const NOT_FOUND_BODY: &str = r#"{"code":"not_found","message":"route not found"}"#;
@@ -78,23 +82,43 @@ async fn not_found() -> Response {
 
 /// Rejects requests whose `X-Api-Key` differs from the server key (HTTP 401, fixed body).
 async fn require_api_key(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let given = request.headers().get("x-api-key").and_then(|v| v.to_str().ok()).unwrap_or("");
-    if given.as_bytes() != state.server_key.as_bytes() {
-        return fail_with_status(StatusCode::UNAUTHORIZED, DaemonError::unauthorized());
+    if let Some(refused) = api_key_refused(&state, request.headers()) {
+        return refused;
     }
     next.run(request).await
 }
 
+/// The HTTP 401 answer when the request's `X-Api-Key` is not the server key.
+fn api_key_refused(state: &AppState, headers: &axum::http::HeaderMap) -> Option<Response> {
+    let given = headers.get("x-api-key").and_then(|v| v.to_str().ok()).unwrap_or("");
+    if given.as_bytes() != state.server_key.as_bytes() {
+        return Some(fail_with_status(StatusCode::UNAUTHORIZED, DaemonError::unauthorized()));
+    }
+    None
+}
+
 /// Counts requests in flight and per route, and turns a handler panic into a bare HTTP 500.
 async fn account_and_recover(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let method = request.method().to_string();
-    let path = request.uri().path().to_string();
+    accounted(&state, request, |request| next.run(request)).await
+}
+
+/// [`account_and_recover`] around any handler: the request log line, the in-flight gauge, the
+/// per-route metric, panic recovery.
+async fn accounted<F, Fut>(state: &AppState, request: Request, handler: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
+    // Clones share the request's buffers (no copy); the log line and the metric borrow them.
+    let method = request.method().clone();
+    let uri = request.uri().clone();
+    let path = uri.path();
     // Route families keep the metric's label set small whatever ids the paths carry.
-    let route = route_family(&path);
+    let route = route_family(path);
     let skip_log = path == "/health/check" && !state.settings.health_api_log_enabled;
     state.active_requests.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
-    let response = match std::panic::AssertUnwindSafe(next.run(request)).catch_unwind().await {
+    let response = match std::panic::AssertUnwindSafe(handler(request)).catch_unwind().await {
         Ok(r) => r,
         Err(_) => {
             tracing::error!(%method, %route, "request handler panicked");
@@ -108,7 +132,7 @@ async fn account_and_recover(State(state): State<AppState>, request: Request, ne
         tracing::info!(%method, %path, status, elapsed_ms = elapsed * 1000.0, "request");
     }
     if state.settings.prometheus_enabled {
-        state.metrics.observe_request(&method, route, status, elapsed);
+        state.metrics.observe_request(method.as_str(), route, status, elapsed);
     }
     response
 }
@@ -123,8 +147,16 @@ const MAX_REJECTION_TEXT: usize = 64 * 1024;
 async fn envelope_rejections(request: Request, next: Next) -> Response {
     let proxied = request.uri().path().starts_with("/e/");
     let response = next.run(request).await;
+    if proxied {
+        return response;
+    }
+    envelope_rejection(response).await
+}
+
+/// The envelope of [`envelope_rejections`] for a plain-text 4xx/5xx answer; any other answer as is.
+async fn envelope_rejection(response: Response) -> Response {
     let status = response.status();
-    if proxied || !(status.is_client_error() || status.is_server_error()) {
+    if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
     let plain = response

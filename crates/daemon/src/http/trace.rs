@@ -17,10 +17,24 @@ use crate::telemetry::{self, Kind};
 use crate::trace::TraceContext;
 
 pub async fn propagate(request: Request, next: Next) -> Response {
+    traced(request, |request| next.run(request)).await
+}
+
+/// [`propagate`] around any handler.
+pub(super) async fn traced<F, Fut>(request: Request, handler: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
     let header = request.headers().get("traceparent").and_then(|v| v.to_str().ok());
     let caller = header.and_then(TraceContext::parse);
-    let mut context = caller.clone().unwrap_or_else(TraceContext::generate).child();
-    let mut exported = if telemetry::enabled() {
+    let exporting = telemetry::enabled();
+    let mut context = match &caller {
+        Some(caller) => caller.child(),
+        // A new trace: its first hop is this one (the same as a generated context's child).
+        None => TraceContext::generate(),
+    };
+    let mut exported = if exporting {
         let (name, attributes) = span_of(&request);
         let span = telemetry::start(name, Kind::Server, &context, caller.as_ref().map(|c| c.span_id.as_str()), attributes);
         if let Some(sampled) = span.sampled() {
@@ -31,13 +45,16 @@ pub async fn propagate(request: Request, next: Next) -> Response {
         telemetry::SpanGuard::default()
     };
     let span = tracing::info_span!("request", trace_id = %context.trace_id);
-    let mut response = crate::trace::scope(context.clone(), next.run(request)).instrument(span).await;
-    let status = response.status();
-    exported.set_attribute("http.response.status_code", i64::from(status.as_u16()));
-    if status.is_server_error() {
-        exported.set_error(status.to_string());
+    let traceparent = HeaderValue::from_str(&context.to_traceparent()).ok();
+    let mut response = crate::trace::scope(context, handler(request)).instrument(span).await;
+    if exporting {
+        let status = response.status();
+        exported.set_attribute("http.response.status_code", i64::from(status.as_u16()));
+        if status.is_server_error() {
+            exported.set_error(status.to_string());
+        }
     }
-    if let Ok(value) = HeaderValue::from_str(&context.to_traceparent()) {
+    if let Some(value) = traceparent {
         response.headers_mut().insert("traceparent", value);
     }
     response

@@ -144,7 +144,14 @@ impl PluginConnection {
             }
             writer.flush().await
         };
-        match tokio::time::timeout(self.options.write_timeout, write).await {
+        let mut write = std::pin::pin!(write);
+        // A write the pipe or socket takes at once needs no timer; only one that has to wait for the
+        // plugin to read gets the write timeout.
+        let written = match std::future::poll_fn(|cx| std::task::Poll::Ready(std::future::Future::poll(write.as_mut(), cx))).await {
+            std::task::Poll::Ready(result) => Ok(result),
+            std::task::Poll::Pending => tokio::time::timeout(self.options.write_timeout, write).await,
+        };
+        match written {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(ConnectionError::Write(error.to_string())),
             Err(_) => Err(ConnectionError::WriteTimeout),

@@ -5,7 +5,7 @@
 //!
 //! Owns only that check; it must not talk to runtimes or the database.
 
-use dify_protocol::access::{AccessType, DispatchRoute, ModelTypeRule};
+use dify_protocol::access::{AccessType, DispatchRoute, FieldValue, ModelTypeRule, RouteFields};
 use dify_protocol::message::PluginSessionError;
 use dify_protocol::{DaemonError, ErrorType, PluginDeclaration};
 use serde_json::{Map, Value};
@@ -56,16 +56,19 @@ pub fn check_route(
     plugin_id: &str,
     declaration: &PluginDeclaration,
     route: &DispatchRoute,
-    data: &Map<String, Value>,
+    data: &(impl RouteFields + ?Sized),
 ) -> Result<(), Unsupported> {
     if let Some((false, kind)) = provided(declaration, route.access_type) {
         return Err(Unsupported::AccessType { plugin_id: plugin_id.to_string(), action: route.action, kind });
     }
     let typed = matches!(route.model_type, ModelTypeRule::Exactly(_) | ModelTypeRule::Valid);
     if let (true, Some(model)) = (typed, declaration.model.as_ref()) {
-        let requested = data.get("model_type").and_then(Value::as_str).unwrap_or_default();
+        let requested = match data.field("model_type") {
+            FieldValue::Str(text) => text,
+            _ => Default::default(),
+        };
         let supported = &model.supported_model_types;
-        if !supported.is_empty() && !requested.is_empty() && !supported.iter().any(|t| t == requested) {
+        if !supported.is_empty() && !requested.is_empty() && !supported.iter().any(|t| *t == *requested) {
             return Err(Unsupported::ModelType {
                 plugin_id: plugin_id.to_string(),
                 action: route.action,

@@ -6,7 +6,9 @@
 //! [`InstallationWriteListener`], which this cache is, after they commit), never by a timer. It must not read the
 //! database itself; [`crate::service::find_installation`] fills it.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::Installation;
@@ -69,7 +71,7 @@ impl InstallationCache {
         if state.unavailable {
             return None;
         }
-        state.entries.get(&(tenant_id.to_string(), plugin_id.to_string())).cloned()
+        state.entries.get(&(tenant_id, plugin_id) as &dyn KeyPair).cloned()
     }
 
     /// The current generation; take it before reading the row that will be [`insert`](Self::insert)ed.
@@ -100,7 +102,7 @@ impl InstallationCache {
     pub fn invalidate(&self, tenant_id: &str, plugin_id: &str) {
         let mut state = self.state();
         state.generation = state.generation.wrapping_add(1);
-        state.entries.remove(&(tenant_id.to_string(), plugin_id.to_string()));
+        state.entries.remove(&(tenant_id, plugin_id) as &dyn KeyPair);
     }
 
     /// Drops every entry; for writes whose affected keys are unknown.
@@ -137,6 +139,44 @@ impl InstallationCache {
         self.len() == 0
     }
 }
+
+/// A `(tenant, plugin_id)` key, owned or borrowed, so a lookup needs no owned copy of the key.
+trait KeyPair {
+    fn pair(&self) -> (&str, &str);
+}
+
+impl KeyPair for (String, String) {
+    fn pair(&self) -> (&str, &str) {
+        (&self.0, &self.1)
+    }
+}
+
+impl KeyPair for (&str, &str) {
+    fn pair(&self) -> (&str, &str) {
+        (self.0, self.1)
+    }
+}
+
+impl<'a> Borrow<dyn KeyPair + 'a> for (String, String) {
+    fn borrow(&self) -> &(dyn KeyPair + 'a) {
+        self
+    }
+}
+
+/// Hashes as the owned tuple does (each string in turn), as `Borrow` requires.
+impl Hash for dyn KeyPair + '_ {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.pair().hash(state);
+    }
+}
+
+impl PartialEq for dyn KeyPair + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.pair() == other.pair()
+    }
+}
+
+impl Eq for dyn KeyPair + '_ {}
 
 impl InstallationWriteListener for InstallationCache {
     fn installation_written(&self, tenant_id: &str, plugin_id: &str) {

@@ -14,8 +14,8 @@
 use std::time::Duration;
 
 use dify_protocol::access::AccessType;
+use dify_protocol::invoke::Payload;
 use dify_protocol::message::InvocationContext;
-use serde_json::{Map, Value};
 
 use super::launch::launch_stored_package;
 use super::state::AppState;
@@ -35,7 +35,7 @@ pub struct Invocation {
     pub access_type: AccessType,
     pub action: String,
     /// Route fields, flattened into the request's `data`.
-    pub payload: Map<String, Value>,
+    pub payload: Payload,
     pub context: InvocationContext,
 }
 
@@ -77,7 +77,8 @@ pub async fn find_runtime(state: &AppState, installation: &Installation) -> Resu
         }
         // Launched, then stopped again before the lease was taken (only with a tiny idle timeout).
         attempts += 1;
-        if attempts > LAUNCH_ATTEMPTS || !lazy_launch(state, installation).await {
+        // Boxed: the launch is rare and its future large; inline it would grow every invocation's future.
+        if attempts > LAUNCH_ATTEMPTS || !Box::pin(lazy_launch(state, installation)).await {
             return Err(InvocationError::NoRuntime);
         }
     };

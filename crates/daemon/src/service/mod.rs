@@ -85,7 +85,8 @@ pub async fn find_installation(
         return Ok(Some(hit));
     }
     let generation = cache.generation();
-    let Some(record) = state.db.installation_by_plugin_id(tenant_id, plugin_id).await? else {
+    // Boxed: a miss is rare and the query's future large; inline it would grow every lookup's future.
+    let Some(record) = Box::pin(state.db.installation_by_plugin_id(tenant_id, plugin_id)).await? else {
         return Ok(None);
     };
     let installation = Arc::new(installation_from_record(record)?);

@@ -76,7 +76,8 @@ async fn probe(manager: &RuntimeManager, plugin: &Plugin) -> Value {
         payload: json!({"provider": "fork_probe", "tool": "probe", "credentials": {}, "tool_parameters": {}})
             .as_object()
             .cloned()
-            .unwrap_or_else(Map::new),
+            .unwrap_or_else(Map::new)
+            .into(),
         invocation: InvocationContext::default(),
         permissions: plugin.declaration.permissions(),
         trace: None,

@@ -77,7 +77,7 @@ impl Running {
             plugin_id: self.uid.plugin_id().into(),
             access_type,
             action: action.into(),
-            payload: payload.as_object().cloned().unwrap_or_else(Map::new),
+            payload: payload.as_object().cloned().unwrap_or_else(Map::new).into(),
             invocation: InvocationContext::default(),
             permissions: self.declaration.permissions(),
             trace: None,
@@ -358,7 +358,8 @@ async fn oversized_line_fails_only_its_session_and_a_dropped_caller_ends_its_ses
             json!({"provider": "runtime_tools", "tool": "exercise", "credentials": {}, "tool_parameters": {"mode": "sleep", "count": 30}})
                 .as_object()
                 .cloned()
-                .expect("object"),
+                .expect("object")
+                .into(),
         invocation: InvocationContext::default(),
         permissions: running.declaration.permissions(),
         trace: None,

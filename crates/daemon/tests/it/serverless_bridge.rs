@@ -167,7 +167,7 @@ async fn run_request(bridge: &Bridge, access_type: AccessType, action: &str, pay
         plugin_id: "testing/bridge".into(),
         access_type,
         action: action.into(),
-        payload: payload.as_object().cloned().unwrap_or_default(),
+        payload: payload.as_object().cloned().unwrap_or_default().into(),
         invocation: InvocationContext::default(),
         permissions: Default::default(),
         trace: None,

@@ -538,7 +538,7 @@ async fn invoke(context: Arc<RunContext>, caller: Arc<ClientIdentity>, output: O
                 plugin_id: context.plugin_id.clone(),
                 access_type: request.access_type,
                 action: request.action,
-                payload: request.payload,
+                payload: request.payload.into(),
                 invocation: InvocationContext::default(),
                 permissions: context.permissions.clone(),
                 trace: None,
