@@ -95,6 +95,26 @@ impl SessionStream {
             }
         }
     }
+
+    /// The next item if one is already there, without waiting: `Ready(None)` after the last item,
+    /// `Pending` when the plugin has sent nothing more yet. Lets a reader gather every item that is
+    /// ready into one write without ever holding an item back.
+    pub fn try_next(&mut self) -> std::task::Poll<Option<SessionOutput>> {
+        use std::task::Poll;
+        let Some(driver) = self.driver.as_mut() else { return Poll::Ready(None) };
+        match driver.try_next() {
+            None => Poll::Pending,
+            Some(Step::Item(chunk)) => Poll::Ready(Some(SessionOutput::Chunk(chunk))),
+            Some(Step::Last(output)) => {
+                self.driver = None;
+                Poll::Ready(Some(output))
+            }
+            Some(Step::End) => {
+                self.driver = None;
+                Poll::Ready(None)
+            }
+        }
+    }
 }
 
 /// Writes the request to the plugin and returns the stream of its results. The listener is
@@ -219,33 +239,58 @@ impl SessionDriver {
                     return Step::Last(SessionOutput::TimedOut);
                 }
             };
-            let output = match event {
-                None => SessionOutput::Failed(PluginSessionError::new(
-                    "PluginDaemonInternalServerError",
-                    "plugin connection closed the session",
-                )),
-                Some(SessionEvent::Failed(error)) => SessionOutput::Failed(error),
-                Some(SessionEvent::Message(message)) => match message {
-                    SessionMessage::Stream(item) => return Step::Item(item),
-                    SessionMessage::Invoke(Ok(request)) => {
-                        self.start_backwards(request);
-                        continue;
-                    }
-                    SessionMessage::Invoke(Err(reason)) => SessionOutput::Failed(PluginSessionError::new(
-                        "invoke_dify_error",
-                        format!("invalid backwards invocation request: {reason}"),
-                    )),
-                    SessionMessage::Error(error) => SessionOutput::Failed(error),
-                    SessionMessage::End(_) => return Step::End,
-                    SessionMessage::Unknown(kind) => SessionOutput::Failed(PluginSessionError::new(
-                        "unknown_stream_message_type",
-                        format!("unknown stream message type: {kind}"),
-                    )),
-                },
-            };
-            self.failed = matches!(output, SessionOutput::Failed(_));
-            return Step::Last(output);
+            if let Some(step) = self.step(event) {
+                return step;
+            }
         }
+    }
+
+    /// [`Self::next`] without waiting: `None` when no message is there yet.
+    fn try_next(&mut self) -> Option<Step> {
+        loop {
+            if self.deadline.is_elapsed() {
+                self.failed = true;
+                return Some(Step::Last(SessionOutput::TimedOut));
+            }
+            let event = match self.listener.try_recv() {
+                Ok(event) => Some(event),
+                Err(mpsc::error::TryRecvError::Empty) => return None,
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+            };
+            if let Some(step) = self.step(event) {
+                return Some(step);
+            }
+        }
+    }
+
+    /// What one event of the listener (`None`: the connection dropped the session) gives the reader;
+    /// `None` when it gives nothing (a backwards invocation was started).
+    fn step(&mut self, event: Option<SessionEvent>) -> Option<Step> {
+        let output = match event {
+            None => {
+                SessionOutput::Failed(PluginSessionError::new("PluginDaemonInternalServerError", "plugin connection closed the session"))
+            }
+            Some(SessionEvent::Failed(error)) => SessionOutput::Failed(error),
+            Some(SessionEvent::Message(message)) => match message {
+                SessionMessage::Stream(item) => return Some(Step::Item(item)),
+                SessionMessage::Invoke(Ok(request)) => {
+                    self.start_backwards(request);
+                    return None;
+                }
+                SessionMessage::Invoke(Err(reason)) => SessionOutput::Failed(PluginSessionError::new(
+                    "invoke_dify_error",
+                    format!("invalid backwards invocation request: {reason}"),
+                )),
+                SessionMessage::Error(error) => SessionOutput::Failed(error),
+                SessionMessage::End(_) => return Some(Step::End),
+                SessionMessage::Unknown(kind) => SessionOutput::Failed(PluginSessionError::new(
+                    "unknown_stream_message_type",
+                    format!("unknown stream message type: {kind}"),
+                )),
+            },
+        };
+        self.failed = matches!(output, SessionOutput::Failed(_));
+        Some(Step::Last(output))
     }
 
     /// Runs one backwards invocation in its own task; its answers and their `end` go through the

@@ -18,6 +18,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
+use bytes::BytesMut;
 use dify_protocol::access::{find_dispatch_route, DispatchRoute, ResponseMode};
 use dify_protocol::compact::RawChunk;
 use dify_protocol::invoke::InvokeBody;
@@ -136,17 +137,12 @@ pub(super) fn sse_line(json: &str) -> Bytes {
 /// The head of a success envelope, up to its `data` value (the field order of `Envelope::success`).
 const SUCCESS_HEAD: &[u8] = b"{\"code\":0,\"message\":\"success\",\"data\":";
 
-/// The SSE line of a successful chunk, `data: {"code":0,"message":"success","data":<chunk>}`: the
-/// chunk's canonical compact text spliced in, the same bytes as serialising the protocol's
-/// `Envelope::success` of the chunk's `Value`.
+/// The SSE line of one successful chunk alone ([`push_success_sse_line`]).
+#[cfg(test)]
 fn success_sse_line(chunk: &RawChunk) -> Bytes {
-    let json = chunk.as_bytes();
-    let mut line = Vec::with_capacity(6 + SUCCESS_HEAD.len() + json.len() + 3);
-    line.extend_from_slice(b"data: ");
-    line.extend_from_slice(SUCCESS_HEAD);
-    line.extend_from_slice(json);
-    line.extend_from_slice(b"}\n\n");
-    Bytes::from(line)
+    let mut line = BytesMut::new();
+    push_success_sse_line(&mut line, chunk);
+    line.freeze()
 }
 
 /// The success envelope through the protocol's `Envelope` type: the reference for [`success_sse_line`].
@@ -168,35 +164,73 @@ fn plugin_invoke_error(error: &PluginSessionError) -> DaemonError {
     DaemonError::new(ErrorType::PluginInvokeError, super::plugin_errors::for_caller(error).to_sorted_json())
 }
 
-/// The SSE line for one session output: `Some(line, last)`, or `None` for an item that produces no
-/// line (a blob chunk being merged).
-fn render_output(shaper: &mut ChunkShaper, output: SessionOutput) -> Option<(Bytes, bool)> {
+/// Appends the SSE line of a successful chunk to `out`,
+/// `data: {"code":0,"message":"success","data":<chunk>}`: the chunk's canonical compact text spliced
+/// in, the same bytes as serialising the protocol's `Envelope::success` of the chunk's `Value`.
+fn push_success_sse_line(out: &mut BytesMut, chunk: &RawChunk) {
+    let json = chunk.as_bytes();
+    out.reserve(6 + SUCCESS_HEAD.len() + json.len() + 3);
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(SUCCESS_HEAD);
+    out.extend_from_slice(json);
+    out.extend_from_slice(b"}\n\n");
+}
+
+/// Appends the SSE line for one session output to `out` (nothing for an item that produces no line,
+/// a blob chunk being merged); true when it was the last line of the stream.
+fn render_output(shaper: &mut ChunkShaper, output: SessionOutput, out: &mut BytesMut) -> bool {
     match output {
         SessionOutput::Chunk(item) => match shaper.shape(item) {
-            Ok(Some(shaped)) => Some((success_sse_line(&shaped), false)),
-            Ok(None) => None,
-            Err(error) => Some((sse_line(&plugin_invoke_error(&error).to_envelope_json()), true)),
+            Ok(Some(shaped)) => {
+                push_success_sse_line(out, &shaped);
+                false
+            }
+            Ok(None) => false,
+            Err(error) => {
+                out.extend_from_slice(&sse_line(&plugin_invoke_error(&error).to_envelope_json()));
+                true
+            }
         },
-        other => failure_error(&other).map(|error| (sse_line(&error.to_envelope_json()), true)),
+        other => {
+            if let Some(error) = failure_error(&other) {
+                out.extend_from_slice(&sse_line(&error.to_envelope_json()));
+            }
+            true
+        }
     }
 }
 
+/// Most bytes gathered into one body chunk from items that are already there.
+const GATHER_BYTES: usize = 256 * 1024;
+
 /// The SSE body of a session. The body pulls the session's outputs itself (no task between the
-/// session and the connection): each poll shapes the next item and returns its line. A client that
-/// disconnects makes the server drop the body, which drops the session and so ends it, even while
-/// the plugin is silent.
+/// session and the connection): each poll waits for the next item, then also takes every item that
+/// is already there (up to [`GATHER_BYTES`]) and returns their lines as one body chunk, so a fast
+/// plugin's stream goes out in few large writes while a single item is never held back. A client
+/// that disconnects makes the server drop the body, which drops the session and so ends it, even
+/// while the plugin is silent.
 pub(super) fn sse_body(session: crate::session::SessionStream, shaper: ChunkShaper) -> Body {
-    let state = Some((session, shaper));
+    let state = Some((session, shaper, BytesMut::new()));
     let stream = futures::stream::unfold(state, |state| async move {
-        let (mut session, mut shaper) = state?;
+        let (mut session, mut shaper, mut out) = state?;
+        // Wait until an output gives a line.
         loop {
             let output = session.next().await?;
-            match render_output(&mut shaper, output) {
-                Some((line, false)) => return Some((Ok::<_, Infallible>(line), Some((session, shaper)))),
-                Some((line, true)) => return Some((Ok(line), None)),
-                None => continue,
+            if render_output(&mut shaper, output, &mut out) {
+                return Some((Ok::<_, Infallible>(out.split().freeze()), None));
+            }
+            if !out.is_empty() {
+                break;
             }
         }
+        while out.len() < GATHER_BYTES {
+            let std::task::Poll::Ready(Some(output)) = session.try_next() else { break };
+            if render_output(&mut shaper, output, &mut out) {
+                return Some((Ok(out.split().freeze()), None));
+            }
+        }
+        let chunk = out.split().freeze();
+        Some((Ok(chunk), Some((session, shaper, out))))
     });
     Body::from_stream(stream)
 }

@@ -30,7 +30,8 @@ use crate::service::Installation;
 pub const SERVED_BY_HEADER: &str = "x-dify-served-by";
 
 /// Headers of an invocation that travel with it.
-const INVOCATION_HEADERS: &[&str] = &["x-plugin-id", "x-plugin-unique-identifier", "content-type", "traceparent", "tracestate", "dify-plugin-session-id"];
+const INVOCATION_HEADERS: &[&str] =
+    &["x-plugin-id", "x-plugin-unique-identifier", "content-type", "traceparent", "tracestate", "dify-plugin-session-id"];
 
 /// Headers that concern one connection, never forwarded in either direction (RFC 9110 §7.6.1,
 /// plus the legacy `Proxy-Connection`). `Content-Length` of a request is set again from its body.

@@ -87,6 +87,11 @@ impl SessionListener {
     pub async fn recv(&mut self) -> Option<SessionEvent> {
         self.events.recv().await
     }
+
+    /// The next event if one is already queued, without waiting.
+    pub fn try_recv(&mut self) -> Result<SessionEvent, mpsc::error::TryRecvError> {
+        self.events.try_recv()
+    }
 }
 
 impl Drop for SessionListener {

@@ -279,11 +279,12 @@ impl LocalPlugin {
         &self,
         config: &RuntimeConfig,
         child: ChildProcess,
-        stdout: impl tokio::io::AsyncRead + Send + Unpin + 'static,
+        stdout: impl tokio::io::AsyncRead + std::os::fd::AsRawFd + Send + Unpin + 'static,
         stdin: impl tokio::io::AsyncWrite + Send + 'static,
         stderr: impl tokio::io::AsyncRead + Send + Unpin + 'static,
         jail: super::sandbox::PluginJail,
     ) -> RunningInstance {
+        widen_pipe(stdout.as_raw_fd());
         let options = ConnectionOptions {
             max_line_bytes: config.max_line_bytes,
             label: self.spec.identifier.clone(),
@@ -432,5 +433,21 @@ fn render_tail(tail: &Arc<Mutex<OutputTail>>) -> String {
         String::new()
     } else {
         format!("; stderr: {text}")
+    }
+}
+
+/// Bytes the plugin's stdout pipe may hold (the kernel default is 64 KiB): a plugin streaming
+/// output runs ahead of the daemon's reader instead of blocking at every 64 KiB, and the reader
+/// gets more lines per read.
+const STDOUT_PIPE_BYTES: libc::c_int = 1024 * 1024;
+
+/// Grows the pipe behind `fd` to [`STDOUT_PIPE_BYTES`]; a pipe that cannot grow (system limit
+/// `/proc/sys/fs/pipe-max-size`, per-user pipe budget) keeps its size.
+fn widen_pipe(fd: std::os::fd::RawFd) {
+    // SAFETY: fcntl on a descriptor this process owns; F_SETPIPE_SZ changes only the pipe's capacity
+    // and fails harmlessly on anything that is not a pipe.
+    let result = unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, STDOUT_PIPE_BYTES) };
+    if result < 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "plugin stdout pipe keeps its size");
     }
 }
