@@ -107,7 +107,7 @@ impl ThroughDaemon {
         while let Some(piece) = body.next().await {
             buffer.extend_from_slice(&piece.context("reading SSE body")?);
             let mut start = 0;
-            while let Some(pos) = buffer[start..].windows(2).position(|w| w == b"\n\n") {
+            while let Some(pos) = memchr::memmem::find(&buffer[start..], b"\n\n") {
                 let event = &buffer[start..start + pos];
                 start += pos + 2;
                 sse_event(event, &mut outcome)?;
