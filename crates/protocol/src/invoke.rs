@@ -398,6 +398,7 @@ impl<'de> Visitor<'de> for DataKey<'_> {
 mod tests {
     use super::*;
     use crate::access::find_dispatch_route;
+    use crate::json_text::Json;
     use crate::message::{InvocationContext, PluginInStream};
     use proptest::prelude::*;
 
@@ -497,64 +498,6 @@ mod tests {
         }
     }
 
-    /// A JSON text as a caller might write it; objects may repeat keys.
-    #[derive(Debug, Clone)]
-    enum Json {
-        Raw(String),
-        Str(String),
-        Array(Vec<Json>),
-        Object(Vec<(String, Json)>),
-    }
-
-    fn render(json: &Json, spaced: bool, ascii: bool, out: &mut String) {
-        let (comma, colon) = if spaced { (", ", ": ") } else { (",", ":") };
-        match json {
-            Json::Raw(text) => out.push_str(text),
-            Json::Str(s) => render_str(s, ascii, out),
-            Json::Array(items) => {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push_str(comma);
-                    }
-                    render(item, spaced, ascii, out);
-                }
-                out.push(']');
-            }
-            Json::Object(entries) => {
-                out.push('{');
-                for (i, (key, item)) in entries.iter().enumerate() {
-                    if i > 0 {
-                        out.push_str(comma);
-                    }
-                    render_str(key, ascii, out);
-                    out.push_str(colon);
-                    render(item, spaced, ascii, out);
-                }
-                out.push('}');
-            }
-        }
-    }
-
-    fn render_str(s: &str, ascii: bool, out: &mut String) {
-        out.push('"');
-        for c in s.chars() {
-            match c {
-                '"' => out.push_str("\\\""),
-                '\\' => out.push_str("\\\\"),
-                '/' if ascii => out.push_str("\\/"),
-                c if (c as u32) < 0x20 || (ascii && (c as u32) > 0x7e) => {
-                    let mut units = [0u16; 2];
-                    for unit in c.encode_utf16(&mut units) {
-                        out.push_str(&format!("\\u{unit:04x}"));
-                    }
-                }
-                c => out.push(c),
-            }
-        }
-        out.push('"');
-    }
-
     fn arb_json() -> impl Strategy<Value = Json> {
         let leaf = prop_oneof![
             prop_oneof![
@@ -624,9 +567,7 @@ mod tests {
         /// Whenever the raw reading answers, everything derived from it is what the tree gives.
         #[test]
         fn raw_bodies_give_the_tree_answers(body in arb_body(), spaced in any::<bool>(), ascii in any::<bool>()) {
-            let mut text = String::new();
-            render(&body, spaced, ascii, &mut text);
-            assert_same(text.as_bytes());
+            assert_same(body.render(spaced, ascii).as_bytes());
         }
     }
 }

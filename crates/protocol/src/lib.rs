@@ -8,6 +8,8 @@ pub mod compact;
 pub mod envelope;
 pub mod identifier;
 pub mod invoke;
+#[cfg(any(test, feature = "test-support"))]
+pub mod json_text;
 pub mod manifest;
 pub mod message;
 pub mod observe;

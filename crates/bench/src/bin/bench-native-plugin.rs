@@ -13,9 +13,12 @@
 //! Must not: do real work, sleep on the request path (except `hold`), or allocate per chunk more
 //! than needed — it is the fastest plugin the protocol allows, so the daemon is what gets measured.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde_json::{json, Value};
@@ -24,6 +27,35 @@ use serde_json::{json, Value};
 const BLOB_CHUNK: usize = 8192;
 
 type SharedWriter = Arc<Mutex<Box<dyn Write + Send>>>;
+
+/// Held sessions waiting for their `end`: (when, session id).
+type Holds = Sender<(Instant, String)>;
+
+/// One thread ends every held session when its time comes (a thread per held session would hit
+/// the sandbox's process limit long before a thousand streams).
+fn start_holder(writer: SharedWriter) -> Holds {
+    let (sender, receiver) = channel::<(Instant, String)>();
+    std::thread::spawn(move || {
+        let mut due: BinaryHeap<Reverse<(Instant, String)>> = BinaryHeap::new();
+        loop {
+            let next = match due.peek() {
+                None => receiver.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(Reverse((at, _))) => receiver.recv_timeout(at.saturating_duration_since(Instant::now())),
+            };
+            match next {
+                Ok(hold) => due.push(Reverse(hold)),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            while due.peek().is_some_and(|Reverse((at, _))| *at <= Instant::now()) {
+                if let Some(Reverse((_, session))) = due.pop() {
+                    let _ = send(&writer, &end(&session), true);
+                }
+            }
+        }
+    });
+    sender
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -72,6 +104,7 @@ fn serve(input: Box<dyn Read + Send>, output: Box<dyn Write + Send>) -> Result<(
         });
     }
     let blob_piece = base64::engine::general_purpose::STANDARD.encode(pattern(BLOB_CHUNK));
+    let holds = start_holder(writer.clone());
     let mut reader = BufReader::with_capacity(1 << 16, input);
     let mut line = String::new();
     loop {
@@ -93,7 +126,7 @@ fn serve(input: Box<dyn Read + Send>, output: Box<dyn Write + Send>) -> Result<(
             continue;
         }
         let session = message["session_id"].as_str().unwrap_or_default().to_string();
-        answer(&writer, &session, &message["data"], &blob_piece)?;
+        answer(&writer, &session, &message["data"], &blob_piece, &holds)?;
         // Batch answers of requests that are already buffered; flush once the input is drained.
         if reader.buffer().is_empty() {
             flush(&writer)?;
@@ -101,7 +134,7 @@ fn serve(input: Box<dyn Read + Send>, output: Box<dyn Write + Send>) -> Result<(
     }
 }
 
-fn answer(writer: &SharedWriter, session: &str, data: &Value, blob_piece: &str) -> Result<(), String> {
+fn answer(writer: &SharedWriter, session: &str, data: &Value, blob_piece: &str, holds: &Holds) -> Result<(), String> {
     if data["action"] != "invoke_tool" {
         if data["action"] == "validate_tool_credentials" {
             send(writer, &stream_item(session, json!({"result": true})), false)?;
@@ -139,12 +172,9 @@ fn answer(writer: &SharedWriter, session: &str, data: &Value, blob_piece: &str) 
         }
         "hold" => {
             send(writer, &text(session, "held"), true)?;
-            let writer = writer.clone();
-            let session = session.to_string();
-            std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(count));
-                let _ = send(&writer, &end(&session), true);
-            });
+            holds
+                .send((Instant::now() + Duration::from_millis(count), session.to_string()))
+                .map_err(|_| "holder thread ended".to_string())?;
             return Ok(());
         }
         _ => {

@@ -286,6 +286,7 @@ pub(super) fn plain_json(status: StatusCode, body: String) -> Response {
 mod tests {
     use super::*;
     use dify_protocol::access::{ChunkHandling, TOOL_MESSAGE_TYPES};
+    use dify_protocol::json_text::Json;
     use dify_protocol::message::{parse_plugin_line, PluginEvent, SessionMessage};
     use proptest::prelude::*;
     use serde_json::Map;
@@ -378,76 +379,14 @@ mod tests {
         }
     }
 
-    /// A JSON text as a plugin might write it; objects may repeat keys.
-    #[derive(Debug, Clone)]
-    enum Json {
-        Null,
-        Bool(bool),
-        Number(String),
-        Str(String),
-        Array(Vec<Json>),
-        Object(Vec<(String, Json)>),
-    }
-
-    fn render(json: &Json, spaced: bool, ascii: bool, out: &mut String) {
-        let (comma, colon) = if spaced { (", ", ": ") } else { (",", ":") };
-        match json {
-            Json::Null => out.push_str("null"),
-            Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-            Json::Number(n) => out.push_str(n),
-            Json::Str(s) => render_str(s, ascii, out),
-            Json::Array(items) => {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push_str(comma);
-                    }
-                    render(item, spaced, ascii, out);
-                }
-                out.push(']');
-            }
-            Json::Object(entries) => {
-                out.push('{');
-                for (i, (key, item)) in entries.iter().enumerate() {
-                    if i > 0 {
-                        out.push_str(comma);
-                    }
-                    render_str(key, ascii, out);
-                    out.push_str(colon);
-                    render(item, spaced, ascii, out);
-                }
-                out.push('}');
-            }
-        }
-    }
-
-    fn render_str(s: &str, ascii: bool, out: &mut String) {
-        out.push('"');
-        for c in s.chars() {
-            match c {
-                '"' => out.push_str("\\\""),
-                '\\' => out.push_str("\\\\"),
-                '/' if ascii => out.push_str("\\/"),
-                c if (c as u32) < 0x20 || (ascii && (c as u32) > 0x7e) => {
-                    let mut units = [0u16; 2];
-                    for unit in c.encode_utf16(&mut units) {
-                        out.push_str(&format!("\\u{unit:04x}"));
-                    }
-                }
-                c => out.push(c),
-            }
-        }
-        out.push('"');
-    }
-
     fn arb_json() -> impl Strategy<Value = Json> {
         let leaf = prop_oneof![
-            Just(Json::Null),
-            any::<bool>().prop_map(Json::Bool),
-            any::<i64>().prop_map(|n| Json::Number(n.to_string())),
-            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| Json::Number(format!("{f:e}"))),
+            Just(Json::Raw("null".into())),
+            any::<bool>().prop_map(|b| Json::Raw(b.to_string())),
+            any::<i64>().prop_map(|n| Json::Raw(n.to_string())),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| Json::Raw(format!("{f:e}"))),
             prop_oneof![Just("1.0"), Just("-0"), Just("1E+2"), Just("0.1e-6"), Just("18446744073709551615")]
-                .prop_map(|n| Json::Number(n.into())),
+                .prop_map(|n| Json::Raw(n.into())),
             any::<String>().prop_map(Json::Str),
             "[a-z/\"\\\\ é\u{1F600}\n\t\\x00-\\x1f]{0,12}".prop_map(Json::Str),
             prop::sample::select(TOOL_MESSAGE_TYPES).prop_map(|t| Json::Str(t.into())),
@@ -496,8 +435,7 @@ mod tests {
             data_first in any::<bool>(),
             tool in any::<bool>(),
         ) {
-            let mut text = String::new();
-            render(&item, spaced, ascii, &mut text);
+            let text = item.render(spaced, ascii);
             let line = if data_first {
                 format!(r#"{{"data": {{"data": {text}, "type": "stream"}}, "session_id": "s-1", "event": "session"}}"#)
             } else {
