@@ -263,9 +263,32 @@ pub fn rss_mib(pid: u32) -> Result<f64> {
     Ok(kib / 1024.0)
 }
 
-/// CPU time (user + system) a process has used so far, seconds: `utime` + `stime` of
-/// `/proc/<pid>/stat`, in clock ticks.
+/// CPU time a process has used so far, seconds. Nanosecond-precise where the kernel keeps
+/// scheduler statistics: the sum over the process's threads of the run time in
+/// `/proc/<pid>/task/<tid>/schedstat` (a thread that exits is no longer counted, so only a
+/// difference over a window in which no busy thread exits is meaningful; the plugins' threads and
+/// the daemon's runtime workers live as long as the process). Otherwise `utime` + `stime` of
+/// `/proc/<pid>/stat`, in clock ticks (10 ms each, too coarse for a short window).
 pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    match scheduled_seconds(pid) {
+        Some(seconds) => Ok(seconds),
+        None => tick_seconds(pid),
+    }
+}
+
+/// The sum of the first field (nanoseconds on a CPU) of every thread's `schedstat`.
+fn scheduled_seconds(pid: u32) -> Option<f64> {
+    let mut nanoseconds: u64 = 0;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let path = entry.ok()?.path().join("schedstat");
+        // A thread that ended between the listing and the read counts as nothing.
+        let Ok(text) = std::fs::read_to_string(&path) else { continue };
+        nanoseconds += text.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    (nanoseconds > 0).then_some(nanoseconds as f64 / 1e9)
+}
+
+fn tick_seconds(pid: u32) -> Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("/proc/{pid}/stat"))?;
     // The command name (field 2) may hold spaces; the fields after its closing parenthesis are plain.
     let rest = stat.rsplit_once(')').map(|(_, rest)| rest).ok_or_else(|| anyhow!("bad /proc/{pid}/stat"))?;
