@@ -19,6 +19,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
 use crate::daemon::{Daemon, SERVER_KEY};
+use crate::http1::Http1Pool;
 
 /// What one invocation returned.
 #[derive(Debug, Clone, Copy, Default)]
@@ -48,34 +49,50 @@ pub struct ToolRef {
 }
 
 /// Invokes a tool through the daemon's dispatch route.
+///
+/// Invocations go through [`Http1Pool`], a lean keep-alive client, so the load rows measure the
+/// server rather than a general-purpose client; held streams use `reqwest`.
 #[derive(Clone)]
 pub struct ThroughDaemon {
     client: reqwest::Client,
     url: String,
     tool: ToolRef,
+    pool: Arc<Http1Pool>,
+    /// Request line and headers up to (not including) `Content-Length`.
+    head: Arc<Vec<u8>>,
 }
 
 impl ThroughDaemon {
     pub fn new(daemon: &Daemon, tenant: &str, tool: ToolRef) -> Self {
-        Self { client: daemon.client.clone(), url: daemon.url(&format!("/plugin/{tenant}/dispatch/tool/invoke")), tool }
+        Self::at(daemon.client.clone(), daemon.url(&format!("/plugin/{tenant}/dispatch/tool/invoke")), tool)
     }
 
     /// The same requests, sent with `client` to `url` (another server answering like the daemon).
     pub fn at(client: reqwest::Client, url: String, tool: ToolRef) -> Self {
-        Self { client, url, tool }
+        let pool = Http1Pool::for_url(&url).unwrap_or_else(|error| panic!("bench URL {url}: {error}"));
+        let path = url.strip_prefix("http://").and_then(|rest| rest.find('/').map(|i| &rest[i..])).unwrap_or("/");
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: {}\r\nx-api-key: {SERVER_KEY}\r\nx-plugin-id: {}\r\ncontent-type: application/json\r\n",
+            pool.address(),
+            tool.plugin_id
+        );
+        Self { client, url, tool, pool: Arc::new(pool), head: Arc::new(head.into_bytes()) }
     }
 
-    fn request(&self, parameters: &Value) -> reqwest::RequestBuilder {
-        let body = json!({
+    fn body(&self, parameters: &Value) -> Value {
+        json!({
             "user_id": "bench-user", "conversation_id": null, "app_id": null, "message_id": null,
             "data": {"provider": self.tool.provider, "tool": self.tool.tool, "credentials": {},
                      "credential_type": "api-key", "tool_parameters": parameters}
-        });
+        })
+    }
+
+    fn request(&self, parameters: &Value) -> reqwest::RequestBuilder {
         self.client
             .post(&self.url)
             .header("X-Api-Key", SERVER_KEY)
             .header("X-Plugin-ID", &self.tool.plugin_id)
-            .json(&body)
+            .json(&self.body(parameters))
     }
 
     /// Starts an invocation and returns its body once the first SSE bytes arrived (the stream stays
@@ -96,23 +113,38 @@ impl ThroughDaemon {
     }
 
     pub async fn invoke(&self, parameters: &Value) -> Result<Outcome> {
-        let response = self.request(parameters).send().await.context("dispatch request")?;
-        let status = response.status();
-        if !status.is_success() {
-            bail!("dispatch answered HTTP {status}: {}", response.text().await.unwrap_or_default());
-        }
+        let body = serde_json::to_vec(&self.body(parameters))?;
+        let mut head = Vec::with_capacity(self.head.len() + 32);
+        head.extend_from_slice(&self.head);
+        head.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
         let mut outcome = Outcome::default();
         let mut buffer: Vec<u8> = Vec::new();
-        let mut body = response.bytes_stream();
-        while let Some(piece) = body.next().await {
-            buffer.extend_from_slice(&piece.context("reading SSE body")?);
-            let mut start = 0;
-            while let Some(pos) = memchr::memmem::find(&buffer[start..], b"\n\n") {
-                let event = &buffer[start..start + pos];
-                start += pos + 2;
-                sse_event(event, &mut outcome)?;
-            }
-            buffer.drain(..start);
+        let answer = self
+            .pool
+            .send(&head, &body, &mut |piece| {
+                // Whole events are read straight from the piece; only a split one is buffered.
+                let mut rest = piece;
+                if !buffer.is_empty() {
+                    buffer.extend_from_slice(piece);
+                    rest = &[];
+                }
+                let source: &[u8] = if buffer.is_empty() { rest } else { &buffer };
+                let mut start = 0;
+                while let Some(pos) = memchr::memmem::find(&source[start..], b"\n\n") {
+                    sse_event(&source[start..start + pos], &mut outcome)?;
+                    start += pos + 2;
+                }
+                if buffer.is_empty() {
+                    buffer.extend_from_slice(&rest[start..]);
+                } else {
+                    buffer.drain(..start);
+                }
+                Ok(())
+            })
+            .await
+            .context("dispatch request")?;
+        if !(200..300).contains(&answer.status) {
+            bail!("dispatch answered HTTP {}: {}", answer.status, String::from_utf8_lossy(&answer.body));
         }
         if !buffer.iter().all(u8::is_ascii_whitespace) {
             sse_event(&buffer, &mut outcome)?;

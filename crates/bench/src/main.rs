@@ -9,6 +9,7 @@
 mod cluster;
 mod daemon;
 mod fork_start;
+mod http1;
 mod idle_env;
 mod invoke;
 mod load;

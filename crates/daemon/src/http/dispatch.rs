@@ -120,7 +120,7 @@ async fn dispatch_route(state: &AppState, tenant_id: &str, route: &'static Dispa
     };
 
     match route.response {
-        ResponseMode::EventStream => event_stream(sse_body(session, ChunkShaper::new(route.chunks))),
+        ResponseMode::EventStream => event_stream(sse_body(session, ChunkShaper::new(route.chunks)).await),
         ResponseMode::SingleJson => single_json(session, ChunkShaper::new(route.chunks)).await,
     }
 }
@@ -203,15 +203,20 @@ fn render_output(shaper: &mut ChunkShaper, output: SessionOutput, out: &mut Byte
 /// Most bytes gathered into one body chunk from items that are already there.
 const GATHER_BYTES: usize = 256 * 1024;
 
-/// The SSE body of a session. The body pulls the session's outputs itself (no task between the
-/// session and the connection): each poll waits for the next item, then also takes every item that
-/// is already there (up to [`GATHER_BYTES`]) and returns their lines as one body chunk, so a fast
-/// plugin's stream goes out in few large writes while a single item is never held back. A client
-/// that disconnects makes the server drop the body, which drops the session and so ends it, even
-/// while the plugin is silent.
-pub(super) fn sse_body(session: crate::session::SessionStream, shaper: ChunkShaper) -> Body {
+/// The SSE body of a session, answered once the session's first line is there. The body pulls the
+/// session's outputs itself (no task between the session and the connection): each poll waits for
+/// the next item, then also takes every item that is already there (up to [`GATHER_BYTES`]) and
+/// returns their lines as one body chunk, so a fast plugin's stream goes out in few large writes
+/// while a single item is never held back.
+///
+/// Waiting for the first line before answering puts the response head and that line in one write
+/// (as upstream, whose head goes out with the first flushed line); answering at once would send the
+/// head alone and cost the client a read and the daemon a write per invocation. A client that
+/// disconnects makes the server drop the body (or this future), which drops the session and so
+/// ends it, even while the plugin is silent.
+pub(super) async fn sse_body(session: crate::session::SessionStream, shaper: ChunkShaper) -> Body {
     let state = Some((session, shaper, BytesMut::new()));
-    let stream = futures::stream::unfold(state, |state| async move {
+    let mut stream = Box::pin(futures::stream::unfold(state, |state| async move {
         let (mut session, mut shaper, mut out) = state?;
         // Wait until an output gives a line.
         loop {
@@ -231,8 +236,12 @@ pub(super) fn sse_body(session: crate::session::SessionStream, shaper: ChunkShap
         }
         let chunk = out.split().freeze();
         Some((Ok(chunk), Some((session, shaper, out))))
-    });
-    Body::from_stream(stream)
+    }));
+    match futures::StreamExt::next(&mut stream).await {
+        Some(first) => Body::from_stream(futures::StreamExt::chain(futures::stream::iter([first]), stream)),
+        // The session ended without a line: an empty stream.
+        None => Body::empty(),
+    }
 }
 
 pub(super) async fn single_json(mut session: crate::session::SessionStream, mut shaper: ChunkShaper) -> Response {

@@ -230,7 +230,7 @@ async fn dispatch_route(state: &AppState, route: &'static DispatchRoute, headers
         }
     };
     match route.response {
-        ResponseMode::EventStream => event_stream(sse_body(session, ChunkShaper::new(route.chunks))),
+        ResponseMode::EventStream => event_stream(sse_body(session, ChunkShaper::new(route.chunks)).await),
         ResponseMode::SingleJson => single_json(session, ChunkShaper::new(route.chunks)).await,
     }
 }
