@@ -134,7 +134,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let shutdown = state.shutdown.clone();
     shutdown.spawn(housekeeping_loop(state.clone()));
     shutdown.spawn(idle_sweep_loop(state.clone()));
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let listener = listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
     // The bound address (SERVER_PORT=0 picks a free port; the line names the real one).
     let addr = listener.local_addr().unwrap_or(addr);
     tracing::info!(%addr, db = ?state.db.kind(), platform = %state.settings.platform, "dify-plugin-daemon listening");
@@ -252,5 +252,37 @@ async fn housekeeping_loop(state: AppState) {
         if let Err(e) = crate::service::tasks::housekeeping(&state).await {
             tracing::warn!(error = %e, "install task housekeeping failed");
         }
+    }
+}
+
+/// Connections the kernel may queue for the API listener before they are accepted (the kernel caps
+/// it at `net.core.somaxconn`). A burst of new connections, e.g. a client opening hundreds at once,
+/// must not overflow the queue: a dropped handshake is retried by the client only after a second.
+/// Upstream's Go server asks for `somaxconn` too; tokio's `TcpListener::bind` asks for 128.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds the API listener with [`LISTEN_BACKLOG`] (address reuse on, as `TcpListener::bind` sets it).
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hundreds of connections opened at once, none accepted yet: every handshake completes, where a
+    /// listener with tokio's default queue of 128 leaves the rest waiting for a retransmission.
+    #[tokio::test]
+    async fn the_listener_queues_a_burst_of_connections() {
+        let listener = listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connects = (0..400).map(|_| tokio::time::timeout(std::time::Duration::from_millis(700), tokio::net::TcpStream::connect(addr)));
+        let results = futures::future::join_all(connects).await;
+        let connected = results.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
+        assert_eq!(connected, 400, "connections completed before the timeout");
+        drop(listener);
     }
 }
