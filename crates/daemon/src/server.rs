@@ -166,7 +166,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         }
     });
     let serve_stop = shutdown.clone();
-    let server = axum::serve(listener, axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<SocketAddr>(app))
+    let server = axum::serve(listener, axum::ServiceExt::<axum::extract::Request>::into_make_service(app))
         .with_graceful_shutdown(async move { serve_stop.cancelled().await });
     // In-flight requests (streams included) get a bounded time to finish after the signal.
     let drain_stop = shutdown.clone();
