@@ -222,6 +222,13 @@ fn sdk_rows() -> Vec<Row> {
         rows.push(Row::new(&format!("1.{}.2", i + 1), format!("SDK echo tool, concurrency {c}: p99"), "ms", base, Target::None));
         rows.push(Row::new(&format!("1.{}.3", i + 1), format!("SDK echo tool, concurrency {c}: throughput"), "inv/s", base, Target::None));
     }
+    rows.push(Row::new(
+        "1.1.4",
+        "SDK echo tool, concurrency 1: daemon CPU per invocation",
+        "µs",
+        "the SDK plugin's own CPU per invocation, driven directly",
+        Target::None,
+    ));
     rows
 }
 
@@ -273,6 +280,7 @@ async fn sdk_overhead(tools: &Tools, plan: &Plan, daemon: &Daemon, rows: &mut [R
     build_venv(tools, scratch.path()).await?;
     let python = scratch.path().join(".venv/bin/python");
     let direct = DirectPlugin::start(&python, &["-m", "main"], scratch.path(), &[("INSTALL_METHOD", "local")], tool).await?;
+    let pids = CpuPids { daemon: daemon.pid(), direct: direct.pid() };
     let direct = Invoker::Direct(std::sync::Arc::new(direct));
 
     let parameters = json!({"mode": "echo", "text": "hello"});
@@ -285,9 +293,23 @@ async fn sdk_overhead(tools: &Tools, plan: &Plan, daemon: &Daemon, rows: &mut [R
         // Halves alternate: daemon, direct, daemon, direct.
         let mut d = Vec::new();
         let mut b = Vec::new();
+        let (mut daemon_cpu, mut direct_cpu) = (0.0, 0.0);
         for _ in 0..2 {
-            d.push(closed_loop(&through, &parameters, *c, total / 2, limit).await.context("through daemon")?);
-            b.push(closed_loop(&direct, &parameters, *c, total / 2, limit).await.context("direct")?);
+            let (samples, cpu) = with_cpu(pids.daemon, closed_loop(&through, &parameters, *c, total / 2, limit))
+                .await
+                .context("through daemon")?;
+            d.push(samples);
+            daemon_cpu += cpu;
+            let (samples, cpu) = with_cpu(pids.direct, closed_loop(&direct, &parameters, *c, total / 2, limit)).await.context("direct")?;
+            b.push(samples);
+            direct_cpu += cpu;
+        }
+        if i == 0 {
+            // At concurrency 1 nothing is shared between invocations: the daemon's whole cost of one.
+            let invocations = (total / 2 * 2) as f64;
+            let last = rows.len() - 1;
+            rows[last].daemon = Ok(daemon_cpu / invocations * 1e6);
+            rows[last].baseline = Ok(direct_cpu / invocations * 1e6);
         }
         fill_latency_rows(&mut rows[i * 3..i * 3 + 3], &merge(d), &merge(b));
     }
