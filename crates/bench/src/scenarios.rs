@@ -387,8 +387,18 @@ fn ceiling_rows() -> Vec<Row> {
             base,
             Target::None,
         ),
+        Row::new(
+            "2.5.3",
+            "HTTP ceiling: native echo via local runtime (stdio), concurrency 1: server CPU per request",
+            "µs",
+            base,
+            Target::None,
+        ),
     ]
 }
+
+/// Invocations per side at concurrency 1 for row 2.5.3.
+const SERIAL_INVOCATIONS: usize = 2000;
 
 /// Rows per attachment in [`native_rows`].
 const NATIVE_ROWS_PER_ATTACHMENT: usize = 7;
@@ -427,7 +437,8 @@ async fn native_sections(tools: &Tools, plan: &Plan, daemon: &Daemon, rows: &mut
 }
 
 /// Rows 2.5.x: the daemon at concurrency 64 (local runtime) against the same client driving a
-/// minimal HTTP server, in alternating halves; throughput and server CPU per request.
+/// minimal HTTP server, in alternating halves; throughput and server CPU per request; then the CPU
+/// per request of both at concurrency 1.
 async fn measure_ceiling(plan: &Plan, daemon: &Daemon, through: &Invoker, rows: &mut [Row]) -> Result<()> {
     log("2: HTTP ceiling (minimal server, fixed SSE answer)");
     let server = BaselineServer::start().await?;
@@ -458,6 +469,23 @@ async fn measure_ceiling(plan: &Plan, daemon: &Daemon, through: &Invoker, rows: 
     let invocations = (total / 2 * 2) as f64;
     rows[1].daemon = Ok(daemon_cpu / invocations * 1e6);
     rows[1].baseline = Ok(server_cpu / invocations * 1e6);
+
+    // One request at a time: nothing is shared between requests, so each pays its wake-ups in full.
+    let serial = SERIAL_INVOCATIONS.min(total);
+    let (mut daemon_cpu, mut server_cpu) = (0.0, 0.0);
+    for _ in 0..2 {
+        let (_, cpu) = with_cpu(daemon.pid(), closed_loop(through, &parameters, 1, serial / 2, limit))
+            .await
+            .context("through daemon, serial")?;
+        daemon_cpu += cpu;
+        let (_, cpu) = with_cpu(Some(server.pid()), closed_loop(&ceiling, &parameters, 1, serial / 2, limit))
+            .await
+            .context("minimal server, serial")?;
+        server_cpu += cpu;
+    }
+    let invocations = (serial / 2 * 2) as f64;
+    rows[2].daemon = Ok(daemon_cpu / invocations * 1e6);
+    rows[2].baseline = Ok(server_cpu / invocations * 1e6);
     Ok(())
 }
 
