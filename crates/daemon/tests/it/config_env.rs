@@ -1,7 +1,8 @@
 //! The daemon binary reads every setting, its runtime's included, through the one settings table: a
 //! bad value of a variable only the plugin runtime uses, given in the environment or in a `.env` file,
 //! stops start-up with exit status 2 and a message naming the variable, before anything is created on
-//! disk. The test owns nothing but the daemon processes it starts and their temporary directories.
+//! disk. Also the allocator option the binary sets at start-up. The test owns nothing but the daemon
+//! processes it starts and their temporary directories.
 
 use std::io::Read;
 use std::path::Path;
@@ -65,4 +66,19 @@ fn third_party_key_that_is_not_a_public_key_stops_start_up() {
     );
     assert_ne!(status, Some(0), "a daemon that cannot read a trusted key must not start silently: {stderr}");
     assert!(stderr.contains("not-a-key.pem") && stderr.contains("not a PEM RSA public key"), "{stderr}");
+}
+
+/// The binary's allocator commits its arenas on demand: mimalloc reports its options at start-up
+/// when asked (`MIMALLOC_VERBOSE=1`), and the option the binary sets before the first allocation
+/// reads 0 there, unless the operator set it.
+#[test]
+fn the_allocator_commits_arenas_on_demand_unless_the_operator_says_otherwise() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = ("PLUGIN_HEARTBEAT_TIMEOUT", "soon");
+    let (status, stderr) = run_daemon(dir.path(), &[bad, ("MIMALLOC_VERBOSE", "1")]);
+    assert_eq!(status, Some(2), "{stderr}");
+    assert!(stderr.contains("option 'arena_eager_commit': 0"), "{stderr}");
+    let (status, stderr) = run_daemon(dir.path(), &[bad, ("MIMALLOC_VERBOSE", "1"), ("MIMALLOC_ARENA_EAGER_COMMIT", "1")]);
+    assert_eq!(status, Some(2), "{stderr}");
+    assert!(stderr.contains("option 'arena_eager_commit': 1"), "{stderr}");
 }
