@@ -61,35 +61,37 @@ impl Http1Pool {
         &self.address
     }
 
-    /// Sends `head` (request line and headers, ending with the blank line) and `body`, then calls
-    /// `on_body` with each piece of a 2xx answer's body as it arrives. A broken kept-alive connection
-    /// is retried once on a fresh one when nothing of the answer had arrived.
-    pub async fn send(&self, head: &[u8], body: &[u8], on_body: &mut (dyn FnMut(&[u8]) -> Result<()> + Send)) -> Result<Answer> {
+    /// Sends `request` (request line, headers, blank line and body), then calls `on_body` with each
+    /// piece of a 2xx answer's body as it arrives. A broken kept-alive connection is retried once on
+    /// a fresh one when nothing of the answer had arrived.
+    pub async fn send(&self, request: &[u8], on_body: &mut (dyn FnMut(&[u8]) -> Result<()> + Send)) -> Result<Answer> {
         let reused = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        if let Some(mut connection) = reused {
-            match exchange(&mut connection, head, body, on_body).await {
-                Ok((answer, keep)) => {
-                    if keep {
-                        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(connection);
-                    }
-                    return Ok(answer);
-                }
-                Err(Failure::BeforeAnswer(_)) => {}
+        let mut connection = match reused {
+            Some(mut connection) => match exchange(&mut connection, request, on_body).await {
+                Ok(done) => return Ok(self.finish(connection, done)),
+                Err(Failure::BeforeAnswer(_)) => self.connect().await?,
                 Err(Failure::During(error)) => return Err(error),
-            }
-        }
-        let stream = TcpStream::connect(&self.address).await.with_context(|| format!("connect {}", self.address))?;
-        stream.set_nodelay(true)?;
-        let mut connection = Connection { stream, buffer: Vec::with_capacity(64 * 1024), pos: 0 };
-        match exchange(&mut connection, head, body, on_body).await {
-            Ok((answer, keep)) => {
-                if keep {
-                    self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(connection);
-                }
-                Ok(answer)
-            }
+            },
+            None => self.connect().await?,
+        };
+        match exchange(&mut connection, request, on_body).await {
+            Ok(done) => Ok(self.finish(connection, done)),
             Err(Failure::BeforeAnswer(error) | Failure::During(error)) => Err(error),
         }
+    }
+
+    async fn connect(&self) -> Result<Connection> {
+        let stream = TcpStream::connect(&self.address).await.with_context(|| format!("connect {}", self.address))?;
+        stream.set_nodelay(true)?;
+        Ok(Connection { stream, buffer: Vec::with_capacity(64 * 1024), pos: 0 })
+    }
+
+    /// Returns a connection the answer left reusable to the pool; answers the answer.
+    fn finish(&self, connection: Connection, (answer, keep): (Answer, bool)) -> Answer {
+        if keep {
+            self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(connection);
+        }
+        answer
     }
 }
 
@@ -102,16 +104,12 @@ enum Failure {
 /// One request and its answer on `connection`; also says whether the connection can be kept.
 async fn exchange(
     connection: &mut Connection,
-    head: &[u8],
-    body: &[u8],
+    request: &[u8],
     on_body: &mut (dyn FnMut(&[u8]) -> Result<()> + Send),
 ) -> Result<(Answer, bool), Failure> {
-    let mut request = Vec::with_capacity(head.len() + body.len());
-    request.extend_from_slice(head);
-    request.extend_from_slice(body);
     connection.buffer.clear();
     connection.pos = 0;
-    connection.stream.write_all(&request).await.map_err(|e| Failure::BeforeAnswer(e.into()))?;
+    connection.stream.write_all(request).await.map_err(|e| Failure::BeforeAnswer(e.into()))?;
     let head_end = loop {
         if let Some(end) = memchr::memmem::find(connection.unread(), b"\r\n\r\n") {
             break end + 4;
@@ -269,6 +267,9 @@ mod tests {
     use super::*;
     use tokio::net::TcpListener;
 
+    /// What every test sends; the test server answers once it has seen the body.
+    const REQUEST: &[u8] = b"POST /x HTTP/1.1\r\nhost: h\r\ncontent-length: 4\r\n\r\nbody";
+
     /// A server answering each request on a connection with the next canned answer.
     async fn serve(answers: Vec<&'static [u8]>) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -305,42 +306,28 @@ mod tests {
         ])
         .await;
         let pool = Http1Pool::for_url(&url).unwrap();
-        let head = b"POST /x HTTP/1.1\r\nhost: h\r\ncontent-length: 4\r\n\r\n";
-        let mut got = Vec::new();
-        let answer = pool
-            .send(head, b"body", &mut |piece| {
-                got.extend_from_slice(piece);
-                Ok(())
-            })
-            .await
-            .unwrap();
-        assert_eq!((answer.status, got.as_slice()), (200, b"hello, world".as_slice()));
-        got.clear();
-        let answer = pool
-            .send(head, b"body", &mut |piece| {
-                got.extend_from_slice(piece);
-                Ok(())
-            })
-            .await
-            .unwrap();
-        assert_eq!((answer.status, got.as_slice()), (200, b"abc".as_slice()));
-        got.clear();
-        let answer = pool
-            .send(head, b"body", &mut |piece| {
-                got.extend_from_slice(piece);
-                Ok(())
-            })
-            .await
-            .unwrap();
-        assert_eq!((answer.status, answer.body.as_slice(), got.len()), (401, b"denied".as_slice(), 0));
+        // Status, the pieces `on_body` saw, and the kept body of a non-2xx answer.
+        let send = || async {
+            let mut got = Vec::new();
+            let answer = pool
+                .send(REQUEST, &mut |piece| {
+                    got.extend_from_slice(piece);
+                    Ok(())
+                })
+                .await
+                .unwrap();
+            (answer.status, got, answer.body)
+        };
+        assert_eq!(send().await, (200, b"hello, world".to_vec(), Vec::new()));
+        assert_eq!(send().await, (200, b"abc".to_vec(), Vec::new()));
+        assert_eq!(send().await, (401, Vec::new(), b"denied".to_vec()));
     }
 
     #[tokio::test]
     async fn a_cut_answer_is_an_error() {
         let url = serve(vec![b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n10\r\nshort"]).await;
         let pool = Http1Pool::for_url(&url).unwrap();
-        let head = b"POST /x HTTP/1.1\r\nhost: h\r\ncontent-length: 4\r\n\r\n";
-        let error = pool.send(head, b"body", &mut |_| Ok(())).await.unwrap_err();
+        let error = pool.send(REQUEST, &mut |_| Ok(())).await.unwrap_err();
         assert!(error.to_string().contains("closed inside a chunk"), "{error}");
     }
 }

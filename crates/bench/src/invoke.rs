@@ -114,14 +114,15 @@ impl ThroughDaemon {
 
     pub async fn invoke(&self, parameters: &Value) -> Result<Outcome> {
         let body = serde_json::to_vec(&self.body(parameters))?;
-        let mut head = Vec::with_capacity(self.head.len() + 32);
-        head.extend_from_slice(&self.head);
-        head.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
+        let mut request = Vec::with_capacity(self.head.len() + 32 + body.len());
+        request.extend_from_slice(&self.head);
+        request.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
+        request.extend_from_slice(&body);
         let mut outcome = Outcome::default();
         let mut buffer: Vec<u8> = Vec::new();
         let answer = self
             .pool
-            .send(&head, &body, &mut |piece| {
+            .send(&request, &mut |piece| {
                 // Whole events are read straight from the piece; only a split one is buffered.
                 let mut rest = piece;
                 if !buffer.is_empty() {

@@ -290,28 +290,14 @@ async fn sdk_overhead(tools: &Tools, plan: &Plan, daemon: &Daemon, rows: &mut [R
     for (i, c) in SDK_LEVELS.iter().enumerate() {
         let total = plan.sdk_invocations[i];
         log(format!("1: concurrency {c}, {total} invocations each side"));
-        // Halves alternate: daemon, direct, daemon, direct.
-        let mut d = Vec::new();
-        let mut b = Vec::new();
-        let (mut daemon_cpu, mut direct_cpu) = (0.0, 0.0);
-        for _ in 0..2 {
-            let (samples, cpu) = with_cpu(pids.daemon, closed_loop(&through, &parameters, *c, total / 2, limit))
-                .await
-                .context("through daemon")?;
-            d.push(samples);
-            daemon_cpu += cpu;
-            let (samples, cpu) = with_cpu(pids.direct, closed_loop(&direct, &parameters, *c, total / 2, limit)).await.context("direct")?;
-            b.push(samples);
-            direct_cpu += cpu;
-        }
+        let run = alternate((&through, pids.daemon), (&direct, pids.direct), &parameters, *c, total).await?;
         if i == 0 {
             // At concurrency 1 nothing is shared between invocations: the daemon's whole cost of one.
-            let invocations = (total / 2 * 2) as f64;
             let last = rows.len() - 1;
-            rows[last].daemon = Ok(daemon_cpu / invocations * 1e6);
-            rows[last].baseline = Ok(direct_cpu / invocations * 1e6);
+            rows[last].daemon = Ok(run.daemon_cpu_us);
+            rows[last].baseline = Ok(run.baseline_cpu_us);
         }
-        fill_latency_rows(&mut rows[i * 3..i * 3 + 3], &merge(d), &merge(b));
+        fill_latency_rows(&mut rows[i * 3..i * 3 + 3], &run.daemon, &run.baseline);
     }
     Ok(())
 }
@@ -449,43 +435,17 @@ async fn measure_ceiling(plan: &Plan, daemon: &Daemon, through: &Invoker, rows: 
     let c = NATIVE_LEVELS[0];
     let total = plan.native_invocations[0];
     closed_loop(&ceiling, &parameters, c, 2000.min(total), limit).await.context("warm-up minimal server")?;
-    let (mut d, mut b) = (Vec::new(), Vec::new());
-    let (mut daemon_cpu, mut server_cpu) = (0.0, 0.0);
-    for _ in 0..2 {
-        let (samples, cpu) = with_cpu(daemon.pid(), closed_loop(through, &parameters, c, total / 2, limit))
-            .await
-            .context("through daemon")?;
-        d.push(samples);
-        daemon_cpu += cpu;
-        let (samples, cpu) = with_cpu(Some(server.pid()), closed_loop(&ceiling, &parameters, c, total / 2, limit))
-            .await
-            .context("minimal server")?;
-        b.push(samples);
-        server_cpu += cpu;
-    }
-    let (d, b) = (merge(d), merge(b));
-    rows[0].daemon = d.per_second().ok_or_else(|| "no samples".into());
-    rows[0].baseline = b.per_second().ok_or_else(|| "no samples".into());
-    let invocations = (total / 2 * 2) as f64;
-    rows[1].daemon = Ok(daemon_cpu / invocations * 1e6);
-    rows[1].baseline = Ok(server_cpu / invocations * 1e6);
+    let sides = ((through, daemon.pid()), (&ceiling, Some(server.pid())));
+    let run = alternate(sides.0, sides.1, &parameters, c, total).await?;
+    rows[0].daemon = run.daemon.per_second().ok_or_else(|| "no samples".into());
+    rows[0].baseline = run.baseline.per_second().ok_or_else(|| "no samples".into());
+    rows[1].daemon = Ok(run.daemon_cpu_us);
+    rows[1].baseline = Ok(run.baseline_cpu_us);
 
     // One request at a time: nothing is shared between requests, so each pays its wake-ups in full.
-    let serial = SERIAL_INVOCATIONS.min(total);
-    let (mut daemon_cpu, mut server_cpu) = (0.0, 0.0);
-    for _ in 0..2 {
-        let (_, cpu) = with_cpu(daemon.pid(), closed_loop(through, &parameters, 1, serial / 2, limit))
-            .await
-            .context("through daemon, serial")?;
-        daemon_cpu += cpu;
-        let (_, cpu) = with_cpu(Some(server.pid()), closed_loop(&ceiling, &parameters, 1, serial / 2, limit))
-            .await
-            .context("minimal server, serial")?;
-        server_cpu += cpu;
-    }
-    let invocations = (serial / 2 * 2) as f64;
-    rows[2].daemon = Ok(daemon_cpu / invocations * 1e6);
-    rows[2].baseline = Ok(server_cpu / invocations * 1e6);
+    let run = alternate(sides.0, sides.1, &parameters, 1, SERIAL_INVOCATIONS.min(total)).await.context("serial")?;
+    rows[2].daemon = Ok(run.daemon_cpu_us);
+    rows[2].baseline = Ok(run.baseline_cpu_us);
     Ok(())
 }
 
@@ -546,6 +506,47 @@ async fn with_cpu<T>(pid: Option<u32>, batch: impl std::future::Future<Output = 
     Ok((value, crate::daemon::cpu_seconds(pid)? - before))
 }
 
+/// One load run against the daemon and against its baseline, in alternating halves (daemon, baseline,
+/// daemon, baseline) so noise hits both: each side's samples and its process's CPU per invocation.
+struct Alternated {
+    daemon: Samples,
+    baseline: Samples,
+    daemon_cpu_us: f64,
+    baseline_cpu_us: f64,
+}
+
+/// Runs `total` invocations per side at `concurrency` as [`Alternated`] describes; each side is an
+/// invoker and the process whose CPU time is read around its halves.
+async fn alternate(
+    daemon: (&Invoker, Option<u32>),
+    baseline: (&Invoker, Option<u32>),
+    parameters: &serde_json::Value,
+    concurrency: usize,
+    total: usize,
+) -> Result<Alternated> {
+    let limit = Duration::from_secs(600);
+    let (mut d, mut b, mut daemon_cpu, mut baseline_cpu) = (Vec::new(), Vec::new(), 0.0, 0.0);
+    for _ in 0..2 {
+        let (samples, cpu) = with_cpu(daemon.1, closed_loop(daemon.0, parameters, concurrency, total / 2, limit))
+            .await
+            .context("through daemon")?;
+        d.push(samples);
+        daemon_cpu += cpu;
+        let (samples, cpu) = with_cpu(baseline.1, closed_loop(baseline.0, parameters, concurrency, total / 2, limit))
+            .await
+            .context("baseline")?;
+        b.push(samples);
+        baseline_cpu += cpu;
+    }
+    let invocations = (total / 2 * 2) as f64;
+    Ok(Alternated {
+        daemon: merge(d),
+        baseline: merge(b),
+        daemon_cpu_us: daemon_cpu / invocations * 1e6,
+        baseline_cpu_us: baseline_cpu / invocations * 1e6,
+    })
+}
+
 /// Rows: c64 throughput, c64 p99, c256 throughput, c256 p99, stream, blob, c64 CPU per invocation.
 async fn measure_native(plan: &Plan, through: &Invoker, direct: &Invoker, pids: CpuPids, rows: &mut [Row]) -> Result<()> {
     let parameters = json!({"mode": "echo", "text": "hello"});
@@ -559,24 +560,11 @@ async fn measure_native(plan: &Plan, through: &Invoker, direct: &Invoker, pids: 
     for (i, c) in NATIVE_LEVELS.iter().enumerate() {
         let total = plan.native_invocations[i];
         log(format!("2: concurrency {c}, {total} invocations each side"));
-        let mut d = Vec::new();
-        let mut b = Vec::new();
-        let (mut daemon_cpu, mut direct_cpu) = (0.0, 0.0);
-        for _ in 0..2 {
-            let (samples, cpu) = with_cpu(pids.daemon, closed_loop(through, &parameters, *c, total / 2, limit))
-                .await
-                .context("through daemon")?;
-            d.push(samples);
-            daemon_cpu += cpu;
-            let (samples, cpu) = with_cpu(pids.direct, closed_loop(direct, &parameters, *c, total / 2, limit)).await.context("direct")?;
-            b.push(samples);
-            direct_cpu += cpu;
-        }
-        let (d, b) = (merge(d), merge(b));
+        let run = alternate((through, pids.daemon), (direct, pids.direct), &parameters, *c, total).await?;
+        let (d, b) = (run.daemon, run.baseline);
         if i == 0 {
-            let invocations = (total / 2 * 2) as f64;
-            rows[6].daemon = Ok(daemon_cpu / invocations * 1e6);
-            rows[6].baseline = Ok(direct_cpu / invocations * 1e6);
+            rows[6].daemon = Ok(run.daemon_cpu_us);
+            rows[6].baseline = Ok(run.baseline_cpu_us);
         }
         rows[i * 2].daemon = d.per_second().ok_or_else(|| "no samples".into());
         rows[i * 2].baseline = b.per_second().ok_or_else(|| "no samples".into());

@@ -429,15 +429,8 @@ fn body_stream(first: Bytes, session: SessionStream) -> impl futures::Stream<Ite
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::test_headers as headers;
     use serde_json::json;
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
-        }
-        map
-    }
 
     #[test]
     fn splits_hook_and_path() {

@@ -285,15 +285,7 @@ pub fn failure_response(error: &ForwardError) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderName;
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
-        }
-        map
-    }
+    use crate::http::test_headers as headers;
 
     #[test]
     fn endpoint_requests_keep_end_to_end_headers_only() {

@@ -219,3 +219,13 @@ pub fn router(state: AppState) -> Router {
 fn dispatch_routes() -> Router<AppState> {
     dispatch::routes()
 }
+
+/// A header map of `(name, value)` pairs in order (repeated names kept), for tests.
+#[cfg(test)]
+pub(crate) fn test_headers(pairs: &[(&str, &str)]) -> axum::http::HeaderMap {
+    let mut map = axum::http::HeaderMap::new();
+    for (name, value) in pairs {
+        map.append(axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(), axum::http::HeaderValue::from_str(value).unwrap());
+    }
+    map
+}
