@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use futures::StreamExt;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::daemon::{Daemon, DaemonOptions, PostgresDb, Tools, SERVER_KEY};
-use crate::invoke::{DirectPlugin, Invoker, ThroughDaemon, ToolRef};
+use crate::invoke::{DirectPlugin, Invoker, Outcome, ThroughDaemon, ToolRef};
 use crate::load::{closed_loop, timed_once};
 use crate::memory::BaselineServer;
 use crate::packages::{self, NATIVE_AUTHOR, NATIVE_PROVIDER, NATIVE_TOOL};
@@ -325,7 +325,9 @@ fn native_rows(plan: &Plan) -> Vec<Row> {
         for (i, c) in NATIVE_LEVELS.iter().enumerate() {
             let id = format!("2.{}", a * 2 + i + 1);
             let what = format!("native echo via {attachment}, concurrency {c}");
-            rows.push(Row::new(&format!("{id}.1"), format!("{what}: throughput"), "inv/s", base, Target::ValueAtLeast(10_000.0)));
+            // On the 2-core machine the bench is made for, 40k invocations/s at concurrency 64.
+            let floor = if *c == NATIVE_LEVELS[0] { 40_000.0 } else { 10_000.0 };
+            rows.push(Row::new(&format!("{id}.1"), format!("{what}: throughput"), "inv/s", base, Target::ValueAtLeast(floor)));
             rows.push(Row::new(&format!("{id}.2"), format!("{what}: p99"), "ms", base, Target::None));
         }
         rows.push(Row::new(
@@ -333,20 +335,27 @@ fn native_rows(plan: &Plan) -> Vec<Row> {
             format!("stream of {} text chunks via {attachment}", plan.stream_chunks),
             "chunks/s",
             base,
-            Target::RatioAtLeast(0.7),
+            Target::RatioAtLeast(0.9),
         ));
         rows.push(Row::new(
             &format!("3.{}", a * 2 + 2),
             format!("blob of {} MiB (8 KiB blob_chunks) via {attachment}", plan.blob_bytes as f64 / MIB),
             "MiB/s",
             base,
-            Target::RatioAtLeast(0.7),
+            Target::RatioAtLeast(0.9),
         ));
         rows.push(Row::new(
             &format!("2.{}.3", a * 2 + 1),
             format!("native echo via {attachment}, concurrency {}: daemon CPU per invocation", NATIVE_LEVELS[0]),
             "µs",
             "the native plugin's own CPU per invocation, driven directly",
+            Target::None,
+        ));
+        rows.push(Row::new(
+            &format!("3.{}", a + 5),
+            format!("blob of {} MiB via {attachment}: daemon CPU per MiB", plan.blob_bytes as f64 / MIB),
+            "ms",
+            "the native plugin's own CPU per MiB, producing it for a direct reader",
             Target::None,
         ));
     }
@@ -387,7 +396,7 @@ fn ceiling_rows() -> Vec<Row> {
 const SERIAL_INVOCATIONS: usize = 2000;
 
 /// Rows per attachment in [`native_rows`].
-const NATIVE_ROWS_PER_ATTACHMENT: usize = 7;
+const NATIVE_ROWS_PER_ATTACHMENT: usize = 8;
 
 async fn native_sections(tools: &Tools, plan: &Plan, daemon: &Daemon, rows: &mut [Row]) -> Result<()> {
     let scratch = tempfile::Builder::new().prefix("bench-native-").tempdir()?;
@@ -574,40 +583,80 @@ async fn measure_native(plan: &Plan, through: &Invoker, direct: &Invoker, pids: 
 
     log(format!("3: streaming {} chunks", plan.stream_chunks));
     let stream = json!({"mode": "stream", "count": plan.stream_chunks});
-    let rate = |side: &Invoker| {
-        let side = side.clone();
-        let stream = stream.clone();
-        let expected = plan.stream_chunks;
-        async move {
-            let (elapsed, outcome) = timed_once(&side, &stream, limit).await?;
-            if outcome.items != expected {
-                bail!("received {} chunks, expected {expected}", outcome.items);
-            }
-            Ok::<f64, anyhow::Error>(expected as f64 / elapsed.as_secs_f64())
+    let expected = plan.stream_chunks;
+    let streamed = stream_pairs(through, direct, pids, &stream, limit, |outcome: Outcome| {
+        if outcome.items != expected {
+            bail!("received {} chunks, expected {expected}", outcome.items);
         }
-    };
-    let (d1, b1, d2, b2) = (rate(through).await?, rate(direct).await?, rate(through).await?, rate(direct).await?);
-    rows[4].daemon = Ok(d1.max(d2));
-    rows[4].baseline = Ok(b1.max(b2));
+        Ok(expected as f64)
+    })
+    .await?;
+    rows[4].daemon = Ok(streamed.daemon_rate);
+    rows[4].baseline = Ok(streamed.baseline_rate);
 
     log(format!("3: blob of {} bytes", plan.blob_bytes));
     let blob = json!({"mode": "blob", "count": plan.blob_bytes});
-    let blob_rate = |side: &Invoker| {
-        let side = side.clone();
-        let blob = blob.clone();
-        let expected = plan.blob_bytes;
-        async move {
-            let (elapsed, outcome) = timed_once(&side, &blob, limit).await?;
-            if outcome.blob_bytes != expected {
-                bail!("received {} blob bytes, expected {expected}", outcome.blob_bytes);
-            }
-            Ok::<f64, anyhow::Error>(expected as f64 / MIB / elapsed.as_secs_f64())
+    let expected = plan.blob_bytes;
+    let blobs = stream_pairs(through, direct, pids, &blob, limit, |outcome: Outcome| {
+        if outcome.blob_bytes != expected {
+            bail!("received {} blob bytes, expected {expected}", outcome.blob_bytes);
         }
-    };
-    let (d1, b1, d2, b2) = (blob_rate(through).await?, blob_rate(direct).await?, blob_rate(through).await?, blob_rate(direct).await?);
-    rows[5].daemon = Ok(d1.max(d2));
-    rows[5].baseline = Ok(b1.max(b2));
+        Ok(expected as f64 / MIB)
+    })
+    .await?;
+    rows[5].daemon = Ok(blobs.daemon_rate);
+    rows[5].baseline = Ok(blobs.baseline_rate);
+    let mib = plan.blob_bytes as f64 / MIB;
+    rows[7].daemon = Ok(blobs.daemon_cpu_s / mib * 1e3);
+    rows[7].baseline = Ok(blobs.baseline_cpu_s / mib * 1e3);
     Ok(())
+}
+
+/// Long streams are timed in this many alternating pairs (daemon, then direct); each side keeps its
+/// best, so a moment of noise on a shared machine does not decide a row.
+const STREAM_PAIRS: usize = 5;
+
+/// What [`stream_pairs`] measured: the best rate of each side (units per second) and the CPU
+/// seconds one run took, at the median, of the daemon (through it) and of the plugin (direct).
+struct StreamPairs {
+    daemon_rate: f64,
+    baseline_rate: f64,
+    daemon_cpu_s: f64,
+    baseline_cpu_s: f64,
+}
+
+/// Runs one long stream through the daemon and directly, alternating, [`STREAM_PAIRS`] times;
+/// `units` checks a run's outcome and answers what it delivered (chunks, MiB).
+async fn stream_pairs(
+    through: &Invoker,
+    direct: &Invoker,
+    pids: CpuPids,
+    parameters: &Value,
+    limit: Duration,
+    units: impl Fn(Outcome) -> Result<f64>,
+) -> Result<StreamPairs> {
+    let mut rates = (Vec::new(), Vec::new());
+    let mut cpu = (Vec::new(), Vec::new());
+    for _ in 0..STREAM_PAIRS {
+        for (side, pid, rate, seconds) in
+            [(through, pids.daemon, &mut rates.0, &mut cpu.0), (direct, pids.direct, &mut rates.1, &mut cpu.1)]
+        {
+            let ((elapsed, outcome), used) = with_cpu(pid, timed_once(side, parameters, limit)).await?;
+            rate.push(units(outcome)? / elapsed.as_secs_f64());
+            seconds.push(used);
+        }
+    }
+    let best = |values: &[f64]| values.iter().copied().fold(0.0, f64::max);
+    let median = |values: &mut Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    Ok(StreamPairs {
+        daemon_rate: best(&rates.0),
+        baseline_rate: best(&rates.1),
+        daemon_cpu_s: median(&mut cpu.0),
+        baseline_cpu_s: median(&mut cpu.1),
+    })
 }
 
 /// Opens `count` streams (each waits for its first chunk), reads the RSS growth, then lets go.

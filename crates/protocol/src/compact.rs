@@ -293,18 +293,30 @@ impl<'de> Visitor<'de> for Key<'_> {
 /// One response item of a session as canonical compact JSON: exactly the bytes serde_json writes
 /// for the item's `Value`. Built from the plugin's line without a tree (`message::parse_plugin_line`)
 /// or from a `Value`; spliced as is into the caller's envelope.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct RawChunk {
+    /// The text from `head` on; the bytes before it are room for an envelope's opening (see
+    /// [`RawChunk::wrap`]). Field ranges index this whole buffer.
     json: Vec<u8>,
+    head: usize,
     /// Set when the item is an object.
     fields: Option<TopFields>,
 }
+
+/// Two chunks are equal when their texts are (the fields follow from the text).
+impl PartialEq for RawChunk {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for RawChunk {}
 
 impl RawChunk {
     /// The item `value` (serialised once, recording its top-level fields).
     pub fn from_value(value: &Value) -> Self {
         let Value::Object(map) = value else {
-            return Self { json: serde_json::to_vec(value).unwrap_or_default(), fields: None };
+            return Self { json: serde_json::to_vec(value).unwrap_or_default(), head: 0, fields: None };
         };
         let mut json = Vec::with_capacity(64);
         let mut fields = TopFields { keys: map.len(), ..TopFields::default() };
@@ -323,7 +335,7 @@ impl RawChunk {
             }
         }
         json.push(b'}');
-        Self { json, fields: Some(fields) }
+        Self { json, head: 0, fields: Some(fields) }
     }
 
     /// An object with `entries` (key, canonical compact value) in this order; keys must differ.
@@ -344,7 +356,7 @@ impl RawChunk {
             }
         }
         json.push(b'}');
-        Self { json, fields: Some(fields) }
+        Self { json, head: 0, fields: Some(fields) }
     }
 
     /// Compacts one item from its raw text (a whole document), like `from_value(&from_slice(raw)?)`.
@@ -357,30 +369,46 @@ impl RawChunk {
             .deserialize(&mut deserializer)
             .and_then(|()| deserializer.end());
         match written {
-            Ok(()) => Ok(Self { json, fields }),
+            Ok(()) => Ok(Self { json, head: 0, fields }),
             Err(_) if repeated => Ok(Self::from_value(&serde_json::from_slice::<Value>(raw)?)),
             Err(error) => Err(error),
         }
     }
 
-    /// Assembled by the line reader from already compacted text.
-    pub(crate) fn from_parts(json: Vec<u8>, fields: Option<TopFields>) -> Self {
-        Self { json, fields }
+    /// Assembled by the line reader from already compacted text that starts at `head` in `json`
+    /// (field ranges index `json`).
+    pub(crate) fn from_parts(json: Vec<u8>, head: usize, fields: Option<TopFields>) -> Self {
+        Self { json, head, fields }
     }
 
     /// The canonical compact text.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.json
+        &self.json[self.head..]
     }
 
     /// The canonical compact text, owned.
-    pub fn into_bytes(self) -> Vec<u8> {
+    pub fn into_bytes(mut self) -> Vec<u8> {
+        self.json.drain(..self.head);
         self.json
     }
 
+    /// `prefix`, the text and `suffix` in one buffer, written around the text where it lies when
+    /// the chunk was read with room for `prefix` before it (the line reader leaves
+    /// [`RawChunk::HEADROOM`] bytes): answers the buffer and where the result starts in it, without
+    /// copying the text. A chunk without that room is answered back.
+    pub fn wrap(mut self, prefix: &[u8], suffix: &[u8]) -> Result<(Vec<u8>, usize), Self> {
+        let Some(start) = self.head.checked_sub(prefix.len()) else { return Err(self) };
+        self.json[start..self.head].copy_from_slice(prefix);
+        self.json.extend_from_slice(suffix);
+        Ok((self.json, start))
+    }
+
+    /// Room the line reader leaves before a chunk's text for [`RawChunk::wrap`].
+    pub const HEADROOM: usize = 64;
+
     /// The item as a tree (for callers that inspect it).
     pub fn to_value(&self) -> Value {
-        serde_json::from_slice(&self.json).unwrap_or(Value::Null)
+        serde_json::from_slice(self.as_bytes()).unwrap_or(Value::Null)
     }
 
     /// Whether the item is a JSON object.
@@ -416,7 +444,7 @@ impl RawChunk {
 
 impl fmt::Debug for RawChunk {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RawChunk({})", String::from_utf8_lossy(&self.json))
+        write!(f, "RawChunk({})", String::from_utf8_lossy(self.as_bytes()))
     }
 }
 

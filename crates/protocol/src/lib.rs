@@ -13,6 +13,7 @@ pub mod json_text;
 pub mod manifest;
 pub mod message;
 pub mod observe;
+mod plain;
 
 pub use envelope::{DaemonError, Envelope, ErrorType};
 pub use identifier::{IdentifierError, PluginUniqueIdentifier};

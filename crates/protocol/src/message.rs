@@ -383,6 +383,9 @@ pub fn parse_plugin_line(line: &[u8]) -> Result<Option<PluginEvent>, LineError> 
     if trimmed.is_empty() {
         return Ok(None);
     }
+    if let Some(event) = plain_line::session_line(trimmed) {
+        return Ok(Some(event));
+    }
     if let Some(event) = single_pass::session_line(trimmed) {
         return Ok(Some(event));
     }
@@ -428,6 +431,68 @@ pub fn parse_plugin_line(line: &[u8]) -> Result<Option<PluginEvent>, LineError> 
     Ok(Some(parsed))
 }
 
+/// The common plugin lines, `session` lines of type `stream` and `end`, when the whole line is plain
+/// text (`plain::Plain`: no backslash, no control character): read with the plain reader, which finds
+/// strings with `memchr`. Whatever it is unsure of, including a key repeated anywhere, answers `None`
+/// and goes to [`single_pass`], so a line it answers gives the event [`single_pass`] gives.
+mod plain_line {
+    use super::{PluginEvent, SessionMessage};
+    use crate::compact::RawChunk;
+    use crate::plain::Plain;
+
+    pub(super) fn session_line(line: &[u8]) -> Option<PluginEvent> {
+        let mut reader = Plain::new(line)?;
+        let (mut event, mut session_id, mut kind) = (None, None, None);
+        let (mut item, mut fields, mut has_item) = (Vec::new(), None, false);
+        let mut skipped = Vec::new();
+        reader.object(|reader, key| {
+            match key {
+                b"\"event\"" => event = Some(reader.string()?),
+                b"\"session_id\"" => session_id = Some(reader.string()?),
+                b"\"data\"" => {
+                    reader.object(|reader, key| {
+                        match key {
+                            b"\"type\"" => kind = Some(reader.string()?),
+                            b"\"data\"" => {
+                                // Room for the envelope the daemon puts around the item, and for
+                                // its closing bytes (the item is never longer than the line).
+                                item.clear();
+                                item.reserve(RawChunk::HEADROOM + line.len() + 8);
+                                item.resize(RawChunk::HEADROOM, b' ');
+                                reader.value(&mut item, 3, Some(&mut fields))?;
+                                has_item = true;
+                            }
+                            _ => {
+                                skipped.clear();
+                                reader.value(&mut skipped, 3, None)?;
+                            }
+                        }
+                        Some(())
+                    })?;
+                }
+                _ => {
+                    skipped.clear();
+                    reader.value(&mut skipped, 2, None)?;
+                }
+            }
+            Some(())
+        })?;
+        if !reader.at_end() || event? != b"\"session\"" || !has_item {
+            return None;
+        }
+        let session_id = match session_id? {
+            id if id.len() > 2 => std::str::from_utf8(&id[1..id.len() - 1]).ok()?.to_owned(),
+            _ => return None,
+        };
+        let message = match kind? {
+            b"\"stream\"" => SessionMessage::Stream(RawChunk::from_parts(item, RawChunk::HEADROOM, fields)),
+            b"\"end\"" => SessionMessage::End(serde_json::from_slice(&item[RawChunk::HEADROOM..]).ok()?),
+            _ => return None,
+        };
+        Some(PluginEvent::Session { session_id, message })
+    }
+}
+
 /// The common plugin lines, `session` lines of type `stream` and `end`, read in one pass without a
 /// tree: the item is written as canonical compact text while it is parsed (`compact::Node`), every
 /// value still going through serde_json's `deserialize_any`, so the nesting limit counts from the
@@ -463,7 +528,7 @@ mod single_pass {
             _ => return None,
         };
         let message = match text(&parsed.kind)? {
-            b"\"stream\"" => SessionMessage::Stream(RawChunk::from_parts(item, fields)),
+            b"\"stream\"" => SessionMessage::Stream(RawChunk::from_parts(item, 0, fields)),
             b"\"end\"" => SessionMessage::End(serde_json::from_slice(&item).ok()?),
             _ => return None,
         };
@@ -658,6 +723,95 @@ pub fn peek_session_id(prefix: &[u8]) -> Option<String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    mod plain_lines {
+        use super::super::{plain_line, single_pass};
+        use crate::json_text::Json;
+        use proptest::prelude::*;
+
+        /// Values a plugin writes, mostly plain (strings without escapes, short integers), sometimes
+        /// not (fractions, `-0`, long integers, strings that need escapes).
+        fn arb_json() -> impl Strategy<Value = Json> {
+            let leaf = prop_oneof![
+                4 => "[a-zA-Z0-9+/= é\u{1F600}]{0,24}".prop_map(Json::Str),
+                2 => (-100_000i64..100_000).prop_map(|n| Json::Raw(n.to_string())),
+                1 => prop::sample::select(&["null", "true", "false", "0", "-0", "1.5", "1e3", "123456789012345678", "1234567890123456789"][..])
+                    .prop_map(|n| Json::Raw(n.into())),
+                1 => "[a-z\"\\\\\n\t\\x01]{0,6}".prop_map(Json::Str),
+            ];
+            let key = prop_oneof![
+                prop::sample::select(&["type", "message", "meta", "data", "event", "session_id", "k"][..]).prop_map(str::to_string),
+                "[a-z]{1,3}",
+            ];
+            leaf.prop_recursive(4, 40, 6, move |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..5).prop_map(Json::Array),
+                    prop::collection::vec((key.clone(), inner), 0..5).prop_map(Json::Object),
+                ]
+            })
+        }
+
+        /// A session line around an item: the usual keys in some order, sometimes another event or
+        /// type, an extra or a repeated key, or an id that is not a string.
+        fn arb_line() -> impl Strategy<Value = Json> {
+            let event = prop_oneof![6 => Just(Json::Str("session".into())), 1 => Just(Json::Str("log".into())), 1 => arb_json()];
+            let kind = prop_oneof![3 => Just(Json::Str("stream".into())), 2 => Just(Json::Str("end".into())), 1 => arb_json()];
+            let id = prop_oneof![6 => "[a-f0-9-]{0,12}".prop_map(Json::Str), 1 => arb_json()];
+            let extra = prop::collection::vec(("[a-z_]{1,10}", arb_json()), 0..2);
+            (event, kind, id, arb_json(), extra, any::<u16>()).prop_map(|(event, kind, id, item, extra, order)| {
+                let mut data = vec![("type".to_string(), kind), ("data".to_string(), item)];
+                if order % 2 == 0 {
+                    data.reverse();
+                }
+                let mut line = vec![("event".to_string(), event), ("session_id".to_string(), id), ("data".to_string(), Json::Object(data))];
+                line.extend(extra);
+                let n = line.len();
+                line.rotate_left(usize::from(order) % n);
+                Json::Object(line)
+            })
+        }
+
+        /// Text the plain reader leaves to serde_json even in a valid line.
+        fn unsure(text: &str) -> bool {
+            text.contains('\\')
+                || text.bytes().any(|b| b < 0x20)
+                || [".5", "e3", "-0", "1234567890123456789"].iter().any(|u| text.contains(u))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(3000))]
+
+            /// Whenever the plain reader answers, it answers what the single pass answers; and it
+            /// answers for every line the single pass reads that holds nothing it is unsure of and
+            /// repeats no key.
+            #[test]
+            fn the_plain_reader_agrees_with_the_single_pass(line in arb_line(), spaced in any::<bool>()) {
+                let text = line.render(spaced, false);
+                let plain = plain_line::session_line(text.as_bytes());
+                let single = single_pass::session_line(text.as_bytes());
+                if plain.is_some() {
+                    prop_assert_eq!(&plain, &single, "{}", text);
+                }
+                // Without escapes, a tree that dropped a repeated key has fewer quotes than the text.
+                let tree: serde_json::Value = serde_json::from_str(&text).unwrap();
+                let repeats_a_key = text.matches('"').count() != serde_json::to_string(&tree).unwrap().matches('"').count();
+                if single.is_some() && !unsure(&text) && !repeats_a_key {
+                    prop_assert!(plain.is_some(), "the plain reader gave up on {}", text);
+                }
+            }
+        }
+
+        #[test]
+        fn a_blob_chunk_line_is_read_plainly() {
+            let blob = "QUJD".repeat(2731);
+            let line = format!(
+                r#"{{"event":"session","session_id":"s-1","data":{{"type":"stream","data":{{"type":"blob_chunk","message":{{"id":"x","sequence":3,"total_length":100,"blob":"{blob}","end":false}},"meta":{{"mime_type":"application/octet-stream"}}}}}}}}"#
+            );
+            let plain = plain_line::session_line(line.as_bytes());
+            assert!(plain.is_some());
+            assert_eq!(plain, single_pass::session_line(line.as_bytes()));
+        }
+    }
 
     #[test]
     fn request_line_matches_the_go_daemon_layout() {

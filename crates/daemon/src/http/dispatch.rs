@@ -135,7 +135,7 @@ pub(super) fn sse_line(json: &str) -> Bytes {
 }
 
 /// The head of a success envelope, up to its `data` value (the field order of `Envelope::success`).
-const SUCCESS_HEAD: &[u8] = b"{\"code\":0,\"message\":\"success\",\"data\":";
+const SUCCESS_HEAD: &[u8] = SSE_SUCCESS_OPENING.split_at(b"data: ".len()).1;
 
 /// The SSE line of one successful chunk alone ([`push_success_sse_line`]).
 #[cfg(test)]
@@ -169,45 +169,118 @@ fn plugin_invoke_error(error: &PluginSessionError) -> DaemonError {
 /// in, the same bytes as serialising the protocol's `Envelope::success` of the chunk's `Value`.
 fn push_success_sse_line(out: &mut BytesMut, chunk: &RawChunk) {
     let json = chunk.as_bytes();
-    out.reserve(6 + SUCCESS_HEAD.len() + json.len() + 3);
-    out.extend_from_slice(b"data: ");
-    out.extend_from_slice(SUCCESS_HEAD);
+    out.reserve(SSE_SUCCESS_OPENING.len() + json.len() + 3);
+    out.extend_from_slice(SSE_SUCCESS_OPENING);
     out.extend_from_slice(json);
     out.extend_from_slice(b"}\n\n");
-}
-
-/// Appends the SSE line for one session output to `out` (nothing for an item that produces no line,
-/// a blob chunk being merged); true when it was the last line of the stream.
-fn render_output(shaper: &mut ChunkShaper, output: SessionOutput, out: &mut BytesMut) -> bool {
-    match output {
-        SessionOutput::Chunk(item) => match shaper.shape(item) {
-            Ok(Some(shaped)) => {
-                push_success_sse_line(out, &shaped);
-                false
-            }
-            Ok(None) => false,
-            Err(error) => {
-                out.extend_from_slice(&sse_line(&plugin_invoke_error(&error).to_envelope_json()));
-                true
-            }
-        },
-        other => {
-            if let Some(error) = failure_error(&other) {
-                out.extend_from_slice(&sse_line(&error.to_envelope_json()));
-            }
-            true
-        }
-    }
 }
 
 /// Most bytes gathered into one body chunk from items that are already there.
 const GATHER_BYTES: usize = 256 * 1024;
 
-/// The SSE body of a session, answered once the session's first line is there. The body pulls the
-/// session's outputs itself (no task between the session and the connection): each poll waits for
-/// the next item, then also takes every item that is already there (up to [`GATHER_BYTES`]) and
-/// returns their lines as one body chunk, so a fast plugin's stream goes out in few large writes
-/// while a single item is never held back.
+/// Items at least this long go out as their own body chunk, their line written around the item
+/// where the line reader left it ([`RawChunk::wrap`]) instead of copied into a gathered chunk.
+const OWN_CHUNK_BYTES: usize = 4096;
+
+/// The opening of a successful chunk's SSE line, before the chunk's text: `data: ` and the head of
+/// a success envelope up to its `data` value (the field order of `Envelope::success`).
+const SSE_SUCCESS_OPENING: &[u8] = b"data: {\"code\":0,\"message\":\"success\",\"data\":";
+
+/// The body chunks of one session's SSE stream: each poll waits for the next item, then also takes
+/// every item that is already there (up to [`GATHER_BYTES`]), so a fast plugin's stream goes out in
+/// few large writes while a single item is never held back. Small items' lines are copied into one
+/// gathered chunk; a large item's line is its own chunk, without a copy.
+struct SseChunks {
+    session: crate::session::SessionStream,
+    shaper: ChunkShaper,
+    /// Lines of small items gathered so far.
+    gathered: BytesMut,
+    /// Chunks ready to go, in order.
+    ready: std::collections::VecDeque<Bytes>,
+    /// The session gave its last output.
+    ended: bool,
+}
+
+impl SseChunks {
+    fn new(session: crate::session::SessionStream, shaper: ChunkShaper) -> Self {
+        Self { session, shaper, gathered: BytesMut::new(), ready: Default::default(), ended: false }
+    }
+
+    /// The next body chunk; `None` once the stream is over.
+    async fn next(&mut self) -> Option<Bytes> {
+        if let Some(chunk) = self.ready.pop_front() {
+            return Some(chunk);
+        }
+        // Wait until an output gives a line.
+        while !self.ended && self.gathered.is_empty() && self.ready.is_empty() {
+            match self.session.next().await {
+                Some(output) => self.ended = self.render(output),
+                None => self.ended = true,
+            }
+        }
+        while !self.ended && self.pending_bytes() < GATHER_BYTES {
+            let std::task::Poll::Ready(Some(output)) = self.session.try_next() else { break };
+            self.ended = self.render(output);
+        }
+        self.seal();
+        self.ready.pop_front()
+    }
+
+    fn pending_bytes(&self) -> usize {
+        self.gathered.len() + self.ready.iter().map(Bytes::len).sum::<usize>()
+    }
+
+    /// Moves the gathered lines to the ready chunks.
+    fn seal(&mut self) {
+        if !self.gathered.is_empty() {
+            self.ready.push_back(self.gathered.split().freeze());
+        }
+    }
+
+    /// Renders the SSE line for one session output (nothing for an item that produces no line, a
+    /// blob chunk being merged); true when it was the last line of the stream.
+    fn render(&mut self, output: SessionOutput) -> bool {
+        let error = match output {
+            SessionOutput::Chunk(item) => match self.shaper.shape(item) {
+                Ok(Some(shaped)) => {
+                    self.push_item(shaped);
+                    return false;
+                }
+                Ok(None) => return false,
+                Err(error) => Some(plugin_invoke_error(&error)),
+            },
+            other => failure_error(&other),
+        };
+        if let Some(error) = error {
+            self.gathered.extend_from_slice(&sse_line(&error.to_envelope_json()));
+        }
+        true
+    }
+
+    fn push_item(&mut self, item: RawChunk) {
+        let item = if item.as_bytes().len() >= OWN_CHUNK_BYTES {
+            match item.wrap(SSE_SUCCESS_OPENING, b"}\n\n") {
+                Ok((buffer, start)) => {
+                    self.seal();
+                    self.ready.push_back(Bytes::from(buffer).slice(start..));
+                    return;
+                }
+                Err(item) => item,
+            }
+        } else {
+            item
+        };
+        let line = SSE_SUCCESS_OPENING.len() + item.as_bytes().len() + 3;
+        if !self.gathered.is_empty() && self.gathered.capacity() - self.gathered.len() < line {
+            // More lines are coming: grow the gathered chunk once to its cap instead of doubling it
+            // (and copying what it holds) line by line.
+            self.gathered.reserve(line.max(GATHER_BYTES - self.gathered.len()));
+        }
+        push_success_sse_line(&mut self.gathered, &item);
+    }
+}
+
+/// The SSE body of a session, answered once the session's first line is there ([`SseChunks`]).
 ///
 /// Waiting for the first line before answering puts the response head and that line in one write
 /// (as upstream, whose head goes out with the first flushed line); answering at once would send the
@@ -215,33 +288,13 @@ const GATHER_BYTES: usize = 256 * 1024;
 /// disconnects makes the server drop the body (or this future), which drops the session and so
 /// ends it, even while the plugin is silent.
 pub(super) async fn sse_body(session: crate::session::SessionStream, shaper: ChunkShaper) -> Body {
-    let state = Some((session, shaper, BytesMut::new()));
-    let mut stream = Box::pin(futures::stream::unfold(state, |state| async move {
-        let (mut session, mut shaper, mut out) = state?;
-        // Wait until an output gives a line.
-        loop {
-            let output = session.next().await?;
-            if render_output(&mut shaper, output, &mut out) {
-                return Some((Ok::<_, Infallible>(out.split().freeze()), None));
-            }
-            if !out.is_empty() {
-                break;
-            }
-        }
-        while out.len() < GATHER_BYTES {
-            let std::task::Poll::Ready(Some(output)) = session.try_next() else { break };
-            if render_output(&mut shaper, output, &mut out) {
-                return Some((Ok(out.split().freeze()), None));
-            }
-        }
-        let chunk = out.split().freeze();
-        Some((Ok(chunk), Some((session, shaper, out))))
-    }));
-    match futures::StreamExt::next(&mut stream).await {
-        Some(first) => Body::from_stream(futures::StreamExt::chain(futures::stream::iter([first]), stream)),
+    let mut chunks = SseChunks::new(session, shaper);
+    let Some(first) = chunks.next().await else {
         // The session ended without a line: an empty stream.
-        None => Body::empty(),
-    }
+        return Body::empty();
+    };
+    let rest = futures::stream::unfold(chunks, |mut chunks| async move { chunks.next().await.map(|chunk| (chunk, chunks)) });
+    Body::from_stream(futures::StreamExt::map(futures::StreamExt::chain(futures::stream::iter([first]), rest), Ok::<_, Infallible>))
 }
 
 pub(super) async fn single_json(mut session: crate::session::SessionStream, mut shaper: ChunkShaper) -> Response {
@@ -347,6 +400,24 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_large_plain_item_is_wrapped_where_it_lies() {
+        let blob = "QUJD".repeat(3000);
+        let item = format!(
+            r#"{{"type":"blob_chunk","message":{{"id":"b","sequence":0,"total_length":9000,"blob":"{blob}","end":false}},"meta":{{"mime_type":"x/y"}}}}"#
+        );
+        let line = format!(r#"{{"event":"session","session_id":"s","data":{{"type":"stream","data":{item}}}}}"#);
+        let Ok(Some(PluginEvent::Session { message: SessionMessage::Stream(chunk), .. })) = parse_plugin_line(line.as_bytes()) else {
+            panic!("not a stream item")
+        };
+        let shaped = ChunkShaper::new(ChunkHandling::ToolMessage).shape(chunk).unwrap().unwrap();
+        let expected = sse_line(&success_json(&serde_json::from_str(&item).unwrap()));
+        let (buffer, start) = shaped.wrap(SSE_SUCCESS_OPENING, b"}\n\n").expect("the line reader leaves room for the opening");
+        assert_eq!(Bytes::from(buffer).slice(start..), expected);
+        // A chunk built from a value has no such room and is answered back.
+        assert!(raw(&serde_json::json!({"a": 1})).wrap(SSE_SUCCESS_OPENING, b"}\n\n").is_err());
+    }
+
     /// The path before the pass-through: the plugin's line parsed into a tree, the item shaped as a
     /// tree and serialised into the envelope. Answers the SSE line, or the shaping error's text.
     fn through_tree(line: &[u8], handling: ChunkHandling) -> Result<Bytes, String> {
@@ -382,7 +453,14 @@ mod tests {
             other => return Err(format!("{other:?}")),
         };
         match ChunkShaper::new(handling).shape(chunk) {
-            Ok(Some(shaped)) => Ok(success_sse_line(&shaped)),
+            Ok(Some(shaped)) => {
+                let gathered = success_sse_line(&shaped);
+                // A line written around the item where it lies is the same bytes.
+                if let Ok((buffer, start)) = shaped.wrap(SSE_SUCCESS_OPENING, b"}\n\n") {
+                    assert_eq!(Bytes::from(buffer).slice(start..), gathered);
+                }
+                Ok(gathered)
+            }
             Ok(None) => Err("no line".into()),
             Err(error) => Err(error.message),
         }
