@@ -274,7 +274,7 @@ impl SseChunks {
         if !self.gathered.is_empty() && self.gathered.capacity() - self.gathered.len() < line {
             // More lines are coming: grow the gathered chunk once to its cap instead of doubling it
             // (and copying what it holds) line by line.
-            self.gathered.reserve(line.max(GATHER_BYTES - self.gathered.len()));
+            self.gathered.reserve(line.max(GATHER_BYTES.saturating_sub(self.gathered.len())));
         }
         push_success_sse_line(&mut self.gathered, &item);
     }
