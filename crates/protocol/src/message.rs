@@ -443,7 +443,7 @@ mod plain_line {
     pub(super) fn session_line(line: &[u8]) -> Option<PluginEvent> {
         let mut reader = Plain::new(line)?;
         let (mut event, mut session_id, mut kind) = (None, None, None);
-        let (mut item, mut fields, mut has_item) = (Vec::new(), None, false);
+        let (mut item, mut fields) = (Vec::new(), None);
         let mut skipped = Vec::new();
         reader.object(|reader, key| {
             match key {
@@ -460,7 +460,6 @@ mod plain_line {
                                 item.reserve(RawChunk::HEADROOM + line.len() + 8);
                                 item.resize(RawChunk::HEADROOM, b' ');
                                 reader.value(&mut item, 3, Some(&mut fields))?;
-                                has_item = true;
                             }
                             _ => {
                                 skipped.clear();
@@ -477,7 +476,8 @@ mod plain_line {
             }
             Some(())
         })?;
-        if !reader.at_end() || event? != b"\"session\"" || !has_item {
+        // The item, once read, follows the room left before it.
+        if !reader.at_end() || event? != b"\"session\"" || item.is_empty() {
             return None;
         }
         let session_id = match session_id? {

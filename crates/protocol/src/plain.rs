@@ -3,9 +3,9 @@
 //! need no escape, such as base64 blob pieces).
 //!
 //! Owns: [`Plain`], which checks a whole line for those properties in one vectorisable pass, then
-//! reads it with strings found by `memchr` instead of byte-by-byte scanning, writing the canonical
-//! compact text as it goes (the bytes serde_json would write for the parsed `Value`). In such text a
-//! string's canonical form is its raw form, and so is a plain integer's.
+//! reads it with strings found by `memchr` instead of serde_json's word-at-a-time escape scan,
+//! writing the canonical compact text as it goes (the bytes serde_json would write for the parsed
+//! `Value`). In such text a string's canonical form is its raw form, and so is a plain integer's.
 //!
 //! Must not: decide anything it is unsure of. Every construct whose canonical form could differ
 //! from its raw form (fractions, exponents, `-0`, integers of 19 digits or more), an object that
