@@ -358,6 +358,13 @@ fn native_rows(plan: &Plan) -> Vec<Row> {
             "the native plugin's own CPU per MiB, producing it for a direct reader",
             Target::None,
         ));
+        rows.push(Row::new(
+            &format!("3.{}", a + 7),
+            format!("blob of {} MiB via {attachment}: the bench client's CPU per MiB reading it", plan.blob_bytes as f64 / MIB),
+            "ms",
+            "the same client's CPU per MiB reading the plugin directly",
+            Target::None,
+        ));
     }
     rows.extend(ceiling_rows());
     rows
@@ -396,7 +403,7 @@ fn ceiling_rows() -> Vec<Row> {
 const SERIAL_INVOCATIONS: usize = 2000;
 
 /// Rows per attachment in [`native_rows`].
-const NATIVE_ROWS_PER_ATTACHMENT: usize = 8;
+const NATIVE_ROWS_PER_ATTACHMENT: usize = 9;
 
 async fn native_sections(tools: &Tools, plan: &Plan, daemon: &Daemon, rows: &mut [Row]) -> Result<()> {
     let scratch = tempfile::Builder::new().prefix("bench-native-").tempdir()?;
@@ -609,6 +616,8 @@ async fn measure_native(plan: &Plan, through: &Invoker, direct: &Invoker, pids: 
     let mib = plan.blob_bytes as f64 / MIB;
     rows[7].daemon = Ok(blobs.daemon_cpu_s / mib * 1e3);
     rows[7].baseline = Ok(blobs.baseline_cpu_s / mib * 1e3);
+    rows[8].daemon = Ok(blobs.client_cpu_s.0 / mib * 1e3);
+    rows[8].baseline = Ok(blobs.client_cpu_s.1 / mib * 1e3);
     Ok(())
 }
 
@@ -616,13 +625,15 @@ async fn measure_native(plan: &Plan, through: &Invoker, direct: &Invoker, pids: 
 /// best, so a moment of noise on a shared machine does not decide a row.
 const STREAM_PAIRS: usize = 5;
 
-/// What [`stream_pairs`] measured: the best rate of each side (units per second) and the CPU
-/// seconds one run took, at the median, of the daemon (through it) and of the plugin (direct).
+/// What [`stream_pairs`] measured: the best rate of each side (units per second), the CPU seconds
+/// one run took, at the median, of the daemon (through it) and of the plugin (direct), and of the
+/// bench's own process reading each side (through the daemon, direct).
 struct StreamPairs {
     daemon_rate: f64,
     baseline_rate: f64,
     daemon_cpu_s: f64,
     baseline_cpu_s: f64,
+    client_cpu_s: (f64, f64),
 }
 
 /// Runs one long stream through the daemon and directly, alternating, [`STREAM_PAIRS`] times;
@@ -637,13 +648,17 @@ async fn stream_pairs(
 ) -> Result<StreamPairs> {
     let mut rates = (Vec::new(), Vec::new());
     let mut cpu = (Vec::new(), Vec::new());
+    let mut client = (Vec::new(), Vec::new());
+    let me = Some(std::process::id());
     for _ in 0..STREAM_PAIRS {
-        for (side, pid, rate, seconds) in
-            [(through, pids.daemon, &mut rates.0, &mut cpu.0), (direct, pids.direct, &mut rates.1, &mut cpu.1)]
-        {
-            let ((elapsed, outcome), used) = with_cpu(pid, timed_once(side, parameters, limit)).await?;
+        for (side, pid, rate, seconds, own) in [
+            (through, pids.daemon, &mut rates.0, &mut cpu.0, &mut client.0),
+            (direct, pids.direct, &mut rates.1, &mut cpu.1, &mut client.1),
+        ] {
+            let (((elapsed, outcome), used), mine) = with_cpu(me, with_cpu(pid, timed_once(side, parameters, limit))).await?;
             rate.push(units(outcome)? / elapsed.as_secs_f64());
             seconds.push(used);
+            own.push(mine);
         }
     }
     let best = |values: &[f64]| values.iter().copied().fold(0.0, f64::max);
@@ -656,6 +671,7 @@ async fn stream_pairs(
         baseline_rate: best(&rates.1),
         daemon_cpu_s: median(&mut cpu.0),
         baseline_cpu_s: median(&mut cpu.1),
+        client_cpu_s: (median(&mut client.0), median(&mut client.1)),
     })
 }
 
