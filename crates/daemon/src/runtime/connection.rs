@@ -3,8 +3,7 @@
 //!
 //! Owns: line framing (blank lines and lines without `event` skipped, a configurable line cap that
 //! fails only the session an oversized line belongs to), routing `session` messages to the listener
-//! registered for their id, heartbeat and activity tracking, serialised writes (lines handed in
-//! together go out in one write, see [`PluginConnection::send_line`]). Must not: spawn or
+//! registered for their id, heartbeat and activity tracking, serialised writes. Must not: spawn or
 //! kill processes, build environments, or interpret what a session's items mean. The stdio runtime,
 //! the debug TCP runtime and `dify plugin run` all sit on top of this.
 
@@ -60,27 +59,9 @@ impl Default for ConnectionOptions {
 
 type BoxedWriter = Pin<Box<dyn AsyncWrite + Send>>;
 
-/// Lines handed to [`PluginConnection::send_line`] on their way to the writer. Offsets count every
-/// byte ever handed in, so a sender can tell whether another sender's write already carried its line.
-#[derive(Default)]
-struct Outbox {
-    /// Lines not yet taken by a writer, in the order they were handed in.
-    pending: Vec<u8>,
-    /// Bytes handed in so far (the offset where `pending` ends).
-    queued: u64,
-    /// Bytes written so far (always a prefix of what was queued).
-    written: u64,
-    /// The first write that failed: no byte from this offset on reached the plugin.
-    failed: Option<(u64, ConnectionError)>,
-}
-
-/// Largest buffer an idle outbox keeps for the next batch.
-const OUTBOX_KEEP_BYTES: usize = 64 * 1024;
-
 /// A live plugin connection shared by every session on it.
 pub struct PluginConnection {
     writer: tokio::sync::Mutex<BoxedWriter>,
-    outbox: Mutex<Outbox>,
     sessions: Mutex<HashMap<String, mpsc::UnboundedSender<SessionEvent>>>,
     closed: AtomicBool,
     closed_reason: Mutex<Option<PluginSessionError>>,
@@ -121,26 +102,6 @@ impl Drop for SessionListener {
     }
 }
 
-/// Writes what is queued from a task of its own when a [`PluginConnection::send_line`] is dropped
-/// between queueing its line and writing it.
-struct FlushOnDrop {
-    connection: Option<Arc<PluginConnection>>,
-}
-
-impl Drop for FlushOnDrop {
-    fn drop(&mut self) {
-        let Some(connection) = self.connection.take() else { return };
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let end = connection.lock_outbox().queued;
-                if let Err(error) = connection.write_queued(end).await {
-                    tracing::debug!(plugin = %connection.options.label, %error, "queued lines could not be written");
-                }
-            });
-        }
-    }
-}
-
 impl PluginConnection {
     /// Starts reading `reader` in a background task. The returned handle finishes when the plugin's
     /// output ends or fails (its result says why); sessions stay registered until [`Self::close`].
@@ -152,7 +113,6 @@ impl PluginConnection {
         let (heartbeats, _) = watch::channel(0);
         let connection = Arc::new(Self {
             writer: tokio::sync::Mutex::new(Box::pin(writer)),
-            outbox: Mutex::new(Outbox::default()),
             sessions: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
             closed_reason: Mutex::new(None),
@@ -176,59 +136,17 @@ impl PluginConnection {
         Ok(SessionListener { session_id: session_id.to_owned(), events, connection: Arc::downgrade(self) })
     }
 
-    /// Writes one line (a trailing `\n` is added when missing) and flushes it; returns once the line
-    /// was written, or with the error of the write that should have carried it.
-    ///
-    /// Lines handed in by tasks that became ready together (many requests arriving at once) go out
-    /// in one write: the line is queued and, while other sessions are open on the connection, the
-    /// task yields once so the others queue theirs; whichever task gets the writer first writes
-    /// everything queued. One write instead of one per line, and the plugin wakes once for the lot.
-    /// A lone session does not yield: nothing could join its write, and the round through the
-    /// scheduler would only add latency.
-    pub async fn send_line(self: &Arc<Self>, line: &[u8]) -> Result<(), ConnectionError> {
+    /// Writes one line (a trailing `\n` is added when missing) and flushes it.
+    pub async fn send_line(&self, line: &[u8]) -> Result<(), ConnectionError> {
         if self.is_closed() {
             return Err(ConnectionError::Closed);
         }
-        let end = {
-            let mut outbox = self.lock_outbox();
-            if let Some((_, error)) = &outbox.failed {
-                return Err(error.clone());
-            }
-            outbox.pending.extend_from_slice(line);
-            if !line.ends_with(b"\n") {
-                outbox.pending.push(b'\n');
-            }
-            outbox.queued += (line.len() + usize::from(!line.ends_with(b"\n"))) as u64;
-            outbox.queued
-        };
-        // Should this task be dropped before its line went out, the guard hands the line to a task
-        // of its own, so a queued line is never left behind.
-        let mut guard = FlushOnDrop { connection: Some(self.clone()) };
-        if self.open_sessions() > 1 {
-            tokio::task::yield_now().await;
-        }
-        let result = self.write_queued(end).await;
-        guard.connection = None;
-        result
-    }
-
-    /// Writes everything queued unless the bytes up to `end` were already written (or failed).
-    async fn write_queued(&self, end: u64) -> Result<(), ConnectionError> {
         let mut writer = self.writer.lock().await;
-        let mut batch = {
-            let mut outbox = self.lock_outbox();
-            if let Some((from, error)) = &outbox.failed {
-                if *from < end {
-                    return Err(error.clone());
-                }
-            }
-            if outbox.written >= end {
-                return Ok(());
-            }
-            std::mem::take(&mut outbox.pending)
-        };
         let write = async {
-            writer.write_all(&batch).await?;
+            writer.write_all(line).await?;
+            if !line.ends_with(b"\n") {
+                writer.write_all(b"\n").await?;
+            }
             writer.flush().await
         };
         let mut write = std::pin::pin!(write);
@@ -238,28 +156,11 @@ impl PluginConnection {
             std::task::Poll::Ready(result) => Ok(result),
             std::task::Poll::Pending => tokio::time::timeout(self.options.write_timeout, write).await,
         };
-        let result = match written {
+        match written {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(ConnectionError::Write(error.to_string())),
             Err(_) => Err(ConnectionError::WriteTimeout),
-        };
-        let mut outbox = self.lock_outbox();
-        match &result {
-            Ok(()) => {
-                outbox.written += batch.len() as u64;
-                // Hand the buffer back for the next batch unless one already started or it grew large.
-                if outbox.pending.is_empty() && batch.capacity() <= OUTBOX_KEEP_BYTES {
-                    batch.clear();
-                    outbox.pending = batch;
-                }
-            }
-            Err(error) => {
-                let from = outbox.written;
-                outbox.failed.get_or_insert((from, error.clone()));
-                outbox.pending = Vec::new();
-            }
         }
-        result
     }
 
     /// Number of heartbeats seen so far; `changed()` on the receiver wakes on each.
@@ -307,11 +208,6 @@ impl PluginConnection {
 
     fn forget_session(&self, session_id: &str) {
         self.lock_sessions().remove(session_id);
-    }
-
-    fn lock_outbox(&self) -> std::sync::MutexGuard<'_, Outbox> {
-        // The outbox's fields are updated together under the lock; a panic cannot leave them torn.
-        self.outbox.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<SessionEvent>>> {
@@ -490,93 +386,6 @@ mod tests {
         let fine = tokio::time::timeout(Duration::from_secs(5), small.recv()).await.unwrap().unwrap();
         assert_eq!(fine, SessionEvent::Message(SessionMessage::Stream(RawChunk::from_value(&serde_json::json!({"ok": true})))));
         assert!(!connection.is_closed());
-    }
-
-    /// A writer that records each write it is given, and fails every write once told to.
-    #[derive(Clone, Default)]
-    struct Recording {
-        writes: Arc<Mutex<Vec<Vec<u8>>>>,
-        broken: Arc<AtomicBool>,
-    }
-
-    impl AsyncWrite for Recording {
-        fn poll_write(self: Pin<&mut Self>, _: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
-            if self.broken.load(Ordering::SeqCst) {
-                return std::task::Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "plugin went away")));
-            }
-            self.writes.lock().unwrap().push(buf.to_vec());
-            std::task::Poll::Ready(Ok(buf.len()))
-        }
-        fn poll_flush(self: Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
-            std::task::Poll::Ready(Ok(()))
-        }
-        fn poll_shutdown(self: Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
-            std::task::Poll::Ready(Ok(()))
-        }
-    }
-
-    /// A connection writing into a [`Recording`], with `sessions` sessions open on it.
-    fn recording_connection(sessions: usize) -> (Arc<PluginConnection>, Recording, Vec<SessionListener>, tokio::io::DuplexStream) {
-        let (plugin_side, daemon_side) = duplex(1 << 16);
-        let recording = Recording::default();
-        let (connection, _reader) = PluginConnection::start(daemon_side, recording.clone(), ConnectionOptions::default());
-        let listeners = (0..sessions).map(|i| connection.open_session(&format!("s{i}")).unwrap()).collect();
-        (connection, recording, listeners, plugin_side)
-    }
-
-    #[tokio::test]
-    async fn lines_handed_in_together_go_out_in_one_write_each_intact() {
-        let (connection, recording, _sessions, _plugin) = recording_connection(16);
-        let lines: Vec<Vec<u8>> = (0..16).map(|i| format!("{{\"n\":{i}}}").into_bytes()).collect();
-        let results = futures::future::join_all(lines.iter().map(|line| connection.send_line(line))).await;
-        assert!(results.iter().all(Result::is_ok), "{results:?}");
-        let writes = recording.writes.lock().unwrap().clone();
-        assert_eq!(writes.len(), 1, "16 lines queued together took {} writes", writes.len());
-        let expected: Vec<u8> = lines.iter().flat_map(|line| line.iter().copied().chain([b'\n'])).collect();
-        assert_eq!(writes.concat(), expected);
-        // A later line goes out on its own, ended by exactly one newline.
-        connection.send_line(b"{\"last\":true}\n").await.unwrap();
-        assert_eq!(recording.writes.lock().unwrap().last().unwrap(), b"{\"last\":true}\n");
-    }
-
-    #[tokio::test]
-    async fn a_lone_session_writes_without_yielding() {
-        let (connection, recording, _sessions, _plugin) = recording_connection(1);
-        // Polled once, the line is already written: no round through the scheduler.
-        let mut send = std::pin::pin!(connection.send_line(b"alone"));
-        assert!(matches!(futures::poll!(send.as_mut()), std::task::Poll::Ready(Ok(()))));
-        assert_eq!(recording.writes.lock().unwrap().concat(), b"alone\n");
-    }
-
-    #[tokio::test]
-    async fn a_failed_write_fails_its_lines_and_every_later_one() {
-        let (connection, recording, _sessions, _plugin) = recording_connection(2);
-        connection.send_line(b"first").await.unwrap();
-        recording.broken.store(true, Ordering::SeqCst);
-        let failed = futures::future::join_all([connection.send_line(b"second"), connection.send_line(b"third")]).await;
-        for result in failed {
-            assert!(matches!(result, Err(ConnectionError::Write(ref m)) if m.contains("plugin went away")), "{result:?}");
-        }
-        recording.broken.store(false, Ordering::SeqCst);
-        assert!(matches!(connection.send_line(b"fourth").await, Err(ConnectionError::Write(_))));
-        assert_eq!(recording.writes.lock().unwrap().concat(), b"first\n");
-    }
-
-    #[tokio::test]
-    async fn a_line_whose_sender_is_dropped_still_goes_out() {
-        let (connection, recording, _sessions, _plugin) = recording_connection(2);
-        {
-            let mut send = std::pin::pin!(connection.send_line(b"orphan"));
-            // One poll queues the line and yields; then the sender goes away.
-            let polled = futures::poll!(send.as_mut());
-            assert!(polled.is_pending());
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while recording.writes.lock().unwrap().is_empty() {
-            assert!(Instant::now() < deadline, "the dropped sender's line was never written");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        assert_eq!(recording.writes.lock().unwrap().concat(), b"orphan\n");
     }
 
     #[tokio::test]
