@@ -49,7 +49,7 @@ impl Plan {
     fn full() -> Self {
         Plan {
             smoke: false,
-            sdk_invocations: [300, 1600, 3200],
+            sdk_invocations: [2000, 1600, 3200],
             native_invocations: [40_000, 40_000],
             stream_chunks: 100_000,
             blob_bytes: 100 * 1024 * 1024,
