@@ -32,27 +32,29 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn add(&mut self, item: &Value) {
+    /// Counts one item of type `kind` whose `message.blob` is `blob` (blob bytes only for blobs).
+    fn count(&mut self, kind: Option<&str>, blob: Option<&str>) {
         self.items += 1;
-        if item["type"] == "blob_chunk" || item["type"] == "blob" {
-            if let Some(b64) = item["message"]["blob"].as_str() {
-                self.blob_bytes += decoded_len(b64);
-            }
+        if let (Some("blob_chunk" | "blob"), Some(b64)) = (kind, blob) {
+            self.blob_bytes += decoded_len(b64);
         }
+    }
+
+    fn add(&mut self, item: &Value) {
+        self.count(item["type"].as_str(), item["message"]["blob"].as_str());
+    }
+
+    /// Adds what another read counted.
+    fn absorb(&mut self, other: Outcome) {
+        self.items += other.items;
+        self.blob_bytes += other.blob_bytes;
     }
 
     /// Counts one stream item given as JSON text: read through [`ItemView`] (strings borrowed,
     /// the rest skipped), or as a tree when the item does not fit that shape.
     fn add_text(&mut self, item: &[u8]) -> Result<()> {
         match serde_json::from_slice::<ItemView>(item) {
-            Ok(view) => {
-                self.items += 1;
-                if matches!(view.kind.as_deref(), Some("blob_chunk" | "blob")) {
-                    if let Some(b64) = view.message.and_then(|m| m.blob) {
-                        self.blob_bytes += decoded_len(&b64);
-                    }
-                }
-            }
+            Ok(view) => self.count(view.kind.as_deref(), view.message.as_ref().and_then(|m| m.blob.as_deref())),
             Err(_) => self.add(&serde_json::from_slice(item).context("stream item is not JSON")?),
         }
         Ok(())
@@ -229,8 +231,8 @@ fn sse_event(event: &[u8], outcome: &mut Outcome) -> Result<()> {
         return Ok(());
     }
     let json_text = text.strip_prefix(b"data:").unwrap_or(text).trim_ascii_start();
-    let show = || String::from_utf8_lossy(&text[..text.len().min(200)]).into_owned();
-    let envelope: EnvelopeView = serde_json::from_slice(json_text).with_context(|| format!("SSE event is not JSON: {}", show()))?;
+    let envelope: EnvelopeView = serde_json::from_slice(json_text)
+        .with_context(|| format!("SSE event is not JSON: {}", String::from_utf8_lossy(&text[..text.len().min(200)])))?;
     if envelope.code != 0 {
         bail!("plugin invocation failed: {}", String::from_utf8_lossy(json_text));
     }
@@ -374,10 +376,7 @@ impl DirectPlugin {
         let mut outcome = Outcome::default();
         while let Some(routed) = rx.recv().await {
             match routed {
-                Routed::Item(item) => {
-                    outcome.items += item.items;
-                    outcome.blob_bytes += item.blob_bytes;
-                }
+                Routed::Item(item) => outcome.absorb(item),
                 Routed::End => return Ok(outcome),
                 Routed::Error(data) => bail!("plugin error: {data}"),
                 Routed::Unreadable(error) => bail!("unreadable stream item: {error}"),
